@@ -1,0 +1,56 @@
+/* eplb/metrics.h - how unbalanced a placement is, in the metrics people
+ * compare (see FORMATS.md / docs/metrics.md).
+ *
+ * A GPU's load is the sum over its slots of (expert load / replicas of that
+ * expert): tokens of a replicated expert are assumed split evenly over its
+ * replicas, as DeepSeek, SGLang, vLLM and TensorRT-LLM assume.
+ */
+#ifndef EPLB_METRICS_H
+#define EPLB_METRICS_H
+
+#include <stdint.h>
+
+#include "eplb/error.h"
+#include "eplb/placement.h"
+#include "eplb/stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fills gpu_load[G] for one layer.  Returns EPLB_EMAP if a slot holds an
+ * expert outside 0..E-1 (an expert with no slot simply carries no load). */
+int eplb_gpu_loads(const double *load, int32_t num_experts,
+                   const int32_t *phy2log, int32_t num_slots, int32_t num_gpus,
+                   double *gpu_load, eplb_error_t *err);
+
+/* Imbalance ratio of one layer: max / mean - 1 over GPUs (TensorRT-LLM's
+ * metric); 0 for an all-zero layer.  Returns a negative value if the map is
+ * invalid. */
+double eplb_layer_imbalance(const double *load, int32_t num_experts,
+                            const int32_t *phy2log, int32_t num_slots,
+                            int32_t num_gpus);
+
+/* The best imbalance any placement with S slots on G GPUs could reach on
+ * this layer: the hottest expert's load per replica, after replicating so
+ * as to minimise that (at most one replica per GPU), against a GPU's fair
+ * share.  max(0, m * G / total - 1); 0 for an all-zero layer. */
+double eplb_layer_floor(const double *load, int32_t num_experts,
+                        int32_t num_slots, int32_t num_gpus);
+
+typedef struct eplb_balance_s {
+  double imbalance;    /* mean over layers of max/mean - 1 */
+  double balancedness; /* mean over layers of mean/max (DeepSeek, SGLang) */
+  double floor;        /* mean over layers of eplb_layer_floor */
+  double max_imbalance;/* worst layer */
+  int32_t worst_layer; /* its index in the placement */
+} eplb_balance_t;
+
+/* Summarises a placement against statistics of the same shape (L, E). */
+int eplb_balance(const eplb_stats_t *stats, const eplb_placement_t *p,
+                 eplb_balance_t *out, eplb_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EPLB_METRICS_H */

@@ -1,0 +1,68 @@
+/* eplb/placement.h - the one placement type: which expert sits in which slot.
+ *
+ * A placement is DeepSeek's phy2log: for each layer, S physical slots, slot s
+ * belonging to GPU (rank) s / (S / G).  Every writer (expert map JSON,
+ * TensorRT-LLM YAML, ...) consumes it and every map reader produces it.
+ */
+#ifndef EPLB_PLACEMENT_H
+#define EPLB_PLACEMENT_H
+
+#include <stdint.h>
+
+#include "eplb/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct eplb_placement_s {
+  int32_t num_layers;  /* L */
+  int32_t num_experts; /* E: logical experts per layer */
+  int32_t num_slots;   /* S: physical slots per layer, S % G == 0 */
+  int32_t num_gpus;    /* G: ranks/devices */
+  int32_t *layer_ids;  /* [L] layer index as the statistics named it */
+  int32_t *phy2log;    /* [L * S]: phy2log[l * S + s] = logical expert */
+} eplb_placement_t;
+
+typedef enum {
+  EPLB_MAP_AUTO = 0,
+  EPLB_MAP_EXPERT_MAP, /* MindSpeed-RL / vllm-ascend expert map JSON */
+  EPLB_MAP_TRTLLM_YAML /* TensorRT-LLM moe_load_balancer.yaml */
+} eplb_map_format_t;
+
+/* Allocates an L x S placement (slots set to -1, layer ids 0..L-1).
+ * Checks S % G == 0 and the ranges.  On failure *p is empty. */
+int eplb_placement_init(eplb_placement_t *p, int32_t num_layers,
+                        int32_t num_experts, int32_t num_slots,
+                        int32_t num_gpus, eplb_error_t *err);
+/* NULL-safe, idempotent. */
+void eplb_placement_cleanup(eplb_placement_t *p);
+int eplb_placement_copy(eplb_placement_t *dst, const eplb_placement_t *src,
+                        eplb_error_t *err);
+
+/* Checks every slot holds an expert in 0..E-1 and every expert has at least
+ * one slot in every layer; with no_duplicates, also that no GPU holds one
+ * expert twice (vllm-ascend rejects that).  `source` names the file. */
+int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
+                         const char *source, eplb_error_t *err);
+
+/* The contiguous placement a model starts with: with R = S - E redundant
+ * slots, slot s holds expert s for s < E, then experts 0.. again. */
+int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err);
+
+/* Writes the placement atomically (temporary file, fsync, rename). */
+int eplb_placement_write(const eplb_placement_t *p, const char *path,
+                         eplb_map_format_t format, eplb_error_t *err);
+
+/* Reads an expert map (format detected with EPLB_MAP_AUTO). */
+int eplb_placement_read(eplb_placement_t *out, const char *path,
+                        eplb_map_format_t format, eplb_error_t *err);
+
+/* "expert-map", "trtllm-yaml" ("auto" for reading); -1 if unknown. */
+int eplb_map_format_from_name(const char *name);
+const char *eplb_map_format_name(eplb_map_format_t format);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EPLB_PLACEMENT_H */

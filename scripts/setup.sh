@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what eplb needs on Debian 12, only what is missing (idempotent).
+# Usage: scripts/setup.sh            (build + test dependencies)
+#        EPLB_WITH_SLURM=1 scripts/setup.sh   (also slurm-wlm + munge)
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
+      libhdf5-openmpi-dev hdf5-tools libcjson-dev libcmocka-dev)
+if [ "${EPLB_WITH_SLURM:-0}" = 1 ]; then
+  pkgs+=(slurm-wlm munge)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all packages present"
+fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of eplb twice: a normal (-Werror) build and an
+# ASan+UBSan build.  Installs what is missing first.
+# Usage: scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L mpi
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/setup.sh"
+. "$root/scripts/env.sh"
+
+echo "== normal build =="
+"$root/scripts/build.sh" build
+(cd "$root/build" && ctest --output-on-failure --timeout 300 -j 2 "$@")
+
+echo "== ASan + UBSan build =="
+supp="$root/scripts/lsan.supp"
+export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:abort_on_error=1"
+export LSAN_OPTIONS="suppressions=$supp:fast_unwind_on_malloc=0:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+EPLB_BUILD_TYPE=Debug "$root/scripts/build.sh" build-asan -DEPLB_SANITIZE=ON -DEPLB_BUILD_BENCH=OFF \
+  "-DMPIEXEC_PREFLAGS=-x;ASAN_OPTIONS;-x;LSAN_OPTIONS;-x;UBSAN_OPTIONS"
+(cd "$root/build-asan" && ctest --output-on-failure --timeout 600 -j 2 "$@")

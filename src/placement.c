@@ -1,0 +1,122 @@
+/* placement.c - the placement type (eplb_placement_t): life cycle, checks,
+ * and the contiguous placement a model starts from.
+ *
+ * Writers and readers of map files live in formats/. */
+#include "eplb/placement.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/plan.h"
+#include "eplb/stats.h"
+
+int eplb_placement_init(eplb_placement_t *p, int32_t num_layers,
+                        int32_t num_experts, int32_t num_slots,
+                        int32_t num_gpus, eplb_error_t *err) {
+  memset(p, 0, sizeof(*p));
+  if (num_layers < 1 || num_layers > EPLB_MAX_LAYERS)
+    return eplb_error_set(err, EPLB_EARG, "%d layers is outside 1..%d",
+                          (int)num_layers, EPLB_MAX_LAYERS);
+  if (num_experts < 1 || num_experts > EPLB_MAX_EXPERTS)
+    return eplb_error_set(err, EPLB_EARG, "%d experts is outside 1..%d",
+                          (int)num_experts, EPLB_MAX_EXPERTS);
+  if (num_slots < EPLB_MIN_SLOTS || num_slots > EPLB_MAX_SLOTS)
+    return eplb_error_set(err, EPLB_EARG, "--num-slots %d is outside %d..%d",
+                          (int)num_slots, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS);
+  if (num_gpus < EPLB_MIN_GPUS || num_gpus > EPLB_MAX_GPUS)
+    return eplb_error_set(err, EPLB_EARG, "--num-gpus %d is outside %d..%d",
+                          (int)num_gpus, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
+  if (num_slots % num_gpus != 0)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-slots %d is not a multiple of --num-gpus %d; "
+                          "every GPU must hold the same number of slots",
+                          (int)num_slots, (int)num_gpus);
+  size_t n = (size_t)num_layers * (size_t)num_slots;
+  p->layer_ids = malloc(sizeof(*p->layer_ids) * (size_t)num_layers);
+  p->phy2log = malloc(sizeof(*p->phy2log) * n);
+  if (p->layer_ids == NULL || p->phy2log == NULL) {
+    eplb_placement_cleanup(p);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for %d x %d slots",
+                          (int)num_layers, (int)num_slots);
+  }
+  for (int32_t l = 0; l < num_layers; l++)
+    p->layer_ids[l] = l;
+  for (size_t i = 0; i < n; i++)
+    p->phy2log[i] = -1;
+  p->num_layers = num_layers;
+  p->num_experts = num_experts;
+  p->num_slots = num_slots;
+  p->num_gpus = num_gpus;
+  return 0;
+}
+
+void eplb_placement_cleanup(eplb_placement_t *p) {
+  if (p == NULL)
+    return;
+  free(p->layer_ids);
+  free(p->phy2log);
+  memset(p, 0, sizeof(*p));
+}
+
+int eplb_placement_copy(eplb_placement_t *dst, const eplb_placement_t *src,
+                        eplb_error_t *err) {
+  int rc = eplb_placement_init(dst, src->num_layers, src->num_experts,
+                               src->num_slots, src->num_gpus, err);
+  if (rc)
+    return rc;
+  memcpy(dst->layer_ids, src->layer_ids,
+         sizeof(*dst->layer_ids) * (size_t)src->num_layers);
+  memcpy(dst->phy2log, src->phy2log,
+         sizeof(*dst->phy2log) * (size_t)src->num_layers * (size_t)src->num_slots);
+  return 0;
+}
+
+int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
+                         const char *source, eplb_error_t *err) {
+  int32_t E = p->num_experts, S = p->num_slots, per = S / p->num_gpus;
+  int32_t *seen = malloc(sizeof(int32_t) * (size_t)E);
+  if (seen == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  int rc = 0;
+  for (int32_t l = 0; l < p->num_layers && rc == 0; l++) {
+    const int32_t *row = p->phy2log + (size_t)l * (size_t)S;
+    /* seen[e] = last GPU that held e + 1 (slots are visited GPU by GPU). */
+    memset(seen, 0, sizeof(int32_t) * (size_t)E);
+    for (int32_t s = 0; s < S && rc == 0; s++) {
+      int32_t e = row[s], g = s / per;
+      if (e < 0 || e >= E)
+        rc = eplb_error_set(err, EPLB_EMAP,
+                            "%s: layer %d, slot %d (device %d): expert %d is "
+                            "outside 0..%d",
+                            source, (int)p->layer_ids[l], (int)s, (int)g,
+                            (int)e, (int)E - 1);
+      else if (no_duplicates && seen[e] == g + 1)
+        rc = eplb_error_set(err, EPLB_EMAP,
+                            "%s: layer %d, device %d holds expert %d twice; a "
+                            "device may hold each expert once",
+                            source, (int)p->layer_ids[l], (int)g, (int)e);
+      else
+        seen[e] = g + 1;
+    }
+    for (int32_t e = 0; e < E && rc == 0; e++)
+      if (seen[e] == 0)
+        rc = eplb_error_set(err, EPLB_EMAP,
+                            "%s: layer %d: expert %d has no slot; every expert "
+                            "needs at least one",
+                            source, (int)p->layer_ids[l], (int)e);
+  }
+  free(seen);
+  return rc;
+}
+
+int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err) {
+  if (p->num_slots < p->num_experts)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d slots cannot hold %d experts", (int)p->num_slots,
+                          (int)p->num_experts);
+  for (int32_t l = 0; l < p->num_layers; l++)
+    for (int32_t s = 0; s < p->num_slots; s++)
+      p->phy2log[(size_t)l * (size_t)p->num_slots + (size_t)s] =
+          s % p->num_experts;
+  return 0;
+}

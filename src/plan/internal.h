@@ -1,0 +1,76 @@
+/* plan/internal.h - building blocks shared by the planner's policies.
+ *
+ * Names carry `eplb__` (internal, not part of the public API).  Everything
+ * here is deterministic: ties break towards the lower index, always. */
+#ifndef EPLB_PLAN_INTERNAL_H
+#define EPLB_PLAN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "eplb/error.h"
+#include "eplb/plan.h"
+
+/* Chooses how many replicas each of E experts gets so that the S slots are
+ * used and the largest load per replica is as small as possible: every
+ * expert starts with one, then each further slot goes to the expert with the
+ * highest load per replica (ties: fewer replicas, then lower index), never
+ * beyond max_replicas (0 = unbounded).  count[E] out.  DeepSeek's rule; it
+ * is optimal for the min-max per-replica load.  S < E or S > E*max_replicas
+ * is EPLB_EARG. */
+int eplb__replicate(const double *load, int32_t E, int32_t S,
+                    int32_t max_replicas, int32_t *count, eplb_error_t *err);
+
+/* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index. */
+void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
+
+/* Greedy packing of n weighted items into `bins` bins of `cap` items each
+ * (n == bins * cap): items in `order`, each to the lightest bin with room
+ * (ties: lower bin).  With key != NULL an item avoids bins that already hold
+ * an item of the same key when any bin with room does not; *dups (may be
+ * NULL) counts the items that could not avoid it.  bin_of[n] and rank_of[n]
+ * (position inside the bin, in packing order) out. */
+int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
+                      int32_t bins, int32_t cap, const int32_t *key,
+                      int32_t *bin_of, int32_t *rank_of, int32_t *dups,
+                      eplb_error_t *err);
+
+/* A layer's placement on G GPUs of `per` slots, with each slot's weight
+ * (its expert's load / replicas), for the local search. */
+typedef struct eplb__layout_s {
+  int32_t G, per;
+  int32_t *expert; /* [G * per] */
+  double *w;       /* [G * per] */
+  double *load;    /* [G] */
+} eplb__layout_t;
+
+/* Moves duplicate copies (one GPU holding an expert twice) away by swapping
+ * with another GPU's slot, choosing the swap that changes loads least.
+ * Returns the number of duplicates left (0 unless no swap exists). */
+int32_t eplb__repair_duplicates(eplb__layout_t *lay);
+
+/* Local search: repeatedly swaps a slot of the most loaded GPU with a
+ * lighter slot of another GPU when that lowers the pair's maximum, never
+ * creating a duplicate, until no swap helps or `max_iters` swaps were made.
+ * Each swap strictly lowers the sum of squared loads, so it terminates. */
+void eplb__local_search(eplb__layout_t *lay, int32_t max_iters);
+
+/* Largest entry of load[G] (ties: lower index). */
+int32_t eplb__argmax(const double *load, int32_t G);
+
+/* DeepSeek's algorithm for one layer, hierarchical when the options say so.
+ * load[E] -> phy2log[S]. */
+int eplb__plan_deepseek(const double *load, int32_t E,
+                        const eplb_plan_opts_t *opts, int32_t *phy2log,
+                        eplb_error_t *err);
+
+/* eplb's default policy for one layer. */
+int eplb__plan_balanced(const double *load, int32_t E,
+                        const eplb_plan_opts_t *opts, int32_t *phy2log,
+                        eplb_error_t *err);
+
+/* Max GPU load of a layer placement (GPU s / per), loads split evenly over
+ * replicas.  Scratch-free; used to compare candidate plans. */
+double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
+                          int32_t S, int32_t G);
+
+#endif /* EPLB_PLAN_INTERNAL_H */

@@ -1,0 +1,155 @@
+/* plan.c - the planner's entry points: option checks and per-layer dispatch
+ * to a policy (deepseek.c, balanced.c).  Pure: no MPI, no I/O. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan/internal.h"
+
+void eplb_plan_opts_default(eplb_plan_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->num_nodes = 1;
+  opts->num_groups = 1;
+  opts->policy = EPLB_POLICY_BALANCED;
+}
+
+int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
+  return opts->num_nodes > 1 && opts->num_groups % opts->num_nodes == 0;
+}
+
+int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
+                         eplb_error_t *err) {
+  if (E < 1 || E > EPLB_MAX_EXPERTS)
+    return eplb_error_set(err, EPLB_EARG, "%d experts is outside 1..%d",
+                          (int)E, EPLB_MAX_EXPERTS);
+  if (o->policy != EPLB_POLICY_BALANCED && o->policy != EPLB_POLICY_DEEPSEEK)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--policy: unknown policy %d; use balanced or deepseek",
+                          (int)o->policy);
+  if (o->num_gpus < EPLB_MIN_GPUS || o->num_gpus > EPLB_MAX_GPUS)
+    return eplb_error_set(err, EPLB_EARG, "--num-gpus %d is outside %d..%d",
+                          (int)o->num_gpus, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
+  if (o->num_slots < EPLB_MIN_SLOTS || o->num_slots > EPLB_MAX_SLOTS)
+    return eplb_error_set(err, EPLB_EARG, "--num-slots %d is outside %d..%d",
+                          (int)o->num_slots, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS);
+  if (o->num_slots < E)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-slots %d is less than the %d experts; every "
+                          "expert needs a slot",
+                          (int)o->num_slots, (int)E);
+  if (o->num_slots % o->num_gpus != 0)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-slots %d is not a multiple of --num-gpus %d; "
+                          "every GPU holds the same number of slots",
+                          (int)o->num_slots, (int)o->num_gpus);
+  if (o->num_nodes < EPLB_MIN_NODES || o->num_nodes > o->num_gpus)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-nodes %d is outside %d..%d (--num-gpus)",
+                          (int)o->num_nodes, EPLB_MIN_NODES, (int)o->num_gpus);
+  if (o->num_gpus % o->num_nodes != 0)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-gpus %d is not a multiple of --num-nodes %d",
+                          (int)o->num_gpus, (int)o->num_nodes);
+  if (o->num_groups < EPLB_MIN_GROUPS || o->num_groups > E)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-groups %d is outside %d..%d (the number of "
+                          "experts)",
+                          (int)o->num_groups, EPLB_MIN_GROUPS, (int)E);
+  int32_t per = o->num_slots / o->num_gpus;
+  if (eplb_plan_is_hierarchical(o)) {
+    if (E % o->num_groups != 0)
+      return eplb_error_set(err, EPLB_EARG,
+                            "%d experts are not a multiple of --num-groups %d; "
+                            "hierarchical plans need equal groups",
+                            (int)E, (int)o->num_groups);
+    /* Each node gets K/N groups and S/N slots: S % N follows from
+     * S % G == 0 and G % N == 0. */
+    if (o->policy == EPLB_POLICY_BALANCED && per > E / o->num_nodes)
+      return eplb_error_set(err, EPLB_EARG,
+                            "%d slots per GPU exceed the %d experts of a node: "
+                            "a GPU would hold an expert twice; use fewer slots "
+                            "or --policy deepseek",
+                            (int)per, (int)(E / o->num_nodes));
+  } else if (o->policy == EPLB_POLICY_BALANCED && per > E) {
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d slots per GPU exceed the %d experts: a GPU would "
+                          "hold an expert twice; use fewer slots or --policy "
+                          "deepseek",
+                          (int)per, (int)E);
+  }
+  return 0;
+}
+
+int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
+                    int32_t *phy2log, eplb_error_t *err) {
+  int rc = eplb_plan_check_opts(opts, E, err);
+  if (rc)
+    return rc;
+  int zero = 1;
+  for (int32_t e = 0; e < E; e++) {
+    if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
+      return eplb_error_set(err, EPLB_ECOUNT,
+                            "expert %d: load %g is negative, not finite or "
+                            "above 2^53",
+                            (int)e, load[e]);
+    zero = zero && load[e] == 0.0;
+  }
+  /* A layer that saw no traffic is planned as if every expert were equally
+   * loaded: experts spread evenly. */
+  double *uniform = NULL;
+  if (zero) {
+    uniform = malloc(sizeof(double) * (size_t)E);
+    if (uniform == NULL)
+      return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    for (int32_t e = 0; e < E; e++)
+      uniform[e] = 1.0;
+    load = uniform;
+  }
+  if (opts->policy == EPLB_POLICY_DEEPSEEK)
+    rc = eplb__plan_deepseek(load, E, opts, phy2log, err);
+  else
+    rc = eplb__plan_balanced(load, E, opts, phy2log, err);
+  free(uniform);
+  return rc;
+}
+
+int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
+              eplb_placement_t *out, eplb_error_t *err) {
+  int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
+  if (rc)
+    return rc;
+  rc = eplb_placement_init(out, stats->num_layers, stats->num_experts,
+                           opts->num_slots, opts->num_gpus, err);
+  if (rc)
+    return rc;
+  memcpy(out->layer_ids, stats->layer_ids,
+         sizeof(int32_t) * (size_t)stats->num_layers);
+  for (int32_t l = 0; l < stats->num_layers; l++) {
+    rc = eplb_plan_layer(stats->load + (size_t)l * stats->num_experts,
+                         stats->num_experts, opts,
+                         out->phy2log + (size_t)l * opts->num_slots, err);
+    if (rc) {
+      eplb_error_prefix(err, "layer %d", (int)stats->layer_ids[l]);
+      eplb_placement_cleanup(out);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int eplb_policy_from_name(const char *name) {
+  if (strcmp(name, "balanced") == 0)
+    return EPLB_POLICY_BALANCED;
+  if (strcmp(name, "deepseek") == 0)
+    return EPLB_POLICY_DEEPSEEK;
+  return -1;
+}
+
+const char *eplb_policy_name(eplb_policy_t policy) {
+  switch (policy) {
+  case EPLB_POLICY_BALANCED:
+    return "balanced";
+  case EPLB_POLICY_DEEPSEEK:
+    return "deepseek";
+  }
+  return "unknown";
+}
