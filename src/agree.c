@@ -1,0 +1,115 @@
+/* agree.c - agreeing on success or failure across ranks (see agree.h).
+ *
+ * Two collectives: an allgather of every rank's code, and - only when some
+ * rank failed - an allgatherv of the failing ranks' messages, so that rank 0
+ * (and every other rank) can say who failed and why. */
+#include "agree.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err) {
+  if (mpi_rc == MPI_SUCCESS)
+    return 0;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(mpi_rc, msg, &len) != MPI_SUCCESS)
+    snprintf(msg, sizeof(msg), "MPI error %d", mpi_rc);
+  return eplb_error_set(err, EPLB_EMPI, "%s: %s", what, msg);
+}
+
+int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
+  int size = 0, rank = 0;
+  int rc = eplb__mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size", err);
+  if (rc == 0)
+    rc = eplb__mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", err);
+  if (rc)
+    return rc;
+  /* Keep the local message: err is rewritten below. */
+  char mine[EPLB_ERROR_MSG_MAX] = "";
+  if (local_rc != 0)
+    snprintf(mine, sizeof(mine), "%s",
+             err && err->msg[0] ? err->msg : eplb_strerror(local_rc));
+
+  int *codes = malloc(sizeof(int) * (size_t)size);
+  int *lens = malloc(sizeof(int) * (size_t)size);
+  int *displs = malloc(sizeof(int) * (size_t)size);
+  char *all = NULL;
+  if (!codes || !lens || !displs) {
+    /* Cannot even agree: abort rather than let other ranks wait. */
+    fprintf(stderr, "eplb: rank %d: out of memory while agreeing; aborting\n",
+            rank);
+    MPI_Abort(comm, 1);
+    return EPLB_ENOMEM;
+  }
+  rc = eplb__mpi_check(
+      MPI_Allgather(&local_rc, 1, MPI_INT, codes, 1, MPI_INT, comm),
+      "MPI_Allgather of rank status", err);
+  if (rc)
+    goto done;
+  int first = -1;
+  for (int r = 0; r < size; r++)
+    if (codes[r] != 0 && first < 0)
+      first = r;
+  if (first < 0)
+    goto done; /* everyone succeeded */
+
+  int mylen = local_rc != 0 ? (int)strlen(mine) : 0;
+  rc = eplb__mpi_check(
+      MPI_Allgather(&mylen, 1, MPI_INT, lens, 1, MPI_INT, comm),
+      "MPI_Allgather of error lengths", err);
+  if (rc)
+    goto done;
+  long total = 0;
+  for (int r = 0; r < size; r++) {
+    displs[r] = (int)total;
+    total += lens[r];
+  }
+  all = malloc((size_t)total + 1);
+  if (all == NULL) {
+    fprintf(stderr, "eplb: rank %d: out of memory while agreeing; aborting\n",
+            rank);
+    MPI_Abort(comm, 1);
+    rc = EPLB_ENOMEM;
+    goto done;
+  }
+  rc = eplb__mpi_check(MPI_Allgatherv(mine, mylen, MPI_CHAR, all, lens, displs,
+                                      MPI_CHAR, comm),
+                       "MPI_Allgatherv of error messages", err);
+  if (rc)
+    goto done;
+
+  /* "rank 3: why; rank 5: why", truncated to one message. */
+  char out[EPLB_ERROR_MSG_MAX];
+  size_t used = 0;
+  int shown = 0, failed = 0;
+  for (int r = 0; r < size; r++) {
+    if (codes[r] == 0)
+      continue;
+    failed++;
+    char one[EPLB_ERROR_MSG_MAX];
+    int n = snprintf(one, sizeof(one), "%srank %d: %.*s", shown ? "; " : "", r,
+                     lens[r], all + displs[r]);
+    if (n < 0 || used + (size_t)n + 16 >= sizeof(out))
+      continue;
+    memcpy(out + used, one, (size_t)n);
+    used += (size_t)n;
+    shown++;
+  }
+  if (shown < failed) {
+    int n = snprintf(out + used, sizeof(out) - used, " (and %d more ranks)",
+                     failed - shown);
+    if (n > 0)
+      used += (size_t)n;
+  }
+  out[used < sizeof(out) ? used : sizeof(out) - 1] = '\0';
+  rc = eplb_error_set(err, codes[first], "%s", out);
+
+done:
+  free(codes);
+  free(lens);
+  free(displs);
+  free(all);
+  return rc;
+}
