@@ -12,9 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Checksum of len bytes at data, continuing from `seed` (0 to start): feed
- * the result of one call as the seed of the next to checksum several pieces
- * as if they were one... except that piece boundaries are part of it. */
+/* Checksum of len bytes at data, starting from `seed` (0 for a fresh one).
+ * To checksum several pieces, feed each result as the next call's seed; the
+ * result then depends on where the pieces were cut, so cut them the same way
+ * on every rank. */
 uint64_t eplb__checksum(const void *data, size_t len, uint64_t seed);
 
 #endif /* EPLB_UTIL_CHECKSUM_H */
