@@ -22,56 +22,127 @@ int32_t eplb__argmax(const double *load, int32_t G) {
   return best;
 }
 
+/* Min-heap of bins keyed by (weight, index), for greedy packing. */
+typedef struct {
+  int32_t *bin;     /* heap of bin ids */
+  int32_t n;
+  const double *w;  /* bin weights */
+} bin_heap_t;
+
+static int bin_less(const bin_heap_t *h, int32_t a, int32_t b) {
+  return h->w[a] < h->w[b] || (h->w[a] == h->w[b] && a < b);
+}
+
+static void heap_up(bin_heap_t *h, int32_t i) {
+  while (i > 0) {
+    int32_t p = (i - 1) / 2;
+    if (!bin_less(h, h->bin[i], h->bin[p]))
+      return;
+    int32_t t = h->bin[i];
+    h->bin[i] = h->bin[p];
+    h->bin[p] = t;
+    i = p;
+  }
+}
+
+static void heap_down(bin_heap_t *h, int32_t i) {
+  for (;;) {
+    int32_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < h->n && bin_less(h, h->bin[l], h->bin[m]))
+      m = l;
+    if (r < h->n && bin_less(h, h->bin[r], h->bin[m]))
+      m = r;
+    if (m == i)
+      return;
+    int32_t t = h->bin[i];
+    h->bin[i] = h->bin[m];
+    h->bin[m] = t;
+    i = m;
+  }
+}
+
+static void heap_push(bin_heap_t *h, int32_t b) {
+  h->bin[h->n++] = b;
+  heap_up(h, h->n - 1);
+}
+
+static int32_t heap_pop(bin_heap_t *h) {
+  int32_t top = h->bin[0];
+  h->bin[0] = h->bin[--h->n];
+  heap_down(h, 0);
+  return top;
+}
+
+/* 1 when bin b already holds an item with key k. */
+static int bin_has_key(const int32_t *bin_keys, int32_t cap, int32_t b,
+                       int32_t nb, int32_t k) {
+  for (int32_t j = 0; j < nb; j++)
+    if (bin_keys[b * cap + j] == k)
+      return 1;
+  return 0;
+}
+
 int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t bins, int32_t cap, const int32_t *key,
                       int32_t *bin_of, int32_t *rank_of, int32_t *dups,
                       eplb_error_t *err) {
   double *bin_w = calloc((size_t)bins, sizeof(double));
   int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
+  int32_t *heap = malloc(sizeof(int32_t) * (size_t)bins);
+  int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
   /* keys held per bin, to avoid duplicates: bins * cap entries */
   int32_t *bin_keys = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
-  if (bin_w == NULL || bin_n == NULL || (key && bin_keys == NULL)) {
-    free(bin_w);
-    free(bin_n);
-    free(bin_keys);
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
-                          (int)n);
+  int rc = 0;
+  if (!bin_w || !bin_n || !heap || !held || (key && !bin_keys)) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
+                        (int)n);
+    goto done;
   }
+  bin_heap_t h = {.bin = heap, .n = 0, .w = bin_w};
+  for (int32_t b = 0; b < bins; b++)
+    heap_push(&h, b);
   int32_t ndup = 0;
   for (int32_t k = 0; k < n; k++) {
-    int32_t i = order[k], best = -1, best_any = -1;
-    for (int32_t b = 0; b < bins; b++) {
-      if (bin_n[b] >= cap)
-        continue;
-      if (best_any < 0 || bin_w[b] < bin_w[best_any])
-        best_any = b;
-      if (key != NULL) {
-        int clash = 0;
-        for (int32_t j = 0; j < bin_n[b] && !clash; j++)
-          clash = bin_keys[b * cap + j] == key[i];
-        if (clash)
-          continue;
-      }
-      if (best < 0 || bin_w[b] < bin_w[best])
+    int32_t i = order[k], best = -1, nheld = 0;
+    /* Lightest bin with room; with keys, the lightest without a clash
+     * (bins that clash are set aside and pushed back afterwards). */
+    while (h.n > 0) {
+      int32_t b = heap_pop(&h);
+      if (key == NULL || !bin_has_key(bin_keys, cap, b, bin_n[b], key[i])) {
         best = b;
+        break;
+      }
+      held[nheld++] = b;
     }
-    if (best < 0) {
-      best = best_any;
+    if (best < 0) { /* every bin with room clashes: take the lightest */
+      best = held[0];
+      for (int32_t j = 1; j < nheld; j++)
+        if (bin_w[held[j]] < bin_w[best] ||
+            (bin_w[held[j]] == bin_w[best] && held[j] < best))
+          best = held[j];
       ndup++;
     }
+    for (int32_t j = 0; j < nheld; j++)
+      if (held[j] != best)
+        heap_push(&h, held[j]);
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
     if (key != NULL)
       bin_keys[best * cap + bin_n[best]] = key[i];
     bin_n[best]++;
     bin_w[best] += w[i];
+    if (bin_n[best] < cap)
+      heap_push(&h, best);
   }
   if (dups)
     *dups = ndup;
+done:
   free(bin_w);
   free(bin_n);
+  free(heap);
+  free(held);
   free(bin_keys);
-  return 0;
+  return rc;
 }
 
 /* 1 when GPU g holds expert x in a slot other than `skip` (-1: any). */
@@ -136,47 +207,122 @@ int32_t eplb__repair_duplicates(eplb__layout_t *lay) {
   return left;
 }
 
+/* Keeps GPU g's slots sorted by weight, heaviest first (insertion sort:
+ * after a swap only one slot is out of place). */
+static void sort_gpu(eplb__layout_t *lay, int32_t g) {
+  int32_t *e = lay->expert + (size_t)g * lay->per;
+  double *w = lay->w + (size_t)g * lay->per;
+  for (int32_t i = 1; i < lay->per; i++) {
+    double wi = w[i];
+    int32_t ei = e[i], j = i;
+    while (j > 0 && w[j - 1] < wi) {
+      w[j] = w[j - 1];
+      e[j] = e[j - 1];
+      j--;
+    }
+    w[j] = wi;
+    e[j] = ei;
+  }
+}
+
+/* Best swap candidate found so far. */
+typedef struct {
+  double nmax;
+  int32_t h, a, b;
+} swap_t;
+
+/* Considers swapping slot a of g with slot b of h. */
+static void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
+                     int32_t h, int32_t b, swap_t *best) {
+  size_t ia = (size_t)g * lay->per + a, ib = (size_t)h * lay->per + b;
+  double d = lay->w[ia] - lay->w[ib], lg = lay->load[g], lh = lay->load[h];
+  if (d <= 0 || d >= lg - lh)
+    return;
+  double nmax = lg - d > lh + d ? lg - d : lh + d;
+  if (nmax >= best->nmax)
+    return;
+  /* No duplicates: a's expert must not already be on h (except in slot b,
+   * which leaves), nor b's expert on g (except slot a). */
+  int32_t xa = lay->expert[ia], xb = lay->expert[ib];
+  if (holds(lay, h, xa, b) || holds(lay, g, xb, a))
+    return;
+  best->nmax = nmax;
+  best->h = h;
+  best->a = a;
+  best->b = b;
+}
+
+/* Keeps by_load[0..G) sorted by load, lightest first (ties: lower index).
+ * Insertion sort: after a swap only two GPUs are out of place. */
+static void sort_by_load(const double *load, int32_t *by_load, int32_t G) {
+  for (int32_t i = 1; i < G; i++) {
+    int32_t x = by_load[i], j = i;
+    while (j > 0 && (load[by_load[j - 1]] > load[x] ||
+                     (load[by_load[j - 1]] == load[x] && by_load[j - 1] > x))) {
+      by_load[j] = by_load[j - 1];
+      j--;
+    }
+    by_load[j] = x;
+  }
+}
+
 void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
+  int32_t *by_load = malloc(sizeof(int32_t) * (size_t)G);
+  if (by_load == NULL)
+    return; /* the search only improves a valid layout: skipping is safe */
+  for (int32_t g = 0; g < G; g++) {
+    sort_gpu(lay, g);
+    by_load[g] = g;
+  }
   for (int32_t it = 0; it < max_iters; it++) {
-    int32_t g = eplb__argmax(lay->load, G);
+    sort_by_load(lay->load, by_load, G);
+    int32_t g = by_load[G - 1];
     double lg = lay->load[g];
-    const int32_t *ge = lay->expert + (size_t)g * per;
     const double *gw = lay->w + (size_t)g * per;
-    double best = lg;
-    int32_t bh = -1, ba = -1, bb = -1;
-    for (int32_t h = 0; h < G; h++) {
+    swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1};
+    /* Lightest GPUs first: a swap with h cannot bring the pair below
+     * (lg + lh) / 2, so once that is no better than the best found, no
+     * heavier h can help either. */
+    for (int32_t k = 0; k < G - 1; k++) {
+      int32_t h = by_load[k];
       double gap = lg - lay->load[h];
-      if (h == g || gap <= 0)
-        continue;
-      const int32_t *he = lay->expert + (size_t)h * per;
+      if (gap <= 0 || lg - gap / 2 >= best.nmax)
+        break;
       const double *hw = lay->w + (size_t)h * per;
+      /* The ideal swap moves gap/2: for each a (heaviest first) the b whose
+       * weight is nearest w_a - gap/2; that target only falls as a does, so
+       * one pointer sweeps h once.  Only the neighbours on both sides of the
+       * target can be best for this a. */
+      int32_t j = 0;
       for (int32_t a = 0; a < per; a++) {
-        for (int32_t b = 0; b < per; b++) {
-          double d = gw[a] - hw[b];
-          if (d <= 0 || d >= gap)
-            continue;
-          double nmax = lg - d > lay->load[h] + d ? lg - d : lay->load[h] + d;
-          if (nmax >= best)
-            continue;
-          /* No duplicates: a's expert must not already be on h (except in
-           * slot b, which leaves), nor b's expert on g (except slot a). */
-          if (he[b] != ge[a] &&
-              (holds(lay, h, ge[a], b) || holds(lay, g, he[b], a)))
-            continue;
-          best = nmax;
-          bh = h;
-          ba = a;
-          bb = b;
-        }
+        double t = gw[a] - gap / 2;
+        while (j < per && hw[j] > t)
+          j++;
+        if (j > 0)
+          consider(lay, g, a, h, j - 1, &best);
+        if (j < per)
+          consider(lay, g, a, h, j, &best);
       }
     }
-    if (bh < 0)
-      return;
-    swap_slots(lay, g, ba, bh, bb);
+    if (best.h < 0) {
+      /* The neighbours may have been ruled out as duplicates: one full scan
+       * before giving up, so that shortcut never ends the search early. */
+      for (int32_t h = 0; h < G; h++)
+        if (h != g && lay->load[h] < lg)
+          for (int32_t a = 0; a < per; a++)
+            for (int32_t b = 0; b < per; b++)
+              consider(lay, g, a, h, b, &best);
+      if (best.h < 0)
+        break;
+    }
+    swap_slots(lay, g, best.a, best.h, best.b);
+    sort_gpu(lay, g);
+    sort_gpu(lay, best.h);
   }
+  free(by_load);
 }
 
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
