@@ -64,29 +64,61 @@ double eplb_layer_imbalance(const double *load, int32_t E,
   return imb;
 }
 
+/* Sum of the k smallest of v[0..n) (k <= n); v is reordered. */
+static double sum_smallest(double *v, int32_t n, int32_t k) {
+  /* Partial selection: k is a GPU's slot count, small in practice. */
+  double sum = 0;
+  for (int32_t i = 0; i < k; i++) {
+    int32_t m = i;
+    for (int32_t j = i + 1; j < n; j++)
+      if (v[j] < v[m])
+        m = j;
+    double t = v[i];
+    v[i] = v[m];
+    v[m] = t;
+    sum += v[i];
+  }
+  return sum;
+}
+
 double eplb_layer_floor(const double *load, int32_t E, int32_t S, int32_t G) {
   double total = 0;
   for (int32_t e = 0; e < E; e++)
     total += load[e];
-  if (total <= 0 || S < E)
+  if (total <= 0 || S < E || G < 1 || S % G != 0)
     return 0;
+  int32_t per = S / G;
   int32_t *cnt = malloc(sizeof(int32_t) * (size_t)E);
-  if (cnt == NULL)
+  double *least = malloc(sizeof(double) * (size_t)E);
+  if (cnt == NULL || least == NULL) {
+    free(cnt);
+    free(least);
     return 0;
+  }
   /* At most one replica per GPU: more cannot lower a GPU's share. */
   int32_t cap = G;
   if ((int64_t)E * cap < S)
     cap = 0;
-  if (eplb__replicate(load, E, S, cap, cnt, NULL) != 0) {
-    free(cnt);
-    return 0;
+  double bound = 0;
+  if (eplb__replicate(load, E, S, cap, cnt, NULL) == 0) {
+    /* m: the smallest possible largest load per replica (greedy
+     * replication is optimal for it).  Some GPU carries a replica of at
+     * least m, and fills its other per - 1 slots with distinct experts,
+     * each carrying at least its load over the most replicas it can have
+     * (min(G, 1 + S - E)). */
+    double m = 0;
+    for (int32_t e = 0; e < E; e++)
+      if (load[e] / cnt[e] > m)
+        m = load[e] / cnt[e];
+    int32_t most = 1 + (S - E) < G ? 1 + (S - E) : G;
+    for (int32_t e = 0; e < E; e++)
+      least[e] = load[e] / most;
+    int32_t k = per - 1 < E ? per - 1 : E;
+    bound = m + sum_smallest(least, E, k);
   }
-  double m = 0;
-  for (int32_t e = 0; e < E; e++)
-    if (load[e] / cnt[e] > m)
-      m = load[e] / cnt[e];
   free(cnt);
-  double f = m * G / total - 1.0;
+  free(least);
+  double f = bound * G / total - 1.0;
   return f > 0 ? f : 0;
 }
 

@@ -206,13 +206,11 @@ static void test_zero_layer_spread_evenly(void **state) {
 
 static void test_floor(void **state) {
   (void)state;
-  /* No redundancy: floor = hottest * G / total - 1 = 50 * 2 / 80 - 1. */
+  /* No redundancy, 2 slots per GPU: the hot expert's GPU carries 50 and at
+   * least one 10, so 60 against a mean of 40: floor 0.5, and the plan
+   * reaches it. */
   double load[4] = {50, 10, 10, 10};
-  assert_true(fabs(eplb_layer_floor(load, 4, 4, 2) - 0.25) < 1e-12);
-  /* One redundant slot halves the hottest: 25 * 2 / 80 < 1 -> floor 0. */
-  assert_true(eplb_layer_floor(load, 4, 6, 2) == 0.0);
-  /* The floor is a bound: with 2 slots per GPU the hot expert's GPU also
-   * carries a 10 (60 against a mean of 40), so the plan is at 0.5. */
+  assert_true(fabs(eplb_layer_floor(load, 4, 4, 2) - 0.5) < 1e-12);
   int32_t p[4];
   eplb_plan_opts_t o;
   eplb_plan_opts_default(&o);
@@ -220,11 +218,25 @@ static void test_floor(void **state) {
   o.num_gpus = 2;
   assert_int_equal(eplb_plan_layer(load, 4, &o, p, NULL), 0);
   assert_true(fabs(eplb_layer_imbalance(load, 4, p, 4, 2) - 0.5) < 1e-12);
-  /* One expert per GPU: the floor 50 * 4 / 80 - 1 is reached exactly. */
+  /* One expert per GPU: 50 * 4 / 80 - 1, reached exactly. */
   assert_true(fabs(eplb_layer_floor(load, 4, 4, 4) - 1.5) < 1e-12);
   o.num_gpus = 4;
   assert_int_equal(eplb_plan_layer(load, 4, &o, p, NULL), 0);
   assert_true(fabs(eplb_layer_imbalance(load, 4, p, 4, 4) - 1.5) < 1e-12);
+  /* Two redundant slots on 3 GPUs: the hot expert splits 25/25, each GPU
+   * of 2 slots: floor = (25 + 10/3) * 3 / 80 - 1 < 0 -> 0. */
+  assert_true(eplb_layer_floor(load, 4, 6, 3) == 0.0);
+  /* Every plan, on random layers, is at or above the floor. */
+  for (int t = 0; t < 50; t++) {
+    double ld[32];
+    int32_t q[48];
+    skewed_loads(ld, 32, 0.5 + 0.02 * t);
+    o.num_slots = t % 2 ? 32 : 48;
+    o.num_gpus = 8;
+    assert_int_equal(eplb_plan_layer(ld, 32, &o, q, NULL), 0);
+    assert_true(eplb_layer_imbalance(ld, 32, q, o.num_slots, 8) >=
+                eplb_layer_floor(ld, 32, o.num_slots, 8) - 1e-12);
+  }
 }
 
 static void expect_opt_error(int32_t E, int32_t S, int32_t G, int32_t N,

@@ -31,10 +31,16 @@ double eplb_layer_imbalance(const double *load, int32_t num_experts,
                             const int32_t *phy2log, int32_t num_slots,
                             int32_t num_gpus);
 
-/* The best imbalance any placement with S slots on G GPUs could reach on
- * this layer: the hottest expert's load per replica, after replicating so
- * as to minimise that (at most one replica per GPU), against a GPU's fair
- * share.  max(0, m * G / total - 1); 0 for an all-zero layer. */
+/* A lower bound on the imbalance any placement of S slots on G GPUs (no GPU
+ * holding an expert twice) can reach on this layer.  m is the smallest
+ * possible largest load per replica (replicating the hottest first, at most
+ * one replica per GPU); the GPU holding that replica also fills its other
+ * S/G - 1 slots with distinct experts, so it carries at least m plus the
+ * S/G - 1 smallest loads (each divided by the most replicas an expert can
+ * have).  floor = max(0, that * G / total - 1); 0 for an all-zero layer.
+ * Without the second term this is the "hottest expert" floor
+ * max(0, m * G / total - 1), which no placement with S = E reaches when a
+ * GPU holds more than one slot. */
 double eplb_layer_floor(const double *load, int32_t num_experts,
                         int32_t num_slots, int32_t num_gpus);
 
