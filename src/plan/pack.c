@@ -229,6 +229,7 @@ static void sort_gpu(eplb__layout_t *lay, int32_t g) {
 typedef struct {
   double nmax;
   int32_t h, a, b;
+  int blocked; /* a better swap was ruled out as a duplicate */
 } swap_t;
 
 /* Considers swapping slot a of g with slot b of h. */
@@ -244,8 +245,10 @@ static void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
   /* No duplicates: a's expert must not already be on h (except in slot b,
    * which leaves), nor b's expert on g (except slot a). */
   int32_t xa = lay->expert[ia], xb = lay->expert[ib];
-  if (holds(lay, h, xa, b) || holds(lay, g, xb, a))
+  if (holds(lay, h, xa, b) || holds(lay, g, xb, a)) {
+    best->blocked = 1;
     return;
+  }
   best->nmax = nmax;
   best->h = h;
   best->a = a;
@@ -282,7 +285,7 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
     int32_t g = by_load[G - 1];
     double lg = lay->load[g];
     const double *gw = lay->w + (size_t)g * per;
-    swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1};
+    swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .blocked = 0};
     /* Lightest GPUs first: a swap with h cannot bring the pair below
      * (lg + lh) / 2, so once that is no better than the best found, no
      * heavier h can help either. */
@@ -307,17 +310,17 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
           consider(lay, g, a, h, j, &best);
       }
     }
-    if (best.h < 0) {
-      /* The neighbours may have been ruled out as duplicates: one full scan
-       * before giving up, so that shortcut never ends the search early. */
+    if (best.h < 0 && best.blocked) {
+      /* Neighbours were ruled out as duplicates: one full scan before
+       * giving up, so that shortcut never ends the search early. */
       for (int32_t h = 0; h < G; h++)
         if (h != g && lay->load[h] < lg)
           for (int32_t a = 0; a < per; a++)
             for (int32_t b = 0; b < per; b++)
               consider(lay, g, a, h, b, &best);
-      if (best.h < 0)
-        break;
     }
+    if (best.h < 0)
+      break;
     swap_slots(lay, g, best.a, best.h, best.b);
     sort_gpu(lay, g);
     sort_gpu(lay, best.h);
