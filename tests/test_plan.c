@@ -330,6 +330,132 @@ static void test_plan_stats(void **state) {
   eplb_stats_cleanup(&st);
 }
 
+/* Re-planning from the current placement. */
+
+/* Moves of one layer, through the public eplb_placement_moves. */
+static int64_t eplb__count_moves_for_test(const int32_t *from, const int32_t *to,
+                                          int32_t S, int32_t G) {
+  eplb_placement_t a = {.num_layers = 1, .num_experts = 0, .num_slots = S,
+                        .num_gpus = G, .phy2log = (int32_t *)from};
+  eplb_placement_t b = a;
+  b.phy2log = (int32_t *)to;
+  return eplb_placement_moves(&a, &b);
+}
+static void make_stats(eplb_stats_t *st, int32_t L_, int32_t E_, double skew) {
+  assert_int_equal(eplb_stats_init(st, L_, E_, NULL), 0);
+  for (int32_t l = 0; l < L_; l++)
+    skewed_loads(st->load + (size_t)l * E_, E_, skew);
+}
+
+static void test_plan_from_keeps_balanced_layers(void **state) {
+  (void)state;
+  eplb_stats_t st;
+  make_stats(&st, 4, 64, 0.6);
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  eplb_placement_t cur, p;
+  assert_int_equal(eplb_plan(&st, &o, &cur, NULL), 0);
+  /* Same traffic: the current plan is already balanced: nothing moves. */
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_placement_moves(&cur, &p), 0);
+  assert_memory_equal(cur.phy2log, p.phy2log, sizeof(int32_t) * 4 * 80);
+  eplb_placement_cleanup(&p);
+  eplb_placement_cleanup(&cur);
+  eplb_stats_cleanup(&st);
+}
+
+static void test_plan_from_drift(void **state) {
+  (void)state;
+  eplb_stats_t a, b;
+  make_stats(&a, 6, 64, 0.7);
+  make_stats(&b, 6, 64, 0.7);
+  /* b: a drifted by +-30% per expert */
+  for (int i = 0; i < 6 * 64; i++)
+    b.load[i] = floor(a.load[i] * (0.7 + 0.6 * rng_unit()));
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  eplb_placement_t cur, p, fresh;
+  o.policy = EPLB_POLICY_DEEPSEEK;
+  assert_int_equal(eplb_plan(&a, &o, &cur, NULL), 0);
+  assert_int_equal(eplb_plan(&b, &o, &fresh, NULL), 0);
+  o.policy = EPLB_POLICY_BALANCED;
+  assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_placement_check(&p, 0, "plan", NULL), 0);
+  eplb_balance_t bc, bp;
+  assert_int_equal(eplb_balance(&b, &cur, &bc, NULL), 0);
+  assert_int_equal(eplb_balance(&b, &p, &bp, NULL), 0);
+  assert_true(bp.imbalance < bc.imbalance);
+  /* Far fewer moves than DeepSeek's from-scratch plan. */
+  int64_t m = eplb_placement_moves(&cur, &p);
+  int64_t md = eplb_placement_moves(&cur, &fresh);
+  assert_true(m > 0);
+  assert_true(m * 2 < md);
+  eplb_placement_cleanup(&p);
+  /* A move budget is respected, layer by layer; 0 keeps everything. */
+  o.max_moves = 3;
+  assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
+  for (int l = 0; l < 6; l++)
+    assert_true(eplb__count_moves_for_test(cur.phy2log + l * 80, p.phy2log + l * 80, 80, 16) <= 3);
+  eplb_placement_cleanup(&p);
+  o.max_moves = 0;
+  assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_placement_moves(&cur, &p), 0);
+  eplb_placement_cleanup(&p);
+  /* Deterministic. */
+  o.max_moves = -1;
+  eplb_placement_t q;
+  assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_plan_from(&b, &cur, &o, &q, NULL), 0);
+  assert_memory_equal(p.phy2log, q.phy2log, sizeof(int32_t) * 6 * 80);
+  eplb_placement_cleanup(&p);
+  eplb_placement_cleanup(&q);
+  eplb_placement_cleanup(&cur);
+  eplb_placement_cleanup(&fresh);
+  eplb_stats_cleanup(&a);
+  eplb_stats_cleanup(&b);
+}
+
+static void test_plan_from_errors(void **state) {
+  (void)state;
+  eplb_stats_t st;
+  make_stats(&st, 2, 16, 0.5);
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 24;
+  o.num_gpus = 4;
+  eplb_placement_t cur, p;
+  assert_int_equal(eplb_placement_init(&cur, 2, 16, 20, 4, NULL), 0);
+  assert_int_equal(eplb_placement_contiguous(&cur, NULL), 0);
+  eplb_error_t err;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_ESHAPE);
+  assert_non_null(strstr(err.msg, "current map"));
+  eplb_placement_cleanup(&cur);
+  assert_int_equal(eplb_placement_init(&cur, 2, 16, 24, 4, NULL), 0);
+  assert_int_equal(eplb_placement_contiguous(&cur, NULL), 0);
+  cur.phy2log[5] = 99;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_EMAP);
+  cur.phy2log[5] = 5;
+  o.num_nodes = 2;
+  o.num_groups = 2;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_EARG);
+  o.num_nodes = 1;
+  o.max_moves = -2;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "--max-moves"));
+  o.max_moves = -1;
+  o.move_cost = 2;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_EARG);
+  o.move_cost = 0;
+  o.keep_threshold = -1;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, &err), EPLB_EARG);
+  eplb_placement_cleanup(&cur);
+  eplb_stats_cleanup(&st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_invariants_random),
@@ -341,6 +467,9 @@ int main(void) {
       cmocka_unit_test(test_option_validation),
       cmocka_unit_test(test_bad_loads),
       cmocka_unit_test(test_plan_stats),
+      cmocka_unit_test(test_plan_from_keeps_balanced_layers),
+      cmocka_unit_test(test_plan_from_drift),
+      cmocka_unit_test(test_plan_from_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,7 +48,19 @@ typedef struct eplb_plan_opts_s {
   int32_t num_groups; /* K: expert groups, 1..E; E % K == 0 when the plan is
                          hierarchical (default 1) */
   eplb_policy_t policy;
+  /* Re-planning from a current placement (eplb_plan_from); ignored by
+   * eplb_plan.  See docs/planner.md. */
+  int32_t max_moves;     /* replicas that may arrive on a new GPU per layer:
+                            -1 (default) = no limit, else 0..EPLB_MAX_SLOTS */
+  double move_cost;      /* imbalance traded per moved replica, 0..1
+                            (default EPLB_DEFAULT_MOVE_COST) */
+  double keep_threshold; /* a layer whose current imbalance is at most this
+                            is kept as it is, 0..100 (default
+                            EPLB_DEFAULT_KEEP_THRESHOLD) */
 } eplb_plan_opts_t;
+
+#define EPLB_DEFAULT_MOVE_COST 0.002
+#define EPLB_DEFAULT_KEEP_THRESHOLD 0.02
 
 /* Defaults: policy balanced, 1 node, 1 group; slots and GPUs 0 (must be
  * set by the caller). */
@@ -72,6 +84,24 @@ int eplb_plan_layer(const double *load, int32_t num_experts,
  * initialised here, with stats' layer ids). */
 int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
               eplb_placement_t *out, eplb_error_t *err);
+
+/* Re-plans from `current` (the placement the experts are in now, same L,
+ * E, S and G as the statistics and options): with the balanced policy, the
+ * current placement improved by moves chosen for their gain in balance per
+ * moved replica, or a fresh plan relabelled to overlap the current one,
+ * whichever is better under max load + move_cost * mean load * moves;
+ * layers within keep_threshold are kept.  With the deepseek policy,
+ * DeepSeek's from-scratch plan (DeepSeek ignores the current placement).
+ * Global plans only: hierarchical options are EPLB_EARG. */
+int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
+                   const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                   eplb_error_t *err);
+
+/* Replicas that must arrive on a GPU which did not hold that expert, to go
+ * from `from` to `to` (same shape): the experts a migration receives.
+ * -1 if the shapes differ. */
+int64_t eplb_placement_moves(const eplb_placement_t *from,
+                             const eplb_placement_t *to);
 
 /* "balanced" / "deepseek"; -1 if unknown. */
 int eplb_policy_from_name(const char *name);

@@ -68,6 +68,20 @@ int eplb__plan_balanced(const double *load, int32_t E,
                         const eplb_plan_opts_t *opts, int32_t *phy2log,
                         eplb_error_t *err);
 
+/* Migration-aware plan of one layer from current[S] (incremental.c). */
+int eplb__plan_incremental(const double *load, int32_t E,
+                           const eplb_plan_opts_t *opts, const int32_t *current,
+                           int32_t *phy2log, eplb_error_t *err);
+
+/* Relabels plan's GPUs (and slots inside them) to overlap current[S] as
+ * much as possible; the set of experts per GPU is unchanged. */
+int eplb__align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
+                eplb_error_t *err);
+
+/* Replicas of `to` that sit on a GPU which does not hold them in `from`. */
+int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
+                          int32_t G);
+
 /* Max GPU load of a layer placement (GPU s / per), loads split evenly over
  * replicas.  Scratch-free; used to compare candidate plans. */
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,

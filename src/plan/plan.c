@@ -10,6 +10,9 @@ void eplb_plan_opts_default(eplb_plan_opts_t *opts) {
   opts->num_nodes = 1;
   opts->num_groups = 1;
   opts->policy = EPLB_POLICY_BALANCED;
+  opts->max_moves = -1;
+  opts->move_cost = EPLB_DEFAULT_MOVE_COST;
+  opts->keep_threshold = EPLB_DEFAULT_KEEP_THRESHOLD;
 }
 
 int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
@@ -54,6 +57,17 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
                           "--num-groups %d is outside %d..%d (the number of "
                           "experts)",
                           (int)o->num_groups, EPLB_MIN_GROUPS, (int)E);
+  if (o->max_moves < -1 || o->max_moves > EPLB_MAX_SLOTS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--max-moves %d is outside -1..%d (-1: no limit)",
+                          (int)o->max_moves, EPLB_MAX_SLOTS);
+  if (!(o->move_cost >= 0 && o->move_cost <= 1))
+    return eplb_error_set(err, EPLB_EARG, "--move-cost %g is outside 0..1",
+                          o->move_cost);
+  if (!(o->keep_threshold >= 0 && o->keep_threshold <= 100))
+    return eplb_error_set(err, EPLB_EARG,
+                          "--keep-threshold %g is outside 0..100",
+                          o->keep_threshold);
   int32_t per = o->num_slots / o->num_gpus;
   if (eplb_plan_is_hierarchical(o)) {
     if (E % o->num_groups != 0)
@@ -134,6 +148,74 @@ int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
     }
   }
   return 0;
+}
+
+int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
+                   const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                   eplb_error_t *err) {
+  if (current == NULL || opts->policy == EPLB_POLICY_DEEPSEEK)
+    return eplb_plan(stats, opts, out, err);
+  int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
+  if (rc)
+    return rc;
+  if (eplb_plan_is_hierarchical(opts))
+    return eplb_error_set(err, EPLB_EARG,
+                          "re-planning from a current map is global only: "
+                          "drop --num-nodes/--num-groups or the current map");
+  if (current->num_layers != stats->num_layers ||
+      current->num_experts != stats->num_experts ||
+      current->num_slots != opts->num_slots ||
+      current->num_gpus != opts->num_gpus)
+    return eplb_error_set(
+        err, EPLB_ESHAPE,
+        "the current map has %d layers, %d experts, %d slots on %d GPUs but "
+        "the statistics and options say %d, %d, %d on %d; pass the map the "
+        "experts are in now",
+        (int)current->num_layers, (int)current->num_experts,
+        (int)current->num_slots, (int)current->num_gpus,
+        (int)stats->num_layers, (int)stats->num_experts, (int)opts->num_slots,
+        (int)opts->num_gpus);
+  rc = eplb_placement_check(current, 0, "current map", err);
+  if (rc)
+    return rc;
+  rc = eplb_placement_init(out, stats->num_layers, stats->num_experts,
+                           opts->num_slots, opts->num_gpus, err);
+  if (rc)
+    return rc;
+  memcpy(out->layer_ids, stats->layer_ids,
+         sizeof(int32_t) * (size_t)stats->num_layers);
+  int32_t E = stats->num_experts, S = opts->num_slots;
+  for (int32_t l = 0; l < stats->num_layers && rc == 0; l++) {
+    const double *load = stats->load + (size_t)l * E;
+    for (int32_t e = 0; e < E && rc == 0; e++)
+      if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
+        rc = eplb_error_set(err, EPLB_ECOUNT,
+                            "expert %d: load %g is negative, not finite or "
+                            "above 2^53",
+                            (int)e, load[e]);
+    if (rc == 0)
+      rc = eplb__plan_incremental(load, E, opts,
+                                  current->phy2log + (size_t)l * S,
+                                  out->phy2log + (size_t)l * S, err);
+    if (rc)
+      eplb_error_prefix(err, "layer %d", (int)stats->layer_ids[l]);
+  }
+  if (rc)
+    eplb_placement_cleanup(out);
+  return rc;
+}
+
+int64_t eplb_placement_moves(const eplb_placement_t *from,
+                             const eplb_placement_t *to) {
+  if (from->num_layers != to->num_layers || from->num_slots != to->num_slots ||
+      from->num_gpus != to->num_gpus)
+    return -1;
+  int64_t moves = 0;
+  for (int32_t l = 0; l < from->num_layers; l++)
+    moves += eplb__count_moves(from->phy2log + (size_t)l * from->num_slots,
+                               to->phy2log + (size_t)l * to->num_slots,
+                               from->num_slots, from->num_gpus);
+  return moves;
 }
 
 int eplb_policy_from_name(const char *name) {

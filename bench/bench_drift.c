@@ -1,0 +1,269 @@
+/* bench_drift.c - plans judged on the traffic that follows, and the experts
+ * a re-plan moves.
+ *
+ * Usage: bench_drift [--seeds N] [--json FILE] [STATS.json ...]
+ *
+ * Generated workloads: 58 layers x 256 experts in 8 groups, per-layer skew,
+ * per-step noise, slow drift between windows.  Window 0 sets the current
+ * placement (DeepSeek's plan of it, as a deployment running DeepSeek EPLB
+ * would have); each policy re-plans on window 1 and is judged on every step
+ * of window 2 (TensorRT-LLM's imbalance ratio: max/mean - 1 per layer and
+ * step, averaged over steps, then layers).  Real statistics given on the
+ * command line are used in pairs (plan on one, judge on the next) with the
+ * first one's DeepSeek plan as the current placement.
+ *
+ * Columns: in-sample imbalance (on the window planned for), next-window
+ * imbalance, replicas moved from the current placement per layer, plan time.
+ * Prints a table; --json writes the same numbers. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "eplb/eplb.h"
+
+#define L 58
+#define E 256
+#define S 288
+#define G 36
+#define STEPS 32
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng;
+static double unit(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+static double gauss(void) {
+  return sqrt(-2 * log(unit())) * cos(6.283185307179586 * unit());
+}
+
+/* series[w][step][L][E] for 3 windows. */
+static double *generate(uint64_t seed) {
+  rng = seed * 0x9E3779B97F4A7C15ULL + 1;
+  double *logp = malloc(sizeof(double) * L * E);
+  double *series = malloc(sizeof(double) * 3 * STEPS * L * E);
+  for (int l = 0; l < L; l++) {
+    double skew = 0.6 + 0.9 * unit();
+    double group[8];
+    for (int k = 0; k < 8; k++)
+      group[k] = 0.4 * gauss();
+    for (int e = 0; e < E; e++)
+      logp[l * E + e] = skew * gauss() + group[e / 32];
+  }
+  for (int w = 0; w < 3; w++) {
+    if (w > 0) /* slow drift between windows */
+      for (int i = 0; i < L * E; i++)
+        logp[i] += 0.25 * gauss();
+    for (int t = 0; t < STEPS; t++) {
+      double *step = series + ((size_t)w * STEPS + t) * L * E;
+      for (int l = 0; l < L; l++) {
+        double sum = 0;
+        for (int e = 0; e < E; e++) {
+          double v = exp(logp[l * E + e] + 0.3 * gauss()); /* step noise */
+          step[l * E + e] = v;
+          sum += v;
+        }
+        for (int e = 0; e < E; e++) /* 4096 tokens x top-8 per step */
+          step[l * E + e] = floor(32768.0 * step[l * E + e] / sum);
+      }
+    }
+  }
+  free(logp);
+  return series;
+}
+
+static void window_sum(const double *series, int w, eplb_stats_t *st) {
+  eplb_stats_init(st, L, E, NULL);
+  for (int t = 0; t < STEPS; t++) {
+    const double *step = series + ((size_t)w * STEPS + t) * L * E;
+    for (int i = 0; i < L * E; i++)
+      st->load[i] += step[i];
+  }
+}
+
+/* Mean over layers of the mean over steps of max/mean - 1. */
+static double judge(const double *series, int w, const eplb_placement_t *p) {
+  double sum = 0;
+  for (int l = 0; l < L; l++) {
+    double s = 0;
+    for (int t = 0; t < STEPS; t++) {
+      const double *step = series + ((size_t)w * STEPS + t) * L * E;
+      s += eplb_layer_imbalance(step + l * E, E, p->phy2log + l * S, S, G);
+    }
+    sum += s / STEPS;
+  }
+  return sum / L;
+}
+
+typedef struct {
+  const char *name;
+  eplb_policy_t policy;
+  int from_current;
+  double move_cost;
+} policy_t;
+
+static const policy_t policies[] = {
+    {"deepseek", EPLB_POLICY_DEEPSEEK, 0, 0},
+    {"balanced", EPLB_POLICY_BALANCED, 0, 0},
+    {"balanced+current", EPLB_POLICY_BALANCED, 1, EPLB_DEFAULT_MOVE_COST},
+    {"balanced+current mc=0.001", EPLB_POLICY_BALANCED, 1, 0.001},
+    {"balanced+current mc=0.002", EPLB_POLICY_BALANCED, 1, 0.002},
+    {"balanced+current mc=0.0001", EPLB_POLICY_BALANCED, 1, 0.0001},
+    {"balanced+current mc=0", EPLB_POLICY_BALANCED, 1, 0.0},
+};
+#define NPOL (sizeof(policies) / sizeof(policies[0]))
+
+typedef struct {
+  double in, next, moved, ms;
+  int n;
+} acc_t;
+
+static void plan_one(const policy_t *pol, const eplb_stats_t *st,
+                     const eplb_placement_t *cur, eplb_placement_t *out,
+                     double *ms) {
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = S;
+  o.num_gpus = G;
+  o.policy = pol->policy;
+  o.move_cost = pol->move_cost;
+  eplb_error_t err;
+  double t0 = now_s();
+  int rc = pol->from_current ? eplb_plan_from(st, cur, &o, out, &err)
+                             : eplb_plan(st, &o, out, &err);
+  *ms = (now_s() - t0) * 1e3;
+  if (rc) {
+    fprintf(stderr, "bench_drift: %s\n", eplb_error_message(&err));
+    exit(1);
+  }
+}
+
+int main(int argc, char **argv) {
+  int seeds = 3, first = 1;
+  const char *json = NULL;
+  while (first < argc && strncmp(argv[first], "--", 2) == 0) {
+    if (strcmp(argv[first], "--seeds") == 0 && first + 1 < argc) {
+      seeds = atoi(argv[first + 1]);
+      if (seeds < 1 || seeds > 100) {
+        fprintf(stderr, "bench_drift: --seeds must be in 1..100\n");
+        return 2;
+      }
+    } else if (strcmp(argv[first], "--json") == 0 && first + 1 < argc) {
+      json = argv[first + 1];
+    } else {
+      fprintf(stderr, "usage: bench_drift [--seeds N] [--json FILE] [STATS ...]\n");
+      return 2;
+    }
+    first += 2;
+  }
+  acc_t gen[NPOL] = {0}, real[NPOL] = {0};
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = S;
+  o.num_gpus = G;
+  o.policy = EPLB_POLICY_DEEPSEEK;
+  for (int sd = 1; sd <= seeds; sd++) {
+    double *series = generate((uint64_t)sd);
+    eplb_stats_t w0, w1;
+    window_sum(series, 0, &w0);
+    window_sum(series, 1, &w1);
+    eplb_placement_t cur;
+    if (eplb_plan(&w0, &o, &cur, NULL) != 0)
+      return 1;
+    for (size_t k = 0; k < NPOL; k++) {
+      eplb_placement_t p;
+      double ms;
+      plan_one(&policies[k], &w1, &cur, &p, &ms);
+      eplb_balance_t b;
+      eplb_balance(&w1, &p, &b, NULL);
+      gen[k].in += b.imbalance;
+      gen[k].next += judge(series, 2, &p);
+      gen[k].moved += (double)eplb_placement_moves(&cur, &p) / L;
+      gen[k].ms += ms;
+      gen[k].n++;
+      eplb_placement_cleanup(&p);
+    }
+    eplb_placement_cleanup(&cur);
+    eplb_stats_cleanup(&w0);
+    eplb_stats_cleanup(&w1);
+    free(series);
+  }
+  /* Real statistics: plan on file i, judge on file i+1. */
+  for (int i = first; i + 1 < argc; i++) {
+    eplb_stats_t a, b;
+    int32_t d;
+    if (eplb_stats_read(&a, argv[i], EPLB_STATS_AUTO, NULL) != 0 ||
+        eplb_stats_read(&b, argv[i + 1], EPLB_STATS_AUTO, NULL) != 0 ||
+        eplb_stats_drop_zero_layers(&a, &d, NULL) != 0 ||
+        eplb_stats_drop_zero_layers(&b, &d, NULL) != 0 ||
+        a.num_layers != b.num_layers || a.num_experts != E) {
+      fprintf(stderr, "bench_drift: cannot use %s / %s\n", argv[i], argv[i + 1]);
+      return 1;
+    }
+    eplb_placement_t cur;
+    if (eplb_plan(&a, &o, &cur, NULL) != 0)
+      return 1;
+    for (size_t k = 0; k < NPOL; k++) {
+      eplb_placement_t p;
+      double ms;
+      plan_one(&policies[k], &a, &cur, &p, &ms);
+      eplb_balance_t bi, bn;
+      eplb_balance(&a, &p, &bi, NULL);
+      eplb_balance(&b, &p, &bn, NULL);
+      real[k].in += bi.imbalance;
+      real[k].next += bn.imbalance;
+      real[k].moved += (double)eplb_placement_moves(&cur, &p) / a.num_layers;
+      real[k].ms += ms;
+      real[k].n++;
+      eplb_placement_cleanup(&p);
+    }
+    eplb_placement_cleanup(&cur);
+    eplb_stats_cleanup(&a);
+    eplb_stats_cleanup(&b);
+  }
+
+  printf("# eplb plans judged on the following traffic (%d x %d -> %d slots "
+         "on %d GPUs)\n", L, E, S, G);
+  printf("# current placement = DeepSeek's plan of the previous window; moved "
+         "= replicas per layer that arrive on a new GPU\n");
+  printf("%-12s %-28s %10s %10s %10s %10s\n", "# workload", "policy",
+         "in-sample", "next", "moved", "plan (ms)");
+  FILE *jf = json ? fopen(json, "w") : NULL;
+  if (jf)
+    fprintf(jf, "{\"shape\": {\"layers\": %d, \"experts\": %d, \"slots\": %d, "
+                "\"gpus\": %d}, \"results\": [", L, E, S, G);
+  int firstrow = 1;
+  for (int set = 0; set < 2; set++) {
+    acc_t *acc = set ? real : gen;
+    const char *label = set ? "real pairs" : "generated";
+    for (size_t k = 0; k < NPOL; k++) {
+      if (acc[k].n == 0)
+        continue;
+      double n = acc[k].n;
+      printf("%-12s %-28s %10.4f %10.4f %10.1f %10.2f\n", label,
+             policies[k].name, acc[k].in / n, acc[k].next / n,
+             acc[k].moved / n, acc[k].ms / n);
+      if (jf)
+        fprintf(jf, "%s{\"workload\": \"%s\", \"policy\": \"%s\", "
+                    "\"in_sample\": %.6f, \"next\": %.6f, \"moved_per_layer\": "
+                    "%.2f, \"plan_ms\": %.3f, \"runs\": %d}",
+                firstrow ? "" : ", ", label, policies[k].name, acc[k].in / n,
+                acc[k].next / n, acc[k].moved / n, acc[k].ms / n, acc[k].n);
+      firstrow = 0;
+    }
+  }
+  if (jf) {
+    fprintf(jf, "]}\n");
+    fclose(jf);
+  }
+  return 0;
+}
