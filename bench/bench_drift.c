@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "eplb/eplb.h"
+#include "eplb/series.h"
 
 #define L 58
 #define E 256
@@ -46,7 +47,10 @@ static double gauss(void) {
   return sqrt(-2 * log(unit())) * cos(6.283185307179586 * unit());
 }
 
-/* series[w][step][L][E] for 3 windows. */
+/* series[w][step][L][E] for 3 windows.  Popularity drifts continuously:
+ * every step each expert's log-popularity takes a small random step, and
+ * each group of 32 experts a shared one (experts of a group rise and fall
+ * together); per-step routing noise comes on top. */
 static double *generate(uint64_t seed) {
   rng = seed * 0x9E3779B97F4A7C15ULL + 1;
   double *logp = malloc(sizeof(double) * L * E);
@@ -59,15 +63,17 @@ static double *generate(uint64_t seed) {
     for (int e = 0; e < E; e++)
       logp[l * E + e] = skew * gauss() + group[e / 32];
   }
+  const double step_sd = 0.25 / sqrt(STEPS), group_sd = 0.15 / sqrt(STEPS);
   for (int w = 0; w < 3; w++) {
-    if (w > 0) /* slow drift between windows */
-      for (int i = 0; i < L * E; i++)
-        logp[i] += 0.25 * gauss();
     for (int t = 0; t < STEPS; t++) {
       double *step = series + ((size_t)w * STEPS + t) * L * E;
       for (int l = 0; l < L; l++) {
+        double gd[8];
+        for (int k = 0; k < 8; k++)
+          gd[k] = group_sd * gauss();
         double sum = 0;
         for (int e = 0; e < E; e++) {
+          logp[l * E + e] += step_sd * gauss() + gd[e / 32]; /* drift */
           double v = exp(logp[l * E + e] + 0.3 * gauss()); /* step noise */
           step[l * E + e] = v;
           sum += v;
@@ -109,16 +115,17 @@ typedef struct {
   eplb_policy_t policy;
   int from_current;
   double move_cost;
+  int ema; /* plan on the EMA of the window, rate chosen by backtest */
 } policy_t;
 
 static const policy_t policies[] = {
-    {"deepseek", EPLB_POLICY_DEEPSEEK, 0, 0},
-    {"balanced", EPLB_POLICY_BALANCED, 0, 0},
-    {"balanced+current", EPLB_POLICY_BALANCED, 1, EPLB_DEFAULT_MOVE_COST},
-    {"balanced+current mc=0.001", EPLB_POLICY_BALANCED, 1, 0.001},
-    {"balanced+current mc=0.002", EPLB_POLICY_BALANCED, 1, 0.002},
-    {"balanced+current mc=0.0001", EPLB_POLICY_BALANCED, 1, 0.0001},
-    {"balanced+current mc=0", EPLB_POLICY_BALANCED, 1, 0.0},
+    {"deepseek", EPLB_POLICY_DEEPSEEK, 0, 0, 0},
+    {"balanced", EPLB_POLICY_BALANCED, 0, 0, 0},
+    {"balanced ema", EPLB_POLICY_BALANCED, 0, 0, 1},
+    {"balanced+current", EPLB_POLICY_BALANCED, 1, EPLB_DEFAULT_MOVE_COST, 0},
+    {"balanced+current ema", EPLB_POLICY_BALANCED, 1, EPLB_DEFAULT_MOVE_COST, 1},
+    {"balanced+current mc=0.0005", EPLB_POLICY_BALANCED, 1, 0.0005, 0},
+    {"balanced+current mc=0", EPLB_POLICY_BALANCED, 1, 0.0, 0},
 };
 #define NPOL (sizeof(policies) / sizeof(policies[0]))
 
@@ -179,10 +186,29 @@ int main(int argc, char **argv) {
     eplb_placement_t cur;
     if (eplb_plan(&w0, &o, &cur, NULL) != 0)
       return 1;
+    /* Window 1 as a series, for the EMA policies (the backtest and the
+     * weighted sum count in the plan time). */
+    eplb_series_t ser;
+    if (eplb_series_init(&ser, STEPS, L, E, NULL) != 0)
+      return 1;
+    memcpy(ser.load, series + (size_t)STEPS * L * E,
+           sizeof(double) * STEPS * L * E);
     for (size_t k = 0; k < NPOL; k++) {
       eplb_placement_t p;
-      double ms;
-      plan_one(&policies[k], &w1, &cur, &p, &ms);
+      double ms, ema_ms = 0, alpha = 0;
+      eplb_stats_t wk = w1;
+      if (policies[k].ema) {
+        double t0 = now_s();
+        eplb_series_choose_alpha(&ser, &alpha, NULL);
+        eplb_series_sum(&ser, alpha, &wk, NULL);
+        ema_ms = (now_s() - t0) * 1e3;
+        if (k == 2)
+          printf("# seed %d: EMA rate chosen by backtest %.2f\n", sd, alpha);
+      }
+      plan_one(&policies[k], &wk, &cur, &p, &ms);
+      ms += ema_ms;
+      if (policies[k].ema)
+        eplb_stats_cleanup(&wk);
       eplb_balance_t b;
       eplb_balance(&w1, &p, &b, NULL);
       gen[k].in += b.imbalance;
@@ -193,6 +219,7 @@ int main(int argc, char **argv) {
       eplb_placement_cleanup(&p);
     }
     eplb_placement_cleanup(&cur);
+    eplb_series_cleanup(&ser);
     eplb_stats_cleanup(&w0);
     eplb_stats_cleanup(&w1);
     free(series);
@@ -213,6 +240,8 @@ int main(int argc, char **argv) {
     if (eplb_plan(&a, &o, &cur, NULL) != 0)
       return 1;
     for (size_t k = 0; k < NPOL; k++) {
+      if (policies[k].ema)
+        continue; /* the real statistics are sums, not series */
       eplb_placement_t p;
       double ms;
       plan_one(&policies[k], &a, &cur, &p, &ms);
