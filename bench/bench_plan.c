@@ -18,15 +18,32 @@
 
 typedef struct {
   const char *name;
-  int32_t S, G, N, K;
+  int32_t S, G, N, K, spill;
 } shape_t;
 
 static const shape_t shapes[] = {
-    {"288/36", 288, 36, 1, 1},
-    {"256/32", 256, 32, 1, 1},
-    {"320/64", 320, 64, 1, 1},
-    {"288/36 h4x8", 288, 36, 4, 8},
+    {"288/36", 288, 36, 1, 1, 0},
+    {"256/32", 256, 32, 1, 1, 0},
+    {"320/64", 320, 64, 1, 1, 0},
+    {"288/36 h4x8", 288, 36, 4, 8, 0},
+    {"288/36 h4x8 spill", 288, 36, 4, 8, 1},
 };
+
+/* Mean over layers of the fraction of tokens served away from their
+ * group's node (reported for hierarchical shapes). */
+static double cross_node(const eplb_stats_t *st, const eplb_plan_opts_t *o) {
+  eplb_placement_t p;
+  if (eplb_plan(st, o, &p, NULL) != 0)
+    exit(1);
+  double sum = 0;
+  for (int32_t l = 0; l < st->num_layers; l++)
+    sum += eplb_layer_cross_node(st->load + (size_t)l * st->num_experts,
+                                 st->num_experts, p.phy2log + (size_t)l * p.num_slots,
+                                 p.num_slots, p.num_gpus, o->num_nodes,
+                                 o->num_groups);
+  eplb_placement_cleanup(&p);
+  return sum / st->num_layers;
+}
 
 static double now_s(void) {
   struct timespec ts;
@@ -107,6 +124,7 @@ static void run(const char *label, const eplb_stats_t *st, int reps) {
     o.num_nodes = sh->N;
     o.num_groups = sh->K;
     eplb_placement_t c;
+    char xn[32] = "-";
     eplb_balance_t before, ds, bl;
     if (eplb_placement_init(&c, st->num_layers, st->num_experts, sh->S, sh->G,
                             NULL) != 0 ||
@@ -119,10 +137,13 @@ static void run(const char *label, const eplb_stats_t *st, int reps) {
     o.policy = EPLB_POLICY_DEEPSEEK;
     double tds = plan_timed(st, &o, reps, &ds);
     o.policy = EPLB_POLICY_BALANCED;
+    o.spill = sh->spill;
     double tbl = plan_timed(st, &o, reps, &bl);
-    printf("%-28s %-12s %9.4f %9.4f %9.4f %9.4f %9.4f %9.3f %9.3f\n", label,
-           sh->name, before.imbalance, ds.imbalance, bl.imbalance, bl.floor,
-           hot_floor(st, sh), tds * 1e3, tbl * 1e3);
+    if (sh->N > 1)
+      snprintf(xn, sizeof(xn), "%.4f", cross_node(st, &o));
+    printf("%-26s %-18s %8.4f %8.4f %8.4f %8.4f %8.4f %8s %8.3f %8.3f\n",
+           label, sh->name, before.imbalance, ds.imbalance, bl.imbalance,
+           bl.floor, hot_floor(st, sh), xn, tds * 1e3, tbl * 1e3);
   }
 }
 
@@ -161,9 +182,11 @@ int main(int argc, char **argv) {
          reps);
   printf("# floor = eplb_layer_floor (hottest replica + the slots its GPU must "
          "also fill); hot-floor = hottest replica's share alone\n");
-  printf("%-28s %-12s %9s %9s %9s %9s %9s %9s %9s\n", "# workload", "shape",
-         "contig", "deepseek", "balanced", "floor", "hot-floor", "ds (ms)",
-         "bal (ms)");
+  printf("# xnode = fraction of tokens served away from their expert group's "
+         "node (balanced plan, hierarchical shapes)\n");
+  printf("%-26s %-18s %8s %8s %8s %8s %8s %8s %8s %8s\n", "# workload", "shape",
+         "contig", "deepseek", "balanced", "floor", "hotfloor", "xnode",
+         "ds (ms)", "bal (ms)");
   for (int i = first; i < argc; i++) {
     eplb_stats_t st;
     eplb_error_t err;

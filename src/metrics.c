@@ -160,3 +160,39 @@ int eplb_balance(const eplb_stats_t *stats, const eplb_placement_t *p,
   free(gl);
   return 0;
 }
+
+double eplb_layer_cross_node(const double *load, int32_t E,
+                             const int32_t *phy2log, int32_t S, int32_t G,
+                             int32_t N, int32_t K) {
+  if (N < 1 || G % N != 0 || K < 1 || E % K != 0 || S % G != 0)
+    return -1;
+  int32_t *cnt = calloc((size_t)E, sizeof(int32_t));
+  double *served = calloc((size_t)K * (size_t)N, sizeof(double));
+  if (cnt == NULL || served == NULL) {
+    free(cnt);
+    free(served);
+    return -1;
+  }
+  for (int32_t s = 0; s < S; s++)
+    cnt[phy2log[s]]++;
+  int32_t per = S / G, gpn = G / N, gsize = E / K;
+  double total = 0;
+  for (int32_t s = 0; s < S; s++) {
+    int32_t e = phy2log[s];
+    double w = load[e] / cnt[e];
+    served[(e / gsize) * N + (s / per) / gpn] += w;
+    total += w;
+  }
+  double away = 0;
+  for (int32_t k = 0; k < K; k++) {
+    double best = 0, sum = 0;
+    for (int32_t n = 0; n < N; n++) {
+      sum += served[k * N + n];
+      best = served[k * N + n] > best ? served[k * N + n] : best;
+    }
+    away += sum - best;
+  }
+  free(cnt);
+  free(served);
+  return total > 0 ? away / total : 0;
+}

@@ -456,6 +456,54 @@ static void test_plan_from_errors(void **state) {
   eplb_stats_cleanup(&st);
 }
 
+/* Hierarchical spill: the hottest experts may place replicas on cooler
+ * nodes; everything else stays with its group. */
+static void test_spill(void **state) {
+  (void)state;
+  eplb_stats_t st;
+  make_stats(&st, 4, 64, 0.9);
+  /* Make group 0 (experts 0..7) much hotter so whole-group packing leaves a
+   * hot node. */
+  for (int l = 0; l < 4; l++)
+    for (int e = 0; e < 8; e++)
+      st.load[l * 64 + e] *= 6;
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  o.num_nodes = 4;
+  o.num_groups = 8;
+  eplb_placement_t h, sp, never;
+  assert_int_equal(eplb_plan(&st, &o, &h, NULL), 0);
+  o.spill = 1;
+  assert_int_equal(eplb_plan(&st, &o, &sp, NULL), 0);
+  o.spill_cost = 1.0; /* a replica away from home costs a whole GPU's load */
+  assert_int_equal(eplb_plan(&st, &o, &never, NULL), 0);
+  assert_int_equal(eplb_placement_check(&sp, 1, "spill", NULL), 0);
+  eplb_balance_t bh, bs;
+  assert_int_equal(eplb_balance(&st, &h, &bh, NULL), 0);
+  assert_int_equal(eplb_balance(&st, &sp, &bs, NULL), 0);
+  assert_true(bs.imbalance < bh.imbalance);
+  double xh = 0, xs = 0, xn = 0;
+  for (int l = 0; l < 4; l++) {
+    xh += eplb_layer_cross_node(st.load + l * 64, 64, h.phy2log + l * 80, 80, 16, 4, 8);
+    xs += eplb_layer_cross_node(st.load + l * 64, 64, sp.phy2log + l * 80, 80, 16, 4, 8);
+    xn += eplb_layer_cross_node(st.load + l * 64, 64, never.phy2log + l * 80, 80, 16, 4, 8);
+  }
+  assert_true(xh == 0.0); /* whole groups per node */
+  assert_true(xs > 0.0 && xs < 4 * 0.5);
+  assert_true(xn == 0.0);
+  eplb_placement_cleanup(&h);
+  eplb_placement_cleanup(&sp);
+  eplb_placement_cleanup(&never);
+  /* Spill needs a hierarchical balanced plan. */
+  o.num_nodes = 1;
+  eplb_error_t err;
+  assert_int_equal(eplb_plan_check_opts(&o, 64, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "--spill"));
+  eplb_stats_cleanup(&st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_invariants_random),
@@ -470,6 +518,7 @@ int main(void) {
       cmocka_unit_test(test_plan_from_keeps_balanced_layers),
       cmocka_unit_test(test_plan_from_drift),
       cmocka_unit_test(test_plan_from_errors),
+      cmocka_unit_test(test_spill),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,6 +52,16 @@ typedef struct eplb_balance_s {
   int32_t worst_layer; /* its index in the placement */
 } eplb_balance_t;
 
+/* Fraction of the tokens of a layer served away from their expert group's
+ * home node, the node that serves most of the group's load (tokens of a
+ * replicated expert split evenly over its replicas).  GPUs are grouped into
+ * num_nodes nodes of G / num_nodes, experts into num_groups groups of
+ * E / num_groups.  0 for an idle layer; negative for bad arguments. */
+double eplb_layer_cross_node(const double *load, int32_t num_experts,
+                             const int32_t *phy2log, int32_t num_slots,
+                             int32_t num_gpus, int32_t num_nodes,
+                             int32_t num_groups);
+
 /* Summarises a placement against statistics of the same shape (L, E). */
 int eplb_balance(const eplb_stats_t *stats, const eplb_placement_t *p,
                  eplb_balance_t *out, eplb_error_t *err);

@@ -57,7 +57,15 @@ typedef struct eplb_plan_opts_s {
   double keep_threshold; /* a layer whose current imbalance is at most this
                             is kept as it is, 0..100 (default
                             EPLB_DEFAULT_KEEP_THRESHOLD) */
+  /* Hierarchical plans only (balanced policy): let the hottest experts
+   * spill replicas to cooler nodes.  See docs/planner.md. */
+  int32_t spill;         /* 0 (default) or 1 */
+  double spill_cost;     /* imbalance traded per replica placed away from its
+                            group's node, 0..1 (default
+                            EPLB_DEFAULT_SPILL_COST) */
 } eplb_plan_opts_t;
+
+#define EPLB_DEFAULT_SPILL_COST 0.005
 
 #define EPLB_DEFAULT_MOVE_COST 0.002
 #define EPLB_DEFAULT_KEEP_THRESHOLD 0.02

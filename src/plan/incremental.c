@@ -34,6 +34,8 @@ typedef struct {
   double *gl;          /* [G] GPU loads */
   double *scratch;     /* [G] loads of a move under evaluation */
   const int32_t *orig; /* [S] placement we started from */
+  const int32_t *home; /* [E] home node of each expert (spill mode), or NULL */
+  int32_t gpn;         /* GPUs per node (spill mode) */
 } inc_t;
 
 static double wt(const inc_t *c, int32_t e) { return c->load[e] / c->cnt[e]; }
@@ -82,6 +84,10 @@ static int orig_has(const inc_t *c, int32_t g, int32_t e) {
 /* Change in moved replicas when GPU g's slot turns from expert `from` into
  * expert `to`. */
 static int32_t move_delta(const inc_t *c, int32_t g, int32_t from, int32_t to) {
+  if (c->home != NULL) { /* spill mode: a replica away from home costs */
+    int32_t node = g / c->gpn;
+    return (int32_t)(c->home[to] != node) - (int32_t)(c->home[from] != node);
+  }
   return (int32_t)!orig_has(c, g, to) - (int32_t)!orig_has(c, g, from);
 }
 
@@ -498,5 +504,49 @@ done:
   free(c.gl);
   free(c.scratch);
   free(fresh);
+  return rc;
+}
+
+int eplb__plan_spill(const double *load, int32_t E,
+                     const eplb_plan_opts_t *opts, int32_t *phy2log,
+                     eplb_error_t *err) {
+  int32_t S = opts->num_slots, G = opts->num_gpus, per = S / G;
+  int rc = eplb__plan_balanced(load, E, opts, phy2log, err);
+  if (rc)
+    return rc;
+  inc_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
+             .orig = phy2log, .gpn = G / opts->num_nodes};
+  int32_t *home = malloc(sizeof(int32_t) * (size_t)E);
+  c.slot = malloc(sizeof(int32_t) * (size_t)S);
+  c.cnt = calloc((size_t)E, sizeof(int32_t));
+  c.gl = malloc(sizeof(double) * (size_t)G);
+  c.scratch = malloc(sizeof(double) * (size_t)G);
+  if (!home || !c.slot || !c.cnt || !c.gl || !c.scratch) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    goto done;
+  }
+  /* In the hierarchical plan every expert lives on one node: its home. */
+  for (int32_t s = S - 1; s >= 0; s--)
+    home[phy2log[s]] = (s / per) / c.gpn;
+  c.home = home;
+  memcpy(c.slot, phy2log, sizeof(int32_t) * (size_t)S);
+  for (int32_t s = 0; s < S; s++)
+    c.cnt[phy2log[s]]++;
+  recompute(&c);
+  double total = 0;
+  for (int32_t g = 0; g < G; g++)
+    total += c.gl[g];
+  double mean = total / G;
+  if (total <= 0 || max_load(&c) <= mean * (1.0 + opts->keep_threshold))
+    goto done;
+  int32_t spilled = 0;
+  search(&c, mean, opts->spill_cost * mean, -1, &spilled);
+  memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
+done:
+  free(home);
+  free(c.slot);
+  free(c.cnt);
+  free(c.gl);
+  free(c.scratch);
   return rc;
 }

@@ -73,6 +73,13 @@ int eplb__plan_incremental(const double *load, int32_t E,
                            const eplb_plan_opts_t *opts, const int32_t *current,
                            int32_t *phy2log, eplb_error_t *err);
 
+/* Hierarchical plan whose hottest experts may spill replicas to cooler
+ * nodes, each replica away from its group's node costing spill_cost x mean
+ * GPU load (incremental.c). */
+int eplb__plan_spill(const double *load, int32_t E,
+                     const eplb_plan_opts_t *opts, int32_t *phy2log,
+                     eplb_error_t *err);
+
 /* Relabels plan's GPUs (and slots inside them) to overlap current[S] as
  * much as possible; the set of experts per GPU is unchanged. */
 int eplb__align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,

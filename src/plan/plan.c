@@ -13,6 +13,8 @@ void eplb_plan_opts_default(eplb_plan_opts_t *opts) {
   opts->max_moves = -1;
   opts->move_cost = EPLB_DEFAULT_MOVE_COST;
   opts->keep_threshold = EPLB_DEFAULT_KEEP_THRESHOLD;
+  opts->spill = 0;
+  opts->spill_cost = EPLB_DEFAULT_SPILL_COST;
 }
 
 int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
@@ -68,6 +70,17 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
     return eplb_error_set(err, EPLB_EARG,
                           "--keep-threshold %g is outside 0..100",
                           o->keep_threshold);
+  if (o->spill != 0 && o->spill != 1)
+    return eplb_error_set(err, EPLB_EARG, "--spill: %d is not 0 or 1",
+                          (int)o->spill);
+  if (!(o->spill_cost >= 0 && o->spill_cost <= 1))
+    return eplb_error_set(err, EPLB_EARG, "--spill-cost %g is outside 0..1",
+                          o->spill_cost);
+  if (o->spill && !(eplb_plan_is_hierarchical(o) &&
+                    o->policy == EPLB_POLICY_BALANCED))
+    return eplb_error_set(err, EPLB_EARG,
+                          "--spill needs a hierarchical plan (--num-nodes > 1 "
+                          "dividing --num-groups) and --policy balanced");
   int32_t per = o->num_slots / o->num_gpus;
   if (eplb_plan_is_hierarchical(o)) {
     if (E % o->num_groups != 0)
@@ -120,6 +133,8 @@ int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
   }
   if (opts->policy == EPLB_POLICY_DEEPSEEK)
     rc = eplb__plan_deepseek(load, E, opts, phy2log, err);
+  else if (opts->spill)
+    rc = eplb__plan_spill(load, E, opts, phy2log, err);
   else
     rc = eplb__plan_balanced(load, E, opts, phy2log, err);
   free(uniform);
