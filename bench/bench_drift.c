@@ -9,8 +9,9 @@
  * would have); each policy re-plans on window 1 and is judged on every step
  * of window 2 (TensorRT-LLM's imbalance ratio: max/mean - 1 per layer and
  * step, averaged over steps, then layers).  Real statistics given on the
- * command line are used in pairs (plan on one, judge on the next) with the
- * first one's DeepSeek plan as the current placement.
+ * command line are used in threes: DeepSeek's plan of the first is the
+ * current placement, policies re-plan on the second and are judged on the
+ * third.
  *
  * Columns: in-sample imbalance (on the window planned for), next-window
  * imbalance, replicas moved from the current placement per layer, plan time.
@@ -224,40 +225,41 @@ int main(int argc, char **argv) {
     eplb_stats_cleanup(&w1);
     free(series);
   }
-  /* Real statistics: plan on file i, judge on file i+1. */
-  for (int i = first; i + 1 < argc; i++) {
-    eplb_stats_t a, b;
+  /* Real statistics, in the order given: DeepSeek's plan of file i is the
+   * current placement, every policy re-plans on file i+1 and is judged on
+   * file i+2. */
+  for (int i = first; i + 2 < argc; i++) {
+    eplb_stats_t f[3];
     int32_t d;
-    if (eplb_stats_read(&a, argv[i], EPLB_STATS_AUTO, NULL) != 0 ||
-        eplb_stats_read(&b, argv[i + 1], EPLB_STATS_AUTO, NULL) != 0 ||
-        eplb_stats_drop_zero_layers(&a, &d, NULL) != 0 ||
-        eplb_stats_drop_zero_layers(&b, &d, NULL) != 0 ||
-        a.num_layers != b.num_layers || a.num_experts != E) {
-      fprintf(stderr, "bench_drift: cannot use %s / %s\n", argv[i], argv[i + 1]);
-      return 1;
-    }
+    for (int j = 0; j < 3; j++)
+      if (eplb_stats_read(&f[j], argv[i + j], EPLB_STATS_AUTO, NULL) != 0 ||
+          eplb_stats_drop_zero_layers(&f[j], &d, NULL) != 0 ||
+          f[j].num_experts != E || f[j].num_layers != f[0].num_layers) {
+        fprintf(stderr, "bench_drift: cannot use %s\n", argv[i + j]);
+        return 1;
+      }
     eplb_placement_t cur;
-    if (eplb_plan(&a, &o, &cur, NULL) != 0)
+    if (eplb_plan(&f[0], &o, &cur, NULL) != 0)
       return 1;
     for (size_t k = 0; k < NPOL; k++) {
       if (policies[k].ema)
         continue; /* the real statistics are sums, not series */
       eplb_placement_t p;
       double ms;
-      plan_one(&policies[k], &a, &cur, &p, &ms);
+      plan_one(&policies[k], &f[1], &cur, &p, &ms);
       eplb_balance_t bi, bn;
-      eplb_balance(&a, &p, &bi, NULL);
-      eplb_balance(&b, &p, &bn, NULL);
+      eplb_balance(&f[1], &p, &bi, NULL);
+      eplb_balance(&f[2], &p, &bn, NULL);
       real[k].in += bi.imbalance;
       real[k].next += bn.imbalance;
-      real[k].moved += (double)eplb_placement_moves(&cur, &p) / a.num_layers;
+      real[k].moved += (double)eplb_placement_moves(&cur, &p) / f[1].num_layers;
       real[k].ms += ms;
       real[k].n++;
       eplb_placement_cleanup(&p);
     }
     eplb_placement_cleanup(&cur);
-    eplb_stats_cleanup(&a);
-    eplb_stats_cleanup(&b);
+    for (int j = 0; j < 3; j++)
+      eplb_stats_cleanup(&f[j]);
   }
 
   printf("# eplb plans judged on the following traffic (%d x %d -> %d slots "
@@ -273,7 +275,7 @@ int main(int argc, char **argv) {
   int firstrow = 1;
   for (int set = 0; set < 2; set++) {
     acc_t *acc = set ? real : gen;
-    const char *label = set ? "real pairs" : "generated";
+    const char *label = set ? "real chain" : "generated";
     for (size_t k = 0; k < NPOL; k++) {
       if (acc[k].n == 0)
         continue;
