@@ -9,8 +9,10 @@
 
 #include "eplb/error.h"
 #include "eplb/metrics.h"
+#include "eplb/online.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
+#include "eplb/series.h"
 #include "eplb/stats.h"
 
 #ifdef __cplusplus
