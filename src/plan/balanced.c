@@ -19,6 +19,9 @@
 
 #include "plan/internal.h"
 
+/* Imbalance above which a layer is refined with replica-count moves. */
+#define REFINE_ABOVE 0.002
+
 /* Upper bound on local-search swaps for a problem of S slots: far above
  * what real loads need (tens), there only to bound the worst case. */
 static int32_t ls_budget(int32_t S) { return 64 + 8 * S; }
@@ -113,10 +116,20 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
     rc = improve(load, E, alt, S, G, err);
     if (rc < 0)
       goto done;
-    if (rc == 0 && eplb__max_gpu_load(load, E, alt, S, G) < mine)
+    if (rc == 0 && eplb__max_gpu_load(load, E, alt, S, G) < mine) {
       memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
+      mine = eplb__max_gpu_load(load, E, phy2log, S, G);
+    }
     rc = 0;
   }
+  /* Still visibly unbalanced with spare replicas to move: let the replica
+   * counts change too (greedy replication is optimal per replica, not per
+   * GPU).  Rare on real loads, so its cost is paid only where it helps. */
+  double total = 0;
+  for (int32_t e = 0; e < E; e++)
+    total += load[e];
+  if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G)
+    rc = eplb__refine(load, E, S, G, phy2log, err);
 done:
   free(cnt);
   free(key);

@@ -456,7 +456,7 @@ int eplb__plan_incremental(const double *load, int32_t E,
              .orig = current};
   c.slot = malloc(sizeof(int32_t) * (size_t)S);
   c.cnt = calloc((size_t)E, sizeof(int32_t));
-  c.gl = malloc(sizeof(double) * (size_t)G);
+  c.gl = calloc((size_t)G, sizeof(double));
   c.scratch = malloc(sizeof(double) * (size_t)G);
   int32_t *fresh = malloc(sizeof(int32_t) * (size_t)S);
   int rc = 0;
@@ -519,7 +519,7 @@ int eplb__plan_spill(const double *load, int32_t E,
   int32_t *home = malloc(sizeof(int32_t) * (size_t)E);
   c.slot = malloc(sizeof(int32_t) * (size_t)S);
   c.cnt = calloc((size_t)E, sizeof(int32_t));
-  c.gl = malloc(sizeof(double) * (size_t)G);
+  c.gl = calloc((size_t)G, sizeof(double));
   c.scratch = malloc(sizeof(double) * (size_t)G);
   if (!home || !c.slot || !c.cnt || !c.gl || !c.scratch) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
@@ -544,6 +544,42 @@ int eplb__plan_spill(const double *load, int32_t E,
   memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
 done:
   free(home);
+  free(c.slot);
+  free(c.cnt);
+  free(c.gl);
+  free(c.scratch);
+  return rc;
+}
+
+int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
+                 int32_t *phy2log, eplb_error_t *err) {
+  int32_t per = S / G;
+  inc_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
+             .orig = phy2log};
+  c.slot = malloc(sizeof(int32_t) * (size_t)S);
+  c.cnt = calloc((size_t)E, sizeof(int32_t));
+  c.gl = calloc((size_t)G, sizeof(double));
+  c.scratch = malloc(sizeof(double) * (size_t)G);
+  int rc = 0;
+  if (!c.slot || !c.cnt || !c.gl || !c.scratch) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    goto done;
+  }
+  memcpy(c.slot, phy2log, sizeof(int32_t) * (size_t)S);
+  for (int32_t s = 0; s < S; s++)
+    c.cnt[phy2log[s]]++;
+  recompute(&c);
+  double total = 0;
+  for (int32_t g = 0; g < G; g++)
+    total += c.gl[g];
+  double before = max_load(&c);
+  int32_t moves = 0;
+  search(&c, total / G, 0.0, -1, &moves);
+  /* The search lowers the load above the mean; keep its result only if the
+   * maximum, which the imbalance measures, did not rise. */
+  if (max_load(&c) < before)
+    memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
+done:
   free(c.slot);
   free(c.cnt);
   free(c.gl);

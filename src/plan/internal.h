@@ -80,6 +80,13 @@ int eplb__plan_spill(const double *load, int32_t E,
                      const eplb_plan_opts_t *opts, int32_t *phy2log,
                      eplb_error_t *err);
 
+/* Improves a layer placement with the moves of the re-planning search,
+ * free of move cost, including moves that change replica counts (which the
+ * slot-swap local search cannot).  Keeps the result only if the largest GPU
+ * load went down. */
+int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
+                 int32_t *phy2log, eplb_error_t *err);
+
 /* Relabels plan's GPUs (and slots inside them) to overlap current[S] as
  * much as possible; the set of experts per GPU is unchanged. */
 int eplb__align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
