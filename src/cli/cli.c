@@ -1,0 +1,122 @@
+/* cli/cli.c - option helpers shared by every eplb program.
+ *
+ * Users meet eplb first through its command lines, and a value that is
+ * silently truncated ("12abc" -> 12) or wraps around (2^32 + 8 -> 8) gives
+ * a plan for the wrong cluster.  So every number goes through the strict
+ * parsers here, and every error looks the same in every program:
+ * "<prog>: error: <one line>", exit 2 for usage errors, 1 for the rest.
+ * See cli.h for the conventions. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Prints "<prog>: error: <fmt...><tail>\n" to stderr. */
+static void vreport(const char *prog, const char *tail, const char *fmt,
+                    va_list ap) {
+  char msg[EPLB_ERROR_MSG_MAX];
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  fprintf(stderr, "%s: error: %s%s\n", prog, msg, tail);
+}
+
+void eplb_cli_error(const char *prog, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(prog, "", fmt, ap);
+  va_end(ap);
+}
+
+/* " (see <prog> --help)" into buf. */
+static const char *see_help(const char *prog, char *buf, size_t size) {
+  snprintf(buf, size, " (see %s --help)", prog);
+  return buf;
+}
+
+int eplb_cli_usage_error(const char *prog, const char *fmt, ...) {
+  char tail[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(prog, see_help(prog, tail, sizeof(tail)), fmt, ap);
+  va_end(ap);
+  return EPLB_CLI_EXIT_USAGE;
+}
+
+_Noreturn void eplb_cli_die_usage(const char *prog, const char *fmt, ...) {
+  char tail[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(prog, see_help(prog, tail, sizeof(tail)), fmt, ap);
+  va_end(ap);
+  exit(EPLB_CLI_EXIT_USAGE);
+}
+
+/* 1 if text starts like a number (no leading blank, which strto* skip). */
+static int starts_numeric(const char *text) {
+  return text != NULL && text[0] != '\0' &&
+         (text[0] == '-' || text[0] == '+' || text[0] == '.' ||
+          (text[0] >= '0' && text[0] <= '9'));
+}
+
+int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
+                       long min, long max, int32_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = starts_numeric(text) ? strtol(text, &end, 10) : 0;
+  if (!starts_numeric(text) || end == text || *end != '\0') {
+    eplb_cli_usage_error(prog, "%s '%s' is not an integer; expected "
+                         "%ld..%ld", opt, text ? text : "", min, max);
+    return EPLB_EARG;
+  }
+  if (errno == ERANGE || v < min || v > max) {
+    eplb_cli_usage_error(prog, "%s %s is outside %ld..%ld", opt, text,
+                         min, max);
+    return EPLB_EARG;
+  }
+  *out = (int32_t)v;
+  return 0;
+}
+
+int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,
+                          double min, double max, double *out) {
+  char *end = NULL;
+  double v = starts_numeric(text) ? strtod(text, &end) : 0.0;
+  if (!starts_numeric(text) || end == text || *end != '\0' || !isfinite(v)) {
+    eplb_cli_usage_error(prog, "%s '%s' is not a number; expected "
+                         "%g..%g", opt, text ? text : "", min, max);
+    return EPLB_EARG;
+  }
+  if (v < min || v > max) {
+    eplb_cli_usage_error(prog, "%s %s is outside %g..%g", opt, text,
+                         min, max);
+    return EPLB_EARG;
+  }
+  *out = v;
+  return 0;
+}
+
+int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
+                        int index) {
+  const char *arg = index > 0 ? argv[index - 1] : "";
+  if (c == ':')
+    return eplb_cli_usage_error(prog, "option '%s' needs a value", arg);
+  return eplb_cli_usage_error(prog, "unknown option '%s'", arg);
+}
+
+int eplb_cli_report(const char *prog, const eplb_error_t *err) {
+  const char *msg = eplb_error_message(err);
+  if (err != NULL && err->code == EPLB_EARG)
+    return eplb_cli_usage_error(prog, "%s", msg);
+  eplb_cli_error(prog, "%s", msg);
+  return EPLB_CLI_EXIT_RUNTIME;
+}
+
+double eplb_cli_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

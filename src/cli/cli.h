@@ -1,0 +1,76 @@
+/* cli/cli.h - what every eplb program (eplb-plan, eplb-sync, eplb-report,
+ * eplb-shard) does the same way: parse and range-check option values, print
+ * one-line errors, map error codes to exit codes, time phases.
+ *
+ * Conventions they all follow:
+ *   - errors go to stderr as "<prog>: error: <one line>";
+ *   - exit 0 on success, 1 on a runtime failure (file, parse, count, MPI),
+ *     2 on a usage error (unknown option, missing or out-of-range value),
+ *     and usage errors end with "(see <prog> --help)";
+ *   - every integer option has a documented minimum and maximum, checked
+ *     here with a message that names the option, the value and the range.
+ * Nothing here calls exit() except eplb_cli_die_usage(): MPI programs must
+ * agree on failure before they exit, so they use the returning variants. */
+#ifndef EPLB_CLI_CLI_H
+#define EPLB_CLI_CLI_H
+
+#include <stdint.h>
+
+#include "eplb/error.h"
+
+#define EPLB_CLI_EXIT_OK 0
+#define EPLB_CLI_EXIT_RUNTIME 1
+#define EPLB_CLI_EXIT_USAGE 2
+
+/* Parses `text`, the value of option `opt` (e.g. "--num-slots"), as a
+ * decimal integer in min..max (both within int32_t).  Rejects an empty
+ * value, trailing junk ("12abc", "1.5"), overflow and values out of range.
+ * Returns 0 and *out, or EPLB_EARG after printing
+ * "<prog>: error: --num-slots 'abc' is not an integer in 1..1048576 (see
+ * <prog> --help)" to stderr (*out untouched). */
+int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
+                       long min, long max, int32_t *out);
+
+/* The same for a finite decimal number in min..max ("0.5", "1e-3"). */
+int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,
+                          double min, double max, double *out);
+
+/* Prints "<prog>: error: <message>\n" to stderr. */
+void eplb_cli_error(const char *prog, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Prints "<prog>: error: <message> (see <prog> --help)\n" to stderr and
+ * returns EPLB_CLI_EXIT_USAGE. */
+int eplb_cli_usage_error(const char *prog, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* eplb_cli_usage_error, then exit(EPLB_CLI_EXIT_USAGE).  Single-process
+ * programs only. */
+_Noreturn void eplb_cli_die_usage(const char *prog, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Reports what getopt_long returned for a bad option ('?' or ':', with
+ * opterr = 0 and an option string starting with ':'): "unknown option
+ * '--foo'" or "option '--stats' needs a value".  `argv` and `index` are
+ * getopt's argv and optind after the call.  Returns EPLB_CLI_EXIT_USAGE. */
+int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
+                        int index);
+
+/* Prints a library error (eplb_error_message) as "<prog>: error: ..." and
+ * returns the exit code for it: EPLB_CLI_EXIT_USAGE for EPLB_EARG (with
+ * "(see <prog> --help)"), EPLB_CLI_EXIT_RUNTIME otherwise. */
+int eplb_cli_report(const char *prog, const eplb_error_t *err);
+
+/* Seconds on a monotonic clock (for phase timings; never goes back). */
+double eplb_cli_now(void);
+
+#endif /* EPLB_CLI_CLI_H */

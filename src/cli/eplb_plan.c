@@ -1,0 +1,517 @@
+/* cli/eplb_plan.c - `eplb-plan`: the offline planner.  Statistics files in,
+ * an expert map out, and a summary of how much balance the plan buys.
+ *
+ * A thin wrapper over the library: read (eplb_stats_read, summed with
+ * eplb_stats_add), drop SGLang's all-zero dense rows, check the options
+ * (eplb_plan_check_opts), plan (eplb_plan, or eplb_plan_from with
+ * --current-map), write (eplb_placement_write, atomic), and report the
+ * imbalance before and after against the floor (eplb_balance).  It exists
+ * so that a user with a statistics dump and no cluster can get a map for
+ * vllm-ascend, MindSpeed-RL or TensorRT-LLM in one command.  Exit codes:
+ * 0 ok, 1 runtime error (file, parse, counts, shapes), 2 usage error.  See
+ * docs/eplb-plan.md. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "eplb/eplb.h"
+
+#define PROG "eplb-plan"
+
+typedef struct {
+  const char **stats; /* --stats files, in order */
+  int num_stats;
+  eplb_stats_format_t format;
+  eplb_map_format_t out_format; /* AUTO: from the --output extension */
+  const char *output, *current_map;
+  eplb_plan_opts_t plan;
+  int have_slots, have_gpus, per_layer, quiet;
+} args_t;
+
+static void usage(FILE *f) {
+  fprintf(f,
+"usage: eplb-plan --stats FILE [--stats FILE ...] --num-slots S --num-gpus G\n"
+"                 --output FILE [options]\n"
+"\n"
+"Plans where each expert of a Mixture-of-Experts model goes: reads token\n"
+"counts per layer and expert, replicates the hot experts into the S slots\n"
+"and packs them so that every GPU carries about the same load, writes the\n"
+"expert map, and prints the imbalance (max/mean - 1 over GPUs) before and\n"
+"after, with the floor no placement can beat.\n"
+"\n"
+"required:\n"
+"  --stats FILE         statistics; repeat to sum several files (per-rank\n"
+"                       dumps). MindSpeed-RL {\"layer\": {\"expert\": count}}\n"
+"                       or SGLang {\"logical_count\": [[...]]}; SGLang's\n"
+"                       all-zero dense layers are skipped and reported\n"
+"  --num-slots S        physical expert slots per layer over all GPUs,\n"
+"                       %d..%d, at least the number of experts, a multiple\n"
+"                       of G (S - experts = redundant slots)\n"
+"  --num-gpus G         GPUs (expert-parallel ranks), %d..%d\n"
+"  --output FILE        the map to write (atomically: temp file + rename)\n"
+"options:\n"
+"  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
+"  --num-groups K       expert groups, %d..experts (default 1); with N > 1\n"
+"                       and K %% N == 0 the plan is hierarchical (groups\n"
+"                       packed to nodes), which needs experts %% K == 0\n"
+"  --policy P           balanced (default: never worse than deepseek, never\n"
+"                       one expert twice on a GPU) or deepseek (DeepSeek's\n"
+"                       EPLB, deterministic)\n"
+"  --format F           statistics format: auto (default), mindspeed, sglang\n"
+"  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE JSON)\n"
+"                       or trtllm-yaml (TensorRT-LLM moe_load_balancer.yaml);\n"
+"                       default: trtllm-yaml for a .yaml/.yml FILE, else\n"
+"                       expert-map\n"
+"  --current-map FILE   re-plan from the placement the experts are in now (an\n"
+"                       expert map or TensorRT-LLM YAML with the same layers,\n"
+"                       experts and slots): moves only what buys balance;\n"
+"                       global plans only\n"
+"  --max-moves M        with --current-map: replicas that may arrive on a new\n"
+"                       GPU per layer, -1..%d (-1 = no limit, default)\n"
+"  --move-cost C        with --current-map: imbalance traded per moved\n"
+"                       replica, 0..1 (default %g)\n"
+"  --keep-threshold T   with --current-map: keep layers whose imbalance is at\n"
+"                       most T, 0..100 (default %g)\n"
+"  --spill              hierarchical balanced plans: let hot experts place\n"
+"                       replicas on cooler nodes\n"
+"  --spill-cost C       imbalance traded per replica away from its group's\n"
+"                       node, 0..1 (default %g)\n"
+"  --per-layer          print the imbalance of every layer\n"
+"  --quiet              print nothing on success\n"
+"  --help, --version\n"
+"\n"
+"exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
+"2 usage error (unknown option, missing or out-of-range value)\n",
+          EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
+          EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
+          EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
+          EPLB_DEFAULT_SPILL_COST);
+}
+
+enum {
+  OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
+  OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_CURRENT, OPT_MAX_MOVES,
+  OPT_MOVE_COST, OPT_KEEP, OPT_SPILL, OPT_SPILL_COST, OPT_PER_LAYER,
+  OPT_QUIET, OPT_HELP, OPT_VERSION
+};
+
+static const struct option long_opts[] = {
+    {"stats", required_argument, 0, OPT_STATS},
+    {"num-slots", required_argument, 0, OPT_SLOTS},
+    {"num-gpus", required_argument, 0, OPT_GPUS},
+    {"num-nodes", required_argument, 0, OPT_NODES},
+    {"num-groups", required_argument, 0, OPT_GROUPS},
+    {"policy", required_argument, 0, OPT_POLICY},
+    {"format", required_argument, 0, OPT_FORMAT},
+    {"output-format", required_argument, 0, OPT_OUT_FORMAT},
+    {"output", required_argument, 0, OPT_OUTPUT},
+    {"current-map", required_argument, 0, OPT_CURRENT},
+    {"max-moves", required_argument, 0, OPT_MAX_MOVES},
+    {"move-cost", required_argument, 0, OPT_MOVE_COST},
+    {"keep-threshold", required_argument, 0, OPT_KEEP},
+    {"spill", no_argument, 0, OPT_SPILL},
+    {"spill-cost", required_argument, 0, OPT_SPILL_COST},
+    {"per-layer", no_argument, 0, OPT_PER_LAYER},
+    {"quiet", no_argument, 0, OPT_QUIET},
+    {"help", no_argument, 0, OPT_HELP},
+    {"version", no_argument, 0, OPT_VERSION},
+    {0, 0, 0, 0}};
+
+/* Parses a name option with `from_name`; usage error listing `choices`. */
+static int parse_name(const char *opt, const char *text,
+                      int (*from_name)(const char *), const char *choices,
+                      int *out) {
+  int v = from_name(text);
+  if (v < 0)
+    return eplb_cli_usage_error(PROG, "%s '%s' is unknown; use %s", opt, text,
+                                choices);
+  *out = v;
+  return 0;
+}
+
+/* Handles one option with a value (the numeric and named ones). */
+static int parse_value(args_t *a, int c, const char *v) {
+  eplb_plan_opts_t *o = &a->plan;
+  int x = 0, rc = 0;
+  switch (c) {
+  case OPT_SLOTS:
+    a->have_slots = 1;
+    return eplb_cli_parse_int(PROG, "--num-slots", v, EPLB_MIN_SLOTS,
+                              EPLB_MAX_SLOTS, &o->num_slots) ? 2 : 0;
+  case OPT_GPUS:
+    a->have_gpus = 1;
+    return eplb_cli_parse_int(PROG, "--num-gpus", v, EPLB_MIN_GPUS,
+                              EPLB_MAX_GPUS, &o->num_gpus) ? 2 : 0;
+  case OPT_NODES:
+    return eplb_cli_parse_int(PROG, "--num-nodes", v, EPLB_MIN_NODES,
+                              EPLB_MAX_GPUS, &o->num_nodes) ? 2 : 0;
+  case OPT_GROUPS:
+    return eplb_cli_parse_int(PROG, "--num-groups", v, EPLB_MIN_GROUPS,
+                              EPLB_MAX_EXPERTS, &o->num_groups) ? 2 : 0;
+  case OPT_MAX_MOVES:
+    return eplb_cli_parse_int(PROG, "--max-moves", v, -1, EPLB_MAX_SLOTS,
+                              &o->max_moves) ? 2 : 0;
+  case OPT_MOVE_COST:
+    return eplb_cli_parse_double(PROG, "--move-cost", v, 0, 1, &o->move_cost) ? 2 : 0;
+  case OPT_KEEP:
+    return eplb_cli_parse_double(PROG, "--keep-threshold", v, 0, 100,
+                                 &o->keep_threshold) ? 2 : 0;
+  case OPT_SPILL_COST:
+    return eplb_cli_parse_double(PROG, "--spill-cost", v, 0, 1, &o->spill_cost) ? 2 : 0;
+  case OPT_POLICY:
+    rc = parse_name("--policy", v, eplb_policy_from_name, "balanced or deepseek", &x);
+    o->policy = (eplb_policy_t)x;
+    return rc;
+  case OPT_FORMAT:
+    rc = parse_name("--format", v, eplb_stats_format_from_name,
+                    "auto, mindspeed or sglang", &x);
+    a->format = (eplb_stats_format_t)x;
+    return rc;
+  case OPT_OUT_FORMAT:
+    rc = parse_name("--output-format", v, eplb_map_format_from_name,
+                    "expert-map or trtllm-yaml", &x);
+    a->out_format = (eplb_map_format_t)x;
+    return rc;
+  }
+  return eplb_cli_usage_error(PROG, "internal: option %d not handled", c);
+}
+
+/* Handles one option.  Returns 0, 2 (usage error) or -1 (--help/--version
+ * printed: exit 0). */
+static int parse_one(args_t *a, int c, char *argv[]) {
+  switch (c) {
+  case OPT_STATS:
+    a->stats[a->num_stats++] = optarg;
+    return 0;
+  case OPT_OUTPUT:
+    a->output = optarg;
+    return 0;
+  case OPT_CURRENT:
+    a->current_map = optarg;
+    return 0;
+  case OPT_SPILL:
+    a->plan.spill = 1;
+    return 0;
+  case OPT_PER_LAYER:
+    a->per_layer = 1;
+    return 0;
+  case OPT_QUIET:
+    a->quiet = 1;
+    return 0;
+  case OPT_HELP:
+    usage(stdout);
+    return -1;
+  case OPT_VERSION:
+    printf("eplb-plan %s\n", eplb_version());
+    return -1;
+  case '?':
+  case ':':
+    return eplb_cli_bad_option(PROG, c, argv, optind);
+  }
+  return parse_value(a, c, optarg);
+}
+
+/* What must be there after the options: --stats, S, G, --output. */
+static int check_required(const args_t *a, int argc, char *argv[]) {
+  if (optind < argc)
+    return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
+  if (a->num_stats == 0)
+    return eplb_cli_usage_error(PROG, "--stats FILE is required");
+  if (!a->have_slots)
+    return eplb_cli_usage_error(PROG, "--num-slots S is required");
+  if (!a->have_gpus)
+    return eplb_cli_usage_error(PROG, "--num-gpus G is required");
+  if (a->output == NULL || a->output[0] == '\0')
+    return eplb_cli_usage_error(PROG, "--output FILE is required");
+  for (int i = 0; i < a->num_stats; i++)
+    if (strcmp(a->stats[i], a->output) == 0)
+      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input; "
+                                  "refusing to overwrite statistics", a->output);
+  return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Parses argv into *a (a->stats must hold argc entries).  Returns 0, 2, or
+ * -1 for --help/--version. */
+static int parse_args(int argc, char *argv[], args_t *a) {
+  eplb_plan_opts_default(&a->plan);
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
+    int rc = parse_one(a, c, argv);
+    if (rc)
+      return rc;
+  }
+  int rc = check_required(a, argc, argv);
+  if (rc == 0 && a->out_format == EPLB_MAP_AUTO)
+    a->out_format = ends_with(a->output, ".yaml") || ends_with(a->output, ".yml")
+                        ? EPLB_MAP_TRTLLM_YAML
+                        : EPLB_MAP_EXPERT_MAP;
+  return rc;
+}
+
+/* ---- reading -------------------------------------------------------- */
+
+/* Reads and sums every --stats file into *st. */
+static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
+  int rc = eplb_stats_read(st, a->stats[0], a->format, err);
+  for (int i = 1; i < a->num_stats && rc == 0; i++) {
+    eplb_stats_t more;
+    rc = eplb_stats_read(&more, a->stats[i], a->format, err);
+    if (rc == 0)
+      rc = eplb_stats_add(st, &more, a->stats[0], a->stats[i], err);
+    eplb_stats_cleanup(&more);
+  }
+  if (rc)
+    eplb_stats_cleanup(st);
+  return rc;
+}
+
+/* The ids of the all-zero layers of st (malloc'd into *ids, caller frees). */
+static int zero_layer_ids(const eplb_stats_t *st, int32_t **ids, int32_t *n,
+                          eplb_error_t *err) {
+  *n = 0;
+  *ids = malloc(sizeof(int32_t) * (size_t)st->num_layers);
+  if (*ids == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t l = 0; l < st->num_layers; l++) {
+    const double *row = st->load + (size_t)l * (size_t)st->num_experts;
+    int32_t e = 0;
+    while (e < st->num_experts && row[e] == 0.0)
+      e++;
+    if (e == st->num_experts)
+      (*ids)[(*n)++] = st->layer_ids[l];
+  }
+  return 0;
+}
+
+/* Drops the all-zero (dense) layers when a source padded them; their ids go
+ * to *ids / *n for the summary. */
+static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
+                      eplb_error_t *err) {
+  *ids = NULL;
+  *n = 0;
+  if (!st->dense_rows)
+    return 0;
+  int rc = zero_layer_ids(st, ids, n, err);
+  if (rc == 0)
+    rc = eplb_stats_drop_zero_layers(st, NULL, err);
+  return rc;
+}
+
+/* Reads --current-map and fits it to the statistics and G. */
+static int read_current(const args_t *a, const eplb_stats_t *st,
+                        eplb_placement_t *cur, eplb_error_t *err) {
+  int rc = eplb_placement_read(cur, a->current_map, EPLB_MAP_AUTO, err);
+  if (rc)
+    return rc;
+  int32_t G = a->plan.num_gpus;
+  if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
+    cur->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
+  if (cur->num_layers != st->num_layers || cur->num_slots != a->plan.num_slots ||
+      cur->num_gpus != G || cur->num_experts > st->num_experts)
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "--current-map %s holds %d layers x %d slots on %d "
+                        "GPUs (experts 0..%d) but the statistics have %d "
+                        "(MoE) layers x %d experts and the options say %d "
+                        "slots on %d GPUs",
+                        a->current_map, (int)cur->num_layers,
+                        (int)cur->num_slots, (int)cur->num_gpus,
+                        (int)cur->num_experts - 1, (int)st->num_layers,
+                        (int)st->num_experts, (int)a->plan.num_slots, (int)G);
+  if (rc == 0) {
+    cur->num_experts = st->num_experts;
+    rc = eplb_placement_check(cur, 0, a->current_map, err);
+  }
+  if (rc)
+    eplb_placement_cleanup(cur);
+  return rc;
+}
+
+/* ---- the summary ---------------------------------------------------- */
+
+typedef struct {
+  const eplb_stats_t *st;
+  const eplb_placement_t *before, *after;
+  eplb_balance_t b0, b1;
+  double plan_ms, total_ms;
+  const int32_t *dropped;
+  int32_t num_dropped;
+  int64_t moves; /* -1 without --current-map */
+  eplb_map_format_t out_format;
+} summary_t;
+
+static void print_dropped(const summary_t *s) {
+  printf("layers            %d", (int)s->st->num_layers);
+  if (s->num_dropped > 0) {
+    printf(" (%d all-zero dense layers skipped:", (int)s->num_dropped);
+    for (int32_t i = 0; i < s->num_dropped; i++)
+      printf("%s%d", i ? ", " : " ", (int)s->dropped[i]);
+    printf(")");
+  }
+  printf("\n");
+}
+
+/* Mean over layers of the fraction of tokens served off their group's
+ * node (hierarchical plans). */
+static double cross_node(const args_t *a, const summary_t *s) {
+  const eplb_placement_t *p = s->after;
+  double sum = 0;
+  for (int32_t l = 0; l < p->num_layers; l++)
+    sum += eplb_layer_cross_node(s->st->load + (size_t)l * (size_t)p->num_experts,
+                                 p->num_experts,
+                                 p->phy2log + (size_t)l * (size_t)p->num_slots,
+                                 p->num_slots, p->num_gpus, a->plan.num_nodes,
+                                 a->plan.num_groups);
+  return sum / p->num_layers;
+}
+
+static void print_summary(const args_t *a, const summary_t *s) {
+  const eplb_plan_opts_t *o = &a->plan;
+  const eplb_placement_t *p = s->after;
+  int hier = eplb_plan_is_hierarchical(o);
+  print_dropped(s);
+  printf("experts           %d\n", (int)p->num_experts);
+  printf("slots             %d on %d GPUs (%d per GPU, %d redundant)\n",
+         (int)p->num_slots, (int)p->num_gpus, (int)(p->num_slots / p->num_gpus),
+         (int)(p->num_slots - p->num_experts));
+  printf("policy            %s (%s, %d node%s, %d group%s%s)\n",
+         eplb_policy_name(o->policy), hier ? "hierarchical" : "global",
+         (int)o->num_nodes, o->num_nodes > 1 ? "s" : "", (int)o->num_groups,
+         o->num_groups > 1 ? "s" : "", o->spill ? ", spill" : "");
+  printf("plan time         %.3f ms (whole run %.1f ms)\n", s->plan_ms,
+         s->total_ms);
+  printf("imbalance before  %.4f (%s; worst layer %d: %.4f)\n",
+         s->b0.imbalance, a->current_map ? "current map" : "contiguous placement",
+         (int)s->before->layer_ids[s->b0.worst_layer], s->b0.max_imbalance);
+  printf("imbalance after   %.4f (worst layer %d: %.4f)\n", s->b1.imbalance,
+         (int)p->layer_ids[s->b1.worst_layer], s->b1.max_imbalance);
+  printf("imbalance floor   %.4f (no placement does better on these loads)\n",
+         s->b1.floor);
+  printf("balancedness      %.4f -> %.4f (mean/max)\n", s->b0.balancedness,
+         s->b1.balancedness);
+  if (s->moves >= 0)
+    printf("replicas moved    %lld (%.1f per layer)\n", (long long)s->moves,
+           (double)s->moves / p->num_layers);
+  if (hier && o->num_nodes > 1)
+    printf("off-node tokens   %.4f (fraction served away from their group's "
+           "node)\n", cross_node(a, s));
+  printf("output            %s (%s)\n", a->output,
+         eplb_map_format_name(s->out_format));
+}
+
+static void print_per_layer(const summary_t *s) {
+  const eplb_placement_t *p = s->after, *q = s->before;
+  int32_t E = p->num_experts, S = p->num_slots, G = p->num_gpus;
+  printf("%-7s %10s %10s %10s\n", "layer", "before", "after", "floor");
+  for (int32_t l = 0; l < p->num_layers; l++) {
+    const double *ld = s->st->load + (size_t)l * (size_t)E;
+    printf("%-7d %10.4f %10.4f %10.4f\n", (int)p->layer_ids[l],
+           eplb_layer_imbalance(ld, E, q->phy2log + (size_t)l * (size_t)S, S, G),
+           eplb_layer_imbalance(ld, E, p->phy2log + (size_t)l * (size_t)S, S, G),
+           eplb_layer_floor(ld, E, S, G));
+  }
+}
+
+/* ---- the run -------------------------------------------------------- */
+
+typedef struct {
+  eplb_stats_t st;
+  eplb_placement_t before, after;
+  int32_t *dropped;
+  int32_t num_dropped;
+} run_t;
+
+/* The placement the imbalance "before" is measured on. */
+static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
+  if (a->current_map != NULL)
+    return read_current(a, &r->st, &r->before, err);
+  int rc = eplb_placement_init(&r->before, r->st.num_layers, r->st.num_experts,
+                               a->plan.num_slots, a->plan.num_gpus, err);
+  if (rc == 0)
+    rc = eplb_placement_contiguous(&r->before, err);
+  if (rc == 0)
+    memcpy(r->before.layer_ids, r->st.layer_ids,
+           sizeof(int32_t) * (size_t)r->st.num_layers);
+  return rc;
+}
+
+/* Plans, timing eplb_plan / eplb_plan_from alone. */
+static int plan(const args_t *a, run_t *r, summary_t *s, eplb_error_t *err) {
+  double t0 = eplb_cli_now();
+  int rc = a->current_map != NULL
+               ? eplb_plan_from(&r->st, &r->before, &a->plan, &r->after, err)
+               : eplb_plan(&r->st, &a->plan, &r->after, err);
+  s->plan_ms = (eplb_cli_now() - t0) * 1e3;
+  return rc;
+}
+
+/* Everything after the options; returns the exit code. */
+static int run(const args_t *a, run_t *r, double t_start) {
+  eplb_error_t err;
+  eplb_error_clear(&err);
+  summary_t s = {.st = &r->st, .before = &r->before, .after = &r->after,
+                 .moves = -1};
+  int rc = read_stats(a, &r->st, &err);
+  if (rc == 0)
+    rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
+  if (rc)
+    return eplb_cli_report(PROG, &err);
+  /* Option errors that depend on the statistics (S < E, K vs E) are usage
+   * errors: exit 2. */
+  if (eplb_plan_check_opts(&a->plan, r->st.num_experts, &err) != 0)
+    return eplb_cli_usage_error(PROG, "%s", err.msg);
+  rc = make_before(a, r, &err);
+  if (rc == 0)
+    rc = plan(a, r, &s, &err);
+  if (rc == 0)
+    rc = eplb_placement_write(&r->after, a->output, a->out_format, &err);
+  if (rc == 0)
+    rc = eplb_balance(&r->st, &r->before, &s.b0, &err);
+  if (rc == 0)
+    rc = eplb_balance(&r->st, &r->after, &s.b1, &err);
+  if (rc)
+    return eplb_cli_report(PROG, &err);
+  if (a->current_map != NULL)
+    s.moves = eplb_placement_moves(&r->before, &r->after);
+  s.dropped = r->dropped;
+  s.num_dropped = r->num_dropped;
+  s.out_format = a->out_format;
+  s.total_ms = (eplb_cli_now() - t_start) * 1e3;
+  if (!a->quiet) {
+    print_summary(a, &s);
+    if (a->per_layer)
+      print_per_layer(&s);
+  }
+  return 0;
+}
+
+int main(int argc, char *argv[]) {
+  double t_start = eplb_cli_now();
+  args_t a = {.format = EPLB_STATS_AUTO, .out_format = EPLB_MAP_AUTO};
+  a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
+  if (a.stats == NULL) {
+    eplb_cli_error(PROG, "out of memory");
+    return 1;
+  }
+  int rc = parse_args(argc, argv, &a);
+  if (rc != 0) {
+    free(a.stats);
+    return rc < 0 ? 0 : rc;
+  }
+  run_t r;
+  memset(&r, 0, sizeof(r));
+  rc = run(&a, &r, t_start);
+  free(r.dropped);
+  eplb_placement_cleanup(&r.before);
+  eplb_placement_cleanup(&r.after);
+  eplb_stats_cleanup(&r.st);
+  free(a.stats);
+  return rc;
+}

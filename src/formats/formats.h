@@ -1,0 +1,57 @@
+/* formats/formats.h - helpers shared by the statistics readers and the map
+ * readers and writers in src/formats/ (internal: not installed).
+ *
+ * Formats are adapters at the edge: the readers turn JSON or YAML text into
+ * the one histogram type (eplb_stats_t) or the one placement type
+ * (eplb_placement_t); the writers do the reverse.  What they share is how
+ * they talk about the text: where a parse stopped (line and column), what a
+ * JSON value is, whether a key or a number is a valid index. */
+#ifndef EPLB_FORMATS_FORMATS_H
+#define EPLB_FORMATS_FORMATS_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eplb/error.h"
+#include "eplb/placement.h"
+
+/* Parses `len` bytes of `text` (the content of `path`) as one JSON value
+ * with nothing but white space after it.  Returns 0 and *out (caller frees
+ * with cJSON_Delete) or EPLB_EPARSE with the line and column where the
+ * parser stopped (an empty file says so).  Thread-safe: does not use
+ * cJSON_GetErrorPtr. */
+int eplb__json_parse(const char *path, const char *text, size_t len,
+                     cJSON **out, eplb_error_t *err);
+
+/* "an object", "an array", "a string", "a number", "null", "true or false":
+ * for messages that say what was found instead.  NULL: "nothing". */
+const char *eplb__json_kind(const cJSON *v);
+
+/* Parses a JSON object key that must be a canonical decimal index:
+ * digits only, no sign, no leading zero (except "0"), at most `max`.
+ * Returns 0 and *out, or -1 (the key is not such an integer) or -2 (it is
+ * one but above max). */
+int eplb__parse_index(const char *key, int32_t max, int32_t *out);
+
+/* Reads a JSON number that must be an integer in min..max.  Returns NULL
+ * and *out, or a short reason for a message ("is not a number", "is not an
+ * integer", "is out of range"). */
+const char *eplb__json_int(const cJSON *v, int64_t min, int64_t max,
+                           int64_t *out);
+
+/* Checks one count read from a file: finite, >= 0, <= EPLB_MAX_COUNT.
+ * Returns 0, or EPLB_ECOUNT with "<path>: <where>: count ... is ..." where
+ * `where` names the key or index path (e.g. `layer "3", expert "17"`). */
+int eplb__check_count(double v, const char *path, const char *where,
+                      eplb_error_t *err);
+
+/* The readers of each map format (formats/map_read.c, formats/trtllm_yaml.c).
+ * `text` is the NUL-terminated content of `path`; *out must be empty and
+ * stays empty on failure. */
+int eplb__map_read_json(eplb_placement_t *out, const char *path,
+                        const char *text, size_t len, eplb_error_t *err);
+int eplb__map_read_yaml(eplb_placement_t *out, const char *path,
+                        const char *text, eplb_error_t *err);
+
+#endif /* EPLB_FORMATS_FORMATS_H */

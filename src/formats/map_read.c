@@ -1,0 +1,266 @@
+/* formats/map_read.c - placement readers: the expert map JSON (MindSpeed-RL,
+ * vllm-ascend, MindIE, msit) and, through formats/trtllm_yaml.c,
+ * TensorRT-LLM's moe_load_balancer.yaml.
+ *
+ * A map read here says where the experts are now (`--current-map`), so a
+ * wrong map must never be taken for a right one: every device must hold the
+ * same number of slots, every layer the same devices, every id must be an
+ * integer, and the result passes eplb_placement_check.  Errors name the file
+ * and the JSON path (layer_list[3].device_list[2].device_expert[5]). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/placement.h"
+#include "eplb/plan.h"
+#include "eplb/stats.h"
+#include "formats/formats.h"
+#include "util/fileio.h"
+
+typedef struct {
+  const char *path;
+  int32_t L, G, per; /* layers, devices, slots per device */
+  int32_t max_id;    /* largest expert id seen */
+} em_ctx_t;
+
+/* Reads obj[key] as an integer in min..max; `at` names obj in messages. */
+static int em_int(const em_ctx_t *c, const cJSON *obj, const char *at,
+                  const char *key, int64_t min, int64_t max, int32_t *out,
+                  eplb_error_t *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL)
+    return eplb_error_set(err, EPLB_EPARSE, "%s: %s has no \"%s\"", c->path,
+                          at, key);
+  int64_t x = 0;
+  const char *why = eplb__json_int(v, min, max, &x);
+  if (why != NULL)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: %s.%s %s; expected an integer %lld..%lld",
+                          c->path, at, key, why, (long long)min, (long long)max);
+  *out = (int32_t)x;
+  return 0;
+}
+
+/* obj[key] as an array (NULL and an error if it is not one). */
+static const cJSON *em_array(const em_ctx_t *c, const cJSON *obj,
+                             const char *at, const char *key,
+                             eplb_error_t *err) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (cJSON_IsArray(v))
+    return v;
+  eplb_error_set(err, EPLB_EPARSE, "%s: %s.%s is %s; expected an array",
+                 c->path, at, key, eplb__json_kind(v));
+  return NULL;
+}
+
+/* The shape, from moe_layer_count and the first device of the first layer.
+ * *list receives layer_list. */
+static int em_shape(em_ctx_t *c, const cJSON *root, const cJSON **list,
+                    eplb_error_t *err) {
+  if (!cJSON_IsObject(root))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top level is %s; expected an expert map "
+                          "{\"moe_layer_count\": L, \"layer_list\": [...]}",
+                          c->path, eplb__json_kind(root));
+  int rc = em_int(c, root, "the map", "moe_layer_count", 1, EPLB_MAX_LAYERS,
+                  &c->L, err);
+  if (rc || (*list = em_array(c, root, "the map", "layer_list", err)) == NULL)
+    return rc ? rc : EPLB_EPARSE;
+  int n = cJSON_GetArraySize(*list);
+  if (n != c->L)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: moe_layer_count is %d but layer_list holds %d "
+                          "layers",
+                          c->path, (int)c->L, n);
+  const cJSON *l0 = (*list)->child, *devs;
+  if (!cJSON_IsObject(l0))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: layer_list[0] is %s; expected an object",
+                          c->path, eplb__json_kind(l0));
+  rc = em_int(c, l0, "layer_list[0]", "device_count", EPLB_MIN_GPUS,
+              EPLB_MAX_GPUS, &c->G, err);
+  if (rc || (devs = em_array(c, l0, "layer_list[0]", "device_list", err)) == NULL)
+    return rc ? rc : EPLB_EPARSE;
+  const cJSON *ids = cJSON_IsObject(devs->child)
+                         ? cJSON_GetObjectItemCaseSensitive(devs->child,
+                                                            "device_expert")
+                         : NULL;
+  c->per = cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : 0;
+  if (c->per < 1)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: layer_list[0].device_list[0] has no non-empty "
+                          "\"device_expert\" array",
+                          c->path);
+  if ((int64_t)c->G * c->per > EPLB_MAX_SLOTS)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %d devices x %d slots is more than the %d slots "
+                          "per layer eplb supports",
+                          c->path, (int)c->G, (int)c->per, EPLB_MAX_SLOTS);
+  return 0;
+}
+
+/* Reads one device's slot list into dst[per]. */
+static int em_slots(em_ctx_t *c, const cJSON *ids, const char *at,
+                    int32_t *dst, eplb_error_t *err) {
+  if (cJSON_GetArraySize(ids) != c->per)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s.device_expert holds %d experts but "
+                          "layer_list[0].device_list[0] holds %d; every device "
+                          "needs the same number of slots",
+                          c->path, at, cJSON_GetArraySize(ids), (int)c->per);
+  int32_t i = 0;
+  const cJSON *v;
+  cJSON_ArrayForEach(v, ids) {
+    int64_t e = 0;
+    const char *why = eplb__json_int(v, 0, EPLB_MAX_EXPERTS - 1, &e);
+    if (why != NULL)
+      return eplb_error_set(err,
+                            cJSON_IsNumber(v) ? EPLB_EMAP : EPLB_EPARSE,
+                            "%s: %s.device_expert[%d] %s; expected an expert "
+                            "id 0..%d",
+                            c->path, at, (int)i, why, EPLB_MAX_EXPERTS - 1);
+    if (e > c->max_id)
+      c->max_id = (int32_t)e;
+    dst[i++] = (int32_t)e;
+  }
+  return 0;
+}
+
+/* Reads the devices of layer l (`devs`) into row l of p; seen[G] scratch. */
+static int em_devices(em_ctx_t *c, eplb_placement_t *p, int32_t l,
+                      const cJSON *devs, unsigned char *seen,
+                      eplb_error_t *err) {
+  memset(seen, 0, (size_t)c->G);
+  int32_t i = 0;
+  const cJSON *d;
+  cJSON_ArrayForEach(d, devs) {
+    char at[96];
+    snprintf(at, sizeof(at), "layer_list[%d].device_list[%d]", (int)l, (int)i++);
+    if (!cJSON_IsObject(d))
+      return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s; expected an "
+                            "object", c->path, at, eplb__json_kind(d));
+    int32_t g = 0;
+    const cJSON *ids;
+    int rc = em_int(c, d, at, "device_id", 0, c->G - 1, &g, err);
+    if (rc == 0 && seen[g])
+      rc = eplb_error_set(err, EPLB_EPARSE, "%s: %s: device_id %d appears "
+                          "twice in this layer", c->path, at, (int)g);
+    if (rc || (ids = em_array(c, d, at, "device_expert", err)) == NULL)
+      return rc ? rc : EPLB_EPARSE;
+    seen[g] = 1;
+    rc = em_slots(c, ids, at,
+                  p->phy2log + (size_t)l * (size_t)p->num_slots +
+                      (size_t)g * (size_t)c->per,
+                  err);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* Reads layer_list[l] into row l of p. */
+static int em_layer(em_ctx_t *c, eplb_placement_t *p, int32_t l,
+                    const cJSON *layer, unsigned char *seen,
+                    eplb_error_t *err) {
+  char at[48];
+  snprintf(at, sizeof(at), "layer_list[%d]", (int)l);
+  if (!cJSON_IsObject(layer))
+    return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s; expected an object",
+                          c->path, at, eplb__json_kind(layer));
+  int32_t G = 0;
+  const cJSON *devs;
+  int rc = em_int(c, layer, at, "layer_id", 0, INT32_MAX, &p->layer_ids[l], err);
+  if (rc == 0)
+    rc = em_int(c, layer, at, "device_count", EPLB_MIN_GPUS, EPLB_MAX_GPUS, &G,
+                err);
+  if (rc == 0 && G != c->G)
+    rc = eplb_error_set(err, EPLB_ESHAPE, "%s: %s.device_count is %d but "
+                        "layer_list[0] has %d; every layer must use the same "
+                        "devices", c->path, at, (int)G, (int)c->G);
+  if (rc || (devs = em_array(c, layer, at, "device_list", err)) == NULL)
+    return rc ? rc : EPLB_EPARSE;
+  if (cJSON_GetArraySize(devs) != G)
+    return eplb_error_set(err, EPLB_ESHAPE, "%s: %s.device_list holds %d "
+                          "devices but device_count is %d", c->path, at,
+                          cJSON_GetArraySize(devs), (int)G);
+  return em_devices(c, p, l, devs, seen, err);
+}
+
+/* Layer ids must be distinct. */
+static int em_unique_ids(const em_ctx_t *c, const eplb_placement_t *p,
+                         eplb_error_t *err) {
+  for (int32_t l = 1; l < p->num_layers; l++)
+    for (int32_t k = 0; k < l; k++)
+      if (p->layer_ids[k] == p->layer_ids[l])
+        return eplb_error_set(err, EPLB_EPARSE,
+                              "%s: layer_list[%d] and layer_list[%d] both have "
+                              "layer_id %d; each layer must appear once",
+                              c->path, (int)k, (int)l, (int)p->layer_ids[l]);
+  return 0;
+}
+
+int eplb__map_read_json(eplb_placement_t *out, const char *path,
+                        const char *text, size_t len, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  em_ctx_t c = {.path = path, .max_id = -1};
+  cJSON *root = NULL;
+  const cJSON *list = NULL;
+  unsigned char *seen = NULL;
+  int rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0)
+    rc = em_shape(&c, root, &list, err);
+  /* E is known only at the end: allocate for the largest, then narrow. */
+  if (rc == 0)
+    rc = eplb_placement_init(out, c.L, EPLB_MAX_EXPERTS, c.G * c.per, c.G, err);
+  if (rc)
+    goto done;
+  if ((seen = malloc((size_t)c.G)) == NULL) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", path);
+    goto done;
+  }
+  int32_t l = 0;
+  const cJSON *layer;
+  cJSON_ArrayForEach(layer, list) {
+    if ((rc = em_layer(&c, out, l++, layer, seen, err)) != 0)
+      goto done;
+  }
+  out->num_experts = c.max_id + 1;
+  rc = em_unique_ids(&c, out, err);
+  if (rc == 0)
+    rc = eplb_placement_check(out, 0, path, err);
+done:
+  free(seen);
+  cJSON_Delete(root);
+  if (rc)
+    eplb_placement_cleanup(out);
+  return rc;
+}
+
+int eplb_placement_read(eplb_placement_t *out, const char *path,
+                        eplb_map_format_t format, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  char *text = NULL;
+  size_t len = 0;
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc)
+    return rc;
+  if (format == EPLB_MAP_AUTO) {
+    /* JSON starts with '{' (or '[', which the JSON reader rejects with a
+     * clear message); anything else is taken for YAML. */
+    const char *p = text;
+    while (isspace((unsigned char)*p))
+      p++;
+    format = (*p == '{' || *p == '[') ? EPLB_MAP_EXPERT_MAP
+                                      : EPLB_MAP_TRTLLM_YAML;
+  }
+  if (format == EPLB_MAP_EXPERT_MAP)
+    rc = eplb__map_read_json(out, path, text, len, err);
+  else if (format == EPLB_MAP_TRTLLM_YAML)
+    rc = eplb__map_read_yaml(out, path, text, err);
+  else
+    rc = eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
+                        (int)format);
+  free(text);
+  return rc;
+}

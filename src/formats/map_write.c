@@ -1,0 +1,151 @@
+/* formats/map_write.c - placement writers: the expert map JSON of
+ * MindSpeed-RL / vllm-ascend / MindIE / msit, and TensorRT-LLM's
+ * moe_load_balancer.yaml.
+ *
+ * The placement is checked before a byte is written (a serving framework
+ * that loads a broken map fails far from its cause), and the file goes
+ * through eplb_write_atomic: temporary file, fsync, rename.  The output is a
+ * pure function of the placement (no time stamps, no host names), so the
+ * same plan always gives the same bytes and maps can be compared with cmp. */
+#include <stdio.h>
+#include <string.h>
+
+#include "eplb/placement.h"
+#include "formats/formats.h"
+#include "util/fileio.h"
+
+int eplb_map_format_from_name(const char *name) {
+  if (name == NULL)
+    return -1;
+  if (strcmp(name, "auto") == 0)
+    return EPLB_MAP_AUTO;
+  if (strcmp(name, "expert-map") == 0)
+    return EPLB_MAP_EXPERT_MAP;
+  if (strcmp(name, "trtllm-yaml") == 0)
+    return EPLB_MAP_TRTLLM_YAML;
+  return -1;
+}
+
+const char *eplb_map_format_name(eplb_map_format_t format) {
+  switch (format) {
+  case EPLB_MAP_AUTO:
+    return "auto";
+  case EPLB_MAP_EXPERT_MAP:
+    return "expert-map";
+  case EPLB_MAP_TRTLLM_YAML:
+    return "trtllm-yaml";
+  }
+  return "unknown";
+}
+
+/* Writes "e, e, ..., e" for `n` slots starting at row. */
+static void write_ids(FILE *f, const int32_t *row, int32_t n) {
+  for (int32_t i = 0; i < n; i++)
+    fprintf(f, i ? ", %d" : "%d", (int)row[i]);
+}
+
+/* eplb_write_fn: the expert map JSON, one device per line.  layer_id is the
+ * MoE layer index (the layer's position in the placement), as vllm-ascend
+ * and MindSpeed-RL number their MoE layers. */
+static int write_expert_map(FILE *f, const void *ctx, eplb_error_t *err) {
+  (void)err;
+  const eplb_placement_t *p = ctx;
+  int32_t S = p->num_slots, G = p->num_gpus, per = S / G;
+  fprintf(f, "{\n  \"moe_layer_count\": %d,\n  \"layer_list\": [\n",
+          (int)p->num_layers);
+  for (int32_t l = 0; l < p->num_layers; l++) {
+    fprintf(f,
+            "    {\n      \"layer_id\": %d,\n      \"device_count\": %d,\n"
+            "      \"device_list\": [\n",
+            (int)l, (int)G);
+    for (int32_t g = 0; g < G; g++) {
+      fprintf(f, "        {\"device_id\": %d, \"device_expert\": [", (int)g);
+      write_ids(f, p->phy2log + (size_t)l * (size_t)S + (size_t)g * (size_t)per,
+                per);
+      fprintf(f, "]}%s\n", g + 1 < G ? "," : "");
+    }
+    fprintf(f, "      ]\n    }%s\n", l + 1 < p->num_layers ? "," : "");
+  }
+  fprintf(f, "  ]\n}\n");
+  return 0;
+}
+
+/* eplb_write_fn: TensorRT-LLM's moe_load_balancer.yaml; layer keys are the
+ * layer ids the statistics named (decoder-layer indices). */
+static int write_trtllm_yaml(FILE *f, const void *ctx, eplb_error_t *err) {
+  (void)err;
+  const eplb_placement_t *p = ctx;
+  int32_t S = p->num_slots;
+  fprintf(f, "initial_global_assignments:\n");
+  for (int32_t l = 0; l < p->num_layers; l++) {
+    fprintf(f, "  %d: [", (int)p->layer_ids[l]);
+    write_ids(f, p->phy2log + (size_t)l * (size_t)S, S);
+    fprintf(f, "]\n");
+  }
+  fprintf(f, "num_slots: %d\nlayer_updates_per_iter: 0\n", (int)S);
+  return 0;
+}
+
+/* YAML keys must be distinct, non-negative layer ids. */
+static int check_layer_ids(const eplb_placement_t *p, const char *path,
+                           eplb_error_t *err) {
+  for (int32_t l = 0; l < p->num_layers; l++) {
+    if (p->layer_ids[l] < 0)
+      return eplb_error_set(err, EPLB_EMAP,
+                            "%s: layer %d has the negative id %d; TensorRT-LLM "
+                            "keys layers by decoder-layer index",
+                            path, (int)l, (int)p->layer_ids[l]);
+    for (int32_t k = 0; k < l; k++)
+      if (p->layer_ids[k] == p->layer_ids[l])
+        return eplb_error_set(err, EPLB_EMAP,
+                              "%s: layers %d and %d have the same id %d; "
+                              "every layer needs its own key",
+                              path, (int)k, (int)l, (int)p->layer_ids[l]);
+  }
+  return 0;
+}
+
+/* Checks that p is a complete, valid placement before writing it. */
+static int check_for_write(const eplb_placement_t *p, const char *path,
+                           eplb_error_t *err) {
+  if (p == NULL || p->phy2log == NULL || p->layer_ids == NULL ||
+      p->num_layers < 1 || p->num_experts < 1 || p->num_gpus < 1 ||
+      p->num_slots < 1 || p->num_slots % p->num_gpus != 0)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: the placement to write is empty or "
+                          "inconsistent (a bug in the caller)",
+                          path);
+  int rc = eplb_placement_check(p, 0, path, err);
+  if (rc)
+    eplb_error_prefix(err, "refusing to write an invalid map");
+  return rc;
+}
+
+/* ".yaml" / ".yml" -> TensorRT-LLM YAML, anything else -> expert map. */
+static eplb_map_format_t format_for_path(const char *path) {
+  size_t n = strlen(path);
+  if ((n >= 5 && strcmp(path + n - 5, ".yaml") == 0) ||
+      (n >= 4 && strcmp(path + n - 4, ".yml") == 0))
+    return EPLB_MAP_TRTLLM_YAML;
+  return EPLB_MAP_EXPERT_MAP;
+}
+
+int eplb_placement_write(const eplb_placement_t *p, const char *path,
+                         eplb_map_format_t format, eplb_error_t *err) {
+  if (path == NULL || path[0] == '\0')
+    return eplb_error_set(err, EPLB_EARG, "no output path for the map");
+  int rc = check_for_write(p, path, err);
+  if (rc)
+    return rc;
+  if (format == EPLB_MAP_AUTO)
+    format = format_for_path(path);
+  if (format == EPLB_MAP_EXPERT_MAP)
+    return eplb_write_atomic(path, write_expert_map, p, err);
+  if (format != EPLB_MAP_TRTLLM_YAML)
+    return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
+                          (int)format);
+  rc = check_layer_ids(p, path, err);
+  if (rc)
+    return rc;
+  return eplb_write_atomic(path, write_trtllm_yaml, p, err);
+}

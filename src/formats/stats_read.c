@@ -1,0 +1,399 @@
+/* formats/stats_read.c - statistics readers: MindSpeed-RL and SGLang JSON
+ * in, one eplb_stats_t out (the "collect" stage's file adapters).
+ *
+ * MindSpeed-RL writes {"layer": {"expert": count}} (token_collects_all.json,
+ * or one eplb_token_collects_{rank}.json per rank); SGLang writes
+ * {"logical_count": [L][E]} or, from its recorder, [steps][L][E].  Both
+ * come from other programs, so every reader is strict and says exactly where
+ * a file is wrong: the file, the key or index path, and why.  Counts must be
+ * finite, non-negative and at most 2^53 so that sums stay exact.
+ *
+ * The whole file is parsed with cJSON (a DeepSeek-V3 histogram is about
+ * 150 kB).  Children are walked in order, never looked up by index, so a
+ * read is linear in the file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/stats.h"
+#include "formats/formats.h"
+#include "util/fileio.h"
+
+int eplb_stats_format_from_name(const char *name) {
+  if (name == NULL)
+    return -1;
+  if (strcmp(name, "auto") == 0)
+    return EPLB_STATS_AUTO;
+  if (strcmp(name, "mindspeed") == 0)
+    return EPLB_STATS_MINDSPEED;
+  if (strcmp(name, "sglang") == 0)
+    return EPLB_STATS_SGLANG;
+  return -1;
+}
+
+const char *eplb_stats_format_name(eplb_stats_format_t format) {
+  switch (format) {
+  case EPLB_STATS_AUTO:
+    return "auto";
+  case EPLB_STATS_MINDSPEED:
+    return "mindspeed";
+  case EPLB_STATS_SGLANG:
+    return "sglang";
+  }
+  return "unknown";
+}
+
+/* ---- MindSpeed-RL: {"layer": {"expert": count}} ------------------------ */
+
+/* Puts the top-level children of `root` (L of them) at layers[key]: every
+ * key must be a decimal index 0..L-1, once, holding an object. */
+static int index_layers(const cJSON *root, const char *path, int32_t L,
+                        const cJSON **layers, eplb_error_t *err) {
+  const cJSON *c;
+  cJSON_ArrayForEach(c, root) {
+    int32_t k = 0;
+    int r = eplb__parse_index(c->string, L - 1, &k);
+    if (r == -1)
+      return eplb_error_set(
+          err, EPLB_EPARSE,
+          "%s: top-level key \"%.40s\" is not a layer index (0, 1, 2, ...); "
+          "expected MindSpeed-RL's {\"layer\": {\"expert\": count}}%s",
+          path, c->string,
+          strcmp(c->string, "logical_count") == 0
+              ? "; this file is SGLang's format: use --format sglang or auto"
+              : "");
+    if (r == -2)
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%.40s\": the file has %d layers, so "
+                            "the layer keys must be 0..%d; is a layer missing?",
+                            path, c->string, (int)L, (int)L - 1);
+    if (layers[k] != NULL)
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\" appears twice; each layer must "
+                            "appear once",
+                            path, (int)k);
+    if (!cJSON_IsObject(c))
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\" is %s; expected an object "
+                            "{\"expert\": count}",
+                            path, (int)k, eplb__json_kind(c));
+    layers[k] = c;
+  }
+  return 0;
+}
+
+/* Reads layer l (object `obj`) into row l of out; seen[E] is scratch. */
+static int read_ms_layer(eplb_stats_t *out, const char *path, int32_t l,
+                         const cJSON *obj, unsigned char *seen,
+                         eplb_error_t *err) {
+  int32_t E = out->num_experts;
+  int n = cJSON_GetArraySize(obj);
+  if (n != E)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: layer \"%d\" has %d experts but layer \"0\" has "
+                          "%d; every layer must list the same experts",
+                          path, (int)l, n, (int)E);
+  memset(seen, 0, (size_t)E);
+  const cJSON *c;
+  cJSON_ArrayForEach(c, obj) {
+    int32_t e = 0;
+    int r = eplb__parse_index(c->string, E - 1, &e);
+    if (r == -1)
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\": key \"%.40s\" is not an expert "
+                            "index (0, 1, 2, ...)",
+                            path, (int)l, c->string);
+    if (r == -2)
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\", expert \"%.40s\": the layer has "
+                            "%d experts, so the expert keys must be 0..%d; is "
+                            "an expert missing?",
+                            path, (int)l, c->string, (int)E, (int)E - 1);
+    if (seen[e])
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\", expert \"%d\" appears twice; "
+                            "each expert must appear once per layer",
+                            path, (int)l, (int)e);
+    if (!cJSON_IsNumber(c))
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: layer \"%d\", expert \"%d\": the count is %s, "
+                            "not a number",
+                            path, (int)l, (int)e, eplb__json_kind(c));
+    char where[64];
+    snprintf(where, sizeof(where), "layer \"%d\", expert \"%d\"", (int)l,
+             (int)e);
+    int rc = eplb__check_count(c->valuedouble, path, where, err);
+    if (rc)
+      return rc;
+    out->load[(size_t)l * (size_t)E + (size_t)e] = c->valuedouble;
+    seen[e] = 1;
+  }
+  return 0;
+}
+
+/* The number of experts, from layer "0" (which index_layers found). */
+static int ms_num_experts(const cJSON *layer0, const char *path, int32_t *E,
+                          eplb_error_t *err) {
+  int n = cJSON_GetArraySize(layer0);
+  if (n < 1)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: layer \"0\" is empty; expected {\"expert\": "
+                          "count} for every expert",
+                          path);
+  if (n > EPLB_MAX_EXPERTS)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: layer \"0\" has %d experts, more than the %d "
+                          "eplb supports",
+                          path, n, EPLB_MAX_EXPERTS);
+  *E = n;
+  return 0;
+}
+
+static int read_mindspeed(eplb_stats_t *out, const char *path,
+                          const cJSON *root, eplb_error_t *err) {
+  if (!cJSON_IsObject(root))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top level is %s; expected MindSpeed-RL's "
+                          "object {\"layer\": {\"expert\": count}}",
+                          path, eplb__json_kind(root));
+  int L = cJSON_GetArraySize(root);
+  if (L < 1)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top-level object is empty; expected "
+                          "{\"layer\": {\"expert\": count}}",
+                          path);
+  if (L > EPLB_MAX_LAYERS)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %d layers, more than the %d eplb supports", path,
+                          L, EPLB_MAX_LAYERS);
+  const cJSON **layers = calloc((size_t)L, sizeof(*layers));
+  unsigned char *seen = NULL;
+  int32_t E = 0;
+  if (layers == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", path);
+  int rc = index_layers(root, path, L, layers, err);
+  if (rc == 0)
+    rc = ms_num_experts(layers[0], path, &E, err);
+  if (rc == 0)
+    rc = eplb_stats_init(out, L, E, err);
+  if (rc)
+    goto done;
+  seen = malloc((size_t)E);
+  if (seen == NULL) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", path);
+    goto done;
+  }
+  for (int32_t l = 0; l < L && rc == 0; l++)
+    rc = read_ms_layer(out, path, l, layers[l], seen, err);
+done:
+  free(seen);
+  free(layers);
+  if (rc)
+    eplb_stats_cleanup(out);
+  return rc;
+}
+
+/* ---- SGLang: {"logical_count": [L][E]} or [steps][L][E] ---------------- */
+
+typedef struct {
+  const char *path;
+  int three;          /* 1: [steps][L][E]; 0: [L][E] */
+  int32_t T, L, E;
+} sg_shape_t;
+
+/* Learns the shape from the first step's first row. */
+static int sg_shape(const cJSON *lc, sg_shape_t *sh, eplb_error_t *err) {
+  const char *path = sh->path;
+  if (!cJSON_IsArray(lc) || lc->child == NULL)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: \"logical_count\" is %s%s; expected [layers]"
+                          "[experts] or [steps][layers][experts]",
+                          path, eplb__json_kind(lc),
+                          cJSON_IsArray(lc) ? " (empty)" : "");
+  const cJSON *first = lc->child;
+  if (!cJSON_IsArray(first) || first->child == NULL)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: logical_count[0] is %s%s; expected an array of "
+                          "experts' counts or of layers",
+                          path, eplb__json_kind(first),
+                          cJSON_IsArray(first) ? " (empty)" : "");
+  sh->three = cJSON_IsArray(first->child);
+  const cJSON *step0 = sh->three ? first : lc;
+  const cJSON *row0 = step0->child;
+  int T = sh->three ? cJSON_GetArraySize(lc) : 1;
+  int L = cJSON_GetArraySize(step0), E = cJSON_GetArraySize(row0);
+  if (E < 1)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: logical_count%s[0] is %s; expected the counts "
+                          "of every expert",
+                          path, sh->three ? "[0]" : "",
+                          cJSON_IsArray(row0) ? "empty" : eplb__json_kind(row0));
+  if (L > EPLB_MAX_LAYERS || E > EPLB_MAX_EXPERTS)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: logical_count is %d layers x %d experts, more "
+                          "than the %d x %d eplb supports",
+                          path, L, E, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS);
+  sh->T = T;
+  sh->L = L;
+  sh->E = E;
+  return 0;
+}
+
+/* Adds one row (`row`, at index path `at`) to row l of out. */
+static int sg_add_row(eplb_stats_t *out, const sg_shape_t *sh, int32_t l,
+                      const cJSON *row, const char *at, eplb_error_t *err) {
+  int32_t E = sh->E;
+  if (!cJSON_IsArray(row))
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s is %s; expected an array of the %d experts' "
+                          "counts; the array is ragged",
+                          sh->path, at, eplb__json_kind(row), (int)E);
+  if (cJSON_GetArraySize(row) != E)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s holds %d counts but the first row holds %d; "
+                          "the array is ragged",
+                          sh->path, at, cJSON_GetArraySize(row), (int)E);
+  double *dst = out->load + (size_t)l * (size_t)E;
+  int32_t e = 0;
+  const cJSON *v;
+  cJSON_ArrayForEach(v, row) {
+    char where[96];
+    snprintf(where, sizeof(where), "%s[%d]", at, (int)e);
+    if (!cJSON_IsNumber(v))
+      return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s, not a number",
+                            sh->path, where, eplb__json_kind(v));
+    int rc = eplb__check_count(v->valuedouble, sh->path, where, err);
+    if (rc)
+      return rc;
+    double sum = dst[e] + v->valuedouble;
+    if (sum > EPLB_MAX_COUNT)
+      return eplb_error_set(err, EPLB_ECOUNT,
+                            "%s: %s: the sum over the steps (%.17g) exceeds "
+                            "2^53, the largest count eplb sums exactly",
+                            sh->path, where, sum);
+    dst[e++] = sum;
+  }
+  return 0;
+}
+
+/* Adds step t (`step`: [L][E]) to out. */
+static int sg_add_step(eplb_stats_t *out, const sg_shape_t *sh, int32_t t,
+                       const cJSON *step, eplb_error_t *err) {
+  char at[64];
+  if (sh->three)
+    snprintf(at, sizeof(at), "logical_count[%d]", (int)t);
+  else
+    snprintf(at, sizeof(at), "logical_count");
+  if (!cJSON_IsArray(step))
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s is %s; expected an array of %d layers; the "
+                          "array is ragged",
+                          sh->path, at, eplb__json_kind(step), (int)sh->L);
+  if (cJSON_GetArraySize(step) != sh->L)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s holds %d layers but the first step holds %d; "
+                          "the array is ragged",
+                          sh->path, at, cJSON_GetArraySize(step), (int)sh->L);
+  int32_t l = 0;
+  const cJSON *row;
+  cJSON_ArrayForEach(row, step) {
+    char rat[80];
+    snprintf(rat, sizeof(rat), "%s[%d]", at, (int)l);
+    int rc = sg_add_row(out, sh, l, row, rat, err);
+    if (rc)
+      return rc;
+    l++;
+  }
+  return 0;
+}
+
+static int read_sglang(eplb_stats_t *out, const char *path, const cJSON *root,
+                       eplb_error_t *err) {
+  if (!cJSON_IsObject(root))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top level is %s; expected SGLang's object "
+                          "{\"logical_count\": [...]}",
+                          path, eplb__json_kind(root));
+  const cJSON *lc = cJSON_GetObjectItemCaseSensitive(root, "logical_count");
+  if (lc == NULL)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: no \"logical_count\" key; expected SGLang's "
+                          "{\"logical_count\": [layers][experts]}",
+                          path);
+  sg_shape_t sh = {.path = path};
+  int rc = sg_shape(lc, &sh, err);
+  if (rc == 0)
+    rc = eplb_stats_init(out, sh.L, sh.E, err);
+  if (rc)
+    return rc;
+  out->dense_rows = 1;
+  if (!sh.three)
+    rc = sg_add_step(out, &sh, 0, lc, err);
+  int32_t t = 0;
+  const cJSON *step;
+  if (sh.three)
+    cJSON_ArrayForEach(step, lc) {
+      rc = sg_add_step(out, &sh, t++, step, err);
+      if (rc)
+        break;
+    }
+  if (rc)
+    eplb_stats_cleanup(out);
+  return rc;
+}
+
+/* ---- detection and the public entry point ------------------------------ */
+
+static int detect(const cJSON *root, const char *path,
+                  eplb_stats_format_t *format, eplb_error_t *err) {
+  if (!cJSON_IsObject(root))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top level is %s; expected an object: "
+                          "MindSpeed-RL {\"layer\": {\"expert\": count}} or "
+                          "SGLang {\"logical_count\": [...]}",
+                          path, eplb__json_kind(root));
+  if (cJSON_GetObjectItemCaseSensitive(root, "logical_count") != NULL) {
+    *format = EPLB_STATS_SGLANG;
+    return 0;
+  }
+  if (root->child == NULL)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the top-level object is empty; expected "
+                          "statistics",
+                          path);
+  int32_t k;
+  if (eplb__parse_index(root->child->string, INT32_MAX, &k) != -1) {
+    *format = EPLB_STATS_MINDSPEED;
+    return 0;
+  }
+  return eplb_error_set(err, EPLB_EPARSE,
+                        "%s: neither MindSpeed-RL nor SGLang statistics: the "
+                        "first key \"%.40s\" is not a layer index and there "
+                        "is no \"logical_count\"",
+                        path, root->child->string);
+}
+
+int eplb_stats_read(eplb_stats_t *out, const char *path,
+                    eplb_stats_format_t format, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  char *text = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc == 0)
+    rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0 && format == EPLB_STATS_AUTO)
+    rc = detect(root, path, &format, err);
+  if (rc == 0) {
+    if (format == EPLB_STATS_MINDSPEED)
+      rc = read_mindspeed(out, path, root, err);
+    else if (format == EPLB_STATS_SGLANG)
+      rc = read_sglang(out, path, root, err);
+    else
+      rc = eplb_error_set(err, EPLB_EARG, "%s: unknown statistics format %d",
+                          path, (int)format);
+  }
+  cJSON_Delete(root);
+  free(text);
+  return rc;
+}
