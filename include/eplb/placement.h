@@ -50,11 +50,20 @@ int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
  * slots, slot s holds expert s for s < E, then experts 0.. again. */
 int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err);
 
-/* Writes the placement atomically (temporary file, fsync, rename). */
+/* Writes the placement atomically (temporary file, fsync, rename), after
+ * checking it (EPLB_EMAP: nothing written).  EPLB_MAP_AUTO picks
+ * trtllm-yaml for a path ending in .yaml/.yml, else expert-map.  Expert
+ * map layer_id = the layer's position 0..L-1 (MoE layer index); YAML keys =
+ * layer_ids (must be distinct and >= 0). */
 int eplb_placement_write(const eplb_placement_t *p, const char *path,
                          eplb_map_format_t format, eplb_error_t *err);
 
-/* Reads an expert map (format detected with EPLB_MAP_AUTO). */
+/* Reads an expert map (format detected with EPLB_MAP_AUTO: JSON if the file
+ * starts with '{').  E = largest expert id + 1; the result passes
+ * eplb_placement_check (duplicates on a GPU allowed).  Expert map JSON: G =
+ * device_count, layer ids from layer_id.  TensorRT-LLM YAML: layers sorted
+ * by key (the layer ids); the file does not say G, so num_gpus is 1 and the
+ * caller regroups: checks num_slots % G == 0 and sets num_gpus = G. */
 int eplb_placement_read(eplb_placement_t *out, const char *path,
                         eplb_map_format_t format, eplb_error_t *err);
 

@@ -326,6 +326,9 @@ static int read_current(const args_t *a, const eplb_stats_t *st,
                         (int)cur->num_experts - 1, (int)st->num_layers,
                         (int)st->num_experts, (int)a->plan.num_slots, (int)G);
   if (rc == 0) {
+    /* Maps number layers their own way (expert map: 0..L-1, YAML: decoder
+     * layers); row l is the statistics' layer l, and is reported so. */
+    memcpy(cur->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
     cur->num_experts = st->num_experts;
     rc = eplb_placement_check(cur, 0, a->current_map, err);
   }
@@ -392,7 +395,7 @@ static void print_summary(const args_t *a, const summary_t *s) {
          (int)s->before->layer_ids[s->b0.worst_layer], s->b0.max_imbalance);
   printf("imbalance after   %.4f (worst layer %d: %.4f)\n", s->b1.imbalance,
          (int)p->layer_ids[s->b1.worst_layer], s->b1.max_imbalance);
-  printf("imbalance floor   %.4f (no placement does better on these loads)\n",
+  printf("imbalance floor   %.4f (lower bound for these loads)\n",
          s->b1.floor);
   printf("balancedness      %.4f -> %.4f (mean/max)\n", s->b0.balancedness,
          s->b1.balancedness);

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# test_cli.sh - eplb-plan as a user meets it: exit codes, one-line error
+# messages that name the option or the file, and maps that read back.
+#
+# Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
+#   GROUP: usage | files | good | sum | shape | current
+# Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
+# its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
+set -u
+bin=${1:?BIN_DIR}/eplb-plan
+group=${2:?GROUP}
+data=${3:?DATA_DIR}
+tmp=${4:?TMP_DIR}/cli_$group
+rm -rf "$tmp" && mkdir -p "$tmp" || exit 1
+[ -x "$bin" ] || { echo "FAIL: $bin is not an executable"; exit 1; }
+
+failures=0
+checks=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# run ARGS...: runs eplb-plan; sets rc, out, errout.
+run() {
+  "$bin" "$@" >"$tmp/stdout" 2>"$tmp/stderr"
+  rc=$?
+  out=$(cat "$tmp/stdout")
+  errout=$(cat "$tmp/stderr")
+}
+
+# expect CODE NEEDLE ARGS...: exit code CODE, NEEDLE in stderr, stderr one
+# line starting "eplb-plan: error: ", and no output map left behind.
+expect() {
+  local code=$1 needle=$2
+  shift 2
+  checks=$((checks + 1))
+  rm -f "$tmp/out.json" "$tmp/out.yaml"
+  run "$@"
+  local what="eplb-plan $*"
+  [ "$rc" -eq "$code" ] || fail "$what: exit $rc, want $code (stderr: $errout)"
+  case "$errout" in
+    *"$needle"*) ;;
+    *) fail "$what: stderr lacks '$needle': $errout" ;;
+  esac
+  case "$errout" in
+    "eplb-plan: error: "*) ;;
+    *) fail "$what: stderr does not start with 'eplb-plan: error: ': $errout" ;;
+  esac
+  [ "$(printf '%s\n' "$errout" | wc -l)" -eq 1 ] || fail "$what: more than one line on stderr"
+  if [ "$code" -eq 2 ]; then
+    case "$errout" in
+      *"(see eplb-plan --help)") ;;
+      *) fail "$what: usage error without '(see eplb-plan --help)'" ;;
+    esac
+  fi
+  [ ! -e "$tmp/out.json" ] && [ ! -e "$tmp/out.yaml" ] || fail "$what: wrote a map"
+}
+
+# ok ARGS...: exit 0 and nothing on stderr.
+ok() {
+  checks=$((checks + 1))
+  run "$@"
+  [ "$rc" -eq 0 ] || fail "eplb-plan $*: exit $rc (stderr: $errout)"
+  [ -z "$errout" ] || fail "eplb-plan $*: stderr not empty: $errout"
+}
+
+# has TEXT NEEDLE LABEL: NEEDLE occurs in TEXT.
+has() {
+  checks=$((checks + 1))
+  case "$1" in
+    *"$2"*) ;;
+    *) fail "$3: lacks '$2'" ;;
+  esac
+}
+
+# valid_map FILE SLOTS GPUS STATS: the map reads back (eplb_placement_read checks
+# every id and that every expert has a slot) as the current placement of a
+# re-plan with the same shape.
+valid_map() {
+  ok --stats "$4" --current-map "$1" --num-slots "$2" --num-gpus "$3" \
+    --max-moves 0 --output "$tmp/reread.json"
+}
+
+A=$data/ms_part_a.json
+B=$data/ms_part_b.json
+SUM=$data/ms_sum.json
+SIX=$data/ms_six_experts.json
+SG=$data/sg_dense.json
+OUT=$tmp/out.json
+
+case "$group" in
+usage)
+  expect 2 "--stats FILE is required"
+  expect 2 "--stats FILE is required" --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots S is required" --stats "$A" --num-gpus 4 --output "$OUT"
+  expect 2 "--num-gpus G is required" --stats "$A" --num-slots 12 --output "$OUT"
+  expect 2 "--output FILE is required" --stats "$A" --num-slots 12 --num-gpus 4
+  expect 2 "unknown option '--frobnicate'" --stats "$A" --frobnicate --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 2 "option '--output' needs a value" --stats "$A" --num-slots 12 --num-gpus 4 --output
+  expect 2 "unexpected argument 'extra'" --stats "$A" --num-slots 12 --num-gpus 4 --output "$OUT" extra
+  expect 2 "--num-slots 'abc' is not an integer; expected 1..1048576" --stats "$A" --num-slots abc --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots '12x' is not an integer" --stats "$A" --num-slots 12x --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots '' is not an integer" --stats "$A" --num-slots "" --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots 0 is outside 1..1048576" --stats "$A" --num-slots 0 --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots 99999999 is outside 1..1048576" --stats "$A" --num-slots 99999999 --num-gpus 4 --output "$OUT"
+  expect 2 "--num-slots 99999999999999999999999 is outside" --stats "$A" --num-slots 99999999999999999999999 --num-gpus 4 --output "$OUT"
+  expect 2 "--num-gpus -4 is outside 1..65536" --stats "$A" --num-slots 12 --num-gpus -4 --output "$OUT"
+  expect 2 "--num-nodes 0 is outside" --stats "$A" --num-slots 12 --num-gpus 4 --num-nodes 0 --output "$OUT"
+  expect 2 "--num-groups '1.5' is not an integer" --stats "$A" --num-slots 12 --num-gpus 4 --num-groups 1.5 --output "$OUT"
+  expect 2 "--policy 'fastest' is unknown; use balanced or deepseek" --stats "$A" --num-slots 12 --num-gpus 4 --policy fastest --output "$OUT"
+  expect 2 "--format 'csv' is unknown" --stats "$A" --num-slots 12 --num-gpus 4 --format csv --output "$OUT"
+  expect 2 "--output-format 'xml' is unknown" --stats "$A" --num-slots 12 --num-gpus 4 --output-format xml --output "$OUT"
+  expect 2 "--move-cost 2 is outside 0..1" --stats "$A" --num-slots 12 --num-gpus 4 --move-cost 2 --output "$OUT"
+  expect 2 "--max-moves -2 is outside -1..1048576" --stats "$A" --num-slots 12 --num-gpus 4 --max-moves -2 --output "$OUT"
+  expect 2 "refusing to overwrite statistics" --stats "$tmp/out.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  # Checks that need the statistics (E = 8 experts here).
+  expect 2 "--num-slots 12 is not a multiple of --num-gpus 5" --stats "$A" --num-slots 12 --num-gpus 5 --output "$OUT"
+  expect 2 "--num-slots 4 is less than the 8 experts" --stats "$A" --num-slots 4 --num-gpus 2 --output "$OUT"
+  expect 2 "--num-nodes 8 is outside 1..4" --stats "$A" --num-slots 12 --num-gpus 4 --num-nodes 8 --output "$OUT"
+  expect 2 "--num-groups 9 is outside 1..8" --stats "$A" --num-slots 12 --num-gpus 4 --num-groups 9 --output "$OUT"
+  expect 2 "--spill needs a hierarchical plan" --stats "$A" --num-slots 12 --num-gpus 4 --spill --output "$OUT"
+  # --help documents every range; --version; both exit 0.
+  ok --help
+  for needle in "--num-slots S" "1..1048576" "--num-gpus G" "1..65536" "--num-nodes N" \
+                "--num-groups K" "--policy P" "--output-format F" "-1..1048576" "exit status"; do
+    has "$out" "$needle" "--help"
+  done
+  ok --version
+  has "$out" "eplb-plan " "--version"
+  ;;
+files)
+  expect 1 "$tmp/missing.json: cannot open" --stats "$tmp/missing.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  printf '{"0": {"0": 1, "1": 2},\n "1": {"0": 3 "1": 4}}\n' >"$tmp/broken.json"
+  expect 1 "$tmp/broken.json: not valid JSON: the parser stopped at line 2" --stats "$tmp/broken.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  printf '{"0": {"0": 1, "1": -2}}\n' >"$tmp/negative.json"
+  expect 1 "$tmp/negative.json: layer \"0\", expert \"1\": count -2 is negative" --stats "$tmp/negative.json" --num-slots 2 --num-gpus 1 --output "$OUT"
+  printf '{"logical_count": [[0, 0], [0, 0]]}\n' >"$tmp/idle.json"
+  expect 1 "every layer's counts are zero" --stats "$tmp/idle.json" --num-slots 2 --num-gpus 1 --output "$OUT"
+  expect 1 "$A: no \"logical_count\"" --stats "$A" --stats "$SG" --format sglang --num-slots 12 --num-gpus 4 --output "$OUT"
+  # A directory that does not exist: runtime error naming the path.
+  expect 1 "$tmp/nodir/out.json" --stats "$A" --num-slots 12 --num-gpus 4 --output "$tmp/nodir/out.json"
+  ;;
+good)
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --output "$OUT"
+  for needle in "layers            4" "experts           8" "12 on 4 GPUs (3 per GPU, 4 redundant)" \
+                "policy            balanced" "plan time" "imbalance before" "imbalance after" \
+                "imbalance floor" "output            $OUT (expert-map)"; do
+    has "$out" "$needle" "summary"
+  done
+  map=$(cat "$OUT")
+  has "$map" '"moe_layer_count": 4' "expert map"
+  has "$map" '"layer_id": 3,' "expert map"
+  checks=$((checks + 1))
+  [ "$(grep -c '"device_id": ' "$OUT")" -eq 16 ] || fail "expert map: want 16 device lines"
+  valid_map "$OUT" 12 4 "$A"
+  # SGLang with dense rows, TensorRT-LLM YAML chosen by the extension.
+  ok --stats "$SG" --num-slots 12 --num-gpus 4 --output "$tmp/out.yaml" --per-layer
+  has "$out" "layers            4 (2 all-zero dense layers skipped: 0, 1)" "sglang summary"
+  has "$out" "(trtllm-yaml)" "sglang summary"
+  has "$out" "$(printf 'layer       before      after      floor\n2 ')" "--per-layer"
+  checks=$((checks + 1))
+  [ "$(grep -cE '^[2-5] +[0-9.]+ +[0-9.]+ +[0-9.]+$' "$tmp/stdout")" -eq 4 ] || fail "--per-layer: want 4 rows"
+  yaml=$(cat "$tmp/out.yaml")
+  has "$yaml" "$(printf 'initial_global_assignments:\n  2: [')" "yaml"
+  has "$yaml" "$(printf '\n  5: [')" "yaml"
+  has "$yaml" "$(printf '\nnum_slots: 12\nlayer_updates_per_iter: 0')" "yaml"
+  valid_map "$tmp/out.yaml" 12 4 "$SG"
+  # Explicit formats, deepseek policy, hierarchical, quiet.
+  ok --stats "$SG" --format sglang --num-slots 8 --num-gpus 2 --policy deepseek --output-format expert-map --output "$tmp/ds.map"
+  has "$out" "deepseek" "deepseek summary"
+  valid_map "$tmp/ds.map" 8 2 "$SG"
+  ok --stats "$A" --num-slots 16 --num-gpus 4 --num-nodes 2 --num-groups 4 --output "$OUT"
+  has "$out" "hierarchical, 2 nodes, 4 groups" "hierarchical summary"
+  has "$out" "off-node tokens" "hierarchical summary"
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --quiet --output "$OUT"
+  checks=$((checks + 1))
+  [ -z "$out" ] || fail "--quiet printed: $out"
+  ;;
+sum)
+  # Two per-rank files summed = the pre-summed file: byte-identical maps.
+  for fmt in expert-map trtllm-yaml; do
+    ok --stats "$A" --stats "$B" --num-slots 12 --num-gpus 4 --output-format $fmt --output "$tmp/two.$fmt"
+    ok --stats "$SUM" --num-slots 12 --num-gpus 4 --output-format $fmt --output "$tmp/one.$fmt"
+    checks=$((checks + 1))
+    cmp -s "$tmp/two.$fmt" "$tmp/one.$fmt" || fail "$fmt: summed --stats differ from the pre-summed file"
+  done
+  # The map of the sum differs from the map of one part (the sum matters).
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --output-format trtllm-yaml --output "$tmp/a.yaml"
+  checks=$((checks + 1))
+  ! cmp -s "$tmp/a.yaml" "$tmp/one.trtllm-yaml" || fail "the map of one part equals the map of the sum"
+  ;;
+shape)
+  expect 1 "$A has 4 layers x 8 experts but $SIX has 4 x 6" --stats "$A" --stats "$SIX" --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 1 "$A has 4 layers x 8 experts but $SG has 6 x 8" --stats "$A" --stats "$SG" --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 1 "$A has 4 layers x 8 experts but $SIX" --stats "$A" --stats "$B" --stats "$SIX" --num-slots 12 --num-gpus 4 --output "$OUT"
+  ;;
+current)
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --output "$tmp/cur.json"
+  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --output "$tmp/next.json"
+  has "$out" "imbalance before  " "re-plan summary"
+  has "$out" "(current map;" "re-plan summary"
+  has "$out" "replicas moved" "re-plan summary"
+  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --max-moves 0 --output "$tmp/kept.json"
+  has "$out" "replicas moved    0 " "--max-moves 0"
+  # A YAML current map is regrouped onto --num-gpus.
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --output "$tmp/cur.yaml"
+  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.yaml" --output "$tmp/next.yaml"
+  expect 1 "--current-map $tmp/cur.json holds 4 layers x 12 slots on 4 GPUs" --stats "$B" --num-slots 16 --num-gpus 4 --current-map "$tmp/cur.json" --output "$OUT"
+  expect 1 "$tmp/missing.json: cannot open" --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/missing.json" --output "$OUT"
+  ;;
+*)
+  echo "FAIL: unknown group '$group'"
+  exit 1
+  ;;
+esac
+
+if [ "$checks" -eq 0 ]; then
+  echo "FAIL: no checks ran"
+  exit 1
+fi
+echo "$group: $checks checks, $failures failures"
+[ "$failures" -eq 0 ]
