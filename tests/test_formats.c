@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "eplb/eplb.h"
+#include "formats/formats.h"
 
 #ifndef EPLB_TEST_DATA
 #error "EPLB_TEST_DATA (tests/data) must be defined by the build"
@@ -159,6 +160,126 @@ static void test_sglang_steps(void **state) {
   const double want[12] = {11, 22, 33, 44, 0, 0, 0, 0, 6, 7, 8, 9};
   assert_memory_equal(s.load, want, sizeof(want));
   eplb_stats_cleanup(&s);
+}
+
+/* The SGLang fast path gives exactly what the full reader gives (an extra
+ * key sends the same numbers through cJSON), and is taken. */
+static void check_fast_matches_full(const char *name, const char *array) {
+  char fast_text[2048], full_text[2048];
+  snprintf(fast_text, sizeof(fast_text), " {\n  \"logical_count\" : %s\n}\n",
+           array);
+  snprintf(full_text, sizeof(full_text), "{\"x\": 0, \"logical_count\": %s}",
+           array);
+  eplb_stats_t direct, fast, full;
+  eplb_error_t err;
+  assert_int_equal(eplb__sglang_fast(&direct, fast_text, strlen(fast_text)), 1);
+  char fname[64];
+  snprintf(fname, sizeof(fname), "fast_%s.json", name);
+  assert_int_equal(eplb_stats_read(&fast, write_text(fname, fast_text),
+                                   EPLB_STATS_AUTO, &err), 0);
+  snprintf(fname, sizeof(fname), "full_%s.json", name);
+  assert_int_equal(eplb_stats_read(&full, write_text(fname, full_text),
+                                   EPLB_STATS_SGLANG, &err), 0);
+  assert_int_equal(fast.num_layers, full.num_layers);
+  assert_int_equal(fast.num_experts, full.num_experts);
+  assert_int_equal(fast.dense_rows, 1);
+  assert_int_equal(full.dense_rows, 1);
+  size_t n = (size_t)full.num_layers * (size_t)full.num_experts;
+  assert_memory_equal(fast.load, full.load, sizeof(double) * n);
+  assert_memory_equal(direct.load, full.load, sizeof(double) * n);
+  assert_memory_equal(fast.layer_ids, full.layer_ids, sizeof(int32_t) * (size_t)full.num_layers);
+  eplb_stats_cleanup(&direct);
+  eplb_stats_cleanup(&fast);
+  eplb_stats_cleanup(&full);
+}
+
+static void test_sglang_fast_path(void **state) {
+  (void)state;
+  check_fast_matches_full("ints", "[[0, 0, 0], [1, 22, 333], [4444, 55555, 0]]");
+  check_fast_matches_full("floats", "[[0.0, 1.0, 2.50], [1e3, 2.5E-1, 0.1],"
+                          "\n [1234567890123456.0, 9007199254740992, 3.000]]");
+  check_fast_matches_full("steps", "[[[1, 2], [3, 4.5]], [[10, 20], [30, 0.25]],"
+                          " [[0, 0], [1e2, 7]]]");
+  check_fast_matches_full("one", "[[7]]");
+  /* What it leaves to the full reader (which then says what is wrong). */
+  const char *bail[] = {
+      "{\"logical_count\": [[1, 2], [3]]}",      /* ragged */
+      "{\"logical_count\": [[1, -2]]}",          /* negative */
+      "{\"logical_count\": [[1, 1e999]]}",       /* not finite */
+      "{\"logical_count\": [[1, 01]]}",          /* not JSON */
+      "{\"logical_count\": [[1, 2],]}",          /* not JSON */
+      "{\"logical_count\": [[]]}",               /* empty */
+      "{\"logical_count\": [1, 2]}",             /* one level */
+      "{\"logical_count\": [[[[1]]]]}",          /* four levels */
+      "{\"logical_count\": [[[9007199254740992]], [[2]]]}", /* sum > 2^53 */
+      "{\"logical_count\": [[1]], \"x\": 1}",  /* another key */
+      "{\"logical_count\": [[1]]} x",            /* trailing text */
+  };
+  for (size_t i = 0; i < sizeof(bail) / sizeof(bail[0]); i++) {
+    eplb_stats_t s;
+    if (eplb__sglang_fast(&s, bail[i], strlen(bail[i])) != 0)
+      fail_msg("the fast path accepted %s", bail[i]);
+    assert_null(s.load);
+  }
+}
+
+/* The same for MindSpeed-RL: `body` is the text after the first layer's
+ * key "0"; an escaped key ("\u0030" is "0") sends it through cJSON. */
+static void check_ms_fast_matches_full(const char *name, const char *body) {
+  char fast_text[2048], full_text[2048];
+  snprintf(fast_text, sizeof(fast_text), "{\n \"0\" %s", body);
+  snprintf(full_text, sizeof(full_text), "{\"\\u0030\" %s", body);
+  eplb_stats_t direct, fast, full;
+  eplb_error_t err;
+  assert_int_equal(eplb__mindspeed_fast(&direct, fast_text, strlen(fast_text)), 1);
+  assert_int_equal(eplb__mindspeed_fast(&full, full_text, strlen(full_text)), 0);
+  char fname[64];
+  snprintf(fname, sizeof(fname), "fast_%s.json", name);
+  assert_int_equal(eplb_stats_read(&fast, write_text(fname, fast_text),
+                                   EPLB_STATS_MINDSPEED, &err), 0);
+  snprintf(fname, sizeof(fname), "full_%s.json", name);
+  assert_int_equal(eplb_stats_read(&full, write_text(fname, full_text),
+                                   EPLB_STATS_AUTO, &err), 0);
+  assert_int_equal(fast.num_layers, full.num_layers);
+  assert_int_equal(fast.num_experts, full.num_experts);
+  assert_int_equal(fast.dense_rows, 0);
+  size_t n = (size_t)full.num_layers * (size_t)full.num_experts;
+  assert_memory_equal(fast.load, full.load, sizeof(double) * n);
+  assert_memory_equal(direct.load, full.load, sizeof(double) * n);
+  assert_memory_equal(fast.layer_ids, full.layer_ids,
+                      sizeof(int32_t) * (size_t)full.num_layers);
+  eplb_stats_cleanup(&direct);
+  eplb_stats_cleanup(&fast);
+  eplb_stats_cleanup(&full);
+}
+
+static void test_mindspeed_fast_path(void **state) {
+  (void)state;
+  check_ms_fast_matches_full("ms_one", ": {\"0\": 5}}");
+  check_ms_fast_matches_full(
+      "ms_shuffled", ": {\"2\": 3, \"0\": 1.0, \"1\": 2.5e1},\n"
+      " \"2\": {\"1\": 0, \"2\": 9007199254740992, \"0\": 7},\n"
+      " \"1\": {\"0\": 10, \"2\": 30, \"1\": 1234567890123456.0}\n}\n");
+  const char *bail[] = {
+      "{\"0\": {\"0\": 1, \"2\": 1}}",               /* expert missing */
+      "{\"0\": {\"1\": 1, \"1\": 2}}",               /* expert twice */
+      "{\"0\": {\"0\": 1, \"1\": 2}, \"1\": {\"0\": 1}}", /* ragged */
+      "{\"0\": {\"0\": 1}, \"0\": {\"0\": 2}}",     /* layer twice */
+      "{\"0\": {\"0\": 1}, \"2\": {\"0\": 2}}",     /* layer missing */
+      "{\"0\": {\"0\": -1}}",                         /* negative */
+      "{\"0\": {\"00\": 1}}",                         /* leading zero */
+      "{\"0\": {\"0\": \"1\"}}",                     /* a string */
+      "{\"0\": {\"0\": 1}} x",                        /* trailing text */
+      "{\"0\": {}}",                                   /* empty layer */
+      "{}",                                              /* no layer */
+      "{\"0\": {\"0\": {\"0\": 1}}}",                /* too deep */
+  };
+  for (size_t i = 0; i < sizeof(bail) / sizeof(bail[0]); i++) {
+    eplb_stats_t s;
+    if (eplb__mindspeed_fast(&s, bail[i], strlen(bail[i])) != 0)
+      fail_msg("the fast path accepted %s", bail[i]);
+    assert_null(s.load);
+  }
 }
 
 static void test_count_limit(void **state) {
@@ -642,6 +763,8 @@ int main(void) {
       cmocka_unit_test(test_mindspeed_sum),
       cmocka_unit_test(test_sglang_dense),
       cmocka_unit_test(test_sglang_steps),
+      cmocka_unit_test(test_sglang_fast_path),
+      cmocka_unit_test(test_mindspeed_fast_path),
       cmocka_unit_test(test_count_limit),
       cmocka_unit_test(test_stats_format_names),
       cmocka_unit_test(test_bad_stats),

@@ -15,6 +15,7 @@
 
 #include "eplb/error.h"
 #include "eplb/placement.h"
+#include "eplb/stats.h"
 
 /* Parses `len` bytes of `text` (the content of `path`) as one JSON value
  * with nothing but white space after it.  Returns 0 and *out (caller frees
@@ -45,6 +46,15 @@ const char *eplb__json_int(const cJSON *v, int64_t min, int64_t max,
  * `where` names the key or index path (e.g. `layer "3", expert "17"`). */
 int eplb__check_count(double v, const char *path, const char *where,
                       eplb_error_t *err);
+
+/* Fast paths for well-formed statistics (fast.c).  Each returns 1 with
+ * *out filled, exactly as the full reader would fill it, when `text` (len
+ * bytes) is a valid file of its format: SGLang's object with the single key
+ * "logical_count" (dense_rows = 1), or MindSpeed-RL's layer objects with
+ * plain decimal keys.  Otherwise 0 with *out empty, and the caller runs the
+ * full reader, which says what is wrong. */
+int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len);
+int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len);
 
 /* The readers of each map format (formats/map_read.c, formats/trtllm_yaml.c).
  * `text` is the NUL-terminated content of `path`; *out must be empty and

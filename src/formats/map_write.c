@@ -38,10 +38,32 @@ const char *eplb_map_format_name(eplb_map_format_t format) {
   return "unknown";
 }
 
-/* Writes "e, e, ..., e" for `n` slots starting at row. */
+/* Writes "e, e, ..., e" for `n` slots starting at row.  (Formats by hand:
+ * a DeepSeek-V3 map is 16k ids, and fprintf per id was most of a write.) */
 static void write_ids(FILE *f, const int32_t *row, int32_t n) {
-  for (int32_t i = 0; i < n; i++)
-    fprintf(f, i ? ", %d" : "%d", (int)row[i]);
+  char buf[4096];
+  size_t len = 0;
+  for (int32_t i = 0; i < n; i++) {
+    if (len > sizeof(buf) - 16) {
+      fwrite(buf, 1, len, f);
+      len = 0;
+    }
+    if (i) {
+      buf[len++] = ',';
+      buf[len++] = ' ';
+    }
+    char digits[12];
+    int k = 0;
+    uint32_t v = (uint32_t)(row[i] < 0 ? -(int64_t)row[i] : row[i]);
+    do
+      digits[k++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    if (row[i] < 0)
+      buf[len++] = '-';
+    while (k > 0)
+      buf[len++] = digits[--k];
+  }
+  fwrite(buf, 1, len, f);
 }
 
 /* eplb_write_fn: the expert map JSON, one device per line.  layer_id is the

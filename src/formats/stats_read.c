@@ -8,9 +8,10 @@
  * a file is wrong: the file, the key or index path, and why.  Counts must be
  * finite, non-negative and at most 2^53 so that sums stay exact.
  *
- * The whole file is parsed with cJSON (a DeepSeek-V3 histogram is about
- * 150 kB).  Children are walked in order, never looked up by index, so a
- * read is linear in the file. */
+ * A well-formed file is read by a fast scanner (fast.c) straight into the
+ * histogram.  Anything else is parsed with cJSON and checked here, which is
+ * where every error message comes from; children are walked in order,
+ * never looked up by index, so that read is linear in the file too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,12 +120,13 @@ static int read_ms_layer(eplb_stats_t *out, const char *path, int32_t l,
                             "%s: layer \"%d\", expert \"%d\": the count is %s, "
                             "not a number",
                             path, (int)l, (int)e, eplb__json_kind(c));
-    char where[64];
-    snprintf(where, sizeof(where), "layer \"%d\", expert \"%d\"", (int)l,
-             (int)e);
-    int rc = eplb__check_count(c->valuedouble, path, where, err);
-    if (rc)
-      return rc;
+    double x = c->valuedouble;
+    if (!(x >= 0.0 && x <= EPLB_MAX_COUNT)) { /* also NaN */
+      char where[64];
+      snprintf(where, sizeof(where), "layer \"%d\", expert \"%d\"", (int)l,
+               (int)e);
+      return eplb__check_count(x, path, where, err);
+    }
     out->load[(size_t)l * (size_t)E + (size_t)e] = c->valuedouble;
     seen[e] = 1;
   }
@@ -239,6 +241,24 @@ static int sg_shape(const cJSON *lc, sg_shape_t *sh, eplb_error_t *err) {
   return 0;
 }
 
+/* The error for value v at <at>[e]: not a number, a bad count, or a sum
+ * over the steps above 2^53.  (Messages are built only on failure.) */
+static int sg_bad_value(const sg_shape_t *sh, const char *at, int32_t e,
+                        const cJSON *v, double sum, eplb_error_t *err) {
+  char where[96];
+  snprintf(where, sizeof(where), "%s[%d]", at, (int)e);
+  if (!cJSON_IsNumber(v))
+    return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s, not a number",
+                          sh->path, where, eplb__json_kind(v));
+  int rc = eplb__check_count(v->valuedouble, sh->path, where, err);
+  if (rc)
+    return rc;
+  return eplb_error_set(err, EPLB_ECOUNT,
+                        "%s: %s: the sum over the steps (%.17g) exceeds 2^53, "
+                        "the largest count eplb sums exactly",
+                        sh->path, where, sum);
+}
+
 /* Adds one row (`row`, at index path `at`) to row l of out. */
 static int sg_add_row(eplb_stats_t *out, const sg_shape_t *sh, int32_t l,
                       const cJSON *row, const char *at, eplb_error_t *err) {
@@ -257,20 +277,10 @@ static int sg_add_row(eplb_stats_t *out, const sg_shape_t *sh, int32_t l,
   int32_t e = 0;
   const cJSON *v;
   cJSON_ArrayForEach(v, row) {
-    char where[96];
-    snprintf(where, sizeof(where), "%s[%d]", at, (int)e);
-    if (!cJSON_IsNumber(v))
-      return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s, not a number",
-                            sh->path, where, eplb__json_kind(v));
-    int rc = eplb__check_count(v->valuedouble, sh->path, where, err);
-    if (rc)
-      return rc;
-    double sum = dst[e] + v->valuedouble;
-    if (sum > EPLB_MAX_COUNT)
-      return eplb_error_set(err, EPLB_ECOUNT,
-                            "%s: %s: the sum over the steps (%.17g) exceeds "
-                            "2^53, the largest count eplb sums exactly",
-                            sh->path, where, sum);
+    double x = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
+    double sum = dst[e] + x;
+    if (!(x >= 0.0 && sum <= EPLB_MAX_COUNT)) /* also NaN */
+      return sg_bad_value(sh, at, e, v, sum, err);
     dst[e++] = sum;
   }
   return 0;
@@ -373,6 +383,15 @@ static int detect(const cJSON *root, const char *path,
                         path, root->child->string);
 }
 
+/* The fast paths (fast.c) for well-formed files: 1 if one of them read
+ * the text.  Errors are left to the full readers below. */
+static int fast_read(eplb_stats_t *out, const char *text, size_t len,
+                     eplb_stats_format_t format) {
+  if (format != EPLB_STATS_MINDSPEED && eplb__sglang_fast(out, text, len))
+    return 1;
+  return format != EPLB_STATS_SGLANG && eplb__mindspeed_fast(out, text, len);
+}
+
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
@@ -380,6 +399,10 @@ int eplb_stats_read(eplb_stats_t *out, const char *path,
   size_t len = 0;
   cJSON *root = NULL;
   int rc = eplb_read_file(path, &text, &len, err);
+  if (rc == 0 && fast_read(out, text, len, format)) {
+    free(text);
+    return 0;
+  }
   if (rc == 0)
     rc = eplb__json_parse(path, text, len, &root, err);
   if (rc == 0 && format == EPLB_STATS_AUTO)
