@@ -30,6 +30,7 @@ typedef struct {
   int have_slots, have_gpus, per_layer, quiet;
 } args_t;
 
+/* --help: every option with its range. */
 static void usage(FILE *f) {
   fprintf(f,
 "usage: eplb-plan --stats FILE [--stats FILE ...] --num-slots S --num-gpus G\n"
@@ -232,6 +233,7 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
   return 0;
 }
 
+/* 1 if s ends with suffix. */
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), m = strlen(suffix);
   return n >= m && strcmp(s + n - m, suffix) == 0;
@@ -350,6 +352,7 @@ typedef struct {
   eplb_map_format_t out_format;
 } summary_t;
 
+/* The "layers" line, with the all-zero layers that were skipped. */
 static void print_dropped(const summary_t *s) {
   printf("layers            %d", (int)s->st->num_layers);
   if (s->num_dropped > 0) {
@@ -375,6 +378,7 @@ static double cross_node(const args_t *a, const summary_t *s) {
   return sum / p->num_layers;
 }
 
+/* The summary on stdout (see docs/eplb-plan.md). */
 static void print_summary(const args_t *a, const summary_t *s) {
   const eplb_plan_opts_t *o = &a->plan;
   const eplb_placement_t *p = s->after;
@@ -409,6 +413,7 @@ static void print_summary(const args_t *a, const summary_t *s) {
          eplb_map_format_name(s->out_format));
 }
 
+/* --per-layer: imbalance before and after, and the floor, per layer. */
 static void print_per_layer(const summary_t *s) {
   const eplb_placement_t *p = s->after, *q = s->before;
   int32_t E = p->num_experts, S = p->num_slots, G = p->num_gpus;

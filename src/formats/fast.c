@@ -24,6 +24,7 @@ typedef struct {
   const char *p, *end;
 } scan_t;
 
+/* Skips JSON white space. */
 static void skip_ws(scan_t *s) {
   while (s->p < s->end &&
          (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
@@ -46,6 +47,7 @@ static int at_end(scan_t *s) {
   return s->p == s->end;
 }
 
+/* 1 for an ASCII decimal digit (locale-independent). */
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* Length of the JSON number at p (0 if there is none):
@@ -140,6 +142,7 @@ typedef struct {
   size_t n, cap;
 } dvec_t;
 
+/* Makes room for `more` values (doubling).  0 if out of memory. */
 static int dvec_grow(dvec_t *d, size_t more) {
   if (d->n + more <= d->cap)
     return 1;
@@ -225,6 +228,7 @@ static int nesting(const char *p, const char *end) {
 
 static const char sg_key[] = "\"logical_count\"";
 
+/* See formats.h. */
 int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len) {
   memset(out, 0, sizeof(*out));
   sg_t f = {.s = {text, text + len}};
@@ -331,6 +335,7 @@ static int ms_build(const ms_t *m, int32_t L, eplb_stats_t *out) {
   return ok;
 }
 
+/* See formats.h.  The scratch arrays hold one layer of the largest size. */
 int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len) {
   memset(out, 0, sizeof(*out));
   ms_t m = {.s = {text, text + len}};

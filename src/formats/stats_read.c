@@ -151,6 +151,8 @@ static int ms_num_experts(const cJSON *layer0, const char *path, int32_t *E,
   return 0;
 }
 
+/* Reads MindSpeed-RL statistics from the parsed `root` into *out (empty on
+ * failure). */
 static int read_mindspeed(eplb_stats_t *out, const char *path,
                           const cJSON *root, eplb_error_t *err) {
   if (!cJSON_IsObject(root))
@@ -317,6 +319,8 @@ static int sg_add_step(eplb_stats_t *out, const sg_shape_t *sh, int32_t t,
   return 0;
 }
 
+/* Reads SGLang statistics from the parsed `root` into *out (empty on
+ * failure); steps are summed, dense_rows = 1. */
 static int read_sglang(eplb_stats_t *out, const char *path, const cJSON *root,
                        eplb_error_t *err) {
   if (!cJSON_IsObject(root))
@@ -354,6 +358,7 @@ static int read_sglang(eplb_stats_t *out, const char *path, const cJSON *root,
 
 /* ---- detection and the public entry point ------------------------------ */
 
+/* Decides the format of an EPLB_STATS_AUTO file from its content. */
 static int detect(const cJSON *root, const char *path,
                   eplb_stats_format_t *format, eplb_error_t *err) {
   if (!cJSON_IsObject(root))

@@ -33,6 +33,7 @@ typedef struct {
   size_t n, cap;
 } ivec_t;
 
+/* Appends x (doubling).  0, or EPLB_ENOMEM. */
 static int ivec_push(ivec_t *a, int32_t x) {
   if (a->n == a->cap) {
     size_t cap = a->cap ? 2 * a->cap : 256;
@@ -118,6 +119,7 @@ static int parse_int(const char **pp, const char *e, int64_t max,
   return 0;
 }
 
+/* The first byte of [p, e) that is not a blank (e if none). */
 static const char *skip_blank(const char *p, const char *e) {
   while (p < e && (*p == ' ' || *p == '\t'))
     p++;
@@ -228,8 +230,13 @@ static int read_layer(yread_t *r, eplb_error_t *err) {
   char key[16];
   int32_t id = 0;
   size_t n = (size_t)(ke - kb);
-  if (n >= sizeof(key) || (memcpy(key, kb, n), key[n] = '\0',
-                           eplb__parse_index(key, INT32_MAX, &id)) != 0)
+  int bad = n >= sizeof(key);
+  if (!bad) {
+    memcpy(key, kb, n);
+    key[n] = '\0';
+    bad = eplb__parse_index(key, INT32_MAX, &id) != 0;
+  }
+  if (bad)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s, line %d: layer key '%.*s' is not a "
                           "non-negative integer",
@@ -373,6 +380,7 @@ typedef struct {
   int32_t key, idx, line;
 } ylayer_t;
 
+/* qsort order: by layer key. */
 static int cmp_layer(const void *a, const void *b) {
   const ylayer_t *x = a, *y = b;
   return (x->key > y->key) - (x->key < y->key);
