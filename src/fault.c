@@ -1,0 +1,142 @@
+/* fault.c - the EPLB_FAULT parser and queries (see fault.h).
+ *
+ * The environment is parsed once into a small table; queries are lookups.
+ * Parsing is strict (unknown kinds or phases, ranks that are not decimal
+ * integers, empty parts are errors) because a silently ignored fault makes
+ * a fault test pass for the wrong reason. */
+#include "fault.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FAULT_MAX 64
+
+static const char *const phases[] = {"read",     "reduce", "plan",
+                                     "broadcast", "transfer", "commit",
+                                     "rename",   NULL};
+
+typedef struct {
+  int loaded, rc;
+  eplb_error_t err;
+  int n_corrupt, corrupt[FAULT_MAX];
+  int n_crash, crash_rank[FAULT_MAX];
+  const char *crash_phase[FAULT_MAX];
+} fault_table_t;
+
+static fault_table_t table;
+
+/* Parses a decimal rank 0..2^30 from [s, end).  Returns -1 if it is not. */
+static int parse_rank(const char *s, const char *end) {
+  if (s == end || end - s > 10)
+    return -1;
+  long v = 0;
+  for (const char *p = s; p < end; p++) {
+    if (*p < '0' || *p > '9')
+      return -1;
+    v = v * 10 + (*p - '0');
+  }
+  return v > (1L << 30) ? -1 : (int)v;
+}
+
+/* "3,5" -> table.corrupt. */
+static int parse_corrupt(const char *list, const char *end, eplb_error_t *err) {
+  const char *p = list;
+  while (p <= end) {
+    const char *q = p;
+    while (q < end && *q != ',')
+      q++;
+    int r = parse_rank(p, q);
+    if (r < 0 || table.n_corrupt >= FAULT_MAX)
+      return eplb_error_set(err, EPLB_EARG,
+                            "EPLB_FAULT: corrupt-plan wants a list of ranks "
+                            "such as corrupt-plan:3,5, got '%.*s'",
+                            (int)(end - list), list);
+    table.corrupt[table.n_corrupt++] = r;
+    p = q + 1;
+  }
+  return 0;
+}
+
+/* "transfer:2" -> table.crash_*. */
+static int parse_crash(const char *s, const char *end, eplb_error_t *err) {
+  const char *colon = memchr(s, ':', (size_t)(end - s));
+  int which = -1;
+  for (int i = 0; colon && phases[i]; i++)
+    if ((size_t)(colon - s) == strlen(phases[i]) &&
+        strncmp(s, phases[i], strlen(phases[i])) == 0)
+      which = i;
+  int r = colon ? parse_rank(colon + 1, end) : -1;
+  if (which < 0 || r < 0 || table.n_crash >= FAULT_MAX)
+    return eplb_error_set(err, EPLB_EARG,
+                          "EPLB_FAULT: crash wants crash:<phase>:<rank> with "
+                          "phase read, reduce, plan, broadcast, transfer, "
+                          "commit or rename, got 'crash:%.*s'",
+                          (int)(end - s), s);
+  table.crash_phase[table.n_crash] = phases[which];
+  table.crash_rank[table.n_crash++] = r;
+  return 0;
+}
+
+/* One ';'-separated part. */
+static int parse_part(const char *s, const char *end, eplb_error_t *err) {
+  static const char corrupt[] = "corrupt-plan:", crash[] = "crash:";
+  size_t n = (size_t)(end - s);
+  if (n > strlen(corrupt) && strncmp(s, corrupt, strlen(corrupt)) == 0)
+    return parse_corrupt(s + strlen(corrupt), end, err);
+  if (n > strlen(crash) && strncmp(s, crash, strlen(crash)) == 0)
+    return parse_crash(s + strlen(crash), end, err);
+  return eplb_error_set(err, EPLB_EARG,
+                        "EPLB_FAULT: unknown fault '%.*s'; use "
+                        "corrupt-plan:<ranks> or crash:<phase>:<rank>, "
+                        "separated by ';' (or unset EPLB_FAULT)",
+                        (int)n, s);
+}
+
+int eplb__fault_load(eplb_error_t *err) {
+  if (!table.loaded) {
+    table.loaded = 1;
+    const char *env = getenv("EPLB_FAULT");
+    /* Empty parts ("a;;b", a trailing ';') are errors too. */
+    const char *p = env && *env ? env : NULL;
+    while (p && table.rc == 0) {
+      const char *q = strchr(p, ';');
+      if (q == NULL)
+        q = p + strlen(p);
+      table.rc = parse_part(p, q, &table.err);
+      p = *q ? q + 1 : NULL;
+    }
+  }
+  if (table.rc && err)
+    *err = table.err;
+  return table.rc;
+}
+
+int eplb__fault_corrupt_plan(int rank) {
+  if (eplb__fault_load(NULL))
+    return 0;
+  for (int i = 0; i < table.n_corrupt; i++)
+    if (table.corrupt[i] == rank)
+      return 1;
+  return 0;
+}
+
+int eplb__fault_crash_here(const char *phase, int rank) {
+  if (eplb__fault_load(NULL))
+    return 0;
+  for (int i = 0; i < table.n_crash; i++)
+    if (table.crash_rank[i] == rank && strcmp(table.crash_phase[i], phase) == 0)
+      return 1;
+  return 0;
+}
+
+void eplb__fault_crash_point(const char *phase, int rank) {
+  if (!eplb__fault_crash_here(phase, rank))
+    return;
+  fprintf(stderr, "eplb: rank %d: EPLB_FAULT: crashing at %s\n", rank, phase);
+  fflush(stderr);
+  _exit(1);
+}
+
+void eplb__fault_reset(void) { memset(&table, 0, sizeof(table)); }

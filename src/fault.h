@@ -1,0 +1,42 @@
+/* fault.h - fault injection for tests, read from the environment.
+ *
+ * Tests must prove that eplb never hangs and never leaves a torn shard when
+ * a rank misbehaves; the only way to prove it is to make a rank misbehave
+ * on purpose, at a chosen point.  EPLB_FAULT holds one or more faults
+ * separated by ';':
+ *
+ *   corrupt-plan:3,5          ranks 3 and 5 flip a slot of the plan they
+ *                             received, before verifying it
+ *   crash:<phase>:<rank>      that rank calls _exit(1) at <phase>
+ *                             (read, reduce, plan, broadcast, transfer,
+ *                             commit, rename)
+ *
+ * Compiled in always, inert unless EPLB_FAULT is set: a production run pays
+ * one getenv per query.  A malformed EPLB_FAULT is an error, not ignored,
+ * so that a test with a typo fails instead of passing without its fault. */
+#ifndef EPLB_FAULT_H
+#define EPLB_FAULT_H
+
+#include "eplb/error.h"
+
+/* Parses EPLB_FAULT (once; later calls return the cached result).
+ * Returns 0 (unset or valid) or EPLB_EARG naming the bad part. */
+int eplb__fault_load(eplb_error_t *err);
+
+/* 1 when EPLB_FAULT says `rank` corrupts the plan it receives. */
+int eplb__fault_corrupt_plan(int rank);
+
+/* 1 when EPLB_FAULT says `crash:<phase>:<rank>`; the caller then calls
+ * _exit(1) (eplb__fault_crash_point does both). */
+int eplb__fault_crash_here(const char *phase, int rank);
+
+/* Crashes this process with _exit(1), no cleanup, when EPLB_FAULT says so
+ * for (phase, rank); prints one line to stderr first so the test log shows
+ * the crash was injected. */
+void eplb__fault_crash_point(const char *phase, int rank);
+
+/* Forgets the parsed table so the next query reads EPLB_FAULT again (for
+ * unit tests that change the environment). */
+void eplb__fault_reset(void);
+
+#endif /* EPLB_FAULT_H */
