@@ -19,6 +19,69 @@ int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err) {
   return eplb_error_set(err, EPLB_EMPI, "%s: %s", what, msg);
 }
 
+/* Ranks that failed with the same message as rank r (from r on) into
+ * buf as "3" or "ranks 3, 5, 9" or "all 4 ranks"; marks them done. */
+static void same_ranks(const int *codes, const int *lens, const int *displs,
+                       const char *all, int size, int r, char *done,
+                       char *buf, size_t cap) {
+  int n = 0, total = 0;
+  size_t used = 0;
+  for (int q = 0; q < size; q++)
+    total += codes[q] != 0;
+  for (int q = r; q < size; q++) {
+    if (codes[q] == 0 || done[q] || lens[q] != lens[r] ||
+        memcmp(all + displs[q], all + displs[r], (size_t)lens[r]) != 0)
+      continue;
+    done[q] = 1;
+    int w = snprintf(buf + used, cap - used, "%s%d", n ? ", " : "", q);
+    if (w > 0 && used + (size_t)w + 8 < cap)
+      used += (size_t)w;
+    n++;
+  }
+  char list[200];
+  snprintf(list, sizeof(list), "%.*s", (int)sizeof(list) - 1, buf);
+  if (n == size && size > 1)
+    snprintf(buf, cap, "all %d ranks", size);
+  else
+    snprintf(buf, cap, "%s %.190s", n > 1 ? "ranks" : "rank", list);
+  (void)total;
+}
+
+/* "rank 3: why; ranks 5, 6: why", ranks with the same message grouped,
+ * truncated to one message of `cap` bytes. */
+static void format_failures(const int *codes, const int *lens,
+                            const int *displs, const char *all, int size,
+                            char *out, size_t cap) {
+  char *done = calloc((size_t)size, 1);
+  size_t used = 0;
+  int shown = 0, failed = 0, left = 0;
+  for (int r = 0; r < size; r++)
+    failed += codes[r] != 0;
+  for (int r = 0; r < size && done; r++) {
+    if (codes[r] == 0 || done[r])
+      continue;
+    char who[256], one[EPLB_ERROR_MSG_MAX];
+    same_ranks(codes, lens, displs, all, size, r, done, who, sizeof(who));
+    int n = snprintf(one, sizeof(one), "%s%s: %.*s", shown ? "; " : "", who,
+                     lens[r], all + displs[r]);
+    if (n < 0 || used + (size_t)n + 32 >= cap) {
+      left++;
+      continue;
+    }
+    memcpy(out + used, one, (size_t)n);
+    used += (size_t)n;
+    shown++;
+  }
+  if (left > 0 || done == NULL) {
+    int n = snprintf(out + used, cap - used, " (and more: %d ranks failed)",
+                     failed);
+    if (n > 0)
+      used += (size_t)n;
+  }
+  out[used < cap ? used : cap - 1] = '\0';
+  free(done);
+}
+
 int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
   int size = 0, rank = 0;
   int rc = eplb__mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size", err);
@@ -80,31 +143,8 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
   if (rc)
     goto done;
 
-  /* "rank 3: why; rank 5: why", truncated to one message. */
-  char out[EPLB_ERROR_MSG_MAX];
-  size_t used = 0;
-  int shown = 0, failed = 0;
-  for (int r = 0; r < size; r++) {
-    if (codes[r] == 0)
-      continue;
-    failed++;
-    char one[EPLB_ERROR_MSG_MAX];
-    int n = snprintf(one, sizeof(one), "%srank %d: %.*s", shown ? "; " : "", r,
-                     lens[r], all + displs[r]);
-    if (n < 0 || used + (size_t)n + 16 >= sizeof(out))
-      continue;
-    memcpy(out + used, one, (size_t)n);
-    used += (size_t)n;
-    shown++;
-  }
-  if (shown < failed) {
-    int n = snprintf(out + used, sizeof(out) - used, " (and %d more ranks)",
-                     failed - shown);
-    if (n > 0)
-      used += (size_t)n;
-  }
-  out[used < sizeof(out) ? used : sizeof(out) - 1] = '\0';
-  rc = eplb_error_set(err, codes[first], "%s", out);
+  rc = eplb_error_set(err, codes[first], "%s", "");
+  format_failures(codes, lens, displs, all, size, err->msg, sizeof(err->msg));
 
 done:
   free(codes);

@@ -1,0 +1,328 @@
+/* cli/eplb_sync.c - `eplb-sync`: every rank reads its histogram, the ranks
+ * sum it, rank 0 plans, every rank gets and verifies the same plan, rank 0
+ * writes the map.  Run it under mpirun or srun, one process per rank.
+ *
+ * A thin wrapper over eplb_sync_run_files (eplb/sync.h).  The options are
+ * parsed identically on every rank, so a usage error is the same everywhere:
+ * rank 0 prints it and every rank exits 2 without entering a collective.
+ * Runtime errors are agreed by the engine: rank 0 prints the one agreed
+ * message ("rank 3: stats/rank_3.json: ...") and every rank exits 1.  See
+ * docs/sync.md. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mpi.h>
+
+#include "cli/cli.h"
+#include "eplb/eplb.h"
+#include "eplb/sync.h"
+
+#define PROG "eplb-sync"
+
+typedef struct {
+  const char **stats;
+  int num_stats;
+  eplb_stats_format_t format;
+  eplb_sync_opts_t sync;
+  int have_slots, have_gpus;
+  long long generation;
+} args_t;
+
+static void usage(FILE *f) {
+  fprintf(f,
+"usage: mpirun -np R eplb-sync --stats PATTERN --num-slots S --num-gpus G\n"
+"                              [--output FILE] [options]\n"
+"\n"
+"Every rank reads its own token counts (PATTERN with %%r replaced by the\n"
+"rank), the ranks sum them (MPI_Allreduce), rank 0 plans where each expert\n"
+"goes, every rank receives the plan and checksums it, and the ranks compare\n"
+"checksums so that none runs with a divergent map.  Rank 0 writes the map.\n"
+"Any failure on any rank fails every rank, naming the rank and the file.\n"
+"\n"
+"required:\n"
+"  --stats PATTERN      this rank's statistics, %%r = rank (stats/rank_%%r.json);\n"
+"                       repeat to sum several files per rank (1..%d);\n"
+"                       without %%r only with one rank. MindSpeed-RL or SGLang\n"
+"                       (see eplb-plan --help); SGLang's all-zero dense\n"
+"                       layers are skipped\n"
+"  --num-slots S        physical expert slots per layer over all GPUs,\n"
+"                       %d..%d, at least the number of experts, a multiple\n"
+"                       of G\n"
+"  --num-gpus G         GPUs of the plan, %d..%d (need not equal the ranks)\n"
+"options:\n"
+"  --output FILE        the map rank 0 writes (atomically)\n"
+"  --output-format F    expert-map or trtllm-yaml (default: trtllm-yaml for a\n"
+"                       .yaml/.yml FILE, else expert-map)\n"
+"  --summary FILE       JSON summary: generation, imbalance before/after,\n"
+"                       seconds per phase (see docs/sync.md)\n"
+"  --generation N       generation of the current placement, 0..%llu\n"
+"                       (default 0); the plan is N + 1\n"
+"  --format F           statistics format: auto (default), mindspeed, sglang\n"
+"  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
+"  --num-groups K       expert groups, %d..experts (default 1)\n"
+"  --policy P           balanced (default) or deepseek\n"
+"  --current-map FILE   re-plan from the current placement (rank 0 reads it)\n"
+"  --max-moves M        with --current-map: -1..%d (-1 = no limit, default)\n"
+"  --move-cost C        with --current-map: 0..1 (default %g)\n"
+"  --keep-threshold T   with --current-map: 0..100 (default %g)\n"
+"  --spill              hierarchical balanced plans: hot experts may spill\n"
+"  --spill-cost C       0..1 (default %g)\n"
+"  --quiet              print nothing on success\n"
+"  --help, --version\n"
+"\n"
+"environment: EPLB_FAULT injects faults for tests (docs/sync.md)\n"
+"exit status (the same on every rank): 0 ok, 1 runtime error on any rank\n"
+"(file, format, counts, shapes, divergent plan), 2 usage error\n",
+          EPLB_SYNC_MAX_STATS, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS,
+          EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
+          EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
+          EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
+          EPLB_DEFAULT_SPILL_COST);
+}
+
+enum {
+  OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
+  OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_SUMMARY, OPT_GENERATION,
+  OPT_CURRENT, OPT_MAX_MOVES, OPT_MOVE_COST, OPT_KEEP, OPT_SPILL,
+  OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION
+};
+
+static const struct option long_opts[] = {
+    {"stats", required_argument, 0, OPT_STATS},
+    {"num-slots", required_argument, 0, OPT_SLOTS},
+    {"num-gpus", required_argument, 0, OPT_GPUS},
+    {"num-nodes", required_argument, 0, OPT_NODES},
+    {"num-groups", required_argument, 0, OPT_GROUPS},
+    {"policy", required_argument, 0, OPT_POLICY},
+    {"format", required_argument, 0, OPT_FORMAT},
+    {"output-format", required_argument, 0, OPT_OUT_FORMAT},
+    {"output", required_argument, 0, OPT_OUTPUT},
+    {"summary", required_argument, 0, OPT_SUMMARY},
+    {"generation", required_argument, 0, OPT_GENERATION},
+    {"current-map", required_argument, 0, OPT_CURRENT},
+    {"max-moves", required_argument, 0, OPT_MAX_MOVES},
+    {"move-cost", required_argument, 0, OPT_MOVE_COST},
+    {"keep-threshold", required_argument, 0, OPT_KEEP},
+    {"spill", no_argument, 0, OPT_SPILL},
+    {"spill-cost", required_argument, 0, OPT_SPILL_COST},
+    {"quiet", no_argument, 0, OPT_QUIET},
+    {"help", no_argument, 0, OPT_HELP},
+    {"version", no_argument, 0, OPT_VERSION},
+    {0, 0, 0, 0}};
+
+/* Usage errors print on rank 0 only: every rank finds the same one. */
+static int g_rank;
+#define USAGE_ERROR(...) eplb_cli_usage_error(PROG, __VA_ARGS__)
+
+/* Parses a named choice; usage error listing `choices`. */
+static int parse_name(const char *opt, const char *text,
+                      int (*from_name)(const char *), const char *choices,
+                      int *out) {
+  int v = from_name(text);
+  if (v < 0)
+    return USAGE_ERROR("%s '%s' is unknown; use %s", opt, text, choices);
+  *out = v;
+  return 0;
+}
+
+/* The numeric options, range-checked (the message on rank 0 only). */
+static int parse_number(args_t *a, int c, const char *v) {
+  eplb_plan_opts_t *o = &a->sync.plan;
+  const char *p = PROG; /* silenced on ranks > 0, see parse_args */
+  int bad = 0;
+  switch (c) {
+  case OPT_SLOTS:
+    a->have_slots = 1;
+    bad = eplb_cli_parse_int(p, "--num-slots", v, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, &o->num_slots);
+    break;
+  case OPT_GPUS:
+    a->have_gpus = 1;
+    bad = eplb_cli_parse_int(p, "--num-gpus", v, EPLB_MIN_GPUS, EPLB_MAX_GPUS, &o->num_gpus);
+    break;
+  case OPT_NODES:
+    bad = eplb_cli_parse_int(p, "--num-nodes", v, EPLB_MIN_NODES, EPLB_MAX_GPUS, &o->num_nodes);
+    break;
+  case OPT_GROUPS:
+    bad = eplb_cli_parse_int(p, "--num-groups", v, EPLB_MIN_GROUPS, EPLB_MAX_EXPERTS, &o->num_groups);
+    break;
+  case OPT_MAX_MOVES:
+    bad = eplb_cli_parse_int(p, "--max-moves", v, -1, EPLB_MAX_SLOTS, &o->max_moves);
+    break;
+  case OPT_MOVE_COST:
+    bad = eplb_cli_parse_double(p, "--move-cost", v, 0, 1, &o->move_cost);
+    break;
+  case OPT_KEEP:
+    bad = eplb_cli_parse_double(p, "--keep-threshold", v, 0, 100, &o->keep_threshold);
+    break;
+  case OPT_SPILL_COST:
+    bad = eplb_cli_parse_double(p, "--spill-cost", v, 0, 1, &o->spill_cost);
+    break;
+  case OPT_GENERATION: {
+    double g = 0;
+    bad = eplb_cli_parse_double(p, "--generation", v, 0,
+                                (double)(EPLB_MAX_GENERATION - 1), &g);
+    if (!bad && g != (double)(long long)g)
+      bad = USAGE_ERROR("--generation '%s' is not an integer", v);
+    a->sync.generation = (uint64_t)g;
+    break;
+  }
+  default:
+    return USAGE_ERROR("internal: option %d not handled", c);
+  }
+  return bad ? EPLB_CLI_EXIT_USAGE : 0;
+}
+
+/* One option.  Returns 0, 2 (usage error) or -1 (--help/--version). */
+static int parse_one(args_t *a, int c, char *argv[]) {
+  int x = 0, rc = 0;
+  switch (c) {
+  case OPT_STATS:
+    if (a->num_stats >= EPLB_SYNC_MAX_STATS)
+      return USAGE_ERROR("at most %d --stats patterns", EPLB_SYNC_MAX_STATS);
+    a->stats[a->num_stats++] = optarg;
+    return 0;
+  case OPT_OUTPUT:
+    a->sync.output = optarg;
+    return 0;
+  case OPT_SUMMARY:
+    a->sync.summary = optarg;
+    return 0;
+  case OPT_CURRENT:
+    a->sync.current_map = optarg;
+    return 0;
+  case OPT_SPILL:
+    a->sync.plan.spill = 1;
+    return 0;
+  case OPT_QUIET:
+    a->sync.quiet = 1;
+    return 0;
+  case OPT_POLICY:
+    rc = parse_name("--policy", optarg, eplb_policy_from_name,
+                    "balanced or deepseek", &x);
+    a->sync.plan.policy = (eplb_policy_t)x;
+    return rc;
+  case OPT_FORMAT:
+    rc = parse_name("--format", optarg, eplb_stats_format_from_name,
+                    "auto, mindspeed or sglang", &x);
+    a->format = (eplb_stats_format_t)x;
+    return rc;
+  case OPT_OUT_FORMAT:
+    rc = parse_name("--output-format", optarg, eplb_map_format_from_name,
+                    "expert-map or trtllm-yaml", &x);
+    a->sync.output_format = (eplb_map_format_t)x;
+    return rc;
+  case OPT_HELP:
+    if (g_rank == 0)
+      usage(stdout);
+    return -1;
+  case OPT_VERSION:
+    if (g_rank == 0)
+      printf("eplb-sync %s\n", eplb_version());
+    return -1;
+  case '?':
+  case ':':
+    eplb_cli_bad_option(PROG, c, argv, optind);
+    return EPLB_CLI_EXIT_USAGE;
+  }
+  return parse_number(a, c, optarg);
+}
+
+/* What must hold after the options (identical on every rank). */
+static int check_required(const args_t *a, int argc, char *argv[], int size) {
+  if (optind < argc)
+    return USAGE_ERROR("unexpected argument '%s'", argv[optind]);
+  if (a->num_stats == 0)
+    return USAGE_ERROR("--stats PATTERN is required");
+  if (!a->have_slots)
+    return USAGE_ERROR("--num-slots S is required");
+  if (!a->have_gpus)
+    return USAGE_ERROR("--num-gpus G is required");
+  for (int i = 0; i < a->num_stats; i++) {
+    if (size > 1 && strstr(a->stats[i], "%r") == NULL)
+      return USAGE_ERROR("--stats %s has no %%r but %d ranks run: every rank "
+                         "would read the same file; use a pattern such as "
+                         "stats/rank_%%r.json", a->stats[i], size);
+    if (a->sync.output && strcmp(a->stats[i], a->sync.output) == 0)
+      return USAGE_ERROR("--output %s is also a --stats input", a->sync.output);
+  }
+  return 0;
+}
+
+/* Parses argv; 0, 2 or -1 (--help/--version printed). */
+static int parse_args_all(int argc, char *argv[], int size, args_t *a) {
+  eplb_sync_opts_default(&a->sync);
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
+    int rc = parse_one(a, c, argv);
+    if (rc)
+      return rc;
+  }
+  return check_required(a, argc, argv, size);
+}
+
+/* Every rank parses (each needs the options), and finds the same usage
+ * error; only rank 0 may say it, so the others parse with stderr sent to
+ * /dev/null instead of printing the message R times. */
+static int parse_args(int argc, char *argv[], int size, args_t *a) {
+  int saved = -1;
+  if (g_rank != 0) {
+    fflush(stderr);
+    saved = dup(STDERR_FILENO);
+    int null = open("/dev/null", O_WRONLY);
+    if (saved >= 0 && null >= 0)
+      dup2(null, STDERR_FILENO);
+    if (null >= 0)
+      close(null);
+  }
+  int rc = parse_args_all(argc, argv, size, a);
+  if (saved >= 0) {
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+  }
+  return rc;
+}
+
+int main(int argc, char *argv[]) {
+  int rc = MPI_Init(&argc, &argv);
+  if (rc != MPI_SUCCESS) {
+    fprintf(stderr, "%s: error: MPI_Init failed (%d); run under mpirun or srun\n",
+            PROG, rc);
+    return EPLB_CLI_EXIT_RUNTIME;
+  }
+  int size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  args_t a;
+  memset(&a, 0, sizeof(a));
+  a.stats = calloc((size_t)argc + 1, sizeof(char *));
+  int exit_code = EPLB_CLI_EXIT_OK;
+  if (a.stats == NULL) {
+    fprintf(stderr, "%s: error: rank %d: out of memory\n", PROG, g_rank);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  rc = parse_args(argc, argv, size, &a);
+  if (rc > 0)
+    exit_code = EPLB_CLI_EXIT_USAGE;
+  if (rc == 0) {
+    eplb_error_t err = {0};
+    eplb_sync_result_t res;
+    rc = eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats, a.format,
+                             &a.sync, &res, &err);
+    if (rc) {
+      /* The message is agreed: rank 0 says it for everyone. */
+      if (g_rank == 0)
+        eplb_cli_report(PROG, &err);
+      exit_code = EPLB_CLI_EXIT_RUNTIME;
+    }
+    eplb_sync_result_cleanup(&res);
+  }
+  free(a.stats);
+  MPI_Finalize();
+  return exit_code;
+}

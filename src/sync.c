@@ -1,0 +1,626 @@
+/* sync.c - the multi-rank engine behind `eplb-sync` and eplb_sync_run.
+ *
+ * collect -> agree on shape -> reduce -> plan (rank 0) -> broadcast ->
+ * verify -> write.  Each phase is its own function so that the shard
+ * migration and the --watch loop can run them in their own order
+ * (sync_internal.h).  The rule that keeps the engine from hanging: every
+ * phase starts with an agreement (eplb__agree) on whether every rank is
+ * ready, and every failure after a collective is identical on every rank,
+ * so no rank ever waits in a collective that another rank has left.
+ *
+ * Why verify what MPI_Bcast delivered: a rank that runs with another map
+ * than its peers routes tokens to experts that are not where it thinks, and
+ * nothing crashes - the model just gets worse.  A checksum per rank,
+ * exchanged, turns that silent failure into a loud one that names the
+ * ranks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "agree.h"
+#include "eplb/metrics.h"
+#include "fault.h"
+#include "sync_internal.h"
+#include "util/checksum.h"
+#include "util/fileio.h"
+
+static const char *const phase_names[EPLB_NUM_PHASES] = {
+    "read", "agree", "reduce", "plan", "broadcast",
+    "verify", "transfer", "commit", "write", "total"};
+
+const char *eplb_sync_phase_name(eplb_sync_phase_t phase) {
+  return (unsigned)phase < EPLB_NUM_PHASES ? phase_names[phase] : "unknown";
+}
+
+void eplb_sync_opts_default(eplb_sync_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  eplb_plan_opts_default(&opts->plan);
+  opts->output_format = EPLB_MAP_AUTO;
+}
+
+void eplb_sync_result_cleanup(eplb_sync_result_t *res) {
+  if (res == NULL)
+    return;
+  eplb_placement_cleanup(&res->placement);
+  free(res->dropped);
+  memset(res, 0, sizeof(*res));
+}
+
+int eplb_sync_expand(const char *pattern, int rank, char *buf, size_t size,
+                     eplb_error_t *err) {
+  size_t used = 0;
+  for (const char *p = pattern; *p; p++) {
+    char tmp[16];
+    const char *piece = tmp;
+    if (p[0] == '%' && p[1] == 'r') {
+      snprintf(tmp, sizeof(tmp), "%d", rank);
+      p++;
+    } else {
+      tmp[0] = *p;
+      tmp[1] = '\0';
+    }
+    size_t n = strlen(piece);
+    if (used + n + 1 > size)
+      return eplb_error_set(err, EPLB_EARG,
+                            "statistics pattern '%s' is longer than %zu bytes "
+                            "once %%r is replaced; use a shorter path",
+                            pattern, size - 1);
+    memcpy(buf + used, piece, n);
+    used += n;
+  }
+  buf[used] = '\0';
+  return 0;
+}
+
+/* ---- plan (rank 0) --------------------------------------------------- */
+
+/* The metrics of res on rank 0: balance before (current or contiguous) and
+ * after, floor, moves. */
+static int root_metrics(const eplb_stats_t *sum, const eplb_placement_t *before,
+                        const eplb_placement_t *plan, eplb_sync_result_t *res,
+                        eplb_error_t *err) {
+  eplb_balance_t b0, b1;
+  int rc = eplb_balance(sum, before, &b0, err);
+  if (rc == 0)
+    rc = eplb_balance(sum, plan, &b1, err);
+  if (rc)
+    return rc;
+  res->imbalance_before = b0.imbalance;
+  res->imbalance_after = b1.imbalance;
+  res->floor = b1.floor;
+  res->moves = eplb_placement_moves(before, plan);
+  return 0;
+}
+
+/* opts->current, checked against the statistics and the options. */
+static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
+                         eplb_error_t *err) {
+  const eplb_placement_t *c = opts->current;
+  if (c->num_layers != sum->num_layers || c->num_slots != opts->plan.num_slots ||
+      c->num_gpus != opts->plan.num_gpus || c->num_experts != sum->num_experts)
+    return eplb_error_set(
+        err, EPLB_ESHAPE,
+        "the current placement holds %d layers x %d slots on %d GPUs for %d "
+        "experts, but the summed statistics have %d layers x %d experts and "
+        "the options say %d slots on %d GPUs; give the map of this model",
+        (int)c->num_layers, (int)c->num_slots, (int)c->num_gpus,
+        (int)c->num_experts, (int)sum->num_layers, (int)sum->num_experts,
+        (int)opts->plan.num_slots, (int)opts->plan.num_gpus);
+  return eplb_placement_check(c, 0, opts->current_map ? opts->current_map
+                                                      : "the current placement",
+                              err);
+}
+
+/* Reads opts->current_map and fits it to the statistics: a map numbers
+ * layers its own way (expert map 0..L-1, YAML decoder layers), so row l is
+ * the statistics' layer l; TensorRT-LLM YAML does not say G: regroup. */
+static int read_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
+                        eplb_placement_t *cur, eplb_error_t *err) {
+  const char *path = opts->current_map;
+  int rc = eplb_placement_read(cur, path, EPLB_MAP_AUTO, err);
+  if (rc)
+    return rc;
+  int32_t G = opts->plan.num_gpus;
+  if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
+    cur->num_gpus = G;
+  if (cur->num_layers != sum->num_layers || cur->num_experts > sum->num_experts)
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "--current-map %s holds %d layers (experts 0..%d) but "
+                        "the summed statistics have %d MoE layers x %d "
+                        "experts; give the map of this model",
+                        path, (int)cur->num_layers, (int)cur->num_experts - 1,
+                        (int)sum->num_layers, (int)sum->num_experts);
+  if (rc == 0) {
+    memcpy(cur->layer_ids, sum->layer_ids,
+           sizeof(int32_t) * (size_t)sum->num_layers);
+    cur->num_experts = sum->num_experts;
+  }
+  if (rc)
+    eplb_placement_cleanup(cur);
+  return rc;
+}
+
+int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
+                         eplb_placement_t *plan, eplb_sync_result_t *res,
+                         eplb_error_t *err) {
+  eplb_placement_t contiguous = {0}, from_file = {0};
+  eplb_sync_opts_t o = *opts;
+  int rc = 0;
+  if (o.current == NULL && o.current_map) {
+    rc = read_current(sum, opts, &from_file, err);
+    if (rc)
+      return rc;
+    o.current = &from_file;
+  }
+  opts = &o;
+  const eplb_placement_t *before = opts->current;
+  if (before == NULL) {
+    rc = eplb_placement_init(&contiguous, sum->num_layers, sum->num_experts,
+                             opts->plan.num_slots, opts->plan.num_gpus, err);
+    if (rc == 0)
+      rc = eplb_placement_contiguous(&contiguous, err);
+    before = &contiguous;
+  } else {
+    rc = check_current(sum, opts, err);
+  }
+  if (rc == 0)
+    rc = opts->current ? eplb_plan_from(sum, opts->current, &opts->plan, plan, err)
+                       : eplb_plan(sum, &opts->plan, plan, err);
+  if (rc == 0)
+    rc = root_metrics(sum, before, plan, res, err);
+  if (rc)
+    eplb_placement_cleanup(plan);
+  eplb_placement_cleanup(&contiguous);
+  eplb_placement_cleanup(&from_file);
+  return rc;
+}
+
+/* ---- broadcast and verify ------------------------------------------- */
+
+/* What rank 0 broadcasts ahead of the slots.  Checksummed with them,
+ * except for its own checksum field. */
+typedef struct {
+  uint64_t generation;
+  int32_t num_layers, num_experts, num_slots, num_gpus;
+  double imbalance_before, imbalance_after, floor;
+  int64_t moves;
+  uint64_t checksum;
+} plan_header_t;
+
+/* Checksum of the header (without its checksum) and the plan's arrays. */
+static uint64_t plan_checksum(const plan_header_t *h, const eplb_placement_t *p) {
+  plan_header_t copy = *h;
+  copy.checksum = 0;
+  uint64_t c = eplb__checksum(&copy, sizeof(copy), 0x65706c62ULL);
+  c = eplb__checksum(p->layer_ids, sizeof(int32_t) * (size_t)p->num_layers, c);
+  return eplb__checksum(p->phy2log,
+                        sizeof(int32_t) * (size_t)p->num_layers *
+                            (size_t)p->num_slots, c);
+}
+
+/* "3, 5": the ranks whose checksum differs from `ref` (rank 0's, as it
+ * computed it before sending). */
+static int divergent_ranks(const uint64_t *sums, int size, uint64_t ref,
+                           char *buf, size_t cap) {
+  int n = 0;
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int r = 0; r < size; r++) {
+    if (sums[2 * r] == ref)
+      continue;
+    int w = snprintf(buf + used, cap - used, "%s%d", n ? ", " : "", r);
+    if (w > 0 && used + (size_t)w < cap - 8)
+      used += (size_t)w;
+    else if (used + 4 < cap)
+      used += (size_t)snprintf(buf + used, cap - used, "...");
+    n++;
+  }
+  return n;
+}
+
+/* Flips one slot of the received plan when EPLB_FAULT says so (tests). */
+static void maybe_corrupt(eplb_placement_t *p, int rank) {
+  if (!eplb__fault_corrupt_plan(rank) || p->num_layers == 0)
+    return;
+  int32_t *s = &p->phy2log[(size_t)(p->num_layers - 1) * (size_t)p->num_slots];
+  *s = (*s + 1) % (p->num_experts > 0 ? p->num_experts : 1);
+}
+
+/* Broadcasts header and arrays; allocates *plan on ranks > 0. */
+static int broadcast_plan(MPI_Comm comm, int rank, plan_header_t *h,
+                          eplb_placement_t *plan, eplb_error_t *err) {
+  int rc = eplb__mpi_check(MPI_Bcast(h, (int)sizeof(*h), MPI_BYTE, 0, comm),
+                           "MPI_Bcast of the plan header", err);
+  if (rc)
+    return rc;
+  int local = 0;
+  if (rank != 0)
+    local = eplb_placement_init(plan, h->num_layers, h->num_experts,
+                                h->num_slots, h->num_gpus, err);
+  /* Out of memory on one rank must not strand the others in the Bcast. */
+  rc = eplb__agree(comm, local, err);
+  if (rc)
+    return rc;
+  rc = eplb__mpi_check(MPI_Bcast(plan->layer_ids, plan->num_layers, MPI_INT32_T,
+                                 0, comm),
+                       "MPI_Bcast of the layer ids", err);
+  if (rc == 0)
+    rc = eplb__mpi_check(
+        MPI_Bcast(plan->phy2log, plan->num_layers * plan->num_slots,
+                  MPI_INT32_T, 0, comm),
+        "MPI_Bcast of the plan", err);
+  return rc;
+}
+
+/* Every rank's checksum of its copy, compared with the one rank 0
+ * computed before sending (which every rank received in the header). */
+static int verify_plan(MPI_Comm comm, int size, const plan_header_t *h,
+                       const eplb_placement_t *plan, eplb_error_t *err) {
+  uint64_t mine[2] = {plan_checksum(h, plan), h->checksum};
+  uint64_t *all = malloc(sizeof(uint64_t) * 2 * (size_t)size);
+  int rc = eplb__agree(comm, all ? 0 : eplb_error_set(err, EPLB_ENOMEM,
+                                                      "out of memory"), err);
+  if (rc) {
+    free(all);
+    return rc;
+  }
+  rc = eplb__mpi_check(MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2,
+                                     MPI_UINT64_T, comm),
+                       "MPI_Allgather of the plan checksums", err);
+  char ranks[512];
+  if (rc == 0 && divergent_ranks(all, size, all[1], ranks, sizeof(ranks)) > 0)
+    rc = eplb_error_set(err, EPLB_EDIVERGED,
+                        "plan generation %llu diverged on ranks %s (their "
+                        "copy's checksum differs from the %016llx rank 0 "
+                        "sent); nothing was written; check those ranks' "
+                        "memory and MPI transport",
+                        (unsigned long long)h->generation, ranks,
+                        (unsigned long long)all[1]);
+  free(all);
+  return rc;
+}
+
+int eplb__sync_distribute(MPI_Comm comm, int local_rc,
+                          eplb_placement_t *plan, eplb_sync_result_t *res,
+                          eplb_error_t *err) {
+  int rank = 0, size = 1;
+  double t0 = MPI_Wtime();
+  int rc = eplb__agree(comm, local_rc, err);
+  if (rc)
+    return rc;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  plan_header_t h = {0};
+  if (rank == 0) {
+    h.generation = res->generation;
+    h.num_layers = plan->num_layers;
+    h.num_experts = plan->num_experts;
+    h.num_slots = plan->num_slots;
+    h.num_gpus = plan->num_gpus;
+    h.imbalance_before = res->imbalance_before;
+    h.imbalance_after = res->imbalance_after;
+    h.floor = res->floor;
+    h.moves = res->moves;
+    h.checksum = plan_checksum(&h, plan);
+  }
+  rc = broadcast_plan(comm, rank, &h, plan, err);
+  double t1 = MPI_Wtime();
+  if (rc == 0) {
+    maybe_corrupt(plan, rank);
+    rc = verify_plan(comm, size, &h, plan, err);
+  }
+  res->seconds[EPLB_PHASE_BCAST] += t1 - t0;
+  res->seconds[EPLB_PHASE_VERIFY] += MPI_Wtime() - t1;
+  if (rc) {
+    eplb_placement_cleanup(plan);
+    return rc;
+  }
+  eplb_placement_cleanup(&res->placement);
+  res->placement = *plan;
+  memset(plan, 0, sizeof(*plan));
+  res->generation = h.generation;
+  res->checksum = h.checksum;
+  res->imbalance_before = h.imbalance_before;
+  res->imbalance_after = h.imbalance_after;
+  res->floor = h.floor;
+  res->moves = h.moves;
+  res->num_ranks = size;
+  return 0;
+}
+
+/* ---- write (rank 0) -------------------------------------------------- */
+
+/* The summary as JSON (see docs/sync.md for the fields). */
+static cJSON *summary_json(const eplb_sync_opts_t *opts,
+                           const eplb_sync_result_t *res, const cJSON *extra) {
+  const eplb_placement_t *p = &res->placement;
+  cJSON *j = cJSON_CreateObject();
+  cJSON *sec = cJSON_CreateObject();
+  cJSON *drop = cJSON_CreateArray();
+  char sum[32];
+  snprintf(sum, sizeof(sum), "%016llx", (unsigned long long)res->checksum);
+  if (!j || !sec || !drop) {
+    cJSON_Delete(j);
+    cJSON_Delete(sec);
+    cJSON_Delete(drop);
+    return NULL;
+  }
+  cJSON_AddStringToObject(j, "program", "eplb-sync");
+  cJSON_AddNumberToObject(j, "generation", (double)res->generation);
+  cJSON_AddNumberToObject(j, "ranks", res->num_ranks);
+  cJSON_AddNumberToObject(j, "layers", p->num_layers);
+  cJSON_AddNumberToObject(j, "experts", p->num_experts);
+  cJSON_AddNumberToObject(j, "slots", p->num_slots);
+  cJSON_AddNumberToObject(j, "gpus", p->num_gpus);
+  cJSON_AddNumberToObject(j, "nodes", opts->plan.num_nodes);
+  cJSON_AddStringToObject(j, "policy", eplb_policy_name(opts->plan.policy));
+  cJSON_AddStringToObject(j, "checksum", sum);
+  cJSON_AddNumberToObject(j, "imbalance_before", res->imbalance_before);
+  cJSON_AddNumberToObject(j, "imbalance_after", res->imbalance_after);
+  cJSON_AddNumberToObject(j, "floor", res->floor);
+  cJSON_AddNumberToObject(j, "replicas_moved", (double)res->moves);
+  for (int32_t i = 0; i < res->num_dropped; i++)
+    cJSON_AddItemToArray(drop, cJSON_CreateNumber(res->dropped[i]));
+  cJSON_AddItemToObject(j, "dense_layers_skipped", drop);
+  for (int ph = 0; ph < EPLB_NUM_PHASES; ph++)
+    cJSON_AddNumberToObject(sec, phase_names[ph], res->seconds[ph]);
+  cJSON_AddItemToObject(j, "seconds", sec);
+  for (const cJSON *it = extra ? extra->child : NULL; it; it = it->next)
+    cJSON_AddItemToObject(j, it->string, cJSON_Duplicate(it, 1));
+  return j;
+}
+
+/* eplb_write_fn: the printed JSON text. */
+static int write_text(FILE *f, const void *ctx, eplb_error_t *err) {
+  const char *text = ctx;
+  if (fputs(text, f) == EOF || fputc('\n', f) == EOF)
+    return eplb_error_set(err, EPLB_EIO, "write failed");
+  return 0;
+}
+
+/* Rank 0's part of eplb__sync_write. */
+static int write_root(const eplb_sync_opts_t *opts, const eplb_sync_result_t *res,
+                      const cJSON *extra, eplb_error_t *err) {
+  int rc = 0;
+  if (opts->output) {
+    eplb_map_format_t f = opts->output_format;
+    if (f == EPLB_MAP_AUTO) {
+      size_t n = strlen(opts->output);
+      f = (n > 5 && strcmp(opts->output + n - 5, ".yaml") == 0) ||
+                  (n > 4 && strcmp(opts->output + n - 4, ".yml") == 0)
+              ? EPLB_MAP_TRTLLM_YAML
+              : EPLB_MAP_EXPERT_MAP;
+    }
+    rc = eplb_placement_write(&res->placement, opts->output, f, err);
+  }
+  if (rc == 0 && opts->summary) {
+    cJSON *j = summary_json(opts, res, extra);
+    char *text = j ? cJSON_Print(j) : NULL;
+    rc = text ? eplb_write_atomic(opts->summary, write_text, text, err)
+              : eplb_error_set(err, EPLB_ENOMEM, "out of memory writing %s",
+                               opts->summary);
+    cJSON_free(text);
+    cJSON_Delete(j);
+  }
+  return rc;
+}
+
+int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
+                     const eplb_sync_result_t *res, const void *extra,
+                     eplb_error_t *err) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  int rc = rank == 0 ? write_root(opts, res, extra, err) : 0;
+  return eplb__agree(comm, rc, err);
+}
+
+/* ---- the engine ------------------------------------------------------ */
+
+/* Checks the options that do not depend on the data; identical on every
+ * rank. */
+static int check_opts(const eplb_sync_opts_t *opts, eplb_error_t *err) {
+  if (opts->generation >= EPLB_MAX_GENERATION)
+    return eplb_error_set(err, EPLB_EARG,
+                          "generation %llu is out of range 0..%llu",
+                          (unsigned long long)opts->generation,
+                          (unsigned long long)(EPLB_MAX_GENERATION - 1));
+  return 0;
+}
+
+/* The local side of the collect phase: what this rank brings. */
+static int check_local(const eplb_stats_t *local, const char *name,
+                       eplb_error_t *err) {
+  if (local == NULL || local->load == NULL || local->num_layers <= 0)
+    return eplb_error_set(err, EPLB_EARG, "%s: no statistics given", name);
+  return eplb_stats_check(local, name, err);
+}
+
+/* Dup the communicator with MPI_ERRORS_RETURN so every MPI failure comes
+ * back as a code the engine can agree on or report. */
+static int dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err) {
+  int rc = eplb__mpi_check(MPI_Comm_dup(comm, out), "MPI_Comm_dup", err);
+  if (rc == 0)
+    rc = eplb__mpi_check(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN),
+                         "MPI_Comm_set_errhandler", err);
+  return rc;
+}
+
+/* Prints rank 0's human summary. */
+static void print_summary(const eplb_sync_opts_t *opts,
+                          const eplb_sync_result_t *res) {
+  const eplb_placement_t *p = &res->placement;
+  printf("eplb-sync: generation %llu agreed by %d ranks (checksum %016llx)\n",
+         (unsigned long long)res->generation, (int)res->num_ranks,
+         (unsigned long long)res->checksum);
+  printf("  %d layers x %d experts -> %d slots on %d GPUs, policy %s\n",
+         (int)p->num_layers, (int)p->num_experts, (int)p->num_slots,
+         (int)p->num_gpus, eplb_policy_name(opts->plan.policy));
+  if (res->num_dropped > 0)
+    printf("  %d all-zero dense layers skipped\n", (int)res->num_dropped);
+  printf("  imbalance %.4f -> %.4f (floor %.4f), %lld replicas moved\n",
+         res->imbalance_before, res->imbalance_after, res->floor,
+         (long long)res->moves);
+  printf("  seconds:");
+  for (int ph = 0; ph < EPLB_NUM_PHASES; ph++)
+    if (res->seconds[ph] > 0 || ph == EPLB_PHASE_TOTAL)
+      printf(" %s %.4f", phase_names[ph], res->seconds[ph]);
+  printf("\n");
+  if (opts->output)
+    printf("  map written to %s\n", opts->output);
+  fflush(stdout);
+}
+
+/* The engine after the local counts are in hand (local_rc says whether
+ * this rank got them). */
+static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
+                      const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                      double t_start, eplb_error_t *err) {
+  const char *name = opts->stats_name ? opts->stats_name
+                                              : "counts in memory";
+  int rank = 0, dense = 0;
+  MPI_Comm_rank(comm, &rank);
+  eplb_stats_t sum = {0};
+  eplb_placement_t plan = {0};
+  double t0 = MPI_Wtime();
+
+  if (local_rc == 0)
+    local_rc = check_opts(opts, err);
+  if (local_rc == 0)
+    local_rc = eplb__fault_load(err);
+  if (local_rc == 0)
+    local_rc = check_local(local, name, err);
+  int rc = eplb__reduce_agree_shape(comm, local_rc, local, name, &dense, err);
+  double t1 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_AGREE] = t1 - t0;
+  if (rc)
+    return rc;
+
+  eplb__fault_crash_point("reduce", rank);
+  rc = eplb__reduce_sum(comm, local, dense, &sum, &res->dropped,
+                        &res->num_dropped, err);
+  double t2 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_REDUCE] = t2 - t1;
+  if (rc)
+    return rc;
+  /* The options against the summed shape: identical on every rank. */
+  rc = eplb_plan_check_opts(&opts->plan, sum.num_experts, err);
+  if (rc) {
+    eplb_stats_cleanup(&sum);
+    return rc;
+  }
+
+  eplb__fault_crash_point("plan", rank);
+  res->generation = opts->generation + 1;
+  if (rank == 0)
+    rc = eplb__sync_plan_root(&sum, opts, &plan, res, err);
+  double t3 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
+  eplb_stats_cleanup(&sum);
+
+  eplb__fault_crash_point("broadcast", rank);
+  rc = eplb__sync_distribute(comm, rc, &plan, res, err);
+  if (rc == 0) {
+    double t4 = MPI_Wtime();
+    /* The summary's total is up to the write; the printed one includes it. */
+    res->seconds[EPLB_PHASE_TOTAL] = t4 - t_start;
+    rc = eplb__sync_write(comm, opts, res, NULL, err);
+    res->seconds[EPLB_PHASE_WRITE] = MPI_Wtime() - t4;
+  }
+  return rc;
+}
+
+/* Shared tail of both entry points: dup, run, free, print.  t_read is the
+ * time the file wrapper spent reading (0 for counts in memory). */
+static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
+                    const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                    double t_start, double t_read, eplb_error_t *err) {
+  MPI_Comm c = MPI_COMM_NULL;
+  res->seconds[EPLB_PHASE_READ] = t_read;
+  int rc = dup_comm(comm, &c, err);
+  if (rc == 0)
+    rc = run_engine(c, local_rc, local, opts, res, t_start, err);
+  if (c != MPI_COMM_NULL)
+    MPI_Comm_free(&c);
+  if (rc) {
+    eplb_sync_result_cleanup(res);
+    return rc;
+  }
+  res->seconds[EPLB_PHASE_TOTAL] = MPI_Wtime() - t_start;
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0 && !opts->quiet)
+    print_summary(opts, res);
+  return 0;
+}
+
+int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
+                  const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                  eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  /* A NULL opts on one rank is that rank's error, agreed like any other. */
+  int local_rc = opts ? 0 : eplb_error_set(err, EPLB_EARG,
+                                           "eplb_sync_run: opts is NULL");
+  return run_with(comm, local_rc, local, &o, res, t, 0, err);
+}
+
+/* Reads and sums this rank's files. */
+static int read_local(const char *const *patterns, int n, int rank,
+                      eplb_stats_format_t format, eplb_stats_t *st,
+                      char *name, size_t name_size, eplb_error_t *err) {
+  if (n < 1 || n > EPLB_SYNC_MAX_STATS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d statistics patterns given; use 1..%d", n,
+                          EPLB_SYNC_MAX_STATS);
+  int rc = eplb_sync_expand(patterns[0], rank, name, name_size, err);
+  if (rc == 0)
+    rc = eplb_stats_read(st, name, format, err);
+  for (int i = 1; i < n && rc == 0; i++) {
+    char path[4096];
+    eplb_stats_t more = {0};
+    rc = eplb_sync_expand(patterns[i], rank, path, sizeof(path), err);
+    if (rc == 0)
+      rc = eplb_stats_read(&more, path, format, err);
+    if (rc == 0)
+      rc = eplb_stats_add(st, &more, name, path, err);
+    eplb_stats_cleanup(&more);
+  }
+  if (rc)
+    eplb_stats_cleanup(st);
+  return rc;
+}
+
+int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
+                        int num_patterns, eplb_stats_format_t format,
+                        const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                        eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  eplb__fault_crash_point("read", rank);
+  char name[4096] = "";
+  eplb_stats_t local = {0};
+  int local_rc = read_local(patterns, num_patterns, rank, format, &local, name,
+                            sizeof(name), err);
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  if (num_patterns > 1)
+    strncat(name, " (+ more files)", sizeof(name) - strlen(name) - 1);
+  o.stats_name = name;
+  double t_read = MPI_Wtime() - t;
+  int rc = run_with(comm, local_rc, local_rc ? NULL : &local, &o, res, t,
+                    t_read, err);
+  eplb_stats_cleanup(&local);
+  return rc;
+}
