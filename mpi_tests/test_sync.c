@@ -1,0 +1,202 @@
+/* test_sync.c - the multi-rank engine through the library, at any rank
+ * count (CTest runs it at 1, 2, 4, 8 and 64 ranks).
+ *
+ * Each rank's histogram is a deterministic function of (rank, layer,
+ * expert), so every rank can compute the serial sum of all ranks itself
+ * and check what the collectives produced:
+ *   - the reduced sum equals the serial sum, exactly;
+ *   - the agreed plan equals eplb_plan on the serial sum, on every rank;
+ *   - re-planning from a current placement equals eplb_plan_from;
+ *   - a rank that brings no counts, or counts of another shape, fails every
+ *     rank with that rank named;
+ *   - EPLB_FAULT=corrupt-plan names exactly the corrupted ranks.
+ * Not CMocka: a failed check on any rank must fail the run on every rank,
+ * so checks are counted and summed at the end. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "eplb/eplb.h"
+#include "eplb/sync.h"
+#include "fault.h"
+#include "sync_internal.h"
+
+#define L 6
+#define E 48
+#define S 64
+#define G 8
+
+static int g_rank, g_size, g_failures;
+
+#define CHECK(cond, ...)                                                    \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      g_failures++;                                                         \
+      fprintf(stderr, "test_sync: rank %d: %s:%d: check failed: %s: ",      \
+              g_rank, __FILE__, __LINE__, #cond);                           \
+      fprintf(stderr, __VA_ARGS__);                                         \
+      fprintf(stderr, "\n");                                                \
+    }                                                                       \
+  } while (0)
+
+/* Rank r's count for (l, e): skewed, different on every rank. */
+static double count_of(int r, int l, int e) {
+  unsigned h = (unsigned)(r * 7919 + l * 104729 + e * 1299709) * 2654435761u;
+  double hot = (e * 13 + l * 5 + r) % E < 4 ? 40.0 : 1.0;
+  return (double)(h % 1000u) * hot + (double)(r % 3);
+}
+
+static void fill_rank(eplb_stats_t *st, int r) {
+  for (int l = 0; l < L; l++)
+    for (int e = 0; e < E; e++)
+      st->load[l * E + e] = count_of(r, l, e);
+}
+
+static void default_opts(eplb_sync_opts_t *o) {
+  eplb_sync_opts_default(o);
+  o->plan.num_slots = S;
+  o->plan.num_gpus = G;
+  o->quiet = 1;
+}
+
+/* The reduced sum against the serial sum. */
+static void test_reduce(const eplb_stats_t *local, const eplb_stats_t *serial) {
+  eplb_stats_t sum = {0};
+  eplb_error_t err = {0};
+  int32_t *dropped = NULL, nd = 0;
+  int rc = eplb__reduce_sum(MPI_COMM_WORLD, local, 0, &sum, &dropped, &nd, &err);
+  CHECK(rc == 0, "%s", err.msg);
+  if (rc == 0)
+    CHECK(memcmp(sum.load, serial->load, sizeof(double) * L * E) == 0,
+          "reduced sum differs from the serial sum");
+  eplb_stats_cleanup(&sum);
+  free(dropped);
+}
+
+/* The agreed plan against eplb_plan / eplb_plan_from on the serial sum. */
+static void test_plan(const eplb_stats_t *local, const eplb_stats_t *serial,
+                      int from_current) {
+  eplb_sync_opts_t o;
+  eplb_placement_t expect = {0}, current = {0};
+  eplb_error_t err = {0};
+  default_opts(&o);
+  o.generation = 41;
+  if (from_current) {
+    eplb_placement_init(&current, L, E, S, G, NULL);
+    eplb_placement_contiguous(&current, NULL);
+    o.current = &current;
+  }
+  int rc = from_current ? eplb_plan_from(serial, &current, &o.plan, &expect, &err)
+                        : eplb_plan(serial, &o.plan, &expect, &err);
+  CHECK(rc == 0, "serial plan: %s", err.msg);
+  eplb_sync_result_t res;
+  rc = eplb_sync_run(MPI_COMM_WORLD, local, &o, &res, &err);
+  CHECK(rc == 0, "eplb_sync_run: %s", err.msg);
+  if (rc == 0) {
+    CHECK(res.generation == 42, "generation %llu", (unsigned long long)res.generation);
+    CHECK(res.num_ranks == g_size, "num_ranks %d", (int)res.num_ranks);
+    CHECK(res.placement.num_layers == L && res.placement.num_slots == S,
+          "shape %d x %d", (int)res.placement.num_layers,
+          (int)res.placement.num_slots);
+    CHECK(memcmp(res.placement.phy2log, expect.phy2log, sizeof(int32_t) * L * S) == 0,
+          "agreed plan differs from eplb_plan on the serial sum");
+    CHECK(res.imbalance_after <= res.imbalance_before + 1e-12,
+          "imbalance %g -> %g", res.imbalance_before, res.imbalance_after);
+    /* Every rank holds the same checksum. */
+    unsigned long long c = res.checksum, c0 = c;
+    MPI_Bcast(&c0, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    CHECK(c == c0, "checksum %llx vs rank 0's %llx", c, c0);
+  }
+  eplb_sync_result_cleanup(&res);
+  eplb_placement_cleanup(&expect);
+  eplb_placement_cleanup(&current);
+}
+
+/* The last rank brings nothing (or another shape): every rank fails with
+ * that rank named and the same code. */
+static void test_bad_rank(const eplb_stats_t *local, int wrong_shape) {
+  int bad = g_size - 1;
+  eplb_stats_t other = {0};
+  eplb_stats_init(&other, L, E / 2, NULL);
+  const eplb_stats_t *mine = local;
+  if (g_rank == bad)
+    mine = wrong_shape ? &other : NULL;
+  eplb_sync_opts_t o;
+  default_opts(&o);
+  o.stats_name = wrong_shape ? "shape-test" : "null-test";
+  eplb_sync_result_t res;
+  eplb_error_t err = {0};
+  int rc = eplb_sync_run(MPI_COMM_WORLD, mine, &o, &res, &err);
+  char who[64];
+  snprintf(who, sizeof(who), "rank %d:", bad);
+  int expect = wrong_shape ? EPLB_ESHAPE : EPLB_EARG;
+  if (g_size == 1 && wrong_shape) {
+    CHECK(rc == 0, "a single rank has nothing to disagree with: %s", err.msg);
+  } else {
+    CHECK(rc == expect, "code %d, want %d (%s)", rc, expect, err.msg);
+    CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+    CHECK(res.placement.phy2log == NULL, "result not empty on failure");
+  }
+  eplb_sync_result_cleanup(&res);
+  eplb_stats_cleanup(&other);
+}
+
+/* EPLB_FAULT=corrupt-plan:<ranks>: exactly those ranks are named. */
+static void test_divergence(const eplb_stats_t *local) {
+  char fault[64], names[64];
+  if (g_size == 1) {
+    snprintf(fault, sizeof(fault), "corrupt-plan:0");
+    snprintf(names, sizeof(names), "diverged on ranks 0 (");
+  } else if (g_size < 4) {
+    snprintf(fault, sizeof(fault), "corrupt-plan:1");
+    snprintf(names, sizeof(names), "diverged on ranks 1 (");
+  } else {
+    snprintf(fault, sizeof(fault), "corrupt-plan:1,%d", g_size - 1);
+    snprintf(names, sizeof(names), "diverged on ranks 1, %d (", g_size - 1);
+  }
+  setenv("EPLB_FAULT", fault, 1);
+  eplb__fault_reset();
+  eplb_sync_opts_t o;
+  default_opts(&o);
+  eplb_sync_result_t res;
+  eplb_error_t err = {0};
+  int rc = eplb_sync_run(MPI_COMM_WORLD, local, &o, &res, &err);
+  CHECK(rc == EPLB_EDIVERGED, "code %d (%s)", rc, err.msg);
+  CHECK(strstr(err.msg, names) != NULL, "'%s' not in '%s'", names, err.msg);
+  eplb_sync_result_cleanup(&res);
+  unsetenv("EPLB_FAULT");
+  eplb__fault_reset();
+}
+
+int main(int argc, char *argv[]) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  eplb_stats_t local = {0}, serial = {0}, one = {0};
+  eplb_stats_init(&local, L, E, NULL);
+  eplb_stats_init(&serial, L, E, NULL);
+  eplb_stats_init(&one, L, E, NULL);
+  fill_rank(&local, g_rank);
+  for (int r = 0; r < g_size; r++) {
+    fill_rank(&one, r);
+    eplb_stats_add(&serial, &one, "serial", "rank", NULL);
+  }
+  test_reduce(&local, &serial);
+  test_plan(&local, &serial, 0);
+  test_plan(&local, &serial, 1);
+  test_bad_rank(&local, 0);
+  test_bad_rank(&local, 1);
+  test_divergence(&local);
+
+  int total = 0;
+  MPI_Allreduce(&g_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (g_rank == 0)
+    printf("test_sync: %d ranks, %d failed checks\n", g_size, total);
+  eplb_stats_cleanup(&local);
+  eplb_stats_cleanup(&serial);
+  eplb_stats_cleanup(&one);
+  MPI_Finalize();
+  return total == 0 ? 0 : 1;
+}
