@@ -66,7 +66,8 @@ static void test_reduce(const eplb_stats_t *local, const eplb_stats_t *serial) {
   eplb_stats_t sum = {0};
   eplb_error_t err = {0};
   int32_t *dropped = NULL, nd = 0;
-  int rc = eplb__reduce_sum(MPI_COMM_WORLD, local, 0, &sum, &dropped, &nd, &err);
+  eplb_stats_copy(&sum, local, NULL);
+  int rc = eplb__reduce_sum(MPI_COMM_WORLD, &sum, 0, &dropped, &nd, &err);
   CHECK(rc == 0, "%s", err.msg);
   if (rc == 0)
     CHECK(memcmp(sum.load, serial->load, sizeof(double) * L * E) == 0,

@@ -1,10 +1,11 @@
 /* reduce.c - the reduce stage: every rank's histogram, summed.
  *
- * Two steps, each a collective that every rank reaches.  First the shape:
- * rank 0 broadcasts its (layers, experts, layer-id checksum, source name)
- * and every rank compares its own, so a rank that counted another model or
- * another layer set is named with both files, instead of a sum that mixes
- * layers.  Then MPI_Allreduce of the counts as doubles: counts are integers
+ * Two steps, each a collective that every rank reaches.  First status and
+ * shape in one allgather: every rank learns whether every rank read its
+ * counts and whether every (layers, experts, layer-id checksum) equals rank
+ * 0's, so a rank that counted another model or another layer set is named
+ * with both files instead of producing a sum that mixes layers.  Only when
+ * something is wrong do more collectives follow (to gather the messages).  Then MPI_Allreduce of the counts as doubles: counts are integers
  * and every partial sum of non-negative counts is at most the total, so a
  * total of at most 2^53 (EPLB_MAX_COUNT) is exact whatever order the
  * reduction adds in, and every rank holds the same sum. */
@@ -16,19 +17,19 @@
 #include "sync_internal.h"
 #include "util/checksum.h"
 
-/* What rank 0 broadcasts about its statistics. */
+/* What every rank tells every other about its statistics, in one
+ * allgather: its status and its shape. */
 typedef struct {
-  int32_t num_layers, num_experts, dense, pad;
+  int32_t rc, num_layers, num_experts, dense;
   uint64_t ids_checksum;
   int32_t first_id, last_id;
-  char name[512];
 } shape_t;
 
 /* The shape of `local` (NULL or unread: zeros). */
-static void shape_of(const eplb_stats_t *local, const char *name, shape_t *s) {
+static void shape_of(int rc, const eplb_stats_t *local, shape_t *s) {
   memset(s, 0, sizeof(*s));
-  snprintf(s->name, sizeof(s->name), "%s", name ? name : "counts in memory");
-  if (local == NULL || local->num_layers <= 0)
+  s->rc = rc;
+  if (rc != 0 || local == NULL || local->num_layers <= 0)
     return;
   s->num_layers = local->num_layers;
   s->num_experts = local->num_experts;
@@ -40,7 +41,8 @@ static void shape_of(const eplb_stats_t *local, const char *name, shape_t *s) {
 }
 
 /* Compares this rank's shape with rank 0's; the error says what to do. */
-static int compare_shape(const shape_t *mine, const shape_t *root,
+static int compare_shape(const shape_t *mine, const char *name,
+                         const shape_t *root, const char *root_name,
                          eplb_error_t *err) {
   if (mine->num_layers != root->num_layers ||
       mine->num_experts != root->num_experts)
@@ -48,42 +50,73 @@ static int compare_shape(const shape_t *mine, const shape_t *root,
         err, EPLB_ESHAPE,
         "%s has %d layers x %d experts but rank 0's %s has %d x %d; every "
         "rank must count the same MoE layers and experts",
-        mine->name, (int)mine->num_layers, (int)mine->num_experts, root->name,
+        name, (int)mine->num_layers, (int)mine->num_experts, root_name,
         (int)root->num_layers, (int)root->num_experts);
   if (mine->ids_checksum != root->ids_checksum)
     return eplb_error_set(
         err, EPLB_ESHAPE,
         "%s names layers %d..%d but rank 0's %s names layers %d..%d (the "
         "layer ids differ); every rank must count the same layers",
-        mine->name, (int)mine->first_id, (int)mine->last_id, root->name,
+        name, (int)mine->first_id, (int)mine->last_id, root_name,
         (int)root->first_id, (int)root->last_id);
   return 0;
+}
+
+/* The slow path, taken by every rank when the allgather showed a shape
+ * that differs: rank 0's source name is broadcast so each differing rank
+ * can name both files, then the ranks agree on the messages. */
+static int shape_mismatch(MPI_Comm comm, const shape_t *all, int rank,
+                          const char *name, eplb_error_t *err) {
+  char root_name[512];
+  snprintf(root_name, sizeof(root_name), "%s", name);
+  int rc = eplb__mpi_check(MPI_Bcast(root_name, (int)sizeof(root_name),
+                                     MPI_CHAR, 0, comm),
+                           "MPI_Bcast of rank 0's statistics name", err);
+  if (rc)
+    return rc;
+  root_name[sizeof(root_name) - 1] = '\0';
+  return eplb__agree(comm, compare_shape(&all[rank], name, &all[0], root_name,
+                                         err),
+                     err);
 }
 
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
                              const eplb_stats_t *local, const char *name,
                              int *any_dense, eplb_error_t *err) {
-  int rc = eplb__agree(comm, local_rc, err);
-  if (rc)
-    return rc;
-  int rank = 0;
-  shape_t mine, root;
-  shape_of(local, name, &mine);
-  root = mine;
-  rc = eplb__mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Bcast(&root, (int)sizeof(root), MPI_BYTE, 0, comm),
-                         "MPI_Bcast of rank 0's shape", err);
-  if (rc)
-    return rc; /* an MPI failure: the runtime fails every rank */
-  int dense = mine.dense;
-  rc = eplb__mpi_check(MPI_Allreduce(MPI_IN_PLACE, &dense, 1, MPI_INT, MPI_MAX,
-                                     comm),
-                       "MPI_Allreduce of the dense-row flags", err);
-  if (rc)
-    return rc;
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  shape_t mine;
+  shape_of(local_rc, local, &mine);
+  shape_t *all = malloc(sizeof(shape_t) * (size_t)size);
+  if (all == NULL) {
+    /* Cannot take part in the allgather: abort rather than let others
+     * wait in it. */
+    fprintf(stderr, "eplb: rank %d: out of memory agreeing on shapes; "
+                    "aborting\n", rank);
+    MPI_Abort(comm, 1);
+    return EPLB_ENOMEM;
+  }
+  /* One collective on the success path: status and shape together. */
+  int rc = eplb__mpi_check(MPI_Allgather(&mine, (int)sizeof(mine), MPI_BYTE,
+                                         all, (int)sizeof(mine), MPI_BYTE, comm),
+                           "MPI_Allgather of statistics shapes", err);
+  int failed = 0, differs = 0, dense = 0;
+  for (int r = 0; rc == 0 && r < size; r++) {
+    failed |= all[r].rc != 0;
+    differs |= all[r].num_layers != all[0].num_layers ||
+               all[r].num_experts != all[0].num_experts ||
+               all[r].ids_checksum != all[0].ids_checksum;
+    dense |= all[r].dense;
+  }
+  /* Every rank saw the same table, so every rank takes the same branch. */
+  if (rc == 0 && failed)
+    rc = eplb__agree(comm, local_rc, err);
+  else if (rc == 0 && differs)
+    rc = shape_mismatch(comm, all, rank, name, err);
   *any_dense = dense;
-  return eplb__agree(comm, compare_shape(&mine, &root, err), err);
+  free(all);
+  return rc;
 }
 
 /* Checks every sum; identical on every rank (the sums are). */
@@ -119,23 +152,15 @@ static int zero_ids(const eplb_stats_t *st, int32_t **ids, int32_t *n,
   return 0;
 }
 
-int eplb__reduce_sum(MPI_Comm comm, const eplb_stats_t *local, int drop_dense,
-                     eplb_stats_t *sum, int32_t **dropped,
-                     int32_t *num_dropped, eplb_error_t *err) {
+int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
+                     int32_t **dropped, int32_t *num_dropped,
+                     eplb_error_t *err) {
   *dropped = NULL;
   *num_dropped = 0;
-  int rc = eplb_stats_copy(sum, local, err);
-  /* A local failure here (out of memory) must not leave the others in the
-   * Allreduce: agree first. */
-  rc = eplb__agree(comm, rc, err);
-  if (rc) {
-    eplb_stats_cleanup(sum);
-    return rc;
-  }
   size_t n = (size_t)sum->num_layers * (size_t)sum->num_experts;
-  rc = eplb__mpi_check(MPI_Allreduce(MPI_IN_PLACE, sum->load, (int)n,
-                                     MPI_DOUBLE, MPI_SUM, comm),
-                       "MPI_Allreduce of the counts", err);
+  int rc = eplb__mpi_check(MPI_Allreduce(MPI_IN_PLACE, sum->load, (int)n,
+                                         MPI_DOUBLE, MPI_SUM, comm),
+                           "MPI_Allreduce of the counts", err);
   if (rc == 0)
     rc = check_sums(sum, err);
   if (rc == 0 && drop_dense) {
@@ -144,7 +169,6 @@ int eplb__reduce_sum(MPI_Comm comm, const eplb_stats_t *local, int drop_dense,
       rc = eplb_stats_drop_zero_layers(sum, NULL, err);
   }
   if (rc) {
-    eplb_stats_cleanup(sum);
     free(*dropped);
     *dropped = NULL;
     *num_dropped = 0;

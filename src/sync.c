@@ -182,12 +182,40 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
 /* What rank 0 broadcasts ahead of the slots.  Checksummed with them,
  * except for its own checksum field. */
 typedef struct {
+  int32_t status; /* 0, or rank 0's failure: a message follows */
+  int32_t num_layers, num_experts, num_slots, num_gpus, pad;
   uint64_t generation;
-  int32_t num_layers, num_experts, num_slots, num_gpus;
   double imbalance_before, imbalance_after, floor;
   int64_t moves;
   uint64_t checksum;
 } plan_header_t;
+
+int eplb__plan_buf_alloc(eplb__plan_buf_t *b, int32_t max_layers,
+                         int32_t num_slots, eplb_error_t *err) {
+  memset(b, 0, sizeof(*b));
+  if (max_layers < 1 || num_slots < 1)
+    return eplb_error_set(err, EPLB_EARG, "empty plan (%d x %d)",
+                          (int)max_layers, (int)num_slots);
+  size_t ints = (size_t)max_layers * ((size_t)num_slots + 1);
+  b->size = sizeof(plan_header_t) + sizeof(int32_t) * ints;
+  if (b->size < EPLB_ERROR_MSG_MAX)
+    b->size = EPLB_ERROR_MSG_MAX; /* room for rank 0's error message */
+  b->bytes = malloc(b->size);
+  if (b->bytes == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "out of memory for a %d x %d plan buffer",
+                          (int)max_layers, (int)num_slots);
+  b->max_layers = max_layers;
+  b->num_slots = num_slots;
+  return 0;
+}
+
+void eplb__plan_buf_free(eplb__plan_buf_t *b) {
+  if (b == NULL)
+    return;
+  free(b->bytes);
+  memset(b, 0, sizeof(*b));
+}
 
 /* Checksum of the header (without its checksum) and the plan's arrays. */
 static uint64_t plan_checksum(const plan_header_t *h, const eplb_placement_t *p) {
@@ -202,13 +230,13 @@ static uint64_t plan_checksum(const plan_header_t *h, const eplb_placement_t *p)
 
 /* "3, 5": the ranks whose checksum differs from `ref` (rank 0's, as it
  * computed it before sending). */
-static int divergent_ranks(const uint64_t *sums, int size, uint64_t ref,
+static int divergent_ranks(const uint64_t *all, int size, uint64_t ref,
                            char *buf, size_t cap) {
   int n = 0;
   size_t used = 0;
   buf[0] = '\0';
   for (int r = 0; r < size; r++) {
-    if (sums[2 * r] == ref)
+    if (all[3 * r] == ref)
       continue;
     int w = snprintf(buf + used, cap - used, "%s%d", n ? ", " : "", r);
     if (w > 0 && used + (size_t)w < cap - 8)
@@ -228,49 +256,82 @@ static void maybe_corrupt(eplb_placement_t *p, int rank) {
   *s = (*s + 1) % (p->num_experts > 0 ? p->num_experts : 1);
 }
 
-/* Broadcasts header and arrays; allocates *plan on ranks > 0. */
-static int broadcast_plan(MPI_Comm comm, int rank, plan_header_t *h,
-                          eplb_placement_t *plan, eplb_error_t *err) {
-  int rc = eplb__mpi_check(MPI_Bcast(h, (int)sizeof(*h), MPI_BYTE, 0, comm),
-                           "MPI_Bcast of the plan header", err);
+/* Rank 0: header + layer ids + slots into the buffer (or, on failure, the
+ * status and the message). */
+static void pack_plan(eplb__plan_buf_t *b, plan_header_t *h, int root_rc,
+                      const eplb_placement_t *plan, const eplb_error_t *err) {
+  h->status = root_rc;
+  if (root_rc != 0) {
+    memcpy(b->bytes, h, sizeof(*h));
+    snprintf((char *)b->bytes + sizeof(*h), b->size - sizeof(*h), "%s",
+             eplb_error_message(err));
+    return;
+  }
+  h->num_layers = plan->num_layers;
+  h->num_experts = plan->num_experts;
+  h->num_slots = plan->num_slots;
+  h->num_gpus = plan->num_gpus;
+  h->checksum = plan_checksum(h, plan);
+  unsigned char *p = b->bytes;
+  memcpy(p, h, sizeof(*h));
+  p += sizeof(*h);
+  memcpy(p, plan->layer_ids, sizeof(int32_t) * (size_t)plan->num_layers);
+  p += sizeof(int32_t) * (size_t)plan->num_layers;
+  memcpy(p, plan->phy2log,
+         sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots);
+}
+
+/* Ranks > 0: the plan out of the buffer.  A header that does not fit the
+ * buffer (a corrupted broadcast) is an error of this rank. */
+static int unpack_plan(const eplb__plan_buf_t *b, plan_header_t *h,
+                       eplb_placement_t *plan, eplb_error_t *err) {
+  memcpy(h, b->bytes, sizeof(*h));
+  if (h->status != 0)
+    return 0;
+  if (h->num_layers < 1 || h->num_layers > b->max_layers ||
+      h->num_slots != b->num_slots)
+    return eplb_error_set(err, EPLB_EDIVERGED,
+                          "the plan header received holds %d layers x %d "
+                          "slots, not what was agreed (at most %d x %d)",
+                          (int)h->num_layers, (int)h->num_slots,
+                          (int)b->max_layers, (int)b->num_slots);
+  int rc = eplb_placement_init(plan, h->num_layers, h->num_experts,
+                               h->num_slots, h->num_gpus, err);
   if (rc)
     return rc;
-  int local = 0;
-  if (rank != 0)
-    local = eplb_placement_init(plan, h->num_layers, h->num_experts,
-                                h->num_slots, h->num_gpus, err);
-  /* Out of memory on one rank must not strand the others in the Bcast. */
-  rc = eplb__agree(comm, local, err);
-  if (rc)
-    return rc;
-  rc = eplb__mpi_check(MPI_Bcast(plan->layer_ids, plan->num_layers, MPI_INT32_T,
-                                 0, comm),
-                       "MPI_Bcast of the layer ids", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(
-        MPI_Bcast(plan->phy2log, plan->num_layers * plan->num_slots,
-                  MPI_INT32_T, 0, comm),
-        "MPI_Bcast of the plan", err);
-  return rc;
+  const unsigned char *p = b->bytes + sizeof(*h);
+  memcpy(plan->layer_ids, p, sizeof(int32_t) * (size_t)plan->num_layers);
+  p += sizeof(int32_t) * (size_t)plan->num_layers;
+  memcpy(plan->phy2log, p,
+         sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots);
+  return 0;
 }
 
 /* Every rank's checksum of its copy, compared with the one rank 0
- * computed before sending (which every rank received in the header). */
-static int verify_plan(MPI_Comm comm, int size, const plan_header_t *h,
-                       const eplb_placement_t *plan, eplb_error_t *err) {
-  uint64_t mine[2] = {plan_checksum(h, plan), h->checksum};
-  uint64_t *all = malloc(sizeof(uint64_t) * 2 * (size_t)size);
-  int rc = eplb__agree(comm, all ? 0 : eplb_error_set(err, EPLB_ENOMEM,
-                                                      "out of memory"), err);
-  if (rc) {
-    free(all);
-    return rc;
+ * computed before sending; one allgather of (checksum of my copy, the
+ * checksum I received, my status).  A rank that could not unpack is named
+ * through the agreement. */
+static int verify_plan(MPI_Comm comm, int size, int local_rc,
+                       const plan_header_t *h, const eplb_placement_t *plan,
+                       eplb_error_t *err) {
+  uint64_t mine[3] = {local_rc ? 0 : plan_checksum(h, plan), h->checksum,
+                      (uint64_t)(local_rc != 0)};
+  uint64_t *all = malloc(sizeof(uint64_t) * 3 * (size_t)size);
+  if (all == NULL) {
+    fprintf(stderr, "eplb: out of memory verifying the plan; aborting\n");
+    MPI_Abort(comm, 1);
+    return EPLB_ENOMEM;
   }
-  rc = eplb__mpi_check(MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2,
-                                     MPI_UINT64_T, comm),
-                       "MPI_Allgather of the plan checksums", err);
+  int rc = eplb__mpi_check(MPI_Allgather(mine, 3, MPI_UINT64_T, all, 3,
+                                         MPI_UINT64_T, comm),
+                           "MPI_Allgather of the plan checksums", err);
+  int failed = 0;
+  for (int r = 0; rc == 0 && r < size; r++)
+    failed |= all[3 * r + 2] != 0;
   char ranks[512];
-  if (rc == 0 && divergent_ranks(all, size, all[1], ranks, sizeof(ranks)) > 0)
+  if (rc == 0 && failed)
+    rc = eplb__agree(comm, local_rc, err);
+  else if (rc == 0 && divergent_ranks(all, size, all[1], ranks, sizeof(ranks)) > 0)
     rc = eplb_error_set(err, EPLB_EDIVERGED,
                         "plan generation %llu diverged on ranks %s (their "
                         "copy's checksum differs from the %016llx rank 0 "
@@ -282,41 +343,43 @@ static int verify_plan(MPI_Comm comm, int size, const plan_header_t *h,
   return rc;
 }
 
-int eplb__sync_distribute(MPI_Comm comm, int local_rc,
+int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
                           eplb_placement_t *plan, eplb_sync_result_t *res,
                           eplb_error_t *err) {
   int rank = 0, size = 1;
-  double t0 = MPI_Wtime();
-  int rc = eplb__agree(comm, local_rc, err);
-  if (rc)
-    return rc;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
+  double t0 = MPI_Wtime();
   plan_header_t h = {0};
   if (rank == 0) {
     h.generation = res->generation;
-    h.num_layers = plan->num_layers;
-    h.num_experts = plan->num_experts;
-    h.num_slots = plan->num_slots;
-    h.num_gpus = plan->num_gpus;
     h.imbalance_before = res->imbalance_before;
     h.imbalance_after = res->imbalance_after;
     h.floor = res->floor;
     h.moves = res->moves;
-    h.checksum = plan_checksum(&h, plan);
+    pack_plan(buf, &h, root_rc, plan, err);
   }
-  rc = broadcast_plan(comm, rank, &h, plan, err);
+  /* One broadcast: status, header and plan (or rank 0's error message). */
+  int rc = eplb__mpi_check(MPI_Bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0,
+                                     comm),
+                           "MPI_Bcast of the plan", err);
   double t1 = MPI_Wtime();
-  if (rc == 0) {
-    maybe_corrupt(plan, rank);
-    rc = verify_plan(comm, size, &h, plan, err);
-  }
   res->seconds[EPLB_PHASE_BCAST] += t1 - t0;
-  res->seconds[EPLB_PHASE_VERIFY] += MPI_Wtime() - t1;
-  if (rc) {
-    eplb_placement_cleanup(plan);
-    return rc;
+  if (rc)
+    goto fail;
+  int local = rank == 0 ? 0 : unpack_plan(buf, &h, plan, err);
+  if (h.status != 0) {
+    char msg[EPLB_ERROR_MSG_MAX];
+    snprintf(msg, sizeof(msg), "%s", (const char *)buf->bytes + sizeof(h));
+    rc = eplb_error_set(err, h.status, "rank 0: %s", msg);
+    goto fail;
   }
+  if (local == 0)
+    maybe_corrupt(plan, rank);
+  rc = verify_plan(comm, size, local, &h, plan, err);
+  res->seconds[EPLB_PHASE_VERIFY] += MPI_Wtime() - t1;
+  if (rc)
+    goto fail;
   eplb_placement_cleanup(&res->placement);
   res->placement = *plan;
   memset(plan, 0, sizeof(*plan));
@@ -328,6 +391,9 @@ int eplb__sync_distribute(MPI_Comm comm, int local_rc,
   res->moves = h.moves;
   res->num_ranks = size;
   return 0;
+fail:
+  eplb_placement_cleanup(plan);
+  return rc;
 }
 
 /* ---- write (rank 0) -------------------------------------------------- */
@@ -412,6 +478,9 @@ int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
                      eplb_error_t *err) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
+  /* Nothing to write, nothing that can fail: no agreement needed. */
+  if (opts->output == NULL && opts->summary == NULL)
+    return 0;
   int rc = rank == 0 ? write_root(opts, res, extra, err) : 0;
   return eplb__agree(comm, rc, err);
 }
@@ -472,55 +541,65 @@ static void print_summary(const eplb_sync_opts_t *opts,
   fflush(stdout);
 }
 
+/* This rank's side of the first agreement: options, fault table, counts,
+ * the copy that will be summed, and the plan buffer. */
+static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
+                   const char *name, eplb_stats_t *sum, eplb__plan_buf_t *buf,
+                   eplb_error_t *err) {
+  int rc = check_opts(opts, err);
+  if (rc == 0)
+    rc = eplb__fault_load(err);
+  if (rc == 0)
+    rc = check_local(local, name, err);
+  if (rc == 0)
+    rc = eplb_stats_copy(sum, local, err);
+  if (rc == 0)
+    rc = eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
+  return rc;
+}
+
 /* The engine after the local counts are in hand (local_rc says whether
- * this rank got them). */
+ * this rank got them).  On the success path: one allgather (status and
+ * shape), one allreduce, one broadcast, one allgather (checksums), one
+ * agreement after writing. */
 static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
                       const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
                       double t_start, eplb_error_t *err) {
-  const char *name = opts->stats_name ? opts->stats_name
-                                              : "counts in memory";
+  const char *name = opts->stats_name ? opts->stats_name : "counts in memory";
   int rank = 0, dense = 0;
   MPI_Comm_rank(comm, &rank);
   eplb_stats_t sum = {0};
   eplb_placement_t plan = {0};
+  eplb__plan_buf_t buf = {0};
   double t0 = MPI_Wtime();
 
   if (local_rc == 0)
-    local_rc = check_opts(opts, err);
-  if (local_rc == 0)
-    local_rc = eplb__fault_load(err);
-  if (local_rc == 0)
-    local_rc = check_local(local, name, err);
+    local_rc = prepare(local, opts, name, &sum, &buf, err);
   int rc = eplb__reduce_agree_shape(comm, local_rc, local, name, &dense, err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_AGREE] = t1 - t0;
   if (rc)
-    return rc;
+    goto done;
 
   eplb__fault_crash_point("reduce", rank);
-  rc = eplb__reduce_sum(comm, local, dense, &sum, &res->dropped,
-                        &res->num_dropped, err);
+  rc = eplb__reduce_sum(comm, &sum, dense, &res->dropped, &res->num_dropped,
+                        err);
   double t2 = MPI_Wtime();
   res->seconds[EPLB_PHASE_REDUCE] = t2 - t1;
-  if (rc)
-    return rc;
   /* The options against the summed shape: identical on every rank. */
-  rc = eplb_plan_check_opts(&opts->plan, sum.num_experts, err);
-  if (rc) {
-    eplb_stats_cleanup(&sum);
-    return rc;
-  }
+  if (rc == 0)
+    rc = eplb_plan_check_opts(&opts->plan, sum.num_experts, err);
+  if (rc)
+    goto done;
 
   eplb__fault_crash_point("plan", rank);
   res->generation = opts->generation + 1;
-  if (rank == 0)
-    rc = eplb__sync_plan_root(&sum, opts, &plan, res, err);
+  int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, opts, &plan, res, err) : 0;
   double t3 = MPI_Wtime();
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
-  eplb_stats_cleanup(&sum);
 
   eplb__fault_crash_point("broadcast", rank);
-  rc = eplb__sync_distribute(comm, rc, &plan, res, err);
+  rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, err);
   if (rc == 0) {
     double t4 = MPI_Wtime();
     /* The summary's total is up to the write; the printed one includes it. */
@@ -528,6 +607,10 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
     rc = eplb__sync_write(comm, opts, res, NULL, err);
     res->seconds[EPLB_PHASE_WRITE] = MPI_Wtime() - t4;
   }
+done:
+  eplb_stats_cleanup(&sum);
+  eplb_placement_cleanup(&plan);
+  eplb__plan_buf_free(&buf);
   return rc;
 }
 

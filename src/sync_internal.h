@@ -15,29 +15,45 @@
 
 #include "eplb/sync.h"
 
-/* Agrees on local_rc (eplb__agree), then on the shape of `local`: every
+/* Agrees on local_rc and on the shape of `local` in one allgather: every
  * rank compares (layers, experts, layer ids) with rank 0's and a rank that
- * differs fails with both shapes and both sources named.  *any_dense is 1
- * on every rank when any rank's source pads dense layers. */
+ * differs fails with both shapes and both sources named (`name` is this
+ * rank's).  *any_dense is 1 on every rank when any rank's source pads dense
+ * layers. */
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
                              const eplb_stats_t *local, const char *name,
                              int *any_dense, eplb_error_t *err);
 
-/* Sums `local` over `comm` into *sum (empty on entry; same shape and layer
- * ids as local), checks every sum against EPLB_MAX_COUNT and, when
- * `drop_dense`, drops the all-zero layers (ids into *dropped, malloc'd, n
- * in *num_dropped).  The shapes must have been agreed. */
-int eplb__reduce_sum(MPI_Comm comm, const eplb_stats_t *local, int drop_dense,
-                     eplb_stats_t *sum, int32_t **dropped,
-                     int32_t *num_dropped, eplb_error_t *err);
+/* Sums *sum (this rank's counts on entry; shapes agreed) over `comm` in
+ * place, checks every sum against EPLB_MAX_COUNT and, when `drop_dense`,
+ * drops the all-zero layers (ids into *dropped, malloc'd, n in
+ * *num_dropped).  Failures are identical on every rank. */
+int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
+                     int32_t **dropped, int32_t *num_dropped,
+                     eplb_error_t *err);
 
-/* Agrees on local_rc (0, or rank 0's planning failure), broadcasts rank 0's
- * `plan` (valid on rank 0 only; *plan is filled on the others) with its
- * generation, checksum and the metrics in res, and verifies every copy:
+/* The receive buffer of a plan broadcast, allocated before the ranks agree
+ * (so an allocation failure is agreed, not met inside MPI_Bcast). */
+typedef struct {
+  unsigned char *bytes;
+  size_t size;
+  int32_t max_layers, num_slots;
+} eplb__plan_buf_t;
+
+/* Room for a plan of up to max_layers x num_slots.  0 or EPLB_ENOMEM. */
+int eplb__plan_buf_alloc(eplb__plan_buf_t *b, int32_t max_layers,
+                         int32_t num_slots, eplb_error_t *err);
+void eplb__plan_buf_free(eplb__plan_buf_t *b);
+
+/* Broadcasts rank 0's `plan` (valid on rank 0 only; on the others it is
+ * filled) with rank 0's status `root_rc` (0, or its planning failure, whose
+ * message then fails every rank), its generation, checksum and the metrics
+ * in res, through `buf` (same size on every rank), and verifies every copy:
  * fills res->placement, generation, checksum, the metrics.  A divergent
  * copy fails every rank with EPLB_EDIVERGED naming the divergent ranks.
- * seconds of broadcast and verify go to res->seconds. */
-int eplb__sync_distribute(MPI_Comm comm, int local_rc,
+ * The seconds of broadcast and verify are added to res->seconds.  Other
+ * ranks' failures must have been agreed before. */
+int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
                           eplb_placement_t *plan, eplb_sync_result_t *res,
                           eplb_error_t *err);
 
