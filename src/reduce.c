@@ -123,7 +123,9 @@ int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
 static int check_sums(const eplb_stats_t *sum, eplb_error_t *err) {
   size_t n = (size_t)sum->num_layers * (size_t)sum->num_experts;
   for (size_t i = 0; i < n; i++)
-    if (!(sum->load[i] <= EPLB_MAX_COUNT))
+    /* Strict: a true sum of 2^53 + 1 rounds to 2^53, so 2^53 itself may
+     * already be inexact. */
+    if (!(sum->load[i] < EPLB_MAX_COUNT))
       return eplb_error_set(
           err, EPLB_ECOUNT,
           "the summed count of layer %d expert %d over all ranks is %.17g, "

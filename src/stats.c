@@ -75,7 +75,8 @@ int eplb_stats_add(eplb_stats_t *acc, const eplb_stats_t *other,
   size_t n = (size_t)acc->num_layers * (size_t)acc->num_experts;
   for (size_t i = 0; i < n; i++) {
     double sum = acc->load[i] + other->load[i];
-    if (!(sum <= EPLB_MAX_COUNT))
+    /* Test the room left, not the rounded sum: 2^53 + 1 rounds to 2^53. */
+    if (!(other->load[i] <= EPLB_MAX_COUNT - acc->load[i]))
       return eplb_error_set(
           err, EPLB_ECOUNT,
           "%s + %s: layer %d, expert %d: sum %.17g exceeds 2^53, the largest "
