@@ -113,16 +113,13 @@ static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                               err);
 }
 
-/* Reads opts->current_map and fits it to the statistics: a map numbers
- * layers its own way (expert map 0..L-1, YAML decoder layers), so row l is
- * the statistics' layer l; TensorRT-LLM YAML does not say G: regroup. */
-static int read_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
-                        eplb_placement_t *cur, eplb_error_t *err) {
-  const char *path = opts->current_map;
+int eplb__sync_read_current(const eplb_stats_t *sum, const char *path,
+                            int32_t num_gpus, eplb_placement_t *cur,
+                            eplb_error_t *err) {
   int rc = eplb_placement_read(cur, path, EPLB_MAP_AUTO, err);
   if (rc)
     return rc;
-  int32_t G = opts->plan.num_gpus;
+  int32_t G = num_gpus;
   if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
     cur->num_gpus = G;
   if (cur->num_layers != sum->num_layers || cur->num_experts > sum->num_experts)
@@ -149,7 +146,7 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
   eplb_sync_opts_t o = *opts;
   int rc = 0;
   if (o.current == NULL && o.current_map) {
-    rc = read_current(sum, opts, &from_file, err);
+    rc = eplb__sync_read_current(sum, o.current_map, o.plan.num_gpus, &from_file, err);
     if (rc)
       return rc;
     o.current = &from_file;
@@ -187,6 +184,7 @@ typedef struct {
   uint64_t generation;
   double imbalance_before, imbalance_after, floor;
   int64_t moves;
+  int64_t aux[2]; /* caller's words (the online loop's round flags) */
   uint64_t checksum;
 } plan_header_t;
 
@@ -345,7 +343,7 @@ static int verify_plan(MPI_Comm comm, int size, int local_rc,
 
 int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
                           eplb_placement_t *plan, eplb_sync_result_t *res,
-                          eplb_error_t *err) {
+                          int64_t aux[2], eplb_error_t *err) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -357,6 +355,10 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
     h.imbalance_after = res->imbalance_after;
     h.floor = res->floor;
     h.moves = res->moves;
+    if (aux) {
+      h.aux[0] = aux[0];
+      h.aux[1] = aux[1];
+    }
     pack_plan(buf, &h, root_rc, plan, err);
   }
   /* One broadcast: status, header and plan (or rank 0's error message). */
@@ -390,6 +392,10 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
   res->floor = h.floor;
   res->moves = h.moves;
   res->num_ranks = size;
+  if (aux) {
+    aux[0] = h.aux[0];
+    aux[1] = h.aux[1];
+  }
   return 0;
 fail:
   eplb_placement_cleanup(plan);
@@ -508,7 +514,7 @@ static int check_local(const eplb_stats_t *local, const char *name,
 
 /* Dup the communicator with MPI_ERRORS_RETURN so every MPI failure comes
  * back as a code the engine can agree on or report. */
-static int dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err) {
+int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err) {
   int rc = eplb__mpi_check(MPI_Comm_dup(comm, out), "MPI_Comm_dup", err);
   if (rc == 0)
     rc = eplb__mpi_check(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN),
@@ -599,7 +605,7 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
 
   eplb__fault_crash_point("broadcast", rank);
-  rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, err);
+  rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, NULL, err);
   if (rc == 0) {
     double t4 = MPI_Wtime();
     /* The summary's total is up to the write; the printed one includes it. */
@@ -621,7 +627,7 @@ static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
                     double t_start, double t_read, eplb_error_t *err) {
   MPI_Comm c = MPI_COMM_NULL;
   res->seconds[EPLB_PHASE_READ] = t_read;
-  int rc = dup_comm(comm, &c, err);
+  int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
     rc = run_engine(c, local_rc, local, opts, res, t_start, err);
   if (c != MPI_COMM_NULL)
@@ -654,8 +660,7 @@ int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
   return run_with(comm, local_rc, local, &o, res, t, 0, err);
 }
 
-/* Reads and sums this rank's files. */
-static int read_local(const char *const *patterns, int n, int rank,
+int eplb__sync_read_local(const char *const *patterns, int n, int rank,
                       eplb_stats_format_t format, eplb_stats_t *st,
                       char *name, size_t name_size, eplb_error_t *err) {
   if (n < 1 || n > EPLB_SYNC_MAX_STATS)
@@ -691,7 +696,7 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
   eplb__fault_crash_point("read", rank);
   char name[4096] = "";
   eplb_stats_t local = {0};
-  int local_rc = read_local(patterns, num_patterns, rank, format, &local, name,
+  int local_rc = eplb__sync_read_local(patterns, num_patterns, rank, format, &local, name,
                             sizeof(name), err);
   eplb_sync_opts_t o;
   if (opts)

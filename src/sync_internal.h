@@ -11,6 +11,7 @@
 #define EPLB_SYNC_INTERNAL_H
 
 #include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "eplb/sync.h"
@@ -51,11 +52,13 @@ void eplb__plan_buf_free(eplb__plan_buf_t *b);
  * in res, through `buf` (same size on every rank), and verifies every copy:
  * fills res->placement, generation, checksum, the metrics.  A divergent
  * copy fails every rank with EPLB_EDIVERGED naming the divergent ranks.
- * The seconds of broadcast and verify are added to res->seconds.  Other
- * ranks' failures must have been agreed before. */
+ * The seconds of broadcast and verify are added to res->seconds.  `aux`
+ * (or NULL) carries two words of the caller's from rank 0 to every rank,
+ * checksummed with the plan.  Other ranks' failures must have been agreed
+ * before. */
 int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
                           eplb_placement_t *plan, eplb_sync_result_t *res,
-                          eplb_error_t *err);
+                          int64_t aux[2], eplb_error_t *err);
 
 /* Rank 0 plans `sum` with opts (from opts->current when given), and fills
  * the metrics of res (before, after, floor, moves).  Runs on rank 0 only. */
@@ -69,5 +72,23 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
 int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
                      const eplb_sync_result_t *res, const void *extra,
                      eplb_error_t *err);
+
+/* Duplicates comm and sets MPI_ERRORS_RETURN on the copy, so every MPI
+ * failure comes back as a code.  Collective. */
+int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err);
+
+/* Reads and sums this rank's statistics files (patterns with %r); the
+ * first expanded path goes to name.  Local. */
+int eplb__sync_read_local(const char *const *patterns, int n, int rank,
+                          eplb_stats_format_t format, eplb_stats_t *st,
+                          char *name, size_t name_size, eplb_error_t *err);
+
+/* Reads a map file as the current placement and fits it to the
+ * statistics: row l is the statistics' layer l (maps number layers their
+ * own way), a TensorRT-LLM YAML map (which does not say G) is regrouped
+ * into num_gpus.  *cur must be empty.  Local. */
+int eplb__sync_read_current(const eplb_stats_t *sum, const char *path,
+                            int32_t num_gpus, eplb_placement_t *cur,
+                            eplb_error_t *err);
 
 #endif /* EPLB_SYNC_INTERNAL_H */

@@ -10,6 +10,7 @@
  * docs/sync.md. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 
 #include "cli/cli.h"
 #include "eplb/eplb.h"
+#include "eplb/rebalance.h"
 #include "eplb/sync.h"
 
 #define PROG "eplb-sync"
@@ -29,7 +31,8 @@ typedef struct {
   eplb_stats_format_t format;
   eplb_sync_opts_t sync;
   int have_slots, have_gpus;
-  long long generation;
+  int watch;
+  eplb_watch_opts_t w; /* --watch: rounds; plan options copied from sync */
 } args_t;
 
 static void usage(FILE *f) {
@@ -73,6 +76,20 @@ static void usage(FILE *f) {
 "  --spill-cost C       0..1 (default %g)\n"
 "  --quiet              print nothing on success\n"
 "  --help, --version\n"
+"online (--watch): rounds beside a running job, until --max-rounds or\n"
+"SIGTERM/SIGINT (which finish the current round and exit 0)\n"
+"  --watch              every round, every rank re-reads its statistics as\n"
+"                       cumulative counters; rank 0 logs one line per round\n"
+"  --interval SEC       seconds between rounds, 0.01..86400 (default 60)\n"
+"  --trigger FILE       also start a round when FILE appears (then removed)\n"
+"  --max-rounds N       0..1000000000 (default 0 = until a signal)\n"
+"  --ema-alpha A        weight of the newest round, (0, 1] (default 0.5)\n"
+"  --threshold T        rebalance only above this imbalance, 0..100\n"
+"                       (default 0.1)\n"
+"  --min-gain X         ... and only if a layer gains this much, 0..100\n"
+"                       (default 0.02)\n"
+"  --layers-per-round N layers moved per round, worst first, 0..%d\n"
+"                       (default 0 = all)\n"
 "\n"
 "environment: EPLB_FAULT injects faults for tests (docs/sync.md)\n"
 "exit status (the same on every rank): 0 ok, 1 runtime error on any rank\n"
@@ -81,14 +98,16 @@ static void usage(FILE *f) {
           EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
           EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
           EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-          EPLB_DEFAULT_SPILL_COST);
+          EPLB_DEFAULT_SPILL_COST, EPLB_MAX_LAYERS);
 }
 
 enum {
   OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
   OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_SUMMARY, OPT_GENERATION,
   OPT_CURRENT, OPT_MAX_MOVES, OPT_MOVE_COST, OPT_KEEP, OPT_SPILL,
-  OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION
+  OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_WATCH, OPT_INTERVAL,
+  OPT_TRIGGER, OPT_MAX_ROUNDS, OPT_EMA, OPT_THRESHOLD, OPT_MIN_GAIN,
+  OPT_LAYERS_PER_ROUND
 };
 
 static const struct option long_opts[] = {
@@ -112,6 +131,14 @@ static const struct option long_opts[] = {
     {"quiet", no_argument, 0, OPT_QUIET},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
+    {"watch", no_argument, 0, OPT_WATCH},
+    {"interval", required_argument, 0, OPT_INTERVAL},
+    {"trigger", required_argument, 0, OPT_TRIGGER},
+    {"max-rounds", required_argument, 0, OPT_MAX_ROUNDS},
+    {"ema-alpha", required_argument, 0, OPT_EMA},
+    {"threshold", required_argument, 0, OPT_THRESHOLD},
+    {"min-gain", required_argument, 0, OPT_MIN_GAIN},
+    {"layers-per-round", required_argument, 0, OPT_LAYERS_PER_ROUND},
     {0, 0, 0, 0}};
 
 /* Usage errors print on rank 0 only: every rank finds the same one. */
@@ -170,6 +197,31 @@ static int parse_number(args_t *a, int c, const char *v) {
     a->sync.generation = (uint64_t)g;
     break;
   }
+  case OPT_INTERVAL:
+    bad = eplb_cli_parse_double(p, "--interval", v, 0.01, 86400, &a->w.interval_s);
+    break;
+  case OPT_MAX_ROUNDS: {
+    double n = 0;
+    bad = eplb_cli_parse_double(p, "--max-rounds", v, 0,
+                                (double)EPLB_WATCH_MAX_ROUNDS, &n);
+    if (!bad && n != (double)(long long)n)
+      bad = USAGE_ERROR("--max-rounds '%s' is not an integer", v);
+    a->w.max_rounds = (int64_t)n;
+    break;
+  }
+  case OPT_EMA:
+    bad = eplb_cli_parse_double(p, "--ema-alpha", v, 1e-9, 1, &a->w.rb.online.ema_alpha);
+    break;
+  case OPT_THRESHOLD:
+    bad = eplb_cli_parse_double(p, "--threshold", v, 0, 100, &a->w.rb.online.threshold);
+    break;
+  case OPT_MIN_GAIN:
+    bad = eplb_cli_parse_double(p, "--min-gain", v, 0, 100, &a->w.rb.online.min_gain);
+    break;
+  case OPT_LAYERS_PER_ROUND:
+    bad = eplb_cli_parse_int(p, "--layers-per-round", v, 0, EPLB_MAX_LAYERS,
+                             &a->w.rb.online.layers_per_round);
+    break;
   default:
     return USAGE_ERROR("internal: option %d not handled", c);
   }
@@ -199,6 +251,12 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return 0;
   case OPT_QUIET:
     a->sync.quiet = 1;
+    return 0;
+  case OPT_WATCH:
+    a->watch = 1;
+    return 0;
+  case OPT_TRIGGER:
+    a->w.trigger = optarg;
     return 0;
   case OPT_POLICY:
     rc = parse_name("--policy", optarg, eplb_policy_from_name,
@@ -249,12 +307,15 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
     if (a->sync.output && strcmp(a->stats[i], a->sync.output) == 0)
       return USAGE_ERROR("--output %s is also a --stats input", a->sync.output);
   }
+  if (!a->watch && (a->w.trigger || a->w.max_rounds))
+    return USAGE_ERROR("--trigger and --max-rounds need --watch");
   return 0;
 }
 
 /* Parses argv; 0, 2 or -1 (--help/--version printed). */
 static int parse_args_all(int argc, char *argv[], int size, args_t *a) {
   eplb_sync_opts_default(&a->sync);
+  eplb_watch_opts_default(&a->w);
   opterr = 0;
   int c;
   while ((c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
@@ -288,6 +349,40 @@ static int parse_args(int argc, char *argv[], int size, args_t *a) {
   return rc;
 }
 
+/* SIGTERM/SIGINT during --watch: finish the round, then exit 0. */
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+static void install_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+/* --watch: the plan options of the one-shot run go to every round. */
+static int run_watch(args_t *a, eplb_error_t *err) {
+  eplb_watch_opts_t *w = &a->w;
+  w->rb.online.plan = a->sync.plan;
+  w->rb.generation = a->sync.generation;
+  w->rb.output = a->sync.output;
+  w->rb.output_format = a->sync.output_format;
+  w->rb.quiet = a->sync.quiet;
+  w->current_map = a->sync.current_map;
+  w->summary = a->sync.summary;
+  w->stop = &g_stop;
+  install_signals();
+  return eplb_watch_run(MPI_COMM_WORLD, a->stats, a->num_stats, a->format, w,
+                        err);
+}
+
 int main(int argc, char *argv[]) {
   int rc = MPI_Init(&argc, &argv);
   if (rc != MPI_SUCCESS) {
@@ -312,8 +407,10 @@ int main(int argc, char *argv[]) {
   if (rc == 0) {
     eplb_error_t err = {0};
     eplb_sync_result_t res;
-    rc = eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats, a.format,
-                             &a.sync, &res, &err);
+    memset(&res, 0, sizeof(res));
+    rc = a.watch ? run_watch(&a, &err)
+                 : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
+                                       a.format, &a.sync, &res, &err);
     if (rc) {
       /* The message is agreed: rank 0 says it for everyone. */
       if (g_rank == 0)

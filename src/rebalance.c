@@ -1,0 +1,367 @@
+/* rebalance.c - online rebalancing inside a job (eplb/rebalance.h).
+ *
+ * The collective half of online rebalancing; the decisions themselves are
+ * the pure eplb/online.h, run on rank 0 only (one owner of the smoothed
+ * loads, so no two ranks can decide differently).  Each step:
+ *
+ *   status + shape (allgather) -> sum of the counts observed since the last
+ *   step (allreduce) -> rank 0: observe, decide -> one verified broadcast of
+ *   the decision and the placement -> on a rebalance: pause hooks, agree,
+ *   migrate the shards, resume hooks, agree, rank 0 writes the map.
+ *
+ * Counts are accumulated locally between steps (observe costs no
+ * communication), so a trainer can feed every step and synchronise every N
+ * steps.  Cumulative counters are turned into deltas per rank, which is
+ * where they are known. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agree.h"
+#include "eplb/rebalance.h"
+#include "sync_internal.h"
+
+/* Flags of a round, carried from rank 0 in the plan broadcast. */
+#define ROUND_TRAFFIC 1
+#define ROUND_REBALANCE 2
+
+struct eplb_rebalancer_s {
+  MPI_Comm comm;
+  int rank, size;
+  eplb_rebalancer_opts_t opts;
+  eplb_placement_t current;
+  uint64_t generation;
+  int64_t rounds;
+  eplb_stats_t pending;    /* counts observed since the last step */
+  eplb_stats_t sum;        /* the step's sum (allocated once) */
+  eplb_stats_t prev_cum;   /* last cumulative counters (cumulative mode) */
+  int have_prev;
+  int pending_rc;          /* an observe failure, reported at the step */
+  eplb_error_t pending_err;
+  eplb__plan_buf_t buf;
+  eplb_online_t *online;   /* rank 0 only */
+};
+
+void eplb_rebalancer_opts_default(eplb_rebalancer_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  eplb_online_opts_default(&opts->online);
+  opts->output_format = EPLB_MAP_AUTO;
+}
+
+const eplb_placement_t *eplb_rebalancer_current(const eplb_rebalancer_t *r) {
+  return &r->current;
+}
+
+uint64_t eplb_rebalancer_generation(const eplb_rebalancer_t *r) {
+  return r->generation;
+}
+
+void eplb_rebalancer_destroy(eplb_rebalancer_t *r) {
+  if (r == NULL)
+    return;
+  eplb_placement_cleanup(&r->current);
+  eplb_stats_cleanup(&r->pending);
+  eplb_stats_cleanup(&r->sum);
+  eplb_stats_cleanup(&r->prev_cum);
+  eplb__plan_buf_free(&r->buf);
+  eplb_online_destroy(r->online);
+  if (r->comm != MPI_COMM_NULL)
+    MPI_Comm_free(&r->comm);
+  free(r);
+}
+
+/* This rank's part of create: the placement, the buffers, rank 0's
+ * balancer. */
+static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
+                        int32_t L, int32_t E, eplb_error_t *err) {
+  const eplb_plan_opts_t *po = &r->opts.online.plan;
+  int rc = 0;
+  if (r->opts.max_buffer_mb < 0 || r->opts.max_buffer_mb > 65536)
+    return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside 0..65536",
+                          (int)r->opts.max_buffer_mb);
+  if (r->opts.shards_dir)
+    return eplb_error_set(err, EPLB_EARG,
+                          "shards_dir: migrating shards in the online loop "
+                          "is not available yet; rebalance maps only");
+  if (current) {
+    rc = eplb_placement_copy(&r->current, current, err);
+  } else {
+    rc = eplb_placement_init(&r->current, L, E, po->num_slots, po->num_gpus, err);
+    if (rc == 0)
+      rc = eplb_placement_contiguous(&r->current, err);
+  }
+  if (rc == 0)
+    rc = eplb_plan_check_opts(po, r->current.num_experts, err);
+  if (rc == 0)
+    rc = eplb_placement_check(&r->current, 0, "the current placement", err);
+  L = r->current.num_layers;
+  E = r->current.num_experts;
+  if (rc == 0)
+    rc = eplb_stats_init(&r->pending, L, E, err);
+  if (rc == 0)
+    rc = eplb_stats_init(&r->sum, L, E, err);
+  if (rc == 0) {
+    memcpy(r->pending.layer_ids, r->current.layer_ids, sizeof(int32_t) * (size_t)L);
+    memcpy(r->sum.layer_ids, r->current.layer_ids, sizeof(int32_t) * (size_t)L);
+    rc = eplb__plan_buf_alloc(&r->buf, L, r->current.num_slots, err);
+  }
+  if (rc == 0 && r->rank == 0)
+    rc = eplb_online_create(&r->online, &r->opts.online, &r->current, err);
+  return rc;
+}
+
+int eplb_rebalancer_create(MPI_Comm comm, const eplb_rebalancer_opts_t *opts,
+                           const eplb_placement_t *current, int32_t num_layers,
+                           int32_t num_experts, eplb_rebalancer_t **out,
+                           eplb_error_t *err) {
+  *out = NULL;
+  eplb_rebalancer_t *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  r->comm = MPI_COMM_NULL;
+  int rc = eplb__dup_comm(comm, &r->comm, err);
+  if (rc) {
+    eplb_rebalancer_destroy(r);
+    return rc;
+  }
+  MPI_Comm_rank(r->comm, &r->rank);
+  MPI_Comm_size(r->comm, &r->size);
+  if (opts)
+    r->opts = *opts;
+  else
+    eplb_rebalancer_opts_default(&r->opts);
+  r->generation = r->opts.generation;
+  rc = create_local(r, current, num_layers, num_experts, err);
+  rc = eplb__agree(r->comm, rc, err);
+  if (rc) {
+    eplb_rebalancer_destroy(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+/* ---- observe (local) ------------------------------------------------- */
+
+/* counts must have the placement's shape and layer ids. */
+static int check_shape(const eplb_rebalancer_t *r, const eplb_stats_t *c,
+                       eplb_error_t *err) {
+  if (c->num_layers != r->current.num_layers ||
+      c->num_experts != r->current.num_experts)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "observed counts have %d layers x %d experts but "
+                          "the placement has %d x %d",
+                          (int)c->num_layers, (int)c->num_experts,
+                          (int)r->current.num_layers,
+                          (int)r->current.num_experts);
+  if (memcmp(c->layer_ids, r->current.layer_ids,
+             sizeof(int32_t) * (size_t)c->num_layers) != 0)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "observed counts name other layers than the "
+                          "placement (first %d vs %d)",
+                          (int)c->layer_ids[0], (int)r->current.layer_ids[0]);
+  return eplb_stats_check(c, "observed counts", err);
+}
+
+/* pending += what is new in cumulative counters c (all of c after a
+ * reset: a counter that went down). */
+static int add_cumulative(eplb_rebalancer_t *r, const eplb_stats_t *c,
+                          eplb_error_t *err) {
+  size_t n = (size_t)c->num_layers * (size_t)c->num_experts;
+  int reset = !r->have_prev;
+  for (size_t i = 0; i < n && !reset; i++)
+    reset = c->load[i] < r->prev_cum.load[i];
+  for (size_t i = 0; i < n; i++) {
+    double d = reset ? c->load[i] : c->load[i] - r->prev_cum.load[i];
+    if (!(d <= EPLB_MAX_COUNT - r->pending.load[i]))
+      return eplb_error_set(err, EPLB_ECOUNT,
+                            "counts observed since the last step exceed 2^53 "
+                            "(layer %d expert %d); step more often",
+                            (int)c->layer_ids[i / (size_t)c->num_experts],
+                            (int)(i % (size_t)c->num_experts));
+    r->pending.load[i] += d;
+  }
+  if (!r->have_prev) {
+    int rc = eplb_stats_copy(&r->prev_cum, c, err);
+    if (rc)
+      return rc;
+    r->have_prev = 1;
+  } else {
+    memcpy(r->prev_cum.load, c->load, sizeof(double) * n);
+  }
+  return 0;
+}
+
+int eplb_rebalancer_observe(eplb_rebalancer_t *r, const eplb_stats_t *counts,
+                            int cumulative, eplb_error_t *err) {
+  int rc = check_shape(r, counts, err);
+  if (rc == 0 && cumulative)
+    rc = add_cumulative(r, counts, err);
+  else if (rc == 0)
+    rc = eplb_stats_add(&r->pending, counts, "counts since the last step",
+                        "observed counts", err);
+  if (rc && r->pending_rc == 0) {
+    /* Kept for the next step, which every rank must still reach. */
+    r->pending_rc = rc;
+    r->pending_err = err ? *err : (eplb_error_t){rc, ""};
+  }
+  return rc;
+}
+
+/* ---- step (collective) ----------------------------------------------- */
+
+/* Rank 0: observe the sum, decide, and set the plan to broadcast. */
+static int decide_root(eplb_rebalancer_t *r, eplb_placement_t *plan,
+                       eplb_sync_result_t *res, int64_t aux[2],
+                       eplb_error_t *err) {
+  int had = 0;
+  eplb_online_decision_t dec;
+  memset(&dec, 0, sizeof(dec));
+  int rc = eplb_online_observe(r->online, &r->sum, &had, err);
+  aux[0] = had ? ROUND_TRAFFIC : 0;
+  aux[1] = 0;
+  if (rc == 0 && had)
+    rc = eplb_online_decide(r->online, &dec, err);
+  if (rc == 0 && had && dec.rebalance) {
+    *plan = dec.proposal;
+    memset(&dec.proposal, 0, sizeof(dec.proposal));
+    aux[0] |= ROUND_REBALANCE;
+    aux[1] = dec.layers_changed;
+    res->moves = dec.moves;
+    res->generation = r->generation + 1;
+  } else if (rc == 0) {
+    rc = eplb_placement_copy(plan, &r->current, err);
+    res->moves = 0;
+    res->generation = r->generation;
+  }
+  if (rc == 0) {
+    res->imbalance_before = had ? dec.imbalance_before : 0;
+    res->imbalance_after = had ? (dec.rebalance ? dec.imbalance_after
+                                                : dec.imbalance_before)
+                               : 0;
+  }
+  eplb_online_decision_cleanup(&dec);
+  return rc;
+}
+
+/* Runs a hook on every rank and agrees on the result. */
+static int run_hook(eplb_rebalancer_t *r, eplb_rebalance_hook_t hook,
+                    const eplb_placement_t *p, const char *what,
+                    eplb_error_t *err) {
+  int rc = 0;
+  if (hook) {
+    rc = hook(r->opts.hook_ctx, p, err);
+    if (rc)
+      eplb_error_prefix(err, "%s hook", what);
+  }
+  return eplb__agree(r->comm, rc, err);
+}
+
+/* Applies an agreed new placement: hooks, migration, map. */
+static int apply(eplb_rebalancer_t *r, eplb_sync_result_t *res,
+                 eplb_round_t *round, eplb_error_t *err) {
+  int rc = run_hook(r, r->opts.pause, &res->placement, "pause", err);
+  if (rc)
+    return rc;
+  /* MIGRATE: expert weights move here when shards are configured. */
+  (void)round;
+  if (rc) {
+    /* The weights are where they were: let the consumer go on. */
+    eplb_error_t ignored = {0};
+    run_hook(r, r->opts.resume, &r->current, "resume", &ignored);
+    return rc;
+  }
+  eplb_placement_cleanup(&r->current);
+  r->current = res->placement;
+  memset(&res->placement, 0, sizeof(res->placement));
+  r->generation = res->generation;
+  if (r->rank == 0)
+    rc = eplb_online_applied(r->online, &r->current, err);
+  rc = eplb__agree(r->comm, rc, err);
+  if (rc == 0)
+    rc = run_hook(r, r->opts.resume, &r->current, "resume", err);
+  if (rc == 0 && r->opts.output) {
+    int wrc = r->rank == 0 ? eplb_placement_write(&r->current, r->opts.output,
+                                                  r->opts.output_format, err)
+                           : 0;
+    rc = eplb__agree(r->comm, wrc, err);
+  }
+  return rc;
+}
+
+/* One line on rank 0 per round. */
+static void log_round(const eplb_rebalancer_t *r, const eplb_round_t *x) {
+  if (r->rank != 0 || r->opts.quiet)
+    return;
+  const eplb_online_opts_t *o = &r->opts.online;
+  if (!x->had_traffic)
+    printf("eplb: round %lld: no new traffic; generation %llu kept\n",
+           (long long)x->round, (unsigned long long)x->generation);
+  else if (x->rebalanced)
+    printf("eplb: round %lld: imbalance %.4f -> %.4f, rebalanced to "
+           "generation %llu: %d layers, %lld replicas moved, %.2f MB, "
+           "%.3f s\n",
+           (long long)x->round, x->imbalance_before, x->imbalance_after,
+           (unsigned long long)x->generation, (int)x->layers_changed,
+           (long long)x->moves, (double)x->bytes_moved / 1e6, x->seconds);
+  else if (x->imbalance_before <= o->threshold)
+    printf("eplb: round %lld: imbalance %.4f <= threshold %.4f; generation "
+           "%llu kept\n",
+           (long long)x->round, x->imbalance_before, o->threshold,
+           (unsigned long long)x->generation);
+  else
+    printf("eplb: round %lld: imbalance %.4f, no plan gains %.4f; "
+           "generation %llu kept\n",
+           (long long)x->round, x->imbalance_before, o->min_gain,
+           (unsigned long long)x->generation);
+  fflush(stdout);
+}
+
+int eplb_rebalancer_step(eplb_rebalancer_t *r, eplb_round_t *round,
+                         eplb_error_t *err) {
+  memset(round, 0, sizeof(*round));
+  double t0 = MPI_Wtime();
+  int local = r->pending_rc, dense = 0;
+  if (local && err)
+    *err = r->pending_err;
+  r->pending_rc = 0;
+  int rc = eplb__reduce_agree_shape(r->comm, local, &r->pending,
+                                    "counts observed", &dense, err);
+  if (rc)
+    return rc;
+  memcpy(r->sum.load, r->pending.load,
+         sizeof(double) * (size_t)r->pending.num_layers *
+             (size_t)r->pending.num_experts);
+  int32_t *dropped = NULL, nd = 0;
+  rc = eplb__reduce_sum(r->comm, &r->sum, 0, &dropped, &nd, err);
+  free(dropped);
+  if (rc)
+    return rc;
+  memset(r->pending.load, 0, sizeof(double) * (size_t)r->pending.num_layers *
+                                 (size_t)r->pending.num_experts);
+
+  eplb_sync_result_t res;
+  memset(&res, 0, sizeof(res));
+  eplb_placement_t plan = {0};
+  int64_t aux[2] = {0, 0};
+  int root_rc = r->rank == 0 ? decide_root(r, &plan, &res, aux, err) : 0;
+  rc = eplb__sync_distribute(r->comm, root_rc, &r->buf, &plan, &res, aux, err);
+  if (rc)
+    return rc;
+  round->round = ++r->rounds;
+  round->had_traffic = (aux[0] & ROUND_TRAFFIC) != 0;
+  round->imbalance_before = res.imbalance_before;
+  round->imbalance_after = res.imbalance_after;
+  if (aux[0] & ROUND_REBALANCE) {
+    round->layers_changed = (int32_t)aux[1];
+    round->moves = res.moves;
+    rc = apply(r, &res, round, err);
+    round->rebalanced = rc == 0;
+  }
+  round->generation = r->generation;
+  round->seconds = MPI_Wtime() - t0;
+  eplb_sync_result_cleanup(&res);
+  if (rc == 0)
+    log_round(r, round);
+  return rc;
+}
