@@ -60,7 +60,11 @@ files() { local r; for ((r = 0; r < np; r++)); do echo "--stats st/rank_$r.$1"; 
 
 case $group in
 match)
-  for fmt in mindspeed sglang; do
+  # Above 16 ranks one format is enough (each launch costs seconds, and
+  # minutes under ASan); the others are covered at 1-8 ranks.
+  fmts="mindspeed sglang"
+  ((np > 16)) && fmts=mindspeed
+  for fmt in $fmts; do
     ext=$([[ $fmt == sglang ]] && echo sg.json || echo json)
     gen "$fmt" "$ext"
     run_sync --stats "st/rank_%r.$ext" --num-slots 80 --num-gpus 8 \
@@ -74,6 +78,7 @@ match)
     grep -q '"generation":[[:space:]]*7' "sum_$fmt.json" || die "summary generation"
     grep -q "\"ranks\":[[:space:]]*$np" "sum_$fmt.json" || die "summary ranks"
   done
+  ((np > 16)) && { ((fail == 0)) && echo "sync_cli $group at $np ranks: ok"; exit $fail; }
   # TensorRT-LLM YAML output, chosen from the extension.
   run_sync --stats "st/rank_%r.json" --num-slots 80 --num-gpus 8 --output map.yaml --quiet
   all_ranks_exit 0
