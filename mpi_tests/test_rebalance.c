@@ -1,0 +1,173 @@
+/* test_rebalance.c - edges of the in-process rebalancer (eplb/rebalance.h)
+ * that the example does not walk through:
+ *   - cumulative counters: only what is new since the previous call counts,
+ *     and a counter that went down (the trainer restarted) counts in full;
+ *   - a round with nothing observed changes nothing;
+ *   - a pause hook that fails on one rank cancels the change on every rank,
+ *     names that rank, and a later round can still rebalance;
+ *   - observe refuses counts of another shape. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "eplb/eplb.h"
+#include "eplb/rebalance.h"
+
+#define LAYERS 3
+#define EXPERTS 16
+#define SLOTS 24
+#define GPUS 4
+
+static int g_rank, g_size, g_failures;
+
+#define CHECK(cond, ...)                                                    \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      g_failures++;                                                         \
+      fprintf(stderr, "test_rebalance: rank %d: line %d: %s: ", g_rank,     \
+              __LINE__, #cond);                                             \
+      fprintf(stderr, __VA_ARGS__);                                         \
+      fprintf(stderr, "\n");                                                \
+    }                                                                       \
+  } while (0)
+
+typedef struct {
+  int fail_on_rank, pauses, resumes;
+} hooks_t;
+
+static int pause_hook(void *ctx, const eplb_placement_t *next, eplb_error_t *err) {
+  hooks_t *h = ctx;
+  (void)next;
+  h->pauses++;
+  if (h->fail_on_rank == g_rank)
+    return eplb_error_set(err, EPLB_EIO, "the worker could not stop");
+  return 0;
+}
+
+static int resume_hook(void *ctx, const eplb_placement_t *now, eplb_error_t *err) {
+  hooks_t *h = ctx;
+  (void)now;
+  (void)err;
+  h->resumes++;
+  return 0;
+}
+
+/* Skewed counts: expert `hot` of every layer gets `weight` times more. */
+static void fill(eplb_stats_t *c, int hot, double weight, double scale) {
+  for (int l = 0; l < LAYERS; l++)
+    for (int e = 0; e < EXPERTS; e++)
+      c->load[l * EXPERTS + e] = scale * (e == (hot + l) % EXPERTS ? weight : 10.0 + e % 3);
+}
+
+static eplb_rebalancer_t *make(hooks_t *h, double alpha) {
+  eplb_rebalancer_opts_t o;
+  eplb_rebalancer_opts_default(&o);
+  o.online.plan.num_slots = SLOTS;
+  o.online.plan.num_gpus = GPUS;
+  o.online.ema_alpha = alpha;
+  o.online.threshold = 0.05;
+  o.pause = pause_hook;
+  o.resume = resume_hook;
+  o.hook_ctx = h;
+  o.quiet = 1;
+  eplb_rebalancer_t *r = NULL;
+  eplb_error_t err = {0};
+  int rc = eplb_rebalancer_create(MPI_COMM_WORLD, &o, NULL, LAYERS, EXPERTS, &r, &err);
+  CHECK(rc == 0, "create: %s", err.msg);
+  return r;
+}
+
+static void test_cumulative(void) {
+  hooks_t h = {.fail_on_rank = -1};
+  eplb_rebalancer_t *r = make(&h, 1.0);
+  eplb_stats_t c = {0};
+  eplb_stats_init(&c, LAYERS, EXPERTS, NULL);
+  eplb_error_t err = {0};
+  eplb_round_t x;
+  fill(&c, 0, 200, 1);
+  eplb_rebalancer_observe(r, &c, 1, &err);
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "%s", err.msg);
+  CHECK(x.had_traffic && x.rebalanced, "first cumulative round: %d %d",
+        x.had_traffic, x.rebalanced);
+  /* The same counters again: nothing new. */
+  eplb_rebalancer_observe(r, &c, 1, &err);
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "%s", err.msg);
+  CHECK(!x.had_traffic && !x.rebalanced, "unchanged counters: %d %d",
+        x.had_traffic, x.rebalanced);
+  /* Nothing observed at all: nothing changes either. */
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "%s", err.msg);
+  CHECK(!x.had_traffic, "empty round saw traffic");
+  /* The trainer restarts its counters with another hot expert: the new
+   * values are the round (not negative deltas), and they rebalance. */
+  fill(&c, 7, 200, 0.5);
+  CHECK(eplb_rebalancer_observe(r, &c, 1, &err) == 0, "%s", err.msg);
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "%s", err.msg);
+  CHECK(x.had_traffic && x.rebalanced, "after a restart: %d %d", x.had_traffic,
+        x.rebalanced);
+  CHECK(eplb_rebalancer_generation(r) == 2, "generation %llu",
+        (unsigned long long)eplb_rebalancer_generation(r));
+  CHECK(h.pauses == 2 && h.resumes == 2, "%d pauses %d resumes", h.pauses,
+        h.resumes);
+  eplb_stats_cleanup(&c);
+  eplb_rebalancer_destroy(r);
+}
+
+static void test_pause_fails(void) {
+  hooks_t h = {.fail_on_rank = g_size - 1};
+  eplb_rebalancer_t *r = make(&h, 1.0);
+  eplb_stats_t c = {0};
+  eplb_stats_init(&c, LAYERS, EXPERTS, NULL);
+  eplb_error_t err = {0};
+  eplb_round_t x;
+  eplb_placement_t before = {0};
+  eplb_placement_copy(&before, eplb_rebalancer_current(r), NULL);
+  fill(&c, 3, 300, 1);
+  eplb_rebalancer_observe(r, &c, 0, &err);
+  int rc = eplb_rebalancer_step(r, &x, &err);
+  char who[32];
+  snprintf(who, sizeof(who), "rank %d: pause hook", g_size - 1);
+  CHECK(rc == EPLB_EIO, "code %d: %s", rc, err.msg);
+  CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+  CHECK(memcmp(before.phy2log, eplb_rebalancer_current(r)->phy2log,
+               sizeof(int32_t) * LAYERS * SLOTS) == 0, "placement changed");
+  CHECK(eplb_rebalancer_generation(r) == 0, "generation moved");
+  /* The worker recovers: the next round rebalances. */
+  h.fail_on_rank = -1;
+  eplb_rebalancer_observe(r, &c, 0, &err);
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "%s", err.msg);
+  CHECK(x.rebalanced, "no rebalance after the hook recovered");
+  eplb_placement_cleanup(&before);
+  eplb_stats_cleanup(&c);
+  eplb_rebalancer_destroy(r);
+}
+
+static void test_wrong_shape(void) {
+  hooks_t h = {.fail_on_rank = -1};
+  eplb_rebalancer_t *r = make(&h, 0.5);
+  eplb_stats_t c = {0};
+  eplb_stats_init(&c, LAYERS, EXPERTS / 2, NULL);
+  eplb_error_t err = {0};
+  CHECK(eplb_rebalancer_observe(r, &c, 0, &err) == EPLB_ESHAPE, "%s", err.msg);
+  eplb_round_t x;
+  CHECK(eplb_rebalancer_step(r, &x, &err) == EPLB_ESHAPE, "step: %s", err.msg);
+  CHECK(strstr(err.msg, "8 experts") != NULL, "%s", err.msg);
+  eplb_stats_cleanup(&c);
+  eplb_rebalancer_destroy(r);
+}
+
+int main(int argc, char *argv[]) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  test_cumulative();
+  test_pause_fails();
+  test_wrong_shape();
+  int total = 0;
+  MPI_Allreduce(&g_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (g_rank == 0)
+    printf("test_rebalance: %d ranks, %d failed checks\n", g_size, total);
+  MPI_Finalize();
+  return total == 0 ? 0 : 1;
+}
