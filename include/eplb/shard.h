@@ -1,0 +1,150 @@
+/* eplb/shard.h - per-rank HDF5 shards of expert weights ("eplb shard,
+ * version 1", see docs/shards.md), read and written one layer at a time.
+ *
+ * A shard `shard_<rank, 5 digits>.h5` holds, for each MoE layer l, the
+ * group /layers/<l> with `expert_ids` (int32 [slots_per_rank]) and any
+ * number of weight datasets whose first dimension is the slot.  eplb moves
+ * whole rows (all datasets of a slot together) byte for byte, so it never
+ * converts weights: a dataset keeps its HDF5 type, whatever it is.
+ *
+ * The HDF5 handles stay behind the opaque eplb_shard_t and
+ * eplb_shard_writer_t; this header pulls in neither hdf5.h nor mpi.h (the
+ * collective open and the migration are in eplb/migrate.h). */
+#ifndef EPLB_SHARD_H
+#define EPLB_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eplb/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EPLB_SHARD_FORMAT "eplb-shard"
+#define EPLB_SHARD_VERSION 1
+#define EPLB_SHARD_MAX_DATASETS 64  /* weight datasets per layer */
+#define EPLB_SHARD_MAX_DIMS 8       /* dimensions per dataset */
+#define EPLB_SHARD_NAME_MAX 64      /* dataset name, with its NUL */
+#define EPLB_SHARD_TYPE_MAX 96      /* H5Tencode'd type, bytes */
+#define EPLB_SHARD_MAX_SLOTS 65536  /* slots per rank (1..) */
+#define EPLB_SHARD_MAX_ROW_BYTES (1LL << 36) /* one slot's row set */
+
+/* The numeric types eplb-shard creates (any integer or float type is read
+ * and moved; EPLB_DTYPE_OTHER names the ones outside this list). */
+typedef enum {
+  EPLB_DTYPE_INT8 = 0, EPLB_DTYPE_UINT8, EPLB_DTYPE_INT16, EPLB_DTYPE_UINT16,
+  EPLB_DTYPE_INT32, EPLB_DTYPE_UINT32, EPLB_DTYPE_INT64, EPLB_DTYPE_UINT64,
+  EPLB_DTYPE_FLOAT16, EPLB_DTYPE_FLOAT32, EPLB_DTYPE_FLOAT64,
+  EPLB_DTYPE_OTHER
+} eplb_dtype_t;
+
+/* "int8" ... "float64" ("other" for EPLB_DTYPE_OTHER); -1 if unknown. */
+const char *eplb_dtype_name(eplb_dtype_t t);
+int eplb_dtype_from_name(const char *name);
+
+/* One weight dataset of a layer (the same in every layer of a shard). */
+typedef struct eplb_shard_dataset_s {
+  char name[EPLB_SHARD_NAME_MAX];
+  eplb_dtype_t dtype;    /* little-endian standard types, else OTHER */
+  char type_name[32];    /* "float16", "int32be", "float(24)", ... */
+  int32_t type_size;     /* bytes per element */
+  int32_t ndims;         /* 1..EPLB_SHARD_MAX_DIMS */
+  int64_t dims[EPLB_SHARD_MAX_DIMS]; /* dims[0] = slots_per_rank */
+  int64_t row_bytes;     /* bytes of one slot's row */
+  int32_t type_len;      /* bytes used in type_enc */
+  unsigned char type_enc[EPLB_SHARD_TYPE_MAX]; /* exact HDF5 type */
+} eplb_shard_dataset_t;
+
+/* What a shard is; zero-filled before filling, so two infos can be
+ * compared byte for byte (eplb_shard_info_diff says how they differ). */
+typedef struct eplb_shard_info_s {
+  int32_t version;        /* EPLB_SHARD_VERSION */
+  int32_t rank, world_size, num_layers, slots_per_rank, num_datasets;
+  uint64_t generation;
+  int64_t row_bytes;      /* sum of the datasets' row_bytes */
+  eplb_shard_dataset_t datasets[EPLB_SHARD_MAX_DATASETS]; /* sorted by name */
+} eplb_shard_info_t;
+
+/* Writes "<what> shard_00003.h5" style text: the first way in which b
+ * differs from a in the fields every shard of a job shares (version,
+ * generation, world size, layers, slots, dataset names, types, shapes) into
+ * buf, e.g. "dataset 'w1' is float32 [4, 16] where rank 0's is float16
+ * [4, 16]".  Returns 1 if they differ, 0 if not (buf then ""). */
+int eplb_shard_info_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
+                         char *buf, size_t size);
+
+/* "<dir>/shard_%05d.h5" into buf.  EPLB_EARG if it does not fit. */
+int eplb_shard_path(const char *dir, int rank, char *buf, size_t size,
+                    eplb_error_t *err);
+
+/* ---- reading ------------------------------------------------------ */
+
+typedef struct eplb_shard_s eplb_shard_t;
+
+/* Opens `path` read-only and validates it: format and version attributes,
+ * integer attributes in range (any integer type), every layer group with
+ * expert_ids int32-convertible [P] and the same datasets (numeric, first
+ * dimension P) in every layer.  HDF5's own error printing is silenced;
+ * failures are one line naming the file and the layer/dataset/attribute.
+ * On success *out (close with eplb_shard_close). */
+int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err);
+/* NULL-safe. */
+void eplb_shard_close(eplb_shard_t *sh);
+/* Borrowed; valid until eplb_shard_close. */
+const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh);
+const char *eplb_shard_file(const eplb_shard_t *sh);
+
+/* Reads layer `layer`'s expert ids into ids[slots_per_rank]. */
+int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
+                        eplb_error_t *err);
+/* Reads layer `layer`'s rows, raw bytes in the file's own types: slot s's
+ * row set (datasets in info order, packed) goes to buf + s * stride
+ * (stride >= info->row_bytes). */
+int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
+                         size_t stride, eplb_error_t *err);
+
+/* ---- writing ------------------------------------------------------ */
+
+typedef struct eplb_shard_writer_s eplb_shard_writer_t;
+
+/* Creates `path` (truncating it) with info's root attributes (version,
+ * generation, rank, world_size, num_layers) and the datasets' types and
+ * shapes; layers are then written in any order with
+ * eplb_shard_writer_put_layer, and eplb_shard_writer_finish closes it. */
+int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
+                             eplb_shard_writer_t **out, eplb_error_t *err);
+/* Writes /layers/<layer>: ids[P] and the rows (same packing as
+ * eplb_shard_read_rows). */
+int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
+                                const int32_t *ids, const void *buf,
+                                size_t stride, eplb_error_t *err);
+/* Closes the file and, with do_fsync, fsyncs it.  Frees w either way. */
+int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
+                             eplb_error_t *err);
+/* Closes and removes the file (a failed write leaves nothing).  NULL-safe. */
+void eplb_shard_writer_abort(eplb_shard_writer_t *w);
+
+/* ---- deterministic test content (eplb-shard create / verify) ------- */
+
+/* Fills row[0 .. info->row_bytes) with the content of `expert` in layer
+ * `layer`: every byte a function of (layer, expert, dataset, byte index),
+ * so a verifier can prove each row belongs to the expert its id names. */
+void eplb_shard_fill_row(const eplb_shard_info_t *info, int32_t layer,
+                         int32_t expert, unsigned char *row);
+
+/* Builds an info for eplb-shard create: `num_datasets` datasets named
+ * names[d] with types types[d] and per-slot shapes rowdims[d][0..nd[d])
+ * (the slot dimension P is prepended).  Checks every range. */
+int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
+                         int32_t num_layers, int32_t slots_per_rank,
+                         uint64_t generation, int32_t num_datasets,
+                         const char *const *names, const eplb_dtype_t *types,
+                         const int32_t *nd, const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                         eplb_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EPLB_SHARD_H */

@@ -1,0 +1,859 @@
+/* shard.c - the per-rank HDF5 shards of expert weights: open and validate,
+ * read a layer, write a layer, describe (see eplb/shard.h, docs/shards.md).
+ *
+ * Shards come from other writers (h5py, a framework's exporter), so the
+ * reader takes them as they come: integer attributes of any integer type
+ * (read through HDF5's conversion), strings fixed or variable length,
+ * datasets contiguous or chunked, any integer or float element type.  The
+ * weights themselves are never converted: rows are read and written with
+ * the dataset's own file type, so a migration moves them byte for byte, and
+ * the writer recreates each type exactly from its H5Tencode'd form.
+ *
+ * HDF5 prints its error stack by default; every entry point silences it
+ * and turns a failure into one line that names the file and the
+ * layer/dataset/attribute, and says what to do.  Each rank opens its own
+ * file with the default (sec2) driver: no parallel HDF5 access is needed. */
+#include "eplb/shard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eplb/stats.h"
+
+struct eplb_shard_s {
+  hid_t file;
+  char *path;
+  eplb_shard_info_t info;
+};
+
+struct eplb_shard_writer_s {
+  hid_t file;
+  char *path;
+  eplb_shard_info_t info;
+  unsigned char *tmp; /* one dataset of one layer */
+};
+
+static const char *const dtype_names[] = {
+    "int8",  "uint8",  "int16",   "uint16",  "int32",   "uint32",
+    "int64", "uint64", "float16", "float32", "float64", "other"};
+
+const char *eplb_dtype_name(eplb_dtype_t t) {
+  if ((int)t < 0 || t > EPLB_DTYPE_OTHER)
+    return "other";
+  return dtype_names[t];
+}
+
+int eplb_dtype_from_name(const char *name) {
+  for (int i = 0; i < EPLB_DTYPE_OTHER; i++)
+    if (name && strcmp(name, dtype_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* Silences HDF5's automatic error stack printing (we report ourselves). */
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+int eplb_shard_path(const char *dir, int rank, char *buf, size_t size,
+                    eplb_error_t *err) {
+  int n = snprintf(buf, size, "%s/shard_%05d.h5", dir, rank);
+  if (n < 0 || (size_t)n >= size)
+    return eplb_error_set(err, EPLB_EARG,
+                          "shard directory '%.200s' is too long; use a "
+                          "shorter path", dir);
+  return 0;
+}
+
+/* ---- types -------------------------------------------------------- */
+
+/* A new HDF5 type for a standard dtype (caller closes), or < 0. */
+static hid_t dtype_h5(eplb_dtype_t t) {
+  switch (t) {
+  case EPLB_DTYPE_INT8: return H5Tcopy(H5T_STD_I8LE);
+  case EPLB_DTYPE_UINT8: return H5Tcopy(H5T_STD_U8LE);
+  case EPLB_DTYPE_INT16: return H5Tcopy(H5T_STD_I16LE);
+  case EPLB_DTYPE_UINT16: return H5Tcopy(H5T_STD_U16LE);
+  case EPLB_DTYPE_INT32: return H5Tcopy(H5T_STD_I32LE);
+  case EPLB_DTYPE_UINT32: return H5Tcopy(H5T_STD_U32LE);
+  case EPLB_DTYPE_INT64: return H5Tcopy(H5T_STD_I64LE);
+  case EPLB_DTYPE_UINT64: return H5Tcopy(H5T_STD_U64LE);
+  case EPLB_DTYPE_FLOAT32: return H5Tcopy(H5T_IEEE_F32LE);
+  case EPLB_DTYPE_FLOAT64: return H5Tcopy(H5T_IEEE_F64LE);
+  case EPLB_DTYPE_FLOAT16: {
+    /* IEEE half as h5py writes it: 1 sign, 5 exponent, 10 mantissa bits. */
+    hid_t h = H5Tcopy(H5T_IEEE_F32LE);
+    if (h < 0 || H5Tset_fields(h, 15, 10, 5, 0, 10) < 0 || H5Tset_size(h, 2) < 0 ||
+        H5Tset_ebias(h, 15) < 0) {
+      if (h >= 0)
+        H5Tclose(h);
+      return -1;
+    }
+    return h;
+  }
+  default: return -1;
+  }
+}
+
+/* Names a float type from its fields ("float16", "bfloat16", ...). */
+static eplb_dtype_t float_kind(hid_t t, size_t size, char *name, size_t cap) {
+  size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize);
+  size_t bias = H5Tget_ebias(t);
+  if (size == 2 && esize == 5 && msize == 10 && bias == 15 && spos == 15) {
+    snprintf(name, cap, "float16");
+    return EPLB_DTYPE_FLOAT16;
+  }
+  if (size == 2 && esize == 8 && msize == 7 && bias == 127 && spos == 15) {
+    snprintf(name, cap, "bfloat16");
+    return EPLB_DTYPE_OTHER;
+  }
+  if (size == 4 && esize == 8 && msize == 23 && spos == 31) {
+    snprintf(name, cap, "float32");
+    return EPLB_DTYPE_FLOAT32;
+  }
+  if (size == 8 && esize == 11 && msize == 52 && spos == 63) {
+    snprintf(name, cap, "float64");
+    return EPLB_DTYPE_FLOAT64;
+  }
+  snprintf(name, cap, "float%zu(e%zu,m%zu)", size * 8, esize, msize);
+  return EPLB_DTYPE_OTHER;
+}
+
+/* Describes HDF5 type t into d (dtype, type_name, type_size, type_enc).
+ * Only integer and float types are weights.  `what` names the dataset. */
+static int describe_type(hid_t t, eplb_shard_dataset_t *d, const char *what,
+                         eplb_error_t *err) {
+  H5T_class_t cls = H5Tget_class(t);
+  size_t size = H5Tget_size(t);
+  if ((cls != H5T_INTEGER && cls != H5T_FLOAT) || size == 0 || size > 16)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s is not a numeric (integer or float) dataset; "
+                          "remove it or convert it", what);
+  int be = H5Tget_order(t) == H5T_ORDER_BE;
+  d->type_size = (int32_t)size;
+  if (cls == H5T_INTEGER) {
+    int sign = H5Tget_sign(t) == H5T_SGN_2;
+    snprintf(d->type_name, sizeof(d->type_name), "%sint%zu", sign ? "" : "u",
+             size * 8);
+    int k = size == 1 ? 0 : size == 2 ? 2 : size == 4 ? 4 : size == 8 ? 6 : -1;
+    d->dtype = k < 0 ? EPLB_DTYPE_OTHER : (eplb_dtype_t)(k + !sign);
+  } else {
+    d->dtype = float_kind(t, size, d->type_name, sizeof(d->type_name));
+  }
+  if (be) {
+    d->dtype = EPLB_DTYPE_OTHER;
+    strncat(d->type_name, "be", sizeof(d->type_name) - strlen(d->type_name) - 1);
+  }
+  size_t n = 0;
+  if (H5Tencode(t, NULL, &n) < 0 || n > EPLB_SHARD_TYPE_MAX ||
+      H5Tencode(t, d->type_enc, &n) < 0)
+    return eplb_error_set(err, EPLB_EHDF5, "%s: its type %s cannot be encoded",
+                          what, d->type_name);
+  d->type_len = (int32_t)n;
+  return 0;
+}
+
+/* Fills d's shape from dataspace s; dims[0] must be P (if P > 0). */
+static int describe_shape(hid_t s, eplb_shard_dataset_t *d, int32_t P,
+                          const char *what, eplb_error_t *err) {
+  hsize_t dims[EPLB_SHARD_MAX_DIMS];
+  int nd = H5Sget_simple_extent_ndims(s);
+  if (nd < 1 || nd > EPLB_SHARD_MAX_DIMS)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s has %d dimensions; a weight dataset needs 1..%d, "
+                          "the first being the slot", what, nd,
+                          EPLB_SHARD_MAX_DIMS);
+  H5Sget_simple_extent_dims(s, dims, NULL);
+  if (P > 0 && dims[0] != (hsize_t)P)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s has %llu rows but expert_ids has %d slots; the "
+                          "first dimension of every dataset is the slot",
+                          what, (unsigned long long)dims[0], (int)P);
+  d->ndims = nd;
+  int64_t row = d->type_size;
+  for (int i = 0; i < nd; i++) {
+    d->dims[i] = (int64_t)dims[i];
+    if (i > 0 && dims[i] > 0 && row > EPLB_SHARD_MAX_ROW_BYTES / (int64_t)dims[i])
+      return eplb_error_set(err, EPLB_ESHAPE,
+                            "%s: one slot's row exceeds %lld bytes", what,
+                            (long long)EPLB_SHARD_MAX_ROW_BYTES);
+    if (i > 0)
+      row *= (int64_t)dims[i];
+  }
+  d->row_bytes = row;
+  return 0;
+}
+
+/* ---- attributes --------------------------------------------------- */
+
+/* Reads integer attribute `name` of the root as int64 (any integer type). */
+static int attr_int(hid_t f, const char *path, const char *name, int64_t *v,
+                    eplb_error_t *err) {
+  if (H5Aexists(f, name) <= 0)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute '%s' is missing; is this an eplb "
+                          "shard (docs/shards.md)?", path, name);
+  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+  hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+  hid_t s = a >= 0 ? H5Aget_space(a) : -1;
+  int rc = 0;
+  if (t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_npoints(s) != 1)
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: root attribute '%s' is not a single integer",
+                        path, name);
+  else if (H5Aread(a, H5T_NATIVE_INT64, v) < 0)
+    rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read root attribute '%s'",
+                        path, name);
+  if (s >= 0) H5Sclose(s);
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  return rc;
+}
+
+/* Reads string attribute `name` (fixed or variable length) into buf. */
+static int attr_str(hid_t f, const char *path, const char *name, char *buf,
+                    size_t cap, eplb_error_t *err) {
+  buf[0] = '\0';
+  if (H5Aexists(f, name) <= 0)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute '%s' is missing; is this an eplb "
+                          "shard (docs/shards.md)?", path, name);
+  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+  hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+  int rc = 0;
+  if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: root attribute '%s' is not a string",
+                        path, name);
+  } else if (H5Tis_variable_str(t) > 0) {
+    char *s = NULL;
+    hid_t m = H5Tcopy(H5T_C_S1);
+    H5Tset_size(m, H5T_VARIABLE);
+    if (H5Aread(a, m, &s) < 0 || s == NULL)
+      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'", path, name);
+    else
+      snprintf(buf, cap, "%s", s);
+    if (s) H5free_memory(s);
+    H5Tclose(m);
+  } else {
+    size_t n = H5Tget_size(t);
+    char *s = calloc(n + 1, 1);
+    if (s == NULL || H5Aread(a, t, s) < 0)
+      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'", path, name);
+    else
+      snprintf(buf, cap, "%s", s);
+    free(s);
+  }
+  if (t >= 0) H5Tclose(t);
+  if (a >= 0) H5Aclose(a);
+  return rc;
+}
+
+/* Reads and range-checks the root attributes into info. */
+static int read_root(hid_t f, const char *path, eplb_shard_info_t *info,
+                     eplb_error_t *err) {
+  char fmt[64];
+  int64_t ver = 0, rank = 0, ws = 0, nl = 0;
+  int rc = attr_str(f, path, "eplb_format", fmt, sizeof(fmt), err);
+  if (rc == 0 && strcmp(fmt, EPLB_SHARD_FORMAT) != 0)
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: eplb_format is '%s', not '%s'",
+                        path, fmt, EPLB_SHARD_FORMAT);
+  if (rc == 0) rc = attr_int(f, path, "eplb_version", &ver, err);
+  if (rc == 0 && ver != EPLB_SHARD_VERSION)
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: shard format version %lld; this eplb reads version "
+                        "%d only: rewrite the shard with a matching eplb",
+                        path, (long long)ver, EPLB_SHARD_VERSION);
+  if (rc == 0) {
+    hid_t a = H5Aexists(f, "generation") > 0 ? H5Aopen(f, "generation", H5P_DEFAULT) : -1;
+    if (a < 0 || H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
+      rc = eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute 'generation' (uint64) is missing "
+                          "or unreadable", path);
+    if (a >= 0) H5Aclose(a);
+  }
+  if (rc == 0) rc = attr_int(f, path, "rank", &rank, err);
+  if (rc == 0) rc = attr_int(f, path, "world_size", &ws, err);
+  if (rc == 0) rc = attr_int(f, path, "num_layers", &nl, err);
+  if (rc == 0 && (ws < 1 || ws > 65536 || rank < 0 || rank >= ws))
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: rank %lld / world_size %lld out of range (world "
+                        "size 1..65536, rank 0..world_size-1)",
+                        path, (long long)rank, (long long)ws);
+  if (rc == 0 && (nl < 1 || nl > EPLB_MAX_LAYERS))
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: num_layers %lld outside 1..%d",
+                        path, (long long)nl, EPLB_MAX_LAYERS);
+  info->version = (int32_t)ver;
+  info->rank = (int32_t)rank;
+  info->world_size = (int32_t)ws;
+  info->num_layers = (int32_t)nl;
+  return rc;
+}
+
+/* ---- layers ------------------------------------------------------- */
+
+typedef struct {
+  eplb_shard_info_t *info;
+  int over;
+} names_ctx_t;
+
+/* H5Literate callback: collects the names of a layer group's members. */
+static herr_t collect_name(hid_t g, const char *name, const H5L_info_t *li,
+                           void *op) {
+  (void)g;
+  (void)li;
+  names_ctx_t *c = op;
+  if (strcmp(name, "expert_ids") == 0)
+    return 0;
+  if (c->info->num_datasets >= EPLB_SHARD_MAX_DATASETS ||
+      strlen(name) >= EPLB_SHARD_NAME_MAX) {
+    c->over = 1;
+    return 1;
+  }
+  snprintf(c->info->datasets[c->info->num_datasets++].name, EPLB_SHARD_NAME_MAX,
+           "%s", name);
+  return 0;
+}
+
+/* Opens group /layers/<l>.  Returns the group or < 0 with err set. */
+static hid_t open_layer(hid_t f, const char *path, int32_t l, eplb_error_t *err) {
+  char g[64];
+  snprintf(g, sizeof(g), "/layers/%d", (int)l);
+  hid_t id = H5Lexists(f, "/layers", H5P_DEFAULT) > 0 && H5Lexists(f, g, H5P_DEFAULT) > 0
+                 ? H5Gopen2(f, g, H5P_DEFAULT) : -1;
+  if (id < 0)
+    eplb_error_set(err, EPLB_EPARSE,
+                   "%s: group %s is missing (num_layers says layers 0..%d)",
+                   path, g, (int)l);
+  return id;
+}
+
+/* Checks /layers/<l>/expert_ids: integer, 1-D; sets or checks *P. */
+static int check_ids(hid_t g, const char *path, int32_t l, int32_t *P,
+                     eplb_error_t *err) {
+  hid_t d = H5Lexists(g, "expert_ids", H5P_DEFAULT) > 0
+                ? H5Dopen2(g, "expert_ids", H5P_DEFAULT) : -1;
+  if (d < 0)
+    return eplb_error_set(err, EPLB_EPARSE, "%s: /layers/%d/expert_ids is missing",
+                          path, (int)l);
+  hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+  hsize_t n = 0;
+  int rc = 0;
+  if (H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_ndims(s) != 1)
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: /layers/%d/expert_ids must be a 1-D integer "
+                        "dataset [slots_per_rank]", path, (int)l);
+  if (rc == 0) {
+    H5Sget_simple_extent_dims(s, &n, NULL);
+    if (n < 1 || n > EPLB_SHARD_MAX_SLOTS)
+      rc = eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: /layers/%d/expert_ids has %llu slots; 1..%d allowed",
+                          path, (int)l, (unsigned long long)n, EPLB_SHARD_MAX_SLOTS);
+    else if (*P > 0 && (int32_t)n != *P)
+      rc = eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: /layers/%d/expert_ids has %llu slots where layer 0 "
+                          "has %d", path, (int)l, (unsigned long long)n, (int)*P);
+    else
+      *P = (int32_t)n;
+  }
+  H5Sclose(s);
+  H5Tclose(t);
+  H5Dclose(d);
+  return rc;
+}
+
+/* Describes dataset `name` of group g (layer l) into out. */
+static int describe_dataset(hid_t g, const char *path, int32_t l,
+                            const char *name, int32_t P,
+                            eplb_shard_dataset_t *out, eplb_error_t *err) {
+  char what[512];
+  snprintf(what, sizeof(what), "%.300s: /layers/%d/%s", path, (int)l, name);
+  memset(out, 0, sizeof(*out));
+  snprintf(out->name, sizeof(out->name), "%s", name);
+  H5O_info_t oi;
+  if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s is missing or not a dataset (every layer must hold "
+                          "the same datasets)", what);
+  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+  if (d < 0)
+    return eplb_error_set(err, EPLB_EHDF5, "%s cannot be opened", what);
+  hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+  int rc = describe_type(t, out, what, err);
+  if (rc == 0)
+    rc = describe_shape(s, out, P, what, err);
+  H5Sclose(s);
+  H5Tclose(t);
+  H5Dclose(d);
+  return rc;
+}
+
+/* Validates layer l against layer 0's datasets (l == 0: records them). */
+static int check_layer(hid_t f, const char *path, int32_t l,
+                       eplb_shard_info_t *info, eplb_error_t *err) {
+  hid_t g = open_layer(f, path, l, err);
+  if (g < 0)
+    return EPLB_EPARSE;
+  int rc = check_ids(g, path, l, &info->slots_per_rank, err);
+  eplb_shard_info_t *names = NULL;
+  if (rc == 0 && (names = calloc(1, sizeof(*names))) == NULL)
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  names_ctx_t c = {names, 0};
+  hsize_t idx = 0;
+  if (rc == 0 && (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_name, &c) < 0 || c.over))
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: /layers/%d has more than %d datasets or a name "
+                        "longer than %d bytes", path, (int)l,
+                        EPLB_SHARD_MAX_DATASETS, EPLB_SHARD_NAME_MAX - 1);
+  if (rc == 0 && l > 0 && names->num_datasets != info->num_datasets)
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "%s: /layers/%d holds %d weight datasets where layer 0 "
+                        "holds %d; every layer needs the same datasets",
+                        path, (int)l, names->num_datasets, info->num_datasets);
+  for (int32_t d = 0; rc == 0 && d < names->num_datasets; d++) {
+    eplb_shard_dataset_t one;
+    const char *nm = l == 0 ? names->datasets[d].name : info->datasets[d].name;
+    rc = describe_dataset(g, path, l, nm, info->slots_per_rank, &one, err);
+    if (rc == 0 && l == 0)
+      info->datasets[d] = one;
+    else if (rc == 0 && memcmp(&one, &info->datasets[d], sizeof(one)) != 0)
+      rc = eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: /layers/%d/%s differs in type or shape from "
+                          "/layers/0/%s; every layer needs the same datasets",
+                          path, (int)l, nm, nm);
+  }
+  if (rc == 0 && l == 0)
+    info->num_datasets = names->num_datasets;
+  free(names);
+  H5Gclose(g);
+  return rc;
+}
+
+/* Sums the datasets' row bytes into info->row_bytes (overflow checked). */
+static int sum_rows(const char *path, eplb_shard_info_t *info, eplb_error_t *err) {
+  int64_t sum = 0;
+  for (int32_t d = 0; d < info->num_datasets; d++) {
+    sum += info->datasets[d].row_bytes;
+    if (sum > EPLB_SHARD_MAX_ROW_BYTES)
+      return eplb_error_set(err, EPLB_ESHAPE, "%s: one slot's rows exceed %lld bytes",
+                            path, (long long)EPLB_SHARD_MAX_ROW_BYTES);
+  }
+  info->row_bytes = sum;
+  return 0;
+}
+
+/* Reads and validates everything but the weights. */
+static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
+  int rc = read_root(sh->file, sh->path, &sh->info, err);
+  for (int32_t l = 0; rc == 0 && l < sh->info.num_layers; l++)
+    rc = check_layer(sh->file, sh->path, l, &sh->info, err);
+  if (rc == 0)
+    rc = sum_rows(sh->path, &sh->info, err);
+  return rc;
+}
+
+int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
+  *out = NULL;
+  h5_quiet();
+  if (access(path, R_OK) != 0)
+    return eplb_error_set(err, EPLB_EIO, "%s: cannot read the shard: %s", path,
+                          strerror(errno));
+  eplb_shard_t *sh = calloc(1, sizeof(*sh));
+  if (sh == NULL || (sh->path = strdup(path)) == NULL) {
+    free(sh);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  }
+  sh->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  int rc = 0;
+  if (sh->file < 0)
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: not a readable HDF5 file (truncated or corrupted?); "
+                        "restore it or run the recovery", path);
+  else
+    rc = read_info(sh, err);
+  if (rc) {
+    eplb_shard_close(sh);
+    return rc;
+  }
+  *out = sh;
+  return 0;
+}
+
+void eplb_shard_close(eplb_shard_t *sh) {
+  if (sh == NULL)
+    return;
+  if (sh->file >= 0)
+    H5Fclose(sh->file);
+  free(sh->path);
+  free(sh);
+}
+
+const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) { return &sh->info; }
+const char *eplb_shard_file(const eplb_shard_t *sh) { return sh->path; }
+
+int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
+                        eplb_error_t *err) {
+  char name[64];
+  snprintf(name, sizeof(name), "/layers/%d/expert_ids", (int)layer);
+  h5_quiet();
+  hid_t d = H5Dopen2(sh->file, name, H5P_DEFAULT);
+  if (d < 0 || H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) < 0) {
+    if (d >= 0)
+      H5Dclose(d);
+    return eplb_error_set(err, EPLB_EHDF5, "%s: cannot read %s (corrupted file?)",
+                          sh->path, name);
+  }
+  H5Dclose(d);
+  return 0;
+}
+
+/* Reads dataset `name` raw (its own file type) into tmp. */
+static int read_raw(hid_t f, const char *path, const char *name, void *tmp,
+                    eplb_error_t *err) {
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  hid_t t = d >= 0 ? H5Dget_type(d) : -1;
+  int rc = 0;
+  if (t < 0 || H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0)
+    rc = eplb_error_set(err, EPLB_EHDF5,
+                        "%s: cannot read %s (truncated or corrupted file?)",
+                        path, name);
+  if (t >= 0) H5Tclose(t);
+  if (d >= 0) H5Dclose(d);
+  return rc;
+}
+
+/* The largest dataset of a layer, in bytes. */
+static size_t max_dataset_bytes(const eplb_shard_info_t *info) {
+  size_t m = 0;
+  for (int32_t d = 0; d < info->num_datasets; d++) {
+    size_t b = (size_t)info->datasets[d].row_bytes * (size_t)info->slots_per_rank;
+    m = b > m ? b : m;
+  }
+  return m ? m : 1;
+}
+
+int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
+                         size_t stride, eplb_error_t *err) {
+  const eplb_shard_info_t *in = &sh->info;
+  h5_quiet();
+  unsigned char *tmp = malloc(max_dataset_bytes(in));
+  if (tmp == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory reading layer %d",
+                          sh->path, (int)layer);
+  int rc = 0;
+  size_t off = 0;
+  for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
+    char name[128];
+    size_t rb = (size_t)in->datasets[d].row_bytes;
+    snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, in->datasets[d].name);
+    rc = read_raw(sh->file, sh->path, name, tmp, err);
+    for (int32_t s = 0; rc == 0 && s < in->slots_per_rank; s++)
+      memcpy((unsigned char *)buf + (size_t)s * stride + off, tmp + (size_t)s * rb, rb);
+    off += rb;
+  }
+  free(tmp);
+  return rc;
+}
+
+/* ---- writing ------------------------------------------------------ */
+
+/* Writes a scalar root attribute of HDF5 type ft from memory type mt. */
+static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt, const void *v) {
+  hid_t s = H5Screate(H5S_SCALAR);
+  hid_t a = s >= 0 ? H5Acreate2(f, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
+  int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
+  if (a >= 0) H5Aclose(a);
+  if (s >= 0) H5Sclose(s);
+  return ok ? 0 : -1;
+}
+
+/* The root attributes of a new shard. */
+static int put_root(hid_t f, const eplb_shard_info_t *in) {
+  hid_t str = H5Tcopy(H5T_C_S1);
+  int32_t ver = EPLB_SHARD_VERSION;
+  int rc = str < 0 || H5Tset_size(str, strlen(EPLB_SHARD_FORMAT) + 1) < 0 ? -1 : 0;
+  if (rc == 0) rc = put_attr(f, "eplb_format", str, str, EPLB_SHARD_FORMAT);
+  if (rc == 0) rc = put_attr(f, "eplb_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &ver);
+  if (rc == 0) rc = put_attr(f, "generation", H5T_STD_U64LE, H5T_NATIVE_UINT64, &in->generation);
+  if (rc == 0) rc = put_attr(f, "rank", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->rank);
+  if (rc == 0) rc = put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->world_size);
+  if (rc == 0) rc = put_attr(f, "num_layers", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->num_layers);
+  if (str >= 0) H5Tclose(str);
+  if (rc == 0) {
+    hid_t g = H5Gcreate2(f, "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    rc = g < 0 ? -1 : 0;
+    if (g >= 0) H5Gclose(g);
+  }
+  return rc;
+}
+
+int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
+                             eplb_shard_writer_t **out, eplb_error_t *err) {
+  *out = NULL;
+  h5_quiet();
+  eplb_shard_writer_t *w = calloc(1, sizeof(*w));
+  if (w == NULL || (w->path = strdup(path)) == NULL ||
+      (w->tmp = malloc(max_dataset_bytes(info))) == NULL) {
+    if (w) { free(w->path); free(w); }
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory creating %s", path);
+  }
+  w->info = *info;
+  w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (w->file < 0 || put_root(w->file, info) < 0) {
+    int rc = eplb_error_set(err, EPLB_EIO,
+                            "%s: cannot create the shard (directory missing, "
+                            "read-only or full?)", path);
+    eplb_shard_writer_abort(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
+/* Writes one dataset (type from its encoding) of group g from w->tmp. */
+static int put_dataset(eplb_shard_writer_t *w, hid_t g, int32_t d) {
+  const eplb_shard_dataset_t *ds = &w->info.datasets[d];
+  hsize_t dims[EPLB_SHARD_MAX_DIMS];
+  for (int i = 0; i < ds->ndims; i++)
+    dims[i] = (hsize_t)ds->dims[i];
+  hid_t t = H5Tdecode(ds->type_enc);
+  hid_t s = H5Screate_simple(ds->ndims, dims, NULL);
+  hid_t id = t >= 0 && s >= 0 ? H5Dcreate2(g, ds->name, t, s, H5P_DEFAULT,
+                                           H5P_DEFAULT, H5P_DEFAULT) : -1;
+  int ok = id >= 0 && H5Dwrite(id, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->tmp) >= 0;
+  if (id >= 0) H5Dclose(id);
+  if (s >= 0) H5Sclose(s);
+  if (t >= 0) H5Tclose(t);
+  return ok ? 0 : -1;
+}
+
+/* Writes expert_ids[P] into group g. */
+static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
+  hsize_t n = (hsize_t)P;
+  hid_t s = H5Screate_simple(1, &n, NULL);
+  hid_t d = s >= 0 ? H5Dcreate2(g, "expert_ids", H5T_STD_I32LE, s, H5P_DEFAULT,
+                                H5P_DEFAULT, H5P_DEFAULT) : -1;
+  int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) >= 0;
+  if (d >= 0) H5Dclose(d);
+  if (s >= 0) H5Sclose(s);
+  return ok ? 0 : -1;
+}
+
+int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
+                                const int32_t *ids, const void *buf,
+                                size_t stride, eplb_error_t *err) {
+  const eplb_shard_info_t *in = &w->info;
+  char name[64];
+  snprintf(name, sizeof(name), "/layers/%d", (int)layer);
+  h5_quiet();
+  hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  int rc = g < 0 || put_ids(g, in->slots_per_rank, ids) < 0 ? -1 : 0;
+  size_t off = 0;
+  for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
+    size_t rb = (size_t)in->datasets[d].row_bytes;
+    for (int32_t s = 0; s < in->slots_per_rank; s++)
+      memcpy(w->tmp + (size_t)s * rb, (const unsigned char *)buf + (size_t)s * stride + off, rb);
+    rc = put_dataset(w, g, d);
+    off += rb;
+  }
+  if (g >= 0)
+    H5Gclose(g);
+  if (rc)
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: cannot write layer %d (disk full or read-only?)",
+                          w->path, (int)layer);
+  return 0;
+}
+
+/* fsyncs the file at path. */
+static int fsync_path(const char *path, eplb_error_t *err) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0 || fsync(fd) != 0) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    return eplb_error_set(err, EPLB_EIO, "%s: fsync failed: %s", path, strerror(e));
+  }
+  close(fd);
+  return 0;
+}
+
+int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
+                             eplb_error_t *err) {
+  h5_quiet();
+  int rc = 0;
+  if (H5Fclose(w->file) < 0)
+    rc = eplb_error_set(err, EPLB_EIO, "%s: closing the shard failed (disk full?)",
+                        w->path);
+  w->file = -1;
+  if (rc == 0 && do_fsync)
+    rc = fsync_path(w->path, err);
+  free(w->tmp);
+  free(w->path);
+  free(w);
+  return rc;
+}
+
+void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
+  if (w == NULL)
+    return;
+  h5_quiet();
+  if (w->file >= 0)
+    H5Fclose(w->file);
+  unlink(w->path);
+  free(w->tmp);
+  free(w->path);
+  free(w);
+}
+
+/* ---- info ---------------------------------------------------------- */
+
+/* "[4, 16]" into buf. */
+static void shape_str(const eplb_shard_dataset_t *d, char *buf, size_t cap) {
+  size_t u = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < d->ndims && u + 24 < cap; i++)
+    u += (size_t)snprintf(buf + u, cap - u, "%s%lld", i ? ", " : "[",
+                          (long long)d->dims[i]);
+  snprintf(buf + u, cap - u, "]");
+}
+
+/* Compares the dataset lists of a and b. */
+static int datasets_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
+                         char *buf, size_t size) {
+  if (a->num_datasets != b->num_datasets)
+    return snprintf(buf, size, "has %d weight datasets per layer where rank "
+                    "%d's has %d", b->num_datasets, a->rank, a->num_datasets), 1;
+  for (int32_t d = 0; d < a->num_datasets; d++) {
+    const eplb_shard_dataset_t *x = &a->datasets[d], *y = &b->datasets[d];
+    char sx[160], sy[160];
+    shape_str(x, sx, sizeof(sx));
+    shape_str(y, sy, sizeof(sy));
+    if (strcmp(x->name, y->name) != 0)
+      return snprintf(buf, size, "has dataset '%s' where rank %d's has '%s'",
+                      y->name, a->rank, x->name), 1;
+    if (x->type_len != y->type_len || memcmp(x->type_enc, y->type_enc, (size_t)x->type_len) ||
+        x->ndims != y->ndims || memcmp(x->dims, y->dims, sizeof(x->dims)))
+      return snprintf(buf, size, "dataset '%s' is %s %s where rank %d's is %s %s",
+                      y->name, y->type_name, sy, a->rank, x->type_name, sx), 1;
+  }
+  return 0;
+}
+
+int eplb_shard_info_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
+                         char *buf, size_t size) {
+  buf[0] = '\0';
+  if (a->version != b->version)
+    return snprintf(buf, size, "has format version %d where rank %d's has %d",
+                    b->version, a->rank, a->version), 1;
+  if (a->generation != b->generation)
+    return snprintf(buf, size, "has generation %" PRIu64 " where rank %d's has %"
+                    PRIu64 " (an interrupted migration? run the recovery)",
+                    b->generation, a->rank, a->generation), 1;
+  if (a->world_size != b->world_size)
+    return snprintf(buf, size, "says world_size %d where rank %d's says %d",
+                    b->world_size, a->rank, a->world_size), 1;
+  if (a->num_layers != b->num_layers)
+    return snprintf(buf, size, "has %d layers where rank %d's has %d",
+                    b->num_layers, a->rank, a->num_layers), 1;
+  if (a->slots_per_rank != b->slots_per_rank)
+    return snprintf(buf, size, "has %d slots per layer where rank %d's has %d",
+                    b->slots_per_rank, a->rank, a->slots_per_rank), 1;
+  return datasets_diff(a, b, buf, size);
+}
+
+int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
+                         int32_t num_layers, int32_t slots_per_rank,
+                         uint64_t generation, int32_t num_datasets,
+                         const char *const *names, const eplb_dtype_t *types,
+                         const int32_t *nd, const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                         eplb_error_t *err) {
+  memset(info, 0, sizeof(*info));
+  h5_quiet();
+  if (world_size < 1 || world_size > 65536 || num_layers < 1 ||
+      num_layers > EPLB_MAX_LAYERS || slots_per_rank < 1 ||
+      slots_per_rank > EPLB_SHARD_MAX_SLOTS || num_datasets < 0 ||
+      num_datasets > EPLB_SHARD_MAX_DATASETS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "shard shape out of range: ranks 1..65536, layers 1..%d, "
+                          "slots per rank 1..%d, datasets 0..%d",
+                          EPLB_MAX_LAYERS, EPLB_SHARD_MAX_SLOTS, EPLB_SHARD_MAX_DATASETS);
+  info->version = EPLB_SHARD_VERSION;
+  info->world_size = world_size;
+  info->num_layers = num_layers;
+  info->slots_per_rank = slots_per_rank;
+  info->generation = generation;
+  info->num_datasets = num_datasets;
+  for (int32_t d = 0; d < num_datasets; d++) {
+    eplb_shard_dataset_t *ds = &info->datasets[d];
+    if (strlen(names[d]) == 0 || strlen(names[d]) >= EPLB_SHARD_NAME_MAX ||
+        strchr(names[d], '/') || strcmp(names[d], "expert_ids") == 0 ||
+        nd[d] < 0 || nd[d] >= EPLB_SHARD_MAX_DIMS)
+      return eplb_error_set(err, EPLB_EARG,
+                            "dataset '%s': names are 1..%d bytes without '/', not "
+                            "expert_ids; at most %d dimensions per row",
+                            names[d], EPLB_SHARD_NAME_MAX - 1, EPLB_SHARD_MAX_DIMS - 1);
+    for (int32_t e = 0; e < d; e++)
+      if (strcmp(names[e], names[d]) == 0)
+        return eplb_error_set(err, EPLB_EARG, "dataset '%s' given twice", names[d]);
+    snprintf(ds->name, sizeof(ds->name), "%s", names[d]);
+    hid_t t = dtype_h5(types[d]);
+    if (t < 0)
+      return eplb_error_set(err, EPLB_EARG, "dataset '%s': unknown type", names[d]);
+    int rc = describe_type(t, ds, names[d], err);
+    H5Tclose(t);
+    if (rc)
+      return rc;
+    ds->ndims = nd[d] + 1;
+    ds->dims[0] = slots_per_rank;
+    ds->row_bytes = ds->type_size;
+    for (int32_t i = 0; i < nd[d]; i++) {
+      if (rowdims[d][i] < 1 || ds->row_bytes > EPLB_SHARD_MAX_ROW_BYTES / rowdims[d][i])
+        return eplb_error_set(err, EPLB_EARG,
+                              "dataset '%s': dimensions must be >= 1 and a row at "
+                              "most %lld bytes", names[d],
+                              (long long)EPLB_SHARD_MAX_ROW_BYTES);
+      ds->dims[i + 1] = rowdims[d][i];
+      ds->row_bytes *= rowdims[d][i];
+    }
+  }
+  /* Sorted by name, as the reader lists them (H5_INDEX_NAME order). */
+  for (int32_t i = 1; i < num_datasets; i++)
+    for (int32_t j = i; j > 0 && strcmp(info->datasets[j - 1].name, info->datasets[j].name) > 0; j--) {
+      eplb_shard_dataset_t x = info->datasets[j];
+      info->datasets[j] = info->datasets[j - 1];
+      info->datasets[j - 1] = x;
+    }
+  return sum_rows("shard", info, err);
+}
+
+/* ---- deterministic content ----------------------------------------- */
+
+/* splitmix64: a well-mixed 64-bit value from x. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+void eplb_shard_fill_row(const eplb_shard_info_t *info, int32_t layer,
+                         int32_t expert, unsigned char *row) {
+  size_t off = 0;
+  for (int32_t d = 0; d < info->num_datasets; d++) {
+    size_t rb = (size_t)info->datasets[d].row_bytes;
+    uint64_t seed = mix64(((uint64_t)(uint32_t)layer << 40) ^
+                          ((uint64_t)(uint32_t)expert << 8) ^ (uint64_t)d);
+    for (size_t i = 0; i < rb; i += 8) {
+      uint64_t v = mix64(seed + i);
+      size_t n = rb - i < 8 ? rb - i : 8;
+      for (size_t k = 0; k < n; k++)
+        row[off + i + k] = (unsigned char)(v >> (8 * k));
+    }
+    off += rb;
+  }
+}
