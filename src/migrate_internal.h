@@ -1,0 +1,30 @@
+/* migrate_internal.h - what move.c (transfer) and commit.c (two-phase
+ * commit, journal, recovery, collective open) share inside libeplb. */
+#ifndef EPLB_MIGRATE_INTERNAL_H
+#define EPLB_MIGRATE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eplb/migrate.h"
+
+/* "<dir>/shard_%05d.h5.gen<gen>.tmp" into buf (EPLB_EARG if too long). */
+int eplb__shard_tmp_path(const char *dir, int rank, uint64_t gen, char *buf,
+                         size_t size, eplb_error_t *err);
+
+/* Phase two of a migration, collective over set->comm.  `local_rc` is this
+ * rank's result so far (its temporary shard `tmp` written and fsynced when
+ * 0).  Agrees; on failure every rank removes its tmp and returns the agreed
+ * error.  Else rank 0 writes the journal "commit gen", the ranks agree,
+ * each renames tmp over its shard, fsyncs the directory, agrees, and rank 0
+ * removes the journal.  Crash points: "commit" (before the first
+ * agreement), "rename" (after this rank's rename). */
+int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
+                 int local_rc, eplb_error_t *err);
+
+/* Prints "eplb: rank <r>: error: <msg>; aborting the job" and calls
+ * MPI_Abort(comm, 1): for failures in the middle of a transfer, where the
+ * peers cannot be told in an orderly way. */
+_Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *err);
+
+#endif /* EPLB_MIGRATE_INTERNAL_H */
