@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "eplb/migrate.h"
 #include "agree.h"
@@ -246,5 +247,492 @@ int eplb_schedule_build(const eplb_placement_t *old, const eplb_placement_t *nex
   tmp_free(&t);
   if (rc)
     eplb_schedule_cleanup(out);
+  return rc;
+}
+
+/* ---- the transfer ------------------------------------------------------ */
+
+void eplb_migrate_opts_default(eplb_migrate_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->max_buffer_mb = EPLB_MIGRATE_DEFAULT_BUFFER_MB;
+  opts->timeout_s = EPLB_MIGRATE_DEFAULT_TIMEOUT_S;
+  opts->num_nodes = 1;
+}
+
+void eplb_migrate_result_cleanup(eplb_migrate_result_t *res) {
+  if (res == NULL)
+    return;
+  free(res->bytes_sent);
+  free(res->bytes_received);
+  memset(res, 0, sizeof(*res));
+}
+
+_Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *err) {
+  fprintf(stderr, "eplb: rank %d: error: %s; aborting the job (the shards are "
+          "untouched unless a commit journal exists: then run the recovery)\n",
+          rank, eplb_error_message(err));
+  fflush(stderr);
+  MPI_Abort(comm, 1);
+  _exit(1);
+}
+
+/* What one migration carries from layer to layer. */
+typedef struct {
+  eplb_shard_set_t *set;
+  const eplb_schedule_t *sched;
+  const eplb_migrate_opts_t *opts;
+  size_t row, pad, stride;    /* row bytes; checksum at pad; slot stride */
+  int32_t P, tag_layers;      /* tag = (layer % tag_layers) * P + dst_slot */
+  unsigned char *old, *next;  /* [P * stride] each */
+  int32_t *batch;             /* [num_xfers] batch of each transfer */
+  int32_t *num_batches;       /* [L] */
+  MPI_Request *req;           /* [2 * P * R] at most */
+  char *summed;               /* [P] old slot's checksum computed */
+  double t_read, t_xfer, t_write, t_commit;
+  int64_t bytes_done;
+  double last_progress, t0;
+} mig_t;
+
+/* Cuts each layer's transfers into batches so that no rank sends or
+ * receives more than `cap` bytes in one batch (at least one row set).  The
+ * same cut on every rank: it only reads the schedule. */
+static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
+  const eplb_schedule_t *s = m->sched;
+  int32_t R = s->num_ranks;
+  int64_t *rb = calloc((size_t)R * 4, sizeof(int64_t));
+  m->batch = malloc(sizeof(int32_t) * (size_t)(s->num_xfers ? s->num_xfers : 1));
+  m->num_batches = calloc((size_t)s->num_layers, sizeof(int32_t));
+  if (!rb || !m->batch || !m->num_batches) {
+    free(rb);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for the batches");
+  }
+  int64_t *rbatch = rb, *rbytes = rb + R, *sbatch = rb + 2 * R, *sbytes = rb + 3 * R;
+  for (int32_t l = 0; l < s->num_layers; l++) {
+    memset(rb, 0, sizeof(int64_t) * (size_t)R * 4);
+    for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
+      int32_t d = s->xfers[i].dst_rank, c = s->xfers[i].src_rank;
+      if (rbytes[d] > 0 && (size_t)rbytes[d] + m->stride > cap)
+        rbatch[d]++, rbytes[d] = 0;
+      if (sbytes[c] > 0 && (size_t)sbytes[c] + m->stride > cap)
+        sbatch[c]++, sbytes[c] = 0;
+      int64_t b = rbatch[d] > sbatch[c] ? rbatch[d] : sbatch[c];
+      if (b > rbatch[d]) rbatch[d] = b, rbytes[d] = 0;
+      if (b > sbatch[c]) sbatch[c] = b, sbytes[c] = 0;
+      rbytes[d] += (int64_t)m->stride;
+      sbytes[c] += (int64_t)m->stride;
+      m->batch[i] = (int32_t)b;
+      if (b + 1 > m->num_batches[l])
+        m->num_batches[l] = (int32_t)(b + 1);
+    }
+  }
+  free(rb);
+  return 0;
+}
+
+/* Keeps and local copies of layer l into m->next (from the old rows). */
+static void local_copies(mig_t *m, int32_t l) {
+  const eplb_schedule_t *s = m->sched;
+  size_t base = (size_t)l * (size_t)s->num_ranks * (size_t)m->P +
+                (size_t)m->set->rank * (size_t)m->P;
+  for (int32_t j = 0; j < m->P; j++) {
+    int8_t a = s->action[base + (size_t)j];
+    int32_t from = a == EPLB_SLOT_KEEP ? j : s->source[base + (size_t)j];
+    if (a == EPLB_SLOT_KEEP || a == EPLB_SLOT_LOCAL)
+      memcpy(m->next + (size_t)j * m->stride, m->old + (size_t)from * m->stride, m->row);
+  }
+}
+
+/* Slots that received a copy for further slots (DUP), after the receives. */
+static void dup_copies(mig_t *m, int32_t l) {
+  const eplb_schedule_t *s = m->sched;
+  size_t base = (size_t)l * (size_t)s->num_ranks * (size_t)m->P +
+                (size_t)m->set->rank * (size_t)m->P;
+  for (int32_t j = 0; j < m->P; j++)
+    if (s->action[base + (size_t)j] == EPLB_SLOT_DUP)
+      memcpy(m->next + (size_t)j * m->stride,
+             m->next + (size_t)s->source[base + (size_t)j] * m->stride, m->row);
+}
+
+/* The checksum slot of row set `p` (stride layout). */
+static uint64_t *trailer(const mig_t *m, unsigned char *p) {
+  return (uint64_t *)(void *)(p + m->pad);
+}
+
+/* Posts this rank's receives, then its sends, of batch b of layer l.
+ * *n receives the number of requests. */
+static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, eplb_error_t *err) {
+  const eplb_schedule_t *s = m->sched;
+  int me = m->set->rank, rc = 0, cnt = (int)m->stride;
+  *n = 0;
+  for (int pass = 0; pass < 2 && rc == 0; pass++)
+    for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1] && rc == 0; i++) {
+      const eplb_xfer_t *x = &s->xfers[i];
+      int tag = (l % m->tag_layers) * m->P + x->dst_slot;
+      if (m->batch[i] != b)
+        continue;
+      if (pass == 0 && x->dst_rank == me)
+        rc = eplb__mpi_check(MPI_Irecv(m->next + (size_t)x->dst_slot * m->stride, cnt,
+                                       MPI_BYTE, x->src_rank, tag, m->set->comm,
+                                       &m->req[(*n)++]), "MPI_Irecv of a row set", err);
+      if (pass == 1 && x->src_rank == me) {
+        unsigned char *p = m->old + (size_t)x->src_slot * m->stride;
+        if (!m->summed[x->src_slot]) {
+          *trailer(m, p) = eplb__checksum(p, m->row, 0);
+          m->summed[x->src_slot] = 1;
+        }
+        rc = eplb__mpi_check(MPI_Isend(p, cnt, MPI_BYTE, x->dst_rank, tag, m->set->comm,
+                                       &m->req[(*n)++]), "MPI_Isend of a row set", err);
+      }
+    }
+  return rc;
+}
+
+/* Tests the n requests until all are done, or the timeout. */
+static int wait_batch(mig_t *m, int n, int32_t l, eplb_error_t *err) {
+  double start = MPI_Wtime();
+  for (;;) {
+    int done = 0;
+    int rc = eplb__mpi_check(MPI_Testall(n, m->req, &done, MPI_STATUSES_IGNORE),
+                             "MPI_Testall of a transfer batch", err);
+    if (rc || done)
+      return rc;
+    if (MPI_Wtime() - start > m->opts->timeout_s)
+      return eplb_error_set(err, EPLB_EMPI,
+                            "layer %d: transfer not finished after %d s (a peer "
+                            "crashed or hangs?); raise the timeout if the "
+                            "network is this slow", (int)l, (int)m->opts->timeout_s);
+    sched_yield(); /* ranks may share cores: let the peers run */
+  }
+}
+
+/* Checks the checksums of the row sets this rank received in layer l. */
+static int verify_received(mig_t *m, int32_t l, eplb_error_t *err) {
+  const eplb_schedule_t *s = m->sched;
+  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
+    const eplb_xfer_t *x = &s->xfers[i];
+    if (x->dst_rank != m->set->rank)
+      continue;
+    unsigned char *p = m->next + (size_t)x->dst_slot * m->stride;
+    if (eplb__checksum(p, m->row, 0) != *trailer(m, p))
+      return eplb_error_set(err, EPLB_ECHECKSUM,
+                            "layer %d: expert %d received from rank %d into slot "
+                            "%d fails its checksum (corrupted in transit); "
+                            "nothing was committed, retry", (int)l,
+                            (int)x->expert, (int)x->src_rank, (int)x->dst_slot);
+  }
+  return 0;
+}
+
+/* Moves layer l's rows over the network (old rows already read).  MPI
+ * failures and timeouts abort the job; a checksum failure is returned. */
+static int transfer_layer(mig_t *m, int32_t l, eplb_error_t *err) {
+  memset(m->summed, 0, (size_t)m->P);
+  local_copies(m, l);
+  int32_t crash_layer = m->sched->num_layers / 2;
+  if (l == crash_layer && m->num_batches[l] == 0)
+    eplb__fault_crash_point("transfer", m->set->rank);
+  for (int32_t b = 0; b < m->num_batches[l]; b++) {
+    int n = 0;
+    int rc = post_batch(m, l, b, &n, err);
+    if (l == crash_layer && b == 0)
+      eplb__fault_crash_point("transfer", m->set->rank);
+    if (rc == 0)
+      rc = wait_batch(m, n, l, err);
+    if (rc)
+      eplb__migrate_abort(m->set->comm, m->set->rank, err);
+  }
+  int rc = verify_received(m, l, err);
+  dup_copies(m, l);
+  return rc;
+}
+
+/* ---- eplb_migrate ------------------------------------------------------ */
+
+/* Checks the options against the job (the same on every rank). */
+static int check_opts(const eplb_migrate_opts_t *o, int size, eplb_error_t *err) {
+  if (o->max_buffer_mb < EPLB_MIGRATE_MIN_BUFFER_MB || o->max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
+    return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside %d..%d",
+                          (int)o->max_buffer_mb, EPLB_MIGRATE_MIN_BUFFER_MB,
+                          EPLB_MIGRATE_MAX_BUFFER_MB);
+  if (o->timeout_s < EPLB_MIGRATE_MIN_TIMEOUT_S || o->timeout_s > EPLB_MIGRATE_MAX_TIMEOUT_S)
+    return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside %d..%d",
+                          (int)o->timeout_s, EPLB_MIGRATE_MIN_TIMEOUT_S,
+                          EPLB_MIGRATE_MAX_TIMEOUT_S);
+  if (o->num_nodes < 1 || o->num_nodes > size || size % o->num_nodes != 0)
+    return eplb_error_set(err, EPLB_EARG, "num_nodes %d must divide the %d ranks",
+                          (int)o->num_nodes, size);
+  return 0;
+}
+
+/* Checks `next` against the shards' shape (local). */
+static int check_next(const eplb_shard_set_t *set, const eplb_placement_t *next,
+                      eplb_error_t *err) {
+  const eplb_placement_t *cur = &set->current;
+  if (next == NULL || next->num_layers != cur->num_layers ||
+      next->num_slots != cur->num_slots || next->num_gpus != cur->num_gpus)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "the new placement must have the shards' shape: %d "
+                          "layers x %d slots on %d ranks", (int)cur->num_layers,
+                          (int)cur->num_slots, (int)cur->num_gpus);
+  return eplb_placement_check(next, 0, "the new placement", err);
+}
+
+/* The ranks compare checksums of `next` with rank 0's: a divergent copy
+ * is named on every rank. */
+static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
+                      eplb_error_t *err) {
+  uint64_t c = eplb__checksum(next->phy2log, sizeof(int32_t) * (size_t)next->num_layers *
+                                                 (size_t)next->num_slots, 0);
+  uint64_t *all = malloc(sizeof(uint64_t) * (size_t)set->size);
+  if (all == NULL) /* cannot take part: the peers would wait */
+    eplb__migrate_abort(set->comm, set->rank,
+                        &(eplb_error_t){EPLB_ENOMEM, "out of memory"});
+  int rc = eplb__mpi_check(MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T,
+                                         set->comm), "MPI_Allgather of plan checksums", err);
+  char list[256] = "";
+  size_t u = 0;
+  int bad = 0;
+  for (int r = 1; rc == 0 && r < set->size; r++)
+    if (all[r] != all[0] && u + 16 < sizeof(list)) {
+      u += (size_t)snprintf(list + u, sizeof(list) - u, "%s%d", bad ? ", " : "", r);
+      bad++;
+    }
+  free(all);
+  if (rc == 0 && bad)
+    rc = eplb_error_set(err, EPLB_EDIVERGED,
+                        "the new placement diverged on rank%s %s (differs from "
+                        "rank 0's); every rank must pass the same placement",
+                        bad > 1 ? "s" : "", list);
+  return rc;
+}
+
+/* Most requests this rank posts in one layer. */
+static size_t max_requests(const mig_t *m) {
+  const eplb_schedule_t *s = m->sched;
+  size_t best = 1;
+  for (int32_t l = 0; l < s->num_layers; l++) {
+    size_t n = 0;
+    for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
+      n += (s->xfers[i].dst_rank == m->set->rank) + (s->xfers[i].src_rank == m->set->rank);
+    best = n > best ? n : best;
+  }
+  return best;
+}
+
+/* Sizes, tags, buffers and batches of a migration. */
+static int mig_setup(mig_t *m, eplb_error_t *err) {
+  const eplb_shard_info_t *in = eplb_shard_info(m->set->shard);
+  m->row = (size_t)in->row_bytes;
+  m->pad = (m->row + 7) / 8 * 8;
+  m->stride = m->pad + 8;
+  m->P = in->slots_per_rank;
+  if (m->stride > (size_t)2147483647)
+    return eplb_error_set(err, EPLB_EARG, "a slot's rows take %zu bytes; rows over "
+                          "2 GiB are not supported", m->row);
+  void *v = NULL;
+  int flag = 0;
+  int rc = eplb__mpi_check(MPI_Comm_get_attr(m->set->comm, MPI_TAG_UB, &v, &flag),
+                           "MPI_Comm_get_attr(MPI_TAG_UB)", err);
+  int ub = rc == 0 && flag ? *(int *)v : 32767;
+  if (rc == 0 && m->P - 1 > ub)
+    return eplb_error_set(err, EPLB_EARG, "%d slots per rank exceed MPI_TAG_UB %d",
+                          (int)m->P, ub);
+  int64_t tl = ((int64_t)ub + 1) / m->P;
+  m->tag_layers = (int32_t)(tl > 1024 ? 1024 : tl < 1 ? 1 : tl);
+  m->old = malloc((size_t)m->P * m->stride);
+  m->next = malloc((size_t)m->P * m->stride);
+  m->summed = malloc((size_t)m->P);
+  m->req = malloc(sizeof(MPI_Request) * max_requests(m));
+  if (rc == 0 && (!m->old || !m->next || !m->summed || !m->req))
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for two layers of "
+                          "%d x %zu bytes", (int)m->P, m->stride);
+  return rc ? rc : cut_batches(m, (size_t)m->opts->max_buffer_mb << 20, err);
+}
+
+static void mig_free(mig_t *m) {
+  free(m->old);
+  free(m->next);
+  free(m->summed);
+  free(m->req);
+  free(m->batch);
+  free(m->num_batches);
+}
+
+/* Rank 0's progress line / callback, at most ~4 times a second. */
+static void progress(mig_t *m, int32_t done, int32_t L) {
+  double now = MPI_Wtime(), t = now - m->t0;
+  if (m->set->rank != 0 || (done < L && now - m->last_progress < 0.25))
+    return;
+  m->last_progress = now;
+  if (m->opts->progress)
+    m->opts->progress(m->opts->progress_ctx, done, L, m->bytes_done, t);
+  if (!m->opts->quiet)
+    fprintf(stderr, "eplb: migrate layer %d/%d, %.1f MiB moved, %.1f MB/s\n",
+            (int)done, (int)L, (double)m->bytes_done / 1048576.0,
+            t > 0 ? (double)m->bytes_done / t / 1e6 : 0.0);
+}
+
+/* Network bytes of layer l (all ranks). */
+static int64_t layer_bytes(const mig_t *m, int32_t l) {
+  return (m->sched->layer_start[l + 1] - m->sched->layer_start[l]) * (int64_t)m->row;
+}
+
+/* Layer by layer: read, agree, transfer, write to w.  Returns this rank's
+ * result (a local failure after an agreement is carried to the next one);
+ * an agreed failure is returned with *agreed = 1. */
+static int run_layers(mig_t *m, const eplb_placement_t *next,
+                      eplb_shard_writer_t *w, int *agreed, eplb_error_t *err) {
+  int carry = 0;
+  int32_t L = m->sched->num_layers;
+  for (int32_t l = 0; l < L; l++) {
+    double t = MPI_Wtime();
+    if (carry == 0)
+      carry = eplb_shard_read_rows(m->set->shard, l, m->old, m->stride, err);
+    m->t_read += MPI_Wtime() - t;
+    int rc = eplb__agree(m->set->comm, carry, err);
+    if (rc)
+      return *agreed = 1, rc;
+    t = MPI_Wtime();
+    carry = transfer_layer(m, l, err);
+    m->t_xfer += MPI_Wtime() - t;
+    t = MPI_Wtime();
+    const int32_t *ids = next->phy2log + (size_t)l * (size_t)next->num_slots +
+                         (size_t)m->set->rank * (size_t)m->P;
+    if (carry == 0)
+      carry = eplb_shard_writer_put_layer(w, l, ids, m->next, m->stride, err);
+    m->t_write += MPI_Wtime() - t;
+    m->bytes_done += layer_bytes(m, l);
+    progress(m, l + 1, L);
+  }
+  return carry;
+}
+
+/* Fills *res from the schedule and the (slowest rank's) timers. */
+static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
+                       eplb_error_t *err) {
+  const eplb_schedule_t *s = m->sched;
+  res->generation = gen;
+  res->num_ranks = s->num_ranks;
+  res->experts_received = s->num_xfers;
+  res->bytes_moved = s->num_xfers * (int64_t)m->row;
+  res->local_copies = s->local_copies;
+  res->slots_kept = s->kept;
+  res->bytes_sent = calloc((size_t)s->num_ranks, sizeof(int64_t));
+  res->bytes_received = calloc((size_t)s->num_ranks, sizeof(int64_t));
+  if (!res->bytes_sent || !res->bytes_received)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int64_t i = 0; i < s->num_xfers; i++) {
+    res->bytes_sent[s->xfers[i].src_rank] += (int64_t)m->row;
+    res->bytes_received[s->xfers[i].dst_rank] += (int64_t)m->row;
+  }
+  double mine[5] = {m->t_read, m->t_xfer, m->t_write, m->t_commit, MPI_Wtime() - m->t0};
+  double mx[5];
+  int rc = eplb__mpi_check(MPI_Allreduce(mine, mx, 5, MPI_DOUBLE, MPI_MAX, m->set->comm),
+                           "MPI_Allreduce of the timings", err);
+  res->seconds_read = mx[0];
+  res->seconds_transfer = mx[1];
+  res->seconds_write = mx[2];
+  res->seconds_commit = mx[3];
+  res->seconds_total = mx[4];
+  res->bandwidth_mbs = mx[1] > 0 ? (double)res->bytes_moved / mx[1] / 1e6 : 0;
+  return rc;
+}
+
+/* After the commit: this rank's shard is the new file, set->current next. */
+static int adopt(eplb_shard_set_t *set, const eplb_placement_t *next,
+                 eplb_error_t *err) {
+  char path[4096];
+  eplb_placement_t copy;
+  int rc = eplb_shard_path(set->dir, set->rank, path, sizeof(path), err);
+  eplb_shard_close(set->shard);
+  set->shard = NULL;
+  if (rc == 0)
+    rc = eplb_shard_open(path, &set->shard, err);
+  if (rc == 0)
+    rc = eplb_placement_copy(&copy, next, err);
+  if (rc == 0) {
+    copy.num_experts = set->current.num_experts;
+    eplb_placement_cleanup(&set->current);
+    set->current = copy;
+  }
+  return rc;
+}
+
+/* The migration proper, after the agreed checks: schedule, layers, commit. */
+static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
+                          const eplb_migrate_opts_t *o, eplb_migrate_result_t *res,
+                          eplb_error_t *err) {
+  eplb_schedule_t sched;
+  mig_t m;
+  memset(&m, 0, sizeof(m));
+  m.set = set;
+  m.sched = &sched;
+  m.opts = o;
+  m.t0 = MPI_Wtime();
+  eplb_shard_info_t *info = malloc(sizeof(*info));
+  eplb_shard_writer_t *w = NULL;
+  char tmp[4096];
+  uint64_t gen = eplb_shard_info(set->shard)->generation + 1;
+  int rc = eplb_schedule_build(&set->current, next, o->num_nodes, &sched, err);
+  if (rc == 0)
+    rc = info ? mig_setup(&m, err) : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc == 0 && gen >= (1ULL << 53))
+    rc = eplb_error_set(err, EPLB_ESTATE, "generation %llu cannot be bumped further",
+                        (unsigned long long)gen - 1);
+  if (rc == 0)
+    rc = eplb__shard_tmp_path(set->dir, set->rank, gen, tmp, sizeof(tmp), err);
+  if (rc == 0) {
+    *info = *eplb_shard_info(set->shard);
+    info->generation = gen;
+    rc = eplb_shard_writer_create(tmp, info, &w, err);
+  }
+  int agreed = 0;
+  rc = eplb__agree(set->comm, rc, err);
+  if (rc)
+    goto done; /* agreed: every rank removes its temporary shard */
+  rc = run_layers(&m, next, w, &agreed, err);
+  if (agreed)
+    goto done;
+  if (rc == 0)
+    rc = eplb_shard_writer_finish(w, 1, err);
+  else
+    eplb_shard_writer_abort(w);
+  w = NULL;
+  double t = MPI_Wtime();
+  rc = eplb__commit(set, tmp, gen, rc, err); /* agrees first */
+  m.t_commit = MPI_Wtime() - t;
+  if (rc == 0)
+    rc = adopt(set, next, err);
+  if (rc == 0)
+    rc = fill_result(&m, gen, res, err);
+done:
+  eplb_shard_writer_abort(w);
+  mig_free(&m);
+  eplb_schedule_cleanup(&sched);
+  free(info);
+  return rc;
+}
+
+int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
+                 const eplb_migrate_opts_t *opts, eplb_migrate_result_t *res,
+                 eplb_error_t *err) {
+  memset(res, 0, sizeof(*res));
+  eplb_migrate_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_migrate_opts_default(&o);
+  int rc = eplb__fault_load(err);
+  if (rc == 0)
+    rc = check_opts(&o, set->size, err);
+  if (rc == 0)
+    rc = check_next(set, next, err);
+  rc = eplb__agree(set->comm, rc, err);
+  if (rc == 0)
+    rc = agree_next(set, next, err);
+  if (rc == 0)
+    rc = migrate_agreed(set, next, &o, res, err);
+  if (rc)
+    eplb_migrate_result_cleanup(res);
   return rc;
 }

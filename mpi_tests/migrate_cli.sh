@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# migrate_cli.sh - moving expert weights between HDF5 shards, end to end:
+# eplb-shard creates shards with provable content, test_migrate_driver
+# migrates them under mpiexec, eplb-shard verify proves every byte.
+#
+# usage: migrate_cli.sh GROUP NP BIN_DIR DRIVER TMP_DIR MPIEXEC [PREFLAGS...]
+#   move       two migrations in a row (random maps, mixed datasets: float16,
+#              float32, uint8, int64, different shapes; small batches; 2
+#              nodes when NP >= 4): every byte of every slot is its expert's,
+#              the map is the target, generation 1 then 2, experts_received
+#              is the minimum (checked by the driver), no debris left
+#   crash-transfer|crash-commit|crash-rename
+#              EPLB_FAULT=crash:<phase>:1: the job ends non-zero (no hang);
+#              the recovery gives one generation everywhere whose content
+#              matches that generation's map byte for byte (transfer,
+#              commit: the old one; rename: the new one)
+#   rollforward
+#              a directory as a crash in the rename phase leaves it when
+#              ranks 0..1 renamed and the others did not (built by hand
+#              from a real migration): opening it is refused (journal),
+#              the recovery renames the rest, generation 1 verifies
+#   bad-missing|bad-truncated|bad-corrupt|bad-version|bad-dtype|bad-shape|
+#   bad-ids|diverge
+#              one bad shard (or one rank passing another plan): every rank
+#              exits non-zero, rank 0's message names the bad rank, and
+#              every shard is byte for byte as before
+set -u
+group=$1 np=$2 bin=$3 driver=$4 tmp=$5 mpiexec=$6
+shift 6
+preflags=("$@")
+dir="$tmp/migrate_${group}_$np"
+rm -rf "$dir" && mkdir -p "$dir/st" || exit 1
+cd "$dir" || exit 1
+fail=0
+die() { echo "FAIL ($group, $np ranks): $*" >&2; fail=1; }
+bad=$((np > 2 ? 2 : 1)) # the rank that misbehaves
+
+create() {
+  "$bin/eplb-shard" create --dir sh --ranks "$np" --layers 3 --experts $((np * 3)) \
+    --slots-per-rank 4 --dataset w_gate:float16:8x16 --dataset w_down:float32:64 \
+    --dataset scale:uint8:5 --dataset bias:int64: --quiet || die "create"
+}
+
+# Runs the driver on NP ranks; each rank writes st/rank<r>.rc.
+drive() {
+  rm -f st/*.rc
+  timeout -k 5 90 "$mpiexec" -n "$np" "${preflags[@]}" "$driver" "$@" --status-dir st \
+    > out.txt 2> err.txt
+  echo $? > rc.mpiexec
+}
+
+all_failed() {
+  local r
+  [[ $(cat rc.mpiexec) != 0 ]] || die "mpiexec exited 0"
+  for ((r = 0; r < np; r++)); do
+    [[ -f st/rank$r.rc ]] || { die "rank $r left no exit code"; continue; }
+    [[ $(cat st/rank$r.rc) != 0 ]] || die "rank $r exited 0"
+  done
+}
+
+no_debris() {
+  local left
+  left=$(ls sh | grep -v '^shard_[0-9]\{5\}\.h5$')
+  [[ -z $left ]] || die "left in the shard directory: $left"
+}
+
+verify() { # verify EXPECTED_MAP
+  "$bin/eplb-shard" verify --dir sh --expect-map "$1" > verify.txt 2>&1 ||
+    die "verify against $1: $(cat verify.txt)"
+}
+
+generation() { "$bin/eplb-shard" inspect --dir sh | awk '/^generation/ {print $2}'; }
+
+case $group in
+move)
+  create
+  nodes=1
+  ((np >= 4)) && nodes=2
+  drive migrate sh random:11 --save-map map1.json --buffer-mb 1 --nodes $nodes
+  [[ $(cat rc.mpiexec) == 0 ]] || die "migration 1 failed: $(cat err.txt)"
+  grep -q "experts_received" out.txt || die "no result printed: $(cat out.txt)"
+  verify map1.json
+  [[ $(generation) == 1 ]] || die "generation $(generation), want 1"
+  drive migrate sh random:12 --save-map map2.json
+  [[ $(cat rc.mpiexec) == 0 ]] || die "migration 2 failed: $(cat err.txt)"
+  verify map2.json
+  [[ $(generation) == 2 ]] || die "generation $(generation), want 2"
+  no_debris
+  ;;
+crash-transfer | crash-commit | crash-rename)
+  phase=${group#crash-}
+  create
+  "$bin/eplb-shard" verify --dir sh --quiet || die "fresh shards do not verify"
+  cp -r sh before
+  # rank 0 saves the target map before migrating
+  EPLB_FAULT=crash:$phase:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+    -x EPLB_FAULT "$driver" migrate sh random:21 --save-map new.json > out.txt 2> err.txt
+  rc=$?
+  ((rc != 0)) || die "the crashed job exited 0"
+  ((rc != 124 && rc != 137)) || die "the crashed job hung (timeout)"
+  grep -q "injected\|crash" err.txt || die "no sign of the injected crash: $(head -5 err.txt)"
+  drive recover sh
+  [[ $(cat rc.mpiexec) == 0 ]] || die "recover failed: $(cat err.txt)"
+  no_debris
+  if [[ $phase == rename ]]; then
+    [[ $(generation) == 1 ]] || die "generation $(generation) after roll forward, want 1"
+    verify new.json
+  else
+    [[ $(generation) == 0 ]] || die "generation $(generation) after roll back, want 0"
+    "$bin/eplb-shard" verify --dir sh --quiet || die "rolled back shards do not verify"
+    cmp -s <(cd before && md5sum shard_*) <(cd sh && md5sum shard_*) ||
+      die "rolled back shards differ from the originals"
+  fi
+  ;;
+rollforward)
+  create
+  cp -r sh new
+  drive migrate new random:41 --save-map map1.json
+  [[ $(cat rc.mpiexec) == 0 ]] || die "migration failed: $(cat err.txt)"
+  for ((r = 0; r < np; r++)); do
+    f=$(printf 'shard_%05d.h5' "$r")
+    if ((r < 2)); then cp "new/$f" "sh/$f"; else cp "new/$f" "sh/$f.gen1.tmp"; fi
+  done
+  printf '{"eplb_journal": 1, "state": "commit", "commit_generation": 1, "world_size": %d}\n' \
+    "$np" > sh/eplb_journal.json
+  drive migrate sh random:42
+  all_failed
+  grep -q "eplb_journal.json: an interrupted migration" err.txt ||
+    die "a journal did not stop the migration: $(cat err.txt)"
+  drive recover sh
+  [[ $(cat rc.mpiexec) == 0 ]] || die "recover failed: $(cat err.txt)"
+  grep -q "recovered generation 1 forward 1 back 0 renamed $((np - 2))" out.txt ||
+    die "recovery did not rename $((np - 2)) shards: $(cat out.txt)"
+  no_debris
+  verify map1.json
+  ;;
+bad-* | diverge)
+  create
+  f=$(printf 'sh/shard_%05d.h5' "$bad")
+  extra=()
+  case $group in
+  bad-missing) rm -f "$f" ;;
+  bad-truncated) truncate -s $(($(stat -c %s "$f") / 2)) "$f" ;;
+  bad-corrupt) printf 'XXXXXXXXXXXXXXXX' | dd of="$f" conv=notrunc bs=1 seek=0 2>/dev/null ;;
+  bad-version) "$driver" tamper "$f" version || die "tamper" ;;
+  bad-dtype) "$driver" tamper "$f" dtype || die "tamper" ;;
+  bad-shape) "$driver" tamper "$f" shape || die "tamper" ;;
+  bad-ids) "$driver" tamper "$f" ids || die "tamper" ;;
+  diverge) extra=(--diverge-rank "$bad") ;;
+  esac
+  (cd sh && md5sum shard_* > ../before.md5 2>/dev/null)
+  drive migrate sh random:31 "${extra[@]}"
+  all_failed
+  grep -q "rank $bad" err.txt || die "rank $bad not named: $(cat err.txt)"
+  [[ $(grep -c "error:" err.txt) == 1 ]] || die "error not printed exactly once: $(cat err.txt)"
+  (cd sh && md5sum shard_* > ../after.md5 2>/dev/null)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
+  ;;
+*)
+  die "unknown group"
+  ;;
+esac
+((fail == 0)) && echo "ok: $group at $np ranks"
+exit $fail
