@@ -9,6 +9,8 @@
 #            or 1, bounded by --layers-per-round 1
 #   sigterm  SIGTERM to every rank during the loop: every rank exits 0
 #            after finishing its round, the summary is complete JSON
+#   shards   rounds that migrate HDF5 shards while the traffic changes;
+#            SIGTERM during them leaves one generation, byte-exact
 # The statistics are MindSpeed-RL cumulative counters written by this
 # script the way a trainer rewrites them (temporary file + rename), and
 # rounds are started with the trigger file, so the test controls what each
@@ -56,19 +58,33 @@ write_stats() {
 wait_rounds() {
   local i
   for ((i = 0; i < 300; i++)); do
-    grep -q "\"rounds\":[[:space:]]*$1," sum.json 2>/dev/null && return 0
+    local n
+    n=$(sed -n 's/^[[:space:]]*"rounds":[[:space:]]*\([0-9]*\),.*/\1/p' sum.json 2>/dev/null)
+    [[ -n $n ]] && ((n >= $1)) && return 0
     sleep 0.1
   done
   die "timed out waiting for round $1: $(cat out.txt err.txt 2>/dev/null | tail -5)"
   return 1
 }
 
+shape=(--num-slots 40 --num-gpus 8)
 start_watch() {
   timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" bash -c \
     '"$0" "$@"; echo $? > rc.${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}' \
-    "$bin/eplb-sync" --watch --stats "st/rank_%r.json" --num-slots 40 \
-    --num-gpus 8 --output map.json --summary sum.json "$@" > out.txt 2> err.txt &
+    "$bin/eplb-sync" --watch --stats "st/rank_%r.json" "${shape[@]}" \
+    --output map.json --summary sum.json "$@" > out.txt 2> err.txt &
   pid=$!
+}
+
+# SIGTERM to each rank, as Slurm's scancel does; only this test's ranks
+# (other tests may run eplb-sync at the same time): those whose working
+# directory is ours.
+term_ranks() {
+  local n=0 p
+  for p in $(pgrep -x eplb-sync); do
+    [[ $(readlink "/proc/$p/cwd") == "$(pwd -P)" ]] && kill -TERM "$p" && n=$((n + 1))
+  done
+  ((n == np)) || die "signalled $n processes, want $np"
 }
 
 all_ranks_exit() {
@@ -142,18 +158,37 @@ sigterm)
   write_stats 1
   start_watch --interval 0.1
   wait_rounds 2 || { kill $pid; exit 1; }
-  # SIGTERM to each rank, as Slurm's scancel does; only this test's ranks
-  # (other tests may run eplb-sync at the same time): those whose working
-  # directory is ours.
-  n=0
-  for p in $(pgrep -x eplb-sync); do
-    [[ $(readlink "/proc/$p/cwd") == "$(pwd -P)" ]] && kill -TERM "$p" && n=$((n + 1))
-  done
-  ((n == np)) || die "signalled $n processes, want $np"
+  term_ranks
   wait $pid
   all_ranks_exit 0
   grep -q "watch ended after" out.txt || die "no end line: $(tail -3 out.txt)"
   tr -d ' \t\n' < sum.json | grep -q '^{.*}$' || die "summary not complete JSON"
+  ;;
+shards)
+  # Rounds that migrate the shards while the traffic keeps changing; SIGTERM
+  # lands during one of them.  Afterwards: every rank exited 0, the shards
+  # hold one generation whose every byte matches the map last written.
+  write_stats 1
+  "$bin/eplb-shard" create --dir shards --ranks "$np" --layers "$L" --experts "$E" \
+      --slots-per-rank $((40 / np)) --dataset w:float16:128x256 --dataset b:uint8:7 \
+      --quiet || die "create"
+  shape=(--shards shards)
+  start_watch --interval 0.05 --ema-alpha 1 --threshold 0.01 --min-gain 0.001
+  ( for ((k = 0; k < 40; k++)); do write_stats $((k % 2 + 1)); sleep 0.05; done ) &
+  writer=$!
+  wait_rounds 3 || { kill $pid $writer; exit 1; }
+  term_ranks
+  wait $pid
+  kill $writer 2>/dev/null; wait $writer 2>/dev/null
+  all_ranks_exit 0
+  grep -q "watch ended after" out.txt || die "no end line: $(tail -3 out.txt)"
+  ls shards | grep -q tmp && die "temporary files left: $(ls shards)"
+  [[ -e shards/eplb_journal.json ]] && die "a journal was left"
+  "$bin/eplb-shard" verify --dir shards --expect-map map.json --quiet \
+    || die "shards inconsistent after SIGTERM"
+  g=$("$bin/eplb-shard" inspect --dir shards | sed -n "s/^generation  *\([0-9]*\).*/\1/p")
+  grep -q "\"generation\":[[:space:]]*$g," sum.json || die "summary generation differs from the shards' $g"
+  ((g >= 1)) || die "no migration happened (generation $g)"
   ;;
 *) die "unknown group $group" ;;
 esac

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "agree.h"
+#include "eplb/migrate.h"
 #include "eplb/rebalance.h"
 #include "sync_internal.h"
 
@@ -40,6 +41,8 @@ struct eplb_rebalancer_s {
   eplb_error_t pending_err;
   eplb__plan_buf_t buf;
   eplb_online_t *online;   /* rank 0 only */
+  eplb_shard_set_t set;    /* with shards_dir: the open shards */
+  int have_set;
 };
 
 void eplb_rebalancer_opts_default(eplb_rebalancer_opts_t *opts) {
@@ -65,6 +68,8 @@ void eplb_rebalancer_destroy(eplb_rebalancer_t *r) {
   eplb_stats_cleanup(&r->prev_cum);
   eplb__plan_buf_free(&r->buf);
   eplb_online_destroy(r->online);
+  if (r->have_set)
+    eplb_shards_close(&r->set);
   if (r->comm != MPI_COMM_NULL)
     MPI_Comm_free(&r->comm);
   free(r);
@@ -79,11 +84,27 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
   if (r->opts.max_buffer_mb < 0 || r->opts.max_buffer_mb > 65536)
     return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside 0..65536",
                           (int)r->opts.max_buffer_mb);
-  if (r->opts.shards_dir)
-    return eplb_error_set(err, EPLB_EARG,
-                          "shards_dir: migrating shards in the online loop "
-                          "is not available yet; rebalance maps only");
-  if (current) {
+  if (r->have_set) {
+    /* The shards say where the experts are; keep the caller's layer ids. */
+    rc = eplb_placement_copy(&r->current, &r->set.current, err);
+    if (rc == 0 && current && current->num_layers != r->current.num_layers)
+      rc = eplb_error_set(err, EPLB_ESHAPE,
+                          "the shards in %s hold %d layers but the counts "
+                          "have %d; give the statistics of this model",
+                          r->opts.shards_dir, (int)r->current.num_layers,
+                          (int)current->num_layers);
+    if (rc == 0 && current)
+      memcpy(r->current.layer_ids, current->layer_ids,
+             sizeof(int32_t) * (size_t)current->num_layers);
+    if (rc == 0 && (po->num_slots != r->current.num_slots ||
+                    po->num_gpus != r->current.num_gpus))
+      rc = eplb_error_set(err, EPLB_EARG,
+                          "the options say %d slots on %d GPUs but the shards "
+                          "in %s hold %d slots on %d ranks",
+                          (int)po->num_slots, (int)po->num_gpus,
+                          r->opts.shards_dir, (int)r->current.num_slots,
+                          (int)r->current.num_gpus);
+  } else if (current) {
     rc = eplb_placement_copy(&r->current, current, err);
   } else {
     rc = eplb_placement_init(&r->current, L, E, po->num_slots, po->num_gpus, err);
@@ -131,6 +152,22 @@ int eplb_rebalancer_create(MPI_Comm comm, const eplb_rebalancer_opts_t *opts,
   else
     eplb_rebalancer_opts_default(&r->opts);
   r->generation = r->opts.generation;
+  if (r->opts.shards_dir) {
+    /* Collective and agreed inside; the shards' shape fills in what the
+     * options leave at 0. */
+    int32_t E = current ? current->num_experts : num_experts;
+    rc = eplb_shards_open(r->comm, r->opts.shards_dir, E, &r->set, err);
+    if (rc) {
+      eplb_rebalancer_destroy(r);
+      return rc;
+    }
+    r->have_set = 1;
+    r->generation = eplb_shards_info(&r->set)->generation;
+    if (r->opts.online.plan.num_slots == 0)
+      r->opts.online.plan.num_slots = r->set.current.num_slots;
+    if (r->opts.online.plan.num_gpus == 0)
+      r->opts.online.plan.num_gpus = r->set.current.num_gpus;
+  }
   rc = create_local(r, current, num_layers, num_experts, err);
   rc = eplb__agree(r->comm, rc, err);
   if (rc) {
@@ -263,8 +300,21 @@ static int apply(eplb_rebalancer_t *r, eplb_sync_result_t *res,
   int rc = run_hook(r, r->opts.pause, &res->placement, "pause", err);
   if (rc)
     return rc;
-  /* MIGRATE: expert weights move here when shards are configured. */
-  (void)round;
+  if (r->have_set) {
+    eplb_migrate_opts_t mo;
+    eplb_migrate_result_t mres;
+    memset(&mres, 0, sizeof(mres));
+    eplb_migrate_opts_default(&mo);
+    if (r->opts.max_buffer_mb)
+      mo.max_buffer_mb = r->opts.max_buffer_mb;
+    mo.num_nodes = r->opts.online.plan.num_nodes;
+    mo.quiet = r->opts.quiet;
+    /* The shards hold the map with their own layer ids; migrate compares
+     * shapes and slots only. */
+    rc = eplb_migrate(&r->set, &res->placement, &mo, &mres, err);
+    round->bytes_moved = mres.bytes_moved;
+    eplb_migrate_result_cleanup(&mres);
+  }
   if (rc) {
     /* The weights are where they were: let the consumer go on. */
     eplb_error_t ignored = {0};

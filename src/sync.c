@@ -44,6 +44,7 @@ void eplb_sync_result_cleanup(eplb_sync_result_t *res) {
   if (res == NULL)
     return;
   eplb_placement_cleanup(&res->placement);
+  eplb_migrate_result_cleanup(&res->migrate);
   free(res->dropped);
   memset(res, 0, sizeof(*res));
 }
@@ -404,6 +405,31 @@ fail:
 
 /* ---- write (rank 0) -------------------------------------------------- */
 
+/* What migration moved, into the summary. */
+static void add_migration(cJSON *j, const eplb_migrate_result_t *m) {
+  cJSON *sent = cJSON_CreateArray(), *recv = cJSON_CreateArray();
+  for (int32_t r = 0; r < m->num_ranks && sent && recv; r++) {
+    cJSON_AddItemToArray(sent, cJSON_CreateNumber((double)m->bytes_sent[r]));
+    cJSON_AddItemToArray(recv, cJSON_CreateNumber((double)m->bytes_received[r]));
+  }
+  cJSON_AddNumberToObject(j, "experts_received", (double)m->experts_received);
+  cJSON_AddNumberToObject(j, "bytes_moved", (double)m->bytes_moved);
+  cJSON_AddNumberToObject(j, "local_copies", (double)m->local_copies);
+  cJSON_AddNumberToObject(j, "slots_kept", (double)m->slots_kept);
+  cJSON_AddItemToObject(j, "bytes_sent_per_rank", sent);
+  cJSON_AddItemToObject(j, "bytes_received_per_rank", recv);
+  cJSON_AddNumberToObject(j, "bandwidth_mbs", m->bandwidth_mbs);
+  cJSON *ms = cJSON_CreateObject();
+  if (ms) {
+    cJSON_AddNumberToObject(ms, "read", m->seconds_read);
+    cJSON_AddNumberToObject(ms, "transfer", m->seconds_transfer);
+    cJSON_AddNumberToObject(ms, "write", m->seconds_write);
+    cJSON_AddNumberToObject(ms, "commit", m->seconds_commit);
+    cJSON_AddNumberToObject(ms, "total", m->seconds_total);
+    cJSON_AddItemToObject(j, "migration_seconds", ms);
+  }
+}
+
 /* The summary as JSON (see docs/sync.md for the fields). */
 static cJSON *summary_json(const eplb_sync_opts_t *opts,
                            const eplb_sync_result_t *res, const cJSON *extra) {
@@ -439,6 +465,8 @@ static cJSON *summary_json(const eplb_sync_opts_t *opts,
   for (int ph = 0; ph < EPLB_NUM_PHASES; ph++)
     cJSON_AddNumberToObject(sec, phase_names[ph], res->seconds[ph]);
   cJSON_AddItemToObject(j, "seconds", sec);
+  if (res->migrated)
+    add_migration(j, &res->migrate);
   for (const cJSON *it = extra ? extra->child : NULL; it; it = it->next)
     cJSON_AddItemToObject(j, it->string, cJSON_Duplicate(it, 1));
   return j;
@@ -542,6 +570,17 @@ static void print_summary(const eplb_sync_opts_t *opts,
     if (res->seconds[ph] > 0 || ph == EPLB_PHASE_TOTAL)
       printf(" %s %.4f", phase_names[ph], res->seconds[ph]);
   printf("\n");
+  if (opts->shards_dir && !res->migrated)
+    printf("  shards unchanged at generation %llu: the plan is where the "
+           "experts are\n", (unsigned long long)res->generation);
+  if (res->migrated)
+    printf("  shards moved to generation %llu: %lld experts received, %.2f MB "
+           "at %.1f MB/s, %lld local copies, %lld slots kept\n",
+           (unsigned long long)res->generation,
+           (long long)res->migrate.experts_received,
+           (double)res->migrate.bytes_moved / 1e6, res->migrate.bandwidth_mbs,
+           (long long)res->migrate.local_copies,
+           (long long)res->migrate.slots_kept);
   if (opts->output)
     printf("  map written to %s\n", opts->output);
   fflush(stdout);
@@ -559,9 +598,91 @@ static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
     rc = check_local(local, name, err);
   if (rc == 0)
     rc = eplb_stats_copy(sum, local, err);
-  if (rc == 0)
+  /* With shards the slots are known once the shards are open. */
+  if (rc == 0 && opts->shards_dir == NULL)
     rc = eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
   return rc;
+}
+
+/* Fits the open shards to the summed statistics and the options: the
+ * shards' map becomes the current placement (row l = the statistics'
+ * layer l), their generation the current one, and their shape the slots
+ * and GPUs unless the options name them.  Identical on every rank. */
+static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
+                      eplb_sync_opts_t *o, eplb_error_t *err) {
+  eplb_placement_t *c = &set->current;
+  if (c->num_layers != sum->num_layers)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "the shards in %s hold %d layers but the summed "
+                          "statistics have %d MoE layers; give the statistics "
+                          "of the model these shards belong to",
+                          o->shards_dir, (int)c->num_layers, (int)sum->num_layers);
+  if (o->plan.num_slots == 0)
+    o->plan.num_slots = c->num_slots;
+  if (o->plan.num_gpus == 0)
+    o->plan.num_gpus = c->num_gpus;
+  if (o->plan.num_slots != c->num_slots || o->plan.num_gpus != c->num_gpus)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-slots %d --num-gpus %d, but the shards in %s "
+                          "hold %d slots on %d ranks; leave them out with "
+                          "--shards or run one rank per shard",
+                          (int)o->plan.num_slots, (int)o->plan.num_gpus,
+                          o->shards_dir, (int)c->num_slots, (int)c->num_gpus);
+  memcpy(c->layer_ids, sum->layer_ids, sizeof(int32_t) * (size_t)sum->num_layers);
+  o->current = c;
+  o->current_map = NULL;
+  o->generation = eplb_shards_info(set)->generation;
+  if (o->generation >= EPLB_MAX_GENERATION)
+    return eplb_error_set(err, EPLB_ESTATE, "the shards' generation %llu is "
+                          "too large to move on",
+                          (unsigned long long)o->generation);
+  return 0;
+}
+
+/* Opens the shards (collective, agreed inside), fits them, and allocates
+ * the plan buffer now that the slots are known (agreed). */
+static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
+                       eplb_sync_opts_t *o, eplb_shard_set_t *set,
+                       eplb__plan_buf_t *buf, eplb_error_t *err) {
+  int rc = eplb_shards_open(comm, o->shards_dir, sum->num_experts, set, err);
+  if (rc)
+    return rc;
+  rc = fit_shards(set, sum, o, err); /* the same on every rank */
+  if (rc == 0)
+    rc = eplb__agree(comm, eplb__plan_buf_alloc(buf, sum->num_layers,
+                                                o->plan.num_slots, err),
+                     err);
+  return rc;
+}
+
+/* 1 when two placements of the same shape put the same experts in the
+ * same slots. */
+static int same_slots(const eplb_placement_t *a, const eplb_placement_t *b) {
+  return a->num_layers == b->num_layers && a->num_slots == b->num_slots &&
+         memcmp(a->phy2log, b->phy2log, sizeof(int32_t) * (size_t)a->num_layers *
+                                            (size_t)a->num_slots) == 0;
+}
+
+/* Moves the weights to the agreed plan and commits (collective). */
+static int migrate_shards(eplb_shard_set_t *set, const eplb_sync_opts_t *o,
+                          eplb_sync_result_t *res, eplb_error_t *err) {
+  eplb_migrate_opts_t mo;
+  eplb_migrate_opts_default(&mo);
+  if (o->max_buffer_mb)
+    mo.max_buffer_mb = o->max_buffer_mb;
+  if (o->timeout_s)
+    mo.timeout_s = o->timeout_s;
+  mo.num_nodes = o->plan.num_nodes;
+  mo.quiet = o->quiet;
+  int rc = eplb_migrate(set, &res->placement, &mo, &res->migrate, err);
+  if (rc)
+    return rc;
+  res->migrated = 1;
+  res->seconds[EPLB_PHASE_TRANSFER] = res->migrate.seconds_read +
+                                      res->migrate.seconds_transfer +
+                                      res->migrate.seconds_write;
+  res->seconds[EPLB_PHASE_COMMIT] = res->migrate.seconds_commit;
+  return 0;
 }
 
 /* The engine after the local counts are in hand (local_rc says whether
@@ -571,16 +692,20 @@ static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
 static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
                       const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
                       double t_start, eplb_error_t *err) {
-  const char *name = opts->stats_name ? opts->stats_name : "counts in memory";
+  eplb_sync_opts_t o = *opts; /* the shards may fill in slots and map */
+  const char *name = o.stats_name ? o.stats_name : "counts in memory";
   int rank = 0, dense = 0;
   MPI_Comm_rank(comm, &rank);
   eplb_stats_t sum = {0};
   eplb_placement_t plan = {0};
   eplb__plan_buf_t buf = {0};
+  eplb_shard_set_t set;
+  memset(&set, 0, sizeof(set));
+  set.comm = MPI_COMM_NULL;
   double t0 = MPI_Wtime();
 
   if (local_rc == 0)
-    local_rc = prepare(local, opts, name, &sum, &buf, err);
+    local_rc = prepare(local, &o, name, &sum, &buf, err);
   int rc = eplb__reduce_agree_shape(comm, local_rc, local, name, &dense, err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_AGREE] = t1 - t0;
@@ -592,28 +717,38 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
                         err);
   double t2 = MPI_Wtime();
   res->seconds[EPLB_PHASE_REDUCE] = t2 - t1;
+  if (rc == 0 && o.shards_dir)
+    rc = open_shards(comm, &sum, &o, &set, &buf, err);
   /* The options against the summed shape: identical on every rank. */
   if (rc == 0)
-    rc = eplb_plan_check_opts(&opts->plan, sum.num_experts, err);
+    rc = eplb_plan_check_opts(&o.plan, sum.num_experts, err);
   if (rc)
     goto done;
+  t2 = MPI_Wtime();
 
   eplb__fault_crash_point("plan", rank);
-  res->generation = opts->generation + 1;
-  int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, opts, &plan, res, err) : 0;
+  res->generation = o.generation + 1;
+  int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, &o, &plan, res, err) : 0;
   double t3 = MPI_Wtime();
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
 
   eplb__fault_crash_point("broadcast", rank);
   rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, NULL, err);
+  /* A plan equal to where the experts are moves nothing: the shards keep
+   * their generation instead of being rewritten as a new one. */
+  if (rc == 0 && o.shards_dir && same_slots(&set.current, &res->placement))
+    res->generation = o.generation;
+  else if (rc == 0 && o.shards_dir)
+    rc = migrate_shards(&set, &o, res, err);
   if (rc == 0) {
     double t4 = MPI_Wtime();
     /* The summary's total is up to the write; the printed one includes it. */
     res->seconds[EPLB_PHASE_TOTAL] = t4 - t_start;
-    rc = eplb__sync_write(comm, opts, res, NULL, err);
+    rc = eplb__sync_write(comm, &o, res, NULL, err);
     res->seconds[EPLB_PHASE_WRITE] = MPI_Wtime() - t4;
   }
 done:
+  eplb_shards_close(&set);
   eplb_stats_cleanup(&sum);
   eplb_placement_cleanup(&plan);
   eplb__plan_buf_free(&buf);

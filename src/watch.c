@@ -141,6 +141,18 @@ static int summary_write(summary_t *s, const char *path, uint64_t generation,
 static int start_placement(const eplb_stats_t *st, const eplb_watch_opts_t *o,
                            eplb_placement_t *p, eplb_error_t *err) {
   const eplb_plan_opts_t *po = &o->rb.online.plan;
+  if (o->rb.shards_dir) {
+    /* The rebalancer takes the map from the shards; this placement only
+     * names the layers and experts (slots and GPUs: the shards'). */
+    int rc = eplb_placement_init(p, st->num_layers, st->num_experts,
+                                 st->num_experts, 1, err);
+    if (rc == 0)
+      memcpy(p->layer_ids, st->layer_ids,
+             sizeof(int32_t) * (size_t)st->num_layers);
+    for (int32_t i = 0; rc == 0 && i < st->num_layers * st->num_experts; i++)
+      p->phy2log[i] = i % st->num_experts;
+    return rc;
+  }
   if (o->current_map)
     return eplb__sync_read_current(st, o->current_map, po->num_gpus, p, err);
   int rc = eplb_placement_init(p, st->num_layers, st->num_experts,

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/migrate.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
 #include "eplb/stats.h"
@@ -78,6 +79,14 @@ typedef struct eplb_sync_opts_s {
   const char *stats_name;         /* what to call the local counts in
                                      messages (default "counts in memory") */
   int quiet;                      /* 1: rank 0 prints nothing */
+  /* Migration (docs/shards.md): move the expert weights of the per-rank
+   * HDF5 shards in this directory to the plan.  The shards' map is then
+   * the current placement and their generation the current generation;
+   * plan.num_slots / num_gpus 0 take the shards' (ranks x slots per rank
+   * on `ranks` GPUs), else they must match. */
+  const char *shards_dir;         /* or NULL: plan and write the map only */
+  int32_t max_buffer_mb;          /* 0 = default, else as eplb/migrate.h */
+  int32_t timeout_s;              /* 0 = default, else as eplb/migrate.h */
 } eplb_sync_opts_t;
 
 /* Defaults: eplb_plan_opts_default, no output, generation 0, not quiet. */
@@ -96,6 +105,8 @@ typedef struct eplb_sync_result_s {
   int32_t num_dropped;        /* all-zero dense layers skipped */
   int32_t *dropped;           /* [num_dropped] their layer ids */
   double seconds[EPLB_NUM_PHASES]; /* wall time per phase, rank 0's view */
+  int migrated;               /* 1: shards moved to `generation` */
+  eplb_migrate_result_t migrate; /* what moved (when migrated) */
 } eplb_sync_result_t;
 
 /* Frees what a run put in *res; NULL-safe, idempotent. */

@@ -20,6 +20,7 @@
 
 #include "cli/cli.h"
 #include "eplb/eplb.h"
+#include "eplb/migrate.h"
 #include "eplb/rebalance.h"
 #include "eplb/sync.h"
 
@@ -31,7 +32,7 @@ typedef struct {
   eplb_stats_format_t format;
   eplb_sync_opts_t sync;
   int have_slots, have_gpus;
-  int watch;
+  int watch, recover;
   eplb_watch_opts_t w; /* --watch: rounds; plan options copied from sync */
 } args_t;
 
@@ -76,6 +77,18 @@ static void usage(FILE *f) {
 "  --spill-cost C       0..1 (default %g)\n"
 "  --quiet              print nothing on success\n"
 "  --help, --version\n"
+"shards (docs/shards.md): one rank per shard\n"
+"  --shards DIR         move the expert weights in DIR/shard_<rank>.h5 to the\n"
+"                       plan, two-phase commit; the shards' map is the current\n"
+"                       placement, their generation the current one, their\n"
+"                       shape the default --num-slots and --num-gpus\n"
+"  --max-buffer-mb M    bytes in flight per rank per batch, %d..%d MiB\n"
+"                       (default %d)\n"
+"  --timeout SEC        give up on a transfer batch after SEC, %d..%d\n"
+"                       (default %d): the job is aborted, shards untouched\n"
+"  --recover            bring DIR back to one generation after a crash (roll\n"
+"                       forward if the journal says so, else back); needs\n"
+"                       --shards only\n"
 "online (--watch): rounds beside a running job, until --max-rounds or\n"
 "SIGTERM/SIGINT (which finish the current round and exit 0)\n"
 "  --watch              every round, every rank re-reads its statistics as\n"
@@ -98,7 +111,10 @@ static void usage(FILE *f) {
           EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
           EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
           EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-          EPLB_DEFAULT_SPILL_COST, EPLB_MAX_LAYERS);
+          EPLB_DEFAULT_SPILL_COST, EPLB_MIGRATE_MIN_BUFFER_MB,
+          EPLB_MIGRATE_MAX_BUFFER_MB, EPLB_MIGRATE_DEFAULT_BUFFER_MB,
+          EPLB_MIGRATE_MIN_TIMEOUT_S, EPLB_MIGRATE_MAX_TIMEOUT_S,
+          EPLB_MIGRATE_DEFAULT_TIMEOUT_S, EPLB_MAX_LAYERS);
 }
 
 enum {
@@ -107,7 +123,7 @@ enum {
   OPT_CURRENT, OPT_MAX_MOVES, OPT_MOVE_COST, OPT_KEEP, OPT_SPILL,
   OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_WATCH, OPT_INTERVAL,
   OPT_TRIGGER, OPT_MAX_ROUNDS, OPT_EMA, OPT_THRESHOLD, OPT_MIN_GAIN,
-  OPT_LAYERS_PER_ROUND
+  OPT_LAYERS_PER_ROUND, OPT_SHARDS, OPT_MAX_BUFFER, OPT_TIMEOUT, OPT_RECOVER
 };
 
 static const struct option long_opts[] = {
@@ -139,6 +155,10 @@ static const struct option long_opts[] = {
     {"threshold", required_argument, 0, OPT_THRESHOLD},
     {"min-gain", required_argument, 0, OPT_MIN_GAIN},
     {"layers-per-round", required_argument, 0, OPT_LAYERS_PER_ROUND},
+    {"shards", required_argument, 0, OPT_SHARDS},
+    {"max-buffer-mb", required_argument, 0, OPT_MAX_BUFFER},
+    {"timeout", required_argument, 0, OPT_TIMEOUT},
+    {"recover", no_argument, 0, OPT_RECOVER},
     {0, 0, 0, 0}};
 
 /* Usage errors print on rank 0 only: every rank finds the same one. */
@@ -218,6 +238,14 @@ static int parse_number(args_t *a, int c, const char *v) {
   case OPT_MIN_GAIN:
     bad = eplb_cli_parse_double(p, "--min-gain", v, 0, 100, &a->w.rb.online.min_gain);
     break;
+  case OPT_MAX_BUFFER:
+    bad = eplb_cli_parse_int(p, "--max-buffer-mb", v, EPLB_MIGRATE_MIN_BUFFER_MB,
+                             EPLB_MIGRATE_MAX_BUFFER_MB, &a->sync.max_buffer_mb);
+    break;
+  case OPT_TIMEOUT:
+    bad = eplb_cli_parse_int(p, "--timeout", v, EPLB_MIGRATE_MIN_TIMEOUT_S,
+                             EPLB_MIGRATE_MAX_TIMEOUT_S, &a->sync.timeout_s);
+    break;
   case OPT_LAYERS_PER_ROUND:
     bad = eplb_cli_parse_int(p, "--layers-per-round", v, 0, EPLB_MAX_LAYERS,
                              &a->w.rb.online.layers_per_round);
@@ -254,6 +282,12 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return 0;
   case OPT_WATCH:
     a->watch = 1;
+    return 0;
+  case OPT_RECOVER:
+    a->recover = 1;
+    return 0;
+  case OPT_SHARDS:
+    a->sync.shards_dir = optarg;
     return 0;
   case OPT_TRIGGER:
     a->w.trigger = optarg;
@@ -293,12 +327,23 @@ static int parse_one(args_t *a, int c, char *argv[]) {
 static int check_required(const args_t *a, int argc, char *argv[], int size) {
   if (optind < argc)
     return USAGE_ERROR("unexpected argument '%s'", argv[optind]);
+  if (a->recover) {
+    if (a->sync.shards_dir == NULL)
+      return USAGE_ERROR("--recover needs --shards DIR");
+    if (a->watch || a->num_stats)
+      return USAGE_ERROR("--recover takes only --shards (and --quiet)");
+    return 0;
+  }
   if (a->num_stats == 0)
     return USAGE_ERROR("--stats PATTERN is required");
-  if (!a->have_slots)
-    return USAGE_ERROR("--num-slots S is required");
-  if (!a->have_gpus)
-    return USAGE_ERROR("--num-gpus G is required");
+  /* With shards, slots and GPUs default to the shards' shape. */
+  if (!a->have_slots && a->sync.shards_dir == NULL)
+    return USAGE_ERROR("--num-slots S is required (or --shards DIR)");
+  if (!a->have_gpus && a->sync.shards_dir == NULL)
+    return USAGE_ERROR("--num-gpus G is required (or --shards DIR)");
+  if (a->sync.shards_dir && a->sync.current_map)
+    return USAGE_ERROR("--current-map and --shards: the shards say where the "
+                       "experts are; drop --current-map");
   for (int i = 0; i < a->num_stats; i++) {
     if (size > 1 && strstr(a->stats[i], "%r") == NULL)
       return USAGE_ERROR("--stats %s has no %%r but %d ranks run: every rank "
@@ -367,6 +412,23 @@ static void install_signals(void) {
   sigaction(SIGINT, &sa, NULL);
 }
 
+/* --recover: one generation again after a crash. */
+static int run_recover(const args_t *a, eplb_error_t *err) {
+  eplb_recover_result_t r;
+  memset(&r, 0, sizeof(r));
+  int rc = eplb_shards_recover(MPI_COMM_WORLD, a->sync.shards_dir, &r, err);
+  if (rc == 0 && g_rank == 0 && !a->sync.quiet) {
+    printf("eplb-sync: %s: generation %llu on every shard (%s; %lld renamed, "
+           "%lld temporary files removed)\n",
+           a->sync.shards_dir, (unsigned long long)r.generation,
+           r.rolled_forward ? "rolled forward"
+                            : r.rolled_back ? "rolled back" : "nothing to do",
+           (long long)r.renamed, (long long)r.removed);
+    fflush(stdout);
+  }
+  return rc;
+}
+
 /* --watch: the plan options of the one-shot run go to every round. */
 static int run_watch(args_t *a, eplb_error_t *err) {
   eplb_watch_opts_t *w = &a->w;
@@ -375,6 +437,8 @@ static int run_watch(args_t *a, eplb_error_t *err) {
   w->rb.output = a->sync.output;
   w->rb.output_format = a->sync.output_format;
   w->rb.quiet = a->sync.quiet;
+  w->rb.shards_dir = a->sync.shards_dir;
+  w->rb.max_buffer_mb = a->sync.max_buffer_mb;
   w->current_map = a->sync.current_map;
   w->summary = a->sync.summary;
   w->stop = &g_stop;
@@ -408,8 +472,9 @@ int main(int argc, char *argv[]) {
     eplb_error_t err = {0};
     eplb_sync_result_t res;
     memset(&res, 0, sizeof(res));
-    rc = a.watch ? run_watch(&a, &err)
-                 : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
+    rc = a.recover ? run_recover(&a, &err)
+         : a.watch ? run_watch(&a, &err)
+                   : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
                                        a.format, &a.sync, &res, &err);
     if (rc) {
       /* The message is agreed: rank 0 says it for everyone. */
