@@ -81,9 +81,12 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
                         int32_t L, int32_t E, eplb_error_t *err) {
   const eplb_plan_opts_t *po = &r->opts.online.plan;
   int rc = 0;
-  if (r->opts.max_buffer_mb < 0 || r->opts.max_buffer_mb > 65536)
-    return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside 0..65536",
-                          (int)r->opts.max_buffer_mb);
+  if (r->opts.max_buffer_mb < 0 || r->opts.max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
+    return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside 0..%d",
+                          (int)r->opts.max_buffer_mb, EPLB_MIGRATE_MAX_BUFFER_MB);
+  if (r->opts.timeout_s < 0 || r->opts.timeout_s > EPLB_MIGRATE_MAX_TIMEOUT_S)
+    return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside 0..%d",
+                          (int)r->opts.timeout_s, EPLB_MIGRATE_MAX_TIMEOUT_S);
   if (r->have_set) {
     /* The shards say where the experts are; keep the caller's layer ids. */
     rc = eplb_placement_copy(&r->current, &r->set.current, err);
@@ -307,6 +310,8 @@ static int apply(eplb_rebalancer_t *r, eplb_sync_result_t *res,
     eplb_migrate_opts_default(&mo);
     if (r->opts.max_buffer_mb)
       mo.max_buffer_mb = r->opts.max_buffer_mb;
+    if (r->opts.timeout_s)
+      mo.timeout_s = r->opts.timeout_s;
     mo.num_nodes = r->opts.online.plan.num_nodes;
     mo.quiet = r->opts.quiet;
     /* The shards hold the map with their own layer ids; migrate compares

@@ -58,6 +58,8 @@ typedef struct eplb_rebalancer_opts_s {
                                   in this directory, or NULL */
   int32_t max_buffer_mb;       /* migration batch size, 1..65536 (0 =
                                   default 256) */
+  int32_t timeout_s;           /* migration batch timeout, 1..86400 s (0 =
+                                  default 600) */
   eplb_rebalance_hook_t pause, resume;
   void *hook_ctx;
   int quiet;                   /* 1: rank 0 logs nothing */

@@ -439,6 +439,7 @@ static int run_watch(args_t *a, eplb_error_t *err) {
   w->rb.quiet = a->sync.quiet;
   w->rb.shards_dir = a->sync.shards_dir;
   w->rb.max_buffer_mb = a->sync.max_buffer_mb;
+  w->rb.timeout_s = a->sync.timeout_s;
   w->current_map = a->sync.current_map;
   w->summary = a->sync.summary;
   w->stop = &g_stop;
