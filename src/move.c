@@ -13,7 +13,8 @@
  * rank needs is two layers of its own shard (old rows in, new rows out) -
  * received rows land directly in their new slot.  Each row set travels as
  * one message: the slot's rows of every dataset, packed, followed by an
- * 8-byte checksum that the receiver verifies.  Within a layer the messages
+ * 8-byte checksum that the sender computes as it reads the row and the
+ * receiver verifies before the row is written.  Within a layer the messages
  * are cut into batches of at most max_buffer_mb per rank, sending and
  * receiving (deterministically, the same cut on every rank); a rank posts
  * every receive of a batch, then its sends, then tests them all until done
@@ -24,7 +25,6 @@
  * the middle of a batch aborts the job, because the peers' buffers are
  * then in an unknown state (the shards are untouched either way: nothing
  * is renamed before the commit, commit.c). */
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,7 +287,7 @@ typedef struct {
   int32_t *batch;             /* [num_xfers] batch of each transfer */
   int32_t *num_batches;       /* [L] */
   MPI_Request *req;           /* [2 * P * R] at most */
-  char *summed;               /* [P] old slot's checksum computed */
+  char *summed;               /* [P] old slot's checksum computed (this layer) */
   double t_read, t_xfer, t_write, t_commit;
   int64_t bytes_done;
   double last_progress, t0;
@@ -358,6 +358,21 @@ static uint64_t *trailer(const mig_t *m, unsigned char *p) {
   return (uint64_t *)(void *)(p + m->pad);
 }
 
+/* Checksums the old rows this rank sends in layer l, as they are read
+ * (the checksum travels in the row's trailer). */
+static void checksum_sent_rows(mig_t *m, int32_t l) {
+  const eplb_schedule_t *s = m->sched;
+  memset(m->summed, 0, (size_t)m->P);
+  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
+    const eplb_xfer_t *x = &s->xfers[i];
+    if (x->src_rank != m->set->rank || m->summed[x->src_slot])
+      continue;
+    unsigned char *p = m->old + (size_t)x->src_slot * m->stride;
+    *trailer(m, p) = eplb__checksum(p, m->row, 0);
+    m->summed[x->src_slot] = 1;
+  }
+}
+
 /* Posts this rank's receives, then its sends, of batch b of layer l.
  * *n receives the number of requests. */
 static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, eplb_error_t *err) {
@@ -376,10 +391,6 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, eplb_error_t *err)
                                        &m->req[(*n)++]), "MPI_Irecv of a row set", err);
       if (pass == 1 && x->src_rank == me) {
         unsigned char *p = m->old + (size_t)x->src_slot * m->stride;
-        if (!m->summed[x->src_slot]) {
-          *trailer(m, p) = eplb__checksum(p, m->row, 0);
-          m->summed[x->src_slot] = 1;
-        }
         rc = eplb__mpi_check(MPI_Isend(p, cnt, MPI_BYTE, x->dst_rank, tag, m->set->comm,
                                        &m->req[(*n)++]), "MPI_Isend of a row set", err);
       }
@@ -401,7 +412,6 @@ static int wait_batch(mig_t *m, int n, int32_t l, eplb_error_t *err) {
                             "layer %d: transfer not finished after %d s (a peer "
                             "crashed or hangs?); raise the timeout if the "
                             "network is this slow", (int)l, (int)m->opts->timeout_s);
-    sched_yield(); /* ranks may share cores: let the peers run */
   }
 }
 
@@ -426,7 +436,6 @@ static int verify_received(mig_t *m, int32_t l, eplb_error_t *err) {
 /* Moves layer l's rows over the network (old rows already read).  MPI
  * failures and timeouts abort the job; a checksum failure is returned. */
 static int transfer_layer(mig_t *m, int32_t l, eplb_error_t *err) {
-  memset(m->summed, 0, (size_t)m->P);
   local_copies(m, l);
   int32_t crash_layer = m->sched->num_layers / 2;
   if (l == crash_layer && m->num_batches[l] == 0)
@@ -539,8 +548,14 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
                           (int)m->P, ub);
   int64_t tl = ((int64_t)ub + 1) / m->P;
   m->tag_layers = (int32_t)(tl > 1024 ? 1024 : tl < 1 ? 1 : tl);
-  m->old = malloc((size_t)m->P * m->stride);
-  m->next = malloc((size_t)m->P * m->stride);
+  /* zero-filled and touched now: no page faults in the middle of the
+   * transfer, and no uninitialised padding bytes on the wire */
+  m->old = calloc((size_t)m->P, m->stride);
+  m->next = calloc((size_t)m->P, m->stride);
+  if (m->old && m->next) {
+    memset(m->old, 0, (size_t)m->P * m->stride);
+    memset(m->next, 0, (size_t)m->P * m->stride);
+  }
   m->summed = malloc((size_t)m->P);
   m->req = malloc(sizeof(MPI_Request) * max_requests(m));
   if (rc == 0 && (!m->old || !m->next || !m->summed || !m->req))
@@ -588,6 +603,8 @@ static int run_layers(mig_t *m, const eplb_placement_t *next,
     double t = MPI_Wtime();
     if (carry == 0)
       carry = eplb_shard_read_rows(m->set->shard, l, m->old, m->stride, err);
+    if (carry == 0)
+      checksum_sent_rows(m, l);
     m->t_read += MPI_Wtime() - t;
     int rc = eplb__agree(m->set->comm, carry, err);
     if (rc)
