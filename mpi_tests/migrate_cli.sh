@@ -19,6 +19,9 @@
 #              ranks 0..1 renamed and the others did not (built by hand
 #              from a real migration): opening it is refused (journal),
 #              the recovery renames the rest, generation 1 verifies
+#   shard-cli  eplb-shard itself: usage errors exit 2 with one line naming
+#              the option; create/inspect/verify round trip; verify finds a
+#              single flipped weight byte (exit 1, rank/layer/slot named)
 #   bad-missing|bad-truncated|bad-corrupt|bad-version|bad-dtype|bad-shape|
 #   bad-ids|diverge
 #              one bad shard (or one rank passing another plan): every rank
@@ -133,6 +136,44 @@ rollforward)
     die "recovery did not rename $((np - 2)) shards: $(cat out.txt)"
   no_debris
   verify map1.json
+  ;;
+shard-cli)
+  es="$bin/eplb-shard"
+  usage() { # usage WANT_TEXT ARGS...: exit 2, one "error:" line naming WANT_TEXT
+    local want=$1
+    shift
+    "$es" "$@" > u.out 2> u.err
+    local rc=$?
+    ((rc == 2)) || die "'$*' exited $rc, want 2"
+    [[ $(grep -c "eplb-shard: error:" u.err) == 1 ]] || die "'$*': $(cat u.err)"
+    grep -q -- "$want" u.err || die "'$*' does not name '$want': $(cat u.err)"
+  }
+  usage "command is required"
+  usage "unknown command 'frobnicate'" frobnicate --dir x
+  usage "--dir D is required" verify
+  usage "--ranks 0 is outside 1..4096" create --dir x --ranks 0 --layers 1 --experts 1 --slots-per-rank 1
+  usage "--layers 99999 is outside" create --dir x --ranks 1 --layers 99999 --experts 1 --slots-per-rank 1
+  usage "create needs" create --dir x --ranks 2
+  usage "must hold the 9 experts" create --dir x --ranks 2 --layers 1 --experts 9 --slots-per-rank 4
+  usage "type 'float8'" create --dir x --ranks 1 --layers 1 --experts 1 --slots-per-rank 1 --dataset w:float8:4
+  usage "dimensions must be" create --dir x --ranks 1 --layers 1 --experts 1 --slots-per-rank 1 --dataset w:int8:4x
+  usage "unknown option '--bogus'" inspect --dir x --bogus
+  usage "--generation '-1'" create --dir x --ranks 1 --layers 1 --experts 1 --slots-per-rank 1 --generation -1
+  "$es" --help | grep -q "slots-per-rank P   slots per rank per layer, 1..65536" || die "--help lacks ranges"
+  create
+  "$es" inspect --dir sh > inspect.txt || die "inspect failed"
+  grep -q "^dataset           w_gate float16 \[4, 8, 16\]" inspect.txt || die "inspect: $(cat inspect.txt)"
+  grep -q "^generation        0" inspect.txt || die "inspect: no generation"
+  "$es" verify --dir sh > v.txt || die "fresh shards do not verify: $(cat v.txt)"
+  f=$(printf 'sh/shard_%05d.h5' "$bad")
+  "$driver" tamper "$f" byte || die "tamper"
+  "$es" verify --dir sh > v.txt 2>&1
+  rc=$?
+  ((rc == 1)) || die "verify of a flipped byte exited $rc, want 1"
+  grep -q "rank $bad: .*layer 0 slot 1: the weights are not expert" v.txt ||
+    die "verify does not name rank, layer and slot: $(cat v.txt)"
+  "$es" verify --dir missing_dir > v.txt 2>&1 && die "verify of a missing directory passed"
+  grep -q "rank 0: missing_dir/shard_00000.h5: cannot read" v.txt || die "$(cat v.txt)"
   ;;
 bad-* | diverge)
   create

@@ -11,7 +11,8 @@
  *     equal the minimum the plan needs (computed here independently).
  *   test_migrate_driver recover DIR [--status-dir D]  (under mpiexec)
  *   test_migrate_driver tamper FILE KIND               (no MPI)
- *       KIND: version | dtype | shape | ids
+ *       KIND: version | dtype | shape | ids | byte (one weight byte of
+ *       layer 0, slot 1 flipped)
  *
  * Exit 0 on success, 1 on an error (rank 0 prints it), 2 on bad usage.
  * With --status-dir every rank writes its exit code to D/rank<r>.rc, so
@@ -211,7 +212,33 @@ static int tamper_ids(hid_t f) {
   return rc;
 }
 
+/* Flips one byte of slot 1's row of layer 0's first weight dataset. */
+static int tamper_byte(const char *path) {
+  eplb_shard_t *sh = NULL;
+  if (eplb_shard_open(path, &sh, NULL) != 0)
+    return 1;
+  eplb_shard_dataset_t ds0 = eplb_shard_info(sh)->datasets[0];
+  const eplb_shard_dataset_t *d = &ds0;
+  char name[512];
+  snprintf(name, sizeof(name), "/layers/0/%s", d->name);
+  size_t n = (size_t)d->row_bytes * (size_t)d->dims[0];
+  unsigned char *buf = malloc(n);
+  eplb_shard_close(sh);
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t ds = H5Dopen2(f, name, H5P_DEFAULT), t = H5Dget_type(ds);
+  int rc = H5Dread(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0;
+  buf[d->row_bytes] ^= 0x5a;
+  rc |= H5Dwrite(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0;
+  H5Tclose(t);
+  H5Dclose(ds);
+  H5Fclose(f);
+  free(buf);
+  return rc;
+}
+
 static int cmd_tamper(const char *path, const char *kind) {
+  if (strcmp(kind, "byte") == 0)
+    return tamper_byte(path);
   hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
   if (f < 0) {
     fprintf(stderr, PROG ": cannot open %s\n", path);

@@ -327,8 +327,8 @@ static hid_t open_layer(hid_t f, const char *path, int32_t l, eplb_error_t *err)
                  ? H5Gopen2(f, g, H5P_DEFAULT) : -1;
   if (id < 0)
     eplb_error_set(err, EPLB_EPARSE,
-                   "%s: group %s is missing (num_layers says layers 0..%d)",
-                   path, g, (int)l);
+                   "%s: group %s is missing; every layer 0..num_layers-1 "
+                   "needs one", path, g);
   return id;
 }
 
