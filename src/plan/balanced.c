@@ -62,6 +62,32 @@ done:
   return rc;
 }
 
+/* 1 when DeepSeek's global greedy plan is the same as this policy's greedy
+ * packing, which used `order` over the replicas (expert-major: key[p],
+ * weight w[p]) and met no duplicate clash.  DeepSeek replicates without the
+ * one-replica-per-GPU cap, so no expert may have reached it (cnt < G), and
+ * it numbers first replicas before redundant ones, so the two sorted orders
+ * name the same experts in the same sequence unless a run of equal weights
+ * mixes several experts of which one has more than one replica. */
+static int same_greedy_as_deepseek(const double *w, const int32_t *key,
+                                   const int32_t *cnt, const int32_t *order,
+                                   int32_t E, int32_t S, int32_t G) {
+  for (int32_t e = 0; e < E; e++)
+    if (cnt[e] >= G)
+      return 0;
+  for (int32_t i = 0; i < S;) {
+    int32_t j = i + 1, mixed = 0, multi = cnt[key[order[i]]] > 1;
+    for (; j < S && w[order[j]] == w[order[i]]; j++) {
+      mixed |= key[order[j]] != key[order[i]];
+      multi |= cnt[key[order[j]]] > 1;
+    }
+    if (mixed && multi)
+      return 0;
+    i = j;
+  }
+  return 1;
+}
+
 /* Flat (one node) balanced plan of E experts into S slots on G GPUs. */
 static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
                      int32_t *phy2log, eplb_error_t *err) {
@@ -89,9 +115,12 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
       p++;
     }
   eplb__sort_desc(w, S, order);
-  rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, NULL, err);
+  int32_t clashes = 0;
+  rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
   if (rc)
     goto done;
+  int same_as_ds = clashes == 0 && same_greedy_as_deepseek(w, key, cnt, order,
+                                                            E, S, G);
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];
   rc = improve(load, E, phy2log, S, G, err);
@@ -105,13 +134,17 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
     goto done;
   }
 
-  /* Never worse than DeepSeek: compare with its plan, improved the same way. */
+  /* Never worse than DeepSeek: compare with its plan, improved the same way.
+   * When DeepSeek's greedy plan is the one improved above, the local search
+   * already did better (it never raises the maximum): skip it. */
+  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
+  if (same_as_ds)
+    goto refine;
   eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
                          .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
   rc = eplb__plan_deepseek(load, E, &ds, alt, err);
   if (rc)
     goto done;
-  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
   if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
     rc = improve(load, E, alt, S, G, err);
     if (rc < 0)
@@ -125,6 +158,7 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   /* Still visibly unbalanced with spare replicas to move: let the replica
    * counts change too (greedy replication is optimal per replica, not per
    * GPU).  Rare on real loads, so its cost is paid only where it helps. */
+refine:;
   double total = 0;
   for (int32_t e = 0; e < E; e++)
     total += load[e];

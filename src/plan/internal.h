@@ -26,12 +26,14 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
 /* Greedy packing of n weighted items into `bins` bins of `cap` items each
  * (n == bins * cap): items in `order`, each to the lightest bin with room
  * (ties: lower bin).  With key != NULL an item avoids bins that already hold
- * an item of the same key when any bin with room does not; *dups (may be
- * NULL) counts the items that could not avoid it.  bin_of[n] and rank_of[n]
- * (position inside the bin, in packing order) out. */
+ * an item of the same key when any bin with room does not; *clashes (may be
+ * NULL) counts the items that met such a bin, i.e. did not simply go to the
+ * lightest bin with room (0: the packing is exactly the keyless one).
+ * bin_of[n] and rank_of[n] (position inside the bin, in packing order) out.
+ * Returns 0 or EPLB_ENOMEM. */
 int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t bins, int32_t cap, const int32_t *key,
-                      int32_t *bin_of, int32_t *rank_of, int32_t *dups,
+                      int32_t *bin_of, int32_t *rank_of, int32_t *clashes,
                       eplb_error_t *err);
 
 /* A layer's placement on G GPUs of `per` slots, with each slot's weight

@@ -9,6 +9,7 @@
  * (a on g, b on h) with 0 < w_a - w_b < load_g - load_h that makes
  * max(load_g', load_h') smallest.  Such a swap lowers the sum of squared
  * loads by 2d(gap - d) > 0, so the search cannot cycle. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,126 +23,145 @@ int32_t eplb__argmax(const double *load, int32_t G) {
   return best;
 }
 
-/* Min-heap of bins keyed by (weight, index), for greedy packing. */
+/* Tournament (winner) tree over the bins, for greedy packing: leaf P + b
+ * holds bin b (b < P; leaves past the last bin hold the sentinel bin P);
+ * each inner node holds the lighter of its children under the effective
+ * weights ew[] (ties: lower bin), so node 1 is the lightest bin with room.
+ * A bin that is full, or set aside, gets ew = +inf.  Re-weighing a bin
+ * replays log2(P) branch-free matches, cheaper than a binary heap's pop and
+ * push. */
 typedef struct {
-  int32_t *bin;     /* heap of bin ids */
-  int32_t n;
-  const double *w;  /* bin weights */
-} bin_heap_t;
+  int32_t *node; /* [2P] */
+  int32_t P;
+  double *ew; /* [P + 1] effective weights; ew[P] = +inf (sentinel) */
+} bin_tree_t;
 
-static int bin_less(const bin_heap_t *h, int32_t a, int32_t b) {
-  return h->w[a] < h->w[b] || (h->w[a] == h->w[b] && a < b);
+/* The winner of a match between bins a and b. */
+static inline int32_t tree_win(const double *ew, int32_t a, int32_t b) {
+  double wa = ew[a], wb = ew[b];
+  int take_b = (wb < wa) | ((wb == wa) & (b < a));
+  return take_b ? b : a;
 }
 
-static void heap_up(bin_heap_t *h, int32_t i) {
-  while (i > 0) {
-    int32_t p = (i - 1) / 2;
-    if (!bin_less(h, h->bin[i], h->bin[p]))
-      return;
-    int32_t t = h->bin[i];
-    h->bin[i] = h->bin[p];
-    h->bin[p] = t;
-    i = p;
+/* Sets bin b's effective weight to v and replays its matches, carrying the
+ * winner in registers: each level reads only the sibling, so the levels do
+ * not wait on each other's stores. */
+static void tree_set(bin_tree_t *t, int32_t b, double v) {
+  t->ew[b] = v;
+  int32_t cur = b;
+  double cw = v;
+  for (int32_t i = t->P + b; i > 1; i /= 2) {
+    int32_t sib = t->node[i ^ 1];
+    double sw = t->ew[sib];
+    int take = (sw < cw) | ((sw == cw) & (sib < cur));
+    cur = take ? sib : cur;
+    cw = take ? sw : cw;
+    t->node[i / 2] = cur;
   }
 }
 
-static void heap_down(bin_heap_t *h, int32_t i) {
-  for (;;) {
-    int32_t l = 2 * i + 1, r = l + 1, m = i;
-    if (l < h->n && bin_less(h, h->bin[l], h->bin[m]))
-      m = l;
-    if (r < h->n && bin_less(h, h->bin[r], h->bin[m]))
-      m = r;
-    if (m == i)
-      return;
-    int32_t t = h->bin[i];
-    h->bin[i] = h->bin[m];
-    h->bin[m] = t;
-    i = m;
-  }
+static void tree_init(bin_tree_t *t, int32_t bins) {
+  for (int32_t i = 0; i <= t->P; i++)
+    t->ew[i] = i < bins ? 0.0 : HUGE_VAL;
+  for (int32_t i = 0; i < t->P; i++)
+    t->node[t->P + i] = i < bins ? i : t->P;
+  for (int32_t i = t->P - 1; i >= 1; i--)
+    t->node[i] = tree_win(t->ew, t->node[2 * i], t->node[2 * i + 1]);
 }
 
-static void heap_push(bin_heap_t *h, int32_t b) {
-  h->bin[h->n++] = b;
-  heap_up(h, h->n - 1);
-}
-
-static int32_t heap_pop(bin_heap_t *h) {
-  int32_t top = h->bin[0];
-  h->bin[0] = h->bin[--h->n];
-  heap_down(h, 0);
-  return top;
-}
-
-/* 1 when bin b already holds an item with key k. */
-static int bin_has_key(const int32_t *bin_keys, int32_t cap, int32_t b,
-                       int32_t nb, int32_t k) {
-  for (int32_t j = 0; j < nb; j++)
-    if (bin_keys[b * cap + j] == k)
+/* 1 when bin b already holds an item with key k: the items placed with key
+ * k are chained from head[k] through next[] (usually zero or one). */
+static int bin_has_key(const int32_t *head, const int32_t *next,
+                       const int32_t *bin_of, int32_t b, int32_t k) {
+  for (int32_t it = head[k]; it >= 0; it = next[it])
+    if (bin_of[it] == b)
       return 1;
   return 0;
 }
 
+/* Picks the lightest bin with room for item i, without a key clash when
+ * some bin allows (bins that clash are set aside in held[] and restored),
+ * else the lightest of all.  ++*nclash when a clash moved the item off the
+ * plain lightest bin.  bin_w[] are the true weights. */
+static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
+                        const int32_t *head, const int32_t *next,
+                        const int32_t *bin_of, int32_t i, int32_t *held,
+                        int32_t *nclash) {
+  int32_t best = t->node[1], nheld = 0;
+  if (key == NULL)
+    return best;
+  while (best < t->P && bin_has_key(head, next, bin_of, best, key[i])) {
+    held[nheld++] = best;
+    tree_set(t, best, HUGE_VAL);
+    best = t->node[1];
+    if (t->ew[best] == HUGE_VAL)
+      best = t->P; /* no bin with room is left */
+  }
+  for (int32_t j = 0; j < nheld; j++)
+    tree_set(t, held[j], bin_w[held[j]]);
+  if (nheld > 0)
+    (*nclash)++;
+  if (best >= t->P) { /* every bin with room clashes: take the lightest */
+    best = held[0];
+    for (int32_t j = 1; j < nheld; j++)
+      best = tree_win(bin_w, best, held[j]);
+  }
+  return best;
+}
+
 int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t bins, int32_t cap, const int32_t *key,
-                      int32_t *bin_of, int32_t *rank_of, int32_t *dups,
+                      int32_t *bin_of, int32_t *rank_of, int32_t *clashes,
                       eplb_error_t *err) {
+  int32_t P = 1, kmax = 0;
+  while (P < bins)
+    P *= 2;
+  if (key != NULL)
+    for (int32_t i = 0; i < n; i++)
+      kmax = key[i] > kmax ? key[i] : kmax;
   double *bin_w = calloc((size_t)bins, sizeof(double));
   int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
-  int32_t *heap = malloc(sizeof(int32_t) * (size_t)bins);
+  int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
+  double *ew = malloc(sizeof(double) * ((size_t)P + 1));
   int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
-  /* keys held per bin, to avoid duplicates: bins * cap entries */
-  int32_t *bin_keys = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+  int32_t *head = key ? malloc(sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
+  int32_t *next = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
   int rc = 0;
-  if (!bin_w || !bin_n || !heap || !held || (key && !bin_keys)) {
+  if (!bin_w || !bin_n || !node || !ew || !held || (key && (!head || !next))) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
   }
-  bin_heap_t h = {.bin = heap, .n = 0, .w = bin_w};
-  for (int32_t b = 0; b < bins; b++)
-    heap_push(&h, b);
-  int32_t ndup = 0;
+  if (key != NULL)
+    for (int32_t k = 0; k <= kmax; k++)
+      head[k] = -1;
+  bin_tree_t t = {.node = node, .P = P, .ew = ew};
+  tree_init(&t, bins);
+  int32_t nclash = 0;
   for (int32_t k = 0; k < n; k++) {
-    int32_t i = order[k], best = -1, nheld = 0;
-    /* Lightest bin with room; with keys, the lightest without a clash
-     * (bins that clash are set aside and pushed back afterwards). */
-    while (h.n > 0) {
-      int32_t b = heap_pop(&h);
-      if (key == NULL || !bin_has_key(bin_keys, cap, b, bin_n[b], key[i])) {
-        best = b;
-        break;
-      }
-      held[nheld++] = b;
-    }
-    if (best < 0) { /* every bin with room clashes: take the lightest */
-      best = held[0];
-      for (int32_t j = 1; j < nheld; j++)
-        if (bin_w[held[j]] < bin_w[best] ||
-            (bin_w[held[j]] == bin_w[best] && held[j] < best))
-          best = held[j];
-      ndup++;
-    }
-    for (int32_t j = 0; j < nheld; j++)
-      if (held[j] != best)
-        heap_push(&h, held[j]);
+    int32_t i = order[k];
+    int32_t best =
+        pick_bin(&t, bin_w, key, head, next, bin_of, i, held, &nclash);
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
-    if (key != NULL)
-      bin_keys[best * cap + bin_n[best]] = key[i];
+    if (key != NULL) {
+      next[i] = head[key[i]];
+      head[key[i]] = i;
+    }
     bin_n[best]++;
     bin_w[best] += w[i];
-    if (bin_n[best] < cap)
-      heap_push(&h, best);
+    tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
   }
-  if (dups)
-    *dups = ndup;
+  if (clashes)
+    *clashes = nclash;
 done:
   free(bin_w);
   free(bin_n);
-  free(heap);
+  free(node);
+  free(ew);
   free(held);
-  free(bin_keys);
+  free(head);
+  free(next);
   return rc;
 }
 

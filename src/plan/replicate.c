@@ -4,6 +4,7 @@
  * redundant slot goes to the top expert, whose key then drops.  O(E + R log E)
  * for R = S - E redundant slots. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "plan/internal.h"
 
@@ -72,48 +73,14 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
 }
 
 /* Order of two items: heavier first, then lower index.  A total order, so
- * the sort below is deterministic whatever the algorithm. */
+ * every correct sort gives the same permutation. */
 static inline int before(const double *w, int32_t a, int32_t b) {
   return w[a] > w[b] || (w[a] == w[b] && a < b);
 }
 
-/* Bottom-up merge sort of order[0..n) under before(); tmp has n entries.
- * Hand-written rather than qsort: the comparator inlines, which makes the
- * planner's sorts several times faster on the few hundred items per layer. */
-static void merge_sort(const double *w, int32_t *order, int32_t *tmp,
-                       int32_t n) {
-  int32_t *src = order, *dst = tmp;
-  for (int32_t width = 1; width < n; width *= 2) {
-    for (int32_t lo = 0; lo < n; lo += 2 * width) {
-      int32_t mid = lo + width < n ? lo + width : n;
-      int32_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-      int32_t i = lo, j = mid, k = lo;
-      while (i < mid && j < hi)
-        dst[k++] = before(w, src[j], src[i]) ? src[j++] : src[i++];
-      while (i < mid)
-        dst[k++] = src[i++];
-      while (j < hi)
-        dst[k++] = src[j++];
-    }
-    int32_t *t = src;
-    src = dst;
-    dst = t;
-  }
-  if (src != order)
-    for (int32_t i = 0; i < n; i++)
-      order[i] = src[i];
-}
-
-void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
-  for (int32_t i = 0; i < n; i++)
-    order[i] = i;
-  int32_t *tmp = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
-  if (tmp != NULL) {
-    merge_sort(w, order, tmp, n);
-    free(tmp);
-    return;
-  }
-  /* Out of memory: insertion sort needs none (slow, but correct). */
+/* Insertion sort of order[0..n) under before(): for the few items (groups,
+ * nodes) where a radix sort's tables cost more than they save. */
+static void insertion_sort(const double *w, int32_t *order, int32_t n) {
   for (int32_t i = 1; i < n; i++) {
     int32_t x = order[i], j = i;
     while (j > 0 && before(w, x, order[j - 1])) {
@@ -122,4 +89,78 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
     }
     order[j] = x;
   }
+}
+
+/* Sort key of a weight: ascending keys are descending weights.  Weights are
+ * finite and >= 0, whose IEEE-754 bit patterns order like the values once
+ * -0.0 is folded into +0.0. */
+static inline uint64_t desc_key(double v) {
+  uint64_t u;
+  if (v == 0.0)
+    v = 0.0;
+  memcpy(&u, &v, sizeof(u));
+  return ~u;
+}
+
+/* Stable LSD radix sort, 8 bits per pass, of order[0..n) (the identity on
+ * entry, so equal weights stay in index order: exactly before()'s order).
+ * Passes whose byte is the same for every item are skipped.  scratch holds
+ * 2n keys and n indices.  Branch-free, several times faster than a merge
+ * sort on the few hundred replicas of a layer. */
+static void radix_sort(const double *w, int32_t *order, int32_t n,
+                       uint64_t *keys, int32_t *tmp) {
+  uint32_t hist[8][256];
+  memset(hist, 0, sizeof(hist));
+  uint64_t *ka = keys, *kb = keys + n;
+  for (int32_t i = 0; i < n; i++) {
+    uint64_t k = desc_key(w[i]);
+    ka[i] = k;
+    for (int d = 0; d < 8; d++)
+      hist[d][(k >> (8 * d)) & 0xff]++;
+  }
+  int32_t *src = order, *dst = tmp;
+  for (int d = 0; d < 8; d++) {
+    uint32_t *h = hist[d];
+    if (h[(ka[0] >> (8 * d)) & 0xff] == (uint32_t)n)
+      continue; /* every item has this byte: the pass changes nothing */
+    uint32_t sum = 0;
+    for (int b = 0; b < 256; b++) {
+      uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (int32_t i = 0; i < n; i++) {
+      uint32_t pos = h[(ka[i] >> (8 * d)) & 0xff]++;
+      dst[pos] = src[i];
+      kb[pos] = ka[i];
+    }
+    int32_t *t = src;
+    src = dst;
+    dst = t;
+    uint64_t *tk = ka;
+    ka = kb;
+    kb = tk;
+  }
+  if (src != order)
+    memcpy(order, src, sizeof(int32_t) * (size_t)n);
+}
+
+/* Below this many items the insertion sort wins. */
+#define RADIX_MIN 48
+
+void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
+  for (int32_t i = 0; i < n; i++)
+    order[i] = i;
+  if (n < RADIX_MIN) {
+    insertion_sort(w, order, n);
+    return;
+  }
+  void *scratch = malloc((sizeof(uint64_t) * 2 + sizeof(int32_t)) * (size_t)n);
+  if (scratch == NULL) {
+    insertion_sort(w, order, n); /* out of memory: slow, but correct */
+    return;
+  }
+  uint64_t *keys = scratch;
+  radix_sort(w, order, n, keys, (int32_t *)(keys + 2 * (size_t)n));
+  free(scratch);
 }
