@@ -29,6 +29,8 @@ typedef enum {
   EPLB_STATS_AUTO = 0,     /* detect from content */
   EPLB_STATS_MINDSPEED,    /* {"layer": {"expert": count}} */
   EPLB_STATS_SGLANG,       /* {"logical_count": [L][E]} or [steps][L][E] */
+  EPLB_STATS_TRTLLM,       /* directory: meta_info.json + rank{r}.safetensors */
+  EPLB_STATS_MINDIE,       /* directory: model_gen_config.json + {stage}_{rank}.csv */
 } eplb_stats_format_t;
 
 typedef struct eplb_stats_s {
@@ -78,7 +80,27 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err);
 
-/* Parses a format name ("auto", "mindspeed", "sglang"); -1 if unknown. */
+/* Options of eplb_stats_read_opts.  iter_min..iter_max (inclusive) select
+ * the iterations of a TensorRT-LLM dump; -1, -1 = all of them.  Other
+ * formats carry no iteration numbers: a range given for them is
+ * EPLB_EARG. */
+typedef struct eplb_stats_read_opts_s {
+  int64_t iter_min, iter_max;
+} eplb_stats_read_opts_t;
+
+/* Largest iteration number --iter-range accepts. */
+#define EPLB_MAX_ITER 1000000000
+
+/* eplb_stats_read with options (opts may be NULL: all iterations).  `path`
+ * may be a directory: a TensorRT-LLM dump (meta_info.json) or a MindIE dump
+ * (model_gen_config.json), detected from the files it holds. */
+int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts,
+                         eplb_error_t *err);
+
+/* Parses a format name ("auto", "mindspeed", "sglang", "trtllm",
+ * "mindie"); -1 if unknown. */
 int eplb_stats_format_from_name(const char *name);
 const char *eplb_stats_format_name(eplb_stats_format_t format);
 

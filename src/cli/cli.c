@@ -120,3 +120,51 @@ double eplb_cli_now(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+int eplb_cli_read_stats(const char *const *paths, int n,
+                        eplb_stats_format_t format,
+                        const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
+                        eplb_error_t *err) {
+  if (n < 1)
+    return eplb_error_set(err, EPLB_EARG, "no statistics to read");
+  int rc = eplb_stats_read_opts(st, paths[0], format, opts, err);
+  for (int i = 1; i < n && rc == 0; i++) {
+    eplb_stats_t more;
+    rc = eplb_stats_read_opts(&more, paths[i], format, opts, err);
+    if (rc == 0)
+      rc = eplb_stats_add(st, &more, paths[0], paths[i], err);
+    eplb_stats_cleanup(&more);
+  }
+  if (rc)
+    eplb_stats_cleanup(st);
+  return rc;
+}
+
+/* Parses a plain decimal 0..EPLB_MAX_ITER from [p, end); -1 if bad. */
+static long iter_number(const char *p, const char *end) {
+  long v = 0;
+  if (p == end || end - p > 10)
+    return -1;
+  for (; p < end; p++) {
+    if (*p < '0' || *p > '9')
+      return -1;
+    v = v * 10 + (*p - '0');
+  }
+  return v <= EPLB_MAX_ITER ? v : -1;
+}
+
+int eplb_cli_parse_iter_range(const char *prog, const char *text,
+                              eplb_stats_read_opts_t *opts) {
+  const char *dash = strchr(text, '-');
+  const char *end = text + strlen(text);
+  long a = iter_number(text, dash ? dash : end);
+  long b = dash ? iter_number(dash + 1, end) : a;
+  if (a < 0 || b < 0 || a > b) {
+    eplb_cli_usage_error(prog, "--iter-range '%s' is not A-B with "
+                         "0 <= A <= B <= %d", text, EPLB_MAX_ITER);
+    return EPLB_EARG;
+  }
+  opts->iter_min = a;
+  opts->iter_max = b;
+  return 0;
+}

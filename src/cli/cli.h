@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/stats.h"
 
 #define EPLB_CLI_EXIT_OK 0
 #define EPLB_CLI_EXIT_RUNTIME 1
@@ -69,6 +70,21 @@ int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
  * returns the exit code for it: EPLB_CLI_EXIT_USAGE for EPLB_EARG (with
  * "(see <prog> --help)"), EPLB_CLI_EXIT_RUNTIME otherwise. */
 int eplb_cli_report(const char *prog, const eplb_error_t *err);
+
+/* Reads the n statistics paths (files or dump directories) with
+ * eplb_stats_read_opts and sums them into *st (must be empty; stays empty
+ * on failure).  The error names the file that failed or the two whose
+ * shapes differ. */
+int eplb_cli_read_stats(const char *const *paths, int n,
+                        eplb_stats_format_t format,
+                        const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
+                        eplb_error_t *err);
+
+/* Parses --iter-range "A-B" (0 <= A <= B <= EPLB_MAX_ITER) or "A" (just
+ * iteration A) into *opts.  Usage error printed as for
+ * eplb_cli_parse_int; returns 0 or EPLB_EARG. */
+int eplb_cli_parse_iter_range(const char *prog, const char *text,
+                              eplb_stats_read_opts_t *opts);
 
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);

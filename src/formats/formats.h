@@ -64,4 +64,19 @@ int eplb__map_read_json(eplb_placement_t *out, const char *path,
 int eplb__map_read_yaml(eplb_placement_t *out, const char *path,
                         const char *text, eplb_error_t *err);
 
+/* Reads a statistics dump directory (formats/stats_dir.c): TensorRT-LLM
+ * (meta_info.json + rank{r}.safetensors) or MindIE (model_gen_config.json
+ * + {stage}_{rank}.csv), detected from the files unless `format` says.
+ * opts may be NULL.  *out is empty on failure. */
+int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts,
+                         eplb_error_t *err);
+
+/* The two dump readers behind it (formats/trtllm_stats.c, formats/mindie.c):
+ * `dir` is the dump directory. */
+int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
+                      const eplb_stats_read_opts_t *opts, eplb_error_t *err);
+int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err);
+
 #endif /* EPLB_FORMATS_FORMATS_H */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "eplb/stats.h"
 #include "formats/formats.h"
@@ -29,6 +30,10 @@ int eplb_stats_format_from_name(const char *name) {
     return EPLB_STATS_MINDSPEED;
   if (strcmp(name, "sglang") == 0)
     return EPLB_STATS_SGLANG;
+  if (strcmp(name, "trtllm") == 0)
+    return EPLB_STATS_TRTLLM;
+  if (strcmp(name, "mindie") == 0)
+    return EPLB_STATS_MINDIE;
   return -1;
 }
 
@@ -40,6 +45,10 @@ const char *eplb_stats_format_name(eplb_stats_format_t format) {
     return "mindspeed";
   case EPLB_STATS_SGLANG:
     return "sglang";
+  case EPLB_STATS_TRTLLM:
+    return "trtllm";
+  case EPLB_STATS_MINDIE:
+    return "mindie";
   }
   return "unknown";
 }
@@ -397,9 +406,15 @@ static int fast_read(eplb_stats_t *out, const char *text, size_t len,
   return format != EPLB_STATS_SGLANG && eplb__mindspeed_fast(out, text, len);
 }
 
-int eplb_stats_read(eplb_stats_t *out, const char *path,
-                    eplb_stats_format_t format, eplb_error_t *err) {
+/* Reads one JSON statistics file (MindSpeed-RL or SGLang). */
+static int read_json_file(eplb_stats_t *out, const char *path,
+                          eplb_stats_format_t format, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
+  if (format == EPLB_STATS_TRTLLM || format == EPLB_STATS_MINDIE)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: is a file, but --format %s reads a directory "
+                          "(a dump of several files)",
+                          path, eplb_stats_format_name(format));
   char *text = NULL;
   size_t len = 0;
   cJSON *root = NULL;
@@ -424,4 +439,33 @@ int eplb_stats_read(eplb_stats_t *out, const char *path,
   cJSON_Delete(root);
   free(text);
   return rc;
+}
+
+/* 1 if path names a directory (errors are left to the file reader). */
+static int is_dir(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts,
+                         eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  if (path == NULL)
+    return eplb_error_set(err, EPLB_EARG, "no statistics path");
+  int ranged = opts != NULL && (opts->iter_min >= 0 || opts->iter_max >= 0);
+  if (is_dir(path))
+    return eplb__stats_read_dir(out, path, format, opts, err);
+  if (ranged)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: --iter-range selects iterations of a "
+                          "TensorRT-LLM dump directory; this file has none",
+                          path);
+  return read_json_file(out, path, format, err);
+}
+
+int eplb_stats_read(eplb_stats_t *out, const char *path,
+                    eplb_stats_format_t format, eplb_error_t *err) {
+  return eplb_stats_read_opts(out, path, format, NULL, err);
 }

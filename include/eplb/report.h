@@ -1,0 +1,85 @@
+/* eplb/report.h - the numbers eplb-report prints: how evenly a placement
+ * spreads the load of each MoE layer over the GPUs.
+ *
+ * A table is TensorRT-LLM's: per layer, the mean and the (population)
+ * standard deviation of the per-GPU load and the imbalance ratio max/mean;
+ * an average row over layers.  A GPU's load is the sum over its slots of
+ * (expert load / replicas of that expert).  The balance metrics people who
+ * train MoE models watch come with it: the coefficient of variation of the
+ * expert loads (std/mean over experts) and the hottest expert's share of
+ * its layer's tokens.  Pure computations: no I/O except the writers. */
+#ifndef EPLB_REPORT_H
+#define EPLB_REPORT_H
+
+#include <stdint.h>
+
+#include "eplb/error.h"
+#include "eplb/placement.h"
+#include "eplb/stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Per-layer load of one placement over its GPUs. */
+typedef struct eplb_report_table_s {
+  int32_t num_layers, num_gpus;
+  double *gpu_load;  /* [L * G]: gpu_load[l * G + g] */
+  double *mean;      /* [L] mean over GPUs */
+  double *std;       /* [L] population standard deviation over GPUs */
+  double *ratio;     /* [L] max / mean (1 = perfect; 0 for an idle layer) */
+  double avg_mean, avg_std, avg_ratio; /* the "average" row: means over L */
+  double max_ratio;  /* worst layer's ratio */
+  int32_t worst_layer; /* its index 0..L-1 */
+} eplb_report_table_t;
+
+typedef struct eplb_report_s {
+  int32_t num_layers, num_experts;
+  int32_t *layer_ids;          /* [L] as the statistics named them */
+  eplb_report_table_t before;  /* contiguous placement (or per expert) */
+  eplb_report_table_t after;   /* the map; empty when has_after == 0 */
+  int has_after;
+  double *cv;                  /* [L] std/mean of the expert loads */
+  double *hot_share;           /* [L] max expert load / layer total */
+  int32_t *hot_expert;         /* [L] that expert (lowest id on a tie) */
+  double avg_cv, avg_hot_share;
+  double max_hot_share;        /* over layers */
+  int32_t max_hot_layer;       /* its index 0..L-1 */
+} eplb_report_t;
+
+/* Fills *t with the per-GPU loads of placement p over the statistics (same
+ * L; p->num_experts <= s->num_experts).  *t must be zeroed or cleaned up;
+ * on failure it stays empty.  EPLB_ESHAPE if the shapes differ, EPLB_EMAP
+ * if a slot holds an expert outside the statistics. */
+int eplb_report_table(eplb_report_table_t *t, const eplb_stats_t *s,
+                      const eplb_placement_t *p, eplb_error_t *err);
+/* NULL-safe, idempotent. */
+void eplb_report_table_cleanup(eplb_report_table_t *t);
+
+/* The whole report.  `before` is the placement the load is compared
+ * against (callers pass the contiguous placement, or one slot per expert
+ * and one GPU per slot for a per-expert table); `after` may be NULL.  The
+ * report keeps no pointer to its arguments.  *r must be zeroed; on failure
+ * it stays empty. */
+int eplb_report_compute(eplb_report_t *r, const eplb_stats_t *s,
+                        const eplb_placement_t *before,
+                        const eplb_placement_t *after, eplb_error_t *err);
+/* NULL-safe, idempotent. */
+void eplb_report_cleanup(eplb_report_t *r);
+
+/* The report as JSON (see docs/eplb-report.md) to `path` atomically, or to
+ * stdout when path is "-". */
+int eplb_report_write_json(const eplb_report_t *r, const char *path,
+                           eplb_error_t *err);
+
+/* A self-contained SVG: a layer x GPU heat map of the load before (and
+ * after, with the same colour scale), and bars of each GPU's load summed
+ * over layers.  Every heat-map cell is one <rect class="cell">.  Written
+ * atomically. */
+int eplb_report_write_svg(const eplb_report_t *r, const char *path,
+                          eplb_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EPLB_REPORT_H */

@@ -1,0 +1,308 @@
+/* cli/eplb_report.c - `eplb-report`: how evenly the experts' load falls on
+ * the GPUs, before and after an expert map.
+ *
+ * Prints TensorRT-LLM's table (per layer: mean, std and imbalance ratio
+ * max/mean of the per-GPU load; an "average" row), for the contiguous
+ * placement a model starts with (or, with neither --map nor --num-gpus,
+ * per expert: one expert per column) and for --map; then the coefficient of
+ * variation of the expert loads and the hottest expert's share.  --svg
+ * draws heat maps, --json feeds scripts.  The numbers come from the pure
+ * module src/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage error.
+ * See docs/eplb-report.md. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "eplb/eplb.h"
+#include "eplb/report.h"
+
+#define PROG "eplb-report"
+
+typedef struct {
+  const char **stats;
+  int num_stats;
+  eplb_stats_format_t format;
+  eplb_stats_read_opts_t ropts;
+  const char *map, *svg, *json;
+  int32_t num_gpus; /* 0: not given */
+  int quiet;
+} args_t;
+
+/* --help: every option with its range. */
+static void usage(FILE *f) {
+  fprintf(f,
+"usage: eplb-report --stats PATH [--stats PATH ...] [--map FILE]\n"
+"                   [--num-gpus G] [--svg FILE] [--json FILE|-] [options]\n"
+"\n"
+"Shows how evenly the experts' load falls on the GPUs: per layer the mean,\n"
+"the standard deviation and the imbalance ratio (max/mean) of the per-GPU\n"
+"load (TensorRT-LLM's table, with an 'average' row), before (the contiguous\n"
+"placement: expert e on GPU e / (experts/G)) and after --map; the\n"
+"coefficient of variation of the expert loads and the hottest expert's\n"
+"share of its layer.  With neither --map nor --num-gpus the table is per\n"
+"expert (one expert per column).\n"
+"\n"
+"  --stats PATH         statistics file or dump directory; repeat to sum\n"
+"                       (MindSpeed-RL, SGLang, TensorRT-LLM, MindIE, as for\n"
+"                       eplb-plan); all-zero dense layers are skipped\n"
+"  --format F           auto (default), mindspeed, sglang, trtllm, mindie\n"
+"  --iter-range A-B     TensorRT-LLM dumps: iterations A..B only,\n"
+"                       0 <= A <= B <= %d (default: all)\n"
+"  --map FILE           expert map JSON or TensorRT-LLM YAML to evaluate\n"
+"  --num-gpus G         GPUs, %d..%d (default: the map's device count;\n"
+"                       required with a YAML map, which does not say)\n"
+"  --svg FILE           write a layer x GPU heat map before/after and\n"
+"                       per-GPU bars (self-contained SVG)\n"
+"  --json FILE|-        write the report as JSON ('-': standard output,\n"
+"                       and the table is not printed)\n"
+"  --quiet              print no table\n"
+"  --help, --version\n"
+"\n"
+"exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
+"2 usage error (unknown option, missing or out-of-range value)\n",
+          EPLB_MAX_ITER, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
+}
+
+enum {
+  OPT_STATS = 256, OPT_FORMAT, OPT_ITER, OPT_MAP, OPT_GPUS, OPT_SVG,
+  OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VERSION
+};
+
+static const struct option long_opts[] = {
+    {"stats", required_argument, 0, OPT_STATS},
+    {"format", required_argument, 0, OPT_FORMAT},
+    {"iter-range", required_argument, 0, OPT_ITER},
+    {"map", required_argument, 0, OPT_MAP},
+    {"num-gpus", required_argument, 0, OPT_GPUS},
+    {"svg", required_argument, 0, OPT_SVG},
+    {"json", required_argument, 0, OPT_JSON},
+    {"quiet", no_argument, 0, OPT_QUIET},
+    {"help", no_argument, 0, OPT_HELP},
+    {"version", no_argument, 0, OPT_VERSION},
+    {0, 0, 0, 0}};
+
+/* Handles one option.  Returns 0, 2 (usage error) or -1 (--help/--version
+ * printed: exit 0). */
+static int parse_one(args_t *a, int c, char *argv[]) {
+  int f;
+  switch (c) {
+  case OPT_STATS:
+    a->stats[a->num_stats++] = optarg;
+    return 0;
+  case OPT_FORMAT:
+    f = eplb_stats_format_from_name(optarg);
+    if (f < 0)
+      return eplb_cli_usage_error(PROG, "--format '%s' is unknown; use auto, "
+                                  "mindspeed, sglang, trtllm or mindie",
+                                  optarg);
+    a->format = (eplb_stats_format_t)f;
+    return 0;
+  case OPT_ITER:
+    return eplb_cli_parse_iter_range(PROG, optarg, &a->ropts) ? 2 : 0;
+  case OPT_GPUS:
+    return eplb_cli_parse_int(PROG, "--num-gpus", optarg, EPLB_MIN_GPUS,
+                              EPLB_MAX_GPUS, &a->num_gpus) ? 2 : 0;
+  case OPT_MAP:
+    a->map = optarg;
+    return 0;
+  case OPT_SVG:
+    a->svg = optarg;
+    return 0;
+  case OPT_JSON:
+    a->json = optarg;
+    return 0;
+  case OPT_QUIET:
+    a->quiet = 1;
+    return 0;
+  case OPT_HELP:
+    usage(stdout);
+    return -1;
+  case OPT_VERSION:
+    printf("eplb-report %s\n", eplb_version());
+    return -1;
+  }
+  return eplb_cli_bad_option(PROG, c, argv, optind);
+}
+
+/* Parses argv into *a.  Returns 0, 2, or -1 for --help/--version. */
+static int parse_args(int argc, char *argv[], args_t *a) {
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
+    int rc = parse_one(a, c, argv);
+    if (rc)
+      return rc;
+  }
+  if (optind < argc)
+    return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
+  if (a->num_stats == 0)
+    return eplb_cli_usage_error(PROG, "--stats PATH is required");
+  if ((a->svg && a->svg[0] == '\0') || (a->json && a->json[0] == '\0'))
+    return eplb_cli_usage_error(PROG, "--svg and --json need a file name");
+  return 0;
+}
+
+/* ---- the placements ---------------------------------------------------- */
+
+/* Reads --map and fits it to the statistics (same layers; G from the map,
+ * or --num-gpus for a YAML map). */
+static int read_map(const args_t *a, const eplb_stats_t *st,
+                    eplb_placement_t *p, eplb_error_t *err) {
+  int rc = eplb_placement_read(p, a->map, EPLB_MAP_AUTO, err);
+  if (rc)
+    return rc;
+  int32_t G = a->num_gpus;
+  if (p->num_gpus == 1 && G == 0 && p->num_slots > 1) {
+    eplb_placement_cleanup(p);
+    return eplb_error_set(err, EPLB_EARG, "--map %s does not say how many "
+                          "GPUs share its %d slots (TensorRT-LLM YAML); "
+                          "pass --num-gpus G", a->map, (int)p->num_slots);
+  }
+  if (p->num_gpus == 1 && G > 1 && p->num_slots % G == 0)
+    p->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
+  if (p->num_layers != st->num_layers || p->num_experts > st->num_experts ||
+      (G > 0 && p->num_gpus != G))
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "--map %s holds %d layers x %d slots on %d GPUs "
+                        "(experts 0..%d) but the statistics have %d (MoE) "
+                        "layers x %d experts%s; pass the map of this model",
+                        a->map, (int)p->num_layers, (int)p->num_slots,
+                        (int)p->num_gpus, (int)p->num_experts - 1,
+                        (int)st->num_layers, (int)st->num_experts,
+                        G > 0 ? " and --num-gpus differs" : "");
+  if (rc == 0) {
+    memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
+    p->num_experts = st->num_experts;
+  }
+  if (rc)
+    eplb_placement_cleanup(p);
+  return rc;
+}
+
+/* The contiguous placement on G GPUs: E slots when G divides E (as the
+ * model starts, no redundancy), else S slots (the map's). */
+static int make_before(const eplb_stats_t *st, int32_t G, int32_t S,
+                       eplb_placement_t *p, eplb_error_t *err) {
+  int32_t E = st->num_experts;
+  int rc = eplb_placement_init(p, st->num_layers, E, E % G == 0 ? E : S, G,
+                               err);
+  if (rc == 0)
+    rc = eplb_placement_contiguous(p, err);
+  if (rc == 0)
+    memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
+  return rc;
+}
+
+/* ---- the table --------------------------------------------------------- */
+
+/* One row: label, then mean/std/ratio of before (and after). */
+static void print_row(const char *label, double m0, double s0, double r0,
+                      int after, double m1, double s1, double r1) {
+  printf("%-8s %14.2f %14.2f %10.4f", label, m0, s0, r0);
+  if (after)
+    printf("   %14.2f %14.2f %10.4f", m1, s1, r1);
+  printf("\n");
+}
+
+/* The table and the balance metrics on stdout. */
+static void print_report(const args_t *a, const eplb_report_t *r) {
+  const eplb_report_table_t *b = &r->before, *t = &r->after;
+  int per_expert = a->map == NULL && a->num_gpus == 0;
+  printf("before: %s\n", per_expert
+         ? "per expert (no --map, no --num-gpus): one expert per column"
+         : "contiguous placement (expert e on GPU e / (slots per GPU))");
+  if (r->has_after)
+    printf("after:  %s (%d GPUs)\n", a->map, (int)t->num_gpus);
+  printf("%-8s %14s %14s %10s", "layer", "mean", "std", "imb-ratio");
+  if (r->has_after)
+    printf("   %14s %14s %10s", "mean-after", "std-after", "imb-after");
+  printf("\n");
+  for (int32_t l = 0; l < r->num_layers; l++) {
+    char label[16];
+    snprintf(label, sizeof(label), "%d", (int)r->layer_ids[l]);
+    print_row(label, b->mean[l], b->std[l], b->ratio[l], r->has_after,
+              r->has_after ? t->mean[l] : 0, r->has_after ? t->std[l] : 0,
+              r->has_after ? t->ratio[l] : 0);
+  }
+  print_row("average", b->avg_mean, b->avg_std, b->avg_ratio, r->has_after,
+            t->avg_mean, t->avg_std, t->avg_ratio);
+  printf("expert load CV        %.4f (std/mean over experts, averaged over "
+         "layers)\n", r->avg_cv);
+  printf("hottest expert share  %.4f average, %.4f max (layer %d, expert %d)\n",
+         r->avg_hot_share, r->max_hot_share,
+         (int)r->layer_ids[r->max_hot_layer],
+         (int)r->hot_expert[r->max_hot_layer]);
+}
+
+/* ---- the run ----------------------------------------------------------- */
+
+typedef struct {
+  eplb_stats_t st;
+  eplb_placement_t before, after;
+  eplb_report_t rep;
+} run_t;
+
+/* Reads, drops dense rows, builds the placements and the report. */
+static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
+  int rc = eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts,
+                               &r->st, err);
+  if (rc == 0 && r->st.dense_rows)
+    rc = eplb_stats_drop_zero_layers(&r->st, NULL, err);
+  if (rc == 0 && a->map)
+    rc = read_map(a, &r->st, &r->after, err);
+  if (rc)
+    return rc;
+  int32_t E = r->st.num_experts;
+  int32_t G = a->map ? r->after.num_gpus : a->num_gpus ? a->num_gpus : E;
+  int32_t S = a->map ? r->after.num_slots : E;
+  if (!a->map && E % G != 0)
+    return eplb_error_set(err, EPLB_EARG, "--num-gpus %d does not divide the "
+                          "%d experts; the contiguous placement needs "
+                          "experts %% G == 0", (int)G, (int)E);
+  rc = make_before(&r->st, G, S, &r->before, err);
+  if (rc == 0)
+    rc = eplb_report_compute(&r->rep, &r->st, &r->before,
+                             a->map ? &r->after : NULL, err);
+  return rc;
+}
+
+/* Everything after the options; returns the exit code. */
+static int run(const args_t *a, run_t *r) {
+  eplb_error_t err;
+  eplb_error_clear(&err);
+  int rc = compute(a, r, &err);
+  if (rc == 0 && a->svg)
+    rc = eplb_report_write_svg(&r->rep, a->svg, &err);
+  if (rc == 0 && a->json)
+    rc = eplb_report_write_json(&r->rep, a->json, &err);
+  if (rc)
+    return eplb_cli_report(PROG, &err);
+  if (!a->quiet && !(a->json && strcmp(a->json, "-") == 0))
+    print_report(a, &r->rep);
+  return 0;
+}
+
+int main(int argc, char *argv[]) {
+  args_t a = {.format = EPLB_STATS_AUTO, .ropts = {-1, -1}};
+  a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
+  if (a.stats == NULL) {
+    eplb_cli_error(PROG, "out of memory");
+    return 1;
+  }
+  int rc = parse_args(argc, argv, &a);
+  if (rc != 0) {
+    free(a.stats);
+    return rc < 0 ? 0 : rc;
+  }
+  run_t r;
+  memset(&r, 0, sizeof(r));
+  rc = run(&a, &r);
+  eplb_report_cleanup(&r.rep);
+  eplb_placement_cleanup(&r.before);
+  eplb_placement_cleanup(&r.after);
+  eplb_stats_cleanup(&r.st);
+  free(a.stats);
+  return rc;
+}

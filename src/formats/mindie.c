@@ -1,0 +1,287 @@
+/* formats/mindie.c - MindIE's expert-load dump, and the dispatch of
+ * statistics directories (TensorRT-LLM or MindIE).
+ *
+ * MindIE writes model_gen_config.json ({"num_moe_layers": 58,
+ * "num_of_experts": 256, ...}) and one CSV per stage and NPU,
+ * {stage}_{rank}.csv (prefill_0.csv, decode_3.csv), in the directory or in
+ * its prefill/ and decode/ subdirectories.  A CSV has no header; every
+ * collection interval appends a block of num_moe_layers rows, one column
+ * per expert on that NPU, with counts cumulative since start: the last block
+ * holds the whole window.  Column j of rank r is expert r*c + j (c columns,
+ * contiguous placement) unless the config names an eplb_expert_map_file,
+ * whose device r lists the experts of those columns layer by layer.  We sum
+ * every stage and rank; layer ids are 0..num_moe_layers-1. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "formats/formats.h"
+#include "util/fileio.h"
+
+typedef struct {
+  const char *dir;
+  int32_t L, E;
+  eplb_placement_t map; /* num_layers == 0 without a map file */
+  eplb_stats_t *out;
+  int files;
+} mie_t;
+
+/* Reads an integer field of the config. */
+static const char *cfg_int(const cJSON *root, const char *name, int64_t max,
+                           int64_t *v) {
+  const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, name);
+  return x ? eplb__json_int(x, 1, max, v) : "is missing";
+}
+
+/* The map file named by the config, relative to the dump directory. */
+static int read_map(mie_t *m, const char *cfg, const char *name,
+                    eplb_error_t *err) {
+  char path[4096];
+  if (name[0] == '/')
+    snprintf(path, sizeof(path), "%s", name);
+  else
+    snprintf(path, sizeof(path), "%s/%s", m->dir, name);
+  int rc = eplb_placement_read(&m->map, path, EPLB_MAP_EXPERT_MAP, err);
+  if (rc == 0 && (m->map.num_layers != m->L || m->map.num_experts > m->E))
+    rc = eplb_error_set(err, EPLB_ESHAPE, "%s: %d layers, experts 0..%d, but "
+                        "%s says num_moe_layers %d, num_of_experts %d", path,
+                        (int)m->map.num_layers, (int)m->map.num_experts - 1,
+                        cfg, (int)m->L, (int)m->E);
+  if (rc)
+    eplb_error_prefix(err, "eplb_expert_map_file");
+  return rc;
+}
+
+/* model_gen_config.json. */
+static int read_config(mie_t *m, eplb_error_t *err) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/model_gen_config.json", m->dir);
+  char *text = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  int64_t L = 0, E = 0;
+  const char *why = NULL, *field = "num_moe_layers";
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc == 0)
+    rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0 && (why = cfg_int(root, field, EPLB_MAX_LAYERS, &L)) == NULL) {
+    field = "num_of_experts";
+    why = cfg_int(root, field, EPLB_MAX_EXPERTS, &E);
+  }
+  if (rc == 0 && why != NULL)
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\" %s; expected a "
+                        "positive integer", path, field, why);
+  m->L = (int32_t)L;
+  m->E = (int32_t)E;
+  const cJSON *mf = rc ? NULL
+                       : cJSON_GetObjectItemCaseSensitive(root,
+                                                          "eplb_expert_map_file");
+  if (rc == 0 && mf != NULL && !cJSON_IsString(mf))
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: \"eplb_expert_map_file\" is "
+                        "%s; expected a path", path, eplb__json_kind(mf));
+  if (rc == 0 && mf != NULL && mf->valuestring[0] != '\0')
+    rc = read_map(m, path, mf->valuestring, err);
+  cJSON_Delete(root);
+  free(text);
+  return rc;
+}
+
+/* Parses one CSV row of numbers into vals (at most cap); *n = count.
+ * Returns NULL or a reason. */
+static const char *parse_row(char *line, double *vals, int32_t cap,
+                             int32_t *n) {
+  *n = 0;
+  char *p = line;
+  for (;;) {
+    char *end;
+    errno = 0;
+    double v = strtod(p, &end);
+    if (end == p || errno == ERANGE || !isfinite(v))
+      return "is not a number";
+    if (*n >= cap)
+      return "has more columns than num_of_experts";
+    vals[(*n)++] = v;
+    while (*end == ' ' || *end == '\t' || *end == '\r')
+      end++;
+    if (*end == '\0')
+      return NULL;
+    if (*end != ',')
+      return "is not a comma-separated number";
+    p = end + 1;
+  }
+}
+
+/* The expert of column j in row l of rank r's file, or -1. */
+static int32_t column_expert(const mie_t *m, int32_t r, int32_t l, int32_t j,
+                             int32_t cols) {
+  if (m->map.num_layers == 0) {
+    int64_t e = (int64_t)r * cols + j;
+    return e < m->E ? (int32_t)e : -1;
+  }
+  int32_t per = m->map.num_slots / m->map.num_gpus;
+  if (r >= m->map.num_gpus || cols != per)
+    return -1;
+  return m->map.phy2log[(size_t)l * (size_t)m->map.num_slots +
+                        (size_t)r * (size_t)per + (size_t)j];
+}
+
+/* Adds the last block (rows `first`.. of the n_rows parsed) to the sums. */
+static int add_block(mie_t *m, const char *path, int32_t rank, double *rows,
+                     int32_t cols, eplb_error_t *err) {
+  for (int32_t l = 0; l < m->L; l++)
+    for (int32_t j = 0; j < cols; j++) {
+      int32_t e = column_expert(m, rank, l, j, cols);
+      if (e < 0)
+        return eplb_error_set(err, EPLB_ESHAPE, "%s: rank %d, column %d has "
+                              "no expert: %d columns per NPU do not fit %s "
+                              "(num_of_experts %d); name the placement in "
+                              "eplb_expert_map_file", path, (int)rank,
+                              (int)j, (int)cols,
+                              m->map.num_layers ? "the expert map"
+                                                : "a contiguous placement",
+                              (int)m->E);
+      double *dst = &m->out->load[(size_t)l * (size_t)m->E + (size_t)e];
+      *dst += rows[(size_t)l * (size_t)cols + (size_t)j];
+      if (*dst > EPLB_MAX_COUNT)
+        return eplb_error_set(err, EPLB_ECOUNT, "%s: layer %d, expert %d: "
+                              "the sum passes 2^53", path, (int)l, (int)e);
+    }
+  return 0;
+}
+
+/* Reads one {stage}_{rank}.csv: every row checked, the last block kept. */
+static int read_csv(mie_t *m, const char *path, int32_t rank,
+                    eplb_error_t *err) {
+  char *text = NULL;
+  size_t len = 0;
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc)
+    return rc;
+  double *rows = calloc((size_t)m->L * (size_t)m->E + 1, sizeof(double));
+  if (rows == NULL) {
+    free(text);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  }
+  int32_t cols = -1, n = 0;
+  long line = 0, count = 0;
+  for (char *save = NULL, *s = strtok_r(text, "\n", &save); rc == 0 && s;
+       s = strtok_r(NULL, "\n", &save)) {
+    line++;
+    if (strspn(s, " \t\r") == strlen(s))
+      continue;
+    double *dst = rows + (size_t)(count % m->L) * (size_t)m->E;
+    const char *why = parse_row(s, dst, m->E, &n);
+    for (int32_t j = 0; why == NULL && j < n; j++)
+      if (dst[j] < 0 || dst[j] > EPLB_MAX_COUNT || dst[j] != floor(dst[j]))
+        why = "holds a count that is negative, fractional or above 2^53";
+    if (why == NULL && cols >= 0 && n != cols)
+      why = "has a different number of columns than the rows before";
+    if (why)
+      rc = eplb_error_set(err, EPLB_EPARSE, "%s: line %ld %s", path, line, why);
+    cols = n;
+    count++;
+    if (rc == 0 && count % m->L == 0) /* compact: keep columns dense */
+      for (int32_t l = 0; l < m->L; l++)
+        memmove(rows + (size_t)l * (size_t)cols,
+                rows + (size_t)l * (size_t)m->E, sizeof(double) * (size_t)cols);
+  }
+  if (rc == 0 && (count == 0 || count % m->L != 0))
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: %ld rows is not a whole number "
+                        "of blocks of num_moe_layers = %d rows (truncated "
+                        "file?)", path, count, (int)m->L);
+  if (rc == 0)
+    rc = add_block(m, path, rank, rows, cols, err);
+  m->files += rc == 0;
+  free(rows);
+  free(text);
+  return rc;
+}
+
+/* Reads every {stage}_{rank}.csv of one directory (missing dir: none). */
+static int read_csvs(mie_t *m, const char *dir, eplb_error_t *err) {
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return 0;
+  int rc = 0;
+  struct dirent *de;
+  while (rc == 0 && (de = readdir(d)) != NULL) {
+    const char *nm = de->d_name, *us = strrchr(nm, '_');
+    size_t k = strlen(nm);
+    char num[16], path[4096];
+    int32_t r;
+    if (us == NULL || us == nm || k < 6 || strcmp(nm + k - 4, ".csv") != 0 ||
+        (size_t)(nm + k - 4 - us - 1) >= sizeof(num))
+      continue;
+    memcpy(num, us + 1, (size_t)(nm + k - 4 - us - 1));
+    num[nm + k - 4 - us - 1] = '\0';
+    if (eplb__parse_index(num, 1 << 20, &r) != 0)
+      continue;
+    snprintf(path, sizeof(path), "%s/%s", dir, nm);
+    rc = read_csv(m, path, r, err);
+  }
+  closedir(d);
+  return rc;
+}
+
+int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err) {
+  mie_t m = {.dir = dir, .out = out};
+  memset(out, 0, sizeof(*out));
+  char sub[4096];
+  int rc = read_config(&m, err);
+  if (rc == 0)
+    rc = eplb_stats_init(out, m.L, m.E, err);
+  if (rc == 0)
+    rc = read_csvs(&m, dir, err);
+  snprintf(sub, sizeof(sub), "%s/prefill", dir);
+  if (rc == 0)
+    rc = read_csvs(&m, sub, err);
+  snprintf(sub, sizeof(sub), "%s/decode", dir);
+  if (rc == 0)
+    rc = read_csvs(&m, sub, err);
+  if (rc == 0 && m.files == 0)
+    rc = eplb_error_set(err, EPLB_EIO, "%s: no {stage}_{rank}.csv file here "
+                        "or in prefill/ or decode/", dir);
+  eplb_placement_cleanup(&m.map);
+  if (rc)
+    eplb_stats_cleanup(out);
+  return rc;
+}
+
+/* 1 if dir/name exists. */
+static int has_file(const char *dir, const char *name) {
+  char path[4096];
+  struct stat sb;
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  return stat(path, &sb) == 0;
+}
+
+int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts,
+                         eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  if (format == EPLB_STATS_AUTO)
+    format = has_file(path, "meta_info.json")          ? EPLB_STATS_TRTLLM
+             : has_file(path, "model_gen_config.json") ? EPLB_STATS_MINDIE
+                                                       : EPLB_STATS_AUTO;
+  int ranged = opts != NULL && (opts->iter_min >= 0 || opts->iter_max >= 0);
+  if (format == EPLB_STATS_TRTLLM)
+    return eplb__trtllm_read(out, path, opts, err);
+  if (format == EPLB_STATS_MINDIE && ranged)
+    return eplb_error_set(err, EPLB_EARG, "%s: --iter-range selects "
+                          "TensorRT-LLM iterations; a MindIE dump's last "
+                          "block already is the window", path);
+  if (format == EPLB_STATS_MINDIE)
+    return eplb__mindie_read(out, path, err);
+  if (format == EPLB_STATS_AUTO)
+    return eplb_error_set(err, EPLB_EIO, "%s: a directory with neither "
+                          "meta_info.json (TensorRT-LLM) nor "
+                          "model_gen_config.json (MindIE); pass a statistics "
+                          "file or a dump directory", path);
+  return eplb_error_set(err, EPLB_EARG, "%s: is a directory, but --format %s "
+                        "reads one file", path, eplb_stats_format_name(format));
+}

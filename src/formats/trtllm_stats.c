@@ -1,0 +1,302 @@
+/* formats/trtllm_stats.c - TensorRT-LLM's expert statistics dump: a
+ * directory with meta_info.json and one rank{r}.safetensors per rank.
+ *
+ * TensorRT-LLM (EXPERT_STATISTIC_PATH) writes, per rank, a safetensors file
+ * whose keys "{iter}_{layer}" hold a 1-D int64 (older: int32) tensor [E]:
+ * the tokens that rank routed to each expert in that iteration and decoder
+ * layer.  We sum over ranks and the selected iterations; the decoder-layer
+ * ids (DeepSeek-R1: 3..60) become the histogram's layer_ids, in increasing
+ * order.  safetensors is parsed here, not through a library: an 8-byte
+ * little-endian header length, a JSON header {name: {dtype, shape,
+ * data_offsets}}, then the raw bytes; every length and offset is checked
+ * against the file size before a byte is read, since these files come from
+ * another program and may be truncated. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/formats.h"
+#include "util/fileio.h"
+
+/* What the reader carries from file to file. */
+typedef struct {
+  const char *dir;
+  int32_t E;
+  int64_t it_min, it_max; /* selected iterations, inclusive */
+  double *rows[EPLB_MAX_LAYERS]; /* [layer id] -> [E] sums, lazily */
+  int64_t seen_min, seen_max;    /* iterations present (any) */
+  int64_t used;                  /* tensors summed */
+} trt_t;
+
+/* meta_info.json: {"num_experts": E, ...}. */
+static int read_meta(trt_t *t, eplb_error_t *err) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/meta_info.json", t->dir);
+  char *text = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc == 0)
+    rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0) {
+    const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "num_experts");
+    int64_t v = 0;
+    const char *why = ne ? eplb__json_int(ne, 1, EPLB_MAX_EXPERTS, &v)
+                         : "is missing";
+    if (why != NULL)
+      rc = eplb_error_set(err, EPLB_EPARSE,
+                          "%s: \"num_experts\" %s; expected an integer in "
+                          "1..%d",
+                          path, why, EPLB_MAX_EXPERTS);
+    t->E = (int32_t)v;
+  }
+  cJSON_Delete(root);
+  free(text);
+  return rc;
+}
+
+/* Reads the little-endian uint64 at p. */
+static uint64_t le64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+/* Splits "{iter}_{layer}" into its numbers.  Returns 0 or -1. */
+static int split_key(const char *key, int32_t *iter, int32_t *layer) {
+  const char *us = strchr(key, '_');
+  char head[16];
+  if (us == NULL || us == key || (size_t)(us - key) >= sizeof(head))
+    return -1;
+  memcpy(head, key, (size_t)(us - key));
+  head[us - key] = '\0';
+  if (eplb__parse_index(head, EPLB_MAX_ITER, iter) != 0)
+    return -1;
+  return eplb__parse_index(us + 1, EPLB_MAX_LAYERS - 1, layer) == 0 ? 0 : -1;
+}
+
+/* Where one tensor is and what it holds, checked against the file. */
+typedef struct {
+  const char *path, *key;
+  int width;            /* 8 (I64) or 4 (I32) */
+  const unsigned char *data;
+} tensor_t;
+
+/* Checks dtype, shape [E] and data_offsets of one header entry; fills
+ * tn->width and tn->data.  `body` is the data section, `size` its bytes. */
+static int check_tensor(const trt_t *t, const cJSON *v, tensor_t *tn,
+                        const unsigned char *body, uint64_t size,
+                        eplb_error_t *err) {
+  const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
+  const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "shape");
+  const cJSON *off = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
+  if (!cJSON_IsString(dt) ||
+      (strcmp(dt->valuestring, "I64") != 0 && strcmp(dt->valuestring, "I32") != 0))
+    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": dtype %s%s%s; "
+                          "expected \"I64\" or \"I32\" (token counts)",
+                          tn->path, tn->key, cJSON_IsString(dt) ? "\"" : "",
+                          cJSON_IsString(dt) ? dt->valuestring
+                                             : eplb__json_kind(dt),
+                          cJSON_IsString(dt) ? "\"" : "");
+  tn->width = dt->valuestring[1] == '6' ? 8 : 4;
+  int64_t n = 0;
+  if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 1 ||
+      eplb__json_int(sh->child, 0, INT32_MAX, &n) != NULL || n != t->E)
+    return eplb_error_set(err, EPLB_ESHAPE, "%s: key \"%s\": shape is not "
+                          "[%d]; meta_info.json says num_experts = %d",
+                          tn->path, tn->key, (int)t->E, (int)t->E);
+  int64_t b = 0, e = 0;
+  if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
+      eplb__json_int(off->child, 0, INT64_MAX / 2, &b) != NULL ||
+      eplb__json_int(off->child->next, 0, INT64_MAX / 2, &e) != NULL)
+    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": data_offsets is "
+                          "not [begin, end] of two non-negative integers",
+                          tn->path, tn->key);
+  if (e - b != n * tn->width || (uint64_t)e > size)
+    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": data_offsets "
+                          "[%lld, %lld] do not hold %d %s values inside the "
+                          "%llu data bytes (truncated or corrupt file?)",
+                          tn->path, tn->key, (long long)b, (long long)e,
+                          (int)t->E, dt->valuestring,
+                          (unsigned long long)size);
+  tn->data = body + b;
+  return 0;
+}
+
+/* Adds one checked tensor to the row of `layer`. */
+static int add_tensor(trt_t *t, const tensor_t *tn, int32_t layer,
+                      eplb_error_t *err) {
+  if (t->rows[layer] == NULL) {
+    t->rows[layer] = calloc((size_t)t->E, sizeof(double));
+    if (t->rows[layer] == NULL)
+      return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  }
+  double *row = t->rows[layer];
+  for (int32_t x = 0; x < t->E; x++) {
+    const unsigned char *p = tn->data + (size_t)x * (size_t)tn->width;
+    int64_t v = tn->width == 8 ? (int64_t)le64(p)
+                               : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                                           (uint32_t)p[2] << 16 |
+                                           (uint32_t)p[3] << 24);
+    row[x] += (double)v;
+    if (v < 0 || (double)v > EPLB_MAX_COUNT || row[x] > EPLB_MAX_COUNT)
+      return eplb_error_set(err, EPLB_ECOUNT, "%s: key \"%s\", expert %d: "
+                            "count %lld is %s", tn->path, tn->key, (int)x,
+                            (long long)v, v < 0 ? "negative"
+                            : "too large (the sum passes 2^53)");
+  }
+  t->used++;
+  return 0;
+}
+
+/* One header entry: key check, iteration filter, tensor check, sum. */
+static int read_entry(trt_t *t, const char *path, const cJSON *v,
+                      const unsigned char *body, uint64_t size,
+                      eplb_error_t *err) {
+  int32_t it = 0, layer = 0;
+  if (strcmp(v->string, "__metadata__") == 0)
+    return 0;
+  if (split_key(v->string, &it, &layer) != 0)
+    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%.60s\" is not "
+                          "\"{iteration}_{layer}\" (iteration 0..%d, layer "
+                          "0..%d)", path, v->string, EPLB_MAX_ITER,
+                          EPLB_MAX_LAYERS - 1);
+  if (t->seen_min < 0 || it < t->seen_min)
+    t->seen_min = it;
+  if (it > t->seen_max)
+    t->seen_max = it;
+  tensor_t tn = {.path = path, .key = v->string};
+  int rc = check_tensor(t, v, &tn, body, size, err);
+  if (rc || it < t->it_min || it > t->it_max)
+    return rc;
+  return add_tensor(t, &tn, layer, err);
+}
+
+/* One rank{r}.safetensors. */
+static int read_rank(trt_t *t, int32_t r, eplb_error_t *err) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/rank%d.safetensors", t->dir, (int)r);
+  char *text = NULL, *head = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  int rc = eplb_read_file(path, &text, &len, err);
+  if (rc)
+    return rc;
+  uint64_t n = len >= 8 ? le64((const unsigned char *)text) : 0;
+  if (len < 8 || n < 2 || n > len - 8) {
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: not a safetensors file: the "
+                        "header length %llu does not fit the %zu-byte file",
+                        path, (unsigned long long)n, len);
+    goto done;
+  }
+  head = malloc((size_t)n + 1);
+  if (head == NULL) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    goto done;
+  }
+  memcpy(head, text + 8, (size_t)n);
+  head[n] = '\0';
+  rc = eplb__json_parse(path, head, strlen(head), &root, err);
+  if (rc == 0 && !cJSON_IsObject(root))
+    rc = eplb_error_set(err, EPLB_EPARSE, "%s: the safetensors header is %s; "
+                        "expected an object", path, eplb__json_kind(root));
+  const cJSON *v;
+  if (rc == 0)
+    cJSON_ArrayForEach(v, root) {
+      rc = read_entry(t, path, v, (const unsigned char *)text + 8 + n,
+                      (uint64_t)len - 8 - n, err);
+      if (rc)
+        break;
+    }
+done:
+  cJSON_Delete(root);
+  free(head);
+  free(text);
+  return rc;
+}
+
+/* Counts the rank{r}.safetensors files: they must be rank0..rank{R-1}. */
+static int count_ranks(const char *dir, int32_t *R, eplb_error_t *err) {
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return eplb_error_set(err, EPLB_EIO, "%s: cannot open the directory",
+                          dir);
+  int32_t n = 0, max = -1;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    const char *nm = de->d_name;
+    size_t k = strlen(nm);
+    char num[16];
+    int32_t r;
+    if (k <= 16 || strncmp(nm, "rank", 4) != 0 ||
+        strcmp(nm + k - 12, ".safetensors") != 0 || k - 16 >= sizeof(num))
+      continue;
+    memcpy(num, nm + 4, k - 16);
+    num[k - 16] = '\0';
+    if (eplb__parse_index(num, 1 << 20, &r) != 0)
+      continue;
+    n++;
+    if (r > max)
+      max = r;
+  }
+  closedir(d);
+  if (n == 0)
+    return eplb_error_set(err, EPLB_EIO, "%s: no rank{r}.safetensors file "
+                          "(TensorRT-LLM writes rank0.safetensors, ...)", dir);
+  if (n != max + 1)
+    return eplb_error_set(err, EPLB_EIO, "%s: %d rank{r}.safetensors files "
+                          "but ranks go up to %d: a rank's file is missing",
+                          dir, (int)n, (int)max);
+  *R = n;
+  return 0;
+}
+
+/* Moves the summed rows into *out, layers in increasing id order. */
+static int collect(trt_t *t, eplb_stats_t *out, eplb_error_t *err) {
+  int32_t L = 0;
+  for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
+    L += t->rows[i] != NULL;
+  if (L == 0)
+    return eplb_error_set(err, EPLB_EARG, "%s: no iteration in %lld..%lld; "
+                          "the dump holds iterations %lld..%lld",
+                          t->dir, (long long)t->it_min, (long long)t->it_max,
+                          (long long)t->seen_min, (long long)t->seen_max);
+  int rc = eplb_stats_init(out, L, t->E, err);
+  for (int32_t i = 0, l = 0; rc == 0 && i < EPLB_MAX_LAYERS; i++) {
+    if (t->rows[i] == NULL)
+      continue;
+    out->layer_ids[l] = i;
+    memcpy(out->load + (size_t)l * (size_t)t->E, t->rows[i],
+           sizeof(double) * (size_t)t->E);
+    l++;
+  }
+  return rc;
+}
+
+int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
+                      const eplb_stats_read_opts_t *opts, eplb_error_t *err) {
+  trt_t *t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  t->dir = dir;
+  t->it_min = opts && opts->iter_min >= 0 ? opts->iter_min : 0;
+  t->it_max = opts && opts->iter_max >= 0 ? opts->iter_max : INT64_MAX;
+  t->seen_min = -1;
+  t->seen_max = -1;
+  int32_t R = 0;
+  int rc = read_meta(t, err);
+  if (rc == 0)
+    rc = count_ranks(dir, &R, err);
+  for (int32_t r = 0; rc == 0 && r < R; r++)
+    rc = read_rank(t, r, err);
+  if (rc == 0)
+    rc = collect(t, out, err);
+  for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
+    free(t->rows[i]);
+  free(t);
+  if (rc)
+    eplb_stats_cleanup(out);
+  return rc;
+}
