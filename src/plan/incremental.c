@@ -36,10 +36,13 @@ typedef struct {
   const int32_t *orig; /* [S] placement we started from */
   const int32_t *home; /* [E] home node of each expert (spill mode), or NULL */
   int32_t gpn;         /* GPUs per node (spill mode) */
+  int32_t *first;      /* [E + 1] expert e's slots: at[first[e]..first[e+1]) */
+  int32_t *at;         /* [S] slots grouped by expert, ascending in each */
 } inc_t;
 
 static double wt(const inc_t *c, int32_t e) { return c->load[e] / c->cnt[e]; }
 
+/* Recomputes the GPU loads and the slots-by-expert index after a change. */
 static void recompute(inc_t *c) {
   for (int32_t g = 0; g < c->G; g++) {
     double sum = 0;
@@ -47,6 +50,40 @@ static void recompute(inc_t *c) {
       sum += wt(c, c->slot[g * c->per + j]);
     c->gl[g] = sum;
   }
+  /* Counting sort of the slots by expert (cnt[] is the histogram). */
+  int32_t *first = c->first, *fill = c->at;
+  first[0] = 0;
+  for (int32_t e = 0; e < c->E; e++)
+    first[e + 1] = first[e] + c->cnt[e];
+  for (int32_t s = 0; s < c->S; s++) {
+    int32_t e = c->slot[s];
+    fill[first[e]++] = s;
+  }
+  for (int32_t e = c->E; e > 0; e--)
+    first[e] = first[e - 1];
+  first[0] = 0;
+}
+
+/* Allocates the working arrays of c (E, S, G set); 0 or EPLB_ENOMEM. */
+static int inc_alloc(inc_t *c, eplb_error_t *err) {
+  c->slot = malloc(sizeof(int32_t) * (size_t)c->S);
+  c->cnt = calloc((size_t)c->E, sizeof(int32_t));
+  c->gl = calloc((size_t)c->G, sizeof(double));
+  c->scratch = malloc(sizeof(double) * (size_t)c->G);
+  c->first = malloc(sizeof(int32_t) * ((size_t)c->E + 1));
+  c->at = malloc(sizeof(int32_t) * (size_t)c->S);
+  if (!c->slot || !c->cnt || !c->gl || !c->scratch || !c->first || !c->at)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  return 0;
+}
+
+static void inc_free(inc_t *c) {
+  free(c->slot);
+  free(c->cnt);
+  free(c->gl);
+  free(c->scratch);
+  free(c->first);
+  free(c->at);
 }
 
 /* Load above the mean, summed over GPUs: the part of the imbalance a move
@@ -172,15 +209,24 @@ static void try_replace(inc_t *c, int32_t h, int32_t b, int32_t to,
   double t_new = c->load[to] / (c->cnt[to] + 1);
   double *ng = c->scratch;
   memcpy(ng, c->gl, sizeof(double) * (size_t)c->G);
+  /* Only the slots of `from` (the target among them) and of `to` change:
+   * walk both ascending lists merged, so every GPU adds its changes in slot
+   * order. */
   int32_t target = h * per + b;
-  for (int32_t s = 0; s < c->S; s++) {
-    int32_t e = c->slot[s];
-    if (s == target)
-      ng[s / per] += t_new - f_old;
-    else if (e == from)
-      ng[s / per] += f_new - f_old;
-    else if (e == to)
-      ng[s / per] += t_new - t_old;
+  const int32_t *fs = c->at + c->first[from], *ts = c->at + c->first[to];
+  int32_t nf = c->first[from + 1] - c->first[from];
+  int32_t nt = c->first[to + 1] - c->first[to];
+  for (int32_t i = 0, k = 0; i < nf || k < nt;) {
+    int32_t s;
+    double d;
+    if (k >= nt || (i < nf && fs[i] < ts[k])) {
+      s = fs[i++];
+      d = s == target ? t_new - f_old : f_new - f_old;
+    } else {
+      s = ts[k++];
+      d = t_new - t_old;
+    }
+    ng[s / per] += d;
   }
   double after = 0;
   for (int32_t g = 0; g < c->G; g++)
@@ -454,16 +500,12 @@ int eplb__plan_incremental(const double *load, int32_t E,
   int32_t S = opts->num_slots, G = opts->num_gpus, per = S / G;
   inc_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
              .orig = current};
-  c.slot = malloc(sizeof(int32_t) * (size_t)S);
-  c.cnt = calloc((size_t)E, sizeof(int32_t));
-  c.gl = calloc((size_t)G, sizeof(double));
-  c.scratch = malloc(sizeof(double) * (size_t)G);
   int32_t *fresh = malloc(sizeof(int32_t) * (size_t)S);
-  int rc = 0;
-  if (!c.slot || !c.cnt || !c.gl || !c.scratch || !fresh) {
+  int rc = inc_alloc(&c, err);
+  if (rc == 0 && fresh == NULL)
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc)
     goto done;
-  }
   memcpy(c.slot, current, sizeof(int32_t) * (size_t)S);
   for (int32_t s = 0; s < S; s++)
     c.cnt[current[s]]++;
@@ -499,10 +541,7 @@ int eplb__plan_incremental(const double *load, int32_t E,
   if ((opts->max_moves < 0 || fm <= opts->max_moves) && fresh_obj < inc_obj)
     memcpy(phy2log, fresh, sizeof(int32_t) * (size_t)S);
 done:
-  free(c.slot);
-  free(c.cnt);
-  free(c.gl);
-  free(c.scratch);
+  inc_free(&c);
   free(fresh);
   return rc;
 }
@@ -517,14 +556,11 @@ int eplb__plan_spill(const double *load, int32_t E,
   inc_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
              .orig = phy2log, .gpn = G / opts->num_nodes};
   int32_t *home = malloc(sizeof(int32_t) * (size_t)E);
-  c.slot = malloc(sizeof(int32_t) * (size_t)S);
-  c.cnt = calloc((size_t)E, sizeof(int32_t));
-  c.gl = calloc((size_t)G, sizeof(double));
-  c.scratch = malloc(sizeof(double) * (size_t)G);
-  if (!home || !c.slot || !c.cnt || !c.gl || !c.scratch) {
+  rc = inc_alloc(&c, err);
+  if (rc == 0 && home == NULL)
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc)
     goto done;
-  }
   /* In the hierarchical plan every expert lives on one node: its home. */
   for (int32_t s = S - 1; s >= 0; s--)
     home[phy2log[s]] = (s / per) / c.gpn;
@@ -544,10 +580,7 @@ int eplb__plan_spill(const double *load, int32_t E,
   memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
 done:
   free(home);
-  free(c.slot);
-  free(c.cnt);
-  free(c.gl);
-  free(c.scratch);
+  inc_free(&c);
   return rc;
 }
 
@@ -556,15 +589,9 @@ int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
   int32_t per = S / G;
   inc_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
              .orig = phy2log};
-  c.slot = malloc(sizeof(int32_t) * (size_t)S);
-  c.cnt = calloc((size_t)E, sizeof(int32_t));
-  c.gl = calloc((size_t)G, sizeof(double));
-  c.scratch = malloc(sizeof(double) * (size_t)G);
-  int rc = 0;
-  if (!c.slot || !c.cnt || !c.gl || !c.scratch) {
-    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  int rc = inc_alloc(&c, err);
+  if (rc)
     goto done;
-  }
   memcpy(c.slot, phy2log, sizeof(int32_t) * (size_t)S);
   for (int32_t s = 0; s < S; s++)
     c.cnt[phy2log[s]]++;
@@ -580,9 +607,6 @@ int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
   if (max_load(&c) < before)
     memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
 done:
-  free(c.slot);
-  free(c.cnt);
-  free(c.gl);
-  free(c.scratch);
+  inc_free(&c);
   return rc;
 }

@@ -253,7 +253,7 @@ typedef struct {
 } swap_t;
 
 /* Considers swapping slot a of g with slot b of h. */
-static void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
+static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
                      int32_t h, int32_t b, swap_t *best) {
   size_t ia = (size_t)g * lay->per + a, ib = (size_t)h * lay->per + b;
   double d = lay->w[ia] - lay->w[ib], lg = lay->load[g], lh = lay->load[h];
