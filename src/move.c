@@ -10,17 +10,20 @@
  * minimum the plan needs.
  *
  * DESIGN.  The transfer works one layer at a time, so that the memory a
- * rank needs is two layers of its own shard (old rows in, new rows out) -
- * received rows land directly in their new slot.  Each row set travels as
- * one message: the slot's rows of every dataset, packed, followed by an
- * 8-byte checksum that the sender computes as it reads the row and the
- * receiver verifies before the row is written.  Within a layer the messages
- * are cut into batches of at most max_buffer_mb per rank, sending and
- * receiving (deterministically, the same cut on every rank); a rank posts
- * every receive of a batch, then its sends, then tests them all until done
- * or until the timeout.  Since a batch only depends on messages of the same
- * batch, which every rank posts before moving on, this cannot deadlock at
- * any rank count.  Before each layer the ranks agree, so a rank that fails
+ * rank needs is one layer of its own shard (the old rows, as HDF5 reads
+ * them) plus the staging of one batch's receives: kept and locally copied
+ * rows are written to the new shard straight from the old layer, received
+ * rows from the staging, row by row.  Each row set travels as one message:
+ * the slot's row of every dataset, sent in place through an MPI hindexed
+ * type (no packing copy), followed by an 8-byte checksum that the sender
+ * computes as it reads the row and the receiver verifies before the row is
+ * written.  Within a layer the messages are cut into batches of at most
+ * max_buffer_mb per rank, sending and receiving (deterministically, the
+ * same cut on every rank); a rank posts every receive of a batch, then its
+ * sends, then tests them all until done or until the timeout.  Since a
+ * batch only depends on messages of the same batch, which every rank posts
+ * before moving on, this cannot deadlock at any rank count.  Before each
+ * layer the ranks agree, so a rank that fails
  * to read its shard stops everyone cleanly; an MPI failure or a timeout in
  * the middle of a batch aborts the job, because the peers' buffers are
  * then in an unknown state (the shards are untouched either way: nothing
@@ -276,18 +279,30 @@ _Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *
   _exit(1);
 }
 
-/* What one migration carries from layer to layer. */
+/* What one migration carries from layer to layer.  A row set is the slot's
+ * row of every dataset; in a message it is packed (dataset d at off[d])
+ * and followed by its 8-byte checksum. */
 typedef struct {
   eplb_shard_set_t *set;
   const eplb_schedule_t *sched;
   const eplb_migrate_opts_t *opts;
-  size_t row, pad, stride;    /* row bytes; checksum at pad; slot stride */
-  int32_t P, tag_layers;      /* tag = (layer % tag_layers) * P + dst_slot */
-  unsigned char *old, *next;  /* [P * stride] each */
+  eplb_shard_writer_t *w;
+  int32_t P, D, tag_layers;   /* tag = (layer % tag_layers) * P + dst_slot */
+  size_t row, msg, stride;    /* row set; + checksum; staging slot */
+  size_t off[EPLB_SHARD_MAX_DATASETS], rb[EPLB_SHARD_MAX_DATASETS];
+  unsigned char *old;         /* this rank's old layer as read: dataset d
+                                 at P * off[d], slot s's row at + s * rb[d] */
+  uint64_t *sums;             /* [P] checksums of the old rows (sent ones) */
+  unsigned char *staging;     /* [staging_rows * stride] received row sets */
+  size_t staging_rows;
+  MPI_Datatype *types;        /* [P] send type of an old row set, or NULL */
   int32_t *batch;             /* [num_xfers] batch of each transfer */
   int32_t *num_batches;       /* [L] */
-  MPI_Request *req;           /* [2 * P * R] at most */
-  char *summed;               /* [P] old slot's checksum computed (this layer) */
+  MPI_Request *req;
+  int64_t *recv_xfer;         /* [staging_rows] transfer of each receive */
+  int32_t *dup_head, *dup_next; /* [P] DUP slots listed by their source */
+  int carry;                  /* a local failure in this layer (rows are
+                                 then no longer written, MPI goes on) */
   double t_read, t_xfer, t_write, t_commit;
   int64_t bytes_done;
   double last_progress, t0;
@@ -295,11 +310,12 @@ typedef struct {
 
 /* Cuts each layer's transfers into batches so that no rank sends or
  * receives more than `cap` bytes in one batch (at least one row set).  The
- * same cut on every rank: it only reads the schedule. */
+ * same cut on every rank: it only reads the schedule.  Also sizes this
+ * rank's staging: its most receives in one batch. */
 static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
   const eplb_schedule_t *s = m->sched;
   int32_t R = s->num_ranks;
-  int64_t *rb = calloc((size_t)R * 4, sizeof(int64_t));
+  int64_t *rb = calloc((size_t)R * 5, sizeof(int64_t));
   m->batch = malloc(sizeof(int32_t) * (size_t)(s->num_xfers ? s->num_xfers : 1));
   m->num_batches = calloc((size_t)s->num_layers, sizeof(int32_t));
   if (!rb || !m->batch || !m->num_batches) {
@@ -307,19 +323,23 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory for the batches");
   }
   int64_t *rbatch = rb, *rbytes = rb + R, *sbatch = rb + 2 * R, *sbytes = rb + 3 * R;
+  int64_t *rcount = rb + 4 * R;
+  m->staging_rows = 1;
   for (int32_t l = 0; l < s->num_layers; l++) {
-    memset(rb, 0, sizeof(int64_t) * (size_t)R * 4);
+    memset(rb, 0, sizeof(int64_t) * (size_t)R * 5);
     for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
       int32_t d = s->xfers[i].dst_rank, c = s->xfers[i].src_rank;
-      if (rbytes[d] > 0 && (size_t)rbytes[d] + m->stride > cap)
-        rbatch[d]++, rbytes[d] = 0;
-      if (sbytes[c] > 0 && (size_t)sbytes[c] + m->stride > cap)
+      if (rbytes[d] > 0 && (size_t)rbytes[d] + m->msg > cap)
+        rbatch[d]++, rbytes[d] = 0, rcount[d] = 0;
+      if (sbytes[c] > 0 && (size_t)sbytes[c] + m->msg > cap)
         sbatch[c]++, sbytes[c] = 0;
       int64_t b = rbatch[d] > sbatch[c] ? rbatch[d] : sbatch[c];
-      if (b > rbatch[d]) rbatch[d] = b, rbytes[d] = 0;
+      if (b > rbatch[d]) rbatch[d] = b, rbytes[d] = 0, rcount[d] = 0;
       if (b > sbatch[c]) sbatch[c] = b, sbytes[c] = 0;
-      rbytes[d] += (int64_t)m->stride;
-      sbytes[c] += (int64_t)m->stride;
+      rbytes[d] += (int64_t)m->msg;
+      sbytes[c] += (int64_t)m->msg;
+      if (d == m->set->rank && (size_t)++rcount[d] > m->staging_rows)
+        m->staging_rows = (size_t)rcount[d];
       m->batch[i] = (int32_t)b;
       if (b + 1 > m->num_batches[l])
         m->num_batches[l] = (int32_t)(b + 1);
@@ -329,70 +349,131 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
   return 0;
 }
 
-/* Keeps and local copies of layer l into m->next (from the old rows). */
-static void local_copies(mig_t *m, int32_t l) {
-  const eplb_schedule_t *s = m->sched;
-  size_t base = (size_t)l * (size_t)s->num_ranks * (size_t)m->P +
-                (size_t)m->set->rank * (size_t)m->P;
-  for (int32_t j = 0; j < m->P; j++) {
-    int8_t a = s->action[base + (size_t)j];
-    int32_t from = a == EPLB_SLOT_KEEP ? j : s->source[base + (size_t)j];
-    if (a == EPLB_SLOT_KEEP || a == EPLB_SLOT_LOCAL)
-      memcpy(m->next + (size_t)j * m->stride, m->old + (size_t)from * m->stride, m->row);
-  }
+/* Slot s's row of every dataset in the old layer, into pieces[D]. */
+static void old_pieces(const mig_t *m, int32_t s, const unsigned char **pieces) {
+  for (int32_t d = 0; d < m->D; d++)
+    pieces[d] = m->old + (size_t)m->P * m->off[d] + (size_t)s * m->rb[d];
 }
 
-/* Slots that received a copy for further slots (DUP), after the receives. */
-static void dup_copies(mig_t *m, int32_t l) {
+/* The same for the k-th received row set of a batch. */
+static void staged_pieces(const mig_t *m, size_t k, const unsigned char **pieces) {
+  for (int32_t d = 0; d < m->D; d++)
+    pieces[d] = m->staging + k * m->stride + m->off[d];
+}
+
+/* The checksum of a row set given as pieces (the same cuts everywhere). */
+static uint64_t row_checksum(const mig_t *m, const unsigned char *const *pieces) {
+  uint64_t c = 0;
+  for (int32_t d = 0; d < m->D; d++)
+    c = eplb__checksum(pieces[d], m->rb[d], c);
+  return c;
+}
+
+/* Reads this rank's old layer l and checksums the rows it sends. */
+static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
+  for (int32_t d = 0; d < m->D; d++) {
+    int rc = eplb_shard_read_dataset(m->set->shard, l, d, m->old + (size_t)m->P * m->off[d], err);
+    if (rc)
+      return rc;
+  }
+  const eplb_schedule_t *s = m->sched;
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
+    if (s->xfers[i].src_rank == m->set->rank) {
+      old_pieces(m, s->xfers[i].src_slot, pieces);
+      m->sums[s->xfers[i].src_slot] = row_checksum(m, pieces);
+    }
+  return 0;
+}
+
+/* Writes slot `slot` of the new shard from pieces, unless this layer
+ * already failed here (the failure is carried, the transfer goes on). */
+static void write_row(mig_t *m, int32_t slot, const unsigned char *const *pieces,
+                      eplb_error_t *err) {
+  if (m->carry)
+    return;
+  double t = MPI_Wtime();
+  m->carry = eplb_shard_writer_put_row(m->w, slot, pieces, err);
+  m->t_write += MPI_Wtime() - t;
+}
+
+/* Kept and locally copied slots of layer l, written from the old rows;
+ * lists the DUP slots by their source. */
+static void local_rows(mig_t *m, int32_t l, eplb_error_t *err) {
   const eplb_schedule_t *s = m->sched;
   size_t base = (size_t)l * (size_t)s->num_ranks * (size_t)m->P +
                 (size_t)m->set->rank * (size_t)m->P;
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
   for (int32_t j = 0; j < m->P; j++)
-    if (s->action[base + (size_t)j] == EPLB_SLOT_DUP)
-      memcpy(m->next + (size_t)j * m->stride,
-             m->next + (size_t)s->source[base + (size_t)j] * m->stride, m->row);
-}
-
-/* The checksum slot of row set `p` (stride layout). */
-static uint64_t *trailer(const mig_t *m, unsigned char *p) {
-  return (uint64_t *)(void *)(p + m->pad);
-}
-
-/* Checksums the old rows this rank sends in layer l, as they are read
- * (the checksum travels in the row's trailer). */
-static void checksum_sent_rows(mig_t *m, int32_t l) {
-  const eplb_schedule_t *s = m->sched;
-  memset(m->summed, 0, (size_t)m->P);
-  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
-    const eplb_xfer_t *x = &s->xfers[i];
-    if (x->src_rank != m->set->rank || m->summed[x->src_slot])
-      continue;
-    unsigned char *p = m->old + (size_t)x->src_slot * m->stride;
-    *trailer(m, p) = eplb__checksum(p, m->row, 0);
-    m->summed[x->src_slot] = 1;
+    m->dup_head[j] = -1;
+  for (int32_t j = m->P - 1; j >= 0; j--) {
+    int8_t a = s->action[base + (size_t)j];
+    int32_t src = s->source[base + (size_t)j];
+    if (a == EPLB_SLOT_DUP) {
+      m->dup_next[j] = m->dup_head[src];
+      m->dup_head[src] = j;
+    } else if (a == EPLB_SLOT_KEEP || a == EPLB_SLOT_LOCAL) {
+      old_pieces(m, a == EPLB_SLOT_KEEP ? j : src, pieces);
+      write_row(m, j, pieces, err);
+    }
   }
 }
 
-/* Posts this rank's receives, then its sends, of batch b of layer l.
- * *n receives the number of requests. */
-static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, eplb_error_t *err) {
+/* The send type of old slot s: its D pieces and its checksum, in place. */
+static int send_type(mig_t *m, int32_t s, eplb_error_t *err) {
+  if (m->types[s] != MPI_DATATYPE_NULL)
+    return 0;
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  int lens[EPLB_SHARD_MAX_DATASETS + 1];
+  MPI_Aint disp[EPLB_SHARD_MAX_DATASETS + 1];
+  old_pieces(m, s, pieces);
+  int rc = 0;
+  for (int32_t d = 0; d <= m->D && rc == 0; d++) {
+    const void *p = d < m->D ? (const void *)pieces[d] : (const void *)&m->sums[s];
+    lens[d] = d < m->D ? (int)m->rb[d] : 8;
+    rc = eplb__mpi_check(MPI_Get_address(p, &disp[d]), "MPI_Get_address", err);
+  }
+  if (rc == 0)
+    rc = eplb__mpi_check(MPI_Type_create_hindexed(m->D + 1, lens, disp, MPI_BYTE,
+                                                  &m->types[s]), "MPI_Type_create_hindexed", err);
+  if (rc == 0)
+    rc = eplb__mpi_check(MPI_Type_commit(&m->types[s]), "MPI_Type_commit", err);
+  return rc;
+}
+
+/* Frees the layer's send types. */
+static void free_types(mig_t *m) {
+  for (int32_t s = 0; s < m->P; s++)
+    if (m->types[s] != MPI_DATATYPE_NULL)
+      MPI_Type_free(&m->types[s]);
+}
+
+/* Posts this rank's receives (into staging), then its sends (straight
+ * from the old rows), of batch b of layer l.  *n: requests, *nr: receives. */
+static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
+                      eplb_error_t *err) {
   const eplb_schedule_t *s = m->sched;
-  int me = m->set->rank, rc = 0, cnt = (int)m->stride;
+  int me = m->set->rank, rc = 0;
   *n = 0;
+  *nr = 0;
   for (int pass = 0; pass < 2 && rc == 0; pass++)
     for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1] && rc == 0; i++) {
       const eplb_xfer_t *x = &s->xfers[i];
       int tag = (l % m->tag_layers) * m->P + x->dst_slot;
       if (m->batch[i] != b)
         continue;
-      if (pass == 0 && x->dst_rank == me)
-        rc = eplb__mpi_check(MPI_Irecv(m->next + (size_t)x->dst_slot * m->stride, cnt,
+      if (pass == 0 && x->dst_rank == me) {
+        m->recv_xfer[*nr] = i;
+        rc = eplb__mpi_check(MPI_Irecv(m->staging + (*nr)++ * m->stride, (int)m->msg,
                                        MPI_BYTE, x->src_rank, tag, m->set->comm,
                                        &m->req[(*n)++]), "MPI_Irecv of a row set", err);
+      }
       if (pass == 1 && x->src_rank == me) {
-        unsigned char *p = m->old + (size_t)x->src_slot * m->stride;
-        rc = eplb__mpi_check(MPI_Isend(p, cnt, MPI_BYTE, x->dst_rank, tag, m->set->comm,
-                                       &m->req[(*n)++]), "MPI_Isend of a row set", err);
+        rc = send_type(m, x->src_slot, err);
+        if (rc == 0)
+          rc = eplb__mpi_check(MPI_Isend(MPI_BOTTOM, 1, m->types[x->src_slot], x->dst_rank,
+                                         tag, m->set->comm, &m->req[(*n)++]),
+                               "MPI_Isend of a row set", err);
       }
     }
   return rc;
@@ -415,44 +496,54 @@ static int wait_batch(mig_t *m, int n, int32_t l, eplb_error_t *err) {
   }
 }
 
-/* Checks the checksums of the row sets this rank received in layer l. */
-static int verify_received(mig_t *m, int32_t l, eplb_error_t *err) {
-  const eplb_schedule_t *s = m->sched;
-  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++) {
-    const eplb_xfer_t *x = &s->xfers[i];
-    if (x->dst_rank != m->set->rank)
-      continue;
-    unsigned char *p = m->next + (size_t)x->dst_slot * m->stride;
-    if (eplb__checksum(p, m->row, 0) != *trailer(m, p))
-      return eplb_error_set(err, EPLB_ECHECKSUM,
-                            "layer %d: expert %d received from rank %d into slot "
-                            "%d fails its checksum (corrupted in transit); "
-                            "nothing was committed, retry", (int)l,
-                            (int)x->expert, (int)x->src_rank, (int)x->dst_slot);
+/* Verifies the nr row sets received in this batch and writes them, and
+ * the slots that copy them (DUP). */
+static void store_received(mig_t *m, int32_t l, size_t nr, eplb_error_t *err) {
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  for (size_t k = 0; k < nr && m->carry == 0; k++) {
+    const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
+    uint64_t sent;
+    memcpy(&sent, m->staging + k * m->stride + m->row, sizeof(sent));
+    staged_pieces(m, k, pieces);
+    if (row_checksum(m, pieces) != sent) {
+      m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
+                                "layer %d: expert %d received from rank %d into "
+                                "slot %d fails its checksum (corrupted in "
+                                "transit); nothing was committed, retry",
+                                (int)l, (int)x->expert, (int)x->src_rank,
+                                (int)x->dst_slot);
+      return;
+    }
+    write_row(m, x->dst_slot, pieces, err);
+    for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
+      write_row(m, j, pieces, err);
   }
-  return 0;
 }
 
-/* Moves layer l's rows over the network (old rows already read).  MPI
- * failures and timeouts abort the job; a checksum failure is returned. */
-static int transfer_layer(mig_t *m, int32_t l, eplb_error_t *err) {
-  local_copies(m, l);
+/* Moves layer l: kept and local rows written from the old layer, the rest
+ * received batch by batch, verified and written.  MPI failures and
+ * timeouts abort the job; a local failure (checksum, write) is returned
+ * and agreed before the next layer. */
+static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t *err) {
+  m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
+  local_rows(m, l, err);
   int32_t crash_layer = m->sched->num_layers / 2;
   if (l == crash_layer && m->num_batches[l] == 0)
     eplb__fault_crash_point("transfer", m->set->rank);
   for (int32_t b = 0; b < m->num_batches[l]; b++) {
     int n = 0;
-    int rc = post_batch(m, l, b, &n, err);
+    size_t nr = 0;
+    int rc = post_batch(m, l, b, &n, &nr, err);
     if (l == crash_layer && b == 0)
       eplb__fault_crash_point("transfer", m->set->rank);
     if (rc == 0)
       rc = wait_batch(m, n, l, err);
     if (rc)
       eplb__migrate_abort(m->set->comm, m->set->rank, err);
+    store_received(m, l, nr, err);
   }
-  int rc = verify_received(m, l, err);
-  dup_copies(m, l);
-  return rc;
+  free_types(m);
+  return m->carry;
 }
 
 /* ---- eplb_migrate ------------------------------------------------------ */
@@ -515,7 +606,7 @@ static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
   return rc;
 }
 
-/* Most requests this rank posts in one layer. */
+/* Most requests this rank posts in one batch (bounded by one layer's). */
 static size_t max_requests(const mig_t *m) {
   const eplb_schedule_t *s = m->sched;
   size_t best = 1;
@@ -528,13 +619,18 @@ static size_t max_requests(const mig_t *m) {
   return best;
 }
 
-/* Sizes, tags, buffers and batches of a migration. */
-static int mig_setup(mig_t *m, eplb_error_t *err) {
+/* Row geometry and tags of a migration. */
+static int mig_geometry(mig_t *m, eplb_error_t *err) {
   const eplb_shard_info_t *in = eplb_shard_info(m->set->shard);
-  m->row = (size_t)in->row_bytes;
-  m->pad = (m->row + 7) / 8 * 8;
-  m->stride = m->pad + 8;
   m->P = in->slots_per_rank;
+  m->D = in->num_datasets;
+  m->row = (size_t)in->row_bytes;
+  for (int32_t d = 0; d < m->D; d++) {
+    m->rb[d] = (size_t)in->datasets[d].row_bytes;
+    m->off[d] = d ? m->off[d - 1] + m->rb[d - 1] : 0;
+  }
+  m->msg = m->row + 8;
+  m->stride = (m->msg + 7) / 8 * 8;
   if (m->stride > (size_t)2147483647)
     return eplb_error_set(err, EPLB_EARG, "a slot's rows take %zu bytes; rows over "
                           "2 GiB are not supported", m->row);
@@ -548,27 +644,48 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
                           (int)m->P, ub);
   int64_t tl = ((int64_t)ub + 1) / m->P;
   m->tag_layers = (int32_t)(tl > 1024 ? 1024 : tl < 1 ? 1 : tl);
-  /* zero-filled and touched now: no page faults in the middle of the
-   * transfer, and no uninitialised padding bytes on the wire */
-  m->old = calloc((size_t)m->P, m->stride);
-  m->next = calloc((size_t)m->P, m->stride);
-  if (m->old && m->next) {
-    memset(m->old, 0, (size_t)m->P * m->stride);
-    memset(m->next, 0, (size_t)m->P * m->stride);
-  }
-  m->summed = malloc((size_t)m->P);
+  return rc;
+}
+
+/* Sizes, tags, buffers and batches of a migration: one layer of old rows
+ * plus the staging of one batch's receives (at most max_buffer_mb, or one
+ * row set). */
+static int mig_setup(mig_t *m, eplb_error_t *err) {
+  int rc = mig_geometry(m, err);
+  if (rc == 0)
+    rc = cut_batches(m, (size_t)m->opts->max_buffer_mb << 20, err);
+  if (rc)
+    return rc;
+  size_t P = (size_t)m->P;
+  m->old = malloc(P * m->row + 1);
+  m->staging = malloc(m->staging_rows * m->stride);
+  m->sums = calloc(P, sizeof(uint64_t));
+  m->types = malloc(sizeof(MPI_Datatype) * P);
   m->req = malloc(sizeof(MPI_Request) * max_requests(m));
-  if (rc == 0 && (!m->old || !m->next || !m->summed || !m->req))
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for two layers of "
-                          "%d x %zu bytes", (int)m->P, m->stride);
-  return rc ? rc : cut_batches(m, (size_t)m->opts->max_buffer_mb << 20, err);
+  m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
+  m->dup_head = malloc(sizeof(int32_t) * P);
+  m->dup_next = malloc(sizeof(int32_t) * P);
+  if (!m->old || !m->staging || !m->sums || !m->types || !m->req || !m->recv_xfer ||
+      !m->dup_head || !m->dup_next)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer (%zu "
+                          "bytes) and the staging (%zu bytes)", P * m->row,
+                          m->staging_rows * m->stride);
+  for (size_t s = 0; s < P; s++)
+    m->types[s] = MPI_DATATYPE_NULL;
+  /* touched now: no page faults in the middle of a transfer */
+  memset(m->staging, 0, m->staging_rows * m->stride);
+  return 0;
 }
 
 static void mig_free(mig_t *m) {
   free(m->old);
-  free(m->next);
-  free(m->summed);
+  free(m->staging);
+  free(m->sums);
+  free(m->types);
   free(m->req);
+  free(m->recv_xfer);
+  free(m->dup_head);
+  free(m->dup_next);
   free(m->batch);
   free(m->num_batches);
 }
@@ -592,32 +709,28 @@ static int64_t layer_bytes(const mig_t *m, int32_t l) {
   return (m->sched->layer_start[l + 1] - m->sched->layer_start[l]) * (int64_t)m->row;
 }
 
-/* Layer by layer: read, agree, transfer, write to w.  Returns this rank's
- * result (a local failure after an agreement is carried to the next one);
- * an agreed failure is returned with *agreed = 1. */
-static int run_layers(mig_t *m, const eplb_placement_t *next,
-                      eplb_shard_writer_t *w, int *agreed, eplb_error_t *err) {
+/* Layer by layer: read, agree, transfer (rows written to m->w as they
+ * arrive).  Returns this rank's result (a local failure after an agreement
+ * is carried to the next one); an agreed failure is returned with
+ * *agreed = 1. */
+static int run_layers(mig_t *m, const eplb_placement_t *next, int *agreed,
+                      eplb_error_t *err) {
   int carry = 0;
   int32_t L = m->sched->num_layers;
   for (int32_t l = 0; l < L; l++) {
     double t = MPI_Wtime();
     if (carry == 0)
-      carry = eplb_shard_read_rows(m->set->shard, l, m->old, m->stride, err);
-    if (carry == 0)
-      checksum_sent_rows(m, l);
+      carry = read_old(m, l, err);
     m->t_read += MPI_Wtime() - t;
     int rc = eplb__agree(m->set->comm, carry, err);
     if (rc)
       return *agreed = 1, rc;
-    t = MPI_Wtime();
-    carry = transfer_layer(m, l, err);
-    m->t_xfer += MPI_Wtime() - t;
-    t = MPI_Wtime();
     const int32_t *ids = next->phy2log + (size_t)l * (size_t)next->num_slots +
                          (size_t)m->set->rank * (size_t)m->P;
-    if (carry == 0)
-      carry = eplb_shard_writer_put_layer(w, l, ids, m->next, m->stride, err);
-    m->t_write += MPI_Wtime() - t;
+    double w0 = m->t_write;
+    t = MPI_Wtime();
+    carry = transfer_layer(m, l, ids, err);
+    m->t_xfer += MPI_Wtime() - t - (m->t_write - w0);
     m->bytes_done += layer_bytes(m, l);
     progress(m, l + 1, L);
   }
@@ -707,7 +820,8 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   rc = eplb__agree(set->comm, rc, err);
   if (rc)
     goto done; /* agreed: every rank removes its temporary shard */
-  rc = run_layers(&m, next, w, &agreed, err);
+  m.w = w;
+  rc = run_layers(&m, next, &agreed, err);
   if (agreed)
     goto done;
   if (rc == 0)

@@ -36,7 +36,9 @@ struct eplb_shard_writer_s {
   hid_t file;
   char *path;
   eplb_shard_info_t info;
-  unsigned char *tmp; /* one dataset of one layer */
+  unsigned char *tmp;  /* one dataset of one layer (put_layer only) */
+  hid_t group;         /* the layer begun by begin_layer, or -1 */
+  hid_t dsets[EPLB_SHARD_MAX_DATASETS];
 };
 
 static const char *const dtype_names[] = {
@@ -526,6 +528,16 @@ static int read_raw(hid_t f, const char *path, const char *name, void *tmp,
   return rc;
 }
 
+int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
+                            void *buf, eplb_error_t *err) {
+  char name[128];
+  h5_quiet();
+  if (d < 0 || d >= sh->info.num_datasets)
+    return eplb_error_set(err, EPLB_EARG, "%s: no dataset %d", sh->path, (int)d);
+  snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, sh->info.datasets[d].name);
+  return read_raw(sh->file, sh->path, name, buf, err);
+}
+
 /* The largest dataset of a layer, in bytes. */
 static size_t max_dataset_bytes(const eplb_shard_info_t *info) {
   size_t m = 0;
@@ -596,12 +608,14 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   *out = NULL;
   h5_quiet();
   eplb_shard_writer_t *w = calloc(1, sizeof(*w));
-  if (w == NULL || (w->path = strdup(path)) == NULL ||
-      (w->tmp = malloc(max_dataset_bytes(info))) == NULL) {
-    if (w) { free(w->path); free(w); }
+  if (w == NULL || (w->path = strdup(path)) == NULL) {
+    free(w);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory creating %s", path);
   }
   w->info = *info;
+  w->group = -1;
+  for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
+    w->dsets[d] = -1;
   w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (w->file < 0 || put_root(w->file, info) < 0) {
     int rc = eplb_error_set(err, EPLB_EIO,
@@ -650,6 +664,9 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   char name[64];
   snprintf(name, sizeof(name), "/layers/%d", (int)layer);
   h5_quiet();
+  if (w->tmp == NULL && (w->tmp = malloc(max_dataset_bytes(in))) == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory writing layer %d",
+                          w->path, (int)layer);
   hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   int rc = g < 0 || put_ids(g, in->slots_per_rank, ids) < 0 ? -1 : 0;
   size_t off = 0;
@@ -666,6 +683,88 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
     return eplb_error_set(err, EPLB_EIO,
                           "%s: cannot write layer %d (disk full or read-only?)",
                           w->path, (int)layer);
+  return 0;
+}
+
+/* Closes the layer begun by eplb_shard_writer_begin_layer, if any. */
+static void end_layer(eplb_shard_writer_t *w) {
+  for (int32_t d = 0; d < w->info.num_datasets; d++)
+    if (w->dsets[d] >= 0)
+      H5Dclose(w->dsets[d]);
+  for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
+    w->dsets[d] = -1;
+  if (w->group >= 0)
+    H5Gclose(w->group);
+  w->group = -1;
+}
+
+/* Creates dataset d of the current layer, storage left unfilled (every
+ * row is written once by put_row). */
+static hid_t create_empty(eplb_shard_writer_t *w, int32_t d) {
+  const eplb_shard_dataset_t *ds = &w->info.datasets[d];
+  hsize_t dims[EPLB_SHARD_MAX_DIMS];
+  for (int i = 0; i < ds->ndims; i++)
+    dims[i] = (hsize_t)ds->dims[i];
+  hid_t t = H5Tdecode(ds->type_enc);
+  hid_t s = H5Screate_simple(ds->ndims, dims, NULL);
+  hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
+  hid_t id = -1;
+  if (t >= 0 && s >= 0 && pl >= 0 && H5Pset_fill_time(pl, H5D_FILL_TIME_NEVER) >= 0)
+    id = H5Dcreate2(w->group, ds->name, t, s, H5P_DEFAULT, pl, H5P_DEFAULT);
+  if (pl >= 0) H5Pclose(pl);
+  if (s >= 0) H5Sclose(s);
+  if (t >= 0) H5Tclose(t);
+  return id;
+}
+
+int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
+                                  const int32_t *ids, eplb_error_t *err) {
+  char name[64];
+  snprintf(name, sizeof(name), "/layers/%d", (int)layer);
+  h5_quiet();
+  end_layer(w);
+  w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  int rc = w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
+  for (int32_t d = 0; rc == 0 && d < w->info.num_datasets; d++)
+    rc = (w->dsets[d] = create_empty(w, d)) < 0;
+  if (rc)
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: cannot create layer %d (disk full or read-only?)",
+                          w->path, (int)layer);
+  return 0;
+}
+
+/* Writes one row (slot) of dataset d of the current layer from row. */
+static int put_one_row(eplb_shard_writer_t *w, int32_t d, int32_t slot,
+                       const void *row) {
+  const eplb_shard_dataset_t *ds = &w->info.datasets[d];
+  hsize_t start[EPLB_SHARD_MAX_DIMS] = {0}, count[EPLB_SHARD_MAX_DIMS];
+  count[0] = 1;
+  start[0] = (hsize_t)slot;
+  for (int i = 1; i < ds->ndims; i++)
+    count[i] = (hsize_t)ds->dims[i];
+  hsize_t n = (hsize_t)(ds->row_bytes / ds->type_size);
+  hid_t fs = H5Dget_space(w->dsets[d]);
+  hid_t ms = H5Screate_simple(1, &n, NULL);
+  hid_t t = H5Dget_type(w->dsets[d]);
+  int ok = fs >= 0 && ms >= 0 && t >= 0 &&
+           H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+           H5Dwrite(w->dsets[d], t, ms, fs, H5P_DEFAULT, row) >= 0;
+  if (t >= 0) H5Tclose(t);
+  if (ms >= 0) H5Sclose(ms);
+  if (fs >= 0) H5Sclose(fs);
+  return ok ? 0 : -1;
+}
+
+int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
+                              const unsigned char *const *pieces, eplb_error_t *err) {
+  h5_quiet();
+  for (int32_t d = 0; d < w->info.num_datasets; d++)
+    if (w->group < 0 || put_one_row(w, d, slot, pieces[d]) < 0)
+      return eplb_error_set(err, EPLB_EIO,
+                            "%s: cannot write slot %d of dataset '%s' (disk "
+                            "full or read-only?)", w->path, (int)slot,
+                            w->info.datasets[d].name);
   return 0;
 }
 
@@ -686,6 +785,7 @@ int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err) {
   h5_quiet();
   int rc = 0;
+  end_layer(w);
   if (H5Fclose(w->file) < 0)
     rc = eplb_error_set(err, EPLB_EIO, "%s: closing the shard failed (disk full?)",
                         w->path);
@@ -702,6 +802,7 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
   if (w == NULL)
     return;
   h5_quiet();
+  end_layer(w);
   if (w->file >= 0)
     H5Fclose(w->file);
   unlink(w->path);

@@ -105,6 +105,11 @@ int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
 int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
                          size_t stride, eplb_error_t *err);
 
+/* Reads dataset d (info order) of layer `layer`, raw bytes in the file's
+ * own type, into buf[slots_per_rank * datasets[d].row_bytes]. */
+int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
+                            void *buf, eplb_error_t *err);
+
 /* ---- writing ------------------------------------------------------ */
 
 typedef struct eplb_shard_writer_s eplb_shard_writer_t;
@@ -120,6 +125,15 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
 int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
                                 const int32_t *ids, const void *buf,
                                 size_t stride, eplb_error_t *err);
+/* Row by row instead (no layer-sized buffer): begin_layer creates
+ * /layers/<layer> with ids[P] and every dataset, unfilled; then put_row
+ * writes each slot exactly once, pieces[d] pointing at that slot's row of
+ * dataset d.  Slots never written are undefined. */
+int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
+                                  const int32_t *ids, eplb_error_t *err);
+int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
+                              const unsigned char *const *pieces,
+                              eplb_error_t *err);
 /* Closes the file and, with do_fsync, fsyncs it.  Frees w either way. */
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err);
