@@ -53,9 +53,15 @@ static void tree_set(bin_tree_t *t, int32_t b, double v) {
   for (int32_t i = t->P + b; i > 1; i /= 2) {
     int32_t sib = t->node[i ^ 1];
     double sw = t->ew[sib];
-    int take = (sw < cw) | ((sw == cw) & (sib < cur));
-    cur = take ? sib : cur;
-    cw = take ? sw : cw;
+    /* Select by masks, not branches: the winner is a coin flip to the
+     * branch predictor. */
+    int32_t take = -(int32_t)((sw < cw) | ((sw == cw) & (sib < cur)));
+    uint64_t ub, uc, m = (uint64_t)(int64_t)take;
+    memcpy(&ub, &sw, sizeof(ub));
+    memcpy(&uc, &cw, sizeof(uc));
+    uc = (ub & m) | (uc & ~m);
+    memcpy(&cw, &uc, sizeof(cw));
+    cur = (sib & take) | (cur & ~take);
     t->node[i / 2] = cur;
   }
 }

@@ -1,40 +1,44 @@
 /* replicate.c - how many replicas each expert gets, and a deterministic sort.
  *
- * Replication is a max-heap over experts keyed by load per replica: each
- * redundant slot goes to the top expert, whose key then drops.  O(E + R log E)
- * for R = S - E redundant slots. */
+ * Replication is a tournament tree over experts keyed by load per replica:
+ * each redundant slot goes to the winner, whose key then drops and whose
+ * path is replayed.  O(E + R log E) for R = S - E redundant slots, with
+ * branch-free matches. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "plan/internal.h"
 
-/* 1 when expert a should get the next replica before expert b. */
-static int rep_before(const double *load, const int32_t *count, int32_t a,
-                      int32_t b) {
-  /* Compare load[a]/count[a] with load[b]/count[b] by cross-multiplying:
-   * exact for the integer-valued loads we see, and no division ties. */
-  double ka = load[a] * (double)count[b], kb = load[b] * (double)count[a];
-  if (ka != kb)
-    return ka > kb;
-  if (count[a] != count[b])
-    return count[a] < count[b];
-  return a < b;
+/* 1 when expert a should get the next replica before expert b, given
+ * loads ld[] and replica counts c[]. */
+static inline int rep_before(const double *ld, const int32_t *c, int32_t a,
+                             int32_t b) {
+  /* Compare ld[a]/c[a] with ld[b]/c[b] by cross-multiplying: exact for the
+   * integer-valued loads we see, and no division ties. */
+  double ka = ld[a] * (double)c[b], kb = ld[b] * (double)c[a];
+  return (ka > kb) |
+         ((ka == kb) & ((c[a] < c[b]) | ((c[a] == c[b]) & (a < b))));
 }
 
-static void heap_sift_down(int32_t *heap, int32_t n, int32_t i,
-                           const double *load, const int32_t *count) {
-  for (;;) {
-    int32_t l = 2 * i + 1, r = l + 1, best = i;
-    if (l < n && rep_before(load, count, heap[l], heap[best]))
-      best = l;
-    if (r < n && rep_before(load, count, heap[r], heap[best]))
-      best = r;
-    if (best == i)
-      return;
-    int32_t t = heap[i];
-    heap[i] = heap[best];
-    heap[best] = t;
-    i = best;
+/* Tournament tree over the experts: leaf P + e holds e (or the sentinel E,
+ * which loses every match, once e is full or for padding); each inner node
+ * holds the winner of its children under rep_before, so node 1 is the next
+ * expert to replicate.  After a count changes only that leaf's path is
+ * replayed, carrying the winner in a register. */
+typedef struct {
+  int32_t *node; /* [2P] */
+  int32_t P;
+  const double *ld; /* [E + 1], ld[E] = -1 */
+  const int32_t *c; /* [E + 1], c[E] = 1 */
+} rep_tree_t;
+
+static void rep_replay(rep_tree_t *t, int32_t i) {
+  int32_t cur = t->node[i];
+  for (; i > 1; i /= 2) {
+    int32_t sib = t->node[i ^ 1];
+    int32_t take = -rep_before(t->ld, t->c, sib, cur);
+    cur = (sib & take) | (cur & ~take);
+    t->node[i / 2] = cur;
   }
 }
 
@@ -52,23 +56,41 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   int32_t extra = S - E;
   if (extra == 0)
     return 0;
-  int32_t *heap = malloc(sizeof(int32_t) * (size_t)E);
-  if (heap == NULL)
+  int32_t P = 1;
+  while (P < E)
+    P *= 2;
+  int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
+  int32_t *c = malloc(sizeof(int32_t) * ((size_t)E + 1));
+  double *ld = malloc(sizeof(double) * ((size_t)E + 1));
+  if (!node || !c || !ld) {
+    free(node);
+    free(c);
+    free(ld);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  int32_t n = E;
-  for (int32_t e = 0; e < E; e++)
-    heap[e] = e;
-  for (int32_t i = n / 2 - 1; i >= 0; i--)
-    heap_sift_down(heap, n, i, load, count);
-  while (extra > 0) {
-    int32_t top = heap[0];
-    count[top]++;
-    extra--;
-    if (max_replicas > 0 && count[top] >= max_replicas)
-      heap[0] = heap[--n]; /* full: leaves the heap */
-    heap_sift_down(heap, n, 0, load, count);
   }
-  free(heap);
+  memcpy(ld, load, sizeof(double) * (size_t)E);
+  ld[E] = -1.0;
+  for (int32_t e = 0; e <= E; e++)
+    c[e] = 1;
+  rep_tree_t t = {.node = node, .P = P, .ld = ld, .c = c};
+  for (int32_t i = 0; i < P; i++)
+    node[P + i] = i < E ? i : E;
+  for (int32_t i = P - 1; i >= 1; i--) {
+    int32_t l = node[2 * i], r = node[2 * i + 1];
+    node[i] = rep_before(ld, c, r, l) ? r : l;
+  }
+  while (extra > 0) {
+    int32_t top = node[1];
+    c[top]++;
+    extra--;
+    if (max_replicas > 0 && c[top] >= max_replicas)
+      node[P + top] = E; /* full: out of the running */
+    rep_replay(&t, P + top);
+  }
+  memcpy(count, c, sizeof(int32_t) * (size_t)E);
+  free(node);
+  free(c);
+  free(ld);
   return 0;
 }
 
