@@ -526,14 +526,18 @@ static void store_received(mig_t *m, int32_t l, size_t nr, eplb_error_t *err) {
  * and agreed before the next layer. */
 static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t *err) {
   m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
-  local_rows(m, l, err);
   int32_t crash_layer = m->sched->num_layers / 2;
-  if (l == crash_layer && m->num_batches[l] == 0)
-    eplb__fault_crash_point("transfer", m->set->rank);
+  if (m->num_batches[l] == 0) {
+    local_rows(m, l, err);
+    if (l == crash_layer)
+      eplb__fault_crash_point("transfer", m->set->rank);
+  }
   for (int32_t b = 0; b < m->num_batches[l]; b++) {
     int n = 0;
     size_t nr = 0;
     int rc = post_batch(m, l, b, &n, &nr, err);
+    if (b == 0) /* the local rows are written while the first batch flows */
+      local_rows(m, l, err);
     if (l == crash_layer && b == 0)
       eplb__fault_crash_point("transfer", m->set->rank);
     if (rc == 0)
