@@ -103,6 +103,59 @@ static void test_round_trip_every_type(void **state) {
   unlink(path);
 }
 
+/* Row-by-row writing (slots in any order) reads back as written, dataset
+ * by dataset. */
+static void test_row_writer(void **state) {
+  (void)state;
+  char path[512];
+  tmp_path(path, sizeof(path), "rows.h5");
+  eplb_shard_info_t *info = calloc(1, sizeof(*info));
+  make_all_types(info, 3);
+  info->rank = 1;
+  eplb_error_t err;
+  eplb_shard_writer_t *w = NULL;
+  size_t rb = (size_t)info->row_bytes;
+  unsigned char *row = malloc(rb);
+  int32_t ids[3] = {7, 5, 9};
+  assert_int_equal(eplb_shard_writer_create(path, info, &w, &err), 0);
+  /* put_row before begin_layer is an error */
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  assert_int_equal(eplb_shard_writer_put_row(w, 0, pieces, &err), EPLB_EIO);
+  for (int32_t l = 0; l < 2; l++) {
+    assert_int_equal(eplb_shard_writer_begin_layer(w, l, ids, &err), 0);
+    for (int32_t k = 0; k < 3; k++) {
+      int32_t s = (k + 2) % 3; /* out of order */
+      eplb_shard_fill_row(info, l, ids[s], row);
+      size_t off = 0;
+      for (int32_t d = 0; d < info->num_datasets; d++) {
+        pieces[d] = row + off;
+        off += (size_t)info->datasets[d].row_bytes;
+      }
+      assert_int_equal(eplb_shard_writer_put_row(w, s, pieces, &err), 0);
+    }
+  }
+  assert_int_equal(eplb_shard_writer_finish(w, 1, &err), 0);
+  eplb_shard_t *sh = NULL;
+  assert_int_equal(eplb_shard_open(path, &sh, &err), 0);
+  size_t off = 0;
+  for (int32_t d = 0; d < info->num_datasets; d++) {
+    size_t drb = (size_t)info->datasets[d].row_bytes;
+    unsigned char *buf = malloc(drb * 3);
+    assert_int_equal(eplb_shard_read_dataset(sh, 1, d, buf, &err), 0);
+    for (int32_t s = 0; s < 3; s++) {
+      eplb_shard_fill_row(info, 1, ids[s], row);
+      assert_memory_equal(buf + (size_t)s * drb, row + off, drb);
+    }
+    off += drb;
+    free(buf);
+  }
+  assert_int_equal(eplb_shard_read_dataset(sh, 1, info->num_datasets, row, &err), EPLB_EARG);
+  eplb_shard_close(sh);
+  free(row);
+  free(info);
+  unlink(path);
+}
+
 static void test_float16_is_ieee_half(void **state) {
   (void)state;
   char path[512];
@@ -326,6 +379,7 @@ static void test_info_make_ranges(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_every_type),
+      cmocka_unit_test(test_row_writer),
       cmocka_unit_test(test_float16_is_ieee_half),
       cmocka_unit_test(test_foreign_writer),
       cmocka_unit_test(test_malformed),
