@@ -88,8 +88,8 @@ OUT=$tmp/out.json
 
 case "$group" in
 usage)
-  expect 2 "--stats FILE is required"
-  expect 2 "--stats FILE is required" --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 2 "--stats PATH is required"
+  expect 2 "--stats PATH is required" --num-slots 12 --num-gpus 4 --output "$OUT"
   expect 2 "--num-slots S is required" --stats "$A" --num-gpus 4 --output "$OUT"
   expect 2 "--num-gpus G is required" --stats "$A" --num-slots 12 --output "$OUT"
   expect 2 "--output FILE is required" --stats "$A" --num-slots 12 --num-gpus 4

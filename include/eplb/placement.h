@@ -27,7 +27,9 @@ typedef struct eplb_placement_s {
 typedef enum {
   EPLB_MAP_AUTO = 0,
   EPLB_MAP_EXPERT_MAP, /* MindSpeed-RL / vllm-ascend expert map JSON */
-  EPLB_MAP_TRTLLM_YAML /* TensorRT-LLM moe_load_balancer.yaml */
+  EPLB_MAP_TRTLLM_YAML, /* TensorRT-LLM moe_load_balancer.yaml */
+  EPLB_MAP_SGLANG,      /* SGLang {"physical_to_logical_map": [rows][S]} */
+  EPLB_MAP_DEEPSEEK     /* DeepSeek EPLB {"phy2log", "log2phy", "logcnt"} */
 } eplb_map_format_t;
 
 /* Allocates an L x S placement (slots set to -1, layer ids 0..L-1).
@@ -67,7 +69,14 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
 int eplb_placement_read(eplb_placement_t *out, const char *path,
                         eplb_map_format_t format, eplb_error_t *err);
 
-/* "expert-map", "trtllm-yaml" ("auto" for reading); -1 if unknown. */
+/* SGLang's rows are hidden layers 0..max(layer_ids): a row the placement
+ * does not hold (a dense layer) is written as the contiguous placement.
+ * SGLang and DeepSeek maps are read with num_gpus = 1 (the files do not say
+ * G; the caller regroups) and layer ids 0..L-1; EPLB_MAP_AUTO reads them
+ * when the JSON has "physical_to_logical_map" or "phy2log". */
+
+/* "expert-map", "trtllm-yaml", "sglang", "deepseek" ("auto" for reading);
+ * -1 if unknown. */
 int eplb_map_format_from_name(const char *name);
 const char *eplb_map_format_name(eplb_map_format_t format);
 

@@ -168,3 +168,25 @@ int eplb_cli_parse_iter_range(const char *prog, const char *text,
   opts->iter_max = b;
   return 0;
 }
+
+int eplb_cli_select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
+                         eplb_error_t *err) {
+  if (p->num_layers <= n || n < 1)
+    return 0;
+  for (int32_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= p->num_layers)
+      return 0;
+  size_t S = (size_t)p->num_slots;
+  int32_t *rows = malloc(sizeof(int32_t) * S * (size_t)n);
+  if (rows == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t i = 0; i < n; i++) {
+    memcpy(rows + (size_t)i * S, p->phy2log + (size_t)ids[i] * S,
+           sizeof(int32_t) * S);
+    p->layer_ids[i] = ids[i];
+  }
+  free(p->phy2log);
+  p->phy2log = rows;
+  p->num_layers = n;
+  return 0;
+}

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/placement.h"
 #include "eplb/stats.h"
 
 #define EPLB_CLI_EXIT_OK 0
@@ -85,6 +86,13 @@ int eplb_cli_read_stats(const char *const *paths, int n,
  * eplb_cli_parse_int; returns 0 or EPLB_EARG. */
 int eplb_cli_parse_iter_range(const char *prog, const char *text,
                               eplb_stats_read_opts_t *opts);
+
+/* A map with more rows than the statistics have layers (SGLang's map: one
+ * row per hidden layer, dense ones included) keeps only rows ids[0..n-1],
+ * when every id is a row of it.  Otherwise p is left as it is (the caller's
+ * shape check then says what differs).  Returns 0 or EPLB_ENOMEM. */
+int eplb_cli_select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
+                         eplb_error_t *err);
 
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);

@@ -24,6 +24,7 @@ typedef struct {
   const char **stats; /* --stats files, in order */
   int num_stats;
   eplb_stats_format_t format;
+  eplb_stats_read_opts_t ropts; /* --iter-range */
   eplb_map_format_t out_format; /* AUTO: from the --output extension */
   const char *output, *current_map;
   eplb_plan_opts_t plan;
@@ -33,7 +34,7 @@ typedef struct {
 /* --help: every option with its range. */
 static void usage(FILE *f) {
   fprintf(f,
-"usage: eplb-plan --stats FILE [--stats FILE ...] --num-slots S --num-gpus G\n"
+"usage: eplb-plan --stats PATH [--stats PATH ...] --num-slots S --num-gpus G\n"
 "                 --output FILE [options]\n"
 "\n"
 "Plans where each expert of a Mixture-of-Experts model goes: reads token\n"
@@ -43,10 +44,13 @@ static void usage(FILE *f) {
 "after, with the floor no placement can beat.\n"
 "\n"
 "required:\n"
-"  --stats FILE         statistics; repeat to sum several files (per-rank\n"
-"                       dumps). MindSpeed-RL {\"layer\": {\"expert\": count}}\n"
-"                       or SGLang {\"logical_count\": [[...]]}; SGLang's\n"
-"                       all-zero dense layers are skipped and reported\n"
+"  --stats PATH         statistics; repeat to sum several (per-rank dumps).\n"
+"                       A file: MindSpeed-RL {\"layer\": {\"expert\": count}}\n"
+"                       or SGLang {\"logical_count\": [[...]]}; a directory:\n"
+"                       TensorRT-LLM (meta_info.json + rank{r}.safetensors)\n"
+"                       or MindIE (model_gen_config.json + {stage}_{rank}.csv).\n"
+"                       SGLang's all-zero dense layers are skipped and\n"
+"                       reported\n"
 "  --num-slots S        physical expert slots per layer over all GPUs,\n"
 "                       %d..%d, at least the number of experts, a multiple\n"
 "                       of G (S - experts = redundant slots)\n"
@@ -60,13 +64,19 @@ static void usage(FILE *f) {
 "  --policy P           balanced (default: never worse than deepseek, never\n"
 "                       one expert twice on a GPU) or deepseek (DeepSeek's\n"
 "                       EPLB, deterministic)\n"
-"  --format F           statistics format: auto (default), mindspeed, sglang\n"
-"  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE JSON)\n"
-"                       or trtllm-yaml (TensorRT-LLM moe_load_balancer.yaml);\n"
-"                       default: trtllm-yaml for a .yaml/.yml FILE, else\n"
-"                       expert-map\n"
+"  --format F           statistics format: auto (default: from the content),\n"
+"                       mindspeed, sglang, trtllm, mindie\n"
+"  --iter-range A-B     TensorRT-LLM dumps: sum iterations A..B only,\n"
+"                       0 <= A <= B <= %d (default: all)\n"
+"  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE JSON),\n"
+"                       trtllm-yaml (TensorRT-LLM moe_load_balancer.yaml),\n"
+"                       sglang ({\"physical_to_logical_map\": ...}, rows =\n"
+"                       hidden layers) or deepseek (phy2log, log2phy,\n"
+"                       logcnt); default: trtllm-yaml for a .yaml/.yml\n"
+"                       FILE, else expert-map\n"
 "  --current-map FILE   re-plan from the placement the experts are in now (an\n"
-"                       expert map or TensorRT-LLM YAML with the same layers,\n"
+"                       expert map, TensorRT-LLM YAML, SGLang or DeepSeek\n"
+"                       map with the same layers,\n"
 "                       experts and slots): moves only what buys balance;\n"
 "                       global plans only\n"
 "  --max-moves M        with --current-map: replicas that may arrive on a new\n"
@@ -86,6 +96,7 @@ static void usage(FILE *f) {
 "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
 "2 usage error (unknown option, missing or out-of-range value)\n",
           EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
+          EPLB_MAX_ITER,
           EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
           EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
           EPLB_DEFAULT_SPILL_COST);
@@ -95,7 +106,7 @@ enum {
   OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
   OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_CURRENT, OPT_MAX_MOVES,
   OPT_MOVE_COST, OPT_KEEP, OPT_SPILL, OPT_SPILL_COST, OPT_PER_LAYER,
-  OPT_QUIET, OPT_HELP, OPT_VERSION
+  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER
 };
 
 static const struct option long_opts[] = {
@@ -106,6 +117,7 @@ static const struct option long_opts[] = {
     {"num-groups", required_argument, 0, OPT_GROUPS},
     {"policy", required_argument, 0, OPT_POLICY},
     {"format", required_argument, 0, OPT_FORMAT},
+    {"iter-range", required_argument, 0, OPT_ITER},
     {"output-format", required_argument, 0, OPT_OUT_FORMAT},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"current-map", required_argument, 0, OPT_CURRENT},
@@ -167,12 +179,12 @@ static int parse_value(args_t *a, int c, const char *v) {
     return rc;
   case OPT_FORMAT:
     rc = parse_name("--format", v, eplb_stats_format_from_name,
-                    "auto, mindspeed or sglang", &x);
+                    "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
     rc = parse_name("--output-format", v, eplb_map_format_from_name,
-                    "expert-map or trtllm-yaml", &x);
+                    "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->out_format = (eplb_map_format_t)x;
     return rc;
   }
@@ -192,6 +204,8 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_CURRENT:
     a->current_map = optarg;
     return 0;
+  case OPT_ITER:
+    return eplb_cli_parse_iter_range(PROG, optarg, &a->ropts) ? 2 : 0;
   case OPT_SPILL:
     a->plan.spill = 1;
     return 0;
@@ -219,7 +233,7 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
   if (optind < argc)
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (a->num_stats == 0)
-    return eplb_cli_usage_error(PROG, "--stats FILE is required");
+    return eplb_cli_usage_error(PROG, "--stats PATH is required");
   if (!a->have_slots)
     return eplb_cli_usage_error(PROG, "--num-slots S is required");
   if (!a->have_gpus)
@@ -260,19 +274,10 @@ static int parse_args(int argc, char *argv[], args_t *a) {
 
 /* ---- reading -------------------------------------------------------- */
 
-/* Reads and sums every --stats file into *st. */
+/* Reads and sums every --stats file or dump directory into *st. */
 static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
-  int rc = eplb_stats_read(st, a->stats[0], a->format, err);
-  for (int i = 1; i < a->num_stats && rc == 0; i++) {
-    eplb_stats_t more;
-    rc = eplb_stats_read(&more, a->stats[i], a->format, err);
-    if (rc == 0)
-      rc = eplb_stats_add(st, &more, a->stats[0], a->stats[i], err);
-    eplb_stats_cleanup(&more);
-  }
-  if (rc)
-    eplb_stats_cleanup(st);
-  return rc;
+  return eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts, st,
+                             err);
 }
 
 /* The ids of the all-zero layers of st (malloc'd into *ids, caller frees). */
@@ -314,10 +319,12 @@ static int read_current(const args_t *a, const eplb_stats_t *st,
   if (rc)
     return rc;
   int32_t G = a->plan.num_gpus;
+  rc = eplb_cli_select_rows(cur, st->layer_ids, st->num_layers, err);
   if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
     cur->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
-  if (cur->num_layers != st->num_layers || cur->num_slots != a->plan.num_slots ||
-      cur->num_gpus != G || cur->num_experts > st->num_experts)
+  if (rc == 0 &&
+      (cur->num_layers != st->num_layers || cur->num_slots != a->plan.num_slots ||
+       cur->num_gpus != G || cur->num_experts > st->num_experts))
     rc = eplb_error_set(err, EPLB_ESHAPE,
                         "--current-map %s holds %d layers x %d slots on %d "
                         "GPUs (experts 0..%d) but the statistics have %d "
@@ -502,7 +509,8 @@ static int run(const args_t *a, run_t *r, double t_start) {
 
 int main(int argc, char *argv[]) {
   double t_start = eplb_cli_now();
-  args_t a = {.format = EPLB_STATS_AUTO, .out_format = EPLB_MAP_AUTO};
+  args_t a = {.format = EPLB_STATS_AUTO, .out_format = EPLB_MAP_AUTO,
+              .ropts = {-1, -1}};
   a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
   if (a.stats == NULL) {
     eplb_cli_error(PROG, "out of memory");

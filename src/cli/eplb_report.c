@@ -154,7 +154,8 @@ static int read_map(const args_t *a, const eplb_stats_t *st,
   if (rc)
     return rc;
   int32_t G = a->num_gpus;
-  if (p->num_gpus == 1 && G == 0 && p->num_slots > 1) {
+  rc = eplb_cli_select_rows(p, st->layer_ids, st->num_layers, err);
+  if (rc == 0 && p->num_gpus == 1 && G == 0 && p->num_slots > 1) {
     eplb_placement_cleanup(p);
     return eplb_error_set(err, EPLB_EARG, "--map %s does not say how many "
                           "GPUs share its %d slots (TensorRT-LLM YAML); "
@@ -162,8 +163,9 @@ static int read_map(const args_t *a, const eplb_stats_t *st,
   }
   if (p->num_gpus == 1 && G > 1 && p->num_slots % G == 0)
     p->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
-  if (p->num_layers != st->num_layers || p->num_experts > st->num_experts ||
-      (G > 0 && p->num_gpus != G))
+  if (rc == 0 && (p->num_layers != st->num_layers ||
+                  p->num_experts > st->num_experts ||
+                  (G > 0 && p->num_gpus != G)))
     rc = eplb_error_set(err, EPLB_ESHAPE,
                         "--map %s holds %d layers x %d slots on %d GPUs "
                         "(experts 0..%d) but the statistics have %d (MoE) "

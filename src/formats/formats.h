@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "eplb/error.h"
@@ -78,5 +79,12 @@ int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
 int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
                       const eplb_stats_read_opts_t *opts, eplb_error_t *err);
 int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err);
+
+/* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb_write_fn writers
+ * (ctx = a checked eplb_placement_t) and the reader of both. */
+int eplb__write_sglang(FILE *f, const void *ctx, eplb_error_t *err);
+int eplb__write_deepseek(FILE *f, const void *ctx, eplb_error_t *err);
+int eplb__map_read_phy2log(eplb_placement_t *out, const char *path,
+                           const char *text, size_t len, eplb_error_t *err);
 
 #endif /* EPLB_FORMATS_FORMATS_H */

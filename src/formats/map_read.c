@@ -253,11 +253,17 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
       p++;
     format = (*p == '{' || *p == '[') ? EPLB_MAP_EXPERT_MAP
                                       : EPLB_MAP_TRTLLM_YAML;
+    if (format == EPLB_MAP_EXPERT_MAP &&
+        (strstr(p, "\"physical_to_logical_map\"") != NULL ||
+         strstr(p, "\"phy2log\"") != NULL))
+      format = EPLB_MAP_SGLANG;
   }
   if (format == EPLB_MAP_EXPERT_MAP)
     rc = eplb__map_read_json(out, path, text, len, err);
   else if (format == EPLB_MAP_TRTLLM_YAML)
     rc = eplb__map_read_yaml(out, path, text, err);
+  else if (format == EPLB_MAP_SGLANG || format == EPLB_MAP_DEEPSEEK)
+    rc = eplb__map_read_phy2log(out, path, text, len, err);
   else
     rc = eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
                         (int)format);

@@ -23,6 +23,10 @@ int eplb_map_format_from_name(const char *name) {
     return EPLB_MAP_EXPERT_MAP;
   if (strcmp(name, "trtllm-yaml") == 0)
     return EPLB_MAP_TRTLLM_YAML;
+  if (strcmp(name, "sglang") == 0)
+    return EPLB_MAP_SGLANG;
+  if (strcmp(name, "deepseek") == 0)
+    return EPLB_MAP_DEEPSEEK;
   return -1;
 }
 
@@ -34,6 +38,10 @@ const char *eplb_map_format_name(eplb_map_format_t format) {
     return "expert-map";
   case EPLB_MAP_TRTLLM_YAML:
     return "trtllm-yaml";
+  case EPLB_MAP_SGLANG:
+    return "sglang";
+  case EPLB_MAP_DEEPSEEK:
+    return "deepseek";
   }
   return "unknown";
 }
@@ -163,11 +171,15 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
     format = format_for_path(path);
   if (format == EPLB_MAP_EXPERT_MAP)
     return eplb_write_atomic(path, write_expert_map, p, err);
-  if (format != EPLB_MAP_TRTLLM_YAML)
+  if (format == EPLB_MAP_DEEPSEEK)
+    return eplb_write_atomic(path, eplb__write_deepseek, p, err);
+  if (format != EPLB_MAP_TRTLLM_YAML && format != EPLB_MAP_SGLANG)
     return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
                           (int)format);
   rc = check_layer_ids(p, path, err);
   if (rc)
     return rc;
+  if (format == EPLB_MAP_SGLANG)
+    return eplb_write_atomic(path, eplb__write_sglang, p, err);
   return eplb_write_atomic(path, write_trtllm_yaml, p, err);
 }
