@@ -260,7 +260,7 @@ typedef struct {
 
 /* Considers swapping slot a of g with slot b of h. */
 static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
-                     int32_t h, int32_t b, swap_t *best) {
+                            int32_t h, int32_t b, swap_t *best) {
   size_t ia = (size_t)g * lay->per + a, ib = (size_t)h * lay->per + b;
   double d = lay->w[ia] - lay->w[ib], lg = lay->load[g], lh = lay->load[h];
   if (d <= 0 || d >= lg - lh)
@@ -281,33 +281,54 @@ static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
   best->b = b;
 }
 
-/* Keeps by_load[0..G) sorted by load, lightest first (ties: lower index).
- * Insertion sort: after a swap only two GPUs are out of place. */
-static void sort_by_load(const double *load, int32_t *by_load, int32_t G) {
-  for (int32_t i = 1; i < G; i++) {
-    int32_t x = by_load[i], j = i;
-    while (j > 0 && (load[by_load[j - 1]] > load[x] ||
-                     (load[by_load[j - 1]] == load[x] && by_load[j - 1] > x))) {
-      by_load[j] = by_load[j - 1];
-      j--;
-    }
-    by_load[j] = x;
+/* 1 when GPU x sorts before GPU y: lighter, ties lower index. */
+static inline int lighter(const double *load, int32_t x, int32_t y) {
+  return load[x] < load[y] || (load[x] == load[y] && x < y);
+}
+
+/* Moves GPU x, whose load just changed, to its place in by_load[0..G)
+ * (sorted lightest first, ties lower index; pos[] is the inverse).  Only
+ * the two GPUs of a swap move, so this keeps the order at O(distance)
+ * instead of re-sorting every GPU after every swap. */
+static void reposition(const double *load, int32_t *by_load, int32_t *pos,
+                       int32_t G, int32_t x) {
+  int32_t i = pos[x];
+  while (i > 0 && lighter(load, x, by_load[i - 1])) {
+    by_load[i] = by_load[i - 1];
+    pos[by_load[i]] = i;
+    i--;
   }
+  while (i < G - 1 && lighter(load, by_load[i + 1], x)) {
+    by_load[i] = by_load[i + 1];
+    pos[by_load[i]] = i;
+    i++;
+  }
+  by_load[i] = x;
+  pos[x] = i;
 }
 
 void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
-  int32_t *by_load = malloc(sizeof(int32_t) * (size_t)G);
+  int32_t *by_load = malloc(sizeof(int32_t) * 2 * (size_t)G);
   if (by_load == NULL)
     return; /* the search only improves a valid layout: skipping is safe */
+  int32_t *pos = by_load + G;
   for (int32_t g = 0; g < G; g++) {
     sort_gpu(lay, g);
     by_load[g] = g;
   }
+  /* Insertion sort: the order is total, so it is the unique sorted one. */
+  for (int32_t i = 1; i < G; i++) {
+    int32_t x = by_load[i], j = i;
+    for (; j > 0 && lighter(lay->load, x, by_load[j - 1]); j--)
+      by_load[j] = by_load[j - 1];
+    by_load[j] = x;
+  }
+  for (int32_t i = 0; i < G; i++)
+    pos[by_load[i]] = i;
   for (int32_t it = 0; it < max_iters; it++) {
-    sort_by_load(lay->load, by_load, G);
     int32_t g = by_load[G - 1];
     double lg = lay->load[g];
     const double *gw = lay->w + (size_t)g * per;
@@ -350,6 +371,8 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
     swap_slots(lay, g, best.a, best.h, best.b);
     sort_gpu(lay, g);
     sort_gpu(lay, best.h);
+    reposition(lay->load, by_load, pos, G, g);
+    reposition(lay->load, by_load, pos, G, best.h);
   }
   free(by_load);
 }
