@@ -3,7 +3,7 @@
 # messages that name the option or the file, and maps that read back.
 #
 # Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
-#   GROUP: usage | files | good | sum | shape | current
+#   GROUP: usage | files | good | sum | shape | current | dumps
 # Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
 # its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
 set -u
@@ -205,6 +205,46 @@ current)
   ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.yaml" --output "$tmp/next.yaml"
   expect 1 "--current-map $tmp/cur.json holds 4 layers x 12 slots on 4 GPUs" --stats "$B" --num-slots 16 --num-gpus 4 --current-map "$tmp/cur.json" --output "$OUT"
   expect 1 "$tmp/missing.json: cannot open" --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/missing.json" --output "$OUT"
+  ;;
+dumps)
+  # TensorRT-LLM dump directory: decoder layers 3, 4 become the YAML keys.
+  TRT=$data/trtllm_small
+  ok --stats "$TRT" --num-slots 6 --num-gpus 2 --output "$tmp/trt.yaml"
+  has "$(cat "$tmp/trt.yaml")" "  3: [" "YAML keys from the dump"
+  has "$(cat "$tmp/trt.yaml")" "  4: [" "YAML keys from the dump"
+  has "$out" "layers            2" "TensorRT-LLM summary"
+  # The hot expert 0 of layer 3 (100 of 109 tokens) is replicated.
+  checks=$((checks + 1))
+  [ "$(sed -n 's/^  3: \[\(.*\)\]/\1/p' "$tmp/trt.yaml" | tr -d ' ' | tr ',' '\n' | grep -cx 0)" -ge 2 ] ||
+    fail "expert 0 of layer 3 not replicated: $(cat "$tmp/trt.yaml")"
+  ok --stats "$TRT" --format trtllm --iter-range 8-8 --num-slots 6 --num-gpus 2 --output "$tmp/trt8.yaml"
+  expect 2 "no iteration in 9..12; the dump holds iterations 7..8" --stats "$TRT" --iter-range 9-12 --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 2 "--iter-range '8-7'" --stats "$TRT" --iter-range 8-7 --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 2 "--iter-range 'x'" --stats "$TRT" --iter-range x --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 2 "selects iterations" --stats "$A" --iter-range 1-2 --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 2 "is a directory, but --format sglang" --stats "$TRT" --format sglang --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 2 "is a file, but --format trtllm" --stats "$A" --format trtllm --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 1 "neither meta_info.json" --stats "$tmp" --num-slots 6 --num-gpus 2 --output "$OUT"
+  # MindIE dump directory (CSV in decode/).
+  ok --stats "$data/mindie_small" --num-slots 6 --num-gpus 2 --output "$tmp/mie.json"
+  has "$out" "experts           4" "MindIE summary"
+  # SGLang and DeepSeek maps out, read back as --current-map.
+  ok --stats "$TRT" --num-slots 6 --num-gpus 2 --output-format sglang --output "$tmp/sg.json"
+  has "$(cat "$tmp/sg.json")" '"physical_to_logical_map"' "SGLang map"
+  checks=$((checks + 1))
+  [ "$(grep -c '^  \[' "$tmp/sg.json")" -eq 5 ] || fail "SGLang map: want rows 0..4 (hidden layers): $(cat "$tmp/sg.json")"
+  ok --stats "$TRT" --num-slots 6 --num-gpus 2 --current-map "$tmp/sg.json" --max-moves 0 --output "$tmp/sg2.json"
+  has "$out" "replicas moved    0 " "SGLang map as --current-map"
+  ok --stats "$TRT" --num-slots 6 --num-gpus 2 --output-format deepseek --output "$tmp/ds.json"
+  has "$(cat "$tmp/ds.json")" '"log2phy"' "DeepSeek map"
+  ok --stats "$TRT" --num-slots 6 --num-gpus 2 --current-map "$tmp/ds.json" --max-moves 0 --output "$tmp/ds2.json"
+  expect 2 "--output-format 'vllm'" --stats "$TRT" --num-slots 6 --num-gpus 2 --output-format vllm --output "$OUT"
+  # Per-rank MindSpeed-RL files by glob = the pre-summed file.
+  ok --stats "$data/ms_part_*.json" --num-slots 12 --num-gpus 4 --output "$tmp/glob.json"
+  ok --stats "$SUM" --num-slots 12 --num-gpus 4 --output "$tmp/sum.json"
+  checks=$((checks + 1))
+  cmp -s "$tmp/glob.json" "$tmp/sum.json" || fail "glob of per-rank files differs from the sum"
+  expect 1 "matches no file" --stats "$data/none_*.json" --num-slots 12 --num-gpus 4 --output "$OUT"
   ;;
 *)
   echo "FAIL: unknown group '$group'"

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -121,20 +122,47 @@ double eplb_cli_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Reads one path, or (with expand) every match of a pattern with * ? [ in
+ * sorted order, and adds it to *st; first[] (1024 bytes, "" before the
+ * first read) keeps the first path for messages. */
+static int read_one(const char *path, int expand, eplb_stats_format_t format,
+                    const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
+                    char *first, eplb_error_t *err) {
+  if (expand && strpbrk(path, "*?[") != NULL) {
+    glob_t g;
+    if (glob(path, 0, NULL, &g) != 0) {
+      globfree(&g);
+      return eplb_error_set(err, EPLB_EIO, "--stats %s matches no file", path);
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++)
+      rc = read_one(g.gl_pathv[i], 0, format, opts, st, first, err);
+    globfree(&g);
+    return rc;
+  }
+  if (first[0] == '\0') {
+    snprintf(first, 1024, "%s", path);
+    return eplb_stats_read_opts(st, path, format, opts, err);
+  }
+  eplb_stats_t more;
+  int rc = eplb_stats_read_opts(&more, path, format, opts, err);
+  if (rc == 0)
+    rc = eplb_stats_add(st, &more, first, path, err);
+  eplb_stats_cleanup(&more);
+  return rc;
+}
+
 int eplb_cli_read_stats(const char *const *paths, int n,
                         eplb_stats_format_t format,
                         const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
                         eplb_error_t *err) {
+  memset(st, 0, sizeof(*st));
   if (n < 1)
     return eplb_error_set(err, EPLB_EARG, "no statistics to read");
-  int rc = eplb_stats_read_opts(st, paths[0], format, opts, err);
-  for (int i = 1; i < n && rc == 0; i++) {
-    eplb_stats_t more;
-    rc = eplb_stats_read_opts(&more, paths[i], format, opts, err);
-    if (rc == 0)
-      rc = eplb_stats_add(st, &more, paths[0], paths[i], err);
-    eplb_stats_cleanup(&more);
-  }
+  char first[1024] = "";
+  int rc = 0;
+  for (int i = 0; i < n && rc == 0; i++)
+    rc = read_one(paths[i], 1, format, opts, st, first, err);
   if (rc)
     eplb_stats_cleanup(st);
   return rc;

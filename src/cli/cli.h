@@ -73,9 +73,10 @@ int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
 int eplb_cli_report(const char *prog, const eplb_error_t *err);
 
 /* Reads the n statistics paths (files or dump directories) with
- * eplb_stats_read_opts and sums them into *st (must be empty; stays empty
- * on failure).  The error names the file that failed or the two whose
- * shapes differ. */
+ * eplb_stats_read_opts and sums them into *st (stays empty on failure).  A
+ * path with * ? or [ is a glob pattern: every match, in sorted order (no
+ * match is EPLB_EIO), e.g. 'dump/eplb_token_collects_*.json'.  The error
+ * names the file that failed or whose shape differs. */
 int eplb_cli_read_stats(const char *const *paths, int n,
                         eplb_stats_format_t format,
                         const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
