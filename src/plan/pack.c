@@ -27,18 +27,26 @@ int32_t eplb__argmax(const double *load, int32_t G) {
  * holds bin b (b < P; leaves past the last bin hold the sentinel bin P);
  * each inner node holds the lighter of its children under the effective
  * weights ew[] (ties: lower bin), so node 1 is the lightest bin with room.
- * A bin that is full, or set aside, gets ew = +inf.  Re-weighing a bin
- * replays log2(P) branch-free matches, cheaper than a binary heap's pop and
- * push. */
+ * A bin that is full, or set aside, gets ew = +inf.  Weights are kept as
+ * their IEEE-754 bit patterns, which order like the values for the finite
+ * non-negative sums and +inf seen here (bins start at +0.0), so a match is
+ * integer compares and selects only.  Re-weighing a bin replays log2(P)
+ * branch-free matches, cheaper than a binary heap's pop and push. */
 typedef struct {
   int32_t *node; /* [2P] */
   int32_t P;
-  double *ew; /* [P + 1] effective weights; ew[P] = +inf (sentinel) */
+  uint64_t *ew; /* [P + 1] effective weights (bits); ew[P] = +inf */
 } bin_tree_t;
 
+static inline uint64_t wbits(double v) {
+  uint64_t u;
+  memcpy(&u, &v, sizeof(u));
+  return u;
+}
+
 /* The winner of a match between bins a and b. */
-static inline int32_t tree_win(const double *ew, int32_t a, int32_t b) {
-  double wa = ew[a], wb = ew[b];
+static inline int32_t tree_win(const uint64_t *ew, int32_t a, int32_t b) {
+  uint64_t wa = ew[a], wb = ew[b];
   int take_b = (wb < wa) | ((wb == wa) & (b < a));
   return take_b ? b : a;
 }
@@ -47,28 +55,22 @@ static inline int32_t tree_win(const double *ew, int32_t a, int32_t b) {
  * winner in registers: each level reads only the sibling, so the levels do
  * not wait on each other's stores. */
 static void tree_set(bin_tree_t *t, int32_t b, double v) {
-  t->ew[b] = v;
+  uint64_t cw = wbits(v);
+  t->ew[b] = cw;
   int32_t cur = b;
-  double cw = v;
   for (int32_t i = t->P + b; i > 1; i /= 2) {
     int32_t sib = t->node[i ^ 1];
-    double sw = t->ew[sib];
-    /* Select by masks, not branches: the winner is a coin flip to the
-     * branch predictor. */
-    int32_t take = -(int32_t)((sw < cw) | ((sw == cw) & (sib < cur)));
-    uint64_t ub, uc, m = (uint64_t)(int64_t)take;
-    memcpy(&ub, &sw, sizeof(ub));
-    memcpy(&uc, &cw, sizeof(uc));
-    uc = (ub & m) | (uc & ~m);
-    memcpy(&cw, &uc, sizeof(cw));
-    cur = (sib & take) | (cur & ~take);
+    uint64_t sw = t->ew[sib];
+    int take = (sw < cw) | ((sw == cw) & (sib < cur));
+    cur = take ? sib : cur;
+    cw = take ? sw : cw;
     t->node[i / 2] = cur;
   }
 }
 
 static void tree_init(bin_tree_t *t, int32_t bins) {
   for (int32_t i = 0; i <= t->P; i++)
-    t->ew[i] = i < bins ? 0.0 : HUGE_VAL;
+    t->ew[i] = wbits(i < bins ? 0.0 : HUGE_VAL);
   for (int32_t i = 0; i < t->P; i++)
     t->node[t->P + i] = i < bins ? i : t->P;
   for (int32_t i = t->P - 1; i >= 1; i--)
@@ -100,7 +102,7 @@ static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
     held[nheld++] = best;
     tree_set(t, best, HUGE_VAL);
     best = t->node[1];
-    if (t->ew[best] == HUGE_VAL)
+    if (t->ew[best] == wbits(HUGE_VAL))
       best = t->P; /* no bin with room is left */
   }
   for (int32_t j = 0; j < nheld; j++)
@@ -110,7 +112,9 @@ static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
   if (best >= t->P) { /* every bin with room clashes: take the lightest */
     best = held[0];
     for (int32_t j = 1; j < nheld; j++)
-      best = tree_win(bin_w, best, held[j]);
+      if (bin_w[held[j]] < bin_w[best] ||
+          (bin_w[held[j]] == bin_w[best] && held[j] < best))
+        best = held[j];
   }
   return best;
 }
@@ -128,7 +132,7 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
   double *bin_w = calloc((size_t)bins, sizeof(double));
   int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
   int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
-  double *ew = malloc(sizeof(double) * ((size_t)P + 1));
+  uint64_t *ew = malloc(sizeof(uint64_t) * ((size_t)P + 1));
   int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
   int32_t *head = key ? malloc(sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
   int32_t *next = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
