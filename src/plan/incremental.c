@@ -38,16 +38,23 @@ typedef struct {
   int32_t gpn;         /* GPUs per node (spill mode) */
   int32_t *first;      /* [E + 1] expert e's slots: at[first[e]..first[e+1]) */
   int32_t *at;         /* [S] slots grouped by expert, ascending in each */
+  double *ew;          /* [E] load per replica of each expert */
+  double *sw;          /* [S] load per replica of each slot's expert */
+  unsigned char *mark; /* [E] scratch flags, all 0 between uses */
 } inc_t;
 
 static double wt(const inc_t *c, int32_t e) { return c->load[e] / c->cnt[e]; }
 
 /* Recomputes the GPU loads and the slots-by-expert index after a change. */
 static void recompute(inc_t *c) {
+  for (int32_t e = 0; e < c->E; e++)
+    c->ew[e] = wt(c, e); /* as the search always did, also for cnt 0 */
+  for (int32_t s = 0; s < c->S; s++)
+    c->sw[s] = c->ew[c->slot[s]];
   for (int32_t g = 0; g < c->G; g++) {
     double sum = 0;
     for (int32_t j = 0; j < c->per; j++)
-      sum += wt(c, c->slot[g * c->per + j]);
+      sum += c->sw[g * c->per + j];
     c->gl[g] = sum;
   }
   /* Counting sort of the slots by expert (cnt[] is the histogram). */
@@ -72,7 +79,11 @@ static int inc_alloc(inc_t *c, eplb_error_t *err) {
   c->scratch = malloc(sizeof(double) * (size_t)c->G);
   c->first = malloc(sizeof(int32_t) * ((size_t)c->E + 1));
   c->at = malloc(sizeof(int32_t) * (size_t)c->S);
-  if (!c->slot || !c->cnt || !c->gl || !c->scratch || !c->first || !c->at)
+  c->ew = malloc(sizeof(double) * (size_t)c->E);
+  c->sw = malloc(sizeof(double) * (size_t)c->S);
+  c->mark = calloc((size_t)c->E, 1);
+  if (!c->slot || !c->cnt || !c->gl || !c->scratch || !c->first || !c->at ||
+      !c->ew || !c->sw || !c->mark)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   return 0;
 }
@@ -84,6 +95,9 @@ static void inc_free(inc_t *c) {
   free(c->scratch);
   free(c->first);
   free(c->at);
+  free(c->ew);
+  free(c->sw);
+  free(c->mark);
 }
 
 /* Load above the mean, summed over GPUs: the part of the imbalance a move
@@ -170,10 +184,11 @@ static void try_swaps(const inc_t *c, int32_t g, const int32_t *light,
     if (h == g || gap <= 0)
       continue;
     const int32_t *rh = c->slot + (size_t)h * per;
+    const double *wg = c->sw + (size_t)g * per, *wh = c->sw + (size_t)h * per;
     double before = pos(lg - mean) + pos(lh - mean);
     for (int32_t a = 0; a < per; a++) {
       for (int32_t b = 0; b < per; b++) {
-        double d = wt(c, rg[a]) - wt(c, rh[b]);
+        double d = wg[a] - wh[b];
         if (d <= 0 || d >= gap || rg[a] == rh[b])
           continue;
         double gain = before - pos(lg - d - mean) - pos(lh + d - mean);
@@ -327,11 +342,14 @@ static void best_for(inc_t *c, int32_t g, const int32_t *light, double mean,
   /* Replace on g: a slot of g whose expert can spare a replica becomes a
    * replica of one of the 3 hottest experts (per replica) g lacks. */
   int32_t cand[3] = {-1, -1, -1};
+  const int32_t *rg = c->slot + (size_t)g * per;
+  for (int32_t j = 0; j < per; j++)
+    c->mark[rg[j]] = 1;
   for (int32_t e = 0; e < c->E; e++) {
-    if (row_has(c->slot + (size_t)g * per, per, e, -1))
+    if (c->mark[e])
       continue;
     for (int32_t k = 0; k < 3; k++) {
-      if (cand[k] < 0 || wt(c, e) > wt(c, cand[k])) {
+      if (cand[k] < 0 || c->ew[e] > c->ew[cand[k]]) {
         for (int32_t m = 2; m > k; m--)
           cand[m] = cand[m - 1];
         cand[k] = e;
@@ -339,6 +357,8 @@ static void best_for(inc_t *c, int32_t g, const int32_t *light, double mean,
       }
     }
   }
+  for (int32_t j = 0; j < per; j++)
+    c->mark[rg[j]] = 0;
   for (int32_t k = 0; k < 3; k++)
     if (cand[k] >= 0)
       for (int32_t a = 0; a < per; a++)
