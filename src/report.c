@@ -42,7 +42,9 @@ static int table_alloc(eplb_report_table_t *t, int32_t L, int32_t G,
                         "report table", (int)L, (int)G);
 }
 
-/* Mean, population std and max/mean of one row of n values. */
+/* Mean, sample standard deviation (n - 1 in the denominator, as torch.std
+ * computes it in TensorRT-LLM's report; 0 for n = 1) and imbalance ratio
+ * max/mean - 1 (0 for an all-zero row) of one row of n values. */
 static void row_stats(const double *v, int32_t n, double *mean, double *std,
                       double *ratio) {
   double sum = 0, mx = 0, sq = 0;
@@ -54,8 +56,8 @@ static void row_stats(const double *v, int32_t n, double *mean, double *std,
   *mean = sum / n;
   for (int32_t i = 0; i < n; i++)
     sq += (v[i] - *mean) * (v[i] - *mean);
-  *std = sqrt(sq / n);
-  *ratio = *mean > 0 ? mx / *mean : 0;
+  *std = n > 1 ? sqrt(sq / (n - 1)) : 0;
+  *ratio = *mean > 0 ? mx / *mean - 1 : 0;
 }
 
 /* The average row and the worst layer. */
@@ -129,7 +131,7 @@ static void expert_metrics(eplb_report_t *r, const eplb_stats_t *s) {
         mx = row[e];
         r->hot_expert[l] = e;
       }
-    r->cv[l] = mean > 0 ? std / mean : 0;
+    r->cv[l] = mean > 0 ? std / mean : 0; /* sample std, as above */
     r->hot_share[l] = mean > 0 ? mx / (mean * E) : 0;
     r->avg_cv += r->cv[l] / L;
     r->avg_hot_share += r->hot_share[l] / L;

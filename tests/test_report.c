@@ -53,16 +53,17 @@ static void test_table_contiguous(void **state) {
   make_stats(&s);
   make_before(&p);
   assert_int_equal(eplb_report_table(&t, &s, &p, NULL), 0);
-  /* GPU0 = 60 + 20 = 80, GPU1 = 20: mean 50, std 30, ratio 1.6. */
+  /* GPU0 = 60 + 20 = 80, GPU1 = 20: mean 50, sample std sqrt(1800),
+   * ratio 80/50 - 1 = 0.6. */
   assert_true(fabs(t.gpu_load[0] - 80) < 1e-12);
   assert_true(fabs(t.gpu_load[1] - 20) < 1e-12);
   assert_true(fabs(t.mean[0] - 50) < 1e-12);
-  assert_true(fabs(t.std[0] - 30) < 1e-12);
-  assert_true(fabs(t.ratio[0] - 1.6) < 1e-12);
+  assert_true(fabs(t.std[0] - sqrt(1800.0)) < 1e-12);
+  assert_true(fabs(t.ratio[0] - 0.6) < 1e-12);
   /* The idle layer: ratio 0, not NaN. */
   assert_true(t.ratio[1] == 0 && t.mean[1] == 0 && t.std[1] == 0);
-  assert_true(fabs(t.avg_ratio - 0.8) < 1e-12);
-  assert_true(fabs(t.avg_std - 15) < 1e-12);
+  assert_true(fabs(t.avg_ratio - 0.3) < 1e-12);
+  assert_true(fabs(t.avg_std - sqrt(1800.0) / 2) < 1e-12);
   assert_int_equal(t.worst_layer, 0);
   eplb_report_table_cleanup(&t);
   eplb_report_table_cleanup(&t); /* idempotent */
@@ -79,11 +80,12 @@ static void test_replicas_split_load(void **state) {
   make_after(&p);
   assert_int_equal(eplb_report_table(&t, &s, &p, NULL), 0);
   /* Experts 0 (60) and 2 (10) have two replicas each: 30 and 5.
-   * GPU0 = 30+5+10 = 45, GPU1 = 30+20+5 = 55: mean 50, std 5, ratio 1.1. */
+   * GPU0 = 30+5+10 = 45, GPU1 = 30+20+5 = 55: mean 50, sample std
+   * sqrt(50), ratio 0.1. */
   assert_true(fabs(t.gpu_load[0] - 45) < 1e-12);
   assert_true(fabs(t.gpu_load[1] - 55) < 1e-12);
-  assert_true(fabs(t.std[0] - 5) < 1e-12);
-  assert_true(fabs(t.ratio[0] - 1.1) < 1e-12);
+  assert_true(fabs(t.std[0] - sqrt(50.0)) < 1e-12);
+  assert_true(fabs(t.ratio[0] - 0.1) < 1e-12);
   eplb_report_table_cleanup(&t);
   eplb_placement_cleanup(&p);
   eplb_stats_cleanup(&s);
@@ -100,8 +102,8 @@ static void test_compute_metrics(void **state) {
   assert_int_equal(eplb_report_compute(&r, &s, &b, &a, NULL), 0);
   assert_true(r.has_after);
   assert_int_equal(r.layer_ids[0], 3);
-  /* Layer 0 experts 60,20,10,10: mean 25, std sqrt((35^2+5^2+15^2*2)/4). */
-  double sd = sqrt((35.0 * 35 + 5 * 5 + 15 * 15 * 2) / 4);
+  /* Layer 0 experts 60,20,10,10: mean 25, std sqrt((35^2+5^2+15^2*2)/3). */
+  double sd = sqrt((35.0 * 35 + 5 * 5 + 15 * 15 * 2) / 3);
   assert_true(fabs(r.cv[0] - sd / 25) < 1e-12);
   assert_true(fabs(r.hot_share[0] - 0.6) < 1e-12);
   assert_int_equal(r.hot_expert[0], 0);
@@ -176,7 +178,7 @@ static void test_writers(void **state) {
   const cJSON *bt = cJSON_GetObjectItem(root, "before");
   const cJSON *avg = cJSON_GetObjectItem(cJSON_GetObjectItem(bt, "average"),
                                          "imbalance_ratio");
-  assert_true(fabs(avg->valuedouble - 0.8) < 1e-9);
+  assert_true(fabs(avg->valuedouble - 0.3) < 1e-9);
   assert_int_equal(cJSON_GetObjectItem(bt, "worst_layer")->valueint, 3);
   assert_true(cJSON_IsObject(cJSON_GetObjectItem(root, "after")));
   cJSON_Delete(root);

@@ -1,9 +1,11 @@
 /* eplb/report.h - the numbers eplb-report prints: how evenly a placement
  * spreads the load of each MoE layer over the GPUs.
  *
- * A table is TensorRT-LLM's: per layer, the mean and the (population)
- * standard deviation of the per-GPU load and the imbalance ratio max/mean;
- * an average row over layers.  A GPU's load is the sum over its slots of
+ * A table is TensorRT-LLM's (examples/ep_load_balancer): per layer, the mean
+ * and the sample standard deviation (n - 1) of the per-GPU load and the
+ * imbalance ratio max/mean - 1; an average row over layers.  TensorRT-LLM
+ * computes them per iteration and averages; the statistics here are already
+ * summed over the window, so these are the metrics of the window's load.  A GPU's load is the sum over its slots of
  * (expert load / replicas of that expert).  The balance metrics people who
  * train MoE models watch come with it: the coefficient of variation of the
  * expert loads (std/mean over experts) and the hottest expert's share of
@@ -26,8 +28,8 @@ typedef struct eplb_report_table_s {
   int32_t num_layers, num_gpus;
   double *gpu_load;  /* [L * G]: gpu_load[l * G + g] */
   double *mean;      /* [L] mean over GPUs */
-  double *std;       /* [L] population standard deviation over GPUs */
-  double *ratio;     /* [L] max / mean (1 = perfect; 0 for an idle layer) */
+  double *std;       /* [L] sample standard deviation over GPUs (n - 1) */
+  double *ratio;     /* [L] max / mean - 1 (0 = perfect or idle layer) */
   double avg_mean, avg_std, avg_ratio; /* the "average" row: means over L */
   double max_ratio;  /* worst layer's ratio */
   int32_t worst_layer; /* its index 0..L-1 */
@@ -39,7 +41,7 @@ typedef struct eplb_report_s {
   eplb_report_table_t before;  /* contiguous placement (or per expert) */
   eplb_report_table_t after;   /* the map; empty when has_after == 0 */
   int has_after;
-  double *cv;                  /* [L] std/mean of the expert loads */
+  double *cv;                  /* [L] sample std / mean of expert loads */
   double *hot_share;           /* [L] max expert load / layer total */
   int32_t *hot_expert;         /* [L] that expert (lowest id on a tie) */
   double avg_cv, avg_hot_share;

@@ -2,7 +2,7 @@
  * the GPUs, before and after an expert map.
  *
  * Prints TensorRT-LLM's table (per layer: mean, std and imbalance ratio
- * max/mean of the per-GPU load; an "average" row), for the contiguous
+ * max/mean - 1 of the per-GPU load; an "average" row), for the contiguous
  * placement a model starts with (or, with neither --map nor --num-gpus,
  * per expert: one expert per column) and for --map; then the coefficient of
  * variation of the expert loads and the hottest expert's share.  --svg
@@ -37,8 +37,9 @@ static void usage(FILE *f) {
 "                   [--num-gpus G] [--svg FILE] [--json FILE|-] [options]\n"
 "\n"
 "Shows how evenly the experts' load falls on the GPUs: per layer the mean,\n"
-"the standard deviation and the imbalance ratio (max/mean) of the per-GPU\n"
-"load (TensorRT-LLM's table, with an 'average' row), before (the contiguous\n"
+"the sample standard deviation and the imbalance ratio (max/mean - 1) of\n"
+"the per-GPU load (TensorRT-LLM's table, with an 'average' row; computed\n"
+"on the load summed over the window), before (the contiguous\n"
 "placement: expert e on GPU e / (experts/G)) and after --map; the\n"
 "coefficient of variation of the expert loads and the hottest expert's\n"
 "share of its layer.  With neither --map nor --num-gpus the table is per\n"
