@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what eplb needs on Debian 12, only what is missing (idempotent).
-# Usage: scripts/setup.sh            (build + test dependencies)
-#        EPLB_WITH_SLURM=1 scripts/setup.sh   (also slurm-wlm + munge)
+# Usage: scripts/setup.sh            (build + test dependencies, with
+#                                     slurm-wlm + munge for test_slurm)
+#        EPLB_WITH_SLURM=0 scripts/setup.sh   (without slurm-wlm + munge)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
       libhdf5-openmpi-dev hdf5-tools libcjson-dev libcmocka-dev)
-if [ "${EPLB_WITH_SLURM:-0}" = 1 ]; then
+if [ "${EPLB_WITH_SLURM:-1}" = 1 ]; then
   pkgs+=(slurm-wlm munge)
 fi
 

@@ -86,7 +86,7 @@ trap 'exit 1' INT TERM
 [ "$(id -u)" = 0 ] || fail "the test Slurm runs its daemons as root (SlurmUser=root, munged --force): run it as root"
 for c in munged mungekey slurmctld slurmd sbatch squeue sinfo scancel srun; do
   command -v "$c" >/dev/null 2>&1 || fail "'$c' not found: install Debian's slurm-wlm and munge" \
-    "(EPLB_WITH_SLURM=1 scripts/setup.sh, the default of scripts/test.sh)"
+    "(scripts/setup.sh does it unless EPLB_WITH_SLURM=0)"
 done
 plugdir=$(dirname "$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep -m1 '/mpi_pmix.so$' || true)")
 [ -f "$plugdir/mpi_pmix.so" ] || fail "Slurm's mpi_pmix plugin not found: install Debian's slurm-wlm-basic-plugins"
