@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "eplb/eplb.h"
+#include "plan/internal.h"
 
 /* A small deterministic generator (tests must not depend on libc's rand). */
 static uint64_t rng_state = 0x12345678ULL;
@@ -504,6 +505,233 @@ static void test_spill(void **state) {
   eplb_stats_cleanup(&st);
 }
 
+/* Small integer loads: many exact ties, the cases where tie-breaks decide. */
+static void tied_loads(double *load, int32_t E, int32_t top) {
+  for (int32_t e = 0; e < E; e++)
+    load[e] = (double)(rng_next() % (uint64_t)(top + 1));
+}
+
+/* eplb__sort_desc against the definition: heavier first, ties by lower
+ * index; -0.0 sorts as 0.0.  Sizes on both sides of the radix cut-over. */
+static void test_sort_desc_reference(void **state) {
+  (void)state;
+  const int32_t sizes[] = {1, 2, 5, 47, 48, 49, 64, 300, 1000};
+  for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+    int32_t n = sizes[k];
+    double *w = malloc(sizeof(double) * (size_t)n);
+    int32_t *got = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *want = malloc(sizeof(int32_t) * (size_t)n);
+    assert_true(w && got && want);
+    for (int trial = 0; trial < 4; trial++) {
+      for (int32_t i = 0; i < n; i++) {
+        uint64_t r = rng_next() % 8;
+        w[i] = trial == 0   ? (double)(r % 3)             /* heavy ties */
+               : trial == 1 ? (r == 0 ? -0.0 : 0.0)       /* zeros only */
+               : trial == 2 ? 1e4 * rng_unit() / (1 + r)  /* like replicas */
+                            : (double)(rng_next() % 1000000) * 0.5;
+      }
+      eplb__sort_desc(w, n, got);
+      for (int32_t i = 0; i < n; i++) { /* reference: insertion sort */
+        int32_t j = i;
+        while (j > 0 && (w[want[j - 1]] < w[i] ||
+                         (w[want[j - 1]] == w[i] && want[j - 1] > i))) {
+          want[j] = want[j - 1];
+          j--;
+        }
+        want[j] = i;
+      }
+      if (memcmp(got, want, sizeof(int32_t) * (size_t)n) != 0)
+        fail_msg("n %d trial %d: order differs from the reference", (int)n,
+                 trial);
+    }
+    free(w);
+    free(got);
+    free(want);
+  }
+}
+
+/* eplb__replicate against the rule it implements, one slot at a time: the
+ * highest load per replica (cross-multiplied), then fewer replicas, then
+ * the lower index, never past max_replicas. */
+static void test_replicate_reference(void **state) {
+  (void)state;
+  const int32_t E = 40;
+  double load[40];
+  int32_t got[40], want[40];
+  for (int trial = 0; trial < 60; trial++) {
+    if (trial % 2)
+      tied_loads(load, E, 6);
+    else
+      skewed_loads(load, E, 0.9);
+    int32_t S = E + (int32_t)(rng_next() % 90);
+    int32_t cap = trial % 3 == 0 ? 0 : (S + E - 1) / E + (int32_t)(trial % 4);
+    assert_int_equal(eplb__replicate(load, E, S, cap, got, NULL), 0);
+    for (int32_t e = 0; e < E; e++)
+      want[e] = 1;
+    for (int32_t r = E; r < S; r++) {
+      int32_t b = -1;
+      for (int32_t e = 0; e < E; e++) {
+        if (cap > 0 && want[e] >= cap)
+          continue;
+        if (b < 0) {
+          b = e;
+          continue;
+        }
+        double ke = load[e] * want[b], kb = load[b] * want[e];
+        if (ke > kb || (ke == kb && want[e] < want[b]))
+          b = e;
+      }
+      want[b]++;
+    }
+    if (memcmp(got, want, sizeof(want)) != 0)
+      fail_msg("trial %d (S %d, cap %d): replica counts differ from the "
+               "reference",
+               trial, (int)S, (int)cap);
+  }
+}
+
+/* eplb__pack_greedy against a linear-scan reference: each item (in order)
+ * to the lightest bin with room (ties: lower bin), with keys avoiding bins
+ * that hold the key when any bin with room does not; clashes counted. */
+static void test_pack_greedy_reference(void **state) {
+  (void)state;
+  enum { BINS = 12, CAP = 5, N = BINS * CAP };
+  double w[N], bw[BINS];
+  int32_t order[N], key[N], bin[N], rank[N], rb[N], rr[N], bn[BINS];
+  for (int trial = 0; trial < 40; trial++) {
+    int keyed = trial % 2;
+    for (int32_t i = 0; i < N; i++) {
+      key[i] = (int32_t)(rng_next() % 20);
+      w[i] = trial % 4 < 2 ? (double)(rng_next() % 4) : 100 * rng_unit();
+    }
+    eplb__sort_desc(w, N, order);
+    int32_t clashes = -1;
+    assert_int_equal(eplb__pack_greedy(w, order, N, BINS, CAP,
+                                       keyed ? key : NULL, bin, rank,
+                                       &clashes, NULL),
+                     0);
+    int32_t want_clashes = 0;
+    memset(bw, 0, sizeof(bw));
+    memset(bn, 0, sizeof(bn));
+    for (int32_t k = 0; k < N; k++) {
+      int32_t i = order[k], plain = -1, best = -1;
+      for (int32_t b = 0; b < BINS; b++) {
+        if (bn[b] == CAP)
+          continue;
+        if (plain < 0 || bw[b] < bw[plain])
+          plain = b;
+        int clash = 0;
+        for (int32_t q = 0; keyed && q < k; q++)
+          clash |= rb[order[q]] == b && key[order[q]] == key[i];
+        if (!clash && (best < 0 || bw[b] < bw[best]))
+          best = b;
+      }
+      if (best != plain)
+        want_clashes++;
+      if (best < 0)
+        best = plain;
+      rb[i] = best;
+      rr[i] = bn[best]++;
+      bw[best] += w[i];
+    }
+    assert_memory_equal(bin, rb, sizeof(rb));
+    assert_memory_equal(rank, rr, sizeof(rr));
+    assert_int_equal(clashes, want_clashes);
+  }
+}
+
+/* The balanced policy skips DeepSeek's plan when its own greedy packing is
+ * DeepSeek's; with heavily tied loads (where the two orders can differ)
+ * and replicas capped per GPU it must still never be worse. */
+static void test_balanced_vs_deepseek_ties(void **state) {
+  (void)state;
+  const shape_t tied[] = {{24, 32, 8, 1, 1}, {32, 48, 8, 1, 1},
+                          {60, 72, 12, 1, 1}, {16, 32, 4, 1, 1}};
+  int compared = 0;
+  for (size_t si = 0; si < sizeof(tied) / sizeof(tied[0]); si++) {
+    shape_t sh = tied[si];
+    double load[64];
+    int32_t a[96], d[96];
+    for (int trial = 0; trial < 50; trial++) {
+      tied_loads(load, sh.E, trial % 5 == 0 ? 3 : 10 + trial % 30);
+      if (trial % 7 == 0)
+        load[trial % sh.E] = 40; /* one hot expert: replicas hit the cap */
+      eplb_plan_opts_t o;
+      eplb_plan_opts_default(&o);
+      o.num_slots = sh.S;
+      o.num_gpus = sh.G;
+      assert_int_equal(eplb_plan_layer(load, sh.E, &o, a, NULL), 0);
+      check_layer(a, sh.E, sh.S, sh.G, 1);
+      o.policy = EPLB_POLICY_DEEPSEEK;
+      assert_int_equal(eplb_plan_layer(load, sh.E, &o, d, NULL), 0);
+      if (check_layer(d, sh.E, sh.S, sh.G, 0) != 0)
+        continue;
+      compared++;
+      double mb = max_gpu(load, sh.E, a, sh.S, sh.G);
+      double md = max_gpu(load, sh.E, d, sh.S, sh.G);
+      if (!(mb <= md * (1 + 1e-12)))
+        fail_msg("shape %zu trial %d: balanced max %.17g > deepseek %.17g",
+                 si, trial, mb, md);
+    }
+  }
+  /* DeepSeek duplicates on many of these: 97 of 200 compared when this
+   * was written. */
+  if (compared < 80)
+    fail_msg("only %d of 200 inputs compared", compared);
+}
+
+/* The shortcut that skips DeepSeek's plan inside the balanced policy:
+ * whenever eplb__greedy_is_deepseek says so, the balanced greedy packing
+ * is DeepSeek's map slot for slot; on tied loads it must also say no at
+ * times when the maps do differ (else the check is not needed). */
+static void test_greedy_is_deepseek(void **state) {
+  (void)state;
+  enum { E = 24, S = 32, G = 8, PER = S / G };
+  double load[E], w[S];
+  int32_t cnt[E], key[S], order[S], bin[S], rank[S], mine[S], ds[S];
+  int same = 0, differ_caught = 0;
+  for (int trial = 0; trial < 400; trial++) {
+    if (trial % 2)
+      tied_loads(load, E, 2 + trial % 12);
+    else
+      skewed_loads(load, E, 0.2 + 0.01 * (trial % 50));
+    if (trial % 10 == 0)
+      load[trial % E] = 1e6; /* so hot that the cap of G replicas binds */
+    assert_int_equal(eplb__replicate(load, E, S, G, cnt, NULL), 0);
+    int32_t p = 0;
+    for (int32_t e = 0; e < E; e++)
+      for (int32_t r = 0; r < cnt[e]; r++, p++) {
+        key[p] = e;
+        w[p] = load[e] / cnt[e];
+      }
+    eplb__sort_desc(w, S, order);
+    int32_t clashes = 0;
+    assert_int_equal(
+        eplb__pack_greedy(w, order, S, G, PER, key, bin, rank, &clashes, NULL),
+        0);
+    for (int32_t q = 0; q < S; q++)
+      mine[bin[q] * PER + rank[q]] = key[q];
+    eplb_plan_opts_t o;
+    eplb_plan_opts_default(&o);
+    o.num_slots = S;
+    o.num_gpus = G;
+    o.policy = EPLB_POLICY_DEEPSEEK;
+    assert_int_equal(eplb__plan_deepseek(load, E, &o, ds, NULL), 0);
+    int eq = memcmp(mine, ds, sizeof(ds)) == 0;
+    if (clashes == 0 && eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G)) {
+      if (!eq)
+        fail_msg("trial %d: shortcut taken but the maps differ", trial);
+      same++;
+    } else if (clashes == 0 && !eq) {
+      differ_caught++;
+    }
+  }
+  /* Both branches must have been exercised. */
+  if (same < 100 || differ_caught < 1)
+    fail_msg("shortcut taken %d times, needed-and-refused %d times", same,
+             differ_caught);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_invariants_random),
@@ -519,6 +747,11 @@ int main(void) {
       cmocka_unit_test(test_plan_from_drift),
       cmocka_unit_test(test_plan_from_errors),
       cmocka_unit_test(test_spill),
+      cmocka_unit_test(test_sort_desc_reference),
+      cmocka_unit_test(test_replicate_reference),
+      cmocka_unit_test(test_pack_greedy_reference),
+      cmocka_unit_test(test_balanced_vs_deepseek_ties),
+      cmocka_unit_test(test_greedy_is_deepseek),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

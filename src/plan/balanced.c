@@ -62,16 +62,10 @@ done:
   return rc;
 }
 
-/* 1 when DeepSeek's global greedy plan is the same as this policy's greedy
- * packing, which used `order` over the replicas (expert-major: key[p],
- * weight w[p]) and met no duplicate clash.  DeepSeek replicates without the
- * one-replica-per-GPU cap, so no expert may have reached it (cnt < G), and
- * it numbers first replicas before redundant ones, so the two sorted orders
- * name the same experts in the same sequence unless a run of equal weights
- * mixes several experts of which one has more than one replica. */
-static int same_greedy_as_deepseek(const double *w, const int32_t *key,
-                                   const int32_t *cnt, const int32_t *order,
-                                   int32_t E, int32_t S, int32_t G) {
+/* See internal.h: a walk over the runs of equal weights in `order`. */
+int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
+                             const int32_t *cnt, const int32_t *order,
+                             int32_t E, int32_t S, int32_t G) {
   for (int32_t e = 0; e < E; e++)
     if (cnt[e] >= G)
       return 0;
@@ -119,8 +113,8 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
   if (rc)
     goto done;
-  int same_as_ds = clashes == 0 && same_greedy_as_deepseek(w, key, cnt, order,
-                                                            E, S, G);
+  int same_as_ds =
+      clashes == 0 && eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];
   rc = improve(load, E, phy2log, S, G, err);
