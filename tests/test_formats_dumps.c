@@ -261,8 +261,8 @@ static void test_mindie_bad(void **state) {
 
   mkdir_tmp("mie_ragged", dir, sizeof(dir));
   put_text(dir, "model_gen_config.json", cfg);
-  put_text(dir, "decode_0.csv", "1,2\n3\n");
-  expect_dir(dir, EPLB_EPARSE, "decode_0.csv: line 2");
+  put_text(dir, "decode_0.csv", "1,2\n\n3\n");
+  expect_dir(dir, EPLB_EPARSE, "decode_0.csv: line 3 has a different");
 
   mkdir_tmp("mie_junk", dir, sizeof(dir));
   put_text(dir, "model_gen_config.json", cfg);

@@ -168,8 +168,10 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
   }
   int32_t cols = -1, n = 0;
   long line = 0, count = 0;
-  for (char *save = NULL, *s = strtok_r(text, "\n", &save); rc == 0 && s;
-       s = strtok_r(NULL, "\n", &save)) {
+  for (char *s = text, *nl; rc == 0 && s != NULL && *s != '\0'; s = nl) {
+    nl = strchr(s, '\n');
+    if (nl != NULL)
+      *nl++ = '\0';
     line++;
     if (strspn(s, " \t\r") == strlen(s))
       continue;
