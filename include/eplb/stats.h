@@ -74,9 +74,10 @@ int eplb_stats_check(const eplb_stats_t *s, const char *source,
 int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
                                 eplb_error_t *err);
 
-/* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it).
- * *out must be empty; on failure it stays empty and err names the file and
- * the offending key or index. */
+/* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it);
+ * `path` may be a TensorRT-LLM or MindIE dump directory (all iterations: see
+ * eplb_stats_read_opts).  *out must be empty; on failure it stays empty and
+ * err names the file and the offending key, index or line. */
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err);
 
