@@ -12,6 +12,7 @@
 #include "eplb/online.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
+#include "eplb/report.h"
 #include "eplb/series.h"
 #include "eplb/stats.h"
 
