@@ -42,6 +42,10 @@ set_target_properties(eplb_shared PROPERTIES EXPORT_NAME eplb
   VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
 # eplb_build_flags brings the sanitizer link flags when EPLB_SANITIZE is on.
 target_link_libraries(eplb_shared PRIVATE PkgConfig::CJSON eplb_build_flags)
+# Only the public eplb_* names are exported (cmake/eplb.map), not eplb__*.
+target_link_options(eplb_shared PRIVATE
+  LINKER:--version-script=${PROJECT_SOURCE_DIR}/cmake/eplb.map)
+set_property(TARGET eplb_shared APPEND PROPERTY LINK_DEPENDS ${PROJECT_SOURCE_DIR}/cmake/eplb.map)
 if(EPLB_LIBM)
   target_link_libraries(eplb_shared PRIVATE ${EPLB_LIBM})
 endif()

@@ -30,6 +30,14 @@ for f in include/eplb/eplb.h include/eplb/plan.h include/eplb/sync.h \
 done
 ls "$libdir"/libeplb.so.* >/dev/null 2>&1 || fail "no $libdir/libeplb.so.* was installed"
 [ -L "$libdir/libeplb.so" ] || fail "$libdir/libeplb.so (the link-time symlink) was not installed"
+# (Outputs are captured before grep: `cmd | grep -q` can fail on SIGPIPE
+# under pipefail.)
+syms=$(nm -D --defined-only "$libdir/libeplb.so" | awk '{print $3}')
+nexp=$(grep -c '^eplb_[a-zA-Z0-9]' <<<"$syms" || true)
+[ "$nexp" -gt 0 ] || fail "$libdir/libeplb.so exports no eplb_* function"
+if grep -q '^eplb__' <<<"$syms"; then
+  fail "$libdir/libeplb.so exports internal eplb__* names (cmake/eplb.map not applied)"
+fi
 nprog=0
 for p in "$build"/bin/eplb-*; do
   [ -x "$p" ] || continue
@@ -40,7 +48,7 @@ done
 [ "$nprog" -ge 2 ] || fail "expected the eplb programs in $build/bin, found $nprog"
 $T "$prefix/bin/eplb-plan" --version >"$work/version.txt" \
   || fail "installed eplb-plan --version failed"
-echo "   $nprog programs, $(cat "$work/version.txt")"
+echo "   $nprog programs, $(cat "$work/version.txt"), libeplb.so exports $nexp eplb_* symbols"
 
 check_run() { # check_run EXE LABEL: runs the consumer, checks its output
   local out
@@ -56,9 +64,11 @@ $T cmake -S "$src" -B "$work/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
   || { cat "$work/cmake.log" >&2; fail "configuring the consumer with find_package(eplb) failed"; }
 $T cmake --build "$work/cmake-build" >>"$work/cmake.log" 2>&1 \
   || { cat "$work/cmake.log" >&2; fail "building the consumer against eplb::eplb failed"; }
-ldd "$work/cmake-build/consumer_shared" | grep -q "$libdir/libeplb.so" \
-  || fail "consumer_shared does not load $libdir/libeplb.so: $(ldd "$work/cmake-build/consumer_shared" | grep eplb)"
-if ldd "$work/cmake-build/consumer_static" | grep -q libeplb; then
+deps=$(ldd "$work/cmake-build/consumer_shared")
+grep -qF "$libdir/libeplb.so" <<<"$deps" \
+  || fail "consumer_shared does not load $libdir/libeplb.so: $(grep eplb <<<"$deps")"
+deps=$(ldd "$work/cmake-build/consumer_static")
+if grep -q libeplb <<<"$deps"; then
   fail "consumer_static loads a shared libeplb"
 fi
 check_run "$work/cmake-build/consumer_shared" "cmake eplb::eplb"

@@ -212,10 +212,9 @@ submit() {
 
 # job_log NAME: the job's --output file (%x-%j.out).
 job_log() {
-  local f
-  f=$(ls "$tmp/$1"/*-"$(cat "$tmp/$1/jobid")".out 2>/dev/null | head -n 1)
-  [ -n "$f" ] || fail "$1: the job wrote no %x-%j.out log in $tmp/$1"
-  echo "$f"
+  local f=("$tmp/$1"/*-"$(cat "$tmp/$1/jobid")".out)
+  [ -f "${f[0]}" ] || fail "$1: the job wrote no %x-%j.out log in $tmp/$1"
+  echo "${f[0]}"
 }
 
 expect_ok() { # expect_ok NAME: exit 0, else show the job's log
