@@ -9,8 +9,8 @@
 #   srun      eplb-sync.sbatch, srun --mpi=pmix, 4 tasks on 2 CPUs (-O): the
 #             map equals eplb-plan's on the same files, the summary is there
 #   mpirun    the same job with EPLB_LAUNCHER=mpirun, TensorRT-LLM YAML
-#   shards    with EPLB_SHARDS: the weights moved, eplb-shard verify proves
-#             every byte against the new map
+#   shards    with EPLB_SHARDS (and the shards' shape): the weights moved,
+#             eplb-shard verify proves every byte against the new map
 #   fail      rank 1's statistics missing: the job exits non-zero, the log
 #             names the rank and the file, no map is written
 #   train     train-and-rebalance.sbatch: a stand-in trainer beside
@@ -272,12 +272,14 @@ case_shards() {
   $T "$bin/eplb-shard" create --dir "$d/shards" --ranks 4 --layers 6 --experts 16 \
     --slots-per-rank 5 --dataset w:float32:8 --dataset s:uint8:3 --quiet \
     || fail "shards: eplb-shard create failed"
-  EPLB_SYNC=$bin/eplb-sync EPLB_NUM_SLOTS=20 EPLB_NUM_GPUS=4 EPLB_SHARDS=shards \
+  # No EPLB_NUM_SLOTS/GPUS: the shards' shape (20 slots on 4 GPUs).
+  EPLB_SYNC=$bin/eplb-sync EPLB_SHARDS=shards \
     submit shards "$repo/slurm/eplb-sync.sbatch" --ntasks=4 --overcommit
   expect_ok shards
   $T "$bin/eplb-shard" verify --dir "$d/shards" --expect-map "$d/out/expert_map.json" \
     >"$d/verify.out" 2>&1 || { cat "$d/verify.out" >&2; fail "shards: eplb-shard verify failed after the job"; }
   grep -q '"experts_received"' "$d/out/summary.json" || fail "shards: summary without experts_received"
+  grep -q '"slots":[[:space:]]*20' "$d/out/summary.json" || fail "shards: the plan did not take the shards' 20 slots"
 }
 
 case_fail() {
