@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "eplb/metrics.h"
+#include "eplb/series.h"
 #include "eplb/report.h"
 
 void eplb_report_table_cleanup(eplb_report_table_t *t) {
@@ -170,5 +171,72 @@ int eplb_report_compute(eplb_report_t *r, const eplb_stats_t *s,
   }
   memcpy(r->layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)L);
   expert_metrics(r, s);
+  r->num_steps = 1;
+  return 0;
+}
+
+/* Replaces t's mean, std and ratio by their averages over the steps of s
+ * (each step's table computed on placement p); gpu_load stays the sum's. */
+static int average_steps(eplb_report_table_t *t, const eplb_series_t *s,
+                         const eplb_placement_t *p, eplb_error_t *err) {
+  int32_t L = s->num_layers, T = s->num_steps;
+  memset(t->mean, 0, sizeof(double) * (size_t)L);
+  memset(t->std, 0, sizeof(double) * (size_t)L);
+  memset(t->ratio, 0, sizeof(double) * (size_t)L);
+  eplb_stats_t view = {.num_layers = L, .num_experts = s->num_experts,
+                       .layer_ids = s->layer_ids};
+  for (int32_t k = 0; k < T; k++) {
+    eplb_report_table_t one;
+    view.load = s->load + (size_t)k * (size_t)L * (size_t)s->num_experts;
+    int rc = eplb_report_table(&one, &view, p, err);
+    if (rc)
+      return rc;
+    for (int32_t l = 0; l < L; l++) {
+      t->mean[l] += one.mean[l] / T;
+      t->std[l] += one.std[l] / T;
+      t->ratio[l] += one.ratio[l] / T;
+    }
+    eplb_report_table_cleanup(&one);
+  }
+  t->avg_mean = t->avg_std = t->avg_ratio = t->max_ratio = 0;
+  table_summary(t);
+  return 0;
+}
+
+/* The sum over the steps of s into *sum (empty on failure). */
+static int sum_steps(const eplb_series_t *s, eplb_stats_t *sum,
+                     eplb_error_t *err) {
+  int rc = eplb_stats_init(sum, s->num_layers, s->num_experts, err);
+  if (rc)
+    return rc;
+  size_t n = (size_t)s->num_layers * (size_t)s->num_experts;
+  memcpy(sum->layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)s->num_layers);
+  for (int32_t k = 0; k < s->num_steps; k++)
+    for (size_t i = 0; i < n; i++)
+      sum->load[i] += s->load[(size_t)k * n + i];
+  return 0;
+}
+
+int eplb_report_compute_series(eplb_report_t *r, const eplb_series_t *s,
+                               const eplb_placement_t *before,
+                               const eplb_placement_t *after,
+                               eplb_error_t *err) {
+  memset(r, 0, sizeof(*r));
+  if (s == NULL || s->num_steps < 1 || s->load == NULL)
+    return eplb_error_set(err, EPLB_EARG, "report: empty series");
+  eplb_stats_t sum;
+  int rc = sum_steps(s, &sum, err);
+  if (rc == 0)
+    rc = eplb_report_compute(r, &sum, before, after, err);
+  if (rc == 0)
+    rc = average_steps(&r->before, s, before, err);
+  if (rc == 0 && after != NULL)
+    rc = average_steps(&r->after, s, after, err);
+  eplb_stats_cleanup(&sum);
+  if (rc) {
+    eplb_report_cleanup(r);
+    return rc;
+  }
+  r->num_steps = s->num_steps;
   return 0;
 }

@@ -50,8 +50,8 @@ static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
   const eplb_report_t *r = ctx;
   int32_t L = r->num_layers;
-  fprintf(f, "{\"num_layers\": %d, \"num_experts\": %d, \"layer_ids\": [",
-          (int)L, (int)r->num_experts);
+  fprintf(f, "{\"num_layers\": %d, \"num_experts\": %d, \"iterations\": %d, "
+          "\"layer_ids\": [", (int)L, (int)r->num_experts, (int)r->num_steps);
   for (int32_t l = 0; l < L; l++)
     fprintf(f, "%s%d", l ? ", " : "", (int)r->layer_ids[l]);
   fprintf(f, "],\n \"expert_cv\": {\"average\": %.10g, ", r->avg_cv);

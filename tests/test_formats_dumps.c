@@ -135,6 +135,38 @@ static void test_trtllm_good(void **state) {
   assert_null(s.load);
 }
 
+static void test_trtllm_series(void **state) {
+  (void)state;
+  char dir[600];
+  mkdir_tmp("trt_series", dir, sizeof(dir));
+  good_trtllm(dir);
+  eplb_series_t s;
+  eplb_error_t err;
+  assert_int_equal(eplb_stats_read_trtllm_series(&s, dir, NULL, &err), 0);
+  assert_int_equal(s.num_steps, 2);
+  assert_int_equal(s.num_layers, 2);
+  assert_int_equal(s.layer_ids[1], 5);
+  /* Step 1 = iteration 11: layer 3 {10, 20, 0}, layer 5 {0, 9, 7}. */
+  const double want[6] = {10, 20, 0, 0, 9, 7};
+  for (int i = 0; i < 6; i++)
+    assert_true(s.load[6 + i] == want[i]);
+  eplb_series_cleanup(&s);
+  eplb_stats_read_opts_t o = {10, 10};
+  assert_int_equal(eplb_stats_read_trtllm_series(&s, dir, &o, &err), 0);
+  assert_int_equal(s.num_steps, 1);
+  assert_true(s.load[0] == 6 && s.load[1] == 7);
+  eplb_series_cleanup(&s);
+  /* Iteration 11 lacks layer 5 in every rank. */
+  mkdir_tmp("trt_series_gap", dir, sizeof(dir));
+  put_text(dir, "meta_info.json", "{\"num_experts\": 3}");
+  tens_t r0[] = {{"10_3", "I64", 3, {1, 2, 3}}, {"10_5", "I64", 3, {4, 0, 0}},
+                 {"11_3", "I64", 3, {10, 0, 0}}};
+  put_safetensors(dir, 0, r0, 3, 0, 0);
+  assert_int_equal(eplb_stats_read_trtllm_series(&s, dir, NULL, &err), EPLB_ESHAPE);
+  assert_non_null(strstr(err.msg, "\"11_5\""));
+  assert_null(s.load);
+}
+
 /* Reads dir expecting `code` and `needle` in the message. */
 static void expect_dir(const char *dir, int code, const char *needle) {
   eplb_stats_t s;
@@ -365,6 +397,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_trtllm_good),
       cmocka_unit_test(test_trtllm_bad),
+      cmocka_unit_test(test_trtllm_series),
       cmocka_unit_test(test_mindie_good),
       cmocka_unit_test(test_mindie_bad),
       cmocka_unit_test(test_sglang_roundtrip),

@@ -144,6 +144,35 @@ static void test_shape_errors(void **state) {
   assert_int_equal(eplb_report_compute(&r, NULL, NULL, NULL, &err), EPLB_EARG);
 }
 
+/* Per iteration, as TensorRT-LLM: step 0 layer 0 loads 30,1,0,3 and step
+ * 1 loads 70,1,3,1 on 2 GPUs (2 experts each): GPU loads 31/3 and 71/4;
+ * ratios 31/17 - 1 and 71/37.5 - 1, averaged. */
+static void test_series_average(void **state) {
+  (void)state;
+  eplb_series_t s;
+  eplb_placement_t p;
+  eplb_report_t r;
+  static const double load[8] = {30, 1, 0, 3, 70, 1, 3, 1};
+  assert_int_equal(eplb_series_init(&s, 2, 1, 4, NULL), 0);
+  memcpy(s.load, load, sizeof(load));
+  assert_int_equal(eplb_placement_init(&p, 1, 4, 4, 2, NULL), 0);
+  assert_int_equal(eplb_placement_contiguous(&p, NULL), 0);
+  assert_int_equal(eplb_report_compute_series(&r, &s, &p, NULL, NULL), 0);
+  assert_int_equal(r.num_steps, 2);
+  double want = (31.0 / 17 - 1 + 71.0 / 37.5 - 1) / 2;
+  assert_true(fabs(r.before.ratio[0] - want) < 1e-12);
+  assert_true(fabs(r.before.avg_ratio - want) < 1e-12);
+  assert_true(fabs(r.before.mean[0] - 27.25) < 1e-12);
+  assert_true(fabs(r.before.std[0] - (sqrt(2 * 14.0 * 14) + sqrt(2 * 33.5 * 33.5)) / 2) < 1e-12);
+  /* gpu_load is the sum's: 102 and 7. */
+  assert_true(r.before.gpu_load[0] == 102 && r.before.gpu_load[1] == 7);
+  /* Not the summed load's ratio (102/54.5 - 1 = 0.8716 > 0.8584). */
+  assert_true(fabs(r.before.ratio[0] - (102.0 / 54.5 - 1)) > 1e-3);
+  eplb_report_cleanup(&r);
+  eplb_placement_cleanup(&p);
+  eplb_series_cleanup(&s);
+}
+
 /* $EPLB_TEST_TMPDIR/name (or /tmp). */
 static void tmp_path(char *buf, size_t n, const char *name) {
   const char *d = getenv("EPLB_TEST_TMPDIR");
@@ -207,6 +236,7 @@ int main(void) {
       cmocka_unit_test(test_compute_metrics),
       cmocka_unit_test(test_shape_errors),
       cmocka_unit_test(test_writers),
+      cmocka_unit_test(test_series_average),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,6 +101,15 @@ expect 2 "pass --num-gpus G" --stats "$ms" --map "$tmp/map.yaml"
 run --stats "$ms" --map "$tmp/map.yaml" --num-gpus 2 --quiet
 [ "$rc" -eq 0 ] && [ -z "$out" ] || fail "yaml map with --num-gpus: exit $rc: $errout"
 
+# One TensorRT-LLM dump: per iteration by default, summed on request.
+run --stats "$data/trtllm_small" --num-gpus 2
+[ "$rc" -eq 0 ] || fail "trtllm dump: exit $rc: $errout"
+case "$out" in *"averaged over 2 iterations"*"3                 27.25"*) ;; *) fail "trtllm per iteration: $out" ;; esac
+run --stats "$data/trtllm_small" --num-gpus 2 --sum-iterations
+case "$out" in *"summed over the window"*"3                 54.50"*) ;; *) fail "trtllm summed: $out" ;; esac
+run --stats "$data/trtllm_small" --num-gpus 2 --iter-range 8-8 --json -
+case "$out" in *'"iterations": 1,'*) ;; *) fail "trtllm one iteration: $out" ;; esac
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)"
   exit 1

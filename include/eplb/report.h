@@ -17,6 +17,7 @@
 
 #include "eplb/error.h"
 #include "eplb/placement.h"
+#include "eplb/series.h"
 #include "eplb/stats.h"
 
 #ifdef __cplusplus
@@ -47,6 +48,8 @@ typedef struct eplb_report_s {
   double avg_cv, avg_hot_share;
   double max_hot_share;        /* over layers */
   int32_t max_hot_layer;       /* its index 0..L-1 */
+  int32_t num_steps;           /* iterations the table averages over
+                                  (1: computed on the summed load) */
 } eplb_report_t;
 
 /* Fills *t with the per-GPU loads of placement p over the statistics (same
@@ -66,6 +69,15 @@ void eplb_report_table_cleanup(eplb_report_table_t *t);
 int eplb_report_compute(eplb_report_t *r, const eplb_stats_t *s,
                         const eplb_placement_t *before,
                         const eplb_placement_t *after, eplb_error_t *err);
+/* The same for a per-iteration series (a TensorRT-LLM dump read with
+ * eplb_stats_read_trtllm_series), as TensorRT-LLM's report computes it: the
+ * tables' mean, std and ratio are computed per step and averaged over the
+ * steps; gpu_load and the expert metrics are those of the summed load. */
+int eplb_report_compute_series(eplb_report_t *r, const eplb_series_t *s,
+                               const eplb_placement_t *before,
+                               const eplb_placement_t *after,
+                               eplb_error_t *err);
+
 /* NULL-safe, idempotent. */
 void eplb_report_cleanup(eplb_report_t *r);
 

@@ -100,6 +100,17 @@ int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
                          const eplb_stats_read_opts_t *opts,
                          eplb_error_t *err);
 
+/* Reads a TensorRT-LLM dump directory iteration by iteration: step t of
+ * *out (an eplb_series_t, eplb/series.h) is iteration first + t, summed over
+ * ranks, for every iteration from the first to the last one present in the
+ * range of opts (may be NULL: all).  Every (iteration, layer) of that span
+ * must be in some rank's file (else EPLB_ESHAPE naming the key).  For
+ * metrics TensorRT-LLM averages per iteration (eplb-report). */
+struct eplb_series_s;
+int eplb_stats_read_trtllm_series(struct eplb_series_s *out, const char *dir,
+                                  const eplb_stats_read_opts_t *opts,
+                                  eplb_error_t *err);
+
 /* Parses a format name ("auto", "mindspeed", "sglang", "trtllm",
  * "mindie"); -1 if unknown. */
 int eplb_stats_format_from_name(const char *name);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "eplb/eplb.h"
@@ -27,7 +28,7 @@ typedef struct {
   eplb_stats_read_opts_t ropts;
   const char *map, *svg, *json;
   int32_t num_gpus; /* 0: not given */
-  int quiet;
+  int quiet, sum_iters;
 } args_t;
 
 /* --help: every option with its range. */
@@ -58,6 +59,9 @@ static void usage(FILE *f) {
 "                       per-GPU bars (self-contained SVG)\n"
 "  --json FILE|-        write the report as JSON ('-': standard output,\n"
 "                       and the table is not printed)\n"
+"  --sum-iterations     one TensorRT-LLM dump: compute the table on the load\n"
+"                       summed over iterations (default: per iteration,\n"
+"                       averaged, as TensorRT-LLM's report does)\n"
 "  --quiet              print no table\n"
 "  --help, --version\n"
 "\n"
@@ -68,7 +72,7 @@ static void usage(FILE *f) {
 
 enum {
   OPT_STATS = 256, OPT_FORMAT, OPT_ITER, OPT_MAP, OPT_GPUS, OPT_SVG,
-  OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VERSION
+  OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_SUM_ITERS
 };
 
 static const struct option long_opts[] = {
@@ -80,6 +84,7 @@ static const struct option long_opts[] = {
     {"svg", required_argument, 0, OPT_SVG},
     {"json", required_argument, 0, OPT_JSON},
     {"quiet", no_argument, 0, OPT_QUIET},
+    {"sum-iterations", no_argument, 0, OPT_SUM_ITERS},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0}};
@@ -116,6 +121,9 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return 0;
   case OPT_QUIET:
     a->quiet = 1;
+    return 0;
+  case OPT_SUM_ITERS:
+    a->sum_iters = 1;
     return 0;
   case OPT_HELP:
     usage(stdout);
@@ -218,6 +226,11 @@ static void print_report(const args_t *a, const eplb_report_t *r) {
          : "contiguous placement (expert e on GPU e / (slots per GPU))");
   if (r->has_after)
     printf("after:  %s (%d GPUs)\n", a->map, (int)t->num_gpus);
+  if (r->num_steps > 1)
+    printf("per iteration, averaged over %d iterations (as TensorRT-LLM's "
+           "report)\n", (int)r->num_steps);
+  else
+    printf("on the load summed over the window\n");
   printf("%-8s %14s %14s %10s", "layer", "mean", "std", "imb-ratio");
   if (r->has_after)
     printf("   %14s %14s %10s", "mean-after", "std-after", "imb-after");
@@ -243,14 +256,41 @@ static void print_report(const args_t *a, const eplb_report_t *r) {
 
 typedef struct {
   eplb_stats_t st;
+  eplb_series_t series; /* one TensorRT-LLM dump, per iteration */
   eplb_placement_t before, after;
   eplb_report_t rep;
 } run_t;
 
+/* 1 if the report is per iteration: one --stats, a TensorRT-LLM dump. */
+static int per_iteration(const args_t *a) {
+  char meta[4096];
+  struct stat sb;
+  if (a->sum_iters || a->num_stats != 1 || strpbrk(a->stats[0], "*?[") ||
+      (a->format != EPLB_STATS_AUTO && a->format != EPLB_STATS_TRTLLM))
+    return 0;
+  snprintf(meta, sizeof(meta), "%s/meta_info.json", a->stats[0]);
+  return stat(a->stats[0], &sb) == 0 && S_ISDIR(sb.st_mode) &&
+         stat(meta, &sb) == 0;
+}
+
+/* Reads the statistics: summed, or per iteration (then st is their sum). */
+static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
+  if (!per_iteration(a))
+    return eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts,
+                               &r->st, err);
+  int rc = eplb_stats_read_trtllm_series(&r->series, a->stats[0], &a->ropts,
+                                         err);
+  if (rc == 0)
+    rc = eplb_series_sum(&r->series, 0, &r->st, err);
+  if (rc == 0)
+    memcpy(r->st.layer_ids, r->series.layer_ids,
+           sizeof(int32_t) * (size_t)r->st.num_layers);
+  return rc;
+}
+
 /* Reads, drops dense rows, builds the placements and the report. */
 static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
-  int rc = eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts,
-                               &r->st, err);
+  int rc = read_stats(a, r, err);
   if (rc == 0 && r->st.dense_rows)
     rc = eplb_stats_drop_zero_layers(&r->st, NULL, err);
   if (rc == 0 && a->map)
@@ -265,7 +305,10 @@ static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
                           "%d experts; the contiguous placement needs "
                           "experts %% G == 0", (int)G, (int)E);
   rc = make_before(&r->st, G, S, &r->before, err);
-  if (rc == 0)
+  if (rc == 0 && r->series.num_steps > 0)
+    rc = eplb_report_compute_series(&r->rep, &r->series, &r->before,
+                                    a->map ? &r->after : NULL, err);
+  else if (rc == 0)
     rc = eplb_report_compute(&r->rep, &r->st, &r->before,
                              a->map ? &r->after : NULL, err);
   return rc;
@@ -303,6 +346,7 @@ int main(int argc, char *argv[]) {
   memset(&r, 0, sizeof(r));
   rc = run(&a, &r);
   eplb_report_cleanup(&r.rep);
+  eplb_series_cleanup(&r.series);
   eplb_placement_cleanup(&r.before);
   eplb_placement_cleanup(&r.after);
   eplb_stats_cleanup(&r.st);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eplb/series.h"
 #include "formats/formats.h"
 #include "util/fileio.h"
 
@@ -27,6 +28,9 @@ typedef struct {
   double *rows[EPLB_MAX_LAYERS]; /* [layer id] -> [E] sums, lazily */
   int64_t seen_min, seen_max;    /* iterations present (any) */
   int64_t used;                  /* tensors summed */
+  eplb_series_t *series;         /* second pass of a series read, or NULL */
+  int32_t row_of[EPLB_MAX_LAYERS]; /* series: layer id -> row */
+  unsigned char *present;        /* series: [T * L] keys seen */
 } trt_t;
 
 /* meta_info.json: {"num_experts": E, ...}. */
@@ -125,15 +129,30 @@ static int check_tensor(const trt_t *t, const cJSON *v, tensor_t *tn,
   return 0;
 }
 
-/* Adds one checked tensor to the row of `layer`. */
-static int add_tensor(trt_t *t, const tensor_t *tn, int32_t layer,
-                      eplb_error_t *err) {
+/* The sums one tensor of (iteration it, layer) goes to. */
+static double *target_row(trt_t *t, int32_t it, int32_t layer,
+                          eplb_error_t *err) {
+  eplb_series_t *s = t->series;
+  if (s != NULL) {
+    size_t i = (size_t)(it - t->it_min) * (size_t)s->num_layers +
+               (size_t)t->row_of[layer];
+    t->present[i] = 1;
+    return s->load + i * (size_t)s->num_experts;
+  }
   if (t->rows[layer] == NULL) {
     t->rows[layer] = calloc((size_t)t->E, sizeof(double));
     if (t->rows[layer] == NULL)
-      return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+      eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
-  double *row = t->rows[layer];
+  return t->rows[layer];
+}
+
+/* Adds one checked tensor of iteration `it` to the sums of `layer`. */
+static int add_tensor(trt_t *t, const tensor_t *tn, int32_t it, int32_t layer,
+                      eplb_error_t *err) {
+  double *row = target_row(t, it, layer, err);
+  if (row == NULL)
+    return EPLB_ENOMEM;
   for (int32_t x = 0; x < t->E; x++) {
     const unsigned char *p = tn->data + (size_t)x * (size_t)tn->width;
     int64_t v = tn->width == 8 ? (int64_t)le64(p)
@@ -171,7 +190,7 @@ static int read_entry(trt_t *t, const char *path, const cJSON *v,
   int rc = check_tensor(t, v, &tn, body, size, err);
   if (rc || it < t->it_min || it > t->it_max)
     return rc;
-  return add_tensor(t, &tn, layer, err);
+  return add_tensor(t, &tn, it, layer, err);
 }
 
 /* One rank{r}.safetensors. */
@@ -275,28 +294,117 @@ static int collect(trt_t *t, eplb_stats_t *out, eplb_error_t *err) {
   return rc;
 }
 
-int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
-                      const eplb_stats_read_opts_t *opts, eplb_error_t *err) {
+/* Sets up a reader of `dir` with the iteration range of opts. */
+static trt_t *trt_new(const char *dir, const eplb_stats_read_opts_t *opts,
+                      eplb_error_t *err) {
   trt_t *t = calloc(1, sizeof(*t));
-  if (t == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (t == NULL) {
+    eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    return NULL;
+  }
   t->dir = dir;
   t->it_min = opts && opts->iter_min >= 0 ? opts->iter_min : 0;
   t->it_max = opts && opts->iter_max >= 0 ? opts->iter_max : INT64_MAX;
   t->seen_min = -1;
   t->seen_max = -1;
+  return t;
+}
+
+/* Reads meta_info.json and every rank file into t. */
+static int trt_run(trt_t *t, eplb_error_t *err) {
   int32_t R = 0;
   int rc = read_meta(t, err);
   if (rc == 0)
-    rc = count_ranks(dir, &R, err);
+    rc = count_ranks(t->dir, &R, err);
   for (int32_t r = 0; rc == 0 && r < R; r++)
     rc = read_rank(t, r, err);
-  if (rc == 0)
-    rc = collect(t, out, err);
+  return rc;
+}
+
+/* Frees t and its sums. */
+static void trt_free(trt_t *t) {
   for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
     free(t->rows[i]);
+  free(t->present);
   free(t);
+}
+
+int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
+                      const eplb_stats_read_opts_t *opts, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  trt_t *t = trt_new(dir, opts, err);
+  if (t == NULL)
+    return EPLB_ENOMEM;
+  int rc = trt_run(t, err);
+  if (rc == 0)
+    rc = collect(t, out, err);
+  trt_free(t);
   if (rc)
     eplb_stats_cleanup(out);
+  return rc;
+}
+
+/* Series: every (iteration, layer) of the range must be in some rank. */
+static int check_present(const trt_t *t, eplb_error_t *err) {
+  const eplb_series_t *s = t->series;
+  for (int32_t i = 0; i < s->num_steps; i++)
+    for (int32_t l = 0; l < s->num_layers; l++)
+      if (!t->present[(size_t)i * (size_t)s->num_layers + (size_t)l])
+        return eplb_error_set(err, EPLB_ESHAPE, "%s: no rank has key "
+                              "\"%lld_%d\": iteration %lld lacks layer %d "
+                              "that other iterations have",
+                              t->dir, (long long)(t->it_min + i),
+                              (int)s->layer_ids[l],
+                              (long long)(t->it_min + i), (int)s->layer_ids[l]);
+  return 0;
+}
+
+/* Second pass: allocates the T x L x E series for the iterations the first
+ * pass found in range (sums: *sums) and reads again into it. */
+static int read_series_pass(eplb_series_t *out, const char *dir,
+                            const eplb_stats_t *sums, int64_t lo, int64_t hi,
+                            eplb_error_t *err) {
+  eplb_stats_read_opts_t o = {lo, hi};
+  trt_t *t = trt_new(dir, &o, err);
+  if (t == NULL)
+    return EPLB_ENOMEM;
+  int32_t L = sums->num_layers;
+  int rc = eplb_series_init(out, (int32_t)(hi - lo + 1), L, sums->num_experts,
+                            err);
+  if (rc == 0 && (t->present = calloc((size_t)out->num_steps * (size_t)L, 1)) == NULL)
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t l = 0; rc == 0 && l < L; l++) {
+    out->layer_ids[l] = sums->layer_ids[l];
+    t->row_of[sums->layer_ids[l]] = l;
+  }
+  t->series = out;
+  if (rc == 0)
+    rc = trt_run(t, err);
+  if (rc == 0)
+    rc = check_present(t, err);
+  trt_free(t);
+  return rc;
+}
+
+int eplb_stats_read_trtllm_series(struct eplb_series_s *out, const char *dir,
+                                  const eplb_stats_read_opts_t *opts,
+                                  eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  eplb_stats_t sums;
+  trt_t *t = trt_new(dir, opts, err);
+  if (t == NULL)
+    return EPLB_ENOMEM;
+  int rc = trt_run(t, err);
+  int64_t lo = t->it_min > t->seen_min ? t->it_min : t->seen_min;
+  int64_t hi = t->it_max < t->seen_max ? t->it_max : t->seen_max;
+  if (rc == 0)
+    rc = collect(t, &sums, err); /* the layers, and "no iteration in" */
+  trt_free(t);
+  if (rc)
+    return rc;
+  rc = read_series_pass(out, dir, &sums, lo, hi, err);
+  eplb_stats_cleanup(&sums);
+  if (rc)
+    eplb_series_cleanup(out);
   return rc;
 }
