@@ -13,6 +13,7 @@
 #             eplb-shard verify proves every byte against the new map
 #   fail      rank 1's statistics missing: the job exits non-zero, the log
 #             names the rank and the file, no map is written
+#   usage     an unknown EPLB_LAUNCHER: the job exits 2 and says why
 #   train     train-and-rebalance.sbatch: a stand-in trainer beside
 #             eplb-sync --watch in one allocation
 # Every wait is bounded and every command has a timeout; the trap stops
@@ -27,7 +28,7 @@ set -euo pipefail
 bin=$(cd "$1" && pwd) repo=$(cd "$2" && pwd) work=$3
 shift 3
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(srun mpirun shards fail train)
+[ ${#cases[@]} -gt 0 ] || cases=(srun mpirun shards fail usage train)
 
 JOB_TIMEOUT=${EPLB_SLURM_JOB_TIMEOUT:-120} # seconds per sbatch --wait
 T="timeout 30"                              # any other command
@@ -295,6 +296,13 @@ case_fail() {
     || { cat "$lg" >&2; fail "fail: the job log does not name rank 1 and rank_1.json (log above)"; }
   grep -q 'eplb-sync.sbatch: error: eplb-sync exited' "$lg" || fail "fail: the job script did not report the failure"
   [ ! -e "$d/out/expert_map.json" ] || fail "fail: a map was written although the job failed"
+}
+
+case_usage() {
+  EPLB_SYNC=$bin/eplb-sync EPLB_LAUNCHER=pbsdsh \
+    submit usage "$repo/slurm/eplb-sync.sbatch" --ntasks=1
+  [ "$(cat "$tmp/usage/rc")" = 2 ] || fail "usage: an unknown EPLB_LAUNCHER exited $(cat "$tmp/usage/rc"), expected 2"
+  grep -q "EPLB_LAUNCHER='pbsdsh' is unknown" "$(job_log usage)" || fail "usage: the job log does not name the bad launcher"
 }
 
 case_train() {
