@@ -30,7 +30,7 @@ shift 3
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=(srun mpirun shards fail usage train)
 
-JOB_TIMEOUT=${EPLB_SLURM_JOB_TIMEOUT:-120} # seconds per sbatch --wait
+JOB_TIMEOUT=${EPLB_SLURM_JOB_TIMEOUT:-120} # seconds a job may take, submit to end
 T="timeout 30"                              # any other command
 
 tmp=""
@@ -85,7 +85,7 @@ trap 'exit 1' INT TERM
 
 # --- Prerequisites: fail loudly, never skip.
 [ "$(id -u)" = 0 ] || fail "the test Slurm runs its daemons as root (SlurmUser=root, munged --force): run it as root"
-for c in munged mungekey slurmctld slurmd sbatch squeue sinfo scancel srun; do
+for c in munged slurmctld slurmd sbatch squeue sinfo scontrol scancel srun; do
   command -v "$c" >/dev/null 2>&1 || fail "'$c' not found: install Debian's slurm-wlm and munge" \
     "(scripts/setup.sh does it unless EPLB_WITH_SLURM=0)"
 done
@@ -127,6 +127,7 @@ write_conf() {
   local ctld_port slurmd_port
   ctld_port=$(free_port)
   slurmd_port=$(free_port)
+  while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port=$(free_port); done
   mkdir -p "$tmp/state" "$tmp/spool"
   : >"$tmp/plugstack.conf"
   cat >"$tmp/slurm.conf" <<EOF
