@@ -680,16 +680,17 @@ static void test_balanced_vs_deepseek_ties(void **state) {
     fail_msg("only %d of 200 inputs compared", compared);
 }
 
-/* The shortcut that skips DeepSeek's plan inside the balanced policy:
- * whenever eplb__greedy_is_deepseek says so, the balanced greedy packing
- * is DeepSeek's map slot for slot; on tied loads it must also say no at
- * times when the maps do differ (else the check is not needed). */
+/* The shortcuts around DeepSeek's plan inside the balanced policy:
+ * whenever eplb__greedy_is_deepseek says so, the keyless packing of the
+ * balanced replicas is DeepSeek's map slot for slot, and so is the keyed
+ * one when it met no clash; on tied loads it must also say no at times
+ * when the maps do differ (else the check is not needed). */
 static void test_greedy_is_deepseek(void **state) {
   (void)state;
   enum { E = 24, S = 32, G = 8, PER = S / G };
   double load[E], w[S];
   int32_t cnt[E], key[S], order[S], bin[S], rank[S], mine[S], ds[S];
-  int same = 0, differ_caught = 0;
+  int same = 0, differ_caught = 0, keyless = 0;
   for (int trial = 0; trial < 400; trial++) {
     if (trial % 2)
       tied_loads(load, E, 2 + trial % 12);
@@ -718,18 +719,30 @@ static void test_greedy_is_deepseek(void **state) {
     o.policy = EPLB_POLICY_DEEPSEEK;
     assert_int_equal(eplb__plan_deepseek(load, E, &o, ds, NULL), 0);
     int eq = memcmp(mine, ds, sizeof(ds)) == 0;
-    if (clashes == 0 && eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G)) {
+    int same_order = eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
+    if (clashes == 0 && same_order) {
       if (!eq)
         fail_msg("trial %d: shortcut taken but the maps differ", trial);
       same++;
     } else if (clashes == 0 && !eq) {
       differ_caught++;
     }
+    if (same_order) { /* then the keyless packing is DeepSeek's plan */
+      assert_int_equal(eplb__pack_greedy(w, order, S, G, PER, NULL, bin, rank,
+                                         NULL, NULL),
+                       0);
+      for (int32_t q = 0; q < S; q++)
+        mine[bin[q] * PER + rank[q]] = key[q];
+      if (memcmp(mine, ds, sizeof(ds)) != 0)
+        fail_msg("trial %d: keyless packing is not DeepSeek's plan", trial);
+      keyless++;
+    }
   }
   /* Both branches must have been exercised. */
-  if (same < 100 || differ_caught < 1)
-    fail_msg("shortcut taken %d times, needed-and-refused %d times", same,
-             differ_caught);
+  if (same < 100 || differ_caught < 1 || keyless <= same)
+    fail_msg("shortcut taken %d times, needed-and-refused %d times, keyless "
+             "DeepSeek plan %d times",
+             same, differ_caught, keyless);
 }
 
 int main(void) {

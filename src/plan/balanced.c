@@ -113,8 +113,8 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
   if (rc)
     goto done;
-  int same_as_ds =
-      clashes == 0 && eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
+  int same_order = eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
+  int same_as_ds = clashes == 0 && same_order;
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];
   rc = improve(load, E, phy2log, S, G, err);
@@ -134,11 +134,21 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
   if (same_as_ds)
     goto refine;
-  eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
-                         .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
-  rc = eplb__plan_deepseek(load, E, &ds, alt, err);
-  if (rc)
-    goto done;
+  if (same_order) {
+    /* Same replicas in the same order: DeepSeek's plan is their packing
+     * without duplicate avoidance; no need to replicate and sort again. */
+    rc = eplb__pack_greedy(w, order, S, G, per, NULL, bin, rank, NULL, err);
+    if (rc)
+      goto done;
+    for (int32_t q = 0; q < S; q++)
+      alt[bin[q] * per + rank[q]] = key[q];
+  } else {
+    eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
+                           .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
+    rc = eplb__plan_deepseek(load, E, &ds, alt, err);
+    if (rc)
+      goto done;
+  }
   if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
     rc = improve(load, E, alt, S, G, err);
     if (rc < 0)

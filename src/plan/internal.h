@@ -66,15 +66,16 @@ int eplb__plan_deepseek(const double *load, int32_t E,
                         eplb_error_t *err);
 
 /* 1 when DeepSeek's global plan (eplb__plan_deepseek, one node) equals
- * the greedy packing of the balanced policy: cnt[E] from eplb__replicate
- * capped at G, the S replicas numbered expert-major (key[p], weight w[p] =
- * load / cnt), `order` from eplb__sort_desc(w), packed by eplb__pack_greedy
- * with keys and no clash.  DeepSeek does not cap replicas, so no expert may
- * have reached the cap (cnt < G); it numbers first replicas before
- * redundant ones, so the sorted orders name the same experts in the same
- * sequence unless a run of equal weights mixes several experts of which one
- * has more than one replica.  The local search never raises the maximum, so
- * then the balanced plan is at least as good as DeepSeek's. */
+ * the keyless greedy packing (eplb__pack_greedy, key NULL) of the balanced
+ * policy's replicas: cnt[E] from eplb__replicate capped at G, the S
+ * replicas numbered expert-major (key[p], weight w[p] = load / cnt), in
+ * `order` from eplb__sort_desc(w).  DeepSeek does not cap replicas, so no
+ * expert may have reached the cap (cnt < G); it numbers first replicas
+ * before redundant ones, so the sorted orders name the same experts in the
+ * same sequence unless a run of equal weights mixes several experts of
+ * which one has more than one replica.  When the packing with keys met no
+ * clash it is that same packing; the local search never raises the
+ * maximum, so then the balanced plan is at least as good as DeepSeek's. */
 int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
                              const int32_t *cnt, const int32_t *order,
                              int32_t E, int32_t S, int32_t G);
