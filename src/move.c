@@ -13,11 +13,12 @@
  * rank needs is one layer of its own shard (the old rows, as HDF5 reads
  * them) plus the staging of one batch's receives: kept and locally copied
  * rows are written to the new shard straight from the old layer, received
- * rows from the staging, row by row.  Each row set travels as one message:
- * the slot's row of every dataset, sent in place through an MPI hindexed
- * type (no packing copy), followed by an 8-byte checksum that the sender
+ * rows from the staging, row by row.  The old layer is laid out slot by
+ * slot (HDF5 reads each dataset straight into place through a strided
+ * memory selection), so each row set travels as one contiguous message -
+ * the slot's rows of every dataset and an 8-byte checksum that the sender
  * computes as it reads the row and the receiver verifies before the row is
- * written.  Within a layer the messages are cut into batches of at most
+ * written - which MPI can move with a single copy.  Within a layer the messages are cut into batches of at most
  * max_buffer_mb per rank, sending and receiving (deterministically, the
  * same cut on every rank); a rank posts every receive of a batch, then its
  * sends, then tests them all until done or until the timeout.  Since a
@@ -280,22 +281,20 @@ _Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *
 }
 
 /* What one migration carries from layer to layer.  A row set is the slot's
- * row of every dataset; in a message it is packed (dataset d at off[d])
- * and followed by its 8-byte checksum. */
+ * row of every dataset; in memory and in a message it takes `stride`
+ * bytes: dataset d's row at off[d] (16-byte aligned, so HDF5 can read
+ * straight into place), the 8-byte checksum at toff. */
 typedef struct {
   eplb_shard_set_t *set;
   const eplb_schedule_t *sched;
   const eplb_migrate_opts_t *opts;
   eplb_shard_writer_t *w;
   int32_t P, D, tag_layers;   /* tag = (layer % tag_layers) * P + dst_slot */
-  size_t row, msg, stride;    /* row set; + checksum; staging slot */
-  size_t off[EPLB_SHARD_MAX_DATASETS], rb[EPLB_SHARD_MAX_DATASETS];
-  unsigned char *old;         /* this rank's old layer as read: dataset d
-                                 at P * off[d], slot s's row at + s * rb[d] */
-  uint64_t *sums;             /* [P] checksums of the old rows (sent ones) */
+  size_t row, msg, stride;    /* row set bytes; message = stride bytes */
+  size_t off[EPLB_SHARD_MAX_DATASETS], rb[EPLB_SHARD_MAX_DATASETS], toff;
+  unsigned char *old;         /* [P * stride] this rank's old layer */
   unsigned char *staging;     /* [staging_rows * stride] received row sets */
   size_t staging_rows;
-  MPI_Datatype *types;        /* [P] send type of an old row set, or NULL */
   int32_t *batch;             /* [num_xfers] batch of each transfer */
   int32_t *num_batches;       /* [L] */
   MPI_Request *req;
@@ -352,7 +351,7 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
 /* Slot s's row of every dataset in the old layer, into pieces[D]. */
 static void old_pieces(const mig_t *m, int32_t s, const unsigned char **pieces) {
   for (int32_t d = 0; d < m->D; d++)
-    pieces[d] = m->old + (size_t)m->P * m->off[d] + (size_t)s * m->rb[d];
+    pieces[d] = m->old + (size_t)s * m->stride + m->off[d];
 }
 
 /* The same for the k-th received row set of a batch. */
@@ -369,19 +368,21 @@ static uint64_t row_checksum(const mig_t *m, const unsigned char *const *pieces)
   return c;
 }
 
-/* Reads this rank's old layer l and checksums the rows it sends. */
+/* Reads this rank's old layer l and checksums the rows it sends (into
+ * their trailers). */
 static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
-  for (int32_t d = 0; d < m->D; d++) {
-    int rc = eplb_shard_read_dataset(m->set->shard, l, d, m->old + (size_t)m->P * m->off[d], err);
-    if (rc)
-      return rc;
-  }
+  int rc = eplb_shard_read_layer(m->set->shard, l, m->old, m->stride, m->off, err);
+  if (rc)
+    return rc;
   const eplb_schedule_t *s = m->sched;
   const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
   for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
     if (s->xfers[i].src_rank == m->set->rank) {
-      old_pieces(m, s->xfers[i].src_slot, pieces);
-      m->sums[s->xfers[i].src_slot] = row_checksum(m, pieces);
+      int32_t slot = s->xfers[i].src_slot;
+      uint64_t c;
+      old_pieces(m, slot, pieces);
+      c = row_checksum(m, pieces);
+      memcpy(m->old + (size_t)slot * m->stride + m->toff, &c, sizeof(c));
     }
   return 0;
 }
@@ -419,37 +420,9 @@ static void local_rows(mig_t *m, int32_t l, eplb_error_t *err) {
   }
 }
 
-/* The send type of old slot s: its D pieces and its checksum, in place. */
-static int send_type(mig_t *m, int32_t s, eplb_error_t *err) {
-  if (m->types[s] != MPI_DATATYPE_NULL)
-    return 0;
-  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
-  int lens[EPLB_SHARD_MAX_DATASETS + 1];
-  MPI_Aint disp[EPLB_SHARD_MAX_DATASETS + 1];
-  old_pieces(m, s, pieces);
-  int rc = 0;
-  for (int32_t d = 0; d <= m->D && rc == 0; d++) {
-    const void *p = d < m->D ? (const void *)pieces[d] : (const void *)&m->sums[s];
-    lens[d] = d < m->D ? (int)m->rb[d] : 8;
-    rc = eplb__mpi_check(MPI_Get_address(p, &disp[d]), "MPI_Get_address", err);
-  }
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Type_create_hindexed(m->D + 1, lens, disp, MPI_BYTE,
-                                                  &m->types[s]), "MPI_Type_create_hindexed", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Type_commit(&m->types[s]), "MPI_Type_commit", err);
-  return rc;
-}
-
-/* Frees the layer's send types. */
-static void free_types(mig_t *m) {
-  for (int32_t s = 0; s < m->P; s++)
-    if (m->types[s] != MPI_DATATYPE_NULL)
-      MPI_Type_free(&m->types[s]);
-}
-
 /* Posts this rank's receives (into staging), then its sends (straight
- * from the old rows), of batch b of layer l.  *n: requests, *nr: receives. */
+ * from the old layer: one contiguous message per row set), of batch b of
+ * layer l.  *n: requests, *nr: receives. */
 static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
                       eplb_error_t *err) {
   const eplb_schedule_t *s = m->sched;
@@ -468,13 +441,11 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
                                        MPI_BYTE, x->src_rank, tag, m->set->comm,
                                        &m->req[(*n)++]), "MPI_Irecv of a row set", err);
       }
-      if (pass == 1 && x->src_rank == me) {
-        rc = send_type(m, x->src_slot, err);
-        if (rc == 0)
-          rc = eplb__mpi_check(MPI_Isend(MPI_BOTTOM, 1, m->types[x->src_slot], x->dst_rank,
-                                         tag, m->set->comm, &m->req[(*n)++]),
-                               "MPI_Isend of a row set", err);
-      }
+      if (pass == 1 && x->src_rank == me)
+        rc = eplb__mpi_check(MPI_Isend(m->old + (size_t)x->src_slot * m->stride,
+                                       (int)m->msg, MPI_BYTE, x->dst_rank, tag,
+                                       m->set->comm, &m->req[(*n)++]),
+                             "MPI_Isend of a row set", err);
     }
   return rc;
 }
@@ -503,7 +474,7 @@ static void store_received(mig_t *m, int32_t l, size_t nr, eplb_error_t *err) {
   for (size_t k = 0; k < nr && m->carry == 0; k++) {
     const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
     uint64_t sent;
-    memcpy(&sent, m->staging + k * m->stride + m->row, sizeof(sent));
+    memcpy(&sent, m->staging + k * m->stride + m->toff, sizeof(sent));
     staged_pieces(m, k, pieces);
     if (row_checksum(m, pieces) != sent) {
       m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
@@ -546,7 +517,6 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t 
       eplb__migrate_abort(m->set->comm, m->set->rank, err);
     store_received(m, l, nr, err);
   }
-  free_types(m);
   return m->carry;
 }
 
@@ -629,12 +599,15 @@ static int mig_geometry(mig_t *m, eplb_error_t *err) {
   m->P = in->slots_per_rank;
   m->D = in->num_datasets;
   m->row = (size_t)in->row_bytes;
-  for (int32_t d = 0; d < m->D; d++) {
+  size_t end = 0;
+  for (int32_t d = 0; d < m->D; d++) { /* 16: any element size divides it */
     m->rb[d] = (size_t)in->datasets[d].row_bytes;
-    m->off[d] = d ? m->off[d - 1] + m->rb[d - 1] : 0;
+    m->off[d] = (end + 15) / 16 * 16;
+    end = m->off[d] + m->rb[d];
   }
-  m->msg = m->row + 8;
-  m->stride = (m->msg + 7) / 8 * 8;
+  m->toff = (end + 15) / 16 * 16;
+  m->stride = (m->toff + 8 + 15) / 16 * 16;
+  m->msg = m->stride;
   if (m->stride > (size_t)2147483647)
     return eplb_error_set(err, EPLB_EARG, "a slot's rows take %zu bytes; rows over "
                           "2 GiB are not supported", m->row);
@@ -661,22 +634,18 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
   if (rc)
     return rc;
   size_t P = (size_t)m->P;
-  m->old = malloc(P * m->row + 1);
+  m->old = calloc(P, m->stride); /* padding between rows stays zero */
   m->staging = malloc(m->staging_rows * m->stride);
-  m->sums = calloc(P, sizeof(uint64_t));
-  m->types = malloc(sizeof(MPI_Datatype) * P);
   m->req = malloc(sizeof(MPI_Request) * max_requests(m));
   m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
   m->dup_head = malloc(sizeof(int32_t) * P);
   m->dup_next = malloc(sizeof(int32_t) * P);
-  if (!m->old || !m->staging || !m->sums || !m->types || !m->req || !m->recv_xfer ||
-      !m->dup_head || !m->dup_next)
+  if (!m->old || !m->staging || !m->req || !m->recv_xfer || !m->dup_head || !m->dup_next)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer (%zu "
-                          "bytes) and the staging (%zu bytes)", P * m->row,
+                          "bytes) and the staging (%zu bytes)", P * m->stride,
                           m->staging_rows * m->stride);
-  for (size_t s = 0; s < P; s++)
-    m->types[s] = MPI_DATATYPE_NULL;
   /* touched now: no page faults in the middle of a transfer */
+  memset(m->old, 0, P * m->stride);
   memset(m->staging, 0, m->staging_rows * m->stride);
   return 0;
 }
@@ -684,8 +653,6 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
 static void mig_free(mig_t *m) {
   free(m->old);
   free(m->staging);
-  free(m->sums);
-  free(m->types);
   free(m->req);
   free(m->recv_xfer);
   free(m->dup_head);

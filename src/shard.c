@@ -528,6 +528,51 @@ static int read_raw(hid_t f, const char *path, const char *name, void *tmp,
   return rc;
 }
 
+/* Reads dataset `name` raw into buf, row s at buf + s * stride + off,
+ * through a strided memory selection (no staging copy). */
+static int read_strided(eplb_shard_t *sh, const eplb_shard_dataset_t *ds,
+                        const char *name, unsigned char *buf, size_t stride,
+                        size_t off, eplb_error_t *err) {
+  hsize_t t = (hsize_t)ds->type_size, P = (hsize_t)sh->info.slots_per_rank;
+  hsize_t total = P * (hsize_t)stride / t, start = off / t, step = stride / t,
+          count = P, block = (hsize_t)ds->row_bytes / t;
+  hid_t d = H5Dopen2(sh->file, name, H5P_DEFAULT);
+  hid_t ft = d >= 0 ? H5Dget_type(d) : -1;
+  hid_t ms = H5Screate_simple(1, &total, NULL);
+  int rc = 0;
+  if (ft < 0 || ms < 0 ||
+      H5Sselect_hyperslab(ms, H5S_SELECT_SET, &start, &step, &count, &block) < 0 ||
+      H5Dread(d, ft, ms, H5S_ALL, H5P_DEFAULT, buf) < 0)
+    rc = eplb_error_set(err, EPLB_EHDF5,
+                        "%s: cannot read %s (truncated or corrupted file?)",
+                        sh->path, name);
+  if (ms >= 0) H5Sclose(ms);
+  if (ft >= 0) H5Tclose(ft);
+  if (d >= 0) H5Dclose(d);
+  return rc;
+}
+
+int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
+                          size_t stride, const size_t *offsets, eplb_error_t *err) {
+  const eplb_shard_info_t *in = &sh->info;
+  h5_quiet();
+  for (int32_t d = 0; d < in->num_datasets; d++) {
+    const eplb_shard_dataset_t *ds = &in->datasets[d];
+    size_t t = (size_t)ds->type_size;
+    if (stride % t || offsets[d] % t || offsets[d] + (size_t)ds->row_bytes > stride)
+      return eplb_error_set(err, EPLB_EARG,
+                            "read_layer: dataset '%s' at offset %zu, stride %zu: "
+                            "both must be multiples of its %zu-byte elements",
+                            ds->name, offsets[d], stride, t);
+    char name[128];
+    snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, ds->name);
+    int rc = read_strided(sh, ds, name, buf, stride, offsets[d], err);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
 int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
                             void *buf, eplb_error_t *err) {
   char name[128];

@@ -150,6 +150,28 @@ static void test_row_writer(void **state) {
     free(buf);
   }
   assert_int_equal(eplb_shard_read_dataset(sh, 1, info->num_datasets, row, &err), EPLB_EARG);
+  /* strided, aligned read straight into place */
+  size_t offs[EPLB_SHARD_MAX_DATASETS], end = 0;
+  for (int32_t d = 0; d < info->num_datasets; d++) {
+    offs[d] = (end + 15) / 16 * 16;
+    end = offs[d] + (size_t)info->datasets[d].row_bytes;
+  }
+  size_t stride = (end + 15) / 16 * 16;
+  unsigned char *lay = calloc(3, stride);
+  assert_int_equal(eplb_shard_read_layer(sh, 0, lay, stride, offs, &err), 0);
+  for (int32_t s = 0; s < 3; s++) {
+    eplb_shard_fill_row(info, 0, ids[s], row);
+    size_t o = 0;
+    for (int32_t d = 0; d < info->num_datasets; d++) {
+      size_t drb = (size_t)info->datasets[d].row_bytes;
+      assert_memory_equal(lay + (size_t)s * stride + offs[d], row + o, drb);
+      o += drb;
+    }
+  }
+  assert_true(info->datasets[0].type_size > 1); /* d_float16 */
+  offs[0] += 1; /* misaligned for its elements */
+  assert_int_equal(eplb_shard_read_layer(sh, 0, lay, stride, offs, &err), EPLB_EARG);
+  free(lay);
   eplb_shard_close(sh);
   free(row);
   free(info);

@@ -105,6 +105,13 @@ int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
 int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
                          size_t stride, eplb_error_t *err);
 
+/* Reads layer `layer`'s rows with no staging copy: dataset d's row of
+ * slot s goes to buf + s * stride + offsets[d]; stride and every
+ * offsets[d] must be multiples of that dataset's element size (EPLB_EARG
+ * otherwise); bytes between rows are left as they were. */
+int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
+                          size_t stride, const size_t *offsets, eplb_error_t *err);
+
 /* Reads dataset d (info order) of layer `layer`, raw bytes in the file's
  * own type, into buf[slots_per_rank * datasets[d].row_bytes]. */
 int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
