@@ -95,8 +95,8 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
 #define MARGIN 60.0
 #define BAR_H 160.0
 
-/* Cell sizes shrink for wide or tall tables so the picture stays about
- * 900 x 700 pixels per heat map at most, but never below 2 px. */
+/* Cell sizes adapt so that a heat map is 320..900 pixels wide and 240..700
+ * high (12 x 8 px cells when that fits), never below 2 px a cell. */
 typedef struct {
   double cw, ch, vmax, x0, width;
 } layout_t;
@@ -140,31 +140,42 @@ static void svg_heat(FILE *f, const eplb_report_t *r,
               lo->cw, lo->ch, col, (int)r->layer_ids[l], (int)g, v);
     }
   }
-  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">GPU 0..%d (x) by layer %d..%d (y)"
-          "</text></g>\n", x0, MARGIN + t->num_layers * lo->ch + 14,
-          (int)t->num_gpus - 1, (int)r->layer_ids[0],
-          (int)r->layer_ids[r->num_layers - 1]);
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">GPU 0..%d (x) by layer %d..%d (y); "
+          "white 0 .. dark red %.6g</text></g>\n", x0,
+          MARGIN + t->num_layers * lo->ch + 14, (int)t->num_gpus - 1,
+          (int)r->layer_ids[0], (int)r->layer_ids[r->num_layers - 1], lo->vmax);
 }
 
-/* Per-GPU load summed over layers, one bar per GPU, at height y0. */
+/* GPU g's load summed over the layers of t. */
+static double gpu_total(const eplb_report_table_t *t, int32_t g) {
+  double s = 0;
+  for (int32_t l = 0; l < t->num_layers; l++)
+    s += t->gpu_load[(size_t)l * t->num_gpus + g];
+  return s;
+}
+
+/* The largest GPU total of the tables: the bars' shared scale. */
+static double max_total(const eplb_report_t *r) {
+  double m = 0;
+  const eplb_report_table_t *ts[2] = {&r->before, &r->after};
+  for (int k = 0; k < (r->has_after ? 2 : 1); k++)
+    for (int32_t g = 0; g < ts[k]->num_gpus; g++)
+      m = fmax(m, gpu_total(ts[k], g));
+  return m;
+}
+
+/* Per-GPU load summed over layers, one bar per GPU, at height y0; bars of
+ * before and after share the scale mx (a bar of height BAR_H). */
 static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
-                     double y0, double width, const char *cls) {
-  int32_t G = t->num_gpus, L = t->num_layers;
-  double mx = 0;
+                     double y0, double width, double mx, const char *cls) {
+  int32_t G = t->num_gpus;
+  double bw = width / G, top = 0;
+  for (int32_t g = 0; g < G; g++)
+    top = fmax(top, gpu_total(t, g));
+  fprintf(f, "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">%s: GPU load, all "
+          "layers (max %.6g)</text>\n", x0, y0 - 6, cls, top);
   for (int32_t g = 0; g < G; g++) {
-    double s = 0;
-    for (int32_t l = 0; l < L; l++)
-      s += t->gpu_load[(size_t)l * G + g];
-    if (s > mx)
-      mx = s;
-  }
-  double bw = width / G;
-  fprintf(f, "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">load per GPU, "
-          "summed over layers (%s)</text>\n", x0, y0 - 6, cls);
-  for (int32_t g = 0; g < G; g++) {
-    double s = 0;
-    for (int32_t l = 0; l < L; l++)
-      s += t->gpu_load[(size_t)l * G + g];
+    double s = gpu_total(t, g);
     double h = mx > 0 ? BAR_H * s / mx : 0;
     fprintf(f, "<rect class=\"bar %s\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
             "height=\"%.2f\"><title>GPU %d: %.6g</title></rect>\n", cls,
@@ -180,13 +191,11 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   const eplb_report_t *r = ctx;
   const eplb_report_table_t *b = &r->before;
   int32_t maps = r->has_after ? 2 : 1;
-  layout_t lo = {.cw = CELL_W, .ch = CELL_H, .vmax = max_load(r)};
-  if (b->num_gpus * lo.cw > 900)
-    lo.cw = fmax(2.0, 900.0 / b->num_gpus);
-  if (r->has_after && r->after.num_gpus * lo.cw > 900)
-    lo.cw = fmax(2.0, 900.0 / r->after.num_gpus);
-  if (r->num_layers * lo.ch > 700)
-    lo.ch = fmax(2.0, 700.0 / r->num_layers);
+  int32_t G = b->num_gpus > r->after.num_gpus ? b->num_gpus : r->after.num_gpus;
+  layout_t lo = {.vmax = max_load(r)};
+  lo.cw = fmax(2.0, fmax(320.0, fmin(900.0, G * CELL_W)) / G);
+  lo.ch = fmax(2.0, fmax(240.0, fmin(700.0, r->num_layers * CELL_H)) /
+                        r->num_layers);
   double wb = b->num_gpus * lo.cw;
   double wa = r->has_after ? r->after.num_gpus * lo.cw : 0;
   double heat_h = r->num_layers * lo.ch;
@@ -202,9 +211,10 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   svg_heat(f, r, b, &lo, MARGIN, "before");
   if (maps == 2)
     svg_heat(f, r, &r->after, &lo, MARGIN * 2 + wb, "after");
-  svg_bars(f, b, MARGIN, y_bars, wb, "before");
+  svg_bars(f, b, MARGIN, y_bars, wb, max_total(r), "before");
   if (maps == 2)
-    svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, "after");
+    svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r),
+             "after");
   fprintf(f, "</svg>\n");
   return 0;
 }
