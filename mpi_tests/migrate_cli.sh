@@ -14,6 +14,8 @@
 #              the recovery gives one generation everywhere whose content
 #              matches that generation's map byte for byte (transfer,
 #              commit: the old one; rename: the new one)
+#   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
+#              rank fails, the message says to run with NP ranks
 #   rollforward
 #              a directory as a crash in the rename phase leaves it when
 #              ranks 0..1 renamed and the others did not (built by hand
@@ -174,6 +176,24 @@ shard-cli)
     die "verify does not name rank, layer and slot: $(cat v.txt)"
   "$es" verify --dir missing_dir > v.txt 2>&1 && die "verify of a missing directory passed"
   grep -q "rank 0: missing_dir/shard_00000.h5: cannot read" v.txt || die "$(cat v.txt)"
+  ;;
+bad-ranks)
+  create
+  (cd sh && md5sum shard_* > ../before.md5)
+  half=$((np / 2))
+  for cmd in "migrate sh random:5" "recover sh"; do
+    rm -f st/*.rc
+    timeout -k 5 60 "$mpiexec" -n "$half" "${preflags[@]}" "$driver" $cmd --status-dir st \
+      > out.txt 2> err.txt && die "$cmd at $half ranks exited 0"
+    for ((r = 0; r < half; r++)); do
+      [[ -f st/rank$r.rc && $(cat st/rank$r.rc) != 0 ]] || die "$cmd: rank $r did not fail"
+    done
+    grep -q "written for $np ranks.*run .*with $np ranks" err.txt ||
+      die "$cmd: no hint to run with $np ranks: $(cat err.txt)"
+  done
+  (cd sh && md5sum shard_* > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
   ;;
 bad-* | diverge)
   create
