@@ -59,13 +59,15 @@ static void usage(FILE *f) {
 "  --num-gpus G         GPUs of the plan, %d..%d (need not equal the ranks)\n"
 "options:\n"
 "  --output FILE        the map rank 0 writes (atomically)\n"
-"  --output-format F    expert-map or trtllm-yaml (default: trtllm-yaml for a\n"
-"                       .yaml/.yml FILE, else expert-map)\n"
+"  --output-format F    expert-map, trtllm-yaml, sglang or deepseek (default:\n"
+"                       trtllm-yaml for a .yaml/.yml FILE, else expert-map)\n"
 "  --summary FILE       JSON summary: generation, imbalance before/after,\n"
 "                       seconds per phase (see docs/sync.md)\n"
 "  --generation N       generation of the current placement, 0..%llu\n"
 "                       (default 0); the plan is N + 1\n"
-"  --format F           statistics format: auto (default), mindspeed, sglang\n"
+"  --format F           statistics format: auto (default), mindspeed, sglang,\n"
+"                       trtllm or mindie (dump directories: PATTERN may name\n"
+"                       a directory per rank)\n"
 "  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
 "  --num-groups K       expert groups, %d..experts (default 1)\n"
 "  --policy P           balanced (default) or deepseek\n"
@@ -299,12 +301,12 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return rc;
   case OPT_FORMAT:
     rc = parse_name("--format", optarg, eplb_stats_format_from_name,
-                    "auto, mindspeed or sglang", &x);
+                    "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
     rc = parse_name("--output-format", optarg, eplb_map_format_from_name,
-                    "expert-map or trtllm-yaml", &x);
+                    "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->sync.output_format = (eplb_map_format_t)x;
     return rc;
   case OPT_HELP:
