@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <hdf5.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,6 +234,10 @@ done:
 
 int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
+  /* A directory is a TensorRT-LLM dump: one step per iteration. */
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    return eplb_stats_read_trtllm_series(out, path, NULL, err);
   char *text = NULL;
   size_t len = 0;
   int rc = eplb_read_file(path, &text, &len, err);

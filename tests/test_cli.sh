@@ -3,7 +3,7 @@
 # messages that name the option or the file, and maps that read back.
 #
 # Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
-#   GROUP: usage | files | good | sum | shape | current | dumps
+#   GROUP: usage | files | good | sum | shape | current | dumps | ema
 # Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
 # its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
 set -u
@@ -245,6 +245,27 @@ dumps)
   checks=$((checks + 1))
   cmp -s "$tmp/glob.json" "$tmp/sum.json" || fail "glob of per-rank files differs from the sum"
   expect 1 "matches no file" --stats "$data/none_*.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  ;;
+ema)
+  # --ema-alpha reads each --stats as a per-step series.  An SGLang series
+  # of 3 steps: expert 0 hot in the old steps, expert 3 in the last one.
+  SER=$tmp/series.json
+  printf '{"logical_count": [[[90,1,1,1],[1,1,1,90]], [[90,1,1,1],[1,1,1,90]], [[1,1,1,90],[90,1,1,1]]]}\n' > "$SER"
+  ok --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 0 --output "$tmp/e0.json"
+  has "$out" "series            3 steps, EMA rate 0.00" "series summary"
+  ok --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 0.9 --output "$tmp/e9.json"
+  # Weighting the last step changes which expert gets the redundant slots.
+  checks=$((checks + 1))
+  cmp -s "$tmp/e0.json" "$tmp/e9.json" && fail "--ema-alpha 0.9 planned like 0: $(cat "$tmp/e9.json")"
+  ok --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha auto --output "$tmp/ea.json"
+  has "$out" "(chosen by backtest)" "auto EMA rate"
+  # A TensorRT-LLM dump is a series of iterations; alpha 0 is its plain sum.
+  ok --stats "$data/trtllm_small" --num-slots 6 --num-gpus 2 --ema-alpha 0 --output "$tmp/t0.json"
+  ok --stats "$data/trtllm_small" --num-slots 6 --num-gpus 2 --output "$tmp/ts.json"
+  checks=$((checks + 1))
+  cmp -s "$tmp/t0.json" "$tmp/ts.json" || fail "--ema-alpha 0 on a dump differs from its sum"
+  expect 2 "--ema-alpha 1.5 is outside 0..0.99" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 1.5 --output "$OUT"
+  expect 2 "--ema-alpha 'x'" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha x --output "$OUT"
   ;;
 *)
   echo "FAIL: unknown group '$group'"

@@ -29,6 +29,7 @@ typedef struct {
   const char *output, *current_map;
   eplb_plan_opts_t plan;
   int have_slots, have_gpus, per_layer, quiet;
+  double ema_alpha; /* --ema-alpha: -1 none, -2 auto, else 0..0.99 */
 } args_t;
 
 /* --help: every option with its range. */
@@ -68,6 +69,11 @@ static void usage(FILE *f) {
 "                       mindspeed, sglang, trtllm, mindie\n"
 "  --iter-range A-B     TensorRT-LLM dumps: sum iterations A..B only,\n"
 "                       0 <= A <= B <= %d (default: all)\n"
+"  --ema-alpha A|auto   plan for the traffic that follows: read each --stats\n"
+"                       as a per-step series (SGLang [steps][L][E] JSON,\n"
+"                       HDF5 [steps][L][E], TensorRT-LLM dump) and weight\n"
+"                       step t of T by (1-A)^(T-1-t), A in 0..0.99 (0 = plain\n"
+"                       sum); auto picks A by backtest on the series\n"
 "  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE JSON),\n"
 "                       trtllm-yaml (TensorRT-LLM moe_load_balancer.yaml),\n"
 "                       sglang ({\"physical_to_logical_map\": ...}, rows =\n"
@@ -106,7 +112,7 @@ enum {
   OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
   OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_CURRENT, OPT_MAX_MOVES,
   OPT_MOVE_COST, OPT_KEEP, OPT_SPILL, OPT_SPILL_COST, OPT_PER_LAYER,
-  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER
+  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER, OPT_EMA
 };
 
 static const struct option long_opts[] = {
@@ -118,6 +124,7 @@ static const struct option long_opts[] = {
     {"policy", required_argument, 0, OPT_POLICY},
     {"format", required_argument, 0, OPT_FORMAT},
     {"iter-range", required_argument, 0, OPT_ITER},
+    {"ema-alpha", required_argument, 0, OPT_EMA},
     {"output-format", required_argument, 0, OPT_OUT_FORMAT},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"current-map", required_argument, 0, OPT_CURRENT},
@@ -206,6 +213,13 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return 0;
   case OPT_ITER:
     return eplb_cli_parse_iter_range(PROG, optarg, &a->ropts) ? 2 : 0;
+  case OPT_EMA:
+    if (strcmp(optarg, "auto") == 0) {
+      a->ema_alpha = -2;
+      return 0;
+    }
+    return eplb_cli_parse_double(PROG, "--ema-alpha", optarg, 0, 0.99,
+                                 &a->ema_alpha) ? 2 : 0;
   case OPT_SPILL:
     a->plan.spill = 1;
     return 0;
@@ -257,6 +271,7 @@ static int ends_with(const char *s, const char *suffix) {
  * -1 for --help/--version. */
 static int parse_args(int argc, char *argv[], args_t *a) {
   eplb_plan_opts_default(&a->plan);
+  a->ema_alpha = -1;
   opterr = 0;
   int c;
   while ((c = getopt_long(argc, argv, ":", long_opts, NULL)) != -1) {
@@ -274,8 +289,48 @@ static int parse_args(int argc, char *argv[], args_t *a) {
 
 /* ---- reading -------------------------------------------------------- */
 
+/* --ema-alpha: every --stats read as a series, the series summed step by
+ * step (they must cover the same steps), then weighted into *st. */
+static int read_series(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
+  eplb_series_t sum, more;
+  int rc = eplb_series_read(&sum, a->stats[0], err);
+  for (int i = 1; i < a->num_stats && rc == 0; i++) {
+    rc = eplb_series_read(&more, a->stats[i], err);
+    if (rc == 0 && (more.num_steps != sum.num_steps ||
+                    more.num_layers != sum.num_layers ||
+                    more.num_experts != sum.num_experts))
+      rc = eplb_error_set(err, EPLB_ESHAPE,
+                          "%s has %d steps x %d layers x %d experts but %s has "
+                          "%d x %d x %d; series summed with --ema-alpha must "
+                          "cover the same steps", a->stats[i],
+                          (int)more.num_steps, (int)more.num_layers,
+                          (int)more.num_experts, a->stats[0],
+                          (int)sum.num_steps, (int)sum.num_layers,
+                          (int)sum.num_experts);
+    size_t n = (size_t)sum.num_steps * (size_t)sum.num_layers *
+               (size_t)sum.num_experts;
+    for (size_t k = 0; rc == 0 && k < n; k++)
+      sum.load[k] += more.load[k];
+    eplb_series_cleanup(&more);
+  }
+  double alpha = a->ema_alpha;
+  if (rc == 0 && alpha < 0)
+    rc = eplb_series_choose_alpha(&sum, &alpha, err);
+  if (rc == 0 && !a->quiet)
+    printf("series            %d steps, EMA rate %.2f%s\n", (int)sum.num_steps,
+           alpha, a->ema_alpha < 0 ? " (chosen by backtest)" : "");
+  if (rc == 0)
+    rc = eplb_series_sum(&sum, alpha, st, err);
+  if (rc == 0)
+    st->dense_rows = sum.dense_rows;
+  eplb_series_cleanup(&sum);
+  return rc;
+}
+
 /* Reads and sums every --stats file or dump directory into *st. */
 static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
+  if (a->ema_alpha != -1)
+    return read_series(a, st, err);
   return eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts, st,
                              err);
 }
