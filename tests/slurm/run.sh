@@ -15,7 +15,9 @@
 #             names the rank and the file, no map is written
 #   usage     an unknown EPLB_LAUNCHER: the job exits 2 and says why
 #   train     train-and-rebalance.sbatch: a stand-in trainer beside
-#             eplb-sync --watch in one allocation
+#             eplb-sync --watch in one allocation; eplb rebalances, then
+#             stops cleanly on SIGTERM when the trainer ends
+#   train_short  the same with a trainer that ends at once
 # Every wait is bounded and every command has a timeout; the trap stops
 # every daemon this script started and removes the directory, even on
 # failure.  Missing Slurm or munge is a failure, not a skip.
@@ -28,7 +30,7 @@ set -euo pipefail
 bin=$(cd "$1" && pwd) repo=$(cd "$2" && pwd) work=$3
 shift 3
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(srun mpirun shards fail usage train)
+[ ${#cases[@]} -gt 0 ] || cases=(srun mpirun shards fail usage train train_short)
 
 JOB_TIMEOUT=${EPLB_SLURM_JOB_TIMEOUT:-120} # seconds a job may take, submit to end
 T="timeout 30"                              # any other command
@@ -306,22 +308,32 @@ case_usage() {
   grep -q "EPLB_LAUNCHER='pbsdsh' is unknown" "$(job_log usage)" || fail "usage: the job log does not name the bad launcher"
 }
 
-case_train() {
-  local d=$tmp/train
+# train_case NAME STEP_SECONDS: train-and-rebalance.sbatch with fake-train.sh
+# (4 steps of STEP_SECONDS) beside eplb-sync --watch every 0.5 s.
+train_case() {
+  local d=$tmp/$1
   EPLB_SYNC=$bin/eplb-sync EPLB_SYNTH=$bin/eplb-synth-stats EPLB_FAKE_STEPS=4 \
+    EPLB_FAKE_STEP_SECONDS=$2 \
     EPLB_TRAIN_CMD="$repo/slurm/fake-train.sh" EPLB_NUM_SLOTS=20 EPLB_NUM_GPUS=4 \
     EPLB_INTERVAL=0.5 EPLB_STATS_WAIT=30 EPLB_STOP_WAIT=30 \
-    submit train "$repo/slurm/train-and-rebalance.sbatch" --ntasks=2
-  expect_ok train
+    submit "$1" "$repo/slurm/train-and-rebalance.sbatch" --ntasks=2
+  expect_ok "$1"
   local lg
-  lg=$(job_log train)
-  [ -s "$d/out/expert_map.json" ] || { cat "$lg" >&2; fail "train: no map at $d/out/expert_map.json (log above)"; }
-  grep -q 'fake-train: step 4/4' "$lg" || { cat "$lg" >&2; fail "train: the trainer did not run its 4 steps (log above)"; }
+  lg=$(job_log "$1")
+  [ -s "$d/out/expert_map.json" ] || { cat "$lg" >&2; fail "$1: no map at $d/out/expert_map.json (log above)"; }
+  grep -q 'fake-train: step 4/4' "$lg" || { cat "$lg" >&2; fail "$1: the trainer did not run its 4 steps (log above)"; }
   grep -q 'eplb: round 1: .*rebalanced to generation 1' "$lg" \
-    || { cat "$lg" >&2; fail "train: eplb's first round did not rebalance (log above)"; }
-  grep -q '"rebalances":[[:space:]]*[1-9]' "$d/out/watch.json" || fail "train: watch.json counts no rebalance"
-  grep -q 'trainer and eplb-sync done' "$lg" || fail "train: the job script did not finish cleanly"
+    || { cat "$lg" >&2; fail "$1: eplb's first round did not rebalance (log above)"; }
+  grep -q '"rebalances":[[:space:]]*[1-9]' "$d/out/watch.json" || fail "$1: watch.json counts no rebalance"
+  grep -q 'eplb: watch ended after' "$lg" || { cat "$lg" >&2; fail "$1: eplb did not end on SIGTERM (log above)"; }
+  grep -q 'trainer and eplb-sync done' "$lg" || fail "$1: the job script did not finish cleanly"
 }
+
+# train: a trainer that runs for seconds, eplb rounds while it runs.
+case_train() { train_case train 1; }
+# train_short: a trainer that ends at once; eplb must still start, do its
+# round and stop cleanly (not be signalled while it starts up).
+case_train_short() { train_case train_short 0; }
 
 log "starting munged, slurmctld, slurmd in $tmp (node $node, $cpus CPUs)"
 t_start=$(date +%s.%N)
