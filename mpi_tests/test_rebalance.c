@@ -12,6 +12,9 @@
 
 #include <mpi.h>
 
+#define MPI_CHECK_NAME "test_rebalance"
+#include "mpi_check.h"
+
 #include "eplb/eplb.h"
 #include "eplb/rebalance.h"
 
@@ -20,18 +23,6 @@
 #define SLOTS 24
 #define GPUS 4
 
-static int g_rank, g_size, g_failures;
-
-#define CHECK(cond, ...)                                                    \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      g_failures++;                                                         \
-      fprintf(stderr, "test_rebalance: rank %d: line %d: %s: ", g_rank,     \
-              __LINE__, #cond);                                             \
-      fprintf(stderr, __VA_ARGS__);                                         \
-      fprintf(stderr, "\n");                                                \
-    }                                                                       \
-  } while (0)
 
 typedef struct {
   int fail_on_rank, pauses, resumes;
@@ -164,10 +155,7 @@ int main(int argc, char *argv[]) {
   test_cumulative();
   test_pause_fails();
   test_wrong_shape();
-  int total = 0;
-  MPI_Allreduce(&g_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (g_rank == 0)
-    printf("test_rebalance: %d ranks, %d failed checks\n", g_size, total);
+  int status = mpi_check_finish();
   MPI_Finalize();
-  return total == 0 ? 0 : 1;
+  return status;
 }

@@ -18,6 +18,9 @@
 
 #include <mpi.h>
 
+#define MPI_CHECK_NAME "test_sync"
+#include "mpi_check.h"
+
 #include "eplb/eplb.h"
 #include "eplb/sync.h"
 #include "fault.h"
@@ -28,18 +31,6 @@
 #define S 64
 #define G 8
 
-static int g_rank, g_size, g_failures;
-
-#define CHECK(cond, ...)                                                    \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      g_failures++;                                                         \
-      fprintf(stderr, "test_sync: rank %d: %s:%d: check failed: %s: ",      \
-              g_rank, __FILE__, __LINE__, #cond);                           \
-      fprintf(stderr, __VA_ARGS__);                                         \
-      fprintf(stderr, "\n");                                                \
-    }                                                                       \
-  } while (0)
 
 /* Rank r's count for (l, e): skewed, different on every rank. */
 static double count_of(int r, int l, int e) {
@@ -191,13 +182,10 @@ int main(int argc, char *argv[]) {
   test_bad_rank(&local, 1);
   test_divergence(&local);
 
-  int total = 0;
-  MPI_Allreduce(&g_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (g_rank == 0)
-    printf("test_sync: %d ranks, %d failed checks\n", g_size, total);
+  int status = mpi_check_finish();
   eplb_stats_cleanup(&local);
   eplb_stats_cleanup(&serial);
   eplb_stats_cleanup(&one);
   MPI_Finalize();
-  return total == 0 ? 0 : 1;
+  return status;
 }

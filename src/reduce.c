@@ -136,24 +136,6 @@ static int check_sums(const eplb_stats_t *sum, eplb_error_t *err) {
   return 0;
 }
 
-/* The ids of the all-zero layers (before they are dropped). */
-static int zero_ids(const eplb_stats_t *st, int32_t **ids, int32_t *n,
-                    eplb_error_t *err) {
-  *n = 0;
-  *ids = malloc(sizeof(int32_t) * (size_t)st->num_layers);
-  if (*ids == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory listing layers");
-  for (int32_t l = 0; l < st->num_layers; l++) {
-    const double *row = st->load + (size_t)l * (size_t)st->num_experts;
-    int32_t e = 0;
-    while (e < st->num_experts && row[e] == 0.0)
-      e++;
-    if (e == st->num_experts)
-      (*ids)[(*n)++] = st->layer_ids[l];
-  }
-  return 0;
-}
-
 int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
                      int32_t **dropped, int32_t *num_dropped,
                      eplb_error_t *err) {
@@ -166,7 +148,7 @@ int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
   if (rc == 0)
     rc = check_sums(sum, err);
   if (rc == 0 && drop_dense) {
-    rc = zero_ids(sum, dropped, num_dropped, err);
+    rc = eplb_stats_zero_layer_ids(sum, dropped, num_dropped, err);
     if (rc == 0 && *num_dropped > 0)
       rc = eplb_stats_drop_zero_layers(sum, NULL, err);
   }

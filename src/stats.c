@@ -133,3 +133,24 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
   s->num_layers = kept;
   return 0;
 }
+
+int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
+                              int32_t *n, eplb_error_t *err) {
+  *ids = NULL;
+  *n = 0;
+  for (int32_t l = 0; l < s->num_layers; l++) {
+    const double *row = s->load + (size_t)l * (size_t)s->num_experts;
+    int32_t e = 0;
+    while (e < s->num_experts && row[e] == 0.0)
+      e++;
+    if (e < s->num_experts)
+      continue;
+    if (*ids == NULL) {
+      *ids = malloc(sizeof(int32_t) * (size_t)s->num_layers);
+      if (*ids == NULL)
+        return eplb_error_set(err, EPLB_ENOMEM, "out of memory listing layers");
+    }
+    (*ids)[(*n)++] = s->layer_ids[l];
+  }
+  return 0;
+}

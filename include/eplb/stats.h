@@ -74,6 +74,12 @@ int eplb_stats_check(const eplb_stats_t *s, const char *source,
 int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
                                 eplb_error_t *err);
 
+/* The ids of the layers whose loads are all zero (before
+ * eplb_stats_drop_zero_layers drops them, for a message that names them):
+ * *ids malloc'd (caller frees; NULL when none), *n their number. */
+int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
+                              int32_t *n, eplb_error_t *err);
+
 /* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it);
  * `path` may be a TensorRT-LLM or MindIE dump directory (all iterations: see
  * eplb_stats_read_opts).  *out must be empty; on failure it stays empty and

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <glob.h>
 #include <math.h>
 #include <stdarg.h>
@@ -217,4 +218,72 @@ int eplb_cli_select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
   p->phy2log = rows;
   p->num_layers = n;
   return 0;
+}
+
+int eplb_cli_parse_name(const char *prog, const char *opt, const char *text,
+                        int (*from_name)(const char *), const char *choices,
+                        int *out) {
+  int v = from_name(text);
+  if (v < 0)
+    return eplb_cli_usage_error(prog, "%s '%s' is unknown; use %s", opt, text,
+                                choices);
+  *out = v;
+  return 0;
+}
+
+/* One integer planner option: its field and range. */
+typedef struct {
+  const char *name;
+  size_t offset;
+  long min, max;
+} int_opt_t;
+
+/* One real-valued planner option. */
+typedef struct {
+  const char *name;
+  size_t offset;
+  double min, max;
+} real_opt_t;
+
+static const int_opt_t plan_ints[] = {
+    {"num-slots", offsetof(eplb_plan_opts_t, num_slots), EPLB_MIN_SLOTS, EPLB_MAX_SLOTS},
+    {"num-gpus", offsetof(eplb_plan_opts_t, num_gpus), EPLB_MIN_GPUS, EPLB_MAX_GPUS},
+    {"num-nodes", offsetof(eplb_plan_opts_t, num_nodes), EPLB_MIN_NODES, EPLB_MAX_GPUS},
+    {"num-groups", offsetof(eplb_plan_opts_t, num_groups), EPLB_MIN_GROUPS, EPLB_MAX_EXPERTS},
+    {"max-moves", offsetof(eplb_plan_opts_t, max_moves), -1, EPLB_MAX_SLOTS},
+};
+
+static const real_opt_t plan_reals[] = {
+    {"move-cost", offsetof(eplb_plan_opts_t, move_cost), 0, 1},
+    {"keep-threshold", offsetof(eplb_plan_opts_t, keep_threshold), 0, 100},
+    {"spill-cost", offsetof(eplb_plan_opts_t, spill_cost), 0, 1},
+};
+
+int eplb_cli_plan_option(const char *prog, const char *name, const char *value,
+                         eplb_plan_opts_t *o) {
+  char opt[64];
+  snprintf(opt, sizeof(opt), "--%s", name);
+  for (size_t i = 0; i < sizeof(plan_ints) / sizeof(plan_ints[0]); i++)
+    if (strcmp(name, plan_ints[i].name) == 0)
+      return eplb_cli_parse_int(prog, opt, value, plan_ints[i].min,
+                                plan_ints[i].max,
+                                (int32_t *)((char *)o + plan_ints[i].offset))
+                 ? EPLB_CLI_EXIT_USAGE
+                 : 0;
+  for (size_t i = 0; i < sizeof(plan_reals) / sizeof(plan_reals[0]); i++)
+    if (strcmp(name, plan_reals[i].name) == 0)
+      return eplb_cli_parse_double(prog, opt, value, plan_reals[i].min,
+                                   plan_reals[i].max,
+                                   (double *)((char *)o + plan_reals[i].offset))
+                 ? EPLB_CLI_EXIT_USAGE
+                 : 0;
+  if (strcmp(name, "policy") == 0) {
+    int x = 0;
+    int rc = eplb_cli_parse_name(prog, opt, value, eplb_policy_from_name,
+                                 "balanced or deepseek", &x);
+    if (rc == 0)
+      o->policy = (eplb_policy_t)x;
+    return rc;
+  }
+  return -1;
 }

@@ -18,6 +18,7 @@
 
 #include "eplb/error.h"
 #include "eplb/placement.h"
+#include "eplb/plan.h"
 #include "eplb/stats.h"
 
 #define EPLB_CLI_EXIT_OK 0
@@ -36,6 +37,22 @@ int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
 /* The same for a finite decimal number in min..max ("0.5", "1e-3"). */
 int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,
                           double min, double max, double *out);
+
+/* Parses a named choice (e.g. --policy) with `from_name`; an unknown name
+ * is a usage error listing `choices`.  Returns 0 and *out, or
+ * EPLB_CLI_EXIT_USAGE (message printed). */
+int eplb_cli_parse_name(const char *prog, const char *opt, const char *text,
+                        int (*from_name)(const char *), const char *choices,
+                        int *out);
+
+/* The planner's options, the same in every program that plans (eplb-plan,
+ * eplb-sync): `name` is the long option without "--" (num-slots, num-gpus,
+ * num-nodes, num-groups, policy, max-moves, move-cost, keep-threshold,
+ * spill-cost), `value` its text, range-checked as eplb/plan.h documents.
+ * Returns 0, EPLB_CLI_EXIT_USAGE (message printed), or -1 when `name` is
+ * not a planner option. */
+int eplb_cli_plan_option(const char *prog, const char *name, const char *value,
+                         eplb_plan_opts_t *o);
 
 /* Prints "<prog>: error: <message>\n" to stderr. */
 void eplb_cli_error(const char *prog, const char *fmt, ...)

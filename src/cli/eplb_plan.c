@@ -139,58 +139,30 @@ static const struct option long_opts[] = {
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0}};
 
-/* Parses a name option with `from_name`; usage error listing `choices`. */
-static int parse_name(const char *opt, const char *text,
-                      int (*from_name)(const char *), const char *choices,
-                      int *out) {
-  int v = from_name(text);
-  if (v < 0)
-    return eplb_cli_usage_error(PROG, "%s '%s' is unknown; use %s", opt, text,
-                                choices);
-  *out = v;
-  return 0;
+/* The long option name of getopt's code c (for the shared planner options). */
+static const char *opt_name(int c) {
+  for (const struct option *o = long_opts; o->name; o++)
+    if (o->val == c)
+      return o->name;
+  return "";
 }
 
 /* Handles one option with a value (the numeric and named ones). */
 static int parse_value(args_t *a, int c, const char *v) {
-  eplb_plan_opts_t *o = &a->plan;
-  int x = 0, rc = 0;
-  switch (c) {
-  case OPT_SLOTS:
-    a->have_slots = 1;
-    return eplb_cli_parse_int(PROG, "--num-slots", v, EPLB_MIN_SLOTS,
-                              EPLB_MAX_SLOTS, &o->num_slots) ? 2 : 0;
-  case OPT_GPUS:
-    a->have_gpus = 1;
-    return eplb_cli_parse_int(PROG, "--num-gpus", v, EPLB_MIN_GPUS,
-                              EPLB_MAX_GPUS, &o->num_gpus) ? 2 : 0;
-  case OPT_NODES:
-    return eplb_cli_parse_int(PROG, "--num-nodes", v, EPLB_MIN_NODES,
-                              EPLB_MAX_GPUS, &o->num_nodes) ? 2 : 0;
-  case OPT_GROUPS:
-    return eplb_cli_parse_int(PROG, "--num-groups", v, EPLB_MIN_GROUPS,
-                              EPLB_MAX_EXPERTS, &o->num_groups) ? 2 : 0;
-  case OPT_MAX_MOVES:
-    return eplb_cli_parse_int(PROG, "--max-moves", v, -1, EPLB_MAX_SLOTS,
-                              &o->max_moves) ? 2 : 0;
-  case OPT_MOVE_COST:
-    return eplb_cli_parse_double(PROG, "--move-cost", v, 0, 1, &o->move_cost) ? 2 : 0;
-  case OPT_KEEP:
-    return eplb_cli_parse_double(PROG, "--keep-threshold", v, 0, 100,
-                                 &o->keep_threshold) ? 2 : 0;
-  case OPT_SPILL_COST:
-    return eplb_cli_parse_double(PROG, "--spill-cost", v, 0, 1, &o->spill_cost) ? 2 : 0;
-  case OPT_POLICY:
-    rc = parse_name("--policy", v, eplb_policy_from_name, "balanced or deepseek", &x);
-    o->policy = (eplb_policy_t)x;
+  int x = 0, rc = eplb_cli_plan_option(PROG, opt_name(c), v, &a->plan);
+  if (rc >= 0) {
+    a->have_slots |= c == OPT_SLOTS;
+    a->have_gpus |= c == OPT_GPUS;
     return rc;
+  }
+  switch (c) {
   case OPT_FORMAT:
-    rc = parse_name("--format", v, eplb_stats_format_from_name,
+    rc = eplb_cli_parse_name(PROG, "--format", v, eplb_stats_format_from_name,
                     "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
-    rc = parse_name("--output-format", v, eplb_map_format_from_name,
+    rc = eplb_cli_parse_name(PROG, "--output-format", v, eplb_map_format_from_name,
                     "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->out_format = (eplb_map_format_t)x;
     return rc;
@@ -335,24 +307,6 @@ static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
                              err);
 }
 
-/* The ids of the all-zero layers of st (malloc'd into *ids, caller frees). */
-static int zero_layer_ids(const eplb_stats_t *st, int32_t **ids, int32_t *n,
-                          eplb_error_t *err) {
-  *n = 0;
-  *ids = malloc(sizeof(int32_t) * (size_t)st->num_layers);
-  if (*ids == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  for (int32_t l = 0; l < st->num_layers; l++) {
-    const double *row = st->load + (size_t)l * (size_t)st->num_experts;
-    int32_t e = 0;
-    while (e < st->num_experts && row[e] == 0.0)
-      e++;
-    if (e == st->num_experts)
-      (*ids)[(*n)++] = st->layer_ids[l];
-  }
-  return 0;
-}
-
 /* Drops the all-zero (dense) layers when a source padded them; their ids go
  * to *ids / *n for the summary. */
 static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
@@ -361,7 +315,7 @@ static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
   *n = 0;
   if (!st->dense_rows)
     return 0;
-  int rc = zero_layer_ids(st, ids, n, err);
+  int rc = eplb_stats_zero_layer_ids(st, ids, n, err);
   if (rc == 0)
     rc = eplb_stats_drop_zero_layers(st, NULL, err);
   return rc;

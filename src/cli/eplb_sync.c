@@ -167,49 +167,25 @@ static const struct option long_opts[] = {
 static int g_rank;
 #define USAGE_ERROR(...) eplb_cli_usage_error(PROG, __VA_ARGS__)
 
-/* Parses a named choice; usage error listing `choices`. */
-static int parse_name(const char *opt, const char *text,
-                      int (*from_name)(const char *), const char *choices,
-                      int *out) {
-  int v = from_name(text);
-  if (v < 0)
-    return USAGE_ERROR("%s '%s' is unknown; use %s", opt, text, choices);
-  *out = v;
-  return 0;
+/* The long option name of getopt's code c (for the shared planner options). */
+static const char *opt_name(int c) {
+  for (const struct option *o = long_opts; o->name; o++)
+    if (o->val == c)
+      return o->name;
+  return "";
 }
 
 /* The numeric options, range-checked (the message on rank 0 only). */
 static int parse_number(args_t *a, int c, const char *v) {
-  eplb_plan_opts_t *o = &a->sync.plan;
   const char *p = PROG; /* silenced on ranks > 0, see parse_args */
-  int bad = 0;
+  int bad = eplb_cli_plan_option(p, opt_name(c), v, &a->sync.plan);
+  if (bad >= 0) { /* planner options: as eplb-plan parses them */
+    a->have_slots |= c == OPT_SLOTS;
+    a->have_gpus |= c == OPT_GPUS;
+    return bad;
+  }
+  bad = 0;
   switch (c) {
-  case OPT_SLOTS:
-    a->have_slots = 1;
-    bad = eplb_cli_parse_int(p, "--num-slots", v, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, &o->num_slots);
-    break;
-  case OPT_GPUS:
-    a->have_gpus = 1;
-    bad = eplb_cli_parse_int(p, "--num-gpus", v, EPLB_MIN_GPUS, EPLB_MAX_GPUS, &o->num_gpus);
-    break;
-  case OPT_NODES:
-    bad = eplb_cli_parse_int(p, "--num-nodes", v, EPLB_MIN_NODES, EPLB_MAX_GPUS, &o->num_nodes);
-    break;
-  case OPT_GROUPS:
-    bad = eplb_cli_parse_int(p, "--num-groups", v, EPLB_MIN_GROUPS, EPLB_MAX_EXPERTS, &o->num_groups);
-    break;
-  case OPT_MAX_MOVES:
-    bad = eplb_cli_parse_int(p, "--max-moves", v, -1, EPLB_MAX_SLOTS, &o->max_moves);
-    break;
-  case OPT_MOVE_COST:
-    bad = eplb_cli_parse_double(p, "--move-cost", v, 0, 1, &o->move_cost);
-    break;
-  case OPT_KEEP:
-    bad = eplb_cli_parse_double(p, "--keep-threshold", v, 0, 100, &o->keep_threshold);
-    break;
-  case OPT_SPILL_COST:
-    bad = eplb_cli_parse_double(p, "--spill-cost", v, 0, 1, &o->spill_cost);
-    break;
   case OPT_GENERATION: {
     double g = 0;
     bad = eplb_cli_parse_double(p, "--generation", v, 0,
@@ -294,18 +270,13 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_TRIGGER:
     a->w.trigger = optarg;
     return 0;
-  case OPT_POLICY:
-    rc = parse_name("--policy", optarg, eplb_policy_from_name,
-                    "balanced or deepseek", &x);
-    a->sync.plan.policy = (eplb_policy_t)x;
-    return rc;
   case OPT_FORMAT:
-    rc = parse_name("--format", optarg, eplb_stats_format_from_name,
+    rc = eplb_cli_parse_name(PROG, "--format", optarg, eplb_stats_format_from_name,
                     "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
-    rc = parse_name("--output-format", optarg, eplb_map_format_from_name,
+    rc = eplb_cli_parse_name(PROG, "--output-format", optarg, eplb_map_format_from_name,
                     "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->sync.output_format = (eplb_map_format_t)x;
     return rc;
