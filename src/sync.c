@@ -109,35 +109,7 @@ static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
         (int)c->num_layers, (int)c->num_slots, (int)c->num_gpus,
         (int)c->num_experts, (int)sum->num_layers, (int)sum->num_experts,
         (int)opts->plan.num_slots, (int)opts->plan.num_gpus);
-  return eplb_placement_check(c, 0, opts->current_map ? opts->current_map
-                                                      : "the current placement",
-                              err);
-}
-
-int eplb__sync_read_current(const eplb_stats_t *sum, const char *path,
-                            int32_t num_gpus, eplb_placement_t *cur,
-                            eplb_error_t *err) {
-  int rc = eplb_placement_read(cur, path, EPLB_MAP_AUTO, err);
-  if (rc)
-    return rc;
-  int32_t G = num_gpus;
-  if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
-    cur->num_gpus = G;
-  if (cur->num_layers != sum->num_layers || cur->num_experts > sum->num_experts)
-    rc = eplb_error_set(err, EPLB_ESHAPE,
-                        "--current-map %s holds %d layers (experts 0..%d) but "
-                        "the summed statistics have %d MoE layers x %d "
-                        "experts; give the map of this model",
-                        path, (int)cur->num_layers, (int)cur->num_experts - 1,
-                        (int)sum->num_layers, (int)sum->num_experts);
-  if (rc == 0) {
-    memcpy(cur->layer_ids, sum->layer_ids,
-           sizeof(int32_t) * (size_t)sum->num_layers);
-    cur->num_experts = sum->num_experts;
-  }
-  if (rc)
-    eplb_placement_cleanup(cur);
-  return rc;
+  return eplb_placement_check(c, 0, "the current placement", err);
 }
 
 int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
@@ -147,10 +119,16 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
   eplb_sync_opts_t o = *opts;
   int rc = 0;
   if (o.current == NULL && o.current_map) {
-    rc = eplb__sync_read_current(sum, o.current_map, o.plan.num_gpus, &from_file, err);
+    rc = eplb_placement_read_for(&from_file, o.current_map, sum,
+                                 o.plan.num_slots, o.plan.num_gpus,
+                                 "--current-map", err);
     if (rc)
       return rc;
     o.current = &from_file;
+  } else if (o.current) {
+    rc = check_current(sum, &o, err); /* the caller's, unchecked so far */
+    if (rc)
+      return rc;
   }
   opts = &o;
   const eplb_placement_t *before = opts->current;
@@ -160,8 +138,6 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
     if (rc == 0)
       rc = eplb_placement_contiguous(&contiguous, err);
     before = &contiguous;
-  } else {
-    rc = check_current(sum, opts, err);
   }
   if (rc == 0)
     rc = opts->current ? eplb_plan_from(sum, opts->current, &opts->plan, plan, err)
@@ -484,17 +460,9 @@ static int write_text(FILE *f, const void *ctx, eplb_error_t *err) {
 static int write_root(const eplb_sync_opts_t *opts, const eplb_sync_result_t *res,
                       const cJSON *extra, eplb_error_t *err) {
   int rc = 0;
-  if (opts->output) {
-    eplb_map_format_t f = opts->output_format;
-    if (f == EPLB_MAP_AUTO) {
-      size_t n = strlen(opts->output);
-      f = (n > 5 && strcmp(opts->output + n - 5, ".yaml") == 0) ||
-                  (n > 4 && strcmp(opts->output + n - 4, ".yml") == 0)
-              ? EPLB_MAP_TRTLLM_YAML
-              : EPLB_MAP_EXPERT_MAP;
-    }
-    rc = eplb_placement_write(&res->placement, opts->output, f, err);
-  }
+  if (opts->output) /* EPLB_MAP_AUTO: the format of the extension */
+    rc = eplb_placement_write(&res->placement, opts->output,
+                              opts->output_format, err);
   if (rc == 0 && opts->summary) {
     cJSON *j = summary_json(opts, res, extra);
     char *text = j ? cJSON_Print(j) : NULL;
@@ -796,27 +764,27 @@ int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
 }
 
 int eplb__sync_read_local(const char *const *patterns, int n, int rank,
-                      eplb_stats_format_t format, eplb_stats_t *st,
-                      char *name, size_t name_size, eplb_error_t *err) {
+                          eplb_stats_format_t format, eplb_stats_t *st,
+                          char *name, size_t name_size, eplb_error_t *err) {
   if (n < 1 || n > EPLB_SYNC_MAX_STATS)
     return eplb_error_set(err, EPLB_EARG,
                           "%d statistics patterns given; use 1..%d", n,
                           EPLB_SYNC_MAX_STATS);
-  int rc = eplb_sync_expand(patterns[0], rank, name, name_size, err);
-  if (rc == 0)
-    rc = eplb_stats_read(st, name, format, err);
-  for (int i = 1; i < n && rc == 0; i++) {
-    char path[4096];
-    eplb_stats_t more = {0};
-    rc = eplb_sync_expand(patterns[i], rank, path, sizeof(path), err);
-    if (rc == 0)
-      rc = eplb_stats_read(&more, path, format, err);
-    if (rc == 0)
-      rc = eplb_stats_add(st, &more, name, path, err);
-    eplb_stats_cleanup(&more);
+  /* This rank's paths: %r expanded; then read and summed as eplb-plan
+   * sums its --stats (globs included). */
+  char(*paths)[4096] = malloc(sizeof(*paths) * (size_t)n);
+  const char **p = malloc(sizeof(*p) * (size_t)n);
+  int rc = paths && p ? 0 : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int i = 0; i < n && rc == 0; i++) {
+    rc = eplb_sync_expand(patterns[i], rank, paths[i], sizeof(paths[i]), err);
+    p[i] = paths[i];
   }
-  if (rc)
-    eplb_stats_cleanup(st);
+  if (rc == 0) {
+    snprintf(name, name_size, "%s", paths[0]);
+    rc = eplb_stats_read_many(st, p, n, format, NULL, err);
+  }
+  free(paths);
+  free(p);
   return rc;
 }
 

@@ -83,12 +83,4 @@ int eplb__sync_read_local(const char *const *patterns, int n, int rank,
                           eplb_stats_format_t format, eplb_stats_t *st,
                           char *name, size_t name_size, eplb_error_t *err);
 
-/* Reads a map file as the current placement and fits it to the
- * statistics: row l is the statistics' layer l (maps number layers their
- * own way), a TensorRT-LLM YAML map (which does not say G) is regrouped
- * into num_gpus.  *cur must be empty.  Local. */
-int eplb__sync_read_current(const eplb_stats_t *sum, const char *path,
-                            int32_t num_gpus, eplb_placement_t *cur,
-                            eplb_error_t *err);
-
 #endif /* EPLB_SYNC_INTERNAL_H */

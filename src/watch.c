@@ -154,7 +154,8 @@ static int start_placement(const eplb_stats_t *st, const eplb_watch_opts_t *o,
     return rc;
   }
   if (o->current_map)
-    return eplb__sync_read_current(st, o->current_map, po->num_gpus, p, err);
+    return eplb_placement_read_for(p, o->current_map, st, po->num_slots,
+                                   po->num_gpus, "--current-map", err);
   int rc = eplb_placement_init(p, st->num_layers, st->num_experts,
                                po->num_slots, po->num_gpus, err);
   if (rc == 0)

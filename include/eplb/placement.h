@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/stats.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,6 +75,25 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
  * SGLang and DeepSeek maps are read with num_gpus = 1 (the files do not say
  * G; the caller regroups) and layer ids 0..L-1; EPLB_MAP_AUTO reads them
  * when the JSON has "physical_to_logical_map" or "phy2log". */
+
+/* Reads the map at `path` as the placement of the layers `stats` counts
+ * (the current placement to re-plan from, or the map to report on).  Maps
+ * number layers their own way, so: a map with a row per hidden layer
+ * (SGLang, more rows than the statistics) is cut to the statistics' layer
+ * ids; a map that does not say G (TensorRT-LLM YAML, SGLang, DeepSeek) is
+ * regrouped onto num_gpus; then row l is named as the statistics' layer l
+ * and E is the statistics'.  The layers must match, and so must num_slots
+ * and num_gpus when they are > 0; `what` names the option in messages
+ * ("--current-map").  The result passes eplb_placement_check (every
+ * expert placed).  *out must be empty and stays empty on failure. */
+int eplb_placement_read_for(eplb_placement_t *out, const char *path,
+                            const eplb_stats_t *stats, int32_t num_slots,
+                            int32_t num_gpus, const char *what,
+                            eplb_error_t *err);
+
+/* The format eplb_placement_write picks for EPLB_MAP_AUTO: TensorRT-LLM
+ * YAML for a .yaml/.yml path, else the expert map JSON. */
+eplb_map_format_t eplb_map_format_for_path(const char *path);
 
 /* "expert-map", "trtllm-yaml", "sglang", "deepseek" ("auto" for reading);
  * -1 if unknown. */

@@ -117,6 +117,15 @@ int eplb_stats_read_trtllm_series(struct eplb_series_s *out, const char *dir,
                                   const eplb_stats_read_opts_t *opts,
                                   eplb_error_t *err);
 
+/* Reads every path (a file, a dump directory, or a glob pattern with * ?
+ * or [ whose matches are read in sorted order; no match is EPLB_EIO) with
+ * eplb_stats_read_opts and sums them into *out (per-rank dumps of one
+ * model).  n >= 1.  Errors name the file that failed or whose shape differs
+ * from the first.  *out must be empty and stays empty on failure. */
+int eplb_stats_read_many(eplb_stats_t *out, const char *const *paths, int n,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts, eplb_error_t *err);
+
 /* Parses a format name ("auto", "mindspeed", "sglang", "trtllm",
  * "mindie"); -1 if unknown. */
 int eplb_stats_format_from_name(const char *name);

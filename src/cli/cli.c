@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <stddef.h>
-#include <glob.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -123,52 +122,6 @@ double eplb_cli_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Reads one path, or (with expand) every match of a pattern with * ? [ in
- * sorted order, and adds it to *st; first[] (1024 bytes, "" before the
- * first read) keeps the first path for messages. */
-static int read_one(const char *path, int expand, eplb_stats_format_t format,
-                    const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
-                    char *first, eplb_error_t *err) {
-  if (expand && strpbrk(path, "*?[") != NULL) {
-    glob_t g;
-    if (glob(path, 0, NULL, &g) != 0) {
-      globfree(&g);
-      return eplb_error_set(err, EPLB_EIO, "--stats %s matches no file", path);
-    }
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++)
-      rc = read_one(g.gl_pathv[i], 0, format, opts, st, first, err);
-    globfree(&g);
-    return rc;
-  }
-  if (first[0] == '\0') {
-    snprintf(first, 1024, "%s", path);
-    return eplb_stats_read_opts(st, path, format, opts, err);
-  }
-  eplb_stats_t more;
-  int rc = eplb_stats_read_opts(&more, path, format, opts, err);
-  if (rc == 0)
-    rc = eplb_stats_add(st, &more, first, path, err);
-  eplb_stats_cleanup(&more);
-  return rc;
-}
-
-int eplb_cli_read_stats(const char *const *paths, int n,
-                        eplb_stats_format_t format,
-                        const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
-                        eplb_error_t *err) {
-  memset(st, 0, sizeof(*st));
-  if (n < 1)
-    return eplb_error_set(err, EPLB_EARG, "no statistics to read");
-  char first[1024] = "";
-  int rc = 0;
-  for (int i = 0; i < n && rc == 0; i++)
-    rc = read_one(paths[i], 1, format, opts, st, first, err);
-  if (rc)
-    eplb_stats_cleanup(st);
-  return rc;
-}
-
 /* Parses a plain decimal 0..EPLB_MAX_ITER from [p, end); -1 if bad. */
 static long iter_number(const char *p, const char *end) {
   long v = 0;
@@ -195,28 +148,6 @@ int eplb_cli_parse_iter_range(const char *prog, const char *text,
   }
   opts->iter_min = a;
   opts->iter_max = b;
-  return 0;
-}
-
-int eplb_cli_select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
-                         eplb_error_t *err) {
-  if (p->num_layers <= n || n < 1)
-    return 0;
-  for (int32_t i = 0; i < n; i++)
-    if (ids[i] < 0 || ids[i] >= p->num_layers)
-      return 0;
-  size_t S = (size_t)p->num_slots;
-  int32_t *rows = malloc(sizeof(int32_t) * S * (size_t)n);
-  if (rows == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  for (int32_t i = 0; i < n; i++) {
-    memcpy(rows + (size_t)i * S, p->phy2log + (size_t)ids[i] * S,
-           sizeof(int32_t) * S);
-    p->layer_ids[i] = ids[i];
-  }
-  free(p->phy2log);
-  p->phy2log = rows;
-  p->num_layers = n;
   return 0;
 }
 

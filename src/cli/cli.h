@@ -89,28 +89,11 @@ int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
  * "(see <prog> --help)"), EPLB_CLI_EXIT_RUNTIME otherwise. */
 int eplb_cli_report(const char *prog, const eplb_error_t *err);
 
-/* Reads the n statistics paths (files or dump directories) with
- * eplb_stats_read_opts and sums them into *st (stays empty on failure).  A
- * path with * ? or [ is a glob pattern: every match, in sorted order (no
- * match is EPLB_EIO), e.g. 'dump/eplb_token_collects_*.json'.  The error
- * names the file that failed or whose shape differs. */
-int eplb_cli_read_stats(const char *const *paths, int n,
-                        eplb_stats_format_t format,
-                        const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
-                        eplb_error_t *err);
-
 /* Parses --iter-range "A-B" (0 <= A <= B <= EPLB_MAX_ITER) or "A" (just
  * iteration A) into *opts.  Usage error printed as for
  * eplb_cli_parse_int; returns 0 or EPLB_EARG. */
 int eplb_cli_parse_iter_range(const char *prog, const char *text,
                               eplb_stats_read_opts_t *opts);
-
-/* A map with more rows than the statistics have layers (SGLang's map: one
- * row per hidden layer, dense ones included) keeps only rows ids[0..n-1],
- * when every id is a row of it.  Otherwise p is left as it is (the caller's
- * shape check then says what differs).  Returns 0 or EPLB_ENOMEM. */
-int eplb_cli_select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
-                         eplb_error_t *err);
 
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);

@@ -233,12 +233,6 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
   return 0;
 }
 
-/* 1 if s ends with suffix. */
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), m = strlen(suffix);
-  return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 /* Parses argv into *a (a->stats must hold argc entries).  Returns 0, 2, or
  * -1 for --help/--version. */
 static int parse_args(int argc, char *argv[], args_t *a) {
@@ -253,9 +247,7 @@ static int parse_args(int argc, char *argv[], args_t *a) {
   }
   int rc = check_required(a, argc, argv);
   if (rc == 0 && a->out_format == EPLB_MAP_AUTO)
-    a->out_format = ends_with(a->output, ".yaml") || ends_with(a->output, ".yml")
-                        ? EPLB_MAP_TRTLLM_YAML
-                        : EPLB_MAP_EXPERT_MAP;
+    a->out_format = eplb_map_format_for_path(a->output);
   return rc;
 }
 
@@ -303,8 +295,7 @@ static int read_series(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
 static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
   if (a->ema_alpha != -1)
     return read_series(a, st, err);
-  return eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts, st,
-                             err);
+  return eplb_stats_read_many(st, a->stats, a->num_stats, a->format, &a->ropts, err);
 }
 
 /* Drops the all-zero (dense) layers when a source padded them; their ids go
@@ -318,40 +309,6 @@ static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
   int rc = eplb_stats_zero_layer_ids(st, ids, n, err);
   if (rc == 0)
     rc = eplb_stats_drop_zero_layers(st, NULL, err);
-  return rc;
-}
-
-/* Reads --current-map and fits it to the statistics and G. */
-static int read_current(const args_t *a, const eplb_stats_t *st,
-                        eplb_placement_t *cur, eplb_error_t *err) {
-  int rc = eplb_placement_read(cur, a->current_map, EPLB_MAP_AUTO, err);
-  if (rc)
-    return rc;
-  int32_t G = a->plan.num_gpus;
-  rc = eplb_cli_select_rows(cur, st->layer_ids, st->num_layers, err);
-  if (cur->num_gpus == 1 && G > 1 && cur->num_slots % G == 0)
-    cur->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
-  if (rc == 0 &&
-      (cur->num_layers != st->num_layers || cur->num_slots != a->plan.num_slots ||
-       cur->num_gpus != G || cur->num_experts > st->num_experts))
-    rc = eplb_error_set(err, EPLB_ESHAPE,
-                        "--current-map %s holds %d layers x %d slots on %d "
-                        "GPUs (experts 0..%d) but the statistics have %d "
-                        "(MoE) layers x %d experts and the options say %d "
-                        "slots on %d GPUs",
-                        a->current_map, (int)cur->num_layers,
-                        (int)cur->num_slots, (int)cur->num_gpus,
-                        (int)cur->num_experts - 1, (int)st->num_layers,
-                        (int)st->num_experts, (int)a->plan.num_slots, (int)G);
-  if (rc == 0) {
-    /* Maps number layers their own way (expert map: 0..L-1, YAML: decoder
-     * layers); row l is the statistics' layer l, and is reported so. */
-    memcpy(cur->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
-    cur->num_experts = st->num_experts;
-    rc = eplb_placement_check(cur, 0, a->current_map, err);
-  }
-  if (rc)
-    eplb_placement_cleanup(cur);
   return rc;
 }
 
@@ -455,7 +412,9 @@ typedef struct {
 /* The placement the imbalance "before" is measured on. */
 static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
   if (a->current_map != NULL)
-    return read_current(a, &r->st, &r->before, err);
+    return eplb_placement_read_for(&r->before, a->current_map, &r->st,
+                                   a->plan.num_slots, a->plan.num_gpus,
+                                   "--current-map", err);
   int rc = eplb_placement_init(&r->before, r->st.num_layers, r->st.num_experts,
                                a->plan.num_slots, a->plan.num_gpus, err);
   if (rc == 0)

@@ -159,36 +159,13 @@ static int parse_args(int argc, char *argv[], args_t *a) {
  * or --num-gpus for a YAML map). */
 static int read_map(const args_t *a, const eplb_stats_t *st,
                     eplb_placement_t *p, eplb_error_t *err) {
-  int rc = eplb_placement_read(p, a->map, EPLB_MAP_AUTO, err);
-  if (rc)
-    return rc;
-  int32_t G = a->num_gpus;
-  rc = eplb_cli_select_rows(p, st->layer_ids, st->num_layers, err);
-  if (rc == 0 && p->num_gpus == 1 && G == 0 && p->num_slots > 1) {
+  int rc = eplb_placement_read_for(p, a->map, st, 0, a->num_gpus, "--map", err);
+  if (rc == 0 && p->num_gpus == 1 && a->num_gpus == 0 && p->num_slots > 1) {
     eplb_placement_cleanup(p);
     return eplb_error_set(err, EPLB_EARG, "--map %s does not say how many "
                           "GPUs share its %d slots (TensorRT-LLM YAML); "
                           "pass --num-gpus G", a->map, (int)p->num_slots);
   }
-  if (p->num_gpus == 1 && G > 1 && p->num_slots % G == 0)
-    p->num_gpus = G; /* TensorRT-LLM YAML does not say G: regroup */
-  if (rc == 0 && (p->num_layers != st->num_layers ||
-                  p->num_experts > st->num_experts ||
-                  (G > 0 && p->num_gpus != G)))
-    rc = eplb_error_set(err, EPLB_ESHAPE,
-                        "--map %s holds %d layers x %d slots on %d GPUs "
-                        "(experts 0..%d) but the statistics have %d (MoE) "
-                        "layers x %d experts%s; pass the map of this model",
-                        a->map, (int)p->num_layers, (int)p->num_slots,
-                        (int)p->num_gpus, (int)p->num_experts - 1,
-                        (int)st->num_layers, (int)st->num_experts,
-                        G > 0 ? " and --num-gpus differs" : "");
-  if (rc == 0) {
-    memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
-    p->num_experts = st->num_experts;
-  }
-  if (rc)
-    eplb_placement_cleanup(p);
   return rc;
 }
 
@@ -276,8 +253,8 @@ static int per_iteration(const args_t *a) {
 /* Reads the statistics: summed, or per iteration (then st is their sum). */
 static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
   if (!per_iteration(a))
-    return eplb_cli_read_stats(a->stats, a->num_stats, a->format, &a->ropts,
-                               &r->st, err);
+    return eplb_stats_read_many(&r->st, a->stats, a->num_stats, a->format,
+                                &a->ropts, err);
   int rc = eplb_stats_read_trtllm_series(&r->series, a->stats[0], &a->ropts,
                                          err);
   if (rc == 0)

@@ -270,3 +270,66 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
   free(text);
   return rc;
 }
+
+/* A map with a row per hidden layer (more rows than the statistics, every
+ * statistics layer id a row of it): keep the statistics' rows. */
+static int select_rows(eplb_placement_t *p, const int32_t *ids, int32_t n,
+                       eplb_error_t *err) {
+  if (p->num_layers <= n || n < 1)
+    return 0;
+  for (int32_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= p->num_layers)
+      return 0;
+  size_t S = (size_t)p->num_slots;
+  int32_t *rows = malloc(sizeof(int32_t) * S * (size_t)n);
+  if (rows == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t i = 0; i < n; i++) {
+    memcpy(rows + (size_t)i * S, p->phy2log + (size_t)ids[i] * S,
+           sizeof(int32_t) * S);
+    p->layer_ids[i] = ids[i];
+  }
+  free(p->phy2log);
+  p->phy2log = rows;
+  p->num_layers = n;
+  return 0;
+}
+
+int eplb_placement_read_for(eplb_placement_t *out, const char *path,
+                            const eplb_stats_t *stats, int32_t num_slots,
+                            int32_t num_gpus, const char *what,
+                            eplb_error_t *err) {
+  int rc = eplb_placement_read(out, path, EPLB_MAP_AUTO, err);
+  if (rc)
+    return rc;
+  int32_t G = num_gpus;
+  rc = select_rows(out, stats->layer_ids, stats->num_layers, err);
+  if (out->num_gpus == 1 && G > 1 && out->num_slots % G == 0)
+    out->num_gpus = G; /* the file does not say G: regroup */
+  char opts[96] = "";
+  if (num_slots > 0)
+    snprintf(opts, sizeof(opts), " and the options say %d slots on %d GPUs",
+             (int)num_slots, (int)G);
+  else if (G > 0)
+    snprintf(opts, sizeof(opts), " and --num-gpus is %d", (int)G);
+  if (rc == 0 && (out->num_layers != stats->num_layers ||
+                  out->num_experts > stats->num_experts ||
+                  (num_slots > 0 && out->num_slots != num_slots) ||
+                  (G > 0 && out->num_gpus != G)))
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "%s %s holds %d layers x %d slots on %d GPUs (experts "
+                        "0..%d) but the statistics have %d (MoE) layers x %d "
+                        "experts%s; pass the map of this model",
+                        what, path, (int)out->num_layers, (int)out->num_slots,
+                        (int)out->num_gpus, (int)out->num_experts - 1,
+                        (int)stats->num_layers, (int)stats->num_experts, opts);
+  if (rc == 0) {
+    memcpy(out->layer_ids, stats->layer_ids,
+           sizeof(int32_t) * (size_t)stats->num_layers);
+    out->num_experts = stats->num_experts;
+    rc = eplb_placement_check(out, 0, path, err);
+  }
+  if (rc)
+    eplb_placement_cleanup(out);
+  return rc;
+}

@@ -151,8 +151,7 @@ static int check_for_write(const eplb_placement_t *p, const char *path,
   return rc;
 }
 
-/* ".yaml" / ".yml" -> TensorRT-LLM YAML, anything else -> expert map. */
-static eplb_map_format_t format_for_path(const char *path) {
+eplb_map_format_t eplb_map_format_for_path(const char *path) {
   size_t n = strlen(path);
   if ((n >= 5 && strcmp(path + n - 5, ".yaml") == 0) ||
       (n >= 4 && strcmp(path + n - 4, ".yml") == 0))
@@ -168,7 +167,7 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
   if (rc)
     return rc;
   if (format == EPLB_MAP_AUTO)
-    format = format_for_path(path);
+    format = eplb_map_format_for_path(path);
   if (format == EPLB_MAP_EXPERT_MAP)
     return eplb_write_atomic(path, write_expert_map, p, err);
   if (format == EPLB_MAP_DEEPSEEK)

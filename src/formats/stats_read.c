@@ -12,6 +12,7 @@
  * histogram.  Anything else is parsed with cJSON and checked here, which is
  * where every error message comes from; children are walked in order,
  * never looked up by index, so that read is linear in the file too. */
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -468,4 +469,49 @@ int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err) {
   return eplb_stats_read_opts(out, path, format, NULL, err);
+}
+
+/* Reads one path, or (with expand) every match of a pattern with * ? [ in
+ * sorted order, and adds it to *st; first[] (1024 bytes, "" before the
+ * first read) keeps the first path for messages. */
+static int read_one(const char *path, int expand, eplb_stats_format_t format,
+                    const eplb_stats_read_opts_t *opts, eplb_stats_t *st,
+                    char *first, eplb_error_t *err) {
+  if (expand && strpbrk(path, "*?[") != NULL) {
+    glob_t g;
+    if (glob(path, 0, NULL, &g) != 0) {
+      globfree(&g);
+      return eplb_error_set(err, EPLB_EIO, "statistics pattern %s matches no file", path);
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++)
+      rc = read_one(g.gl_pathv[i], 0, format, opts, st, first, err);
+    globfree(&g);
+    return rc;
+  }
+  if (first[0] == '\0') {
+    snprintf(first, 1024, "%s", path);
+    return eplb_stats_read_opts(st, path, format, opts, err);
+  }
+  eplb_stats_t more;
+  int rc = eplb_stats_read_opts(&more, path, format, opts, err);
+  if (rc == 0)
+    rc = eplb_stats_add(st, &more, first, path, err);
+  eplb_stats_cleanup(&more);
+  return rc;
+}
+
+int eplb_stats_read_many(eplb_stats_t *out, const char *const *paths, int n,
+                         eplb_stats_format_t format,
+                         const eplb_stats_read_opts_t *opts, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  if (n < 1)
+    return eplb_error_set(err, EPLB_EARG, "no statistics to read");
+  char first[1024] = "";
+  int rc = 0;
+  for (int i = 0; i < n && rc == 0; i++)
+    rc = read_one(paths[i], 1, format, opts, out, first, err);
+  if (rc)
+    eplb_stats_cleanup(out);
+  return rc;
 }
