@@ -148,6 +148,31 @@ static void test_wrong_shape(void) {
   eplb_rebalancer_destroy(r);
 }
 
+/* A rank with another threshold would decide... nothing (rank 0 decides),
+ * but one with shards or another slot count would take other collectives:
+ * create compares the options and names the rank that differs. */
+static void test_other_options(void) {
+  eplb_rebalancer_opts_t o;
+  eplb_rebalancer_opts_default(&o);
+  o.online.plan.num_slots = SLOTS;
+  o.online.plan.num_gpus = GPUS;
+  o.quiet = 1;
+  if (g_rank == g_size - 1)
+    o.online.plan.num_slots = SLOTS + GPUS;
+  eplb_rebalancer_t *r = NULL;
+  eplb_error_t err = {0};
+  int rc = eplb_rebalancer_create(MPI_COMM_WORLD, &o, NULL, LAYERS, EXPERTS, &r, &err);
+  char who[64];
+  snprintf(who, sizeof(who), "rank %d: its options differ", g_size - 1);
+  if (g_size == 1) {
+    CHECK(rc == 0, "%s", err.msg);
+  } else {
+    CHECK(rc == EPLB_EARG && r == NULL, "code %d: %s", rc, err.msg);
+    CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+  }
+  eplb_rebalancer_destroy(r);
+}
+
 int main(int argc, char *argv[]) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
@@ -155,6 +180,7 @@ int main(int argc, char *argv[]) {
   test_cumulative();
   test_pause_fails();
   test_wrong_shape();
+  test_other_options();
   int status = mpi_check_finish();
   MPI_Finalize();
   return status;

@@ -30,6 +30,7 @@
 #define E 48
 #define S 64
 #define G 8
+#define GPUS_STEP G /* another valid slot count */
 
 
 /* Rank r's count for (l, e): skewed, different on every rank. */
@@ -135,6 +136,34 @@ static void test_bad_rank(const eplb_stats_t *local, int wrong_shape) {
   eplb_stats_cleanup(&other);
 }
 
+/* The last rank is called with other options (slots, or a summary the
+ * others do not write): before, it took another path through the
+ * collectives; now every rank fails at the first one, naming it. */
+static void test_other_options(const eplb_stats_t *local, int which) {
+  eplb_sync_opts_t o;
+  default_opts(&o);
+  if (g_rank == g_size - 1) {
+    if (which == 0)
+      o.plan.num_slots = S + GPUS_STEP;
+    else
+      o.summary = "/nonexistent-dir/summary.json";
+  }
+  eplb_sync_result_t res;
+  eplb_error_t err = {0};
+  int rc = eplb_sync_run(MPI_COMM_WORLD, local, &o, &res, &err);
+  char who[64];
+  snprintf(who, sizeof(who), "rank %d: its options differ", g_size - 1);
+  if (g_size == 1 && which == 0) {
+    CHECK(rc == 0, "one rank has no one to differ from: %s", err.msg);
+  } else if (g_size == 1) {
+    CHECK(rc == EPLB_EIO, "summary in a missing directory: %d %s", rc, err.msg);
+  } else {
+    CHECK(rc == EPLB_EARG, "code %d (%s)", rc, err.msg);
+    CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+  }
+  eplb_sync_result_cleanup(&res);
+}
+
 /* EPLB_FAULT=corrupt-plan:<ranks>: exactly those ranks are named. */
 static void test_divergence(const eplb_stats_t *local) {
   char fault[64], names[64];
@@ -180,6 +209,8 @@ int main(int argc, char *argv[]) {
   test_plan(&local, &serial, 1);
   test_bad_rank(&local, 0);
   test_bad_rank(&local, 1);
+  test_other_options(&local, 0);
+  test_other_options(&local, 1);
   test_divergence(&local);
 
   int status = mpi_check_finish();

@@ -21,6 +21,7 @@
 #include "eplb/migrate.h"
 #include "eplb/rebalance.h"
 #include "sync_internal.h"
+#include "util/checksum.h"
 
 /* Flags of a round, carried from rank 0 in the plan broadcast. */
 #define ROUND_TRAFFIC 1
@@ -43,6 +44,7 @@ struct eplb_rebalancer_s {
   eplb_online_t *online;   /* rank 0 only */
   eplb_shard_set_t set;    /* with shards_dir: the open shards */
   int have_set;
+  uint64_t opts_key;       /* compared across ranks at every agreement */
 };
 
 void eplb_rebalancer_opts_default(eplb_rebalancer_opts_t *opts) {
@@ -75,6 +77,18 @@ void eplb_rebalancer_destroy(eplb_rebalancer_t *r) {
   free(r);
 }
 
+/* The options that steer the collectives, as one key (hooks and the
+ * output path may differ: only rank 0 writes). */
+static uint64_t rebalancer_opts_key(const eplb_rebalancer_opts_t *o) {
+  const eplb_online_opts_t *on = &o->online;
+  const double f[] = {on->ema_alpha, on->threshold, on->min_gain,
+                      on->layers_per_round, (double)o->generation,
+                      o->output != NULL, o->max_buffer_mb, o->timeout_s};
+  uint64_t k = eplb__plan_opts_key(&on->plan, 0);
+  k = eplb__checksum(f, sizeof(f), k);
+  return eplb__string_key(o->shards_dir, k);
+}
+
 /* This rank's part of create: the placement, the buffers, rank 0's
  * balancer. */
 static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
@@ -88,17 +102,16 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
     return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside 0..%d",
                           (int)r->opts.timeout_s, EPLB_MIGRATE_MAX_TIMEOUT_S);
   if (r->have_set) {
-    /* The shards say where the experts are; keep the caller's layer ids. */
-    rc = eplb_placement_copy(&r->current, &r->set.current, err);
-    if (rc == 0 && current && current->num_layers != r->current.num_layers)
+    /* The shards say where the experts are. */
+    rc = current ? eplb_error_set(err, EPLB_EARG, "pass no current placement "
+                                  "with shards_dir: the shards' map is it")
+                 : eplb_placement_copy(&r->current, &r->set.current, err);
+    if (rc == 0 && L > 0 && L != r->current.num_layers)
       rc = eplb_error_set(err, EPLB_ESHAPE,
                           "the shards in %s hold %d layers but the counts "
                           "have %d; give the statistics of this model",
                           r->opts.shards_dir, (int)r->current.num_layers,
-                          (int)current->num_layers);
-    if (rc == 0 && current)
-      memcpy(r->current.layer_ids, current->layer_ids,
-             sizeof(int32_t) * (size_t)current->num_layers);
+                          (int)L);
     if (rc == 0 && (po->num_slots != r->current.num_slots ||
                     po->num_gpus != r->current.num_gpus))
       rc = eplb_error_set(err, EPLB_EARG,
@@ -114,6 +127,9 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
     if (rc == 0)
       rc = eplb_placement_contiguous(&r->current, err);
   }
+  if (rc == 0 && r->opts.layer_ids)
+    memcpy(r->current.layer_ids, r->opts.layer_ids,
+           sizeof(int32_t) * (size_t)r->current.num_layers);
   if (rc == 0)
     rc = eplb_plan_check_opts(po, r->current.num_experts, err);
   if (rc == 0)
@@ -155,6 +171,17 @@ int eplb_rebalancer_create(MPI_Comm comm, const eplb_rebalancer_opts_t *opts,
   else
     eplb_rebalancer_opts_default(&r->opts);
   r->generation = r->opts.generation;
+  r->opts_key = rebalancer_opts_key(&r->opts);
+  /* Before anything collective that options steer (opening shards): every
+   * rank must have the same options, or some would open shards and the
+   * others wait for them. */
+  int dense = 0;
+  rc = eplb__reduce_agree_shape(r->comm, 0, NULL, "options", r->opts_key,
+                                &dense, err);
+  if (rc) {
+    eplb_rebalancer_destroy(r);
+    return rc;
+  }
   if (r->opts.shards_dir) {
     /* Collective and agreed inside; the shards' shape fills in what the
      * options leave at 0. */
@@ -381,7 +408,8 @@ int eplb_rebalancer_step(eplb_rebalancer_t *r, eplb_round_t *round,
     *err = r->pending_err;
   r->pending_rc = 0;
   int rc = eplb__reduce_agree_shape(r->comm, local, &r->pending,
-                                    "counts observed", &dense, err);
+                                    "counts observed", r->opts_key, &dense,
+                                    err);
   if (rc)
     return rc;
   memcpy(r->sum.load, r->pending.load,

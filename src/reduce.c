@@ -4,7 +4,10 @@
  * shape in one allgather: every rank learns whether every rank read its
  * counts and whether every (layers, experts, layer-id checksum) equals rank
  * 0's, so a rank that counted another model or another layer set is named
- * with both files instead of producing a sum that mixes layers.  Only when
+ * with both files instead of producing a sum that mixes layers.  The same
+ * allgather compares a key of the options that steer the collectives: a
+ * rank called with other options (slots, shards, output...) would take
+ * another path through them and leave the others waiting.  Only when
  * something is wrong do more collectives follow (to gather the messages).  Then MPI_Allreduce of the counts as doubles: counts are integers
  * and every partial sum of non-negative counts is at most the total, so a
  * total of at most 2^53 (EPLB_MAX_COUNT) is exact whatever order the
@@ -23,12 +26,15 @@ typedef struct {
   int32_t rc, num_layers, num_experts, dense;
   uint64_t ids_checksum;
   int32_t first_id, last_id;
+  uint64_t opts_key; /* the options every rank must share */
 } shape_t;
 
 /* The shape of `local` (NULL or unread: zeros). */
-static void shape_of(int rc, const eplb_stats_t *local, shape_t *s) {
+static void shape_of(int rc, const eplb_stats_t *local, uint64_t opts_key,
+                     shape_t *s) {
   memset(s, 0, sizeof(*s));
   s->rc = rc;
+  s->opts_key = opts_key;
   if (rc != 0 || local == NULL || local->num_layers <= 0)
     return;
   s->num_layers = local->num_layers;
@@ -44,6 +50,12 @@ static void shape_of(int rc, const eplb_stats_t *local, shape_t *s) {
 static int compare_shape(const shape_t *mine, const char *name,
                          const shape_t *root, const char *root_name,
                          eplb_error_t *err) {
+  if (mine->opts_key != root->opts_key)
+    return eplb_error_set(
+        err, EPLB_EARG,
+        "its options differ from rank 0's (planner options, generation, "
+        "output, summary, shards or migration settings); every rank must "
+        "pass the same options");
   if (mine->num_layers != root->num_layers ||
       mine->num_experts != root->num_experts)
     return eplb_error_set(
@@ -82,12 +94,13 @@ static int shape_mismatch(MPI_Comm comm, const shape_t *all, int rank,
 
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
                              const eplb_stats_t *local, const char *name,
-                             int *any_dense, eplb_error_t *err) {
+                             uint64_t opts_key, int *any_dense,
+                             eplb_error_t *err) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   shape_t mine;
-  shape_of(local_rc, local, &mine);
+  shape_of(local_rc, local, opts_key, &mine);
   shape_t *all = malloc(sizeof(shape_t) * (size_t)size);
   if (all == NULL) {
     /* Cannot take part in the allgather: abort rather than let others
@@ -106,7 +119,8 @@ int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
     failed |= all[r].rc != 0;
     differs |= all[r].num_layers != all[0].num_layers ||
                all[r].num_experts != all[0].num_experts ||
-               all[r].ids_checksum != all[0].ids_checksum;
+               all[r].ids_checksum != all[0].ids_checksum ||
+               all[r].opts_key != all[0].opts_key;
     dense |= all[r].dense;
   }
   /* Every rank saw the same table, so every rank takes the same branch. */

@@ -554,6 +554,29 @@ static void print_summary(const eplb_sync_opts_t *opts,
   fflush(stdout);
 }
 
+uint64_t eplb__plan_opts_key(const eplb_plan_opts_t *o, uint64_t seed) {
+  /* Field by field: the struct's padding is not guaranteed to be zero. */
+  const double f[] = {o->num_slots,  o->num_gpus,       o->num_nodes,
+                      o->num_groups, (double)o->policy, o->max_moves,
+                      o->move_cost,  o->keep_threshold, o->spill,
+                      o->spill_cost};
+  return eplb__checksum(f, sizeof(f), seed);
+}
+
+uint64_t eplb__string_key(const char *s, uint64_t seed) {
+  return s ? eplb__checksum(s, strlen(s) + 1, seed)
+           : eplb__checksum("", 0, seed ^ 0x6e756c6cULL);
+}
+
+/* The options of a run that steer its collectives, as one key. */
+static uint64_t sync_opts_key(const eplb_sync_opts_t *o) {
+  const double f[] = {(double)o->generation, o->output != NULL,
+                      o->summary != NULL, o->max_buffer_mb, o->timeout_s};
+  uint64_t k = eplb__plan_opts_key(&o->plan, 0);
+  k = eplb__checksum(f, sizeof(f), k);
+  return eplb__string_key(o->shards_dir, k);
+}
+
 /* This rank's side of the first agreement: options, fault table, counts,
  * the copy that will be summed, and the plan buffer. */
 static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
@@ -674,7 +697,8 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
 
   if (local_rc == 0)
     local_rc = prepare(local, &o, name, &sum, &buf, err);
-  int rc = eplb__reduce_agree_shape(comm, local_rc, local, name, &dense, err);
+  int rc = eplb__reduce_agree_shape(comm, local_rc, local, name,
+                                    sync_opts_key(&o), &dense, err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_AGREE] = t1 - t0;
   if (rc)

@@ -17,13 +17,22 @@
 #include "eplb/sync.h"
 
 /* Agrees on local_rc and on the shape of `local` in one allgather: every
- * rank compares (layers, experts, layer ids) with rank 0's and a rank that
+ * rank compares (layers, experts, layer ids) and opts_key (a key of the
+ * options that steer the collectives) with rank 0's and a rank that
  * differs fails with both shapes and both sources named (`name` is this
- * rank's).  *any_dense is 1 on every rank when any rank's source pads dense
+ * rank's), or with "its options differ from rank 0's".  *any_dense is 1 on every rank when any rank's source pads dense
  * layers. */
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
                              const eplb_stats_t *local, const char *name,
-                             int *any_dense, eplb_error_t *err);
+                             uint64_t opts_key, int *any_dense,
+                             eplb_error_t *err);
+
+/* A key of the planner options, for the options key the ranks compare in
+ * eplb__reduce_agree_shape (seed: what else the caller folds in). */
+uint64_t eplb__plan_opts_key(const eplb_plan_opts_t *o, uint64_t seed);
+
+/* eplb__checksum of a NUL-terminated string (NULL and "" differ). */
+uint64_t eplb__string_key(const char *s, uint64_t seed);
 
 /* Sums *sum (this rank's counts on entry; shapes agreed) over `comm` in
  * place, checks every sum against EPLB_MAX_COUNT and, when `drop_dense`,

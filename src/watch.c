@@ -136,35 +136,6 @@ static int summary_write(summary_t *s, const char *path, uint64_t generation,
   return rc;
 }
 
-/* The placement to start from: --current-map, or contiguous; named like
- * the statistics. */
-static int start_placement(const eplb_stats_t *st, const eplb_watch_opts_t *o,
-                           eplb_placement_t *p, eplb_error_t *err) {
-  const eplb_plan_opts_t *po = &o->rb.online.plan;
-  if (o->rb.shards_dir) {
-    /* The rebalancer takes the map from the shards; this placement only
-     * names the layers and experts (slots and GPUs: the shards'). */
-    int rc = eplb_placement_init(p, st->num_layers, st->num_experts,
-                                 st->num_experts, 1, err);
-    if (rc == 0)
-      memcpy(p->layer_ids, st->layer_ids,
-             sizeof(int32_t) * (size_t)st->num_layers);
-    for (int32_t i = 0; rc == 0 && i < st->num_layers * st->num_experts; i++)
-      p->phy2log[i] = i % st->num_experts;
-    return rc;
-  }
-  if (o->current_map)
-    return eplb_placement_read_for(p, o->current_map, st, po->num_slots,
-                                   po->num_gpus, "--current-map", err);
-  int rc = eplb_placement_init(p, st->num_layers, st->num_experts,
-                               po->num_slots, po->num_gpus, err);
-  if (rc == 0)
-    rc = eplb_placement_contiguous(p, err);
-  if (rc == 0)
-    memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
-  return rc;
-}
-
 typedef struct {
   MPI_Comm comm;
   int rank, size;
@@ -175,6 +146,35 @@ typedef struct {
   eplb_rebalancer_t *rb;
   summary_t sum;
 } loop_t;
+
+/* The first readable round: the ranks agree on the files' shapes (a rank
+ * that differs is named with both files), then the rebalancer starts from
+ * --current-map or the contiguous placement (or the shards'), naming the
+ * layers as the statistics do.  Later rounds' shapes are checked by
+ * eplb_rebalancer_observe. */
+static int create(loop_t *w, const eplb_stats_t *st, const char *name,
+                  eplb_error_t *err) {
+  int dense = 0;
+  int rc = eplb__reduce_agree_shape(w->comm, 0, st, name, 0, &dense, err);
+  if (rc)
+    return rc;
+  eplb_rebalancer_opts_t rb = w->opts->rb;
+  rb.layer_ids = st->layer_ids;
+  eplb_placement_t start = {0};
+  if (w->opts->current_map && !rb.shards_dir) {
+    const eplb_plan_opts_t *po = &rb.online.plan;
+    rc = eplb__agree(w->comm,
+                     eplb_placement_read_for(&start, w->opts->current_map, st,
+                                             po->num_slots, po->num_gpus,
+                                             "--current-map", err),
+                     err);
+  }
+  if (rc == 0)
+    rc = eplb_rebalancer_create(w->comm, &rb, start.phy2log ? &start : NULL,
+                                st->num_layers, st->num_experts, &w->rb, err);
+  eplb_placement_cleanup(&start);
+  return rc;
+}
 
 /* One round after the go.  *skipped = 1 when some rank's file could not
  * be read (retried next round). */
@@ -194,20 +194,13 @@ static int one_round(loop_t *w, int *skipped, eplb_error_t *err) {
     eplb_stats_cleanup(&st);
     return 0;
   }
-  int dense = 0;
-  if (rc == 0)
-    rc = eplb__reduce_agree_shape(w->comm, 0, &st, name, &dense, err);
-  if (rc == 0 && w->rb == NULL) {
-    eplb_placement_t start = {0};
-    int lrc = start_placement(&st, w->opts, &start, err);
-    rc = eplb__agree(w->comm, lrc, err);
-    if (rc == 0)
-      rc = eplb_rebalancer_create(w->comm, &w->opts->rb, &start, 0, 0, &w->rb, err);
-    eplb_placement_cleanup(&start);
-  }
+  if (rc == 0 && w->rb == NULL)
+    rc = create(w, &st, name, err);
   eplb_round_t round;
   if (rc == 0) {
-    eplb_rebalancer_observe(w->rb, &st, 1, err); /* failures: at the step */
+    /* A failure (another shape) is kept and agreed at the step. */
+    if (eplb_rebalancer_observe(w->rb, &st, 1, err) != 0)
+      eplb_error_prefix(err, "%s", name);
     rc = eplb_rebalancer_step(w->rb, &round, err);
   }
   if (rc == 0 && w->rank == 0) {

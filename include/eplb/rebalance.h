@@ -60,6 +60,10 @@ typedef struct eplb_rebalancer_opts_s {
                                   default 256) */
   int32_t timeout_s;           /* migration batch timeout, 1..86400 s (0 =
                                   default 600) */
+  const int32_t *layer_ids;     /* the ids the counts name their
+                                  num_layers layers by (read at create), or
+                                  NULL: current's, else the shards', else
+                                  0..L-1 */
   eplb_rebalance_hook_t pause, resume;
   void *hook_ctx;
   int quiet;                   /* 1: rank 0 logs nothing */
@@ -83,10 +87,12 @@ typedef struct eplb_round_s {
   double seconds;
 } eplb_round_t;
 
-/* Collective over comm (duplicated).  `current` is the placement the
+/* Collective over comm (duplicated); every rank must pass the same
+ * options (a rank that does not is named).  `current` is the placement the
  * experts are in now (NULL: the contiguous placement of num_layers x
- * num_experts with opts->online.plan's slots and GPUs); with shards_dir the
- * shards' map is used instead.  *out is freed with
+ * num_experts with opts->online.plan's slots and GPUs); with shards_dir it
+ * must be NULL: the shards' map is used, with num_experts experts and
+ * num_layers layers (0: the shards').  *out is freed with
  * eplb_rebalancer_destroy (collective). */
 int eplb_rebalancer_create(MPI_Comm comm, const eplb_rebalancer_opts_t *opts,
                            const eplb_placement_t *current, int32_t num_layers,
