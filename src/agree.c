@@ -24,10 +24,8 @@ int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err) {
 static void same_ranks(const int *codes, const int *lens, const int *displs,
                        const char *all, int size, int r, char *done,
                        char *buf, size_t cap) {
-  int n = 0, total = 0;
+  int n = 0;
   size_t used = 0;
-  for (int q = 0; q < size; q++)
-    total += codes[q] != 0;
   for (int q = r; q < size; q++) {
     if (codes[q] == 0 || done[q] || lens[q] != lens[r] ||
         memcmp(all + displs[q], all + displs[r], (size_t)lens[r]) != 0)
@@ -44,7 +42,6 @@ static void same_ranks(const int *codes, const int *lens, const int *displs,
     snprintf(buf, cap, "all %d ranks", size);
   else
     snprintf(buf, cap, "%s %.190s", n > 1 ? "ranks" : "rank", list);
-  (void)total;
 }
 
 /* "rank 3: why; ranks 5, 6: why", ranks with the same message grouped,

@@ -63,23 +63,32 @@ static int starts_numeric(const char *text) {
           (text[0] >= '0' && text[0] <= '9'));
 }
 
-int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
-                       long min, long max, int32_t *out) {
+int eplb_cli_parse_int64(const char *prog, const char *opt, const char *text,
+                         long long min, long long max, int64_t *out) {
   char *end = NULL;
   errno = 0;
-  long v = starts_numeric(text) ? strtol(text, &end, 10) : 0;
+  long long v = starts_numeric(text) ? strtoll(text, &end, 10) : 0;
   if (!starts_numeric(text) || end == text || *end != '\0') {
     eplb_cli_usage_error(prog, "%s '%s' is not an integer; expected "
-                         "%ld..%ld", opt, text ? text : "", min, max);
+                         "%lld..%lld", opt, text ? text : "", min, max);
     return EPLB_EARG;
   }
   if (errno == ERANGE || v < min || v > max) {
-    eplb_cli_usage_error(prog, "%s %s is outside %ld..%ld", opt, text,
+    eplb_cli_usage_error(prog, "%s %s is outside %lld..%lld", opt, text,
                          min, max);
     return EPLB_EARG;
   }
-  *out = (int32_t)v;
+  *out = (int64_t)v;
   return 0;
+}
+
+int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
+                       long min, long max, int32_t *out) {
+  int64_t v = 0;
+  int rc = eplb_cli_parse_int64(prog, opt, text, min, max, &v);
+  if (rc == 0)
+    *out = (int32_t)v;
+  return rc;
 }
 
 int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,

@@ -34,6 +34,10 @@
 int eplb_cli_parse_int(const char *prog, const char *opt, const char *text,
                        long min, long max, int32_t *out);
 
+/* The same for 64-bit values (generations, round counts). */
+int eplb_cli_parse_int64(const char *prog, const char *opt, const char *text,
+                         long long min, long long max, int64_t *out);
+
 /* The same for a finite decimal number in min..max ("0.5", "1e-3"). */
 int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,
                           double min, double max, double *out);

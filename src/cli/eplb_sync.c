@@ -163,9 +163,9 @@ static const struct option long_opts[] = {
     {"recover", no_argument, 0, OPT_RECOVER},
     {0, 0, 0, 0}};
 
-/* Usage errors print on rank 0 only: every rank finds the same one. */
+/* Every rank parses and finds the same usage error; only rank 0's
+ * message reaches the terminal (parse_args silences the others). */
 static int g_rank;
-#define USAGE_ERROR(...) eplb_cli_usage_error(PROG, __VA_ARGS__)
 
 /* The long option name of getopt's code c (for the shared planner options). */
 static const char *opt_name(int c) {
@@ -187,26 +187,19 @@ static int parse_number(args_t *a, int c, const char *v) {
   bad = 0;
   switch (c) {
   case OPT_GENERATION: {
-    double g = 0;
-    bad = eplb_cli_parse_double(p, "--generation", v, 0,
-                                (double)(EPLB_MAX_GENERATION - 1), &g);
-    if (!bad && g != (double)(long long)g)
-      bad = USAGE_ERROR("--generation '%s' is not an integer", v);
+    int64_t g = 0;
+    bad = eplb_cli_parse_int64(p, "--generation", v, 0,
+                               (long long)(EPLB_MAX_GENERATION - 1), &g);
     a->sync.generation = (uint64_t)g;
     break;
   }
   case OPT_INTERVAL:
     bad = eplb_cli_parse_double(p, "--interval", v, 0.01, 86400, &a->w.interval_s);
     break;
-  case OPT_MAX_ROUNDS: {
-    double n = 0;
-    bad = eplb_cli_parse_double(p, "--max-rounds", v, 0,
-                                (double)EPLB_WATCH_MAX_ROUNDS, &n);
-    if (!bad && n != (double)(long long)n)
-      bad = USAGE_ERROR("--max-rounds '%s' is not an integer", v);
-    a->w.max_rounds = (int64_t)n;
+  case OPT_MAX_ROUNDS:
+    bad = eplb_cli_parse_int64(p, "--max-rounds", v, 0, EPLB_WATCH_MAX_ROUNDS,
+                               &a->w.max_rounds);
     break;
-  }
   case OPT_EMA:
     bad = eplb_cli_parse_double(p, "--ema-alpha", v, 1e-9, 1, &a->w.rb.online.ema_alpha);
     break;
@@ -229,7 +222,7 @@ static int parse_number(args_t *a, int c, const char *v) {
                              &a->w.rb.online.layers_per_round);
     break;
   default:
-    return USAGE_ERROR("internal: option %d not handled", c);
+    return eplb_cli_usage_error(PROG, "internal: option %d not handled", c);
   }
   return bad ? EPLB_CLI_EXIT_USAGE : 0;
 }
@@ -240,7 +233,7 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
   case OPT_STATS:
     if (a->num_stats >= EPLB_SYNC_MAX_STATS)
-      return USAGE_ERROR("at most %d --stats patterns", EPLB_SYNC_MAX_STATS);
+      return eplb_cli_usage_error(PROG, "at most %d --stats patterns", EPLB_SYNC_MAX_STATS);
     a->stats[a->num_stats++] = optarg;
     return 0;
   case OPT_OUTPUT:
@@ -299,34 +292,34 @@ static int parse_one(args_t *a, int c, char *argv[]) {
 /* What must hold after the options (identical on every rank). */
 static int check_required(const args_t *a, int argc, char *argv[], int size) {
   if (optind < argc)
-    return USAGE_ERROR("unexpected argument '%s'", argv[optind]);
+    return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (a->recover) {
     if (a->sync.shards_dir == NULL)
-      return USAGE_ERROR("--recover needs --shards DIR");
+      return eplb_cli_usage_error(PROG, "--recover needs --shards DIR");
     if (a->watch || a->num_stats)
-      return USAGE_ERROR("--recover takes only --shards (and --quiet)");
+      return eplb_cli_usage_error(PROG, "--recover takes only --shards (and --quiet)");
     return 0;
   }
   if (a->num_stats == 0)
-    return USAGE_ERROR("--stats PATTERN is required");
+    return eplb_cli_usage_error(PROG, "--stats PATTERN is required");
   /* With shards, slots and GPUs default to the shards' shape. */
   if (!a->have_slots && a->sync.shards_dir == NULL)
-    return USAGE_ERROR("--num-slots S is required (or --shards DIR)");
+    return eplb_cli_usage_error(PROG, "--num-slots S is required (or --shards DIR)");
   if (!a->have_gpus && a->sync.shards_dir == NULL)
-    return USAGE_ERROR("--num-gpus G is required (or --shards DIR)");
+    return eplb_cli_usage_error(PROG, "--num-gpus G is required (or --shards DIR)");
   if (a->sync.shards_dir && a->sync.current_map)
-    return USAGE_ERROR("--current-map and --shards: the shards say where the "
+    return eplb_cli_usage_error(PROG, "--current-map and --shards: the shards say where the "
                        "experts are; drop --current-map");
   for (int i = 0; i < a->num_stats; i++) {
     if (size > 1 && strstr(a->stats[i], "%r") == NULL)
-      return USAGE_ERROR("--stats %s has no %%r but %d ranks run: every rank "
+      return eplb_cli_usage_error(PROG, "--stats %s has no %%r but %d ranks run: every rank "
                          "would read the same file; use a pattern such as "
                          "stats/rank_%%r.json", a->stats[i], size);
     if (a->sync.output && strcmp(a->stats[i], a->sync.output) == 0)
-      return USAGE_ERROR("--output %s is also a --stats input", a->sync.output);
+      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input", a->sync.output);
   }
   if (!a->watch && (a->w.trigger || a->w.max_rounds))
-    return USAGE_ERROR("--trigger and --max-rounds need --watch");
+    return eplb_cli_usage_error(PROG, "--trigger and --max-rounds need --watch");
   return 0;
 }
 
