@@ -14,6 +14,15 @@
 #              the recovery gives one generation everywhere whose content
 #              matches that generation's map byte for byte (transfer,
 #              commit: the old one; rename: the new one)
+#   hang-transfer
+#              EPLB_FAULT=hang:transfer:<bad>: that rank sleeps (until
+#              killed) before posting a batch it sends in; with --timeout 2
+#              the job must end non-zero within 45 s (the hung rank would
+#              sleep for hours: mpiexec returning proves it was killed), no
+#              rank reports success, the error names the rank waiting, the
+#              layer, the timeout and the hung rank, says what to run, and
+#              every shard is byte for byte as before; the recovery then
+#              removes the temporary files and leaves generation 0
 #   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
 #              rank fails, the message says to run with NP ranks
 #   rollforward
@@ -116,6 +125,42 @@ crash-transfer | crash-commit | crash-rename)
     cmp -s <(cd before && md5sum shard_*) <(cd sh && md5sum shard_*) ||
       die "rolled back shards differ from the originals"
   fi
+  ;;
+hang-transfer)
+  create
+  (cd sh && md5sum shard_?????.h5 > ../before.md5)
+  rm -f st/*.rc
+  start=$SECONDS
+  EPLB_FAULT=hang:transfer:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+    -x EPLB_FAULT "$driver" migrate sh random:21 --timeout 2 --status-dir st > out.txt 2> err.txt
+  rc=$? took=$((SECONDS - start))
+  ((rc != 0)) || die "the job with a hung rank exited 0"
+  ((rc != 124 && rc != 137)) || die "the job with a hung rank was ended by the test's timeout (rc $rc): the transfer timeout did not fire"
+  ((took < 45)) || die "the job took $took s with --timeout 2"
+  for f in st/*.rc; do
+    [[ -f $f && $(cat "$f") == 0 ]] && die "$f says that rank succeeded"
+  done
+  grep -q "rank $bad: EPLB_FAULT: hanging at transfer (layer [0-9]*, before posting batch" err.txt ||
+    die "no sign of the injected hang: $(head -5 err.txt)"
+  line=$(grep -m1 "error: layer [0-9]* batch [0-9]*: transfer timed out after 2 s waiting for rank" err.txt)
+  [[ -n $line ]] || die "no timeout error naming the layer: $(head -5 err.txt)"
+  [[ $line =~ ^eplb:\ rank\ [0-9]+:\ error: ]] || die "the error does not name its rank: $line"
+  [[ $line =~ waiting\ for\ ranks?\ ([0-9]+,\ )*$bad[,\ ] ]] || die "the error does not name the hung rank $bad: $line"
+  [[ $line == *"aborting the job"*"--recover --shards sh"* ]] || die "the error does not say what to do: $line"
+  (cd sh && md5sum shard_?????.h5 > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  # only temporary shards of generation 1 may be left (a killed rank
+  # cannot remove its own); never a journal
+  left=$(ls sh | grep -v '^shard_[0-9]\{5\}\.h5\(\.gen1\.tmp\)\?$')
+  [[ -z $left ]] || die "left in the shard directory: $left"
+  [[ -e sh/eplb_journal.json ]] && die "a journal was written"
+  drive recover sh
+  [[ $(cat rc.mpiexec) == 0 ]] || die "recover failed: $(cat err.txt)"
+  grep -q "recovered generation 0 forward 0" out.txt || die "recovery: $(cat out.txt)"
+  no_debris
+  (cd sh && md5sum shard_?????.h5 > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed after the recovery"
+  "$bin/eplb-shard" verify --dir sh --quiet || die "the shards do not verify"
   ;;
 rollforward)
   create

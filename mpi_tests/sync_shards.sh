@@ -12,6 +12,12 @@
 #             agreement): the job fails, the shards stay at generation 0
 #             (bytes intact); crash:rename:2 (after renaming its own
 #             shard): --recover rolls every shard forward to generation 1
+#   hang      EPLB_FAULT=hang:transfer:1 with --timeout 2 (rank 1 sleeps
+#             until killed before posting a batch it sends in): the job
+#             ends non-zero within 45 s, not by the test's timeout, a rank
+#             names the layer, the timeout and rank 1; no map is written,
+#             the shards are byte for byte as before, --recover removes
+#             the temporary files and leaves generation 0
 #   bad       one rank's shard missing: every rank fails naming it, the
 #             other shards are untouched (checksums before and after)
 set -u
@@ -75,6 +81,28 @@ crash)
   grep -q "rolled forward" rec.txt || die "recover did not roll forward: $(cat rec.txt)"
   [[ $(generation_of) == 1 ]] || die "after a rename crash: generation $(generation_of), want 1"
   "$bin/eplb-shard" verify --dir shards --quiet || die "verify after recovery"
+  ;;
+hang)
+  setup
+  before=$(cat shards/shard_?????.h5 | md5sum)
+  start=$SECONDS
+  EPLB_FAULT=hang:transfer:1 timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" -x EPLB_FAULT \
+      "$bin/eplb-sync" --stats "st/rank_%r.json" --shards shards --output map.json \
+      --timeout 2 > out.txt 2> err.txt
+  rc=$? took=$((SECONDS - start))
+  ((rc != 0)) || die "a hung rank's job succeeded"
+  ((rc != 124 && rc != 137)) || die "ended by the test's timeout (rc $rc): --timeout did not fire"
+  ((took < 45)) || die "took $took s with --timeout 2"
+  grep -q "rank 1: EPLB_FAULT: hanging at transfer" err.txt || die "no injected hang: $(tail -3 err.txt)"
+  grep -q "^eplb: rank [0-9]*: error: layer [0-9]* batch [0-9]*: transfer timed out after 2 s waiting for rank\(s\)\? \([0-9]*, \)*1[ ,].*--recover --shards shards" err.txt ||
+    die "no timeout error naming layer, rank 1 and the recovery: $(grep error err.txt)"
+  [[ -e map.json ]] && die "a map was written after a failed migration"
+  [[ $(cat shards/shard_?????.h5 | md5sum) == "$before" ]] || die "the shards changed"
+  [[ -e shards/eplb_journal.json ]] && die "a journal was written"
+  mpi "$bin/eplb-sync" --recover --shards shards > rec.txt 2>&1 || die "recover: $(cat rec.txt)"
+  [[ $(generation_of) == 0 ]] || die "generation $(generation_of), want 0"
+  ls shards | grep -q tmp && die "temporary files left: $(ls shards)"
+  [[ $(cat shards/shard_?????.h5 | md5sum) == "$before" ]] || die "the shards changed after --recover"
   ;;
 bad)
   setup

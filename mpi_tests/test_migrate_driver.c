@@ -5,7 +5,7 @@
  *
  *   test_migrate_driver migrate DIR MAP [options]   (under mpiexec)
  *       MAP: an expert map file, or random:SEED (the same on every rank)
- *       --buffer-mb N  --nodes N  --save-map FILE  --status-dir D
+ *       --buffer-mb N  --nodes N  --timeout S  --save-map FILE  --status-dir D
  *       --diverge-rank R (that rank passes another placement)
  *     checks after the migration that experts_received and bytes_moved
  *     equal the minimum the plan needs (computed here independently).
@@ -28,7 +28,7 @@
 
 typedef struct {
   const char *cmd, *dir, *map, *save_map, *status_dir;
-  int buffer_mb, nodes, diverge_rank;
+  int buffer_mb, nodes, timeout_s, diverge_rank;
 } args_t;
 
 static uint64_t rng;
@@ -121,6 +121,7 @@ static int cmd_migrate(const args_t *a, eplb_error_t *err) {
   eplb_migrate_opts_default(&o);
   o.max_buffer_mb = a->buffer_mb;
   o.num_nodes = a->nodes;
+  o.timeout_s = a->timeout_s;
   o.quiet = 1;
   if (rc == 0)
     rc = eplb_migrate(&set, &next, &o, &res, err);
@@ -259,6 +260,7 @@ static int parse(int argc, char **argv, args_t *a) {
   memset(a, 0, sizeof(*a));
   a->buffer_mb = 256;
   a->nodes = 1;
+  a->timeout_s = EPLB_MIGRATE_DEFAULT_TIMEOUT_S;
   a->diverge_rank = -1;
   if (argc < 3)
     return 2;
@@ -274,6 +276,7 @@ static int parse(int argc, char **argv, args_t *a) {
   for (; i + 1 < argc; i += 2) {
     if (strcmp(argv[i], "--buffer-mb") == 0) a->buffer_mb = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--nodes") == 0) a->nodes = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--timeout") == 0) a->timeout_s = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--save-map") == 0) a->save_map = argv[i + 1];
     else if (strcmp(argv[i], "--status-dir") == 0) a->status_dir = argv[i + 1];
     else if (strcmp(argv[i], "--diverge-rank") == 0) a->diverge_rank = atoi(argv[i + 1]);

@@ -220,8 +220,8 @@ static int open_own(eplb_shard_set_t *set, int32_t num_experts, eplb_error_t *er
 static int compare_with_root(eplb_shard_set_t *set, eplb_error_t *err) {
   eplb_shard_info_t *ref = malloc(sizeof(*ref));
   if (ref == NULL) /* cannot take part in the broadcast */
-    eplb__migrate_abort(set->comm, set->rank,
-                        &(eplb_error_t){EPLB_ENOMEM, "out of memory"});
+    eplb__migrate_abort(set, NULL, &(eplb_error_t){EPLB_ENOMEM, "out of memory "
+                                                    "for the shard description"});
   if (set->rank == 0)
     *ref = *eplb_shard_info(set->shard);
   int rc = eplb__mpi_check(MPI_Bcast(ref, (int)sizeof(*ref), MPI_BYTE, 0, set->comm),
@@ -264,8 +264,8 @@ static int gather_map(eplb_shard_set_t *set, int32_t num_experts, const int32_t 
   size_t n = (size_t)L * (size_t)P;
   int32_t *all = malloc(sizeof(int32_t) * n * (size_t)R);
   if (all == NULL)
-    eplb__migrate_abort(set->comm, set->rank,
-                        &(eplb_error_t){EPLB_ENOMEM, "out of memory for the map"});
+    eplb__migrate_abort(set, NULL, &(eplb_error_t){EPLB_ENOMEM, "out of memory "
+                                                    "for the map"});
   int rc = eplb__mpi_check(MPI_Allgather(mine, (int)n, MPI_INT32_T, all, (int)n,
                                          MPI_INT32_T, set->comm),
                            "MPI_Allgather of the expert ids", err);

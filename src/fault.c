@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAULT_MAX 64
@@ -23,6 +24,7 @@ typedef struct {
   int n_corrupt, corrupt[FAULT_MAX];
   int n_crash, crash_rank[FAULT_MAX];
   const char *crash_phase[FAULT_MAX];
+  int n_hang, hang_rank[FAULT_MAX]; /* hang:transfer:<rank> */
 } fault_table_t;
 
 static fault_table_t table;
@@ -79,19 +81,37 @@ static int parse_crash(const char *s, const char *end, eplb_error_t *err) {
   return 0;
 }
 
+/* "transfer:2" -> table.hang_rank.  Only the transfer has a hang point
+ * (the one place with a timeout); another phase is an error rather than a
+ * fault that silently never fires. */
+static int parse_hang(const char *s, const char *end, eplb_error_t *err) {
+  static const char transfer[] = "transfer:";
+  size_t n = strlen(transfer);
+  int r = (size_t)(end - s) > n && strncmp(s, transfer, n) == 0
+              ? parse_rank(s + n, end) : -1;
+  if (r < 0 || table.n_hang >= FAULT_MAX)
+    return eplb_error_set(err, EPLB_EARG,
+                          "EPLB_FAULT: hang wants hang:transfer:<rank>, got "
+                          "'hang:%.*s'", (int)(end - s), s);
+  table.hang_rank[table.n_hang++] = r;
+  return 0;
+}
+
 /* One ';'-separated part. */
 static int parse_part(const char *s, const char *end, eplb_error_t *err) {
-  static const char corrupt[] = "corrupt-plan:", crash[] = "crash:";
+  static const char corrupt[] = "corrupt-plan:", crash[] = "crash:", hang[] = "hang:";
   size_t n = (size_t)(end - s);
   if (n > strlen(corrupt) && strncmp(s, corrupt, strlen(corrupt)) == 0)
     return parse_corrupt(s + strlen(corrupt), end, err);
   if (n > strlen(crash) && strncmp(s, crash, strlen(crash)) == 0)
     return parse_crash(s + strlen(crash), end, err);
+  if (n > strlen(hang) && strncmp(s, hang, strlen(hang)) == 0)
+    return parse_hang(s + strlen(hang), end, err);
   return eplb_error_set(err, EPLB_EARG,
                         "EPLB_FAULT: unknown fault '%.*s'; use "
-                        "corrupt-plan:<ranks> or crash:<phase>:<rank>, "
-                        "separated by ';' (or unset EPLB_FAULT)",
-                        (int)n, s);
+                        "corrupt-plan:<ranks>, crash:<phase>:<rank> or "
+                        "hang:transfer:<rank>, separated by ';' (or unset "
+                        "EPLB_FAULT)", (int)n, s);
 }
 
 int eplb__fault_load(eplb_error_t *err) {
@@ -137,6 +157,27 @@ void eplb__fault_crash_point(const char *phase, int rank) {
   fprintf(stderr, "eplb: rank %d: EPLB_FAULT: crashing at %s\n", rank, phase);
   fflush(stderr);
   _exit(1);
+}
+
+int eplb__fault_hang_here(const char *phase, int rank) {
+  if (eplb__fault_load(NULL) || strcmp(phase, "transfer") != 0)
+    return 0;
+  for (int i = 0; i < table.n_hang; i++)
+    if (table.hang_rank[i] == rank)
+      return 1;
+  return 0;
+}
+
+void eplb__fault_hang_point(const char *phase, int rank, const char *where) {
+  if (!eplb__fault_hang_here(phase, rank))
+    return;
+  fprintf(stderr, "eplb: rank %d: EPLB_FAULT: hanging at %s (%s) until killed\n",
+          rank, phase, where);
+  fflush(stderr);
+  /* Neither die (mpirun would then end the job itself: that is the crash
+   * test) nor return: only the peers' timeout may end this job. */
+  for (;;)
+    nanosleep(&(struct timespec){3600, 0}, NULL);
 }
 
 void eplb__fault_reset(void) { memset(&table, 0, sizeof(table)); }

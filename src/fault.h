@@ -10,6 +10,11 @@
  *   crash:<phase>:<rank>      that rank calls _exit(1) at <phase>
  *                             (read, reduce, plan, broadcast, transfer,
  *                             commit, rename)
+ *   hang:transfer:<rank>      that rank stops taking part in the transfer
+ *                             without dying: before posting the first
+ *                             batch it sends in (from layer L/2 on) it
+ *                             sleeps until killed, so the peers' timeout
+ *                             (timeout_s, --timeout) must end the job
  *
  * Compiled in always, inert unless EPLB_FAULT is set: a production run pays
  * one getenv per query.  A malformed EPLB_FAULT is an error, not ignored,
@@ -34,6 +39,14 @@ int eplb__fault_crash_here(const char *phase, int rank);
  * for (phase, rank); prints one line to stderr first so the test log shows
  * the crash was injected. */
 void eplb__fault_crash_point(const char *phase, int rank);
+
+/* 1 when EPLB_FAULT says `hang:<phase>:<rank>` (phase "transfer" only). */
+int eplb__fault_hang_here(const char *phase, int rank);
+
+/* When EPLB_FAULT says so for (phase, rank): prints one line to stderr
+ * ("hanging at <phase> (<where>)") and sleeps until the process is killed;
+ * never returns then.  Else returns at once. */
+void eplb__fault_hang_point(const char *phase, int rank, const char *where);
 
 /* Forgets the parsed table so the next query reads EPLB_FAULT again (for
  * unit tests that change the environment). */

@@ -22,9 +22,14 @@ int eplb__shard_tmp_path(const char *dir, int rank, uint64_t gen, char *buf,
 int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
                  int local_rc, eplb_error_t *err);
 
-/* Prints "eplb: rank <r>: error: <msg>; aborting the job" and calls
- * MPI_Abort(comm, 1): for failures in the middle of a transfer, where the
- * peers cannot be told in an orderly way. */
-_Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *err);
+/* For failures where the peers cannot be told in an orderly way (an MPI
+ * failure or a timeout in the middle of a transfer batch: the peers'
+ * buffers are then in an unknown state; out of memory before a
+ * collective): removes `tmp` (this rank's temporary shard, or NULL),
+ * prints one line "eplb: rank <r>: error: <msg>; aborting the job (...)"
+ * saying that the shards are untouched and what to run, and calls
+ * MPI_Abort(set->comm, 1).  Never returns. */
+_Noreturn void eplb__migrate_abort(const eplb_shard_set_t *set, const char *tmp,
+                                   const eplb_error_t *err);
 
 #endif /* EPLB_MIGRATE_INTERNAL_H */

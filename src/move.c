@@ -31,7 +31,9 @@
  * is renamed before the commit, commit.c). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "eplb/migrate.h"
@@ -271,12 +273,29 @@ void eplb_migrate_result_cleanup(eplb_migrate_result_t *res) {
   memset(res, 0, sizeof(*res));
 }
 
-_Noreturn void eplb__migrate_abort(MPI_Comm comm, int rank, const eplb_error_t *err) {
-  fprintf(stderr, "eplb: rank %d: error: %s; aborting the job (the shards are "
-          "untouched unless a commit journal exists: then run the recovery)\n",
-          rank, eplb_error_message(err));
+_Noreturn void eplb__migrate_abort(const eplb_shard_set_t *set, const char *tmp,
+                                   const eplb_error_t *err) {
+  /* Only this rank's own temporary shard can be removed here (the peers
+   * are about to be killed); the recovery removes theirs.  No journal
+   * exists before every rank finished its transfer, so no shard has been
+   * replaced. */
+  if (tmp != NULL)
+    unlink(tmp);
+  const char *dir = set->dir ? set->dir : "DIR";
+  if (tmp != NULL)
+    fprintf(stderr, "eplb: rank %d: error: %s; aborting the job (MPI_Abort: the "
+            "peers' transfer buffers are in an unknown state); nothing was "
+            "committed and the shards in %s are untouched: run `eplb-sync "
+            "--recover --shards %s` to remove the temporary files, then retry "
+            "(raise --timeout / timeout_s if the network is this slow)\n",
+            set->rank, eplb_error_message(err), dir, dir);
+  else
+    fprintf(stderr, "eplb: rank %d: error: %s; aborting the job (MPI_Abort: the "
+            "other ranks cannot be told in an orderly way); nothing was written "
+            "to %s: fix the cause and retry\n", set->rank,
+            eplb_error_message(err), dir);
   fflush(stderr);
-  MPI_Abort(comm, 1);
+  MPI_Abort(set->comm, 1);
   _exit(1);
 }
 
@@ -298,6 +317,8 @@ typedef struct {
   int32_t *batch;             /* [num_xfers] batch of each transfer */
   int32_t *num_batches;       /* [L] */
   MPI_Request *req;
+  int *req_peer;              /* [max requests] the peer of each request */
+  const char *tmp;            /* this rank's temporary shard */
   int64_t *recv_xfer;         /* [staging_rows] transfer of each receive */
   int32_t *dup_head, *dup_next; /* [P] DUP slots listed by their source */
   int carry;                  /* a local failure in this layer (rows are
@@ -437,34 +458,119 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
         continue;
       if (pass == 0 && x->dst_rank == me) {
         m->recv_xfer[*nr] = i;
+        m->req_peer[*n] = x->src_rank;
         rc = eplb__mpi_check(MPI_Irecv(m->staging + (*nr)++ * m->stride, (int)m->msg,
                                        MPI_BYTE, x->src_rank, tag, m->set->comm,
                                        &m->req[(*n)++]), "MPI_Irecv of a row set", err);
       }
-      if (pass == 1 && x->src_rank == me)
+      if (pass == 1 && x->src_rank == me) {
+        m->req_peer[*n] = x->dst_rank;
         rc = eplb__mpi_check(MPI_Isend(m->old + (size_t)x->src_slot * m->stride,
                                        (int)m->msg, MPI_BYTE, x->dst_rank, tag,
                                        m->set->comm, &m->req[(*n)++]),
                              "MPI_Isend of a row set", err);
+      }
     }
   return rc;
 }
 
-/* Tests the n requests until all are done, or the timeout. */
-static int wait_batch(mig_t *m, int n, int32_t l, eplb_error_t *err) {
-  double start = MPI_Wtime();
-  for (;;) {
-    int done = 0;
-    int rc = eplb__mpi_check(MPI_Testall(n, m->req, &done, MPI_STATUSES_IGNORE),
-                             "MPI_Testall of a transfer batch", err);
-    if (rc || done)
-      return rc;
-    if (MPI_Wtime() - start > m->opts->timeout_s)
-      return eplb_error_set(err, EPLB_EMPI,
-                            "layer %d: transfer not finished after %d s (a peer "
-                            "crashed or hangs?); raise the timeout if the "
-                            "network is this slow", (int)l, (int)m->opts->timeout_s);
+/* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
+ * requests req[0..n), into buf. */
+static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
+  int shown = 0, more = 0;
+  size_t u = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    if (m->req[i] == MPI_REQUEST_NULL)
+      continue;
+    int seen = 0;
+    for (int j = 0; j < i && !seen; j++)
+      seen = m->req[j] != MPI_REQUEST_NULL && m->req_peer[j] == m->req_peer[i];
+    if (seen)
+      continue;
+    if (shown == 8 || u + 16 >= cap) {
+      more++;
+      continue;
+    }
+    u += (size_t)snprintf(buf + u, cap - u, "%s%d", shown ? ", " : "", m->req_peer[i]);
+    shown++;
   }
+  if (more && u + 16 < cap)
+    snprintf(buf + u, cap - u, " and %d more", more);
+}
+
+/* Tests the n requests in m->req until all are done (0) or timeout_s
+ * passes without all of them finishing (0 with *left > 0); an MPI failure
+ * is EPLB_EMPI.  With more ranks than cores (8 ranks on 2 cores here) a
+ * rank spinning in MPI_Testsome takes the core from the peer whose data it
+ * waits for, so after a few idle polls it yields, then sleeps briefly; any
+ * progress resets that.  Completed requests become MPI_REQUEST_NULL, so
+ * the ones left name the peers still missing. */
+static int poll_requests(mig_t *m, int n, int *left, eplb_error_t *err) {
+  double start = MPI_Wtime();
+  int idle = 0;
+  int *done_idx = m->req_peer + n; /* scratch after the peers */
+  *left = n;
+  while (*left > 0) {
+    int out = 0;
+    int rc = eplb__mpi_check(MPI_Testsome(n, m->req, &out, done_idx, MPI_STATUSES_IGNORE),
+                             "MPI_Testsome of a transfer batch", err);
+    if (rc)
+      return rc;
+    if (out == MPI_UNDEFINED) {
+      *left = 0;
+      break;
+    }
+    if (out > 0) {
+      *left -= out;
+      idle = 0;
+      continue;
+    }
+    if (MPI_Wtime() - start > m->opts->timeout_s)
+      break;
+    if (++idle > 32)
+      nanosleep(&(struct timespec){0, idle > 1024 ? 200000 : 20000}, NULL);
+    else if (idle > 4)
+      sched_yield();
+  }
+  return 0;
+}
+
+/* Waits for batch b of layer l (n requests); a timeout names the peers. */
+static int wait_batch(mig_t *m, int n, int32_t l, int32_t b, eplb_error_t *err) {
+  int left = 0;
+  int rc = poll_requests(m, n, &left, err);
+  if (rc == 0 && left > 0) {
+    char who[160];
+    unfinished_peers(m, n, who, sizeof(who));
+    rc = eplb_error_set(err, EPLB_EMPI,
+                        "layer %d batch %d: transfer timed out after %d s "
+                        "waiting for rank %s (%d of %d messages unfinished: "
+                        "a peer crashed, hangs or is far slower)", (int)l,
+                        (int)b, (int)m->opts->timeout_s, who, left, n);
+  }
+  return rc;
+}
+
+/* A barrier that gives up after timeout_s, so that a rank that stopped
+ * taking part ends the job even for the ranks that exchange nothing with
+ * it (they would otherwise wait in the next agreement forever). */
+static void timed_barrier(mig_t *m, int32_t l, const char *what) {
+  eplb_error_t err;
+  eplb_error_clear(&err);
+  int left = 0;
+  m->req_peer[0] = -1;
+  int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]), "MPI_Ibarrier", &err);
+  if (rc == 0)
+    rc = poll_requests(m, 1, &left, &err);
+  if (rc == 0 && left > 0)
+    rc = eplb_error_set(&err, EPLB_EMPI, "layer %d: not every rank reached %s "
+                        "within %d s (a rank crashed, hangs or is far slower)",
+                        (int)l, what, (int)m->opts->timeout_s);
+  else if (rc)
+    eplb_error_prefix(&err, "layer %d", (int)l);
+  if (rc)
+    eplb__migrate_abort(m->set, m->tmp, &err);
 }
 
 /* Verifies the nr row sets received in this batch and writes them, and
@@ -491,6 +597,15 @@ static void store_received(mig_t *m, int32_t l, size_t nr, eplb_error_t *err) {
   }
 }
 
+/* 1 when this rank sends a row set in batch b of layer l. */
+static int sends_in(const mig_t *m, int32_t l, int32_t b) {
+  const eplb_schedule_t *s = m->sched;
+  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
+    if (m->batch[i] == b && s->xfers[i].src_rank == m->set->rank)
+      return 1;
+  return 0;
+}
+
 /* Moves layer l: kept and local rows written from the old layer, the rest
  * received batch by batch, verified and written.  MPI failures and
  * timeouts abort the job; a local failure (checksum, write) is returned
@@ -506,15 +621,26 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t 
   for (int32_t b = 0; b < m->num_batches[l]; b++) {
     int n = 0;
     size_t nr = 0;
+    /* A hang where it hurts: before posting a batch this rank sends in, so
+     * that its peers' receives cannot complete (a receive-only batch
+     * would let eager sends finish). */
+    if (l >= crash_layer && eplb__fault_hang_here("transfer", m->set->rank) &&
+        sends_in(m, l, b)) {
+      char where[64];
+      snprintf(where, sizeof(where), "layer %d, before posting batch %d", (int)l, (int)b);
+      eplb__fault_hang_point("transfer", m->set->rank, where);
+    }
     int rc = post_batch(m, l, b, &n, &nr, err);
     if (b == 0) /* the local rows are written while the first batch flows */
       local_rows(m, l, err);
     if (l == crash_layer && b == 0)
       eplb__fault_crash_point("transfer", m->set->rank);
     if (rc == 0)
-      rc = wait_batch(m, n, l, err);
+      rc = wait_batch(m, n, l, b, err);
+    else
+      eplb_error_prefix(err, "layer %d batch %d", (int)l, (int)b);
     if (rc)
-      eplb__migrate_abort(m->set->comm, m->set->rank, err);
+      eplb__migrate_abort(m->set, m->tmp, err);
     store_received(m, l, nr, err);
   }
   return m->carry;
@@ -559,8 +685,8 @@ static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
                                                  (size_t)next->num_slots, 0);
   uint64_t *all = malloc(sizeof(uint64_t) * (size_t)set->size);
   if (all == NULL) /* cannot take part: the peers would wait */
-    eplb__migrate_abort(set->comm, set->rank,
-                        &(eplb_error_t){EPLB_ENOMEM, "out of memory"});
+    eplb__migrate_abort(set, NULL, &(eplb_error_t){EPLB_ENOMEM, "out of memory "
+                                                    "for the plan checksums"});
   int rc = eplb__mpi_check(MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T,
                                          set->comm), "MPI_Allgather of plan checksums", err);
   char list[256] = "";
@@ -637,10 +763,11 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
   m->old = calloc(P, m->stride); /* padding between rows stays zero */
   m->staging = malloc(m->staging_rows * m->stride);
   m->req = malloc(sizeof(MPI_Request) * max_requests(m));
+  m->req_peer = malloc(sizeof(int) * 2 * max_requests(m)); /* + Testsome's indices */
   m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
   m->dup_head = malloc(sizeof(int32_t) * P);
   m->dup_next = malloc(sizeof(int32_t) * P);
-  if (!m->old || !m->staging || !m->req || !m->recv_xfer || !m->dup_head || !m->dup_next)
+  if (!m->old || !m->staging || !m->req || !m->req_peer || !m->recv_xfer || !m->dup_head || !m->dup_next)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer (%zu "
                           "bytes) and the staging (%zu bytes)", P * m->stride,
                           m->staging_rows * m->stride);
@@ -654,6 +781,7 @@ static void mig_free(mig_t *m) {
   free(m->old);
   free(m->staging);
   free(m->req);
+  free(m->req_peer);
   free(m->recv_xfer);
   free(m->dup_head);
   free(m->dup_next);
@@ -693,6 +821,7 @@ static int run_layers(mig_t *m, const eplb_placement_t *next, int *agreed,
     if (carry == 0)
       carry = read_old(m, l, err);
     m->t_read += MPI_Wtime() - t;
+    timed_barrier(m, l, "the start of this layer");
     int rc = eplb__agree(m->set->comm, carry, err);
     if (rc)
       return *agreed = 1, rc;
@@ -792,6 +921,7 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   if (rc)
     goto done; /* agreed: every rank removes its temporary shard */
   m.w = w;
+  m.tmp = tmp;
   rc = run_layers(&m, next, &agreed, err);
   if (agreed)
     goto done;
@@ -800,6 +930,7 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   else
     eplb_shard_writer_abort(w);
   w = NULL;
+  timed_barrier(&m, sched.num_layers - 1, "the commit after it");
   double t = MPI_Wtime();
   rc = eplb__commit(set, tmp, gen, rc, err); /* agrees first */
   m.t_commit = MPI_Wtime() - t;

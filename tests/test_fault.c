@@ -51,11 +51,28 @@ static void test_several_faults(void **state) {
   assert_int_equal(eplb__fault_corrupt_plan(0), 1);
 }
 
+static void test_hang(void **state) {
+  (void)state;
+  set_fault("hang:transfer:3;crash:commit:1");
+  assert_int_equal(eplb__fault_load(NULL), 0);
+  assert_int_equal(eplb__fault_hang_here("transfer", 3), 1);
+  assert_int_equal(eplb__fault_hang_here("transfer", 1), 0);
+  assert_int_equal(eplb__fault_hang_here("commit", 3), 0);
+  /* a hang is not a crash, and the other way round */
+  assert_int_equal(eplb__fault_crash_here("transfer", 3), 0);
+  assert_int_equal(eplb__fault_hang_here("commit", 1), 0);
+  /* a rank the fault does not name returns at once */
+  eplb__fault_hang_point("transfer", 2, "test");
+  set_fault(NULL);
+  assert_int_equal(eplb__fault_hang_here("transfer", 3), 0);
+}
+
 static void test_malformed(void **state) {
   (void)state;
   const char *bad[] = {"corrupt-plan:", "corrupt-plan:3,,5", "corrupt-plan:x",
                        "crash:transfer", "crash:explode:1", "crash:commit:-1",
-                       "crash", "boom:1", "corrupt-plan:1;", ";"};
+                       "crash", "boom:1", "corrupt-plan:1;", ";", "hang:transfer",
+                       "hang:transfer:", "hang:commit:1", "hang:1", "hang:transfer:x"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     eplb_error_t err = {0};
     set_fault(bad[i]);
@@ -72,6 +89,7 @@ int main(void) {
       cmocka_unit_test(test_unset_is_inert),
       cmocka_unit_test(test_corrupt_list),
       cmocka_unit_test(test_several_faults),
+      cmocka_unit_test(test_hang),
       cmocka_unit_test(test_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -119,8 +119,10 @@ typedef struct eplb_migrate_opts_s {
   int32_t max_buffer_mb; /* bytes in flight per rank per batch, MiB,
                             1..65536 (default 256; a batch holds at least one
                             row set) */
-  int32_t timeout_s;     /* give up waiting for a batch after this long,
-                            1..86400 s (default 600): the job is aborted */
+  int32_t timeout_s;     /* give up waiting for a batch, or for the other
+                            ranks before a layer or the commit, after this
+                            long, 1..86400 s (default 600): the job is
+                            aborted (docs/shards.md, "Timeouts") */
   int32_t num_nodes;     /* 1..ranks, ranks % nodes == 0 (default 1) */
   int quiet;             /* 1: rank 0 prints no progress to stderr */
   eplb_migrate_progress_fn progress; /* or NULL */
@@ -162,7 +164,9 @@ void eplb_migrate_result_cleanup(eplb_migrate_result_t *res);
  * leaves the shards as they were (same code on every rank, failing rank
  * named).  A failure or crash after it leaves the journal: run
  * eplb_shards_recover.  A timeout or an MPI failure during the transfer
- * aborts the job (MPI_Abort): the shards are untouched.  On success set
+ * aborts the job (MPI_Abort) after one line on stderr naming the rank,
+ * the layer and the peers waited for: the shards are untouched, and
+ * eplb_shards_recover removes the temporary files left behind.  On success set
  * holds the new shards and set->current == next; *res is filled
  * (eplb_migrate_result_cleanup). */
 int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
