@@ -474,6 +474,33 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
   return rc;
 }
 
+/* Verifies the k-th row set received in this batch of layer l and writes
+ * it, and the slots that copy it (DUP).  Called as soon as its receive
+ * completes, while the other messages of the batch are still in flight:
+ * the row is then still in the cache for the checksum and the write,
+ * instead of being read back cold after the whole batch. */
+static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  if (m->carry)
+    return;
+  const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
+  uint64_t sent;
+  memcpy(&sent, m->staging + k * m->stride + m->toff, sizeof(sent));
+  staged_pieces(m, k, pieces);
+  if (row_checksum(m, pieces) != sent) {
+    m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
+                              "layer %d: expert %d received from rank %d into "
+                              "slot %d fails its checksum (corrupted in "
+                              "transit); nothing was committed, retry",
+                              (int)l, (int)x->expert, (int)x->src_rank,
+                              (int)x->dst_slot);
+    return;
+  }
+  write_row(m, x->dst_slot, pieces, err);
+  for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
+    write_row(m, j, pieces, err);
+}
+
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
  * requests req[0..n), into buf. */
 static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
@@ -501,12 +528,14 @@ static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
 
 /* Tests the n requests in m->req until all are done (0) or timeout_s
  * passes without all of them finishing (0 with *left > 0); an MPI failure
- * is EPLB_EMPI.  With more ranks than cores (8 ranks on 2 cores here) a
+ * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch of layer l:
+ * each is verified and written as soon as it completes (store_one).  With more ranks than cores (8 ranks on 2 cores here) a
  * rank spinning in MPI_Testsome takes the core from the peer whose data it
  * waits for, so after a few idle polls it yields, then sleeps briefly; any
  * progress resets that.  Completed requests become MPI_REQUEST_NULL, so
  * the ones left name the peers still missing. */
-static int poll_requests(mig_t *m, int n, int *left, eplb_error_t *err) {
+static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
+                         eplb_error_t *err) {
   double start = MPI_Wtime();
   int idle = 0;
   int *done_idx = m->req_peer + n; /* scratch after the peers */
@@ -524,6 +553,9 @@ static int poll_requests(mig_t *m, int n, int *left, eplb_error_t *err) {
     if (out > 0) {
       *left -= out;
       idle = 0;
+      for (int i = 0; i < out; i++)
+        if ((size_t)done_idx[i] < nr)
+          store_one(m, l, (size_t)done_idx[i], err);
       continue;
     }
     if (MPI_Wtime() - start > m->opts->timeout_s)
@@ -537,9 +569,10 @@ static int poll_requests(mig_t *m, int n, int *left, eplb_error_t *err) {
 }
 
 /* Waits for batch b of layer l (n requests); a timeout names the peers. */
-static int wait_batch(mig_t *m, int n, int32_t l, int32_t b, eplb_error_t *err) {
+static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
+                      eplb_error_t *err) {
   int left = 0;
-  int rc = poll_requests(m, n, &left, err);
+  int rc = poll_requests(m, n, l, nr, &left, err);
   if (rc == 0 && left > 0) {
     char who[160];
     unfinished_peers(m, n, who, sizeof(who));
@@ -562,7 +595,7 @@ static void timed_barrier(mig_t *m, int32_t l, const char *what) {
   m->req_peer[0] = -1;
   int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]), "MPI_Ibarrier", &err);
   if (rc == 0)
-    rc = poll_requests(m, 1, &left, &err);
+    rc = poll_requests(m, 1, l, 0, &left, &err);
   if (rc == 0 && left > 0)
     rc = eplb_error_set(&err, EPLB_EMPI, "layer %d: not every rank reached %s "
                         "within %d s (a rank crashed, hangs or is far slower)",
@@ -571,30 +604,6 @@ static void timed_barrier(mig_t *m, int32_t l, const char *what) {
     eplb_error_prefix(&err, "layer %d", (int)l);
   if (rc)
     eplb__migrate_abort(m->set, m->tmp, &err);
-}
-
-/* Verifies the nr row sets received in this batch and writes them, and
- * the slots that copy them (DUP). */
-static void store_received(mig_t *m, int32_t l, size_t nr, eplb_error_t *err) {
-  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
-  for (size_t k = 0; k < nr && m->carry == 0; k++) {
-    const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
-    uint64_t sent;
-    memcpy(&sent, m->staging + k * m->stride + m->toff, sizeof(sent));
-    staged_pieces(m, k, pieces);
-    if (row_checksum(m, pieces) != sent) {
-      m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
-                                "layer %d: expert %d received from rank %d into "
-                                "slot %d fails its checksum (corrupted in "
-                                "transit); nothing was committed, retry",
-                                (int)l, (int)x->expert, (int)x->src_rank,
-                                (int)x->dst_slot);
-      return;
-    }
-    write_row(m, x->dst_slot, pieces, err);
-    for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
-      write_row(m, j, pieces, err);
-  }
 }
 
 /* 1 when this rank sends a row set in batch b of layer l. */
@@ -636,12 +645,11 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t 
     if (l == crash_layer && b == 0)
       eplb__fault_crash_point("transfer", m->set->rank);
     if (rc == 0)
-      rc = wait_batch(m, n, l, b, err);
+      rc = wait_batch(m, n, nr, l, b, err);
     else
       eplb_error_prefix(err, "layer %d batch %d", (int)l, (int)b);
     if (rc)
       eplb__migrate_abort(m->set, m->tmp, err);
-    store_received(m, l, nr, err);
   }
   return m->carry;
 }
@@ -925,10 +933,12 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   rc = run_layers(&m, next, &agreed, err);
   if (agreed)
     goto done;
-  if (rc == 0)
+  double tw = MPI_Wtime();
+  if (rc == 0) /* closing and the fsync are part of writing the shard */
     rc = eplb_shard_writer_finish(w, 1, err);
   else
     eplb_shard_writer_abort(w);
+  m.t_write += MPI_Wtime() - tw;
   w = NULL;
   timed_barrier(&m, sched.num_layers - 1, "the commit after it");
   double t = MPI_Wtime();

@@ -141,7 +141,10 @@ typedef struct eplb_migrate_result_s {
   int64_t *bytes_sent;      /* [num_ranks] weight bytes each rank sent */
   int64_t *bytes_received;  /* [num_ranks] weight bytes each rank received */
   double seconds_read, seconds_transfer, seconds_write, seconds_commit;
-  double seconds_total;     /* slowest rank's, for each */
+  double seconds_total;     /* slowest rank's, for each; write = the rows,
+                               closing and fsyncing the temporary shard;
+                               transfer = the network phase without the
+                               writes (checksums verified included) */
   double bandwidth_mbs;     /* bytes_moved / seconds_transfer, MB/s */
 } eplb_migrate_result_t;
 
