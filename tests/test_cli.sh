@@ -111,6 +111,8 @@ usage)
   expect 2 "--move-cost 2 is outside 0..1" --stats "$A" --num-slots 12 --num-gpus 4 --move-cost 2 --output "$OUT"
   expect 2 "--max-moves -2 is outside -1..1048576" --stats "$A" --num-slots 12 --num-gpus 4 --max-moves -2 --output "$OUT"
   expect 2 "refusing to overwrite statistics" --stats "$tmp/out.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  expect 2 "--threads 65 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads 65 --output "$OUT"
+  expect 2 "--threads -1 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads -1 --output "$OUT"
   # Checks that need the statistics (E = 8 experts here).
   expect 2 "--num-slots 12 is not a multiple of --num-gpus 5" --stats "$A" --num-slots 12 --num-gpus 5 --output "$OUT"
   expect 2 "--num-slots 4 is less than the 8 experts" --stats "$A" --num-slots 4 --num-gpus 2 --output "$OUT"
@@ -120,7 +122,7 @@ usage)
   # --help documents every range; --version; both exit 0.
   ok --help
   for needle in "--num-slots S" "1..1048576" "--num-gpus G" "1..65536" "--num-nodes N" \
-                "--num-groups K" "--policy P" "--output-format F" "-1..1048576" "exit status"; do
+                "--num-groups K" "--policy P" "--output-format F" "-1..1048576" "--threads T" "0..64" "exit status"; do
     has "$out" "$needle" "--help"
   done
   ok --version
@@ -173,6 +175,13 @@ good)
   ok --stats "$A" --num-slots 12 --num-gpus 4 --quiet --output "$OUT"
   checks=$((checks + 1))
   [ -z "$out" ] || fail "--quiet printed: $out"
+  # Layers planned on any number of threads: the same map, byte for byte.
+  ok --stats "$SG" --num-slots 12 --num-gpus 4 --threads 1 --output "$tmp/t1.json"
+  for t in 0 3 64; do
+    ok --stats "$SG" --num-slots 12 --num-gpus 4 --threads $t --output "$tmp/tn.json"
+    checks=$((checks + 1))
+    cmp -s "$tmp/t1.json" "$tmp/tn.json" || fail "--threads $t: the map differs from --threads 1"
+  done
   ;;
 sum)
   # Two per-rank files summed = the pre-summed file: byte-identical maps.

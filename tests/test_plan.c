@@ -348,6 +348,63 @@ static void make_stats(eplb_stats_t *st, int32_t L_, int32_t E_, double skew) {
     skewed_loads(st->load + (size_t)l * E_, E_, skew);
 }
 
+/* Layers planned on several threads: the same maps as on one, and the
+ * error of the lowest failing layer whatever the thread count. */
+static void test_plan_threads(void **state) {
+  (void)state;
+  uint64_t saved = rng_state; /* later tests keep their inputs */
+  eplb_stats_t st;
+  make_stats(&st, 23, 64, 0.9);
+  for (int32_t l = 0; l < 23; l++)
+    st.layer_ids[l] = 100 + l;
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  assert_int_equal(o.threads, 1);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  eplb_placement_t one, cur, many;
+  assert_int_equal(eplb_plan(&st, &o, &one, NULL), 0);
+  o.policy = EPLB_POLICY_DEEPSEEK;
+  assert_int_equal(eplb_plan(&st, &o, &cur, NULL), 0);
+  o.policy = EPLB_POLICY_BALANCED;
+  eplb_placement_t from_one;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &from_one, NULL), 0);
+  const int32_t counts[] = {2, 3, 0, 64};
+  for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+    o.threads = counts[k];
+    assert_int_equal(eplb_plan(&st, &o, &many, NULL), 0);
+    assert_memory_equal(one.phy2log, many.phy2log, sizeof(int32_t) * 23 * 80);
+    assert_memory_equal(one.layer_ids, many.layer_ids, sizeof(int32_t) * 23);
+    eplb_placement_cleanup(&many);
+    assert_int_equal(eplb_plan_from(&st, &cur, &o, &many, NULL), 0);
+    assert_memory_equal(from_one.phy2log, many.phy2log,
+                        sizeof(int32_t) * 23 * 80);
+    eplb_placement_cleanup(&many);
+  }
+  st.load[5 * 64 + 3] = -1;
+  st.load[17 * 64 + 9] = NAN;
+  for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+    eplb_error_t err;
+    o.threads = counts[k];
+    assert_int_equal(eplb_plan(&st, &o, &many, &err), EPLB_ECOUNT);
+    assert_non_null(strstr(err.msg, "layer 105"));
+    assert_null(many.phy2log);
+    assert_int_equal(eplb_plan_from(&st, &cur, &o, &many, &err), EPLB_ECOUNT);
+    assert_non_null(strstr(err.msg, "layer 105"));
+  }
+  o.threads = EPLB_MAX_PLAN_THREADS + 1;
+  assert_int_equal(eplb_plan(&st, &o, &many, NULL), EPLB_EARG);
+  o.threads = -1;
+  eplb_error_t err;
+  assert_int_equal(eplb_plan(&st, &o, &many, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "--threads"));
+  eplb_placement_cleanup(&one);
+  eplb_placement_cleanup(&cur);
+  eplb_placement_cleanup(&from_one);
+  eplb_stats_cleanup(&st);
+  rng_state = saved;
+}
+
 static void test_plan_from_keeps_balanced_layers(void **state) {
   (void)state;
   eplb_stats_t st;
@@ -522,14 +579,21 @@ static void test_sort_desc_reference(void **state) {
     int32_t *got = malloc(sizeof(int32_t) * (size_t)n);
     int32_t *want = malloc(sizeof(int32_t) * (size_t)n);
     assert_true(w && got && want);
-    for (int trial = 0; trial < 4; trial++) {
+    for (int trial = 0; trial < 6; trial++) {
+      /* Trials 4 and 5 (added later) give the stream back, so the later
+       * tests see the inputs they were tuned on. */
+      uint64_t saved = rng_state;
       for (int32_t i = 0; i < n; i++) {
         uint64_t r = rng_next() % 8;
         w[i] = trial == 0   ? (double)(r % 3)             /* heavy ties */
                : trial == 1 ? (r == 0 ? -0.0 : 0.0)       /* zeros only */
                : trial == 2 ? 1e4 * rng_unit() / (1 + r)  /* like replicas */
-                            : (double)(rng_next() % 1000000) * 0.5;
+               : trial == 3 ? (double)(rng_next() % 1000000) * 0.5
+               : trial == 4 ? floor(1e3 * pow(rng_unit() + 1e-3, -1.2)) /* skew */
+                            : (i == n / 2 ? 1e15 : (double)(r % 5) + 1e3); /* outlier */
       }
+      if (trial >= 4)
+        rng_state = saved;
       eplb__sort_desc(w, n, got);
       for (int32_t i = 0; i < n; i++) { /* reference: insertion sort */
         int32_t j = i;
@@ -756,6 +820,7 @@ int main(void) {
       cmocka_unit_test(test_option_validation),
       cmocka_unit_test(test_bad_loads),
       cmocka_unit_test(test_plan_stats),
+      cmocka_unit_test(test_plan_threads),
       cmocka_unit_test(test_plan_from_keeps_balanced_layers),
       cmocka_unit_test(test_plan_from_drift),
       cmocka_unit_test(test_plan_from_errors),

@@ -35,6 +35,8 @@ extern "C" {
 #define EPLB_MAX_GPUS 65536
 #define EPLB_MIN_NODES 1 /* at most num_gpus */
 #define EPLB_MIN_GROUPS 1 /* at most num_experts */
+#define EPLB_MIN_PLAN_THREADS 0 /* 0: one per online CPU */
+#define EPLB_MAX_PLAN_THREADS 64
 
 typedef enum {
   EPLB_POLICY_BALANCED = 0,
@@ -63,6 +65,11 @@ typedef struct eplb_plan_opts_s {
   double spill_cost;     /* imbalance traded per replica placed away from its
                             group's node, 0..1 (default
                             EPLB_DEFAULT_SPILL_COST) */
+  /* Threads that plan layers in parallel (layers are independent, so the
+   * map is the same for any count): 1 (default) .. EPLB_MAX_PLAN_THREADS;
+   * 0 = one per online CPU (at most EPLB_MAX_PLAN_THREADS).  Never more
+   * threads than layers. */
+  int32_t threads;
 } eplb_plan_opts_t;
 
 #define EPLB_DEFAULT_SPILL_COST 0.005

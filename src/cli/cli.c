@@ -191,6 +191,8 @@ static const int_opt_t plan_ints[] = {
     {"num-nodes", offsetof(eplb_plan_opts_t, num_nodes), EPLB_MIN_NODES, EPLB_MAX_GPUS},
     {"num-groups", offsetof(eplb_plan_opts_t, num_groups), EPLB_MIN_GROUPS, EPLB_MAX_EXPERTS},
     {"max-moves", offsetof(eplb_plan_opts_t, max_moves), -1, EPLB_MAX_SLOTS},
+    {"threads", offsetof(eplb_plan_opts_t, threads), EPLB_MIN_PLAN_THREADS,
+     EPLB_MAX_PLAN_THREADS},
 };
 
 static const real_opt_t plan_reals[] = {

@@ -95,6 +95,9 @@ static void usage(FILE *f) {
 "                       replicas on cooler nodes\n"
 "  --spill-cost C       imbalance traded per replica away from its group's\n"
 "                       node, 0..1 (default %g)\n"
+"  --threads T          threads planning layers in parallel, %d..%d (0 =\n"
+"                       one per online CPU, the default); the map is the\n"
+"                       same for any T\n"
 "  --per-layer          print the imbalance of every layer\n"
 "  --quiet              print nothing on success\n"
 "  --help, --version\n"
@@ -105,14 +108,15 @@ static void usage(FILE *f) {
           EPLB_MAX_ITER,
           EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
           EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-          EPLB_DEFAULT_SPILL_COST);
+          EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS,
+          EPLB_MAX_PLAN_THREADS);
 }
 
 enum {
   OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
   OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_CURRENT, OPT_MAX_MOVES,
   OPT_MOVE_COST, OPT_KEEP, OPT_SPILL, OPT_SPILL_COST, OPT_PER_LAYER,
-  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER, OPT_EMA
+  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER, OPT_EMA, OPT_THREADS
 };
 
 static const struct option long_opts[] = {
@@ -133,6 +137,7 @@ static const struct option long_opts[] = {
     {"keep-threshold", required_argument, 0, OPT_KEEP},
     {"spill", no_argument, 0, OPT_SPILL},
     {"spill-cost", required_argument, 0, OPT_SPILL_COST},
+    {"threads", required_argument, 0, OPT_THREADS},
     {"per-layer", no_argument, 0, OPT_PER_LAYER},
     {"quiet", no_argument, 0, OPT_QUIET},
     {"help", no_argument, 0, OPT_HELP},
@@ -237,6 +242,7 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
  * -1 for --help/--version. */
 static int parse_args(int argc, char *argv[], args_t *a) {
   eplb_plan_opts_default(&a->plan);
+  a->plan.threads = 0; /* one process: use the machine's CPUs */
   a->ema_alpha = -1;
   opterr = 0;
   int c;

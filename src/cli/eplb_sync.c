@@ -77,6 +77,9 @@ static void usage(FILE *f) {
 "  --keep-threshold T   with --current-map: 0..100 (default %g)\n"
 "  --spill              hierarchical balanced plans: hot experts may spill\n"
 "  --spill-cost C       0..1 (default %g)\n"
+"  --threads T          threads rank 0 plans layers on, 0..64 (0 = one per\n"
+"                       online CPU; default 1: the other ranks of a node\n"
+"                       may share its cores); the map is the same for any T\n"
 "  --quiet              print nothing on success\n"
 "  --help, --version\n"
 "shards (docs/shards.md): one rank per shard\n"
@@ -125,7 +128,8 @@ enum {
   OPT_CURRENT, OPT_MAX_MOVES, OPT_MOVE_COST, OPT_KEEP, OPT_SPILL,
   OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_WATCH, OPT_INTERVAL,
   OPT_TRIGGER, OPT_MAX_ROUNDS, OPT_EMA, OPT_THRESHOLD, OPT_MIN_GAIN,
-  OPT_LAYERS_PER_ROUND, OPT_SHARDS, OPT_MAX_BUFFER, OPT_TIMEOUT, OPT_RECOVER
+  OPT_LAYERS_PER_ROUND, OPT_SHARDS, OPT_MAX_BUFFER, OPT_TIMEOUT, OPT_RECOVER,
+  OPT_THREADS
 };
 
 static const struct option long_opts[] = {
@@ -146,6 +150,7 @@ static const struct option long_opts[] = {
     {"keep-threshold", required_argument, 0, OPT_KEEP},
     {"spill", no_argument, 0, OPT_SPILL},
     {"spill-cost", required_argument, 0, OPT_SPILL_COST},
+    {"threads", required_argument, 0, OPT_THREADS},
     {"quiet", no_argument, 0, OPT_QUIET},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},

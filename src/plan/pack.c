@@ -200,8 +200,33 @@ static void swap_slots(eplb__layout_t *lay, int32_t g, int32_t a, int32_t h,
   lay->load[h] += d;
 }
 
+/* 1 when some GPU holds an expert twice: one pass with a stamp per
+ * expert, instead of the pairwise scan of the repair (which then finds
+ * nothing to do: packing avoids duplicates whenever it can).  2 when out
+ * of memory (the caller then takes the full scan). */
+static int has_duplicates(const eplb__layout_t *lay) {
+  int32_t S = lay->G * lay->per, emax = 0;
+  for (int32_t s = 0; s < S; s++)
+    emax = lay->expert[s] > emax ? lay->expert[s] : emax;
+  int32_t *stamp = malloc(sizeof(int32_t) * ((size_t)emax + 1));
+  if (stamp == NULL)
+    return 2;
+  for (int32_t e = 0; e <= emax; e++)
+    stamp[e] = -1;
+  int dup = 0;
+  for (int32_t s = 0; s < S && !dup; s++) {
+    int32_t g = s / lay->per, x = lay->expert[s];
+    dup = stamp[x] == g;
+    stamp[x] = g;
+  }
+  free(stamp);
+  return dup;
+}
+
 int32_t eplb__repair_duplicates(eplb__layout_t *lay) {
   int32_t G = lay->G, per = lay->per, left = 0;
+  if (has_duplicates(lay) == 0)
+    return 0;
   for (int32_t g = 0; g < G; g++) {
     for (int32_t a = 0; a < per; a++) {
       int32_t x = lay->expert[(size_t)g * per + a];

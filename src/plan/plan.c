@@ -1,7 +1,10 @@
 /* plan.c - the planner's entry points: option checks and per-layer dispatch
  * to a policy (deepseek.c, balanced.c).  Pure: no MPI, no I/O. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plan/internal.h"
 
@@ -15,6 +18,7 @@ void eplb_plan_opts_default(eplb_plan_opts_t *opts) {
   opts->keep_threshold = EPLB_DEFAULT_KEEP_THRESHOLD;
   opts->spill = 0;
   opts->spill_cost = EPLB_DEFAULT_SPILL_COST;
+  opts->threads = 1;
 }
 
 int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
@@ -76,6 +80,11 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
   if (!(o->spill_cost >= 0 && o->spill_cost <= 1))
     return eplb_error_set(err, EPLB_EARG, "--spill-cost %g is outside 0..1",
                           o->spill_cost);
+  if (o->threads < EPLB_MIN_PLAN_THREADS || o->threads > EPLB_MAX_PLAN_THREADS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--threads %d is outside %d..%d (0: one per CPU)",
+                          (int)o->threads, EPLB_MIN_PLAN_THREADS,
+                          EPLB_MAX_PLAN_THREADS);
   if (o->spill && !(eplb_plan_is_hierarchical(o) &&
                     o->policy == EPLB_POLICY_BALANCED))
     return eplb_error_set(err, EPLB_EARG,
@@ -141,6 +150,110 @@ int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
   return rc;
 }
 
+/* ---- layers in parallel -------------------------------------------- */
+
+/* One layer of a whole-histogram plan: from scratch, or from the current
+ * placement (current != NULL). */
+static int plan_one_layer(const eplb_stats_t *stats,
+                          const eplb_placement_t *current,
+                          const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                          int32_t l, eplb_error_t *err) {
+  int32_t E = stats->num_experts, S = opts->num_slots;
+  const double *load = stats->load + (size_t)l * E;
+  int32_t *phy2log = out->phy2log + (size_t)l * S;
+  if (current == NULL)
+    return eplb_plan_layer(load, E, opts, phy2log, err);
+  for (int32_t e = 0; e < E; e++)
+    if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
+      return eplb_error_set(err, EPLB_ECOUNT,
+                            "expert %d: load %g is negative, not finite or "
+                            "above 2^53",
+                            (int)e, load[e]);
+  return eplb__plan_incremental(load, E, opts, current->phy2log + (size_t)l * S,
+                                phy2log, err);
+}
+
+/* Shared by the threads of one plan.  Layers are handed out one at a time
+ * (their costs differ by 10x), and the error kept is the one of the lowest
+ * failing layer, so what is reported does not depend on the thread count
+ * or on timing. */
+typedef struct {
+  const eplb_stats_t *stats;
+  const eplb_placement_t *current;
+  const eplb_plan_opts_t *opts;
+  eplb_placement_t *out;
+  atomic_int next;
+  pthread_mutex_t lock;
+  int32_t failed_layer; /* num_layers: none */
+  int rc;
+  eplb_error_t err;
+} plan_job_t;
+
+static void *plan_worker(void *arg) {
+  plan_job_t *job = arg;
+  eplb_error_t err;
+  for (;;) {
+    int32_t l = (int32_t)atomic_fetch_add(&job->next, 1);
+    if (l >= job->stats->num_layers)
+      break;
+    pthread_mutex_lock(&job->lock);
+    int skip = l > job->failed_layer; /* a lower layer failed already */
+    pthread_mutex_unlock(&job->lock);
+    if (skip)
+      break;
+    int rc = plan_one_layer(job->stats, job->current, job->opts, job->out, l,
+                            &err);
+    if (rc) {
+      pthread_mutex_lock(&job->lock);
+      if (l < job->failed_layer) {
+        job->failed_layer = l;
+        job->rc = rc;
+        job->err = err;
+      }
+      pthread_mutex_unlock(&job->lock);
+    }
+  }
+  return NULL;
+}
+
+/* Threads to use for L layers. */
+static int32_t plan_threads(const eplb_plan_opts_t *opts, int32_t L) {
+  int32_t t = opts->threads;
+  if (t == 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    t = n < 1 ? 1 : n > EPLB_MAX_PLAN_THREADS ? EPLB_MAX_PLAN_THREADS : (int32_t)n;
+  }
+  return t < L ? t : L;
+}
+
+/* Plans every layer into out (initialised by the caller), on
+ * plan_threads() threads; the calling thread is one of them.  A thread
+ * that cannot be started leaves its share to the others. */
+static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *current,
+                       const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                       eplb_error_t *err) {
+  plan_job_t job = {.stats = stats, .current = current, .opts = opts,
+                    .out = out, .failed_layer = stats->num_layers, .rc = 0};
+  atomic_init(&job.next, 0);
+  pthread_mutex_init(&job.lock, NULL);
+  int32_t nt = plan_threads(opts, stats->num_layers);
+  pthread_t tid[EPLB_MAX_PLAN_THREADS];
+  int32_t started = 0;
+  for (int32_t t = 1; t < nt; t++)
+    if (pthread_create(&tid[started], NULL, plan_worker, &job) == 0)
+      started++;
+  plan_worker(&job);
+  for (int32_t t = 0; t < started; t++)
+    pthread_join(tid[t], NULL);
+  pthread_mutex_destroy(&job.lock);
+  if (job.rc) {
+    if (err)
+      *err = job.err;
+    eplb_error_prefix(err, "layer %d", (int)stats->layer_ids[job.failed_layer]);
+  }
+  return job.rc;
+}
+
 int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
               eplb_placement_t *out, eplb_error_t *err) {
   int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
@@ -152,17 +265,10 @@ int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
     return rc;
   memcpy(out->layer_ids, stats->layer_ids,
          sizeof(int32_t) * (size_t)stats->num_layers);
-  for (int32_t l = 0; l < stats->num_layers; l++) {
-    rc = eplb_plan_layer(stats->load + (size_t)l * stats->num_experts,
-                         stats->num_experts, opts,
-                         out->phy2log + (size_t)l * opts->num_slots, err);
-    if (rc) {
-      eplb_error_prefix(err, "layer %d", (int)stats->layer_ids[l]);
-      eplb_placement_cleanup(out);
-      return rc;
-    }
-  }
-  return 0;
+  rc = plan_layers(stats, NULL, opts, out, err);
+  if (rc)
+    eplb_placement_cleanup(out);
+  return rc;
 }
 
 int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
@@ -199,22 +305,7 @@ int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
     return rc;
   memcpy(out->layer_ids, stats->layer_ids,
          sizeof(int32_t) * (size_t)stats->num_layers);
-  int32_t E = stats->num_experts, S = opts->num_slots;
-  for (int32_t l = 0; l < stats->num_layers && rc == 0; l++) {
-    const double *load = stats->load + (size_t)l * E;
-    for (int32_t e = 0; e < E && rc == 0; e++)
-      if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
-        rc = eplb_error_set(err, EPLB_ECOUNT,
-                            "expert %d: load %g is negative, not finite or "
-                            "above 2^53",
-                            (int)e, load[e]);
-    if (rc == 0)
-      rc = eplb__plan_incremental(load, E, opts,
-                                  current->phy2log + (size_t)l * S,
-                                  out->phy2log + (size_t)l * S, err);
-    if (rc)
-      eplb_error_prefix(err, "layer %d", (int)stats->layer_ids[l]);
-  }
+  rc = plan_layers(stats, current, opts, out, err);
   if (rc)
     eplb_placement_cleanup(out);
   return rc;

@@ -167,6 +167,61 @@ static void radix_sort(const double *w, int32_t *order, int32_t n,
     memcpy(order, src, sizeof(int32_t) * (size_t)n);
 }
 
+/* Largest bucket the bucket sort finishes by insertion; a fuller one
+ * (keys bunched far from an outlier) hands the whole sort to the radix
+ * sort, which gives the same permutation. */
+#define BUCKET_MAX 48
+
+/* Bucket sort of order[0..n) (the identity on entry) into before()'s
+ * order, or 0 when a bucket is too full (order is then unchanged).  A
+ * weight's bucket is its bit pattern's offset from the smallest, shifted
+ * right until the range fits in nb >= n buckets: a monotone map (heavier
+ * weights never land in a lighter bucket), so placing items bucket by
+ * bucket, heaviest bucket first and in index order inside (counting sort,
+ * stable), then insertion-sorting each bucket under before() is exactly
+ * before()'s total order.  Bit patterns grow like the logarithm, so skewed
+ * expert loads spread over the buckets: a few items each, a few passes
+ * over n instead of the radix sort's eight.  keys: n; tmp: n + nb + 1. */
+static int bucket_sort(const double *w, int32_t *order, int32_t n,
+                       uint64_t *keys, int32_t *tmp) {
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (int32_t i = 0; i < n; i++) {
+    uint64_t k = ~desc_key(w[i]); /* ascending with the weight */
+    keys[i] = k;
+    lo = k < lo ? k : lo;
+    hi = k > hi ? k : hi;
+  }
+  if (lo == hi)
+    return 1; /* all equal: index order is the order */
+  int32_t nb = 1;
+  while (nb < n)
+    nb *= 2;
+  int shift = 0;
+  while (((hi - lo) >> shift) >= (uint64_t)nb)
+    shift++;
+  int32_t *start = tmp + n; /* [nb + 1]: bucket b holds the b-th heaviest */
+  memset(start, 0, sizeof(int32_t) * ((size_t)nb + 1));
+  for (int32_t i = 0; i < n; i++)
+    start[nb - 1 - (int32_t)((keys[i] - lo) >> shift) + 1]++;
+  for (int32_t b = 0; b < nb; b++) {
+    if (start[b + 1] > BUCKET_MAX)
+      return 0;
+    start[b + 1] += start[b];
+  }
+  for (int32_t i = 0; i < n; i++)
+    tmp[start[nb - 1 - (int32_t)((keys[i] - lo) >> shift)]++] = i;
+  /* start[b] is now the end of bucket b, the start of bucket b + 1. */
+  int32_t from = 0;
+  for (int32_t b = 0; b < nb; b++) {
+    int32_t to = start[b];
+    if (to - from > 1)
+      insertion_sort(w, tmp + from, to - from);
+    from = to;
+  }
+  memcpy(order, tmp, sizeof(int32_t) * (size_t)n);
+  return 1;
+}
+
 /* Below this many items the insertion sort wins. */
 #define RADIX_MIN 48
 
@@ -177,12 +232,19 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
     insertion_sort(w, order, n);
     return;
   }
-  void *scratch = malloc((sizeof(uint64_t) * 2 + sizeof(int32_t)) * (size_t)n);
+  int32_t nb = 1;
+  while (nb < n)
+    nb *= 2;
+  /* keys: 2n (radix) >= n (bucket); indices: n + nb + 1 >= n. */
+  void *scratch = malloc(sizeof(uint64_t) * 2 * (size_t)n +
+                         sizeof(int32_t) * ((size_t)n + (size_t)nb + 1));
   if (scratch == NULL) {
     insertion_sort(w, order, n); /* out of memory: slow, but correct */
     return;
   }
   uint64_t *keys = scratch;
-  radix_sort(w, order, n, keys, (int32_t *)(keys + 2 * (size_t)n));
+  int32_t *tmp = (int32_t *)(keys + 2 * (size_t)n);
+  if (!bucket_sort(w, order, n, keys, tmp))
+    radix_sort(w, order, n, keys, tmp);
   free(scratch);
 }
