@@ -8,7 +8,15 @@
  *    packing avoids duplicates;
  *  - after greedy packing, a local search swaps slots between the most
  *    loaded GPU and the others (pack.c), which matters most when there are
- *    few or no redundant slots;
+ *    few or no redundant slots.  It swaps a slot only with the slot of the
+ *    same weight rank on the other GPU first: greedy packing gives every
+ *    GPU one replica of each weight tier (the G heaviest, the next G, ...),
+ *    and keeping that mix keeps the GPUs alike on the traffic that follows,
+ *    not only on the window planned for; it is also a third of the work
+ *    (one candidate per slot instead of a sweep).  General swaps follow
+ *    only where the tiered search stays more than GENERAL_ABOVE above the
+ *    lower bound - typically a hot expert whose GPU must take the lightest
+ *    replicas, which no tier-preserving swap can give it;
  *  - the result is compared with DeepSeek's own plan, improved the same way,
  *    and the better one is kept, so this policy is never worse than
  *    `deepseek` on the loads it plans for.
@@ -21,6 +29,11 @@
 
 /* Imbalance above which a layer is refined with replica-count moves. */
 #define REFINE_ABOVE 0.002
+
+/* How far above the lower bound (eplb__layout_bound) the tier-preserving
+ * local search may leave the most loaded GPU before general swaps are
+ * allowed too. */
+#define GENERAL_ABOVE 0.002
 
 /* Upper bound on local-search swaps for a problem of S slots: far above
  * what real loads need (tens), there only to bound the worst case. */
@@ -52,7 +65,13 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
     rc = 1;
     goto done;
   }
-  eplb__local_search(&lay, ls_budget(S));
+  /* Tier-preserving swaps first; general swaps only where they are needed
+   * to come near the bound (a hot expert whose GPU must take the lightest
+   * slots: no tier-preserving swap gives it those). */
+  eplb__local_search(&lay, ls_budget(S), 1);
+  double worst = lay.load[eplb__argmax(lay.load, G)];
+  if (worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay))
+    eplb__local_search(&lay, ls_budget(S), 0);
   memcpy(phy2log, lay.expert, sizeof(int32_t) * (size_t)S);
 done:
   free(cnt);
@@ -218,7 +237,7 @@ static int plan_hier(const double *load, int32_t E,
     lay.w[bin[k] * gpn + rank[k]] = gw[k];
     lay.load[bin[k]] += gw[k];
   }
-  eplb__local_search(&lay, ls_budget(K));
+  eplb__local_search(&lay, ls_budget(K), 0);
   for (int32_t q = 0; q < K; q++)
     for (int32_t j = 0; j < gsize; j++)
       mlog2log[q * gsize + j] = lay.expert[q] * gsize + j;

@@ -53,8 +53,17 @@ int32_t eplb__repair_duplicates(eplb__layout_t *lay);
 /* Local search: repeatedly swaps a slot of the most loaded GPU with a
  * lighter slot of another GPU when that lowers the pair's maximum, never
  * creating a duplicate, until no swap helps or `max_iters` swaps were made.
- * Each swap strictly lowers the sum of squared loads, so it terminates. */
-void eplb__local_search(eplb__layout_t *lay, int32_t max_iters);
+ * Each swap strictly lowers the sum of squared loads, so it terminates.
+ * With `tiered`, a slot only swaps with the slot of the same rank (by
+ * weight) on the other GPU: the heaviest with the heaviest, and so on, so
+ * that every GPU keeps one replica of each weight tier that greedy packing
+ * gave it (see balanced.c for why that matters on later traffic). */
+void eplb__local_search(eplb__layout_t *lay, int32_t max_iters, int tiered);
+
+/* A lower bound on the most loaded GPU of any arrangement of lay's slots:
+ * the mean GPU load, and the heaviest slot plus the per - 1 lightest ones
+ * (the GPU holding the heaviest slot fills its other slots too). */
+double eplb__layout_bound(const eplb__layout_t *lay);
 
 /* Largest entry of load[G] (ties: lower index). */
 int32_t eplb__argmax(const double *load, int32_t G);

@@ -336,7 +336,8 @@ static void reposition(const double *load, int32_t *by_load, int32_t *pos,
   pos[x] = i;
 }
 
-void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
+void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
+                        int tiered) {
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
@@ -370,6 +371,11 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
       double gap = lg - lay->load[h];
       if (gap <= 0 || lg - gap / 2 >= best.nmax)
         break;
+      if (tiered) { /* the slot of the same rank on h only */
+        for (int32_t a = 0; a < per; a++)
+          consider(lay, g, a, h, a, &best);
+        continue;
+      }
       const double *hw = lay->w + (size_t)h * per;
       /* The ideal swap moves gap/2: for each a (heaviest first) the b whose
        * weight is nearest w_a - gap/2; that target only falls as a does, so
@@ -386,7 +392,7 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
           consider(lay, g, a, h, j, &best);
       }
     }
-    if (best.h < 0 && best.blocked) {
+    if (best.h < 0 && best.blocked && !tiered) {
       /* Neighbours were ruled out as duplicates: one full scan before
        * giving up, so that shortcut never ends the search early. */
       for (int32_t h = 0; h < G; h++)
@@ -404,6 +410,45 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters) {
     reposition(lay->load, by_load, pos, G, best.h);
   }
   free(by_load);
+}
+
+double eplb__layout_bound(const eplb__layout_t *lay) {
+  int32_t S = lay->G * lay->per, k = lay->per - 1;
+  double total = 0, wmax = 0;
+  for (int32_t s = 0; s < S; s++) {
+    total += lay->w[s];
+    wmax = lay->w[s] > wmax ? lay->w[s] : wmax;
+  }
+  /* The k smallest weights: a buffer kept sorted (k is a GPU's slots less
+   * one, small) or, for wide GPUs, one sort. */
+  double small = 0;
+  if (k > 0 && k <= 64) {
+    double buf[64];
+    int32_t n = 0;
+    for (int32_t s = 0; s < S; s++) {
+      double v = lay->w[s];
+      if (n == k && v >= buf[n - 1])
+        continue;
+      int32_t i = n < k ? n++ : n - 1;
+      while (i > 0 && buf[i - 1] > v) {
+        buf[i] = buf[i - 1];
+        i--;
+      }
+      buf[i] = v;
+    }
+    for (int32_t i = 0; i < n; i++)
+      small += buf[i];
+  } else if (k > 0) {
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)S);
+    if (order == NULL)
+      return total / lay->G; /* still a bound, only a weaker one */
+    eplb__sort_desc(lay->w, S, order);
+    for (int32_t i = S - k; i < S; i++)
+      small += lay->w[order[i]];
+    free(order);
+  }
+  double mean = total / lay->G;
+  return wmax + small > mean ? wmax + small : mean;
 }
 
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
