@@ -24,18 +24,21 @@ int32_t eplb__argmax(const double *load, int32_t G) {
 }
 
 /* Tournament (winner) tree over the bins, for greedy packing: leaf P + b
- * holds bin b (b < P; leaves past the last bin hold the sentinel bin P);
- * each inner node holds the lighter of its children under the effective
- * weights ew[] (ties: lower bin), so node 1 is the lightest bin with room.
- * A bin that is full, or set aside, gets ew = +inf.  Weights are kept as
- * their IEEE-754 bit patterns, which order like the values for the finite
- * non-negative sums and +inf seen here (bins start at +0.0), so a match is
- * integer compares and selects only.  Re-weighing a bin replays log2(P)
- * branch-free matches, cheaper than a binary heap's pop and push. */
+ * holds bin b (leaves past the last bin hold the sentinel bin P); each
+ * inner node holds the lighter of its children, its index in ni[] and its
+ * effective weight in nw[] (ties: lower bin), so node 1 is the lightest bin
+ * with room.  A bin that is full, or set aside, weighs +inf.  Weights are
+ * kept as their IEEE-754 bit patterns, which order like the values for the
+ * finite non-negative sums and +inf seen here (bins start at +0.0).  Every
+ * bin of a left subtree has a lower index than every bin of the right one,
+ * so a tie goes to the left child: the match of a node is one integer
+ * compare, `sibling < current + (current is the right child)`, and a
+ * select.  Re-weighing a bin replays log2(P) such matches reading only the
+ * sibling (weight and index side by side, no dependent load). */
 typedef struct {
-  int32_t *node; /* [2P] */
+  uint64_t *nw; /* [2P] winner's weight (bits) per node */
+  int32_t *ni;  /* [2P] winner's bin per node */
   int32_t P;
-  uint64_t *ew; /* [P + 1] effective weights (bits); ew[P] = +inf */
 } bin_tree_t;
 
 static inline uint64_t wbits(double v) {
@@ -44,37 +47,42 @@ static inline uint64_t wbits(double v) {
   return u;
 }
 
-/* The winner of a match between bins a and b. */
-static inline int32_t tree_win(const uint64_t *ew, int32_t a, int32_t b) {
-  uint64_t wa = ew[a], wb = ew[b];
-  int take_b = (wb < wa) | ((wb == wa) & (b < a));
-  return take_b ? b : a;
-}
-
 /* Sets bin b's effective weight to v and replays its matches, carrying the
- * winner in registers: each level reads only the sibling, so the levels do
- * not wait on each other's stores. */
+ * winner in registers. */
 static void tree_set(bin_tree_t *t, int32_t b, double v) {
+  uint64_t *nw = t->nw;
+  int32_t *ni = t->ni;
   uint64_t cw = wbits(v);
-  t->ew[b] = cw;
-  int32_t cur = b;
-  for (int32_t i = t->P + b; i > 1; i /= 2) {
-    int32_t sib = t->node[i ^ 1];
-    uint64_t sw = t->ew[sib];
-    int take = (sw < cw) | ((sw == cw) & (sib < cur));
-    cur = take ? sib : cur;
+  int32_t ci = b;
+  uint32_t i = (uint32_t)t->P + (uint32_t)b;
+  nw[i] = cw;
+  while (i > 1) {
+    uint64_t sw = nw[i ^ 1];
+    int32_t si = ni[i ^ 1];
+    int take = sw < cw + (i & 1);
     cw = take ? sw : cw;
-    t->node[i / 2] = cur;
+    ci = take ? si : ci;
+    i >>= 1;
+    nw[i] = cw;
+    ni[i] = ci;
   }
 }
 
+/* Effective weight of bin b (bits). */
+static inline uint64_t tree_weight(const bin_tree_t *t, int32_t b) {
+  return t->nw[t->P + b];
+}
+
 static void tree_init(bin_tree_t *t, int32_t bins) {
-  for (int32_t i = 0; i <= t->P; i++)
-    t->ew[i] = wbits(i < bins ? 0.0 : HUGE_VAL);
-  for (int32_t i = 0; i < t->P; i++)
-    t->node[t->P + i] = i < bins ? i : t->P;
-  for (int32_t i = t->P - 1; i >= 1; i--)
-    t->node[i] = tree_win(t->ew, t->node[2 * i], t->node[2 * i + 1]);
+  for (int32_t i = 0; i < t->P; i++) {
+    t->nw[t->P + i] = wbits(i < bins ? 0.0 : HUGE_VAL);
+    t->ni[t->P + i] = i < bins ? i : t->P;
+  }
+  for (int32_t i = t->P - 1; i >= 1; i--) {
+    int right = t->nw[2 * i + 1] < t->nw[2 * i];
+    t->nw[i] = t->nw[2 * i + right];
+    t->ni[i] = t->ni[2 * i + right];
+  }
 }
 
 /* 1 when bin b already holds an item with key k: the items placed with key
@@ -95,14 +103,14 @@ static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
                         const int32_t *head, const int32_t *next,
                         const int32_t *bin_of, int32_t i, int32_t *held,
                         int32_t *nclash) {
-  int32_t best = t->node[1], nheld = 0;
+  int32_t best = t->ni[1], nheld = 0;
   if (key == NULL)
     return best;
   while (best < t->P && bin_has_key(head, next, bin_of, best, key[i])) {
     held[nheld++] = best;
     tree_set(t, best, HUGE_VAL);
-    best = t->node[1];
-    if (t->ew[best] == wbits(HUGE_VAL))
+    best = t->ni[1];
+    if (tree_weight(t, best) == wbits(HUGE_VAL))
       best = t->P; /* no bin with room is left */
   }
   for (int32_t j = 0; j < nheld; j++)
@@ -132,7 +140,7 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
   double *bin_w = calloc((size_t)bins, sizeof(double));
   int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
   int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
-  uint64_t *ew = malloc(sizeof(uint64_t) * ((size_t)P + 1));
+  uint64_t *ew = malloc(sizeof(uint64_t) * 2 * (size_t)P);
   int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
   int32_t *head = key ? malloc(sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
   int32_t *next = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
@@ -145,7 +153,7 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
   if (key != NULL)
     for (int32_t k = 0; k <= kmax; k++)
       head[k] = -1;
-  bin_tree_t t = {.node = node, .P = P, .ew = ew};
+  bin_tree_t t = {.nw = ew, .ni = node, .P = P};
   tree_init(&t, bins);
   int32_t nclash = 0;
   for (int32_t k = 0; k < n; k++) {
@@ -315,25 +323,45 @@ static inline int lighter(const double *load, int32_t x, int32_t y) {
   return load[x] < load[y] || (load[x] == load[y] && x < y);
 }
 
-/* Moves GPU x, whose load just changed, to its place in by_load[0..G)
- * (sorted lightest first, ties lower index; pos[] is the inverse).  Only
- * the two GPUs of a swap move, so this keeps the order at O(distance)
- * instead of re-sorting every GPU after every swap. */
-static void reposition(const double *load, int32_t *by_load, int32_t *pos,
-                       int32_t G, int32_t x) {
-  int32_t i = pos[x];
+/* Moves the GPU at by_load[i], whose load just changed, to its place in
+ * by_load[0..n) (sorted lightest first, ties lower index, except for that
+ * GPU).  Only the two GPUs of a swap move, so this keeps the order at
+ * O(distance) instead of re-sorting every GPU after every swap. */
+static void reposition(const double *load, int32_t *by_load, int32_t n,
+                       int32_t i) {
+  int32_t x = by_load[i];
   while (i > 0 && lighter(load, x, by_load[i - 1])) {
     by_load[i] = by_load[i - 1];
-    pos[by_load[i]] = i;
     i--;
   }
-  while (i < G - 1 && lighter(load, by_load[i + 1], x)) {
+  while (i < n - 1 && lighter(load, by_load[i + 1], x)) {
     by_load[i] = by_load[i + 1];
-    pos[by_load[i]] = i;
     i++;
   }
   by_load[i] = x;
-  pos[x] = i;
+}
+
+/* Slot j of GPU g just changed weight; the other slots are in order
+ * (heaviest first): moves it to its place, as the insertion sort would
+ * (past strictly lighter slots to the left, strictly heavier ones to the
+ * right, so equal weights keep their order). */
+static void resort_slot(eplb__layout_t *lay, int32_t g, int32_t j) {
+  int32_t *e = lay->expert + (size_t)g * lay->per;
+  double *w = lay->w + (size_t)g * lay->per;
+  double wj = w[j];
+  int32_t ej = e[j];
+  while (j > 0 && w[j - 1] < wj) {
+    w[j] = w[j - 1];
+    e[j] = e[j - 1];
+    j--;
+  }
+  while (j < lay->per - 1 && w[j + 1] > wj) {
+    w[j] = w[j + 1];
+    e[j] = e[j + 1];
+    j++;
+  }
+  w[j] = wj;
+  e[j] = ej;
 }
 
 void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
@@ -341,10 +369,9 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
-  int32_t *by_load = malloc(sizeof(int32_t) * 2 * (size_t)G);
+  int32_t *by_load = malloc(sizeof(int32_t) * (size_t)G);
   if (by_load == NULL)
     return; /* the search only improves a valid layout: skipping is safe */
-  int32_t *pos = by_load + G;
   for (int32_t g = 0; g < G; g++) {
     sort_gpu(lay, g);
     by_load[g] = g;
@@ -356,13 +383,12 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
       by_load[j] = by_load[j - 1];
     by_load[j] = x;
   }
-  for (int32_t i = 0; i < G; i++)
-    pos[by_load[i]] = i;
   for (int32_t it = 0; it < max_iters; it++) {
     int32_t g = by_load[G - 1];
     double lg = lay->load[g];
     const double *gw = lay->w + (size_t)g * per;
     swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .blocked = 0};
+    int32_t best_k = -1; /* index of best.h in by_load */
     /* Lightest GPUs first: a swap with h cannot bring the pair below
      * (lg + lh) / 2, so once that is no better than the best found, no
      * heavier h can help either. */
@@ -371,9 +397,12 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
       double gap = lg - lay->load[h];
       if (gap <= 0 || lg - gap / 2 >= best.nmax)
         break;
+      int32_t before = best.h;
       if (tiered) { /* the slot of the same rank on h only */
         for (int32_t a = 0; a < per; a++)
           consider(lay, g, a, h, a, &best);
+        if (best.h != before)
+          best_k = k;
         continue;
       }
       const double *hw = lay->w + (size_t)h * per;
@@ -391,6 +420,8 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
         if (j < per)
           consider(lay, g, a, h, j, &best);
       }
+      if (best.h != before)
+        best_k = k;
     }
     if (best.h < 0 && best.blocked && !tiered) {
       /* Neighbours were ruled out as duplicates: one full scan before
@@ -403,11 +434,15 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
     }
     if (best.h < 0)
       break;
+    if (best_k < 0 || by_load[best_k] != best.h) /* found by the full scan */
+      for (best_k = 0; by_load[best_k] != best.h; best_k++)
+        ;
     swap_slots(lay, g, best.a, best.h, best.b);
-    sort_gpu(lay, g);
-    sort_gpu(lay, best.h);
-    reposition(lay->load, by_load, pos, G, g);
-    reposition(lay->load, by_load, pos, G, best.h);
+    resort_slot(lay, g, best.a);
+    resort_slot(lay, best.h, best.b);
+    /* h first, among the GPUs other than g (still last); then g. */
+    reposition(lay->load, by_load, G - 1, best_k);
+    reposition(lay->load, by_load, G, G - 1);
   }
   free(by_load);
 }
