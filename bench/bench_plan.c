@@ -1,6 +1,6 @@
 /* bench_plan.c - plan quality and plan time of eplb's policies.
  *
- * Usage: bench_plan [--reps N] [--min] [STATS.json ...]
+ * Usage: bench_plan [--reps N] [--min] [--threads T] [STATS.json ...]
  * For each statistics file (SGLang logical_count; ../shared/data/sglang_dsv3
  * has real DeepSeek-V3 ones) and for generated skewed loads, on the
  * DeepSeek-V3 shapes (288 slots / 36 GPUs, 256 / 32, 320 / 64, and the
@@ -8,8 +8,9 @@
  * (max/mean - 1, averaged over layers) of the contiguous placement, of
  * `deepseek` and of `balanced`, the floor, and the median plan time of the
  * whole histogram (--min: the fastest of the N runs instead, steadier on a
- * machine others are loading).  Prints figures; asserts nothing about
- * time. */
+ * machine others are loading).  The balanced plan is timed on one thread
+ * and on T (--threads, default 0 = one per online CPU, as eplb-plan).
+ * Prints figures; asserts nothing about time. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,9 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Report the fastest run instead of the median (--min). */
 static int use_min = 0;
+
+/* Threads of the second balanced timing (--threads). */
+static int32_t threads = 0;
 
 /* Plans `st` reps times; returns the median (or minimum) seconds and fills
  * *bal. */
@@ -145,11 +149,20 @@ static void run(const char *label, const eplb_stats_t *st, int reps) {
     o.policy = EPLB_POLICY_BALANCED;
     o.spill = sh->spill;
     double tbl = plan_timed(st, &o, reps, &bl);
+    eplb_balance_t blt;
+    o.threads = threads;
+    double tblt = plan_timed(st, &o, reps, &blt);
+    o.threads = 1;
+    if (blt.imbalance != bl.imbalance) {
+      fprintf(stderr, "bench_plan: %s %s: the map depends on the thread count\n",
+              label, sh->name);
+      exit(1);
+    }
     if (sh->N > 1)
       snprintf(xn, sizeof(xn), "%.4f", cross_node(st, &o));
-    printf("%-26s %-18s %8.4f %8.4f %8.4f %8.4f %8.4f %8s %8.3f %8.3f\n",
+    printf("%-26s %-18s %8.4f %8.4f %8.4f %8.4f %8.4f %8s %8.3f %8.3f %8.3f\n",
            label, sh->name, before.imbalance, ds.imbalance, bl.imbalance,
-           bl.floor, hot_floor(st, sh), xn, tds * 1e3, tbl * 1e3);
+           bl.floor, hot_floor(st, sh), xn, tds * 1e3, tbl * 1e3, tblt * 1e3);
   }
 }
 
@@ -182,6 +195,14 @@ int main(int argc, char **argv) {
         return 2;
       }
       first += 2;
+    } else if (argc > first + 1 && strcmp(argv[first], "--threads") == 0) {
+      threads = atoi(argv[first + 1]);
+      if (threads < EPLB_MIN_PLAN_THREADS || threads > EPLB_MAX_PLAN_THREADS) {
+        fprintf(stderr, "bench_plan: --threads must be in %d..%d\n",
+                EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
+        return 2;
+      }
+      first += 2;
     } else if (argc > first && strcmp(argv[first], "--min") == 0) {
       use_min = 1;
       first++;
@@ -197,9 +218,11 @@ int main(int argc, char **argv) {
          "also fill); hot-floor = hottest replica's share alone\n");
   printf("# xnode = fraction of tokens served away from their expert group's "
          "node (balanced plan, hierarchical shapes)\n");
-  printf("%-26s %-18s %8s %8s %8s %8s %8s %8s %8s %8s\n", "# workload", "shape",
+  printf("# ds, bal: one thread; bal xT: --threads %d (0 = one per online CPU)\n",
+         (int)threads);
+  printf("%-26s %-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "# workload", "shape",
          "contig", "deepseek", "balanced", "floor", "hotfloor", "xnode",
-         "ds (ms)", "bal (ms)");
+         "ds (ms)", "bal (ms)", "bal xT");
   for (int i = first; i < argc; i++) {
     eplb_stats_t st;
     eplb_error_t err;
