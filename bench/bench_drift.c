@@ -11,7 +11,10 @@
  * step, averaged over steps, then layers).  Real statistics given on the
  * command line are used in threes: DeepSeek's plan of the first is the
  * current placement, policies re-plan on the second and are judged on the
- * third.
+ * third - once in the order given ("real chain"), and once for every
+ * ordered triple of distinct files ("real triples": with SGLang's four
+ * workloads, 24 triples; one chain alone is too few layers to tell apart
+ * policies whose next-window figures differ by a few percent).
  *
  * Columns: in-sample imbalance (on the window planned for), next-window
  * imbalance, replicas moved from the current placement per layer, plan time.
@@ -173,7 +176,7 @@ int main(int argc, char **argv) {
     }
     first += 2;
   }
-  acc_t gen[NPOL] = {0}, real[NPOL] = {0};
+  acc_t gen[NPOL] = {0}, real[NPOL] = {0}, triples[NPOL] = {0};
   eplb_plan_opts_t o;
   eplb_plan_opts_default(&o);
   o.num_slots = S;
@@ -225,62 +228,78 @@ int main(int argc, char **argv) {
     eplb_stats_cleanup(&w1);
     free(series);
   }
-  /* Real statistics, in the order given: DeepSeek's plan of file i is the
-   * current placement, every policy re-plans on file i+1 and is judged on
-   * file i+2. */
-  for (int i = first; i + 2 < argc; i++) {
-    eplb_stats_t f[3];
+  /* Real statistics: DeepSeek's plan of file a is the current placement,
+   * every policy re-plans on file b and is judged on file c.  The chain
+   * takes (i, i+1, i+2) in the order given; the triples every ordered
+   * (a, b, c) of distinct files. */
+  int nf = argc - first;
+  if (nf > 8) {
+    fprintf(stderr, "bench_drift: at most 8 statistics files\n");
+    return 2;
+  }
+  eplb_stats_t f[8];
+  eplb_placement_t ds[8];
+  for (int j = 0; j < nf; j++) {
     int32_t d;
-    for (int j = 0; j < 3; j++)
-      if (eplb_stats_read(&f[j], argv[i + j], EPLB_STATS_AUTO, NULL) != 0 ||
-          eplb_stats_drop_zero_layers(&f[j], &d, NULL) != 0 ||
-          f[j].num_experts != E || f[j].num_layers != f[0].num_layers) {
-        fprintf(stderr, "bench_drift: cannot use %s\n", argv[i + j]);
-        return 1;
-      }
-    eplb_placement_t cur;
-    if (eplb_plan(&f[0], &o, &cur, NULL) != 0)
+    if (eplb_stats_read(&f[j], argv[first + j], EPLB_STATS_AUTO, NULL) != 0 ||
+        eplb_stats_drop_zero_layers(&f[j], &d, NULL) != 0 ||
+        f[j].num_experts != E || f[j].num_layers != f[0].num_layers ||
+        eplb_plan(&f[j], &o, &ds[j], NULL) != 0) {
+      fprintf(stderr, "bench_drift: cannot use %s\n", argv[first + j]);
       return 1;
-    for (size_t k = 0; k < NPOL; k++) {
-      if (policies[k].ema)
-        continue; /* the real statistics are sums, not series */
-      eplb_placement_t p;
-      double ms;
-      plan_one(&policies[k], &f[1], &cur, &p, &ms);
-      eplb_balance_t bi, bn;
-      eplb_balance(&f[1], &p, &bi, NULL);
-      eplb_balance(&f[2], &p, &bn, NULL);
-      real[k].in += bi.imbalance;
-      real[k].next += bn.imbalance;
-      real[k].moved += (double)eplb_placement_moves(&cur, &p) / f[1].num_layers;
-      real[k].ms += ms;
-      real[k].n++;
-      eplb_placement_cleanup(&p);
     }
-    eplb_placement_cleanup(&cur);
-    for (int j = 0; j < 3; j++)
-      eplb_stats_cleanup(&f[j]);
+  }
+  for (int a = 0; a < nf; a++)
+    for (int b = 0; b < nf; b++)
+      for (int c = 0; c < nf; c++) {
+        if (a == b || b == c || a == c)
+          continue;
+        int chain = b == a + 1 && c == a + 2;
+        for (size_t k = 0; k < NPOL; k++) {
+          if (policies[k].ema)
+            continue; /* the real statistics are sums, not series */
+          eplb_placement_t p;
+          double ms;
+          plan_one(&policies[k], &f[b], &ds[a], &p, &ms);
+          eplb_balance_t bi, bn;
+          eplb_balance(&f[b], &p, &bi, NULL);
+          eplb_balance(&f[c], &p, &bn, NULL);
+          double mv = (double)eplb_placement_moves(&ds[a], &p) / f[b].num_layers;
+          for (int set = chain ? 0 : 1; set < 2; set++) {
+            acc_t *r = set ? &triples[k] : &real[k];
+            r->in += bi.imbalance;
+            r->next += bn.imbalance;
+            r->moved += mv;
+            r->ms += ms;
+            r->n++;
+          }
+          eplb_placement_cleanup(&p);
+        }
+      }
+  for (int j = 0; j < nf; j++) {
+    eplb_placement_cleanup(&ds[j]);
+    eplb_stats_cleanup(&f[j]);
   }
 
   printf("# eplb plans judged on the following traffic (%d x %d -> %d slots "
          "on %d GPUs)\n", L, E, S, G);
   printf("# current placement = DeepSeek's plan of the previous window; moved "
          "= replicas per layer that arrive on a new GPU\n");
-  printf("%-12s %-28s %10s %10s %10s %10s\n", "# workload", "policy",
+  printf("%-13s %-28s %10s %10s %10s %10s\n", "# workload", "policy",
          "in-sample", "next", "moved", "plan (ms)");
   FILE *jf = json ? fopen(json, "w") : NULL;
   if (jf)
     fprintf(jf, "{\"shape\": {\"layers\": %d, \"experts\": %d, \"slots\": %d, "
                 "\"gpus\": %d}, \"results\": [", L, E, S, G);
   int firstrow = 1;
-  for (int set = 0; set < 2; set++) {
-    acc_t *acc = set ? real : gen;
-    const char *label = set ? "real chain" : "generated";
+  for (int set = 0; set < 3; set++) {
+    acc_t *acc = set == 2 ? triples : set ? real : gen;
+    const char *label = set == 2 ? "real triples" : set ? "real chain" : "generated";
     for (size_t k = 0; k < NPOL; k++) {
       if (acc[k].n == 0)
         continue;
       double n = acc[k].n;
-      printf("%-12s %-28s %10.4f %10.4f %10.1f %10.2f\n", label,
+      printf("%-13s %-28s %10.4f %10.4f %10.1f %10.2f\n", label,
              policies[k].name, acc[k].in / n, acc[k].next / n,
              acc[k].moved / n, acc[k].ms / n);
       if (jf)
