@@ -324,6 +324,7 @@ typedef struct {
   int carry;                  /* a local failure in this layer (rows are
                                  then no longer written, MPI goes on) */
   double t_read, t_xfer, t_write, t_commit;
+  double t_verify;            /* checksums of received rows (in t_xfer) */
   int64_t bytes_done;
   double last_progress, t0;
 } mig_t;
@@ -487,7 +488,10 @@ static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
   uint64_t sent;
   memcpy(&sent, m->staging + k * m->stride + m->toff, sizeof(sent));
   staged_pieces(m, k, pieces);
-  if (row_checksum(m, pieces) != sent) {
+  double t = MPI_Wtime();
+  uint64_t got = row_checksum(m, pieces);
+  m->t_verify += MPI_Wtime() - t;
+  if (got != sent) {
     m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
                               "layer %d: expert %d received from rank %d into "
                               "slot %d fails its checksum (corrupted in "
@@ -863,15 +867,17 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
     res->bytes_sent[s->xfers[i].src_rank] += (int64_t)m->row;
     res->bytes_received[s->xfers[i].dst_rank] += (int64_t)m->row;
   }
-  double mine[5] = {m->t_read, m->t_xfer, m->t_write, m->t_commit, MPI_Wtime() - m->t0};
-  double mx[5];
-  int rc = eplb__mpi_check(MPI_Allreduce(mine, mx, 5, MPI_DOUBLE, MPI_MAX, m->set->comm),
+  double mine[6] = {m->t_read, m->t_xfer, m->t_write, m->t_commit, MPI_Wtime() - m->t0,
+                    m->t_verify};
+  double mx[6];
+  int rc = eplb__mpi_check(MPI_Allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm),
                            "MPI_Allreduce of the timings", err);
   res->seconds_read = mx[0];
   res->seconds_transfer = mx[1];
   res->seconds_write = mx[2];
   res->seconds_commit = mx[3];
   res->seconds_total = mx[4];
+  res->seconds_verify = mx[5];
   res->bandwidth_mbs = mx[1] > 0 ? (double)res->bytes_moved / mx[1] / 1e6 : 0;
   return rc;
 }

@@ -145,6 +145,8 @@ typedef struct eplb_migrate_result_s {
                                closing and fsyncing the temporary shard;
                                transfer = the network phase without the
                                writes (checksums verified included) */
+  double seconds_verify;    /* slowest rank's checksum verification of the
+                               rows it received (part of seconds_transfer) */
   double bandwidth_mbs;     /* bytes_moved / seconds_transfer, MB/s */
 } eplb_migrate_result_t;
 
