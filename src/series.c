@@ -6,10 +6,12 @@
 #include <cjson/cJSON.h>
 #include <hdf5.h>
 #include <math.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/formats.h"
 #include "util/fileio.h"
 
 int eplb_series_init(eplb_series_t *s, int32_t T, int32_t L, int32_t E,
@@ -234,10 +236,16 @@ done:
 
 int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
-  /* A directory is a TensorRT-LLM dump: one step per iteration. */
+  /* A directory is a MindIE dump (model_gen_config.json: one step per
+   * collection block) or a TensorRT-LLM one (one step per iteration). */
   struct stat sb;
-  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    char cfg[4096];
+    snprintf(cfg, sizeof(cfg), "%s/model_gen_config.json", path);
+    if (stat(cfg, &sb) == 0)
+      return eplb__mindie_read_series(out, path, err);
     return eplb_stats_read_trtllm_series(out, path, NULL, err);
+  }
   char *text = NULL;
   size_t len = 0;
   int rc = eplb_read_file(path, &text, &len, err);

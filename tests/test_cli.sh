@@ -273,6 +273,13 @@ ema)
   ok --stats "$data/trtllm_small" --num-slots 6 --num-gpus 2 --output "$tmp/ts.json"
   checks=$((checks + 1))
   cmp -s "$tmp/t0.json" "$tmp/ts.json" || fail "--ema-alpha 0 on a dump differs from its sum"
+  # A MindIE dump is a series of collection blocks (cumulative: the steps
+  # are their differences); alpha 0 is the last block, its plain reading.
+  ok --stats "$data/mindie_small" --num-slots 6 --num-gpus 2 --ema-alpha 0 --output "$tmp/m0.json"
+  has "$out" "series            2 steps" "MindIE series"
+  ok --stats "$data/mindie_small" --num-slots 6 --num-gpus 2 --output "$tmp/ms.json"
+  checks=$((checks + 1))
+  cmp -s "$tmp/m0.json" "$tmp/ms.json" || fail "--ema-alpha 0 on a MindIE dump differs from its last block"
   expect 2 "--ema-alpha 1.5 is outside 0..0.99" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 1.5 --output "$OUT"
   expect 2 "--ema-alpha 'x'" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha x --output "$OUT"
   ;;

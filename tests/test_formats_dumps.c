@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "eplb/eplb.h"
+#include "eplb/series.h"
 #include "util/fileio.h"
 
 static char base[512];
@@ -321,6 +322,57 @@ static void test_mindie_bad(void **state) {
   expect_dir(dir, EPLB_EPARSE, "\"num_of_experts\" is missing");
 }
 
+/* A MindIE dump as a series: block b is what was counted since block
+ * b - 1, summed over NPUs and stages; the steps add up to the last blocks
+ * (what eplb_stats_read reads). */
+static void test_mindie_series(void **state) {
+  (void)state;
+  char dir[600], sub[700];
+  mkdir_tmp("mie_series", dir, sizeof(dir));
+  const char *cfg = "{\"num_moe_layers\": 2, \"num_of_experts\": 4}";
+  put_text(dir, "model_gen_config.json", cfg);
+  /* NPU 0 holds experts 0, 1; NPU 1 experts 2, 3; three blocks each. */
+  put_text(dir, "decode_0.csv", "1,1\n1,1\n\n5,6\n7,8\n5,9\n7,8\n");
+  put_text(dir, "decode_1.csv", "0,0\n0,0\n1,2\n3,4\n2,2\n3,5\n");
+  snprintf(sub, sizeof(sub), "%s/prefill", dir);
+  mkdir(sub, 0755);
+  put_text(sub, "prefill_0.csv", "10,0\n0,10\n10,0\n0,10\n11,1\n1,11\n");
+  eplb_series_t s;
+  eplb_error_t err;
+  assert_int_equal(eplb_series_read(&s, dir, &err), 0);
+  assert_int_equal(s.num_steps, 3);
+  assert_int_equal(s.num_layers, 2);
+  assert_int_equal(s.num_experts, 4);
+  const double want[3][8] = {{11, 1, 0, 0, 1, 11, 0, 0},
+                             {4, 5, 1, 2, 6, 7, 3, 4},
+                             {1, 4, 1, 0, 1, 1, 0, 1}};
+  for (int t = 0; t < 3; t++)
+    for (int i = 0; i < 8; i++)
+      if (s.load[t * 8 + i] != want[t][i])
+        fail_msg("step %d load[%d] = %g, want %g", t, i, s.load[t * 8 + i],
+                 want[t][i]);
+  eplb_stats_t sum, last;
+  assert_int_equal(eplb_series_sum(&s, 0.0, &sum, &err), 0);
+  assert_int_equal(eplb_stats_read(&last, dir, EPLB_STATS_MINDIE, &err), 0);
+  assert_memory_equal(sum.load, last.load, sizeof(double) * 8);
+  eplb_stats_cleanup(&sum);
+  eplb_stats_cleanup(&last);
+  eplb_series_cleanup(&s);
+
+  /* Another number of blocks on one NPU: both files named. */
+  put_text(dir, "decode_1.csv", "0,0\n0,0\n1,2\n3,4\n");
+  assert_int_equal(eplb_series_read(&s, dir, &err), EPLB_ESHAPE);
+  assert_non_null(strstr(err.msg, "blocks but"));
+  assert_non_null(strstr(err.msg, "decode_1.csv"));
+  assert_null(s.load);
+  /* A count that falls: the counters restarted. */
+  put_text(dir, "decode_1.csv", "0,0\n0,0\n1,2\n3,4\n1,2\n3,1\n");
+  assert_int_equal(eplb_series_read(&s, dir, &err), EPLB_ECOUNT);
+  assert_non_null(strstr(err.msg, "decode_1.csv: layer 1, column 1"));
+  assert_non_null(strstr(err.msg, "falls from 4 in block 1 to 1 in block 2"));
+  assert_null(s.load);
+}
+
 /* ---- SGLang and DeepSeek maps -------------------------------------------- */
 
 /* 2 layers (ids 1 and 3), 3 experts, 4 slots on 2 GPUs, expert 0 twice. */
@@ -400,6 +452,7 @@ int main(void) {
       cmocka_unit_test(test_trtllm_series),
       cmocka_unit_test(test_mindie_good),
       cmocka_unit_test(test_mindie_bad),
+      cmocka_unit_test(test_mindie_series),
       cmocka_unit_test(test_sglang_roundtrip),
       cmocka_unit_test(test_deepseek_roundtrip),
   };

@@ -79,6 +79,11 @@ int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
 int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
                       const eplb_stats_read_opts_t *opts, eplb_error_t *err);
 int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err);
+/* A MindIE dump as a series: block b of every CSV is step b, what was
+ * counted since block b - 1 (the blocks are cumulative). */
+struct eplb_series_s;
+int eplb__mindie_read_series(struct eplb_series_s *out, const char *dir,
+                             eplb_error_t *err);
 
 /* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb_write_fn writers
  * (ctx = a checked eplb_placement_t) and the reader of both. */

@@ -10,7 +10,12 @@
  * holds the whole window.  Column j of rank r is expert r*c + j (c columns,
  * contiguous placement) unless the config names an eplb_expert_map_file,
  * whose device r lists the experts of those columns layer by layer.  We sum
- * every stage and rank; layer ids are 0..num_moe_layers-1. */
+ * every stage and rank; layer ids are 0..num_moe_layers-1.
+ *
+ * As a series (eplb__mindie_read_series), block b of every file is one
+ * step: what was counted between blocks b - 1 and b (block 0: since start),
+ * so every file must hold the same number of blocks, and a count may not
+ * fall from one block to the next (the counters restarted). */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -19,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "eplb/series.h"
 #include "formats/formats.h"
 #include "util/fileio.h"
 
@@ -26,7 +32,10 @@ typedef struct {
   const char *dir;
   int32_t L, E;
   eplb_placement_t map; /* num_layers == 0 without a map file */
-  eplb_stats_t *out;
+  eplb_stats_t *out;      /* the last blocks summed, or */
+  eplb_series_t *series;  /* every block a step (series->num_steps == 0
+                             until the first file sets the block count) */
+  char first_path[4096];  /* the file that set the block count */
   int files;
 } mie_t;
 
@@ -129,9 +138,11 @@ static int32_t column_expert(const mie_t *m, int32_t r, int32_t l, int32_t j,
                         (size_t)r * (size_t)per + (size_t)j];
 }
 
-/* Adds the last block (rows `first`.. of the n_rows parsed) to the sums. */
-static int add_block(mie_t *m, const char *path, int32_t rank, double *rows,
-                     int32_t cols, eplb_error_t *err) {
+/* Adds one block (rows[L][cols], dense) to dst[L][E]: itself, or with
+ * prev != NULL what it counted since the block before (a step). */
+static int add_block(mie_t *m, const char *path, int32_t rank,
+                     const double *rows, const double *prev, int32_t cols,
+                     int32_t block, double *dst, eplb_error_t *err) {
   for (int32_t l = 0; l < m->L; l++)
     for (int32_t j = 0; j < cols; j++) {
       int32_t e = column_expert(m, rank, l, j, cols);
@@ -144,16 +155,59 @@ static int add_block(mie_t *m, const char *path, int32_t rank, double *rows,
                               m->map.num_layers ? "the expert map"
                                                 : "a contiguous placement",
                               (int)m->E);
-      double *dst = &m->out->load[(size_t)l * (size_t)m->E + (size_t)e];
-      *dst += rows[(size_t)l * (size_t)cols + (size_t)j];
-      if (*dst > EPLB_MAX_COUNT)
+      size_t k = (size_t)l * (size_t)cols + (size_t)j;
+      double v = rows[k] - (prev ? prev[k] : 0.0);
+      if (v < 0)
+        return eplb_error_set(err, EPLB_ECOUNT, "%s: layer %d, column %d: "
+                              "the cumulative count falls from %.0f in block "
+                              "%d to %.0f in block %d (counters restarted?); "
+                              "read the dump as one window instead", path,
+                              (int)l, (int)j, prev[k], (int)block - 1,
+                              rows[k], (int)block);
+      double *d = &dst[(size_t)l * (size_t)m->E + (size_t)e];
+      *d += v;
+      if (*d > EPLB_MAX_COUNT)
         return eplb_error_set(err, EPLB_ECOUNT, "%s: layer %d, expert %d: "
                               "the sum passes 2^53", path, (int)l, (int)e);
     }
   return 0;
 }
 
-/* Reads one {stage}_{rank}.csv: every row checked, the last block kept. */
+/* Series: the number of blocks of a file (its non-blank lines / L) must be
+ * the first file's; the first file allocates the series. */
+static int series_blocks(mie_t *m, const char *path, const char *text,
+                         eplb_error_t *err) {
+  long lines = 0;
+  for (const char *s = text; *s != '\0';) {
+    const char *nl = strchr(s, '\n');
+    size_t n = nl ? (size_t)(nl - s) : strlen(s);
+    size_t blank = 0;
+    while (blank < n && (s[blank] == ' ' || s[blank] == '\t' || s[blank] == '\r'))
+      blank++;
+    lines += blank < n;
+    s += n + (nl != NULL);
+  }
+  long blocks = lines / m->L;
+  if (blocks < 1 || lines % m->L != 0)
+    return 0; /* the parse below names the torn file */
+  if (m->series->num_steps == 0) {
+    if (blocks > EPLB_MAX_STEPS)
+      return eplb_error_set(err, EPLB_ESHAPE, "%s: %ld blocks; at most %d "
+                            "steps are read as a series", path, blocks,
+                            EPLB_MAX_STEPS);
+    snprintf(m->first_path, sizeof(m->first_path), "%s", path);
+    return eplb_series_init(m->series, (int32_t)blocks, m->L, m->E, err);
+  }
+  if (blocks != m->series->num_steps)
+    return eplb_error_set(err, EPLB_ESHAPE, "%s has %ld blocks but %s has %d; "
+                          "as a series every NPU's dump must cover the same "
+                          "collection intervals", path, blocks, m->first_path,
+                          (int)m->series->num_steps);
+  return 0;
+}
+
+/* Reads one {stage}_{rank}.csv: every row checked; the last block added
+ * to the sums, or every block to the series. */
 static int read_csv(mie_t *m, const char *path, int32_t rank,
                     eplb_error_t *err) {
   char *text = NULL;
@@ -161,11 +215,13 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
   int rc = eplb_read_file(path, &text, &len, err);
   if (rc)
     return rc;
-  double *rows = calloc((size_t)m->L * (size_t)m->E + 1, sizeof(double));
-  if (rows == NULL) {
-    free(text);
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  }
+  if (m->series != NULL)
+    rc = series_blocks(m, path, text, err);
+  size_t cells = (size_t)m->L * (size_t)m->E;
+  double *rows = calloc(cells + 1, sizeof(double));
+  double *prev = m->series ? calloc(cells + 1, sizeof(double)) : NULL;
+  if (rc == 0 && (rows == NULL || (m->series && prev == NULL)))
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   int32_t cols = -1, n = 0;
   long line = 0, count = 0;
   for (char *s = text, *nl; rc == 0 && s != NULL && *s != '\0'; s = nl) {
@@ -186,19 +242,27 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
       rc = eplb_error_set(err, EPLB_EPARSE, "%s: line %ld %s", path, line, why);
     cols = n;
     count++;
-    if (rc == 0 && count % m->L == 0) /* compact: keep columns dense */
+    if (rc == 0 && count % m->L == 0) { /* compact: keep columns dense */
       for (int32_t l = 0; l < m->L; l++)
         memmove(rows + (size_t)l * (size_t)cols,
                 rows + (size_t)l * (size_t)m->E, sizeof(double) * (size_t)cols);
+      int32_t b = (int32_t)(count / m->L) - 1;
+      if (m->series && b < m->series->num_steps) {
+        rc = add_block(m, path, rank, rows, b ? prev : NULL, cols, b,
+                       m->series->load + (size_t)b * cells, err);
+        memcpy(prev, rows, sizeof(double) * (size_t)m->L * (size_t)cols);
+      }
+    }
   }
   if (rc == 0 && (count == 0 || count % m->L != 0))
     rc = eplb_error_set(err, EPLB_EPARSE, "%s: %ld rows is not a whole number "
                         "of blocks of num_moe_layers = %d rows (truncated "
                         "file?)", path, count, (int)m->L);
-  if (rc == 0)
-    rc = add_block(m, path, rank, rows, cols, err);
+  if (rc == 0 && m->series == NULL)
+    rc = add_block(m, path, rank, rows, NULL, cols, 0, m->out->load, err);
   m->files += rc == 0;
   free(rows);
+  free(prev);
   free(text);
   return rc;
 }
@@ -229,27 +293,44 @@ static int read_csvs(mie_t *m, const char *dir, eplb_error_t *err) {
   return rc;
 }
 
+/* Reads the config and every CSV of the dump (the directory, prefill/,
+ * decode/) into m's sums or series. */
+static int read_dump(mie_t *m, eplb_error_t *err) {
+  char sub[4096];
+  int rc = read_config(m, err);
+  if (rc == 0 && m->out != NULL)
+    rc = eplb_stats_init(m->out, m->L, m->E, err);
+  if (rc == 0)
+    rc = read_csvs(m, m->dir, err);
+  snprintf(sub, sizeof(sub), "%s/prefill", m->dir);
+  if (rc == 0)
+    rc = read_csvs(m, sub, err);
+  snprintf(sub, sizeof(sub), "%s/decode", m->dir);
+  if (rc == 0)
+    rc = read_csvs(m, sub, err);
+  if (rc == 0 && m->files == 0)
+    rc = eplb_error_set(err, EPLB_EIO, "%s: no {stage}_{rank}.csv file here "
+                        "or in prefill/ or decode/", m->dir);
+  eplb_placement_cleanup(&m->map);
+  return rc;
+}
+
 int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err) {
   mie_t m = {.dir = dir, .out = out};
   memset(out, 0, sizeof(*out));
-  char sub[4096];
-  int rc = read_config(&m, err);
-  if (rc == 0)
-    rc = eplb_stats_init(out, m.L, m.E, err);
-  if (rc == 0)
-    rc = read_csvs(&m, dir, err);
-  snprintf(sub, sizeof(sub), "%s/prefill", dir);
-  if (rc == 0)
-    rc = read_csvs(&m, sub, err);
-  snprintf(sub, sizeof(sub), "%s/decode", dir);
-  if (rc == 0)
-    rc = read_csvs(&m, sub, err);
-  if (rc == 0 && m.files == 0)
-    rc = eplb_error_set(err, EPLB_EIO, "%s: no {stage}_{rank}.csv file here "
-                        "or in prefill/ or decode/", dir);
-  eplb_placement_cleanup(&m.map);
+  int rc = read_dump(&m, err);
   if (rc)
     eplb_stats_cleanup(out);
+  return rc;
+}
+
+int eplb__mindie_read_series(eplb_series_t *out, const char *dir,
+                             eplb_error_t *err) {
+  mie_t m = {.dir = dir, .series = out};
+  memset(out, 0, sizeof(*out));
+  int rc = read_dump(&m, err);
+  if (rc)
+    eplb_series_cleanup(out);
   return rc;
 }
 
