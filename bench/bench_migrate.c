@@ -22,6 +22,8 @@
  *      conv=fsync` does), both by rank 0 alone and by all ranks at once,
  *      in the shard directory;
  *   4. memcpy of row sets through 256 MiB (rank 0 alone).
+ * Before each write and migration sample the page cache is flushed
+ * (sync), so no sample pays for the previous one's writeback.
  * Prints a table on rank 0; asserts nothing, hard-codes nothing.  Idle
  * ranks sleep (MPI_Ibarrier + nanosleep) so they do not steal the cores. */
 #define _GNU_SOURCE
@@ -55,6 +57,15 @@ static void sleepy_barrier(void) {
     if (!done)
       nanosleep(&(struct timespec){0, 200000}, NULL);
   }
+}
+
+/* Flushes every dirty page to disk, then waits for every rank: a write
+ * figure must not pay for the writeback of the previous measurement (the
+ * disk is shared, and an fsync waits behind it). */
+static void quiesce(void) {
+  if (rank == 0)
+    sync();
+  sleepy_barrier();
 }
 
 static void die(const char *what, const eplb_error_t *err) {
@@ -320,13 +331,13 @@ static void bench_write(const args_t *a, const eplb_shard_info_t *info,
   for (int rep = 0; rep < a->reps; rep++) {
     for (int kind = 0; kind < 2; kind++) {
       unlink(kind ? px : h5); /* a new file each time, as a migration's is */
-      sleepy_barrier();
+      quiesce();
       if (rank == 0) {
         double t = kind ? write_posix(px, buf, bytes) : write_like_migrate(a, info, p, h5, buf);
         add(kind ? px_alone : h5_alone, (double)bytes / t / 1e6);
       }
       unlink(kind ? px : h5);
-      sleepy_barrier();
+      quiesce();
       double t = kind ? write_posix(px, buf, bytes) : write_like_migrate(a, info, p, h5, buf);
       double mx = 0;
       MPI_Reduce(&t, &mx, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
@@ -383,7 +394,7 @@ static void bench_migrations(const args_t *a, const eplb_placement_t *cur,
   f->peak_known = base >= 0;
   for (int rep = 0; rep < a->reps; rep++) {
     eplb_migrate_result_t res;
-    sleepy_barrier();
+    quiesce();
     f->peak_known &= reset_peak() == 0;
     if (eplb_migrate(&set, rep % 2 ? cur : next, &o, &res, &err))
       die("migrate", &err);

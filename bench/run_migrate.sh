@@ -17,6 +17,7 @@ timeout 900 mpirun -n "$np" "$build/bench/bench_migrate" "$tmp" "$row" "$layers"
 mb=$((row * layers * slots))
 for ((i = 1; i <= reps; i++)); do
   rm -f "$tmp/dd.bin"
+  sync # as bench_migrate does before each write sample
   out=$(dd if=/dev/zero of="$tmp/dd.bin" bs=1M count="$mb" conv=fsync 2>&1 | tail -1)
   printf '# dd bs=1M count=%d conv=fsync (same disk, alone), run %d: %s\n' "$mb" "$i" "${out##*, }"
 done
