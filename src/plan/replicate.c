@@ -42,6 +42,39 @@ static void rep_replay(rep_tree_t *t, int32_t i) {
   }
 }
 
+/* 1 when expert a ranks before b by load alone: heavier, then lower index. */
+static inline int load_before(const double *ld, int32_t a, int32_t b) {
+  return ld[a] > ld[b] || (ld[a] == ld[b] && a < b);
+}
+
+/* The top n experts by load_before, into top[0..n) (in no order): a heap
+ * of the n best so far whose root is the worst of them. */
+static void top_experts(const double *ld, int32_t E, int32_t n, int32_t *top) {
+  for (int32_t e = 0; e < E; e++) {
+    int32_t i;
+    if (e < n) { /* sift up */
+      for (i = e; i > 0 && load_before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
+        top[i] = top[(i - 1) / 2];
+      top[i] = e;
+      continue;
+    }
+    if (!load_before(ld, e, top[0]))
+      continue;
+    for (i = 0;;) { /* replace the root, sift down */
+      int32_t c = 2 * i + 1;
+      if (c >= n)
+        break;
+      if (c + 1 < n && load_before(ld, top[c], top[c + 1]))
+        c++;
+      if (!load_before(ld, e, top[c]))
+        break;
+      top[i] = top[c];
+      i = c;
+    }
+    top[i] = e;
+  }
+}
+
 int eplb__replicate(const double *load, int32_t E, int32_t S,
                     int32_t max_replicas, int32_t *count, eplb_error_t *err) {
   if (S < E)
@@ -56,41 +89,58 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   int32_t extra = S - E;
   if (extra == 0)
     return 0;
+  /* Only the `extra` heaviest experts can get a redundant replica: before
+   * an expert gets its first, every heavier one (lower index on ties) has
+   * had one, since a single replica of it would have won the tie-break
+   * first.  So the tree holds those candidates only. */
+  int32_t n = extra < E ? extra : E;
   int32_t P = 1;
-  while (P < E)
+  while (P < n)
     P *= 2;
   int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
   int32_t *c = malloc(sizeof(int32_t) * ((size_t)E + 1));
   double *ld = malloc(sizeof(double) * ((size_t)E + 1));
-  if (!node || !c || !ld) {
+  int32_t *cand = malloc(sizeof(int32_t) * ((size_t)n + (size_t)E));
+  if (!node || !c || !ld || !cand) {
     free(node);
     free(c);
     free(ld);
+    free(cand);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
   memcpy(ld, load, sizeof(double) * (size_t)E);
   ld[E] = -1.0;
   for (int32_t e = 0; e <= E; e++)
     c[e] = 1;
+  if (n < E)
+    top_experts(ld, E, n, cand);
+  else
+    for (int32_t e = 0; e < E; e++)
+      cand[e] = e;
   rep_tree_t t = {.node = node, .P = P, .ld = ld, .c = c};
   for (int32_t i = 0; i < P; i++)
-    node[P + i] = i < E ? i : E;
+    node[P + i] = i < n ? cand[i] : E;
   for (int32_t i = P - 1; i >= 1; i--) {
     int32_t l = node[2 * i], r = node[2 * i + 1];
     node[i] = rep_before(ld, c, r, l) ? r : l;
   }
+  int32_t *leaf = cand + n; /* [E]: candidate e sits in leaf P + leaf[e] */
+  for (int32_t i = 0; i < n; i++)
+    leaf[cand[i]] = i;
   while (extra > 0) {
     int32_t top = node[1];
     c[top]++;
     extra--;
+    int32_t i = leaf[top];
     if (max_replicas > 0 && c[top] >= max_replicas)
-      node[P + top] = E; /* full: out of the running */
-    rep_replay(&t, P + top);
+      node[P + i] = E; /* full: out of the running */
+    rep_replay(&t, P + i);
   }
   memcpy(count, c, sizeof(int32_t) * (size_t)E);
   free(node);
   free(c);
   free(ld);
+  free(cand);
   return 0;
 }
 
