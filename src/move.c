@@ -624,7 +624,10 @@ static int sends_in(const mig_t *m, int32_t l, int32_t b) {
  * timeouts abort the job; a local failure (checksum, write) is returned
  * and agreed before the next layer. */
 static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t *err) {
+  double t = MPI_Wtime(); /* creating the layer (and starting the previous
+                            one's writeback) is writing */
   m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
+  m->t_write += MPI_Wtime() - t;
   int32_t crash_layer = m->sched->num_layers / 2;
   if (m->num_batches[l] == 0) {
     local_rows(m, l, err);
