@@ -387,6 +387,7 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
     int32_t g = by_load[G - 1];
     double lg = lay->load[g];
     const double *gw = lay->w + (size_t)g * per;
+    const int32_t *gx = lay->expert + (size_t)g * per;
     swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .blocked = 0};
     int32_t best_k = -1; /* index of best.h in by_load */
     /* Lightest GPUs first: a swap with h cannot bring the pair below
@@ -399,8 +400,26 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
         break;
       int32_t before = best.h;
       if (tiered) { /* the slot of the same rank on h only */
-        for (int32_t a = 0; a < per; a++)
-          consider(lay, g, a, h, a, &best);
+        /* consider() for b = a, with the loads and rows in registers. */
+        const double *hw = lay->w + (size_t)h * per;
+        double lh = lay->load[h];
+        for (int32_t a = 0; a < per; a++) {
+          double d = gw[a] - hw[a];
+          if (!(d > 0 && d < gap))
+            continue;
+          double nmax = lg - d > lh + d ? lg - d : lh + d;
+          if (nmax >= best.nmax)
+            continue;
+          int32_t xa = gx[a], xb = lay->expert[(size_t)h * per + a];
+          if (holds(lay, h, xa, a) || holds(lay, g, xb, a)) {
+            best.blocked = 1;
+            continue;
+          }
+          best.nmax = nmax;
+          best.h = h;
+          best.a = a;
+          best.b = a;
+        }
         if (best.h != before)
           best_k = k;
         continue;
