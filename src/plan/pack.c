@@ -400,25 +400,31 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
         break;
       int32_t before = best.h;
       if (tiered) { /* the slot of the same rank on h only */
-        /* consider() for b = a, with the loads and rows in registers. */
+        /* The best of the per candidates without branches (their tests
+         * are coin flips to the branch predictor); the duplicate check
+         * for that one only.  Considering them in order would pick the
+         * same one unless it is a duplicate: then they are. */
         const double *hw = lay->w + (size_t)h * per;
-        double lh = lay->load[h];
+        double lh = lay->load[h], mn = HUGE_VAL;
+        int32_t am = 0;
         for (int32_t a = 0; a < per; a++) {
           double d = gw[a] - hw[a];
-          if (!(d > 0 && d < gap))
-            continue;
-          double nmax = lg - d > lh + d ? lg - d : lh + d;
-          if (nmax >= best.nmax)
-            continue;
-          int32_t xa = gx[a], xb = lay->expert[(size_t)h * per + a];
-          if (holds(lay, h, xa, a) || holds(lay, g, xb, a)) {
-            best.blocked = 1;
-            continue;
+          double nm = lg - d > lh + d ? lg - d : lh + d;
+          int take = (d > 0) & (d < gap) & (nm < mn);
+          mn = take ? nm : mn;
+          am = take ? a : am;
+        }
+        if (mn < best.nmax) {
+          if (!holds(lay, h, gx[am], am) &&
+              !holds(lay, g, lay->expert[(size_t)h * per + am], am)) {
+            best.nmax = mn;
+            best.h = h;
+            best.a = am;
+            best.b = am;
+          } else {
+            for (int32_t a = 0; a < per; a++)
+              consider(lay, g, a, h, a, &best);
           }
-          best.nmax = nmax;
-          best.h = h;
-          best.a = a;
-          best.b = a;
         }
         if (best.h != before)
           best_k = k;
