@@ -69,8 +69,13 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
    * to come near the bound (a hot expert whose GPU must take the lightest
    * slots: no tier-preserving swap gives it those). */
   eplb__local_search(&lay, ls_budget(S), 1);
-  double worst = lay.load[eplb__argmax(lay.load, G)];
-  if (worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay))
+  double worst = lay.load[eplb__argmax(lay.load, G)], total = 0;
+  for (int32_t g = 0; g < G; g++)
+    total += lay.load[g];
+  /* The bound is at least the mean: within GENERAL_ABOVE of the mean
+   * needs no bound computed. */
+  if (worst > (1.0 + GENERAL_ABOVE) * (total / G) &&
+      worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay))
     eplb__local_search(&lay, ls_budget(S), 0);
   memcpy(phy2log, lay.expert, sizeof(int32_t) * (size_t)S);
 done:
