@@ -253,11 +253,15 @@ static int bucket_sort(const double *w, int32_t *order, int32_t n,
   memset(start, 0, sizeof(int32_t) * ((size_t)nb + 1));
   for (int32_t i = 0; i < n; i++)
     start[nb - 1 - (int32_t)((keys[i] - lo) >> shift) + 1]++;
-  for (int32_t b = 0; b < nb; b++) {
-    if (start[b + 1] > BUCKET_MAX)
-      return 0;
-    start[b + 1] += start[b];
+  int32_t sum = 0, fullest = 0; /* the running sum kept in a register */
+  for (int32_t b = 1; b <= nb; b++) {
+    int32_t c = start[b];
+    fullest = c > fullest ? c : fullest;
+    sum += c;
+    start[b] = sum;
   }
+  if (fullest > BUCKET_MAX)
+    return 0;
   for (int32_t i = 0; i < n; i++)
     tmp[start[nb - 1 - (int32_t)((keys[i] - lo) >> shift)]++] = i;
   /* start[b] is now the end of bucket b, the start of bucket b + 1. */
