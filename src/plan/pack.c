@@ -59,9 +59,11 @@ static void tree_set(bin_tree_t *t, int32_t b, double v) {
   while (i > 1) {
     uint64_t sw = nw[i ^ 1];
     int32_t si = ni[i ^ 1];
-    int take = sw < cw + (i & 1);
-    cw = take ? sw : cw;
-    ci = take ? si : ci;
+    /* Masks, not ?: - the compiler turned those into a branch that the
+     * predictor gets wrong every other level. */
+    uint64_t take = 0 - (uint64_t)(sw < cw + (i & 1));
+    cw = (sw & take) | (cw & ~take);
+    ci = (int32_t)(((uint32_t)si & (uint32_t)take) | ((uint32_t)ci & ~(uint32_t)take));
     i >>= 1;
     nw[i] = cw;
     ni[i] = ci;
@@ -407,10 +409,16 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
         const double *hw = lay->w + (size_t)h * per;
         double lh = lay->load[h], mn = HUGE_VAL;
         int32_t am = 0;
+        const uint64_t inf = wbits(HUGE_VAL);
         for (int32_t a = 0; a < per; a++) {
           double d = gw[a] - hw[a];
           double nm = lg - d > lh + d ? lg - d : lh + d;
-          int take = (d > 0) & (d < gap) & (nm < mn);
+          /* An invalid swap weighs +inf, by a mask: as a condition the
+           * compiler made it a branch again. */
+          uint64_t ok = 0 - (uint64_t)((d > 0) & (d < gap)), nb = wbits(nm);
+          nb = (nb & ok) | (inf & ~ok);
+          memcpy(&nm, &nb, sizeof(nm));
+          int take = nm < mn;
           mn = take ? nm : mn;
           am = take ? a : am;
         }
