@@ -12,7 +12,7 @@
  *    same weight rank on the other GPU first: greedy packing gives every
  *    GPU one replica of each weight tier (the G heaviest, the next G, ...),
  *    and keeping that mix keeps the GPUs alike on the traffic that follows,
- *    not only on the window planned for; it is also a third of the work
+ *    not only on the window planned for; it is also less than half the work
  *    (one candidate per slot instead of a sweep).  General swaps follow
  *    only where the tiered search stays more than GENERAL_ABOVE above the
  *    lower bound - typically a hot expert whose GPU must take the lightest
