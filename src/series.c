@@ -239,13 +239,8 @@ int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   /* A directory is a MindIE dump (model_gen_config.json: one step per
    * collection block) or a TensorRT-LLM one (one step per iteration). */
   struct stat sb;
-  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    char cfg[4096];
-    snprintf(cfg, sizeof(cfg), "%s/model_gen_config.json", path);
-    if (stat(cfg, &sb) == 0)
-      return eplb__mindie_read_series(out, path, err);
-    return eplb_stats_read_trtllm_series(out, path, NULL, err);
-  }
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    return eplb__series_read_dir(out, path, err);
   char *text = NULL;
   size_t len = 0;
   int rc = eplb_read_file(path, &text, &len, err);

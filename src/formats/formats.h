@@ -84,6 +84,11 @@ int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err);
 struct eplb_series_s;
 int eplb__mindie_read_series(struct eplb_series_s *out, const char *dir,
                              eplb_error_t *err);
+/* A dump directory as a series: MindIE (model_gen_config.json) or
+ * TensorRT-LLM (one step per iteration), detected as eplb__stats_read_dir
+ * does. */
+int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
+                          eplb_error_t *err);
 
 /* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb_write_fn writers
  * (ctx = a checked eplb_placement_t) and the reader of both. */

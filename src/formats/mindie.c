@@ -173,6 +173,14 @@ static int add_block(mie_t *m, const char *path, int32_t rank,
   return 0;
 }
 
+/* 1 when the n characters at s are only blanks (such lines are skipped). */
+static int blank_line(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+    i++;
+  return i == n;
+}
+
 /* Series: the number of blocks of a file (its non-blank lines / L) must be
  * the first file's; the first file allocates the series. */
 static int series_blocks(mie_t *m, const char *path, const char *text,
@@ -181,10 +189,7 @@ static int series_blocks(mie_t *m, const char *path, const char *text,
   for (const char *s = text; *s != '\0';) {
     const char *nl = strchr(s, '\n');
     size_t n = nl ? (size_t)(nl - s) : strlen(s);
-    size_t blank = 0;
-    while (blank < n && (s[blank] == ' ' || s[blank] == '\t' || s[blank] == '\r'))
-      blank++;
-    lines += blank < n;
+    lines += !blank_line(s, n);
     s += n + (nl != NULL);
   }
   long blocks = lines / m->L;
@@ -229,7 +234,7 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
     if (nl != NULL)
       *nl++ = '\0';
     line++;
-    if (strspn(s, " \t\r") == strlen(s))
+    if (blank_line(s, strlen(s)))
       continue;
     double *dst = rows + (size_t)(count % m->L) * (size_t)m->E;
     const char *why = parse_row(s, dst, m->E, &n);
@@ -340,6 +345,14 @@ static int has_file(const char *dir, const char *name) {
   struct stat sb;
   snprintf(path, sizeof(path), "%s/%s", dir, name);
   return stat(path, &sb) == 0;
+}
+
+int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
+                          eplb_error_t *err) {
+  if (has_file(path, "model_gen_config.json"))
+    return eplb__mindie_read_series(out, path, err);
+  /* Else TensorRT-LLM's, whose reader names a missing meta_info.json. */
+  return eplb_stats_read_trtllm_series(out, path, NULL, err);
 }
 
 int eplb__stats_read_dir(eplb_stats_t *out, const char *path,

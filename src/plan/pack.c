@@ -141,13 +141,13 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
       kmax = key[i] > kmax ? key[i] : kmax;
   double *bin_w = calloc((size_t)bins, sizeof(double));
   int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
-  int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
-  uint64_t *ew = malloc(sizeof(uint64_t) * 2 * (size_t)P);
+  int32_t *ni = malloc(sizeof(int32_t) * 2 * (size_t)P);
+  uint64_t *nw = malloc(sizeof(uint64_t) * 2 * (size_t)P);
   int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
   int32_t *head = key ? malloc(sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
   int32_t *next = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
   int rc = 0;
-  if (!bin_w || !bin_n || !node || !ew || !held || (key && (!head || !next))) {
+  if (!bin_w || !bin_n || !ni || !nw || !held || (key && (!head || !next))) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
@@ -155,7 +155,7 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
   if (key != NULL)
     for (int32_t k = 0; k <= kmax; k++)
       head[k] = -1;
-  bin_tree_t t = {.nw = ew, .ni = node, .P = P};
+  bin_tree_t t = {.nw = nw, .ni = ni, .P = P};
   tree_init(&t, bins);
   int32_t nclash = 0;
   for (int32_t k = 0; k < n; k++) {
@@ -177,8 +177,8 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
 done:
   free(bin_w);
   free(bin_n);
-  free(node);
-  free(ew);
+  free(ni);
+  free(nw);
   free(held);
   free(head);
   free(next);

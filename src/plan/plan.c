@@ -115,20 +115,32 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
   return 0;
 }
 
-int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
-                    int32_t *phy2log, eplb_error_t *err) {
-  int rc = eplb_plan_check_opts(opts, E, err);
-  if (rc)
-    return rc;
-  int zero = 1;
+/* Every load finite, >= 0 and at most 2^53; *zero (may be NULL) = all 0. */
+static int check_loads(const double *load, int32_t E, int *zero,
+                       eplb_error_t *err) {
+  int z = 1;
   for (int32_t e = 0; e < E; e++) {
     if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
       return eplb_error_set(err, EPLB_ECOUNT,
                             "expert %d: load %g is negative, not finite or "
                             "above 2^53",
                             (int)e, load[e]);
-    zero = zero && load[e] == 0.0;
+    z = z && load[e] == 0.0;
   }
+  if (zero)
+    *zero = z;
+  return 0;
+}
+
+int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
+                    int32_t *phy2log, eplb_error_t *err) {
+  int rc = eplb_plan_check_opts(opts, E, err);
+  if (rc)
+    return rc;
+  int zero = 0;
+  rc = check_loads(load, E, &zero, err);
+  if (rc)
+    return rc;
   /* A layer that saw no traffic is planned as if every expert were equally
    * loaded: experts spread evenly. */
   double *uniform = NULL;
@@ -163,12 +175,9 @@ static int plan_one_layer(const eplb_stats_t *stats,
   int32_t *phy2log = out->phy2log + (size_t)l * S;
   if (current == NULL)
     return eplb_plan_layer(load, E, opts, phy2log, err);
-  for (int32_t e = 0; e < E; e++)
-    if (!(load[e] >= 0.0 && load[e] <= EPLB_MAX_COUNT))
-      return eplb_error_set(err, EPLB_ECOUNT,
-                            "expert %d: load %g is negative, not finite or "
-                            "above 2^53",
-                            (int)e, load[e]);
+  int rc = check_loads(load, E, NULL, err);
+  if (rc)
+    return rc;
   return eplb__plan_incremental(load, E, opts, current->phy2log + (size_t)l * S,
                                 phy2log, err);
 }

@@ -225,14 +225,15 @@ static void radix_sort(const double *w, int32_t *order, int32_t n,
 /* Bucket sort of order[0..n) (the identity on entry) into before()'s
  * order, or 0 when a bucket is too full (order is then unchanged).  A
  * weight's bucket is its bit pattern's offset from the smallest, shifted
- * right until the range fits in nb >= n buckets: a monotone map (heavier
- * weights never land in a lighter bucket), so placing items bucket by
- * bucket, heaviest bucket first and in index order inside (counting sort,
- * stable), then insertion-sorting each bucket under before() is exactly
+ * right until the range fits in nb >= n buckets (a power of two, from the
+ * caller): a monotone map (heavier weights never land in a lighter
+ * bucket), so placing items bucket by bucket, heaviest bucket first and in
+ * index order inside (counting sort, stable), then insertion-sorting each
+ * bucket under before() is exactly
  * before()'s total order.  Bit patterns grow like the logarithm, so skewed
  * expert loads spread over the buckets: a few items each, a few passes
  * over n instead of the radix sort's eight.  keys: n; tmp: n + nb + 1. */
-static int bucket_sort(const double *w, int32_t *order, int32_t n,
+static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
                        uint64_t *keys, int32_t *tmp) {
   uint64_t lo = UINT64_MAX, hi = 0;
   for (int32_t i = 0; i < n; i++) {
@@ -243,9 +244,6 @@ static int bucket_sort(const double *w, int32_t *order, int32_t n,
   }
   if (lo == hi)
     return 1; /* all equal: index order is the order */
-  int32_t nb = 1;
-  while (nb < n)
-    nb *= 2;
   int shift = 0;
   while (((hi - lo) >> shift) >= (uint64_t)nb)
     shift++;
@@ -298,7 +296,7 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
   }
   uint64_t *keys = scratch;
   int32_t *tmp = (int32_t *)(keys + 2 * (size_t)n);
-  if (!bucket_sort(w, order, n, keys, tmp))
+  if (!bucket_sort(w, order, n, nb, keys, tmp))
     radix_sort(w, order, n, keys, tmp);
   free(scratch);
 }
