@@ -41,9 +41,11 @@ static int32_t ls_budget(int32_t S) { return 64 + 8 * S; }
 
 /* Builds a layout from phy2log[S] (weights: load / replicas), repairs
  * duplicates, runs the local search and writes the result back.  Returns 0,
- * or 1 if duplicates remain (then phy2log is left unchanged), or an error. */
+ * or 1 if duplicates remain (then phy2log is left unchanged), or an error.
+ * On 0, *max_out (may be NULL) is eplb__max_gpu_load of the result: the
+ * same weights summed in the same slot order, without counting again. */
 static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
-                   int32_t G, eplb_error_t *err) {
+                   int32_t G, double *max_out, eplb_error_t *err) {
   eplb__layout_t lay = {.G = G, .per = S / G};
   int32_t *cnt = calloc((size_t)E, sizeof(int32_t));
   lay.expert = malloc(sizeof(int32_t) * (size_t)S);
@@ -78,6 +80,18 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
       worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay))
     eplb__local_search(&lay, ls_budget(S), 0);
   memcpy(phy2log, lay.expert, sizeof(int32_t) * (size_t)S);
+  if (max_out) {
+    /* lay.load[] drifted through the swaps' updates; sum afresh. */
+    double most = 0;
+    for (int32_t g = 0; g < G; g++) {
+      double sum = 0;
+      for (int32_t j = 0; j < lay.per; j++)
+        sum += lay.w[g * lay.per + j];
+      if (g == 0 || sum > most)
+        most = sum;
+    }
+    *max_out = most;
+  }
 done:
   free(cnt);
   free(lay.expert);
@@ -122,17 +136,9 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
     goto done;
   }
-  rc = eplb__replicate(load, E, S, G, cnt, err);
+  rc = eplb__replicate_sorted(load, E, S, G, cnt, key, w, order, err);
   if (rc)
     goto done;
-  int32_t p = 0;
-  for (int32_t e = 0; e < E; e++)
-    for (int32_t r = 0; r < cnt[e]; r++) {
-      key[p] = e;
-      w[p] = load[e] / cnt[e];
-      p++;
-    }
-  eplb__sort_desc(w, S, order);
   int32_t clashes = 0;
   rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
   if (rc)
@@ -141,7 +147,8 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   int same_as_ds = clashes == 0 && same_order;
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];
-  rc = improve(load, E, phy2log, S, G, err);
+  double mine;
+  rc = improve(load, E, phy2log, S, G, &mine, err);
   if (rc < 0)
     goto done;
   /* rc == 1 (duplicates left) cannot happen for a layout that packing built
@@ -155,7 +162,6 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   /* Never worse than DeepSeek: compare with its plan, improved the same way.
    * When DeepSeek's greedy plan is the one improved above, the local search
    * already did better (it never raises the maximum): skip it. */
-  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
   if (same_as_ds)
     goto refine;
   if (same_order) {
@@ -174,12 +180,13 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
       goto done;
   }
   if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
-    rc = improve(load, E, alt, S, G, err);
+    double theirs;
+    rc = improve(load, E, alt, S, G, &theirs, err);
     if (rc < 0)
       goto done;
-    if (rc == 0 && eplb__max_gpu_load(load, E, alt, S, G) < mine) {
+    if (rc == 0 && theirs < mine) {
       memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
-      mine = eplb__max_gpu_load(load, E, phy2log, S, G);
+      mine = theirs;
     }
     rc = 0;
   }
@@ -286,7 +293,7 @@ static int plan_hier(const double *load, int32_t E,
         }
       for (int32_t s = 0; s < spn; s++)
         slice[s] = loc[slice[s]];
-      int r = improve(mload, m, slice, spn, gpus_pn, err);
+      int r = improve(mload, m, slice, spn, gpus_pn, NULL, err);
       for (int32_t s = 0; s < spn; s++)
         slice[s] = mlog2log[slice[s]];
       free(loc);

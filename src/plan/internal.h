@@ -20,6 +20,16 @@
 int eplb__replicate(const double *load, int32_t E, int32_t S,
                     int32_t max_replicas, int32_t *count, eplb_error_t *err);
 
+/* eplb__replicate, and the replicas in packing order: replica p of expert
+ * e is p = (replicas of experts before e) + r; key[S] its expert, w[S] its
+ * weight load[e] / count[e], order[S] the p sorted as eplb__sort_desc(w)
+ * sorts them (heavier first, ties lower p) - the same arrays as
+ * eplb__replicate, a loop and eplb__sort_desc give, with one sort of E
+ * experts instead of a heap and a sort of S replicas. */
+int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
+                           int32_t max_replicas, int32_t *count, int32_t *key,
+                           double *w, int32_t *order, eplb_error_t *err);
+
 /* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index. */
 void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
 

@@ -61,9 +61,18 @@ static void tree_set(bin_tree_t *t, int32_t b, double v) {
     int32_t si = ni[i ^ 1];
     /* Masks, not ?: - the compiler turned those into a branch that the
      * predictor gets wrong every other level. */
+#if defined(__x86_64__) && defined(__GNUC__)
+    __asm__("cmpq %[lim], %[sw]\n\t"
+            "cmovbq %[sw], %[cw]\n\t"
+            "cmovbl %[si], %[ci]"
+            : [cw] "+r"(cw), [ci] "+r"(ci)
+            : [sw] "r"(sw), [si] "r"(si), [lim] "r"(cw + (i & 1))
+            : "cc");
+#else
     uint64_t take = 0 - (uint64_t)(sw < cw + (i & 1));
     cw = (sw & take) | (cw & ~take);
     ci = (int32_t)(((uint32_t)si & (uint32_t)take) | ((uint32_t)ci & ~(uint32_t)take));
+#endif
     i >>= 1;
     nw[i] = cw;
     ni[i] = ci;

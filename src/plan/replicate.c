@@ -75,8 +75,9 @@ static void top_experts(const double *ld, int32_t E, int32_t n, int32_t *top) {
   }
 }
 
-int eplb__replicate(const double *load, int32_t E, int32_t S,
-                    int32_t max_replicas, int32_t *count, eplb_error_t *err) {
+/* Argument checks of eplb__replicate; 0 when S and max_replicas fit. */
+static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
+                       eplb_error_t *err) {
   if (S < E)
     return eplb_error_set(err, EPLB_EARG, "%d slots cannot hold %d experts",
                           (int)S, (int)E);
@@ -84,39 +85,39 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
     return eplb_error_set(err, EPLB_EARG,
                           "%d slots need more than %d replicas of some expert",
                           (int)S, (int)max_replicas);
+  return 0;
+}
+
+/* The replication of eplb__replicate, given its candidates: cand[0..n),
+ * n = min(S - E, E), the n heaviest experts (load_before), in any order -
+ * rep_before is a total order, so where a candidate sits in the tree does
+ * not change which one wins. */
+static int replicate_among(const double *load, int32_t E, int32_t S,
+                           int32_t max_replicas, const int32_t *cand,
+                           int32_t n, int32_t *count, eplb_error_t *err) {
   for (int32_t e = 0; e < E; e++)
     count[e] = 1;
   int32_t extra = S - E;
   if (extra == 0)
     return 0;
-  /* Only the `extra` heaviest experts can get a redundant replica: before
-   * an expert gets its first, every heavier one (lower index on ties) has
-   * had one, since a single replica of it would have won the tie-break
-   * first.  So the tree holds those candidates only. */
-  int32_t n = extra < E ? extra : E;
   int32_t P = 1;
   while (P < n)
     P *= 2;
   int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
   int32_t *c = malloc(sizeof(int32_t) * ((size_t)E + 1));
   double *ld = malloc(sizeof(double) * ((size_t)E + 1));
-  int32_t *cand = malloc(sizeof(int32_t) * ((size_t)n + (size_t)E));
-  if (!node || !c || !ld || !cand) {
+  int32_t *leaf = malloc(sizeof(int32_t) * (size_t)E);
+  if (!node || !c || !ld || !leaf) {
     free(node);
     free(c);
     free(ld);
-    free(cand);
+    free(leaf);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
   memcpy(ld, load, sizeof(double) * (size_t)E);
   ld[E] = -1.0;
   for (int32_t e = 0; e <= E; e++)
     c[e] = 1;
-  if (n < E)
-    top_experts(ld, E, n, cand);
-  else
-    for (int32_t e = 0; e < E; e++)
-      cand[e] = e;
   rep_tree_t t = {.node = node, .P = P, .ld = ld, .c = c};
   for (int32_t i = 0; i < P; i++)
     node[P + i] = i < n ? cand[i] : E;
@@ -124,8 +125,7 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
     int32_t l = node[2 * i], r = node[2 * i + 1];
     node[i] = rep_before(ld, c, r, l) ? r : l;
   }
-  int32_t *leaf = cand + n; /* [E]: candidate e sits in leaf P + leaf[e] */
-  for (int32_t i = 0; i < n; i++)
+  for (int32_t i = 0; i < n; i++) /* candidate e sits in leaf P + leaf[e] */
     leaf[cand[i]] = i;
   while (extra > 0) {
     int32_t top = node[1];
@@ -140,8 +140,33 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   free(node);
   free(c);
   free(ld);
-  free(cand);
+  free(leaf);
   return 0;
+}
+
+int eplb__replicate(const double *load, int32_t E, int32_t S,
+                    int32_t max_replicas, int32_t *count, eplb_error_t *err) {
+  int rc = check_slots(E, S, max_replicas, err);
+  if (rc)
+    return rc;
+  /* Only the `extra` heaviest experts can get a redundant replica: before
+   * an expert gets its first, every heavier one (lower index on ties) has
+   * had one, since a single replica of it would have won the tie-break
+   * first.  So the tree holds those candidates only. */
+  int32_t n = S - E < E ? S - E : E;
+  if (n == 0)
+    return replicate_among(load, E, S, max_replicas, NULL, 0, count, err);
+  int32_t *cand = malloc(sizeof(int32_t) * (size_t)E);
+  if (cand == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (n < E)
+    top_experts(load, E, n, cand);
+  else
+    for (int32_t e = 0; e < E; e++)
+      cand[e] = e;
+  rc = replicate_among(load, E, S, max_replicas, cand, n, count, err);
+  free(cand);
+  return rc;
 }
 
 /* Order of two items: heavier first, then lower index.  A total order, so
@@ -299,4 +324,81 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
   if (!bucket_sort(w, order, n, nb, keys, tmp))
     radix_sort(w, order, n, keys, tmp);
   free(scratch);
+}
+
+/* 1 when expert a's replicas sort before expert b's: heavier replica
+ * weight v, then lower index (before() on the replicas they expand to). */
+static inline int rep_w_before(const double *v, int32_t a, int32_t b) {
+  return v[a] > v[b] || (v[a] == v[b] && a < b);
+}
+
+int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
+                           int32_t max_replicas, int32_t *count, int32_t *key,
+                           double *w, int32_t *order, eplb_error_t *err) {
+  int rc = check_slots(E, S, max_replicas, err);
+  if (rc)
+    return rc;
+  /* One sort of the experts by load serves twice: its first n are the
+   * replication candidates (no heap), and the experts left with one
+   * replica are already in replica order, so only the few replicated ones
+   * (at most S - E) need sorting before a merge. */
+  int32_t *eorder = malloc(sizeof(int32_t) * 3 * (size_t)E);
+  double *v = malloc(sizeof(double) * (size_t)E);
+  if (eorder == NULL || v == NULL) {
+    free(eorder);
+    free(v);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  }
+  int32_t *multi = eorder + E, *merged = eorder + 2 * (size_t)E;
+  eplb__sort_desc(load, E, eorder);
+  int32_t n = S - E < E ? S - E : E;
+  rc = replicate_among(load, E, S, max_replicas, eorder, n, count, err);
+  if (rc)
+    goto done;
+  /* Replica p of expert e is start(e) + r (experts in index order, their
+   * replicas together), so before() on the replicas is: by v descending,
+   * then expert, then r - the experts' order, each expanded in place. */
+  int32_t nm = 0, p = 0;
+  memcpy(v, load, sizeof(double) * (size_t)E); /* load / 1, exactly */
+  for (int32_t i = 0; i < n; i++)
+    v[eorder[i]] = load[eorder[i]] / count[eorder[i]];
+  for (int32_t e = 0; e < E; e++)
+    for (int32_t r = 0; r < count[e]; r++) {
+      key[p] = e;
+      w[p++] = v[e];
+    }
+  for (int32_t i = 0; i < n; i++) { /* replicated: among the candidates */
+    int32_t x = eorder[i];
+    if (count[x] == 1)
+      continue;
+    int32_t j = nm++; /* insertion sort under rep_w_before */
+    for (; j > 0 && rep_w_before(v, x, multi[j - 1]); j--)
+      multi[j] = multi[j - 1];
+    multi[j] = x;
+  }
+  int32_t a = 0, b = 0, k = 0;
+  while (a < E || b < nm) {
+    while (a < E && count[eorder[a]] > 1)
+      a++; /* in multi[] */
+    if (a >= E && b >= nm)
+      break;
+    int take_a = b >= nm || (a < E && rep_w_before(v, eorder[a], multi[b]));
+    merged[k++] = take_a ? eorder[a++] : multi[b++];
+  }
+  /* merged[0..E): experts in order; expand to replicas. */
+  int32_t *start = eorder; /* eorder is no longer needed */
+  for (int32_t e = 0, s0 = 0; e < E; e++) {
+    start[e] = s0;
+    s0 += count[e];
+  }
+  p = 0;
+  for (int32_t i = 0; i < E; i++) {
+    int32_t e = merged[i];
+    for (int32_t r = 0; r < count[e]; r++)
+      order[p++] = start[e] + r;
+  }
+done:
+  free(eorder);
+  free(v);
+  return rc;
 }
