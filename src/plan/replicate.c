@@ -309,8 +309,11 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
     insertion_sort(w, order, n);
     return;
   }
+  /* About 4 buckets per item: fewer items share one than with n, so fewer
+   * insertion sorts (measured: 2.5% of a whole plan; 8 per item costs
+   * more in the prefix sum than it saves). */
   int32_t nb = 1;
-  while (nb < n)
+  while (nb < 4 * n)
     nb *= 2;
   /* keys: 2n (radix) >= n (bucket); indices: n + nb + 1 >= n. */
   void *scratch = malloc(sizeof(uint64_t) * 2 * (size_t)n +
