@@ -654,6 +654,71 @@ static void test_replicate_reference(void **state) {
   }
 }
 
+/* eplb__replicate_sorted against what it replaces: eplb__replicate, the
+ * replicas numbered expert by expert, and eplb__sort_desc of their
+ * weights - counts, keys, weights and order all equal.  Ties (small
+ * integers, zeros, -0.0), skew, S = E, caps, and sizes on both sides of
+ * the sort's cut-over.  The random stream is given back afterwards, so the
+ * later tests see the inputs they were tuned on. */
+static void test_replicate_sorted_reference(void **state) {
+  (void)state;
+  uint64_t saved = rng_state;
+  const int32_t sizes[] = {1, 3, 40, 47, 64, 256};
+  for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+    int32_t E = sizes[k], Smax = 3 * E + 7;
+    double *load = malloc(sizeof(double) * (size_t)E);
+    double *w = malloc(sizeof(double) * (size_t)Smax);
+    double *w2 = malloc(sizeof(double) * (size_t)Smax);
+    int32_t *cnt = malloc(sizeof(int32_t) * (size_t)E);
+    int32_t *cnt2 = malloc(sizeof(int32_t) * (size_t)E);
+    int32_t *key = malloc(sizeof(int32_t) * (size_t)Smax);
+    int32_t *key2 = malloc(sizeof(int32_t) * (size_t)Smax);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)Smax);
+    int32_t *order2 = malloc(sizeof(int32_t) * (size_t)Smax);
+    assert_true(load && w && w2 && cnt && cnt2 && key && key2 && order &&
+                order2);
+    for (int trial = 0; trial < 24; trial++) {
+      if (trial % 4 == 0)
+        tied_loads(load, E, 3);
+      else if (trial % 4 == 1)
+        for (int32_t e = 0; e < E; e++) /* zeros of both signs, a few 1s */
+          load[e] = rng_next() % 5 == 0 ? 1.0 : (rng_next() % 2 ? -0.0 : 0.0);
+      else
+        skewed_loads(load, E, trial % 4 == 2 ? 0.9 : 2.0);
+      int32_t S = trial < 3 ? E : E + (int32_t)(rng_next() % (uint64_t)(2 * E + 8));
+      int32_t cap = trial % 3 == 0 ? 0 : (S + E - 1) / E + (int32_t)(trial % 2);
+      int rc = eplb__replicate_sorted(load, E, S, cap, cnt, key, w, order, NULL);
+      assert_int_equal(rc, eplb__replicate(load, E, S, cap, cnt2, NULL));
+      if (rc != 0)
+        continue;
+      int32_t p = 0;
+      for (int32_t e = 0; e < E; e++)
+        for (int32_t r = 0; r < cnt2[e]; r++) {
+          key2[p] = e;
+          w2[p++] = load[e] / cnt2[e];
+        }
+      assert_int_equal(p, S);
+      eplb__sort_desc(w2, S, order2);
+      if (memcmp(cnt, cnt2, sizeof(int32_t) * (size_t)E) != 0 ||
+          memcmp(key, key2, sizeof(int32_t) * (size_t)S) != 0 ||
+          memcmp(w, w2, sizeof(double) * (size_t)S) != 0 ||
+          memcmp(order, order2, sizeof(int32_t) * (size_t)S) != 0)
+        fail_msg("E %d S %d cap %d trial %d: differs from replicate + sort",
+                 (int)E, (int)S, (int)cap, trial);
+    }
+    free(load);
+    free(w);
+    free(w2);
+    free(cnt);
+    free(cnt2);
+    free(key);
+    free(key2);
+    free(order);
+    free(order2);
+  }
+  rng_state = saved;
+}
+
 /* eplb__pack_greedy against a linear-scan reference: each item (in order)
  * to the lightest bin with room (ties: lower bin), with keys avoiding bins
  * that hold the key when any bin with room does not; clashes counted. */
@@ -827,6 +892,7 @@ int main(void) {
       cmocka_unit_test(test_spill),
       cmocka_unit_test(test_sort_desc_reference),
       cmocka_unit_test(test_replicate_reference),
+      cmocka_unit_test(test_replicate_sorted_reference),
       cmocka_unit_test(test_pack_greedy_reference),
       cmocka_unit_test(test_balanced_vs_deepseek_ties),
       cmocka_unit_test(test_greedy_is_deepseek),
