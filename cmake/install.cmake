@@ -91,6 +91,10 @@ function(eplb_collect_programs_ dir out)
   set(${out} ${found} PARENT_SCOPE)
 endfunction()
 
+# eplb-plan's HDF5 reader, loaded when it meets an HDF5 series: where the
+# program looks for it, <bindir>/../<libdir>/eplb (src/series_h5_load.c).
+install(TARGETS eplb_h5series LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/eplb)
+
 eplb_collect_programs_(${PROJECT_SOURCE_DIR} EPLB_PROGRAMS)
 if(EPLB_PROGRAMS)
   install(TARGETS ${EPLB_PROGRAMS} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

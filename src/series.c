@@ -4,7 +4,6 @@
 #include "eplb/series.h"
 
 #include <cjson/cJSON.h>
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 #include <string.h>
 
 #include "formats/formats.h"
+#include "series_h5.h"
 #include "util/fileio.h"
 
 int eplb_series_init(eplb_series_t *s, int32_t T, int32_t L, int32_t E,
@@ -136,101 +136,32 @@ done:
   return rc;
 }
 
-/* H5Literate callback: remembers the 3-D datasets at the root. */
-typedef struct {
-  char name[256];
-  int found;
-} find3_t;
-
-static herr_t find3(hid_t g, const char *name, const H5L_info_t *info,
-                    void *data) {
-  (void)info;
-  find3_t *f = data;
-  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-  if (d < 0)
-    return 0; /* a group or something else: not ours */
-  hid_t sp = H5Dget_space(d);
-  if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 3) {
-    if (f->found++ == 0)
-      snprintf(f->name, sizeof(f->name), "%s", name);
-  }
-  if (sp >= 0)
-    H5Sclose(sp);
-  H5Dclose(d);
-  return 0;
-}
-
+/* An HDF5 [steps][L][E] file, through series_h5.h (libeplb links the
+ * reader; eplb-plan loads it as a module only when it meets such a file). */
 static int read_hdf5(eplb_series_t *out, const char *path, eplb_error_t *err) {
-  H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our errors, not HDF5's stack */
-  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: not a readable HDF5 file",
-                          path);
-  int rc = 0;
-  hid_t d = -1, sp = -1;
-  find3_t fd = {.found = 0};
-  if (H5Lexists(f, "logical_count", H5P_DEFAULT) > 0) {
-    snprintf(fd.name, sizeof(fd.name), "logical_count");
-    fd.found = 1;
-  } else {
-    H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, find3, &fd);
-  }
-  if (fd.found != 1) {
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: %s; name the [steps][layers][experts] dataset "
-                        "logical_count",
-                        path, fd.found ? "several 3-D datasets at the root"
-                                       : "no 3-D dataset at the root");
-    goto done;
-  }
-  d = H5Dopen2(f, fd.name, H5P_DEFAULT);
-  sp = d >= 0 ? H5Dget_space(d) : -1;
-  hsize_t dims[3] = {0, 0, 0};
-  if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 3 ||
-      H5Sget_simple_extent_dims(sp, dims, NULL) != 3) {
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: dataset %s must be [steps][layers][experts]", path,
-                        fd.name);
-    goto done;
-  }
-  if (dims[0] > EPLB_MAX_STEPS || dims[1] > EPLB_MAX_LAYERS ||
-      dims[2] > EPLB_MAX_EXPERTS) {
-    rc = eplb_error_set(err, EPLB_ESHAPE,
-                        "%s: dataset %s is %llu x %llu x %llu, outside "
-                        "1..%d x 1..%d x 1..%d",
-                        path, fd.name, (unsigned long long)dims[0],
-                        (unsigned long long)dims[1], (unsigned long long)dims[2],
-                        EPLB_MAX_STEPS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS);
-    goto done;
-  }
+  const int64_t max[3] = {EPLB_MAX_STEPS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS};
+  int64_t dims[3] = {0, 0, 0};
+  double *data = NULL;
+  char msg[EPLB_ERROR_MSG_MAX];
+  int rc = eplb__h5_read3(path, max, &data, dims, msg, sizeof(msg));
+  if (rc)
+    return eplb_error_set(err, rc, "%s", msg);
   rc = eplb_series_init(out, (int32_t)dims[0], (int32_t)dims[1],
                         (int32_t)dims[2], err);
   if (rc) {
+    free(data);
     eplb_error_prefix(err, "%s", path);
-    goto done;
+    return rc;
   }
-  /* HDF5 converts any numeric type to double on the way in. */
-  if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out->load) <
-      0) {
-    eplb_series_cleanup(out);
-    rc = eplb_error_set(err, EPLB_EHDF5,
-                        "%s: cannot read dataset %s as numbers (is it "
-                        "numeric, and is the file complete?)",
-                        path, fd.name);
-    goto done;
-  }
-  size_t n = (size_t)dims[0] * dims[1] * dims[2];
+  size_t n = (size_t)dims[0] * (size_t)dims[1] * (size_t)dims[2];
+  memcpy(out->load, data, sizeof(double) * n);
+  free(data);
   for (size_t i = 0; i < n && rc == 0; i++)
-    rc = check_value(out->load[i], path, (int)(i / (dims[1] * dims[2])),
-                     (int)(i / dims[2] % dims[1]), (int)(i % dims[2]), err);
+    rc = check_value(out->load[i], path, (int)(i / (size_t)(dims[1] * dims[2])),
+                     (int)(i / (size_t)dims[2] % (size_t)dims[1]),
+                     (int)(i % (size_t)dims[2]), err);
   if (rc)
     eplb_series_cleanup(out);
-done:
-  if (sp >= 0)
-    H5Sclose(sp);
-  if (d >= 0)
-    H5Dclose(d);
-  H5Fclose(f);
   return rc;
 }
 

@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eplb/eplb.h"
 #include "eplb/series.h"
+
+#include <unistd.h>
 
 static char tmpdir[512];
 
@@ -131,6 +134,98 @@ static void test_hdf5(void **state) {
   assert_non_null(strstr(err.msg, "cut.h5"));
 }
 
+/* eplb-plan is built without HDF5 and reads an HDF5 series through the
+ * module it loads (src/series_h5.h): its map must be the library's plan of
+ * the same EMA sum, the module's errors must reach the user, and without
+ * the module the error must say so. */
+static void test_eplb_plan_hdf5_module(void **state) {
+  (void)state;
+  write_h5("plan.h5", "logical_count", 3, 2, 8, H5T_STD_U32LE, 0);
+  write_h5("negplan.h5", "logical_count", 2, 2, 8, H5T_STD_I32LE, 1);
+  /* path_of() returns one static buffer: copies for the commands. */
+  char h5[1024], neg[1024], map[1024], out[1024], negmap[1024], negerr[1024];
+  char alone[1024], alonebin[1024], alonemap[1024], aloneerr[1024];
+  char cmd[8192];
+  snprintf(h5, sizeof(h5), "%s", path_of("plan.h5"));
+  snprintf(neg, sizeof(neg), "%s", path_of("negplan.h5"));
+  snprintf(map, sizeof(map), "%s", path_of("plan_map.json"));
+  snprintf(out, sizeof(out), "%s", path_of("plan.out"));
+  snprintf(negmap, sizeof(negmap), "%s", path_of("neg_map.json"));
+  snprintf(negerr, sizeof(negerr), "%s", path_of("neg.err"));
+  snprintf(alone, sizeof(alone), "%s", path_of("alone/bin"));
+  snprintf(alonebin, sizeof(alonebin), "%s", path_of("alone/bin/eplb-plan"));
+  snprintf(alonemap, sizeof(alonemap), "%s", path_of("alone_map.json"));
+  snprintf(aloneerr, sizeof(aloneerr), "%s", path_of("alone.err"));
+  snprintf(cmd, sizeof(cmd),
+           "'%s' --stats '%s' --num-slots 10 --num-gpus 2 --ema-alpha 0.5 "
+           "--threads 1 --output '%s' > '%s' 2>&1",
+           EPLB_PLAN_BIN, h5, map, out);
+  assert_int_equal(system(cmd), 0);
+  eplb_series_t s;
+  eplb_stats_t st;
+  eplb_placement_t want, got;
+  eplb_error_t err;
+  assert_int_equal(eplb_series_read(&s, h5, &err), 0);
+  assert_int_equal(eplb_series_sum(&s, 0.5, &st, &err), 0);
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 10;
+  o.num_gpus = 2;
+  assert_int_equal(eplb_plan(&st, &o, &want, &err), 0);
+  assert_int_equal(eplb_placement_read(&got, map, EPLB_MAP_AUTO, &err), 0);
+  assert_int_equal(got.num_layers, want.num_layers);
+  assert_int_equal(got.num_slots, want.num_slots);
+  assert_memory_equal(got.phy2log, want.phy2log,
+                      sizeof(int32_t) * (size_t)(want.num_layers * want.num_slots));
+  eplb_placement_cleanup(&got);
+  eplb_placement_cleanup(&want);
+  eplb_stats_cleanup(&st);
+  eplb_series_cleanup(&s);
+
+  /* A series with a negative count: the module reads it, the check names
+   * the place, eplb-plan exits 1 and writes nothing. */
+  snprintf(cmd, sizeof(cmd),
+           "'%s' --stats '%s' --num-slots 10 --num-gpus 2 --ema-alpha 0.5 "
+           "--output '%s' 2> '%s'",
+           EPLB_PLAN_BIN, neg, negmap, negerr);
+  int rc = system(cmd);
+  assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+  char text[2048] = "";
+  FILE *f = fopen(negerr, "r");
+  assert_non_null(f);
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  text[n] = '\0';
+  fclose(f);
+  assert_non_null(strstr(text, "negplan.h5"));
+  assert_non_null(strstr(text, "step 1, layer 1, expert 7"));
+  assert_int_equal(access(negmap, F_OK), -1);
+
+  /* A copy of the program with no module beside it: one line that says
+   * what is missing (or, where eplb is installed in its default place,
+   * the installed module does the job). */
+  snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s' '%s'",
+           alone, EPLB_PLAN_BIN, alonebin);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof(cmd),
+           "'%s' --stats '%s' --num-slots 10 --num-gpus 2 --ema-alpha 0.5 "
+           "--output '%s' 2> '%s'",
+           alonebin, h5, alonemap, aloneerr);
+  rc = system(cmd);
+  int installed = access(EPLB_MODULE_DIR "/eplb_h5series.so", R_OK) == 0;
+  if (installed) {
+    assert_int_equal(rc, 0);
+  } else {
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    f = fopen(aloneerr, "r");
+    assert_non_null(f);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(text, "plan.h5 is an HDF5 file"));
+    assert_non_null(strstr(text, "eplb_h5series.so"));
+  }
+}
+
 /* Drifting traffic: the backtest prefers a positive EMA rate; stationary
  * traffic: it keeps the plain sum (or a small rate). */
 static void test_choose_alpha(void **state) {
@@ -162,6 +257,7 @@ int main(void) {
       cmocka_unit_test(test_json_steps),
       cmocka_unit_test(test_json_bad),
       cmocka_unit_test(test_hdf5),
+      cmocka_unit_test(test_eplb_plan_hdf5_module),
       cmocka_unit_test(test_choose_alpha),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

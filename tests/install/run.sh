@@ -50,6 +50,20 @@ $T "$prefix/bin/eplb-plan" --version >"$work/version.txt" \
   || fail "installed eplb-plan --version failed"
 echo "   $nprog programs, $(cat "$work/version.txt"), libeplb.so exports $nexp eplb_* symbols"
 
+step "installed eplb-plan finds its HDF5 module"
+[ -f "$libdir/eplb/eplb_h5series.so" ] || fail "$libdir/eplb/eplb_h5series.so was not installed"
+# A file with HDF5's signature and nothing else: the module must load and
+# be the one to say the file is unreadable.
+printf '\211HDF\r\n\032\nnot really' >"$work/bad.h5"
+if $T "$prefix/bin/eplb-plan" --stats "$work/bad.h5" --num-slots 4 --num-gpus 2 \
+     --ema-alpha 0 --output "$work/bad.json" 2>"$work/bad.err"; then
+  fail "installed eplb-plan accepted a broken HDF5 file"
+fi
+err=$(cat "$work/bad.err")
+grep -q 'not a readable HDF5 file' <<<"$err" \
+  || fail "installed eplb-plan did not read HDF5 through its module: $err"
+echo "   $libdir/eplb/eplb_h5series.so loaded: $err"
+
 check_run() { # check_run EXE LABEL: runs the consumer, checks its output
   local out
   out=$($T "$1") || fail "$2: the consumer exited non-zero"
