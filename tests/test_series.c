@@ -180,6 +180,28 @@ static void test_eplb_plan_hdf5_module(void **state) {
   eplb_placement_cleanup(&got);
   eplb_placement_cleanup(&want);
   eplb_stats_cleanup(&st);
+
+  /* Without --ema-alpha the series is statistics: the plain sum of its
+   * steps, in the library (eplb_stats_read) and in eplb-plan. */
+  eplb_stats_t sum, plain;
+  assert_int_equal(eplb_stats_read(&sum, h5, EPLB_STATS_AUTO, &err), 0);
+  assert_int_equal(eplb_series_sum(&s, 0.0, &plain, &err), 0);
+  assert_int_equal(sum.num_layers, plain.num_layers);
+  assert_memory_equal(sum.load, plain.load,
+                      sizeof(double) * (size_t)(plain.num_layers * plain.num_experts));
+  snprintf(cmd, sizeof(cmd),
+           "'%s' --stats '%s' --num-slots 10 --num-gpus 2 --threads 1 "
+           "--output '%s' > '%s' 2>&1",
+           EPLB_PLAN_BIN, h5, map, out);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(eplb_plan(&plain, &o, &want, &err), 0);
+  assert_int_equal(eplb_placement_read(&got, map, EPLB_MAP_AUTO, &err), 0);
+  assert_memory_equal(got.phy2log, want.phy2log,
+                      sizeof(int32_t) * (size_t)(want.num_layers * want.num_slots));
+  eplb_placement_cleanup(&got);
+  eplb_placement_cleanup(&want);
+  eplb_stats_cleanup(&sum);
+  eplb_stats_cleanup(&plain);
   eplb_series_cleanup(&s);
 
   /* A series with a negative count: the module reads it, the check names

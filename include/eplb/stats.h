@@ -82,7 +82,8 @@ int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
 
 /* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it);
  * `path` may be a TensorRT-LLM or MindIE dump directory (all iterations: see
- * eplb_stats_read_opts).  *out must be empty; on failure it stays empty and
+ * eplb_stats_read_opts), or (AUTO only) an HDF5 [steps][L][E] series, read
+ * as the plain sum of its steps (eplb/series.h).  *out must be empty; on failure it stays empty and
  * err names the file and the offending key, index or line. */
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err);

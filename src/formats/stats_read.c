@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "eplb/series.h"
 #include "eplb/stats.h"
 #include "formats/formats.h"
 #include "util/fileio.h"
@@ -407,7 +408,8 @@ static int fast_read(eplb_stats_t *out, const char *text, size_t len,
   return format != EPLB_STATS_SGLANG && eplb__mindspeed_fast(out, text, len);
 }
 
-/* Reads one JSON statistics file (MindSpeed-RL or SGLang). */
+/* Reads one statistics file: JSON (MindSpeed-RL or SGLang), or an HDF5
+ * [steps][L][E] series summed over its steps. */
 static int read_json_file(eplb_stats_t *out, const char *path,
                           eplb_stats_format_t format, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
@@ -420,6 +422,19 @@ static int read_json_file(eplb_stats_t *out, const char *path,
   size_t len = 0;
   cJSON *root = NULL;
   int rc = eplb_read_file(path, &text, &len, err);
+  /* An HDF5 [steps][L][E] series (signature \211HDF\r\n\032\n) counts as
+   * the plain sum of its steps, as a TensorRT-LLM dump's iterations do. */
+  if (rc == 0 && format == EPLB_STATS_AUTO && len >= 8 &&
+      memcmp(text, "\211HDF\r\n\032\n", 8) == 0) {
+    free(text);
+    eplb_series_t s;
+    rc = eplb_series_read(&s, path, err);
+    if (rc == 0) {
+      rc = eplb_series_sum(&s, 0.0, out, err);
+      eplb_series_cleanup(&s);
+    }
+    return rc;
+  }
   if (rc == 0 && fast_read(out, text, len, format)) {
     free(text);
     return 0;
