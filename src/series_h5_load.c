@@ -28,6 +28,8 @@ typedef int (*read3_fn)(const char *, const int64_t *, double **, int64_t *,
 
 /* Opens the module; on failure says where it looked in why[]. */
 static read3_fn load(char *why, size_t whylen) {
+  /* Kept once found (never closed: the process ends soon).  Not guarded:
+   * the programs read their statistics on one thread. */
   static read3_fn fn;
   if (fn)
     return fn;
