@@ -136,9 +136,23 @@ done:
   return rc;
 }
 
+int eplb__file_is_hdf5(const char *path) {
+  /* HDF5 files start with the 8-byte signature \211HDF\r\n\032\n: read
+   * those 8 bytes only, not a file that may hold a long series. */
+  unsigned char head[8];
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return 0; /* the caller's reader names the missing file */
+  size_t n = fread(head, 1, sizeof(head), f);
+  fclose(f);
+  return n == sizeof(head) && memcmp(head, "\211HDF\r\n\032\n", 8) == 0;
+}
+
 /* An HDF5 [steps][L][E] file, through series_h5.h (libeplb links the
  * reader; eplb-plan loads it as a module only when it meets such a file). */
-static int read_hdf5(eplb_series_t *out, const char *path, eplb_error_t *err) {
+int eplb__series_read_hdf5(eplb_series_t *out, const char *path,
+                           eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
   const int64_t max[3] = {EPLB_MAX_STEPS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS};
   int64_t dims[3] = {0, 0, 0};
   double *data = NULL;
@@ -172,16 +186,13 @@ int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   struct stat sb;
   if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
     return eplb__series_read_dir(out, path, err);
+  if (eplb__file_is_hdf5(path))
+    return eplb__series_read_hdf5(out, path, err);
   char *text = NULL;
   size_t len = 0;
   int rc = eplb_read_file(path, &text, &len, err);
   if (rc)
     return rc;
-  /* HDF5 files start with the 8-byte signature \211HDF\r\n\032\n. */
-  if (len >= 8 && memcmp(text, "\211HDF\r\n\032\n", 8) == 0) {
-    free(text);
-    return read_hdf5(out, path, err);
-  }
   rc = read_json(out, path, text, err);
   free(text);
   return rc;

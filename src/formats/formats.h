@@ -89,6 +89,12 @@ int eplb__mindie_read_series(struct eplb_series_s *out, const char *dir,
  * does. */
 int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
                           eplb_error_t *err);
+/* 1 when the file at path starts with HDF5's signature (reads 8 bytes; 0
+ * for a file that cannot be opened). */
+int eplb__file_is_hdf5(const char *path);
+/* An HDF5 [steps][L][E] series (series.c, through series_h5.h). */
+int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,
+                           eplb_error_t *err);
 
 /* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb_write_fn writers
  * (ctx = a checked eplb_placement_t) and the reader of both. */

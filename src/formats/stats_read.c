@@ -418,23 +418,21 @@ static int read_json_file(eplb_stats_t *out, const char *path,
                           "%s: is a file, but --format %s reads a directory "
                           "(a dump of several files)",
                           path, eplb_stats_format_name(format));
-  char *text = NULL;
-  size_t len = 0;
-  cJSON *root = NULL;
-  int rc = eplb_read_file(path, &text, &len, err);
-  /* An HDF5 [steps][L][E] series (signature \211HDF\r\n\032\n) counts as
-   * the plain sum of its steps, as a TensorRT-LLM dump's iterations do. */
-  if (rc == 0 && format == EPLB_STATS_AUTO && len >= 8 &&
-      memcmp(text, "\211HDF\r\n\032\n", 8) == 0) {
-    free(text);
+  /* An HDF5 [steps][L][E] series counts as the plain sum of its steps, as
+   * a TensorRT-LLM dump's iterations do. */
+  if (format == EPLB_STATS_AUTO && eplb__file_is_hdf5(path)) {
     eplb_series_t s;
-    rc = eplb_series_read(&s, path, err);
+    int rc = eplb__series_read_hdf5(&s, path, err);
     if (rc == 0) {
       rc = eplb_series_sum(&s, 0.0, out, err);
       eplb_series_cleanup(&s);
     }
     return rc;
   }
+  char *text = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  int rc = eplb_read_file(path, &text, &len, err);
   if (rc == 0 && fast_read(out, text, len, format)) {
     free(text);
     return 0;

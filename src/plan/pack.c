@@ -332,9 +332,14 @@ static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
   best->b = b;
 }
 
-/* 1 when GPU x sorts before GPU y: lighter, ties lower index. */
+/* 1 when GPU x (load lx) sorts before GPU y (load ly): lighter, ties
+ * lower index. */
+static inline int lighter_than(double lx, int32_t x, double ly, int32_t y) {
+  return lx < ly || (lx == ly && x < y);
+}
+
 static inline int lighter(const double *load, int32_t x, int32_t y) {
-  return load[x] < load[y] || (load[x] == load[y] && x < y);
+  return lighter_than(load[x], x, load[y], y);
 }
 
 /* Moves the GPU at by_load[i], whose load just changed, to its place in
@@ -347,13 +352,12 @@ static void reposition(const double *load, int32_t *by_load, double *bl,
                        int32_t n, int32_t i) {
   int32_t x = by_load[i];
   double lx = load[x];
-  while (i > 0 && (lx < bl[i - 1] || (lx == bl[i - 1] && x < by_load[i - 1]))) {
+  while (i > 0 && lighter_than(lx, x, bl[i - 1], by_load[i - 1])) {
     by_load[i] = by_load[i - 1];
     bl[i] = bl[i - 1];
     i--;
   }
-  while (i < n - 1 &&
-         (bl[i + 1] < lx || (bl[i + 1] == lx && by_load[i + 1] < x))) {
+  while (i < n - 1 && lighter_than(bl[i + 1], by_load[i + 1], lx, x)) {
     by_load[i] = by_load[i + 1];
     bl[i] = bl[i + 1];
     i++;

@@ -132,13 +132,13 @@ static int check_loads(const double *load, int32_t E, int *zero,
   return 0;
 }
 
-int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
-                    int32_t *phy2log, eplb_error_t *err) {
-  int rc = eplb_plan_check_opts(opts, E, err);
-  if (rc)
-    return rc;
+/* eplb_plan_layer with opts already checked (eplb_plan checks them once
+ * for all layers). */
+static int plan_layer(const double *load, int32_t E,
+                      const eplb_plan_opts_t *opts, int32_t *phy2log,
+                      eplb_error_t *err) {
   int zero = 0;
-  rc = check_loads(load, E, &zero, err);
+  int rc = check_loads(load, E, &zero, err);
   if (rc)
     return rc;
   /* A layer that saw no traffic is planned as if every expert were equally
@@ -162,6 +162,12 @@ int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
   return rc;
 }
 
+int eplb_plan_layer(const double *load, int32_t E, const eplb_plan_opts_t *opts,
+                    int32_t *phy2log, eplb_error_t *err) {
+  int rc = eplb_plan_check_opts(opts, E, err);
+  return rc ? rc : plan_layer(load, E, opts, phy2log, err);
+}
+
 /* ---- layers in parallel -------------------------------------------- */
 
 /* One layer of a whole-histogram plan: from scratch, or from the current
@@ -173,8 +179,8 @@ static int plan_one_layer(const eplb_stats_t *stats,
   int32_t E = stats->num_experts, S = opts->num_slots;
   const double *load = stats->load + (size_t)l * E;
   int32_t *phy2log = out->phy2log + (size_t)l * S;
-  if (current == NULL)
-    return eplb_plan_layer(load, E, opts, phy2log, err);
+  if (current == NULL) /* opts were checked once, by the caller */
+    return plan_layer(load, E, opts, phy2log, err);
   int rc = check_loads(load, E, NULL, err);
   if (rc)
     return rc;

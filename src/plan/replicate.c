@@ -42,31 +42,33 @@ static void rep_replay(rep_tree_t *t, int32_t i) {
   }
 }
 
-/* 1 when expert a ranks before b by load alone: heavier, then lower index. */
-static inline int load_before(const double *ld, int32_t a, int32_t b) {
-  return ld[a] > ld[b] || (ld[a] == ld[b] && a < b);
+/* Order of two items (replicas by weight, experts by load): heavier first,
+ * then lower index.  A total order, so every correct sort gives the same
+ * permutation. */
+static inline int before(const double *w, int32_t a, int32_t b) {
+  return w[a] > w[b] || (w[a] == w[b] && a < b);
 }
 
-/* The top n experts by load_before, into top[0..n) (in no order): a heap
+/* The top n experts by before(), into top[0..n) (in no order): a heap
  * of the n best so far whose root is the worst of them. */
 static void top_experts(const double *ld, int32_t E, int32_t n, int32_t *top) {
   for (int32_t e = 0; e < E; e++) {
     int32_t i;
     if (e < n) { /* sift up */
-      for (i = e; i > 0 && load_before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
+      for (i = e; i > 0 && before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
         top[i] = top[(i - 1) / 2];
       top[i] = e;
       continue;
     }
-    if (!load_before(ld, e, top[0]))
+    if (!before(ld, e, top[0]))
       continue;
     for (i = 0;;) { /* replace the root, sift down */
       int32_t c = 2 * i + 1;
       if (c >= n)
         break;
-      if (c + 1 < n && load_before(ld, top[c], top[c + 1]))
+      if (c + 1 < n && before(ld, top[c], top[c + 1]))
         c++;
-      if (!load_before(ld, e, top[c]))
+      if (!before(ld, e, top[c]))
         break;
       top[i] = top[c];
       i = c;
@@ -89,7 +91,7 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
 }
 
 /* The replication of eplb__replicate, given its candidates: cand[0..n),
- * n = min(S - E, E), the n heaviest experts (load_before), in any order -
+ * n = min(S - E, E), the n heaviest experts (before()), in any order -
  * rep_before is a total order, so where a candidate sits in the tree does
  * not change which one wins. */
 static int replicate_among(const double *load, int32_t E, int32_t S,
@@ -169,11 +171,6 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   return rc;
 }
 
-/* Order of two items: heavier first, then lower index.  A total order, so
- * every correct sort gives the same permutation. */
-static inline int before(const double *w, int32_t a, int32_t b) {
-  return w[a] > w[b] || (w[a] == w[b] && a < b);
-}
 
 /* Insertion sort of order[0..n) under before(): for the few items (groups,
  * nodes) where a radix sort's tables cost more than they save. */
@@ -329,12 +326,6 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
   free(scratch);
 }
 
-/* 1 when expert a's replicas sort before expert b's: heavier replica
- * weight v, then lower index (before() on the replicas they expand to). */
-static inline int rep_w_before(const double *v, int32_t a, int32_t b) {
-  return v[a] > v[b] || (v[a] == v[b] && a < b);
-}
-
 int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, int32_t *count, int32_t *key,
                            double *w, int32_t *order, eplb_error_t *err) {
@@ -374,19 +365,18 @@ int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
     int32_t x = eorder[i];
     if (count[x] == 1)
       continue;
-    int32_t j = nm++; /* insertion sort under rep_w_before */
-    for (; j > 0 && rep_w_before(v, x, multi[j - 1]); j--)
+    int32_t j = nm++; /* insertion sort by replica weight v */
+    for (; j > 0 && before(v, x, multi[j - 1]); j--)
       multi[j] = multi[j - 1];
     multi[j] = x;
   }
-  int32_t a = 0, b = 0, k = 0;
-  while (a < E || b < nm) {
+  /* Merge the unreplicated experts (in eorder, skipping the replicated
+   * ones) with multi[], both in before() order on v: E experts in all. */
+  for (int32_t k = 0, a = 0, b = 0; k < E; k++) {
     while (a < E && count[eorder[a]] > 1)
       a++; /* in multi[] */
-    if (a >= E && b >= nm)
-      break;
-    int take_a = b >= nm || (a < E && rep_w_before(v, eorder[a], multi[b]));
-    merged[k++] = take_a ? eorder[a++] : multi[b++];
+    int take_a = b >= nm || (a < E && before(v, eorder[a], multi[b]));
+    merged[k] = take_a ? eorder[a++] : multi[b++];
   }
   /* merged[0..E): experts in order; expand to replicas. */
   int32_t *start = eorder; /* eorder is no longer needed */
