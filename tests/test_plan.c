@@ -7,8 +7,11 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "eplb/eplb.h"
 #include "plan/internal.h"
@@ -401,6 +404,92 @@ static void test_plan_threads(void **state) {
   eplb_placement_cleanup(&one);
   eplb_placement_cleanup(&cur);
   eplb_placement_cleanup(&from_one);
+  eplb_stats_cleanup(&st);
+  rng_state = saved;
+}
+
+/* Plans of test_plan_pool's concurrent callers. */
+typedef struct {
+  const eplb_stats_t *st;
+  const int32_t *want;
+  int32_t threads;
+  int ok;
+} pool_caller_t;
+
+static void *pool_caller(void *arg) {
+  pool_caller_t *c = arg;
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  o.threads = c->threads;
+  c->ok = 1;
+  for (int r = 0; r < 5; r++) {
+    eplb_placement_t p;
+    if (eplb_plan(c->st, &o, &p, NULL) != 0) {
+      c->ok = 0;
+      return NULL;
+    }
+    c->ok &= memcmp(p.phy2log, c->want, sizeof(int32_t) * 23 * 80) == 0;
+    eplb_placement_cleanup(&p);
+  }
+  return NULL;
+}
+
+/* The planner's worker threads are kept between plans (pool.c): started
+ * ahead by eplb_plan_warm_up or by the first plan, shared by callers one
+ * at a time (a second caller starts its own), and gone in a forked child,
+ * which must still plan - on its own thread if need be - and not hang. */
+static void test_plan_pool(void **state) {
+  (void)state;
+  uint64_t saved = rng_state;
+  eplb_error_t err;
+  assert_int_equal(eplb_plan_warm_up(-1, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "--threads"));
+  assert_int_equal(eplb_plan_warm_up(EPLB_MAX_PLAN_THREADS + 1, &err),
+                   EPLB_EARG);
+  assert_int_equal(eplb_plan_warm_up(1, &err), 0);
+  assert_int_equal(eplb_plan_warm_up(0, &err), 0);
+  assert_int_equal(eplb_plan_warm_up(4, &err), 0);
+  eplb_stats_t st;
+  make_stats(&st, 23, 64, 0.9);
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  eplb_placement_t one, p;
+  assert_int_equal(eplb_plan(&st, &o, &one, NULL), 0);
+  o.threads = 4; /* the workers warmed up above */
+  assert_int_equal(eplb_plan(&st, &o, &p, NULL), 0);
+  assert_memory_equal(one.phy2log, p.phy2log, sizeof(int32_t) * 23 * 80);
+  eplb_placement_cleanup(&p);
+
+  /* Three callers at once, wanting more workers than the pool has. */
+  pool_caller_t c[3];
+  pthread_t tid[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = (pool_caller_t){.st = &st, .want = one.phy2log, .threads = 3 + i};
+    assert_int_equal(pthread_create(&tid[i], NULL, pool_caller, &c[i]), 0);
+  }
+  for (int i = 0; i < 3; i++) {
+    pthread_join(tid[i], NULL);
+    assert_true(c[i].ok);
+  }
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(30); /* a hang fails the test instead of stalling it */
+    o.threads = 3;
+    int ok = eplb_plan(&st, &o, &p, NULL) == 0 &&
+             memcmp(one.phy2log, p.phy2log, sizeof(int32_t) * 23 * 80) == 0;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  eplb_placement_cleanup(&one);
   eplb_stats_cleanup(&st);
   rng_state = saved;
 }
@@ -886,6 +975,7 @@ int main(void) {
       cmocka_unit_test(test_bad_loads),
       cmocka_unit_test(test_plan_stats),
       cmocka_unit_test(test_plan_threads),
+      cmocka_unit_test(test_plan_pool),
       cmocka_unit_test(test_plan_from_keeps_balanced_layers),
       cmocka_unit_test(test_plan_from_drift),
       cmocka_unit_test(test_plan_from_errors),

@@ -137,4 +137,19 @@ int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
                           int32_t S, int32_t G);
 
+/* The planner's worker threads (pool.c).  eplb__pool_run runs fn(arg) on
+ * the calling thread and on up to `extra` workers (started when missing),
+ * and returns once every one that took it is done; fn must share its work
+ * through arg, as any number of threads may run it, and a worker that
+ * wakes late may take none.  -1 (fn not run) when another thread is
+ * running a job on the pool.  eplb__pool_warm_up starts n workers ahead of
+ * a plan, has each new one run warm() (may be NULL) and then spin for a
+ * few ms; returns how many there are. */
+int eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg);
+int32_t eplb__pool_warm_up(int32_t n, void (*warm)(void));
+
+/* CPUs this thread may run on (its affinity mask: an MPI rank bound to one
+ * core has one), or the online CPUs when that is unknown. */
+int32_t eplb__usable_cpus(void);
+
 #endif /* EPLB_PLAN_INTERNAL_H */

@@ -673,6 +673,7 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
   free(by_load);
   free(bl);
 }
+
 double eplb__layout_bound(const eplb__layout_t *lay) {
   int32_t S = lay->G * lay->per, k = lay->per - 1;
   double total = 0, wmax = 0;
