@@ -9,7 +9,7 @@
  * `deepseek` and of `balanced`, the floor, and the median plan time of the
  * whole histogram (--min: the fastest of the N runs instead, steadier on a
  * machine others are loading).  The balanced plan is timed on one thread
- * and on T (--threads, default 0 = one per online CPU, as eplb-plan).
+ * and on T (--threads, default 0 = one per CPU the process may use, as eplb-plan).
  * Prints figures; asserts nothing about time. */
 #include <math.h>
 #include <stdio.h>
@@ -218,7 +218,7 @@ int main(int argc, char **argv) {
          "also fill); hot-floor = hottest replica's share alone\n");
   printf("# xnode = fraction of tokens served away from their expert group's "
          "node (balanced plan, hierarchical shapes)\n");
-  printf("# ds, bal: one thread; bal xT: --threads %d (0 = one per online CPU)\n",
+  printf("# ds, bal: one thread; bal xT: --threads %d (0 = one per usable CPU)\n",
          (int)threads);
   printf("%-26s %-18s %8s %8s %8s %8s %8s %8s %8s %8s %8s\n", "# workload", "shape",
          "contig", "deepseek", "balanced", "floor", "hotfloor", "xnode",

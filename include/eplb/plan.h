@@ -35,7 +35,7 @@ extern "C" {
 #define EPLB_MAX_GPUS 65536
 #define EPLB_MIN_NODES 1 /* at most num_gpus */
 #define EPLB_MIN_GROUPS 1 /* at most num_experts */
-#define EPLB_MIN_PLAN_THREADS 0 /* 0: one per online CPU */
+#define EPLB_MIN_PLAN_THREADS 0 /* 0: one per CPU the caller may use */
 #define EPLB_MAX_PLAN_THREADS 64
 
 typedef enum {
@@ -67,8 +67,10 @@ typedef struct eplb_plan_opts_s {
                             EPLB_DEFAULT_SPILL_COST) */
   /* Threads that plan layers in parallel (layers are independent, so the
    * map is the same for any count): 1 (default) .. EPLB_MAX_PLAN_THREADS;
-   * 0 = one per online CPU (at most EPLB_MAX_PLAN_THREADS).  Never more
-   * threads than layers. */
+   * 0 = one per CPU the calling thread may run on (its affinity mask: an
+   * MPI rank bound to one core gets 1; at most EPLB_MAX_PLAN_THREADS).
+   * Never more threads than layers.  The threads beyond the caller are
+   * kept, asleep, for the next plan (eplb_plan_warm_up). */
   int32_t threads;
 } eplb_plan_opts_t;
 
@@ -96,7 +98,7 @@ int eplb_plan_layer(const double *load, int32_t num_experts,
                     eplb_error_t *err);
 
 /* Starts the threads that plans with opts.threads = `threads` use (0 = one
- * per online CPU; 1: none), so that a program can overlap their start with
+ * per CPU the caller may use; 1: none), so that a program can overlap their start with
  * reading its statistics: on a VM starting a thread and waking it took
  * 0.1-0.3 ms, a quarter of a whole plan.  Optional - eplb_plan starts
  * missing threads itself and keeps them, asleep, for the next plan.

@@ -78,7 +78,7 @@ static void usage(FILE *f) {
 "  --spill              hierarchical balanced plans: hot experts may spill\n"
 "  --spill-cost C       0..1 (default %g)\n"
 "  --threads T          threads rank 0 plans layers on, 0..64 (0 = one per\n"
-"                       online CPU; default 1: the other ranks of a node\n"
+"                       CPU rank 0 may use; default 1: other ranks of a node\n"
 "                       may share its cores); the map is the same for any T\n"
 "  --quiet              print nothing on success\n"
 "  --help, --version\n"
