@@ -163,6 +163,8 @@ static void pool_register(void) {
 __attribute__((destructor)) static void pool_stop(void) {
   pthread_mutex_lock(&pool.lock);
   pool.quit = 1;
+  /* Spinning workers read gen only: a new number ends their spin. */
+  atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
   int32_t n = pool.workers;
   pthread_cond_broadcast(&pool.work);
   pthread_mutex_unlock(&pool.lock);
