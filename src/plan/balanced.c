@@ -136,14 +136,15 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
     goto done;
   }
-  rc = eplb__replicate_sorted(load, E, S, G, cnt, key, w, order, err);
+  int same_order = 0;
+  rc = eplb__replicate_sorted_ds(load, E, S, G, cnt, key, w, order,
+                                 &same_order, err);
   if (rc)
     goto done;
   int32_t clashes = 0;
   rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
   if (rc)
     goto done;
-  int same_order = eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
   int same_as_ds = clashes == 0 && same_order;
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];

@@ -30,6 +30,15 @@ int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, int32_t *count, int32_t *key,
                            double *w, int32_t *order, eplb_error_t *err);
 
+/* eplb__replicate_sorted, and *same_order (may be NULL) set to
+ * eplb__greedy_is_deepseek(w, key, count, order, E, S, max_replicas) for
+ * max_replicas > 0 (the cap as G), found from the experts' order without
+ * walking the replicas. */
+int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
+                              int32_t max_replicas, int32_t *count,
+                              int32_t *key, double *w, int32_t *order,
+                              int *same_order, eplb_error_t *err);
+
 /* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index. */
 void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
 
