@@ -271,27 +271,26 @@ static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
     shift++;
   int32_t *start = tmp + n; /* [nb + 1]: bucket b holds the b-th heaviest */
   memset(start, 0, sizeof(int32_t) * ((size_t)nb + 1));
-  for (int32_t i = 0; i < n; i++)
-    start[nb - 1 - (int32_t)((keys[i] - lo) >> shift) + 1]++;
-  int32_t sum = 0, fullest = 0; /* the running sum kept in a register */
-  for (int32_t b = 1; b <= nb; b++) {
-    int32_t c = start[b];
+  int32_t fullest = 0;
+  for (int32_t i = 0; i < n; i++) {
+    int32_t c = ++start[nb - 1 - (int32_t)((keys[i] - lo) >> shift) + 1];
     fullest = c > fullest ? c : fullest;
-    sum += c;
-    start[b] = sum;
   }
   if (fullest > BUCKET_MAX)
     return 0;
+  int32_t sum = 0; /* the running sum kept in a register */
+  for (int32_t b = 1; b <= nb; b++) {
+    sum += start[b];
+    start[b] = sum;
+  }
   for (int32_t i = 0; i < n; i++)
     tmp[start[nb - 1 - (int32_t)((keys[i] - lo) >> shift)]++] = i;
-  /* start[b] is now the end of bucket b, the start of bucket b + 1. */
-  int32_t from = 0;
-  for (int32_t b = 0; b < nb; b++) {
-    int32_t to = start[b];
-    if (to - from > 1)
-      insertion_sort(w, tmp + from, to - from);
-    from = to;
-  }
+  /* Buckets in order, each in index order: one insertion sort of the
+   * whole moves items only inside their bucket (the items of earlier
+   * buckets come first already) and costs one compare per item besides,
+   * instead of a pass over all nb (4n) buckets to find the full ones:
+   * about 1% of a plan.  Same permutation: before() is a total order. */
+  insertion_sort(w, tmp, n);
   memcpy(order, tmp, sizeof(int32_t) * (size_t)n);
   return 1;
 }
