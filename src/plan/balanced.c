@@ -22,6 +22,7 @@
  *    `deepseek` on the loads it plans for.
  * Hierarchical plans keep DeepSeek's structure (whole groups per node), with
  * the group-to-node packing and each node's packing improved likewise. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,11 +142,12 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
                                  &same_order, err);
   if (rc)
     goto done;
-  int32_t clashes = 0;
-  rc = eplb__pack_greedy(w, order, S, G, per, key, bin, rank, &clashes, err);
+  eplb__pack_info_t keyed;
+  rc = eplb__pack_greedy_from(w, order, S, G, per, key, 0, HUGE_VAL, bin, rank,
+                              &keyed, err);
   if (rc)
     goto done;
-  int same_as_ds = clashes == 0 && same_order;
+  int same_as_ds = keyed.clashes == 0 && same_order;
   for (int32_t q = 0; q < S; q++)
     phy2log[bin[q] * per + rank[q]] = key[q];
   double mine;
@@ -165,22 +167,37 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
    * already did better (it never raises the maximum): skip it. */
   if (same_as_ds)
     goto refine;
+  double theirs_greedy;
   if (same_order) {
     /* Same replicas in the same order: DeepSeek's plan is their packing
-     * without duplicate avoidance; no need to replicate and sort again. */
-    rc = eplb__pack_greedy(w, order, S, G, per, NULL, bin, rank, NULL, err);
+     * without duplicate avoidance; no need to replicate and sort again.
+     * It is the keyed packing up to its first clash, so it resumes there
+     * (bin and rank still hold the keyed packing); it is only wanted if
+     * its heaviest GPU is below `mine`, and GPUs only get heavier as it
+     * goes, so it stops once one reaches that.  Its bin weights are
+     * eplb__max_gpu_load's sums (same weights, same order).  On
+     * DeepSeek-V3 statistics (288 slots / 36 GPUs) the first clash is near
+     * item 42 and the pass stops near item 253, about 70% of the pass and
+     * 1 to 2% of a plan saved. */
+    eplb__pack_info_t info;
+    rc = eplb__pack_greedy_from(w, order, S, G, per, NULL, keyed.first_clash,
+                                mine, bin, rank, &info, err);
     if (rc)
       goto done;
+    if (info.stopped)
+      goto refine;
     for (int32_t q = 0; q < S; q++)
       alt[bin[q] * per + rank[q]] = key[q];
+    theirs_greedy = info.max;
   } else {
     eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
                            .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
     rc = eplb__plan_deepseek(load, E, &ds, alt, err);
     if (rc)
       goto done;
+    theirs_greedy = eplb__max_gpu_load(load, E, alt, S, G);
   }
-  if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
+  if (theirs_greedy < mine) {
     double theirs;
     rc = improve(load, E, alt, S, G, &theirs, err);
     if (rc < 0)

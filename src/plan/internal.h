@@ -55,6 +55,30 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t *bin_of, int32_t *rank_of, int32_t *clashes,
                       eplb_error_t *err);
 
+/* What eplb__pack_greedy_from found. */
+typedef struct eplb__pack_info_s {
+  int32_t clashes;     /* as eplb__pack_greedy's *clashes */
+  int32_t first_clash; /* position in order of the first clash, n if none:
+                          order[0..first_clash) went where the keyless
+                          packing puts them */
+  int stopped;         /* 1: a bin reached stop_at, packing stopped there */
+  double max;          /* heaviest bin (stopped: the one that reached
+                          stop_at, a lower bound of the full packing's) */
+} eplb__pack_info_t;
+
+/* eplb__pack_greedy resumed at item `from` of order: order[0..from)
+ * already placed in bin_of/rank_of as this packing places them (for the
+ * keyless packing: the prefix before the first clash of a keyed one), and
+ * stopped as soon as a bin weighs stop_at or more (HUGE_VAL: never; bin_of
+ * and rank_of are then incomplete).  A bin's weight is the sum of its
+ * items' w in packing order, from 0: eplb__max_gpu_load's sum for the map
+ * it gives when w[p] = load / count.  Returns 0 or EPLB_ENOMEM. */
+int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
+                           int32_t bins, int32_t cap, const int32_t *key,
+                           int32_t from, double stop_at, int32_t *bin_of,
+                           int32_t *rank_of, eplb__pack_info_t *info,
+                           eplb_error_t *err);
+
 /* A layer's placement on G GPUs of `per` slots, with each slot's weight
  * (its expert's load / replicas), for the local search. */
 typedef struct eplb__layout_s {

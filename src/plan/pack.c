@@ -149,6 +149,19 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t bins, int32_t cap, const int32_t *key,
                       int32_t *bin_of, int32_t *rank_of, int32_t *clashes,
                       eplb_error_t *err) {
+  eplb__pack_info_t info;
+  int rc = eplb__pack_greedy_from(w, order, n, bins, cap, key, 0, HUGE_VAL,
+                                  bin_of, rank_of, &info, err);
+  if (rc == 0 && clashes)
+    *clashes = info.clashes;
+  return rc;
+}
+
+int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
+                           int32_t bins, int32_t cap, const int32_t *key,
+                           int32_t from, double stop_at, int32_t *bin_of,
+                           int32_t *rank_of, eplb__pack_info_t *info,
+                           eplb_error_t *err) {
   int32_t P = 1, kmax = 0;
   while (P < bins)
     P *= 2;
@@ -168,16 +181,37 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                         (int)n);
     goto done;
   }
-  if (key != NULL)
+  if (key != NULL) {
     for (int32_t k = 0; k <= kmax; k++)
       head[k] = -1;
+    for (int32_t k = 0; k < from; k++) {
+      int32_t i = order[k];
+      next[i] = head[key[i]];
+      head[key[i]] = i;
+    }
+  }
+  /* The first `from` items as given: their weights added in the same
+   * order give the same sums, and a winner tree is a function of its
+   * leaves (ties to the left child both in tree_init and tree_set), so
+   * the state is the one packing them would have left. */
+  for (int32_t k = 0; k < from; k++) {
+    int32_t i = order[k];
+    bin_n[bin_of[i]]++;
+    bin_w[bin_of[i]] += w[i];
+  }
   bin_tree_t t = {.nw = nw, .ni = ni, .P = P};
   tree_init(&t, bins);
-  int32_t nclash = 0;
-  for (int32_t k = 0; k < n; k++) {
+  for (int32_t b = 0; from > 0 && b < bins; b++)
+    if (bin_n[b] > 0)
+      tree_set(&t, b, bin_n[b] < cap ? bin_w[b] : HUGE_VAL);
+  int32_t nclash = 0, first = n, k = from;
+  info->stopped = 0;
+  for (; k < n; k++) {
     int32_t i = order[k];
     int32_t best =
         pick_bin(&t, bin_w, key, head, next, bin_of, i, held, &nclash);
+    if (nclash == 1 && first == n)
+      first = k;
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
     if (key != NULL) {
@@ -187,9 +221,20 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
     bin_n[best]++;
     bin_w[best] += w[i];
     tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
+    if (bin_w[best] >= stop_at) { /* sums only grow: the end is no lower */
+      info->stopped = 1;
+      info->max = bin_w[best];
+      break;
+    }
   }
-  if (clashes)
-    *clashes = nclash;
+  info->clashes = nclash;
+  info->first_clash = first;
+  if (!info->stopped) {
+    double most = 0;
+    for (int32_t b = 0; b < bins; b++)
+      most = b == 0 || bin_w[b] > most ? bin_w[b] : most;
+    info->max = most;
+  }
 done:
   free(bin_w);
   free(bin_n);
