@@ -5,10 +5,31 @@
 #ifndef EPLB_PLAN_INTERNAL_H
 #define EPLB_PLAN_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "eplb/error.h"
 #include "eplb/plan.h"
+
+/* Scratch memory for one call chain (a layer's plan): taken in order from
+ * one block, given back all at once, so a layer costs one malloc instead of
+ * some thirty.  What does not fit in the block gets a malloc of its own,
+ * chained and freed by eplb__arena_done, so a short block is slower, never
+ * wrong.  A part of the block is given back by restoring `used`. */
+typedef struct eplb__arena_s {
+  unsigned char *buf; /* may be NULL: every take is a malloc */
+  size_t cap, used;
+  void *spill; /* the takes that did not fit, chained */
+} eplb__arena_t;
+
+/* An arena over buf[cap] (buf may be NULL). */
+void eplb__arena_init(eplb__arena_t *a, void *buf, size_t cap);
+
+/* `bytes` of scratch, aligned as malloc's, or NULL when out of memory. */
+void *eplb__arena_take(eplb__arena_t *a, size_t bytes);
+
+/* Frees what eplb__arena_take allocated on its own (not buf). */
+void eplb__arena_done(eplb__arena_t *a);
 
 /* Chooses how many replicas each of E experts gets so that the S slots are
  * used and the largest load per replica is as small as possible: every
@@ -30,14 +51,16 @@ int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, int32_t *count, int32_t *key,
                            double *w, int32_t *order, eplb_error_t *err);
 
-/* eplb__replicate_sorted, and *same_order (may be NULL) set to
+/* eplb__replicate_sorted with its scratch from ar (given back on return),
+ * and *same_order (may be NULL) set to
  * eplb__greedy_is_deepseek(w, key, count, order, E, S, max_replicas) for
  * max_replicas > 0 (the cap as G), found from the experts' order without
  * walking the replicas. */
 int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
                               int32_t max_replicas, int32_t *count,
                               int32_t *key, double *w, int32_t *order,
-                              int *same_order, eplb_error_t *err);
+                              int *same_order, eplb__arena_t *ar,
+                              eplb_error_t *err);
 
 /* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index. */
 void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
@@ -72,12 +95,13 @@ typedef struct eplb__pack_info_s {
  * stopped as soon as a bin weighs stop_at or more (HUGE_VAL: never; bin_of
  * and rank_of are then incomplete).  A bin's weight is the sum of its
  * items' w in packing order, from 0: eplb__max_gpu_load's sum for the map
- * it gives when w[p] = load / count.  Returns 0 or EPLB_ENOMEM. */
+ * it gives when w[p] = load / count.  Scratch from ar (given back).
+ * Returns 0 or EPLB_ENOMEM. */
 int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
                            int32_t bins, int32_t cap, const int32_t *key,
                            int32_t from, double stop_at, int32_t *bin_of,
                            int32_t *rank_of, eplb__pack_info_t *info,
-                           eplb_error_t *err);
+                           eplb__arena_t *ar, eplb_error_t *err);
 
 /* A layer's placement on G GPUs of `per` slots, with each slot's weight
  * (its expert's load / replicas), for the local search. */
@@ -93,6 +117,9 @@ typedef struct eplb__layout_s {
  * Returns the number of duplicates left (0 unless no swap exists). */
 int32_t eplb__repair_duplicates(eplb__layout_t *lay);
 
+/* eplb__repair_duplicates with its scratch from ar (given back). */
+int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar);
+
 /* Local search: repeatedly swaps a slot of the most loaded GPU with a
  * lighter slot of another GPU when that lowers the pair's maximum, never
  * creating a duplicate, until no swap helps or `max_iters` swaps were made.
@@ -102,6 +129,10 @@ int32_t eplb__repair_duplicates(eplb__layout_t *lay);
  * that every GPU keeps one replica of each weight tier that greedy packing
  * gave it (see balanced.c for why that matters on later traffic). */
 void eplb__local_search(eplb__layout_t *lay, int32_t max_iters, int tiered);
+
+/* eplb__local_search with its scratch from ar (given back). */
+void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
+                          eplb__arena_t *ar);
 
 /* A lower bound on the most loaded GPU of any arrangement of lay's slots:
  * the mean GPU load, and the heaviest slot plus the per - 1 lightest ones

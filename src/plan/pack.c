@@ -10,6 +10,7 @@
  * max(load_g', load_h') smallest.  Such a swap lowers the sum of squared
  * loads by 2d(gap - d) > 0, so the search cannot cycle. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,45 @@ int32_t eplb__argmax(const double *load, int32_t G) {
     if (load[g] > load[best])
       best = g;
   return best;
+}
+
+/* Takes are rounded up to this, the alignment malloc gives (16 on the
+ * 64-bit ABIs), and a spilled take sits that far into its block, behind
+ * the chain pointer. */
+#define ARENA_ALIGN 16
+
+void eplb__arena_init(eplb__arena_t *a, void *buf, size_t cap) {
+  a->buf = buf;
+  a->cap = buf ? cap : 0;
+  a->used = 0;
+  a->spill = NULL;
+}
+
+void *eplb__arena_take(eplb__arena_t *a, size_t bytes) {
+  size_t n = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+  if (n < bytes)
+    return NULL; /* overflow */
+  if (n <= a->cap - a->used) {
+    void *p = a->buf + a->used;
+    a->used += n;
+    return p;
+  }
+  if (n > SIZE_MAX - ARENA_ALIGN)
+    return NULL;
+  void **blk = malloc(ARENA_ALIGN + n);
+  if (blk == NULL)
+    return NULL;
+  blk[0] = a->spill;
+  a->spill = blk;
+  return (unsigned char *)blk + ARENA_ALIGN;
+}
+
+void eplb__arena_done(eplb__arena_t *a) {
+  while (a->spill != NULL) {
+    void **blk = a->spill;
+    a->spill = blk[0];
+    free(blk);
+  }
 }
 
 /* Tournament (winner) tree over the bins, for greedy packing: leaf P + b
@@ -150,8 +190,11 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
                       int32_t *bin_of, int32_t *rank_of, int32_t *clashes,
                       eplb_error_t *err) {
   eplb__pack_info_t info;
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
   int rc = eplb__pack_greedy_from(w, order, n, bins, cap, key, 0, HUGE_VAL,
-                                  bin_of, rank_of, &info, err);
+                                  bin_of, rank_of, &info, &ar, err);
+  eplb__arena_done(&ar);
   if (rc == 0 && clashes)
     *clashes = info.clashes;
   return rc;
@@ -161,26 +204,30 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
                            int32_t bins, int32_t cap, const int32_t *key,
                            int32_t from, double stop_at, int32_t *bin_of,
                            int32_t *rank_of, eplb__pack_info_t *info,
-                           eplb_error_t *err) {
+                           eplb__arena_t *ar, eplb_error_t *err) {
   int32_t P = 1, kmax = 0;
   while (P < bins)
     P *= 2;
   if (key != NULL)
     for (int32_t i = 0; i < n; i++)
       kmax = key[i] > kmax ? key[i] : kmax;
-  double *bin_w = calloc((size_t)bins, sizeof(double));
-  int32_t *bin_n = calloc((size_t)bins, sizeof(int32_t));
-  int32_t *ni = malloc(sizeof(int32_t) * 2 * (size_t)P);
-  uint64_t *nw = malloc(sizeof(uint64_t) * 2 * (size_t)P);
-  int32_t *held = malloc(sizeof(int32_t) * (size_t)bins);
-  int32_t *head = key ? malloc(sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
-  int32_t *next = key ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+  size_t mark = ar->used;
+  double *bin_w = eplb__arena_take(ar, sizeof(double) * (size_t)bins);
+  int32_t *bin_n = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
+  int32_t *ni = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)P);
+  uint64_t *nw = eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)P);
+  int32_t *held = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
+  int32_t *head =
+      key ? eplb__arena_take(ar, sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
+  int32_t *next = key ? eplb__arena_take(ar, sizeof(int32_t) * (size_t)n) : NULL;
   int rc = 0;
   if (!bin_w || !bin_n || !ni || !nw || !held || (key && (!head || !next))) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
   }
+  memset(bin_w, 0, sizeof(double) * (size_t)bins); /* +0.0 */
+  memset(bin_n, 0, sizeof(int32_t) * (size_t)bins);
   if (key != NULL) {
     for (int32_t k = 0; k <= kmax; k++)
       head[k] = -1;
@@ -236,13 +283,7 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
     info->max = most;
   }
 done:
-  free(bin_w);
-  free(bin_n);
-  free(ni);
-  free(nw);
-  free(held);
-  free(head);
-  free(next);
+  ar->used = mark;
   return rc;
 }
 
@@ -275,11 +316,12 @@ static void swap_slots(eplb__layout_t *lay, int32_t g, int32_t a, int32_t h,
  * expert, instead of the pairwise scan of the repair (which then finds
  * nothing to do: packing avoids duplicates whenever it can).  2 when out
  * of memory (the caller then takes the full scan). */
-static int has_duplicates(const eplb__layout_t *lay) {
+static int has_duplicates(const eplb__layout_t *lay, eplb__arena_t *ar) {
   int32_t S = lay->G * lay->per, emax = 0;
   for (int32_t s = 0; s < S; s++)
     emax = lay->expert[s] > emax ? lay->expert[s] : emax;
-  int32_t *stamp = malloc(sizeof(int32_t) * ((size_t)emax + 1));
+  size_t mark = ar->used;
+  int32_t *stamp = eplb__arena_take(ar, sizeof(int32_t) * ((size_t)emax + 1));
   if (stamp == NULL)
     return 2;
   for (int32_t e = 0; e <= emax; e++)
@@ -290,13 +332,21 @@ static int has_duplicates(const eplb__layout_t *lay) {
     dup = stamp[x] == g;
     stamp[x] = g;
   }
-  free(stamp);
+  ar->used = mark;
   return dup;
 }
 
 int32_t eplb__repair_duplicates(eplb__layout_t *lay) {
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
+  int32_t left = eplb__repair_duplicates_a(lay, &ar);
+  eplb__arena_done(&ar);
+  return left;
+}
+
+int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar) {
   int32_t G = lay->G, per = lay->per, left = 0;
-  if (has_duplicates(lay) == 0)
+  if (has_duplicates(lay, ar) == 0)
     return 0;
   for (int32_t g = 0; g < G; g++) {
     for (int32_t a = 0; a < per; a++) {
@@ -637,14 +687,22 @@ static tier_scan_fn tier_scan_for(void) {
 
 void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
                         int tiered) {
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
+  eplb__local_search_a(lay, max_iters, tiered, &ar);
+  eplb__arena_done(&ar);
+}
+
+void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
+                          eplb__arena_t *ar) {
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
-  int32_t *by_load = malloc(sizeof(int32_t) * (size_t)G);
-  double *bl = malloc(sizeof(double) * (size_t)G);
+  size_t mark = ar->used;
+  int32_t *by_load = eplb__arena_take(ar, sizeof(int32_t) * (size_t)G);
+  double *bl = eplb__arena_take(ar, sizeof(double) * (size_t)G);
   if (by_load == NULL || bl == NULL) {
-    free(by_load);
-    free(bl);
+    ar->used = mark;
     return; /* the search only improves a valid layout: skipping is safe */
   }
   tier_scan_fn tier_scan = tiered ? tier_scan_for() : NULL;
@@ -715,8 +773,7 @@ void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
     reposition(lay->load, by_load, bl, G - 1, best_k);
     reposition(lay->load, by_load, bl, G, G - 1);
   }
-  free(by_load);
-  free(bl);
+  ar->used = mark;
 }
 
 double eplb__layout_bound(const eplb__layout_t *lay) {

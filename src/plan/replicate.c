@@ -96,7 +96,8 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
  * not change which one wins. */
 static int replicate_among(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, const int32_t *cand,
-                           int32_t n, int32_t *count, eplb_error_t *err) {
+                           int32_t n, int32_t *count, eplb__arena_t *ar,
+                           eplb_error_t *err) {
   for (int32_t e = 0; e < E; e++)
     count[e] = 1;
   int32_t extra = S - E;
@@ -105,15 +106,13 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
   int32_t P = 1;
   while (P < n)
     P *= 2;
-  int32_t *node = malloc(sizeof(int32_t) * 2 * (size_t)P);
-  int32_t *c = malloc(sizeof(int32_t) * ((size_t)E + 1));
-  double *ld = malloc(sizeof(double) * ((size_t)E + 1));
-  int32_t *leaf = malloc(sizeof(int32_t) * (size_t)E);
+  size_t mark = ar->used;
+  int32_t *node = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)P);
+  int32_t *c = eplb__arena_take(ar, sizeof(int32_t) * ((size_t)E + 1));
+  double *ld = eplb__arena_take(ar, sizeof(double) * ((size_t)E + 1));
+  int32_t *leaf = eplb__arena_take(ar, sizeof(int32_t) * (size_t)E);
   if (!node || !c || !ld || !leaf) {
-    free(node);
-    free(c);
-    free(ld);
-    free(leaf);
+    ar->used = mark;
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
   memcpy(ld, load, sizeof(double) * (size_t)E);
@@ -139,10 +138,7 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
     rep_replay(&t, P + i);
   }
   memcpy(count, c, sizeof(int32_t) * (size_t)E);
-  free(node);
-  free(c);
-  free(ld);
-  free(leaf);
+  ar->used = mark;
   return 0;
 }
 
@@ -156,8 +152,10 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
    * had one, since a single replica of it would have won the tie-break
    * first.  So the tree holds those candidates only. */
   int32_t n = S - E < E ? S - E : E;
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
   if (n == 0)
-    return replicate_among(load, E, S, max_replicas, NULL, 0, count, err);
+    return replicate_among(load, E, S, max_replicas, NULL, 0, count, &ar, err);
   int32_t *cand = malloc(sizeof(int32_t) * (size_t)E);
   if (cand == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
@@ -166,7 +164,8 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   else
     for (int32_t e = 0; e < E; e++)
       cand[e] = e;
-  rc = replicate_among(load, E, S, max_replicas, cand, n, count, err);
+  rc = replicate_among(load, E, S, max_replicas, cand, n, count, &ar, err);
+  eplb__arena_done(&ar);
   free(cand);
   return rc;
 }
@@ -298,7 +297,19 @@ static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
 /* Below this many items the insertion sort wins. */
 #define RADIX_MIN 48
 
+static void sort_desc(const double *w, int32_t n, int32_t *order,
+                      eplb__arena_t *ar);
+
 void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
+  sort_desc(w, n, order, &ar);
+  eplb__arena_done(&ar);
+}
+
+/* eplb__sort_desc with its scratch from ar (given back). */
+static void sort_desc(const double *w, int32_t n, int32_t *order,
+                      eplb__arena_t *ar) {
   for (int32_t i = 0; i < n; i++)
     order[i] = i;
   if (n < RADIX_MIN) {
@@ -312,8 +323,10 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
   while (nb < 4 * n)
     nb *= 2;
   /* keys: 2n (radix) >= n (bucket); indices: n + nb + 1 >= n. */
-  void *scratch = malloc(sizeof(uint64_t) * 2 * (size_t)n +
-                         sizeof(int32_t) * ((size_t)n + (size_t)nb + 1));
+  size_t mark = ar->used;
+  void *scratch =
+      eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)n +
+                               sizeof(int32_t) * ((size_t)n + (size_t)nb + 1));
   if (scratch == NULL) {
     insertion_sort(w, order, n); /* out of memory: slow, but correct */
     return;
@@ -322,20 +335,25 @@ void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
   int32_t *tmp = (int32_t *)(keys + 2 * (size_t)n);
   if (!bucket_sort(w, order, n, nb, keys, tmp))
     radix_sort(w, order, n, keys, tmp);
-  free(scratch);
+  ar->used = mark;
 }
 
 int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, int32_t *count, int32_t *key,
                            double *w, int32_t *order, eplb_error_t *err) {
-  return eplb__replicate_sorted_ds(load, E, S, max_replicas, count, key, w,
-                                   order, NULL, err);
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
+  int rc = eplb__replicate_sorted_ds(load, E, S, max_replicas, count, key, w,
+                                     order, NULL, &ar, err);
+  eplb__arena_done(&ar);
+  return rc;
 }
 
 int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
                               int32_t max_replicas, int32_t *count,
                               int32_t *key, double *w, int32_t *order,
-                              int *same_order, eplb_error_t *err) {
+                              int *same_order, eplb__arena_t *ar,
+                              eplb_error_t *err) {
   int rc = check_slots(E, S, max_replicas, err);
   if (rc)
     return rc;
@@ -343,17 +361,17 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
    * replication candidates (no heap), and the experts left with one
    * replica are already in replica order, so only the few replicated ones
    * (at most S - E) need sorting before a merge. */
-  int32_t *eorder = malloc(sizeof(int32_t) * 3 * (size_t)E);
-  double *v = malloc(sizeof(double) * (size_t)E);
+  size_t mark = ar->used;
+  int32_t *eorder = eplb__arena_take(ar, sizeof(int32_t) * 3 * (size_t)E);
+  double *v = eplb__arena_take(ar, sizeof(double) * (size_t)E);
   if (eorder == NULL || v == NULL) {
-    free(eorder);
-    free(v);
+    ar->used = mark;
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
   int32_t *multi = eorder + E, *merged = eorder + 2 * (size_t)E;
-  eplb__sort_desc(load, E, eorder);
+  sort_desc(load, E, eorder, ar);
   int32_t n = S - E < E ? S - E : E;
-  rc = replicate_among(load, E, S, max_replicas, eorder, n, count, err);
+  rc = replicate_among(load, E, S, max_replicas, eorder, n, count, ar, err);
   if (rc)
     goto done;
   /* Replica p of expert e is start(e) + r (experts in index order, their
@@ -423,7 +441,6 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
     *same_order = ok;
   }
 done:
-  free(eorder);
-  free(v);
+  ar->used = mark;
   return rc;
 }
