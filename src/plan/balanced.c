@@ -137,10 +137,10 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   while (nb < 4 * szE)
     nb *= 2;
   /* Bytes: replication (20E) and the larger of its sort (20E + 4nb) and
-   * its tree (32E); packing (bins, tree of < 4G nodes, held, chains);
+   * its tree (68E); packing (bins, tree of < 4G nodes, held, chains);
    * improve (its layout, then the repair's stamps or the search's
    * order). */
-  size_t chain = 20 * szE + 32 * szE + 4 * nb;
+  size_t chain = 20 * szE + 68 * szE + 4 * nb;
   size_t pack = 88 * szG + 4 * szE + 4 * szS;
   size_t imp = 8 * szE + 12 * szS + 20 * szG;
   chain = chain > pack ? chain : pack;
