@@ -81,6 +81,9 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
 /* What eplb__pack_greedy_from found. */
 typedef struct eplb__pack_info_s {
   int32_t clashes;     /* as eplb__pack_greedy's *clashes */
+  int32_t forced;      /* items put with an item of their key (every bin
+                          with room held one): 0 means no bin holds a key
+                          twice */
   int32_t first_clash; /* position in order of the first clash, n if none:
                           order[0..first_clash) went where the keyless
                           packing puts them */

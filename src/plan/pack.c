@@ -156,11 +156,12 @@ static int bin_has_key(const int32_t *head, const int32_t *next,
 /* Picks the lightest bin with room for item i, without a key clash when
  * some bin allows (bins that clash are set aside in held[] and restored),
  * else the lightest of all.  ++*nclash when a clash moved the item off the
- * plain lightest bin.  bin_w[] are the true weights. */
+ * plain lightest bin, ++*nforced when it goes to a bin with its key.
+ * bin_w[] are the true weights. */
 static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
                         const int32_t *head, const int32_t *next,
                         const int32_t *bin_of, int32_t i, int32_t *held,
-                        int32_t *nclash) {
+                        int32_t *nclash, int32_t *nforced) {
   int32_t best = t->ni[1], nheld = 0;
   if (key == NULL)
     return best;
@@ -176,6 +177,7 @@ static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
   if (nheld > 0)
     (*nclash)++;
   if (best >= t->P) { /* every bin with room clashes: take the lightest */
+    (*nforced)++;
     best = held[0];
     for (int32_t j = 1; j < nheld; j++)
       if (bin_w[held[j]] < bin_w[best] ||
@@ -251,12 +253,13 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   for (int32_t b = 0; from > 0 && b < bins; b++)
     if (bin_n[b] > 0)
       tree_set(&t, b, bin_n[b] < cap ? bin_w[b] : HUGE_VAL);
-  int32_t nclash = 0, first = n, k = from;
+  int32_t nclash = 0, nforced = 0, first = n, k = from;
   info->stopped = 0;
   for (; k < n; k++) {
     int32_t i = order[k];
     int32_t best =
-        pick_bin(&t, bin_w, key, head, next, bin_of, i, held, &nclash);
+        pick_bin(&t, bin_w, key, head, next, bin_of, i, held, &nclash,
+                 &nforced);
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;
@@ -275,6 +278,7 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
     }
   }
   info->clashes = nclash;
+  info->forced = nforced;
   info->first_clash = first;
   if (!info->stopped) {
     double most = 0;
