@@ -149,10 +149,14 @@ static void tree_init(bin_tree_t *t, int32_t bins) {
   }
 }
 
-/* 1 when bin b already holds an item with key k: the items placed with key
- * k are chained from head[k] through next[] (usually zero or one). */
-static int bin_has_key(const int32_t *head, const int32_t *next,
-                       const int32_t *bin_of, int32_t b, int32_t k) {
+/* 1 when bin b already holds an item with key k: bit b of kset[k] when
+ * there is a set (up to 64 bins), else the items placed with key k are
+ * chained from head[k] through next[] (usually zero or one). */
+static int bin_has_key(const uint64_t *kset, const int32_t *head,
+                       const int32_t *next, const int32_t *bin_of, int32_t b,
+                       int32_t k) {
+  if (kset != NULL) /* up to 64 bins: bit b of kset[k] is bin b */
+    return (int)(kset[k] >> b & 1);
   for (int32_t it = head[k]; it >= 0; it = next[it])
     if (bin_of[it] == b)
       return 1;
@@ -165,13 +169,14 @@ static int bin_has_key(const int32_t *head, const int32_t *next,
  * plain lightest bin, ++*nforced when it goes to a bin with its key.
  * bin_w[] are the true weights. */
 static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
-                        const int32_t *head, const int32_t *next,
-                        const int32_t *bin_of, int32_t i, int32_t *held,
-                        int32_t *nclash, int32_t *nforced) {
+                        const uint64_t *kset, const int32_t *head,
+                        const int32_t *next, const int32_t *bin_of,
+                        int32_t i, int32_t *held, int32_t *nclash,
+                        int32_t *nforced) {
   int32_t best = t->ni[1], nheld = 0;
   if (key == NULL)
     return best;
-  while (best < t->P && bin_has_key(head, next, bin_of, best, key[i])) {
+  while (best < t->P && bin_has_key(kset, head, next, bin_of, best, key[i])) {
     held[nheld++] = best;
     tree_set(t, best, HUGE_VAL);
     best = t->ni[1];
@@ -225,11 +230,28 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   int32_t *ni = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)P);
   uint64_t *nw = eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)P);
   int32_t *held = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
+  /* Up to 64 bins, the bins holding key k are a bit set kset[k]: a clash
+   * test is one load and a shift, not a walk along the chain of the
+   * items placed with k, whose varying length the branch predictor
+   * missed (about a quarter of the packing's time in perf).  A balanced
+   * plan (1 thread, DeepSeek-V3 statistics) went from 1.103 to 1.078 ms on
+   * 288 slots / 36 GPUs (2.3%), 2.24 to 2.17 ms on 320 / 64, 256 / 32 the
+   * same within noise.  8 bytes a key, no more than the chains' 4 a key
+   * and 4 an item that plan_flat's arena is sized for. */
+  int use_set = key != NULL && bins <= 64;
+  uint64_t *kset =
+      use_set ? eplb__arena_take(ar, sizeof(uint64_t) * ((size_t)kmax + 1))
+              : NULL;
   int32_t *head =
-      key ? eplb__arena_take(ar, sizeof(int32_t) * ((size_t)kmax + 1)) : NULL;
-  int32_t *next = key ? eplb__arena_take(ar, sizeof(int32_t) * (size_t)n) : NULL;
+      key && !use_set
+          ? eplb__arena_take(ar, sizeof(int32_t) * ((size_t)kmax + 1))
+          : NULL;
+  int32_t *next = key && !use_set
+                      ? eplb__arena_take(ar, sizeof(int32_t) * (size_t)n)
+                      : NULL;
   int rc = 0;
-  if (!bin_w || !bin_n || !ni || !nw || !held || (key && (!head || !next))) {
+  if (!bin_w || !bin_n || !ni || !nw || !held || (use_set && !kset) ||
+      (key && !use_set && (!head || !next))) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
@@ -237,12 +259,20 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   memset(bin_w, 0, sizeof(double) * (size_t)bins); /* +0.0 */
   memset(bin_n, 0, sizeof(int32_t) * (size_t)bins);
   if (key != NULL) {
-    for (int32_t k = 0; k <= kmax; k++)
-      head[k] = -1;
+    for (int32_t k = 0; k <= kmax; k++) {
+      if (use_set)
+        kset[k] = 0;
+      else
+        head[k] = -1;
+    }
     for (int32_t k = 0; k < from; k++) {
       int32_t i = order[k];
-      next[i] = head[key[i]];
-      head[key[i]] = i;
+      if (use_set) {
+        kset[key[i]] |= (uint64_t)1 << bin_of[i];
+      } else {
+        next[i] = head[key[i]];
+        head[key[i]] = i;
+      }
     }
   }
   /* The first `from` items as given: their weights added in the same
@@ -264,13 +294,15 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   for (; k < n; k++) {
     int32_t i = order[k];
     int32_t best =
-        pick_bin(&t, bin_w, key, head, next, bin_of, i, held, &nclash,
-                 &nforced);
+        pick_bin(&t, bin_w, key, kset, head, next, bin_of, i, held,
+                 &nclash, &nforced);
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
-    if (key != NULL) {
+    if (use_set) {
+      kset[key[i]] |= (uint64_t)1 << best;
+    } else if (key != NULL) {
       next[i] = head[key[i]];
       head[key[i]] = i;
     }
