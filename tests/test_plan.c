@@ -776,7 +776,15 @@ static void test_replicate_sorted_reference(void **state) {
         skewed_loads(load, E, trial % 4 == 2 ? 0.9 : 2.0);
       int32_t S = trial < 3 ? E : E + (int32_t)(rng_next() % (uint64_t)(2 * E + 8));
       int32_t cap = trial % 3 == 0 ? 0 : (S + E - 1) / E + (int32_t)(trial % 2);
-      int rc = eplb__replicate_sorted(load, E, S, cap, cnt, key, w, order, NULL);
+      /* The _ds form also says whether DeepSeek orders ties the same way,
+       * found during the expansion: it must be eplb__greedy_is_deepseek's
+       * walk over the replicas (cap as G). */
+      int same_order = -1;
+      eplb__arena_t ar;
+      eplb__arena_init(&ar, NULL, 0);
+      int rc = eplb__replicate_sorted_ds(load, E, S, cap, cnt, key, w, order,
+                                         &same_order, &ar, NULL);
+      eplb__arena_done(&ar);
       assert_int_equal(rc, eplb__replicate(load, E, S, cap, cnt2, NULL));
       if (rc != 0)
         continue;
@@ -794,6 +802,12 @@ static void test_replicate_sorted_reference(void **state) {
           memcmp(order, order2, sizeof(int32_t) * (size_t)S) != 0)
         fail_msg("E %d S %d cap %d trial %d: differs from replicate + sort",
                  (int)E, (int)S, (int)cap, trial);
+      if (cap > 0 &&
+          same_order != eplb__greedy_is_deepseek(w2, key2, cnt2, order2, E, S,
+                                                 cap))
+        fail_msg("E %d S %d cap %d trial %d: same_order %d differs from "
+                 "eplb__greedy_is_deepseek", (int)E, (int)S, (int)cap, trial,
+                 same_order);
     }
     free(load);
     free(w);

@@ -440,7 +440,7 @@ int main(int argc, char *argv[]) {
   rc = parse_args(argc, argv, size, &a);
   if (rc > 0)
     exit_code = EPLB_CLI_EXIT_USAGE;
-  if (rc == 0 && g_rank == 0 && a.sync.plan.threads != 1)
+  if (rc == 0 && g_rank == 0) /* no-op for --threads 1, the default */
     eplb_plan_warm_up(a.sync.plan.threads, NULL); /* while the files load */
   if (rc == 0) {
     eplb_error_t err = {0};

@@ -117,10 +117,8 @@ typedef struct eplb__layout_s {
 
 /* Moves duplicate copies (one GPU holding an expert twice) away by swapping
  * with another GPU's slot, choosing the swap that changes loads least.
- * Returns the number of duplicates left (0 unless no swap exists). */
-int32_t eplb__repair_duplicates(eplb__layout_t *lay);
-
-/* eplb__repair_duplicates with its scratch from ar (given back). */
+ * Returns the number of duplicates left (0 unless no swap exists).
+ * Scratch from ar (given back). */
 int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar);
 
 /* Local search: repeatedly swaps a slot of the most loaded GPU with a
@@ -208,11 +206,11 @@ double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
  * the calling thread and on up to `extra` workers (started when missing),
  * and returns once every one that took it is done; fn must share its work
  * through arg, as any number of threads may run it, and a worker that
- * wakes late may take none.  -1 (fn not run) when another thread is
- * running a job on the pool.  eplb__pool_warm_up starts n workers ahead of
+ * wakes late may take none.  When another thread is running a job on the
+ * pool, fn runs on threads started for this call alone.  eplb__pool_warm_up starts n workers ahead of
  * a plan, has each new one run warm() (may be NULL) and then spin for a
  * few ms; returns how many there are. */
-int eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg);
+void eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg);
 int32_t eplb__pool_warm_up(int32_t n, void (*warm)(void));
 
 /* CPUs this thread may run on (its affinity mask: an MPI rank bound to one

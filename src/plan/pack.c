@@ -388,14 +388,6 @@ static int has_duplicates(const eplb__layout_t *lay, eplb__arena_t *ar) {
   return dup;
 }
 
-int32_t eplb__repair_duplicates(eplb__layout_t *lay) {
-  eplb__arena_t ar;
-  eplb__arena_init(&ar, NULL, 0);
-  int32_t left = eplb__repair_duplicates_a(lay, &ar);
-  eplb__arena_done(&ar);
-  return left;
-}
-
 int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar) {
   int32_t G = lay->G, per = lay->per, left = 0;
   if (has_duplicates(lay, ar) == 0)

@@ -25,6 +25,16 @@ int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
   return opts->num_nodes > 1 && opts->num_groups % opts->num_nodes == 0;
 }
 
+/* The range of eplb_plan_opts_t.threads, for the options and the warm-up. */
+static int check_threads(int32_t threads, eplb_error_t *err) {
+  if (threads < EPLB_MIN_PLAN_THREADS || threads > EPLB_MAX_PLAN_THREADS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--threads %d is outside %d..%d (0: one per CPU)",
+                          (int)threads, EPLB_MIN_PLAN_THREADS,
+                          EPLB_MAX_PLAN_THREADS);
+  return 0;
+}
+
 int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
                          eplb_error_t *err) {
   if (E < 1 || E > EPLB_MAX_EXPERTS)
@@ -80,11 +90,8 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
   if (!(o->spill_cost >= 0 && o->spill_cost <= 1))
     return eplb_error_set(err, EPLB_EARG, "--spill-cost %g is outside 0..1",
                           o->spill_cost);
-  if (o->threads < EPLB_MIN_PLAN_THREADS || o->threads > EPLB_MAX_PLAN_THREADS)
-    return eplb_error_set(err, EPLB_EARG,
-                          "--threads %d is outside %d..%d (0: one per CPU)",
-                          (int)o->threads, EPLB_MIN_PLAN_THREADS,
-                          EPLB_MAX_PLAN_THREADS);
+  if (check_threads(o->threads, err) != 0)
+    return EPLB_EARG;
   if (o->spill && !(eplb_plan_is_hierarchical(o) &&
                     o->policy == EPLB_POLICY_BALANCED))
     return eplb_error_set(err, EPLB_EARG,
@@ -251,20 +258,8 @@ static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *curren
                     .out = out, .failed_layer = stats->num_layers, .rc = 0};
   atomic_init(&job.next, 0);
   pthread_mutex_init(&job.lock, NULL);
-  int32_t nt = plan_threads(opts, stats->num_layers);
-  if (nt == 1) {
-    plan_worker(&job);
-  } else if (eplb__pool_run(nt - 1, plan_worker, &job) != 0) {
-    /* Another thread holds the pool's workers: threads of our own. */
-    pthread_t tid[EPLB_MAX_PLAN_THREADS];
-    int32_t started = 0;
-    for (int32_t t = 1; t < nt; t++)
-      if (pthread_create(&tid[started], NULL, plan_worker, &job) == 0)
-        started++;
-    plan_worker(&job);
-    for (int32_t t = 0; t < started; t++)
-      pthread_join(tid[t], NULL);
-  }
+  eplb__pool_run(plan_threads(opts, stats->num_layers) - 1, plan_worker,
+                 &job);
   pthread_mutex_destroy(&job.lock);
   if (job.rc) {
     if (err)
@@ -302,10 +297,9 @@ static void warm_layer(void) {
 }
 
 int eplb_plan_warm_up(int32_t threads, eplb_error_t *err) {
-  if (threads < EPLB_MIN_PLAN_THREADS || threads > EPLB_MAX_PLAN_THREADS)
-    return eplb_error_set(err, EPLB_EARG, "--threads %d is outside %d..%d",
-                          (int)threads, EPLB_MIN_PLAN_THREADS,
-                          EPLB_MAX_PLAN_THREADS);
+  int rc = check_threads(threads, err);
+  if (rc)
+    return rc;
   eplb_plan_opts_t o;
   eplb_plan_opts_default(&o);
   o.threads = threads;

@@ -176,8 +176,9 @@ __attribute__((destructor)) static void pool_stop(void) {
   pthread_mutex_unlock(&pool.lock);
 }
 
-/* Grows the pool to n workers (lock held); returns how many there are. */
-static int32_t grow(int32_t n) {
+/* Grows the pool to n workers (lock held); returns how many there are.
+ * New workers run pool.warm first when `warm` is set. */
+static int32_t grow(int32_t n, int warm) {
   pthread_once(&pool_once, pool_register);
   if (n > EPLB_MAX_PLAN_THREADS - 1)
     n = EPLB_MAX_PLAN_THREADS - 1;
@@ -202,8 +203,7 @@ static int32_t grow(int32_t n) {
       CPU_SET(cpu, &one);
       pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
     }
-    uintptr_t tag = (uintptr_t)atomic_load(&pool.gen) << 1 |
-                    (pool.warm != NULL);
+    uintptr_t tag = (uintptr_t)atomic_load(&pool.gen) << 1 | (warm != 0);
     int rc = pthread_create(&pool.tid[pool.workers], have_attr ? &attr : NULL,
                             pool_main, (void *)tag);
     if (have_attr)
@@ -227,19 +227,36 @@ int32_t eplb__pool_warm_up(int32_t n, void (*warm)(void)) {
   pthread_mutex_lock(&pool.lock);
   pool.spin_until = now_s() + WARM_SPIN_S;
   pool.warm = warm; /* read by the workers started now */
-  int32_t got = grow(n);
+  int32_t got = grow(n, warm != NULL);
   pthread_mutex_unlock(&pool.lock);
   return got;
 }
 
-int eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg) {
-  if (pthread_mutex_trylock(&pool.run) != 0)
-    return -1; /* another thread is planning: it has the workers */
+/* Another thread holds the pool: fn on `extra` threads of this call's own,
+ * as planning did before the pool (a thread that cannot be started leaves
+ * its share to the others). */
+static void run_unpooled(int32_t extra, void *(*fn)(void *), void *arg) {
+  pthread_t tid[EPLB_MAX_PLAN_THREADS];
+  int32_t started = 0;
+  for (int32_t t = 0; t < extra && t < EPLB_MAX_PLAN_THREADS; t++)
+    if (pthread_create(&tid[started], NULL, fn, arg) == 0)
+      started++;
+  fn(arg);
+  for (int32_t t = 0; t < started; t++)
+    pthread_join(tid[t], NULL);
+}
+
+void eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg) {
+  if (extra < 1) {
+    fn(arg);
+    return;
+  }
+  if (pthread_mutex_trylock(&pool.run) != 0) {
+    run_unpooled(extra, fn, arg);
+    return;
+  }
   pthread_mutex_lock(&pool.lock);
-  void (*warm)(void) = pool.warm;
-  pool.warm = NULL; /* workers started for a job run it at once */
-  grow(extra);
-  pool.warm = warm;
+  grow(extra, 0); /* workers started for a job run it at once */
   pool.fn = fn;
   pool.arg = arg;
   pool.want = extra;
@@ -256,5 +273,4 @@ int eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg) {
     pthread_cond_wait(&pool.done, &pool.lock);
   pthread_mutex_unlock(&pool.lock);
   pthread_mutex_unlock(&pool.run);
-  return 0;
 }
