@@ -9,7 +9,7 @@
  * bare MPI_Bcast of the same plan bytes, followed by a barrier so that
  * both timings run until every rank holds the plan (rank 0's MPI_Bcast
  * returns as soon as its sends are out; the engine's verify waits for every
- * rank).  The engine's collective overhead is (agree + reduce + broadcast +
+ * rank).  The engine's collective overhead is (shape + reduce + distribute +
  * verify) / (bare allreduce + bare bcast + barrier).
  * Prints figures (OSU-style table); asserts nothing about time. */
 #include <stdio.h>
@@ -101,8 +101,8 @@ int main(int argc, char *argv[]) {
     for (int p = 0; p < EPLB_NUM_PHASES; p++)
       med[p] = median(ph + p * reps, reps);
     double r = median(bare_r, reps), b = median(bare_b, reps);
-    double coll = med[EPLB_PHASE_AGREE] + med[EPLB_PHASE_REDUCE] +
-                  med[EPLB_PHASE_BCAST] + med[EPLB_PHASE_VERIFY];
+    double coll = med[EPLB_PHASE_SHAPE] + med[EPLB_PHASE_REDUCE] +
+                  med[EPLB_PHASE_DISTRIBUTE] + med[EPLB_PHASE_VERIFY];
     printf("# eplb-sync phases, %d ranks, %d layers x %d experts -> %d slots, "
            "median of %d runs\n", size, (int)L, (int)E, (int)S, reps);
     printf("# %-22s %12s\n", "phase", "time (ms)");
@@ -112,7 +112,7 @@ int main(int argc, char *argv[]) {
                1e3 * med[p]);
     printf("  %-22s %12.3f\n", "bare allreduce", 1e3 * r);
     printf("  %-22s %12.3f\n", "bare bcast+barrier", 1e3 * b);
-    printf("# collective overhead: agree+reduce+broadcast+verify %.3f ms vs "
+    printf("# collective overhead: shape+reduce+distribute+verify %.3f ms vs "
            "bare allreduce+bcast+barrier %.3f ms = %.2fx\n",
            1e3 * coll, 1e3 * (r + b), coll / (r + b));
   }

@@ -9,12 +9,13 @@
 #                                      parallel HDF5 for the consumer
 #   P/lib/pkgconfig/eplb.pc            for pkg-config (relocatable)
 #
-# The library target of src/ (`eplb`) is a static library with build-only
-# private dependencies (warning flags).  Rather than export it as it is, two
-# installable targets are made here from its already compiled objects (they
-# are position independent, see CMAKE_POSITION_INDEPENDENT_CODE): nothing is
-# compiled twice and src/CMakeLists.txt stays as it is.  docs/install.md
-# tells users how to consume the result.
+# The library of src/ is compiled once, as two object libraries (the MPI-
+# and HDF5-free core and the engine; src/CMakeLists.txt); the in-tree
+# static `eplb` has build-only private dependencies (warning flags).
+# Rather than export that, two installable targets are made here from the
+# same objects (they are position independent, see
+# CMAKE_POSITION_INDEPENDENT_CODE): nothing is compiled twice.
+# docs/install.md tells users how to consume the result.
 
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -23,9 +24,9 @@ set(EPLB_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/eplb CACHE STRING
   "Where the CMake package of eplb is installed (relative to the prefix)")
 
 # eplb_install_library_(TARGET TYPE): a library named libeplb made of the
-# objects of `eplb`, with only what a consumer needs in its interface.
+# objects of libeplb, with only what a consumer needs in its interface.
 function(eplb_install_library_ tgt type)
-  add_library(${tgt} ${type} $<TARGET_OBJECTS:eplb>)
+  add_library(${tgt} ${type} $<TARGET_OBJECTS:eplb_core> $<TARGET_OBJECTS:eplb_engine>)
   target_include_directories(${tgt} PUBLIC
     $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
@@ -92,7 +93,7 @@ function(eplb_collect_programs_ dir out)
 endfunction()
 
 # eplb-plan's HDF5 reader, loaded when it meets an HDF5 series: where the
-# program looks for it, <bindir>/../<libdir>/eplb (src/series_h5_load.c).
+# program looks for it, <bindir>/../<libdir>/eplb (src/formats/series_h5_load.c).
 install(TARGETS eplb_h5series LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/eplb)
 
 eplb_collect_programs_(${PROJECT_SOURCE_DIR} EPLB_PROGRAMS)

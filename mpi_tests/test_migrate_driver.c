@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eplb/formats.h"
 #include "eplb/migrate.h"
 
 #define PROG "test_migrate_driver"

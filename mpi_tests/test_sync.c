@@ -23,8 +23,8 @@
 
 #include "eplb/eplb.h"
 #include "eplb/sync.h"
-#include "fault.h"
-#include "sync_internal.h"
+#include "mpi/fault.h"
+#include "sync/internal.h"
 
 #define L 6
 #define E 48

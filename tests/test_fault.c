@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
+#include "mpi/fault.h"
 
 /* Sets EPLB_FAULT (NULL: unsets) and forgets the parsed table. */
 static void set_fault(const char *v) {

@@ -415,7 +415,7 @@ static void test_deepseek_roundtrip(void **state) {
   eplb_error_t err;
   make_map(&p);
   assert_int_equal(eplb_placement_write(&p, path, EPLB_MAP_DEEPSEEK, &err), 0);
-  assert_int_equal(eplb_read_file(path, &text, NULL, NULL), 0);
+  assert_int_equal(eplb__read_file(path, &text, NULL, NULL), 0);
   /* Layer 0: expert 0 in slots 0 and 2; expert 1 in slot 1, padded -1. */
   assert_non_null(strstr(text, "[[0, 2], [1, -1], [3, -1]]"));
   assert_non_null(strstr(text, "[2, 1, 1]"));

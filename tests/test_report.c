@@ -201,7 +201,7 @@ static void test_writers(void **state) {
   tmp_path(jp, sizeof(jp), "r.json");
   tmp_path(sp, sizeof(sp), "r.svg");
   assert_int_equal(eplb_report_write_json(&r, jp, NULL), 0);
-  assert_int_equal(eplb_read_file(jp, &text, NULL, NULL), 0);
+  assert_int_equal(eplb__read_file(jp, &text, NULL, NULL), 0);
   cJSON *root = cJSON_Parse(text);
   assert_non_null(root);
   const cJSON *bt = cJSON_GetObjectItem(root, "before");
@@ -213,7 +213,7 @@ static void test_writers(void **state) {
   cJSON_Delete(root);
   free(text);
   assert_int_equal(eplb_report_write_svg(&r, sp, NULL), 0);
-  assert_int_equal(eplb_read_file(sp, &text, NULL, NULL), 0);
+  assert_int_equal(eplb__read_file(sp, &text, NULL, NULL), 0);
   assert_int_equal(count(text, "class=\"cell\""), 2 * 2 * 2); /* L x G x 2 */
   assert_int_equal(count(text, "class=\"bar "), 2 + 2);
   assert_int_equal(count(text, "<svg "), 1);

@@ -1,13 +1,14 @@
 /* eplb/eplb.h - umbrella header of libeplb.
  *
  * eplb rebalances the experts of Mixture-of-Experts models across the ranks
- * of an expert-parallel job: collect -> reduce -> plan -> agree -> move ->
- * commit.  Each concern has its own small header; this one includes them.
+ * of an expert-parallel job: collect -> reduce -> plan -> distribute ->
+ * move -> commit.  Each concern has its own small header; this one includes them.
  */
 #ifndef EPLB_EPLB_H
 #define EPLB_EPLB_H
 
 #include "eplb/error.h"
+#include "eplb/formats.h"
 #include "eplb/metrics.h"
 #include "eplb/online.h"
 #include "eplb/placement.h"

@@ -28,11 +28,8 @@
 extern "C" {
 #endif
 
-/* Documented ranges of the planner's integer options. */
-#define EPLB_MIN_SLOTS 1
-#define EPLB_MAX_SLOTS 1048576 /* 2^20 slots per layer */
-#define EPLB_MIN_GPUS 1
-#define EPLB_MAX_GPUS 65536
+/* Documented ranges of the planner's integer options (slots and GPUs:
+ * eplb/placement.h). */
 #define EPLB_MIN_NODES 1 /* at most num_gpus */
 #define EPLB_MIN_GROUPS 1 /* at most num_experts */
 #define EPLB_MIN_PLAN_THREADS 0 /* 0: one per CPU the caller may use */

@@ -33,6 +33,7 @@
 
 #include "eplb/error.h"
 #include "eplb/online.h"
+#include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/stats.h"
 

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/series.h"
 #include "eplb/stats.h"

@@ -36,16 +36,6 @@ int eplb_series_init(eplb_series_t *s, int32_t num_steps, int32_t num_layers,
 /* NULL-safe, idempotent. */
 void eplb_series_cleanup(eplb_series_t *s);
 
-/* Reads a per-step series: SGLang's recorder JSON {"logical_count":
- * [steps][L][E]} (a plain [L][E] is one step), an HDF5 file holding a
- * numeric [steps][L][E] dataset (named logical_count, or the only 3-D
- * dataset at the root), a TensorRT-LLM dump directory (one step per
- * iteration) or a MindIE dump directory (one step per collection block of
- * its cumulative CSVs: what was counted since the block before; every CSV
- * must hold the same number of blocks, and a count that falls between
- * blocks is EPLB_ECOUNT).  Counts must be finite, >= 0 and <= 2^53. */
-int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err);
-
 /* Weighted sum of the steps into *out (which must be empty): step t gets
  * weight (1 - alpha)^(T - 1 - t), rescaled so the weights add up to T (the
  * result has the magnitude of a plain sum).  alpha 0 is the plain sum;

@@ -25,14 +25,6 @@ extern "C" {
 #define EPLB_MAX_LAYERS 4096
 #define EPLB_MAX_EXPERTS 65536
 
-typedef enum {
-  EPLB_STATS_AUTO = 0,     /* detect from content */
-  EPLB_STATS_MINDSPEED,    /* {"layer": {"expert": count}} */
-  EPLB_STATS_SGLANG,       /* {"logical_count": [L][E]} or [steps][L][E] */
-  EPLB_STATS_TRTLLM,       /* directory: meta_info.json + rank{r}.safetensors */
-  EPLB_STATS_MINDIE,       /* directory: model_gen_config.json + {stage}_{rank}.csv */
-} eplb_stats_format_t;
-
 typedef struct eplb_stats_s {
   int32_t num_layers;  /* L, 1..EPLB_MAX_LAYERS */
   int32_t num_experts; /* E, 1..EPLB_MAX_EXPERTS */
@@ -79,58 +71,6 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
  * *ids malloc'd (caller frees; NULL when none), *n their number. */
 int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
                               int32_t *n, eplb_error_t *err);
-
-/* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it);
- * `path` may be a TensorRT-LLM or MindIE dump directory (all iterations: see
- * eplb_stats_read_opts), or (AUTO only) an HDF5 [steps][L][E] series, read
- * as the plain sum of its steps (eplb/series.h).  *out must be empty; on failure it stays empty and
- * err names the file and the offending key, index or line. */
-int eplb_stats_read(eplb_stats_t *out, const char *path,
-                    eplb_stats_format_t format, eplb_error_t *err);
-
-/* Options of eplb_stats_read_opts.  iter_min..iter_max (inclusive) select
- * the iterations of a TensorRT-LLM dump; -1, -1 = all of them.  Other
- * formats carry no iteration numbers: a range given for them is
- * EPLB_EARG. */
-typedef struct eplb_stats_read_opts_s {
-  int64_t iter_min, iter_max;
-} eplb_stats_read_opts_t;
-
-/* Largest iteration number --iter-range accepts. */
-#define EPLB_MAX_ITER 1000000000
-
-/* eplb_stats_read with options (opts may be NULL: all iterations).  `path`
- * may be a directory: a TensorRT-LLM dump (meta_info.json) or a MindIE dump
- * (model_gen_config.json), detected from the files it holds. */
-int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
-                         eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts,
-                         eplb_error_t *err);
-
-/* Reads a TensorRT-LLM dump directory iteration by iteration: step t of
- * *out (an eplb_series_t, eplb/series.h) is iteration first + t, summed over
- * ranks, for every iteration from the first to the last one present in the
- * range of opts (may be NULL: all).  Every (iteration, layer) of that span
- * must be in some rank's file (else EPLB_ESHAPE naming the key).  For
- * metrics TensorRT-LLM averages per iteration (eplb-report). */
-struct eplb_series_s;
-int eplb_stats_read_trtllm_series(struct eplb_series_s *out, const char *dir,
-                                  const eplb_stats_read_opts_t *opts,
-                                  eplb_error_t *err);
-
-/* Reads every path (a file, a dump directory, or a glob pattern with * ?
- * or [ whose matches are read in sorted order; no match is EPLB_EIO) with
- * eplb_stats_read_opts and sums them into *out (per-rank dumps of one
- * model).  n >= 1.  Errors name the file that failed or whose shape differs
- * from the first.  *out must be empty and stays empty on failure. */
-int eplb_stats_read_many(eplb_stats_t *out, const char *const *paths, int n,
-                         eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts, eplb_error_t *err);
-
-/* Parses a format name ("auto", "mindspeed", "sglang", "trtllm",
- * "mindie"); -1 if unknown. */
-int eplb_stats_format_from_name(const char *name);
-const char *eplb_stats_format_name(eplb_stats_format_t format);
 
 #ifdef __cplusplus
 }

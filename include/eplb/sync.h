@@ -30,6 +30,7 @@
 
 #include "eplb/error.h"
 #include "eplb/migrate.h"
+#include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
 #include "eplb/stats.h"
@@ -42,10 +43,10 @@ extern "C" {
  * them for tables and summaries. */
 typedef enum {
   EPLB_PHASE_READ = 0, /* read the local statistics (file wrapper only) */
-  EPLB_PHASE_AGREE,    /* agree on success and on the shape */
+  EPLB_PHASE_SHAPE,    /* every rank's status and shape agreed */
   EPLB_PHASE_REDUCE,   /* MPI_Allreduce of the counts */
   EPLB_PHASE_PLAN,     /* rank 0 plans */
-  EPLB_PHASE_BCAST,    /* MPI_Bcast of the plan */
+  EPLB_PHASE_DISTRIBUTE, /* MPI_Bcast of the plan */
   EPLB_PHASE_VERIFY,   /* checksums exchanged and compared */
   EPLB_PHASE_TRANSFER, /* expert weights moved (--shards) */
   EPLB_PHASE_COMMIT,   /* new shards committed (--shards) */

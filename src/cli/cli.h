@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
+#include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
 #include "eplb/stats.h"

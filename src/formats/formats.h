@@ -15,8 +15,7 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
-#include "eplb/placement.h"
-#include "eplb/stats.h"
+#include "eplb/formats.h"
 
 /* Parses `len` bytes of `text` (the content of `path`) as one JSON value
  * with nothing but white space after it.  Returns 0 and *out (caller frees
@@ -67,7 +66,8 @@ int eplb__map_read_yaml(eplb_placement_t *out, const char *path,
 
 /* Reads a statistics dump directory (formats/stats_dir.c): TensorRT-LLM
  * (meta_info.json + rank{r}.safetensors) or MindIE (model_gen_config.json
- * + {stage}_{rank}.csv), detected from the files unless `format` says.
+ * + {stage}_{rank}.csv), detected from the files unless `format` (AUTO,
+ * TRTLLM or MINDIE) says.
  * opts may be NULL.  *out is empty on failure. */
 int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
                          eplb_stats_format_t format,
@@ -92,11 +92,11 @@ int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
 /* 1 when the file at path starts with HDF5's signature (reads 8 bytes; 0
  * for a file that cannot be opened). */
 int eplb__file_is_hdf5(const char *path);
-/* An HDF5 [steps][L][E] series (series.c, through series_h5.h). */
+/* An HDF5 [steps][L][E] series (series_read.c, through series_h5.h). */
 int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,
                            eplb_error_t *err);
 
-/* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb_write_fn writers
+/* SGLang and DeepSeek maps (formats/map_phy2log.c): eplb__write_fn writers
  * (ctx = a checked eplb_placement_t) and the reader of both. */
 int eplb__write_sglang(FILE *f, const void *ctx, eplb_error_t *err);
 int eplb__write_deepseek(FILE *f, const void *ctx, eplb_error_t *err);

@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "eplb/placement.h"
-#include "eplb/plan.h"
 #include "eplb/stats.h"
 #include "formats/formats.h"
 #include "util/fileio.h"
@@ -242,7 +241,7 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
   memset(out, 0, sizeof(*out));
   char *text = NULL;
   size_t len = 0;
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
   if (format == EPLB_MAP_AUTO) {

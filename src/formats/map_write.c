@@ -4,7 +4,7 @@
  *
  * The placement is checked before a byte is written (a serving framework
  * that loads a broken map fails far from its cause), and the file goes
- * through eplb_write_atomic: temporary file, fsync, rename.  The output is a
+ * through eplb__write_atomic: temporary file, fsync, rename.  The output is a
  * pure function of the placement (no time stamps, no host names), so the
  * same plan always gives the same bytes and maps can be compared with cmp. */
 #include <stdio.h>
@@ -74,7 +74,7 @@ static void write_ids(FILE *f, const int32_t *row, int32_t n) {
   fwrite(buf, 1, len, f);
 }
 
-/* eplb_write_fn: the expert map JSON, one device per line.  layer_id is the
+/* eplb__write_fn: the expert map JSON, one device per line.  layer_id is the
  * MoE layer index (the layer's position in the placement), as vllm-ascend
  * and MindSpeed-RL number their MoE layers. */
 static int write_expert_map(FILE *f, const void *ctx, eplb_error_t *err) {
@@ -100,7 +100,7 @@ static int write_expert_map(FILE *f, const void *ctx, eplb_error_t *err) {
   return 0;
 }
 
-/* eplb_write_fn: TensorRT-LLM's moe_load_balancer.yaml; layer keys are the
+/* eplb__write_fn: TensorRT-LLM's moe_load_balancer.yaml; layer keys are the
  * layer ids the statistics named (decoder-layer indices). */
 static int write_trtllm_yaml(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
@@ -169,9 +169,9 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
   if (format == EPLB_MAP_AUTO)
     format = eplb_map_format_for_path(path);
   if (format == EPLB_MAP_EXPERT_MAP)
-    return eplb_write_atomic(path, write_expert_map, p, err);
+    return eplb__write_atomic(path, write_expert_map, p, err);
   if (format == EPLB_MAP_DEEPSEEK)
-    return eplb_write_atomic(path, eplb__write_deepseek, p, err);
+    return eplb__write_atomic(path, eplb__write_deepseek, p, err);
   if (format != EPLB_MAP_TRTLLM_YAML && format != EPLB_MAP_SGLANG)
     return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
                           (int)format);
@@ -179,6 +179,6 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
   if (rc)
     return rc;
   if (format == EPLB_MAP_SGLANG)
-    return eplb_write_atomic(path, eplb__write_sglang, p, err);
-  return eplb_write_atomic(path, write_trtllm_yaml, p, err);
+    return eplb__write_atomic(path, eplb__write_sglang, p, err);
+  return eplb__write_atomic(path, write_trtllm_yaml, p, err);
 }

@@ -1,5 +1,4 @@
-/* formats/mindie.c - MindIE's expert-load dump, and the dispatch of
- * statistics directories (TensorRT-LLM or MindIE).
+/* formats/mindie.c - MindIE's expert-load dump.
  *
  * MindIE writes model_gen_config.json ({"num_moe_layers": 58,
  * "num_of_experts": 256, ...}) and one CSV per stage and NPU,
@@ -74,7 +73,7 @@ static int read_config(mie_t *m, eplb_error_t *err) {
   cJSON *root = NULL;
   int64_t L = 0, E = 0;
   const char *why = NULL, *field = "num_moe_layers";
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
     rc = eplb__json_parse(path, text, len, &root, err);
   if (rc == 0 && (why = cfg_int(root, field, EPLB_MAX_LAYERS, &L)) == NULL) {
@@ -217,7 +216,7 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
                     eplb_error_t *err) {
   char *text = NULL;
   size_t len = 0;
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
   if (m->series != NULL)
@@ -339,45 +338,3 @@ int eplb__mindie_read_series(eplb_series_t *out, const char *dir,
   return rc;
 }
 
-/* 1 if dir/name exists. */
-static int has_file(const char *dir, const char *name) {
-  char path[4096];
-  struct stat sb;
-  snprintf(path, sizeof(path), "%s/%s", dir, name);
-  return stat(path, &sb) == 0;
-}
-
-int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
-                          eplb_error_t *err) {
-  if (has_file(path, "model_gen_config.json"))
-    return eplb__mindie_read_series(out, path, err);
-  /* Else TensorRT-LLM's, whose reader names a missing meta_info.json. */
-  return eplb_stats_read_trtllm_series(out, path, NULL, err);
-}
-
-int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
-                         eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts,
-                         eplb_error_t *err) {
-  memset(out, 0, sizeof(*out));
-  if (format == EPLB_STATS_AUTO)
-    format = has_file(path, "meta_info.json")          ? EPLB_STATS_TRTLLM
-             : has_file(path, "model_gen_config.json") ? EPLB_STATS_MINDIE
-                                                       : EPLB_STATS_AUTO;
-  int ranged = opts != NULL && (opts->iter_min >= 0 || opts->iter_max >= 0);
-  if (format == EPLB_STATS_TRTLLM)
-    return eplb__trtllm_read(out, path, opts, err);
-  if (format == EPLB_STATS_MINDIE && ranged)
-    return eplb_error_set(err, EPLB_EARG, "%s: --iter-range selects "
-                          "TensorRT-LLM iterations; a MindIE dump's last "
-                          "block already is the window", path);
-  if (format == EPLB_STATS_MINDIE)
-    return eplb__mindie_read(out, path, err);
-  if (format == EPLB_STATS_AUTO)
-    return eplb_error_set(err, EPLB_EIO, "%s: a directory with neither "
-                          "meta_info.json (TensorRT-LLM) nor "
-                          "model_gen_config.json (MindIE); pass a statistics "
-                          "file or a dump directory", path);
-  return eplb_error_set(err, EPLB_EARG, "%s: is a directory, but --format %s "
-                        "reads one file", path, eplb_stats_format_name(format));
-}

@@ -432,7 +432,7 @@ static int read_json_file(eplb_stats_t *out, const char *path,
   char *text = NULL;
   size_t len = 0;
   cJSON *root = NULL;
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0 && fast_read(out, text, len, format)) {
     free(text);
     return 0;
@@ -469,8 +469,14 @@ int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
   if (path == NULL)
     return eplb_error_set(err, EPLB_EARG, "no statistics path");
   int ranged = opts != NULL && (opts->iter_min >= 0 || opts->iter_max >= 0);
-  if (is_dir(path))
+  if (is_dir(path)) {
+    if (format != EPLB_STATS_AUTO && format != EPLB_STATS_TRTLLM &&
+        format != EPLB_STATS_MINDIE)
+      return eplb_error_set(err, EPLB_EARG, "%s: is a directory, but "
+                            "--format %s reads one file", path,
+                            eplb_stats_format_name(format));
     return eplb__stats_read_dir(out, path, format, opts, err);
+  }
   if (ranged)
     return eplb_error_set(err, EPLB_EARG,
                           "%s: --iter-range selects iterations of a "

@@ -40,7 +40,7 @@ static int read_meta(trt_t *t, eplb_error_t *err) {
   char *text = NULL;
   size_t len = 0;
   cJSON *root = NULL;
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
     rc = eplb__json_parse(path, text, len, &root, err);
   if (rc == 0) {
@@ -200,7 +200,7 @@ static int read_rank(trt_t *t, int32_t r, eplb_error_t *err) {
   char *text = NULL, *head = NULL;
   size_t len = 0;
   cJSON *root = NULL;
-  int rc = eplb_read_file(path, &text, &len, err);
+  int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
   uint64_t n = len >= 8 ? le64((const unsigned char *)text) : 0;

@@ -23,7 +23,6 @@
 #include <string.h>
 
 #include "eplb/placement.h"
-#include "eplb/plan.h"
 #include "eplb/stats.h"
 #include "formats/formats.h"
 

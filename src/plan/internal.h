@@ -7,9 +7,26 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "eplb/error.h"
 #include "eplb/plan.h"
+
+/* Order of two items (replicas by weight, experts by load): heavier first,
+ * then lower index.  A total order, so every correct sort gives the same
+ * permutation. */
+static inline int eplb__before(const double *w, int32_t a, int32_t b) {
+  return w[a] > w[b] || (w[a] == w[b] && a < b);
+}
+
+/* The IEEE-754 bit pattern of v: for finite non-negative values and +inf
+ * it orders like the values, so weights compare as integers (one compare,
+ * a conditional move). */
+static inline uint64_t eplb__wbits(double v) {
+  uint64_t u;
+  memcpy(&u, &v, sizeof(u));
+  return u;
+}
 
 /* Scratch memory for one call chain (a layer's plan): taken in order from
  * one block, given back all at once, so a layer costs one malloc instead of
@@ -30,6 +47,10 @@ void *eplb__arena_take(eplb__arena_t *a, size_t bytes);
 
 /* Frees what eplb__arena_take allocated on its own (not buf). */
 void eplb__arena_done(eplb__arena_t *a);
+
+/* The range of eplb_plan_opts_t.threads, for the options and the
+ * warm-up: 0 or EPLB_EARG. */
+int eplb__plan_check_threads(int32_t threads, eplb_error_t *err);
 
 /* Chooses how many replicas each of E experts gets so that the S slots are
  * used and the largest load per replica is as small as possible: every
@@ -62,8 +83,13 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
                               int *same_order, eplb__arena_t *ar,
                               eplb_error_t *err);
 
-/* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index. */
+/* Fills order[0..n) with 0..n-1 sorted by w descending, ties by index
+ * (eplb__before). */
 void eplb__sort_desc(const double *w, int32_t n, int32_t *order);
+
+/* eplb__sort_desc with its scratch from ar (given back). */
+void eplb__sort_desc_a(const double *w, int32_t n, int32_t *order,
+                       eplb__arena_t *ar);
 
 /* Greedy packing of n weighted items into `bins` bins of `cap` items each
  * (n == bins * cap): items in `order`, each to the lightest bin with room
@@ -180,6 +206,52 @@ int eplb__plan_incremental(const double *load, int32_t E,
 int eplb__plan_spill(const double *load, int32_t E,
                      const eplb_plan_opts_t *opts, int32_t *phy2log,
                      eplb_error_t *err);
+
+/* The move search (refine.c), shared with incremental.c: a layer placement
+ * improved one move at a time - slot swaps, and moves that change replica
+ * counts - under max GPU load + lambda x replicas moved away from `orig`.
+ * The caller sets E, S, G, per, load, orig (and home, gpn to price a
+ * replica away from its home node instead of a move) and calls
+ * eplb__search_alloc; eplb__search_free frees, also after a failed alloc. */
+typedef struct eplb__search_s {
+  int32_t E, S, G, per;
+  const double *load;
+  int32_t *slot;       /* [S] working placement */
+  int32_t *cnt;        /* [E] replicas */
+  double *gl;          /* [G] GPU loads */
+  double *scratch;     /* [G] loads of a move under evaluation */
+  const int32_t *orig; /* [S] placement we started from */
+  const int32_t *home; /* [E] home node of each expert (spill), or NULL */
+  int32_t gpn;         /* GPUs per node (spill mode) */
+  int32_t *first;      /* [E + 1] expert e's slots: at[first[e]..first[e+1]) */
+  int32_t *at;         /* [S] slots grouped by expert, ascending in each */
+  double *ew;          /* [E] load per replica of each expert */
+  double *sw;          /* [S] load per replica of each slot's expert */
+  unsigned char *mark; /* [E] scratch flags, all 0 between uses */
+} eplb__search_t;
+
+/* Allocates the working arrays of c (E, S, G set): 0 or EPLB_ENOMEM. */
+int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err);
+void eplb__search_free(eplb__search_t *c);
+
+/* Starts c from placement[S]: copies it, counts replicas, computes the GPU
+ * loads; returns their sum. */
+double eplb__search_set(eplb__search_t *c, const int32_t *placement);
+
+/* The largest GPU load of c's placement. */
+double eplb__search_max(const eplb__search_t *c);
+
+/* Brings replica counts to what the loads call for (greedy replication,
+ * at most one replica per GPU), as far as max_moves (-1: no limit)
+ * allows; *moves is the running count.  0 or EPLB_ENOMEM. */
+int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
+                            int32_t *moves, eplb_error_t *err);
+
+/* The greedy search: relieves the most loaded GPU that some move relieves
+ * at a net gain (load above `mean` removed, less lambda per moved
+ * replica), until none gains or max_moves (-1: no limit) is spent. */
+void eplb__search_run(eplb__search_t *c, double mean, double lambda,
+                      int32_t max_moves, int32_t *moves);
 
 /* Improves a layer placement with the moves of the re-planning search,
  * free of move cost, including moves that change replica counts (which the

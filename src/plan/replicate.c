@@ -1,4 +1,4 @@
-/* replicate.c - how many replicas each expert gets, and a deterministic sort.
+/* plan/replicate.c - how many replicas each expert gets.
  *
  * Replication is a tournament tree over experts keyed by load per replica:
  * each redundant slot goes to the winner, whose key then drops and whose
@@ -58,33 +58,27 @@ static void rep_replay(rep_tree_t *t, int32_t i) {
   }
 }
 
-/* Order of two items (replicas by weight, experts by load): heavier first,
- * then lower index.  A total order, so every correct sort gives the same
- * permutation. */
-static inline int before(const double *w, int32_t a, int32_t b) {
-  return w[a] > w[b] || (w[a] == w[b] && a < b);
-}
 
-/* The top n experts by before(), into top[0..n) (in no order): a heap
+/* The top n experts by eplb__before(), into top[0..n) (in no order): a heap
  * of the n best so far whose root is the worst of them. */
 static void top_experts(const double *ld, int32_t E, int32_t n, int32_t *top) {
   for (int32_t e = 0; e < E; e++) {
     int32_t i;
     if (e < n) { /* sift up */
-      for (i = e; i > 0 && before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
+      for (i = e; i > 0 && eplb__before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
         top[i] = top[(i - 1) / 2];
       top[i] = e;
       continue;
     }
-    if (!before(ld, e, top[0]))
+    if (!eplb__before(ld, e, top[0]))
       continue;
     for (i = 0;;) { /* replace the root, sift down */
       int32_t c = 2 * i + 1;
       if (c >= n)
         break;
-      if (c + 1 < n && before(ld, top[c], top[c + 1]))
+      if (c + 1 < n && eplb__before(ld, top[c], top[c + 1]))
         c++;
-      if (!before(ld, e, top[c]))
+      if (!eplb__before(ld, e, top[c]))
         break;
       top[i] = top[c];
       i = c;
@@ -107,7 +101,7 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
 }
 
 /* The replication of eplb__replicate, given its candidates: cand[0..n),
- * n = min(S - E, E), the n heaviest experts (before()), in any order -
+ * n = min(S - E, E), the n heaviest experts (eplb__before()), in any order -
  * rep_before is a total order, so where a candidate sits in the tree does
  * not change which one wins. */
 static int replicate_among(const double *load, int32_t E, int32_t S,
@@ -191,191 +185,6 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
 }
 
 
-/* Insertion sort of order[0..n) under before(): for the few items (groups,
- * nodes) where a radix sort's tables cost more than they save. */
-static void insertion_sort(const double *w, int32_t *order, int32_t n) {
-  for (int32_t i = 1; i < n; i++) {
-    int32_t x = order[i], j = i;
-    while (j > 0 && before(w, x, order[j - 1])) {
-      order[j] = order[j - 1];
-      j--;
-    }
-    order[j] = x;
-  }
-}
-
-/* Sort key of a weight: ascending keys are descending weights.  Weights are
- * finite and >= 0, whose IEEE-754 bit patterns order like the values once
- * -0.0 is folded into +0.0. */
-static inline uint64_t desc_key(double v) {
-  uint64_t u;
-  if (v == 0.0)
-    v = 0.0;
-  memcpy(&u, &v, sizeof(u));
-  return ~u;
-}
-
-/* Stable LSD radix sort, 8 bits per pass, of order[0..n) (the identity on
- * entry, so equal weights stay in index order: exactly before()'s order).
- * Passes whose byte is the same for every item are skipped.  scratch holds
- * 2n keys and n indices.  Branch-free, several times faster than a merge
- * sort on the few hundred replicas of a layer. */
-static void radix_sort(const double *w, int32_t *order, int32_t n,
-                       uint64_t *keys, int32_t *tmp) {
-  uint32_t hist[8][256];
-  memset(hist, 0, sizeof(hist));
-  uint64_t *ka = keys, *kb = keys + n;
-  for (int32_t i = 0; i < n; i++) {
-    uint64_t k = desc_key(w[i]);
-    ka[i] = k;
-    for (int d = 0; d < 8; d++)
-      hist[d][(k >> (8 * d)) & 0xff]++;
-  }
-  int32_t *src = order, *dst = tmp;
-  for (int d = 0; d < 8; d++) {
-    uint32_t *h = hist[d];
-    if (h[(ka[0] >> (8 * d)) & 0xff] == (uint32_t)n)
-      continue; /* every item has this byte: the pass changes nothing */
-    uint32_t sum = 0;
-    for (int b = 0; b < 256; b++) {
-      uint32_t c = h[b];
-      h[b] = sum;
-      sum += c;
-    }
-    for (int32_t i = 0; i < n; i++) {
-      uint32_t pos = h[(ka[i] >> (8 * d)) & 0xff]++;
-      dst[pos] = src[i];
-      kb[pos] = ka[i];
-    }
-    int32_t *t = src;
-    src = dst;
-    dst = t;
-    uint64_t *tk = ka;
-    ka = kb;
-    kb = tk;
-  }
-  if (src != order)
-    memcpy(order, src, sizeof(int32_t) * (size_t)n);
-}
-
-/* Largest bucket the bucket sort finishes by insertion; a fuller one
- * (keys bunched far from an outlier) hands the whole sort to the radix
- * sort, which gives the same permutation. */
-#define BUCKET_MAX 48
-
-/* Bucket sort of order[0..n) (the identity on entry) into before()'s
- * order, or 0 when a bucket is too full (order is then unchanged).  A
- * weight's bucket is its bit pattern's offset from the smallest, shifted
- * right until the range fits in nb >= n buckets (a power of two, from the
- * caller): a monotone map (heavier weights never land in a lighter
- * bucket), so placing items bucket by bucket, heaviest bucket first and in
- * index order inside (counting sort, stable), then insertion-sorting each
- * bucket under before() is exactly
- * before()'s total order.  Bit patterns grow like the logarithm, so skewed
- * expert loads spread over the buckets: a few items each, a few passes
- * over n instead of the radix sort's eight.  keys: 2n; tmp: n + nb + 1. */
-static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
-                       uint64_t *keys, int32_t *tmp) {
-  uint64_t lo = UINT64_MAX, hi = 0;
-  for (int32_t i = 0; i < n; i++) {
-    uint64_t k = ~desc_key(w[i]); /* ascending with the weight */
-    keys[i] = k;
-    lo = k < lo ? k : lo;
-    hi = k > hi ? k : hi;
-  }
-  if (lo == hi)
-    return 1; /* all equal: index order is the order */
-  int shift = 0;
-  while (((hi - lo) >> shift) >= (uint64_t)nb)
-    shift++;
-  int32_t *start = tmp + n; /* [nb + 1]: bucket b holds the b-th heaviest */
-  memset(start, 0, sizeof(int32_t) * ((size_t)nb + 1));
-  int32_t fullest = 0;
-  for (int32_t i = 0; i < n; i++) {
-    int32_t c = ++start[nb - 1 - (int32_t)((keys[i] - lo) >> shift) + 1];
-    fullest = c > fullest ? c : fullest;
-  }
-  if (fullest > BUCKET_MAX)
-    return 0;
-  int32_t sum = 0; /* the running sum kept in a register */
-  for (int32_t b = 1; b <= nb; b++) {
-    sum += start[b];
-    start[b] = sum;
-  }
-  uint64_t *tk = keys + n; /* tk[j]: the key of tmp[j] */
-  for (int32_t i = 0; i < n; i++) {
-    int32_t pos = start[nb - 1 - (int32_t)((keys[i] - lo) >> shift)]++;
-    tmp[pos] = i;
-    tk[pos] = keys[i];
-  }
-  /* Buckets in order, each in index order: one insertion sort of the
-   * whole moves items only inside their bucket (the items of earlier
-   * buckets come first already) and costs one compare per item besides,
-   * instead of a pass over all nb (4n) buckets to find the full ones:
-   * about 1% of a plan.  It compares the keys beside the indices (equal
-   * keys are equal weights, -0.0 folded; an item passes only strictly
-   * lighter ones, so equal weights keep index order): before()'s order
-   * without a load through an index at each step: from 1.20 to 1.14 ms
-   * a balanced plan on 288 slots / 36 GPUs, 1.55 to 1.49 on 256 / 32,
-   * 2.25 to 2.20 on 320 / 64 (1 thread, DeepSeek-V3, best of 5). */
-  for (int32_t i = 1; i < n; i++) {
-    uint64_t kx = tk[i];
-    int32_t x = tmp[i], j = i;
-    for (; j > 0 && tk[j - 1] < kx; j--) {
-      tk[j] = tk[j - 1];
-      tmp[j] = tmp[j - 1];
-    }
-    tk[j] = kx;
-    tmp[j] = x;
-  }
-  memcpy(order, tmp, sizeof(int32_t) * (size_t)n);
-  return 1;
-}
-
-/* Below this many items the insertion sort wins. */
-#define RADIX_MIN 48
-
-static void sort_desc(const double *w, int32_t n, int32_t *order,
-                      eplb__arena_t *ar);
-
-void eplb__sort_desc(const double *w, int32_t n, int32_t *order) {
-  eplb__arena_t ar;
-  eplb__arena_init(&ar, NULL, 0);
-  sort_desc(w, n, order, &ar);
-  eplb__arena_done(&ar);
-}
-
-/* eplb__sort_desc with its scratch from ar (given back). */
-static void sort_desc(const double *w, int32_t n, int32_t *order,
-                      eplb__arena_t *ar) {
-  for (int32_t i = 0; i < n; i++)
-    order[i] = i;
-  if (n < RADIX_MIN) {
-    insertion_sort(w, order, n);
-    return;
-  }
-  /* About 4 buckets per item: fewer items share one than with n, so fewer
-   * insertion sorts (measured: 2.5% of a whole plan; 8 per item costs
-   * more in the prefix sum than it saves). */
-  int32_t nb = 1;
-  while (nb < 4 * n)
-    nb *= 2;
-  /* keys: 2n (radix and bucket); indices: n + nb + 1 >= n. */
-  size_t mark = ar->used;
-  void *scratch =
-      eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)n +
-                               sizeof(int32_t) * ((size_t)n + (size_t)nb + 1));
-  if (scratch == NULL) {
-    insertion_sort(w, order, n); /* out of memory: slow, but correct */
-    return;
-  }
-  uint64_t *keys = scratch;
-  int32_t *tmp = (int32_t *)(keys + 2 * (size_t)n);
-  if (!bucket_sort(w, order, n, nb, keys, tmp))
-    radix_sort(w, order, n, keys, tmp);
-  ar->used = mark;
-}
-
 int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
                            int32_t max_replicas, int32_t *count, int32_t *key,
                            double *w, int32_t *order, eplb_error_t *err) {
@@ -407,13 +216,13 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
   int32_t *multi = eorder + E, *merged = eorder + 2 * (size_t)E;
-  sort_desc(load, E, eorder, ar);
+  eplb__sort_desc_a(load, E, eorder, ar);
   int32_t n = S - E < E ? S - E : E;
   rc = replicate_among(load, E, S, max_replicas, eorder, n, count, ar, err);
   if (rc)
     goto done;
   /* Replica p of expert e is start(e) + r (experts in index order, their
-   * replicas together), so before() on the replicas is: by v descending,
+   * replicas together), so eplb__before() on the replicas is: by v descending,
    * then expert, then r - the experts' order, each expanded in place. */
   int32_t nm = 0, p = 0;
   int32_t *start = merged; /* [E]: replica number of expert e's first */
@@ -432,7 +241,7 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
     if (count[x] == 1)
       continue;
     int32_t j = nm++; /* insertion sort by replica weight v */
-    for (; j > 0 && before(v, x, multi[j - 1]); j--)
+    for (; j > 0 && eplb__before(v, x, multi[j - 1]); j--)
       multi[j] = multi[j - 1];
     multi[j] = x;
   }
@@ -441,7 +250,7 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
   for (int32_t i = 0; same_order && i < n && ok; i++)
     ok = count[eorder[i]] < max_replicas;
   /* Merge the unreplicated experts (in eorder, skipping the replicated
-   * ones) with multi[], both in before() order on v: E experts in all,
+   * ones) with multi[], both in eplb__before() order on v: E experts in all,
    * each expanded to its replicas as it comes.
    * For *same_order, eplb__greedy_is_deepseek's walk along: a run of
    * equal weights in `order` is a run of experts of equal v here (each
@@ -460,7 +269,7 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
   for (int32_t k = 0, a = 0, b = 0; k < E; k++) {
     while (a < E && count[eorder[a]] > 1)
       a++; /* in multi[] */
-    int take_a = b >= nm || (a < E && before(v, eorder[a], multi[b]));
+    int take_a = b >= nm || (a < E && eplb__before(v, eorder[a], multi[b]));
     int32_t e = take_a ? eorder[a++] : multi[b++];
     for (int32_t r = 0; r < count[e]; r++)
       order[p++] = start[e] + r;

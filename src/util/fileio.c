@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int eplb_read_file(const char *path, char **data, size_t *len,
+int eplb__read_file(const char *path, char **data, size_t *len,
                    eplb_error_t *err) {
   *data = NULL;
   if (len)
@@ -51,7 +51,7 @@ int eplb_read_file(const char *path, char **data, size_t *len,
   return 0;
 }
 
-int eplb_fsync_dir_of(const char *path, eplb_error_t *err) {
+int eplb__fsync_dir_of(const char *path, eplb_error_t *err) {
   char dir[PATH_MAX];
   const char *slash = strrchr(path, '/');
   if (slash == NULL) {
@@ -78,7 +78,7 @@ int eplb_fsync_dir_of(const char *path, eplb_error_t *err) {
   return 0;
 }
 
-int eplb_write_atomic(const char *path, eplb_write_fn write, const void *ctx,
+int eplb__write_atomic(const char *path, eplb__write_fn write, const void *ctx,
                       eplb_error_t *err) {
   char tmp[PATH_MAX];
   int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
@@ -107,5 +107,11 @@ int eplb_write_atomic(const char *path, eplb_write_fn write, const void *ctx,
     unlink(tmp);
     return rc;
   }
-  return eplb_fsync_dir_of(path, err);
+  return eplb__fsync_dir_of(path, err);
+}
+
+int eplb__write_text(FILE *f, const void *ctx, eplb_error_t *err) {
+  if (fputs((const char *)ctx, f) == EOF || fputc('\n', f) == EOF)
+    return eplb_error_set(err, EPLB_EIO, "write failed");
+  return 0;
 }

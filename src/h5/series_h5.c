@@ -1,7 +1,7 @@
 /* series_h5.c - see series_h5.h.  Compiled into libeplb as eplb__h5_read3
  * and into the module eplb_h5series.so as EPLB_H5_ENTRY (its loader in
  * eplb-plan defines eplb__h5_read3 itself). */
-#include "series_h5.h"
+#include "formats/series_h5.h"
 
 #include <hdf5.h>
 #include <stdio.h>

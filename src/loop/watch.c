@@ -20,9 +20,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "agree.h"
+#include "mpi/agree.h"
 #include "eplb/rebalance.h"
-#include "sync_internal.h"
+#include "sync/internal.h"
 #include "util/fileio.h"
 
 void eplb_watch_opts_default(eplb_watch_opts_t *opts) {
@@ -109,12 +109,6 @@ static void summary_add(summary_t *s, const eplb_round_t *x) {
   cJSON_AddItemToArray(s->history, j);
 }
 
-static int write_text(FILE *f, const void *ctx, eplb_error_t *err) {
-  if (fputs((const char *)ctx, f) == EOF || fputc('\n', f) == EOF)
-    return eplb_error_set(err, EPLB_EIO, "write failed");
-  return 0;
-}
-
 /* Rank 0 rewrites the summary (atomically). */
 static int summary_write(summary_t *s, const char *path, uint64_t generation,
                          int ranks, eplb_error_t *err) {
@@ -130,7 +124,7 @@ static int summary_write(summary_t *s, const char *path, uint64_t generation,
   cJSON_AddNumberToObject(r, "generation", (double)generation);
   cJSON_AddNumberToObject(r, "ranks", ranks);
   char *text = cJSON_Print(r);
-  int rc = text ? eplb_write_atomic(path, write_text, text, err)
+  int rc = text ? eplb__write_atomic(path, eplb__write_text, text, err)
                 : eplb_error_set(err, EPLB_ENOMEM, "out of memory for %s", path);
   cJSON_free(text);
   return rc;

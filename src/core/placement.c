@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eplb/plan.h"
 #include "eplb/stats.h"
 
 int eplb_placement_init(eplb_placement_t *p, int32_t num_layers,

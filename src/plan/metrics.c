@@ -1,4 +1,5 @@
-/* metrics.c - imbalance, balancedness and the floor of a placement. */
+/* plan/metrics.c - imbalance, balancedness and the floor of a placement;
+ * the planner's own yardsticks (max GPU load, replicas moved). */
 #include "eplb/metrics.h"
 
 #include <stdlib.h>
@@ -195,4 +196,40 @@ double eplb_layer_cross_node(const double *load, int32_t E,
   free(cnt);
   free(served);
   return total > 0 ? away / total : 0;
+}
+double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
+                          int32_t S, int32_t G) {
+  int32_t *cnt = calloc((size_t)E, sizeof(int32_t));
+  if (cnt == NULL)
+    return -1.0;
+  for (int32_t s = 0; s < S; s++)
+    cnt[phy2log[s]]++;
+  int32_t per = S / G;
+  double worst = 0;
+  for (int32_t g = 0; g < G; g++) {
+    double sum = 0;
+    for (int32_t j = 0; j < per; j++) {
+      int32_t e = phy2log[g * per + j];
+      sum += load[e] / cnt[e];
+    }
+    if (g == 0 || sum > worst)
+      worst = sum;
+  }
+  free(cnt);
+  return worst;
+}
+
+int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
+                          int32_t G) {
+  int32_t per = S / G, moves = 0;
+  for (int32_t g = 0; g < G; g++) {
+    const int32_t *row = from + (size_t)g * per;
+    for (int32_t j = 0; j < per; j++) {
+      int32_t e = to[g * per + j], held = 0;
+      for (int32_t k = 0; k < per && !held; k++)
+        held = row[k] == e;
+      moves += !held;
+    }
+  }
+  return moves;
 }

@@ -3,7 +3,7 @@
  * Two collectives: an allgather of every rank's code, and - only when some
  * rank failed - an allgatherv of the failing ranks' messages, so that rank 0
  * (and every other rank) can say who failed and why. */
-#include "agree.h"
+#include "mpi/agree.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,5 +148,15 @@ done:
   free(lens);
   free(displs);
   free(all);
+  return rc;
+}
+
+/* Dup the communicator with MPI_ERRORS_RETURN so every MPI failure comes
+ * back as a code the engine can agree on or report. */
+int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err) {
+  int rc = eplb__mpi_check(MPI_Comm_dup(comm, out), "MPI_Comm_dup", err);
+  if (rc == 0)
+    rc = eplb__mpi_check(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN),
+                         "MPI_Comm_set_errhandler", err);
   return rc;
 }

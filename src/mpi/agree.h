@@ -25,4 +25,8 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err);
  * "<what>: <MPI_Error_string>". */
 int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err);
 
+/* Duplicates comm and sets MPI_ERRORS_RETURN on the copy, so every MPI
+ * failure comes back as a code the ranks can agree on.  Collective. */
+int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err);
+
 #endif /* EPLB_AGREE_H */

@@ -17,10 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agree.h"
+#include "mpi/agree.h"
 #include "eplb/migrate.h"
 #include "eplb/rebalance.h"
-#include "sync_internal.h"
+#include "sync/internal.h"
 #include "util/checksum.h"
 
 /* Flags of a round, carried from rank 0 in the plan broadcast. */

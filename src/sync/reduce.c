@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agree.h"
-#include "sync_internal.h"
+#include "mpi/agree.h"
+#include "sync/internal.h"
 #include "util/checksum.h"
 
 /* What every rank tells every other about its statistics, in one
@@ -172,4 +172,18 @@ int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
     *num_dropped = 0;
   }
   return rc;
+}
+
+uint64_t eplb__plan_opts_key(const eplb_plan_opts_t *o, uint64_t seed) {
+  /* Field by field: the struct's padding is not guaranteed to be zero. */
+  const double f[] = {o->num_slots,  o->num_gpus,       o->num_nodes,
+                      o->num_groups, (double)o->policy, o->max_moves,
+                      o->move_cost,  o->keep_threshold, o->spill,
+                      o->spill_cost};
+  return eplb__checksum(f, sizeof(f), seed);
+}
+
+uint64_t eplb__string_key(const char *s, uint64_t seed) {
+  return s ? eplb__checksum(s, strlen(s) + 1, seed)
+           : eplb__checksum("", 0, seed ^ 0x6e756c6cULL);
 }

@@ -4,7 +4,7 @@
  * Parsing is strict (unknown kinds or phases, ranks that are not decimal
  * integers, empty parts are errors) because a silently ignored fault makes
  * a fault test pass for the wrong reason. */
-#include "fault.h"
+#include "mpi/fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
  * which is where both the build tree and an installed tree keep it, so a
  * moved installation still finds its own - then in the directory it was
  * installed to. */
-#include "series_h5.h"
+#include "formats/series_h5.h"
 
 #include <dlfcn.h>
 #include <limits.h>

@@ -1,5 +1,5 @@
-/* sync_internal.h - the phases of the multi-rank engine, for the modules
- * that run them in other orders (sync.c runs them once, the --watch loop
+/* sync/internal.h - the stages of the multi-rank engine, for the modules
+ * that run them in other orders (sync.c runs them once, the loops of loop/
  * once per round).  Internal: not installed.
  *
  * Every function here is collective over `comm` (a communicator with
@@ -82,14 +82,19 @@ int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
                      const eplb_sync_result_t *res, const void *extra,
                      eplb_error_t *err);
 
-/* Duplicates comm and sets MPI_ERRORS_RETURN on the copy, so every MPI
- * failure comes back as a code.  Collective. */
-int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err);
-
-/* Reads and sums this rank's statistics files (patterns with %r); the
- * first expanded path goes to name.  Local. */
+/* collect.c: reads and sums this rank's statistics files (patterns with
+ * %r); the first expanded path goes to name.  Local. */
 int eplb__sync_read_local(const char *const *patterns, int n, int rank,
                           eplb_stats_format_t format, eplb_stats_t *st,
                           char *name, size_t name_size, eplb_error_t *err);
+
+/* collect.c: the counts this rank brings (`name` their source) are there
+ * and valid.  Local. */
+int eplb__sync_check_local(const eplb_stats_t *local, const char *name,
+                           eplb_error_t *err);
+
+/* write.c: rank 0's human summary of a run, on stdout. */
+void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
+                              const eplb_sync_result_t *res);
 
 #endif /* EPLB_SYNC_INTERNAL_H */

@@ -3,7 +3,7 @@
  * and after a map, and per-GPU bars).
  *
  * Both are pure functions of the report (no time stamps), written through
- * eplb_write_atomic so that a browser or a script never sees half a file.
+ * eplb__write_atomic so that a browser or a script never sees half a file.
  * The SVG has no scripts and no external references: it opens from a file
  * anywhere. */
 #include <math.h>
@@ -45,7 +45,7 @@ static void json_table(FILE *f, const eplb_report_t *r,
           (int)r->layer_ids[t->worst_layer]);
 }
 
-/* eplb_write_fn: the whole report. */
+/* eplb__write_fn: the whole report. */
 static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
   const eplb_report_t *r = ctx;
@@ -80,7 +80,7 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
   if (r == NULL || r->num_layers < 1 || path == NULL)
     return eplb_error_set(err, EPLB_EARG, "report: nothing to write");
   if (strcmp(path, "-") != 0)
-    return eplb_write_atomic(path, write_json, r, err);
+    return eplb__write_atomic(path, write_json, r, err);
   write_json(stdout, r, err);
   if (fflush(stdout) != 0 || ferror(stdout))
     return eplb_error_set(err, EPLB_EIO, "could not write the JSON report to "
@@ -185,7 +185,7 @@ static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
   fprintf(f, "</g>\n");
 }
 
-/* eplb_write_fn: the picture. */
+/* eplb__write_fn: the picture. */
 static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
   const eplb_report_t *r = ctx;
@@ -223,5 +223,5 @@ int eplb_report_write_svg(const eplb_report_t *r, const char *path,
                           eplb_error_t *err) {
   if (r == NULL || r->num_layers < 1 || path == NULL || path[0] == '\0')
     return eplb_error_set(err, EPLB_EARG, "report: nothing to draw");
-  return eplb_write_atomic(path, write_svg, r, err);
+  return eplb__write_atomic(path, write_svg, r, err);
 }

@@ -1,0 +1,68 @@
+/* sync/collect.c - the first stage: each rank brings its own top-k
+ * histogram, read from its files (%r in a pattern is the rank) or given
+ * in memory, checked before any collective so that a bad file is this
+ * rank's failure, agreed with the others, not a hang. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/formats.h"
+#include "sync/internal.h"
+
+int eplb_sync_expand(const char *pattern, int rank, char *buf, size_t size,
+                     eplb_error_t *err) {
+  size_t used = 0;
+  for (const char *p = pattern; *p; p++) {
+    char tmp[16];
+    const char *piece = tmp;
+    if (p[0] == '%' && p[1] == 'r') {
+      snprintf(tmp, sizeof(tmp), "%d", rank);
+      p++;
+    } else {
+      tmp[0] = *p;
+      tmp[1] = '\0';
+    }
+    size_t n = strlen(piece);
+    if (used + n + 1 > size)
+      return eplb_error_set(err, EPLB_EARG,
+                            "statistics pattern '%s' is longer than %zu bytes "
+                            "once %%r is replaced; use a shorter path",
+                            pattern, size - 1);
+    memcpy(buf + used, piece, n);
+    used += n;
+  }
+  buf[used] = '\0';
+  return 0;
+}
+
+int eplb__sync_check_local(const eplb_stats_t *local, const char *name,
+                       eplb_error_t *err) {
+  if (local == NULL || local->load == NULL || local->num_layers <= 0)
+    return eplb_error_set(err, EPLB_EARG, "%s: no statistics given", name);
+  return eplb_stats_check(local, name, err);
+}
+
+int eplb__sync_read_local(const char *const *patterns, int n, int rank,
+                          eplb_stats_format_t format, eplb_stats_t *st,
+                          char *name, size_t name_size, eplb_error_t *err) {
+  if (n < 1 || n > EPLB_SYNC_MAX_STATS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d statistics patterns given; use 1..%d", n,
+                          EPLB_SYNC_MAX_STATS);
+  /* This rank's paths: %r expanded; then read and summed as eplb-plan
+   * sums its --stats (globs included). */
+  char(*paths)[4096] = malloc(sizeof(*paths) * (size_t)n);
+  const char **p = malloc(sizeof(*p) * (size_t)n);
+  int rc = paths && p ? 0 : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int i = 0; i < n && rc == 0; i++) {
+    rc = eplb_sync_expand(patterns[i], rank, paths[i], sizeof(paths[i]), err);
+    p[i] = paths[i];
+  }
+  if (rc == 0) {
+    snprintf(name, name_size, "%s", paths[0]);
+    rc = eplb_stats_read_many(st, p, n, format, NULL, err);
+  }
+  free(paths);
+  free(p);
+  return rc;
+}

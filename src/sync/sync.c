@@ -1,0 +1,305 @@
+/* sync/sync.c - the driver of the multi-rank engine behind `eplb-sync`
+ * and eplb_sync_run: one run of the pipeline
+ *
+ *   collect -> reduce -> plan (rank 0) -> distribute -> move -> commit
+ *   (collect.c) (reduce.c) (root_plan.c) (distribute.c) (migrate/, --shards)
+ *
+ * and the write of the map and summary (write.c).  Each stage is its own
+ * module so that the --watch loop and the in-process rebalancer (loop/)
+ * can run them in their own order (sync/internal.h).  The rule that keeps
+ * the engine from hanging: every stage starts with an agreement
+ * (eplb__agree) on whether every rank is ready, and every failure after a
+ * collective is identical on every rank, so no rank ever waits in a
+ * collective that another rank has left. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/migrate.h"
+#include "mpi/agree.h"
+#include "mpi/fault.h"
+#include "sync/internal.h"
+#include "util/checksum.h"
+
+static const char *const phase_names[EPLB_NUM_PHASES] = {
+    "read", "shape", "reduce", "plan", "distribute",
+    "verify", "transfer", "commit", "write", "total"};
+
+const char *eplb_sync_phase_name(eplb_sync_phase_t phase) {
+  return (unsigned)phase < EPLB_NUM_PHASES ? phase_names[phase] : "unknown";
+}
+
+void eplb_sync_opts_default(eplb_sync_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  eplb_plan_opts_default(&opts->plan);
+  opts->output_format = EPLB_MAP_AUTO;
+}
+
+void eplb_sync_result_cleanup(eplb_sync_result_t *res) {
+  if (res == NULL)
+    return;
+  eplb_placement_cleanup(&res->placement);
+  eplb_migrate_result_cleanup(&res->migrate);
+  free(res->dropped);
+  memset(res, 0, sizeof(*res));
+}
+
+/* ---- the engine ------------------------------------------------------ */
+
+/* Checks the options that do not depend on the data; identical on every
+ * rank. */
+static int check_opts(const eplb_sync_opts_t *opts, eplb_error_t *err) {
+  if (opts->generation >= EPLB_MAX_GENERATION)
+    return eplb_error_set(err, EPLB_EARG,
+                          "generation %llu is out of range 0..%llu",
+                          (unsigned long long)opts->generation,
+                          (unsigned long long)(EPLB_MAX_GENERATION - 1));
+  return 0;
+}
+
+/* The options of a run that steer its collectives, as one key. */
+static uint64_t sync_opts_key(const eplb_sync_opts_t *o) {
+  const double f[] = {(double)o->generation, o->output != NULL,
+                      o->summary != NULL, o->max_buffer_mb, o->timeout_s};
+  uint64_t k = eplb__plan_opts_key(&o->plan, 0);
+  k = eplb__checksum(f, sizeof(f), k);
+  return eplb__string_key(o->shards_dir, k);
+}
+
+/* This rank's side of the first agreement: options, fault table, counts,
+ * the copy that will be summed, and the plan buffer. */
+static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
+                   const char *name, eplb_stats_t *sum, eplb__plan_buf_t *buf,
+                   eplb_error_t *err) {
+  int rc = check_opts(opts, err);
+  if (rc == 0)
+    rc = eplb__fault_load(err);
+  if (rc == 0)
+    rc = eplb__sync_check_local(local, name, err);
+  if (rc == 0)
+    rc = eplb_stats_copy(sum, local, err);
+  /* With shards the slots are known once the shards are open. */
+  if (rc == 0 && opts->shards_dir == NULL)
+    rc = eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
+  return rc;
+}
+
+/* Fits the open shards to the summed statistics and the options: the
+ * shards' map becomes the current placement (row l = the statistics'
+ * layer l), their generation the current one, and their shape the slots
+ * and GPUs unless the options name them.  Identical on every rank. */
+static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
+                      eplb_sync_opts_t *o, eplb_error_t *err) {
+  eplb_placement_t *c = &set->current;
+  if (c->num_layers != sum->num_layers)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "the shards in %s hold %d layers but the summed "
+                          "statistics have %d MoE layers; give the statistics "
+                          "of the model these shards belong to",
+                          o->shards_dir, (int)c->num_layers, (int)sum->num_layers);
+  if (o->plan.num_slots == 0)
+    o->plan.num_slots = c->num_slots;
+  if (o->plan.num_gpus == 0)
+    o->plan.num_gpus = c->num_gpus;
+  if (o->plan.num_slots != c->num_slots || o->plan.num_gpus != c->num_gpus)
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-slots %d --num-gpus %d, but the shards in %s "
+                          "hold %d slots on %d ranks; leave them out with "
+                          "--shards or run one rank per shard",
+                          (int)o->plan.num_slots, (int)o->plan.num_gpus,
+                          o->shards_dir, (int)c->num_slots, (int)c->num_gpus);
+  memcpy(c->layer_ids, sum->layer_ids, sizeof(int32_t) * (size_t)sum->num_layers);
+  o->current = c;
+  o->current_map = NULL;
+  o->generation = eplb_shards_info(set)->generation;
+  if (o->generation >= EPLB_MAX_GENERATION)
+    return eplb_error_set(err, EPLB_ESTATE, "the shards' generation %llu is "
+                          "too large to move on",
+                          (unsigned long long)o->generation);
+  return 0;
+}
+
+/* Opens the shards (collective, agreed inside), fits them, and allocates
+ * the plan buffer now that the slots are known (agreed). */
+static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
+                       eplb_sync_opts_t *o, eplb_shard_set_t *set,
+                       eplb__plan_buf_t *buf, eplb_error_t *err) {
+  int rc = eplb_shards_open(comm, o->shards_dir, sum->num_experts, set, err);
+  if (rc)
+    return rc;
+  rc = fit_shards(set, sum, o, err); /* the same on every rank */
+  if (rc == 0)
+    rc = eplb__agree(comm, eplb__plan_buf_alloc(buf, sum->num_layers,
+                                                o->plan.num_slots, err),
+                     err);
+  return rc;
+}
+
+/* 1 when two placements of the same shape put the same experts in the
+ * same slots. */
+static int same_slots(const eplb_placement_t *a, const eplb_placement_t *b) {
+  return a->num_layers == b->num_layers && a->num_slots == b->num_slots &&
+         memcmp(a->phy2log, b->phy2log, sizeof(int32_t) * (size_t)a->num_layers *
+                                            (size_t)a->num_slots) == 0;
+}
+
+/* Moves the weights to the agreed plan and commits (collective). */
+static int migrate_shards(eplb_shard_set_t *set, const eplb_sync_opts_t *o,
+                          eplb_sync_result_t *res, eplb_error_t *err) {
+  eplb_migrate_opts_t mo;
+  eplb_migrate_opts_default(&mo);
+  if (o->max_buffer_mb)
+    mo.max_buffer_mb = o->max_buffer_mb;
+  if (o->timeout_s)
+    mo.timeout_s = o->timeout_s;
+  mo.num_nodes = o->plan.num_nodes;
+  mo.quiet = o->quiet;
+  int rc = eplb_migrate(set, &res->placement, &mo, &res->migrate, err);
+  if (rc)
+    return rc;
+  res->migrated = 1;
+  res->seconds[EPLB_PHASE_TRANSFER] = res->migrate.seconds_read +
+                                      res->migrate.seconds_transfer +
+                                      res->migrate.seconds_write;
+  res->seconds[EPLB_PHASE_COMMIT] = res->migrate.seconds_commit;
+  return 0;
+}
+
+/* The engine after the local counts are in hand (local_rc says whether
+ * this rank got them).  On the success path: one allgather (status and
+ * shape), one allreduce, one broadcast, one allgather (checksums), one
+ * agreement after writing. */
+static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
+                      const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                      double t_start, eplb_error_t *err) {
+  eplb_sync_opts_t o = *opts; /* the shards may fill in slots and map */
+  const char *name = o.stats_name ? o.stats_name : "counts in memory";
+  int rank = 0, dense = 0;
+  MPI_Comm_rank(comm, &rank);
+  eplb_stats_t sum = {0};
+  eplb_placement_t plan = {0};
+  eplb__plan_buf_t buf = {0};
+  eplb_shard_set_t set;
+  memset(&set, 0, sizeof(set));
+  set.comm = MPI_COMM_NULL;
+  double t0 = MPI_Wtime();
+
+  if (local_rc == 0)
+    local_rc = prepare(local, &o, name, &sum, &buf, err);
+  int rc = eplb__reduce_agree_shape(comm, local_rc, local, name,
+                                    sync_opts_key(&o), &dense, err);
+  double t1 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_SHAPE] = t1 - t0;
+  if (rc)
+    goto done;
+
+  eplb__fault_crash_point("reduce", rank);
+  rc = eplb__reduce_sum(comm, &sum, dense, &res->dropped, &res->num_dropped,
+                        err);
+  double t2 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_REDUCE] = t2 - t1;
+  if (rc == 0 && o.shards_dir)
+    rc = open_shards(comm, &sum, &o, &set, &buf, err);
+  /* The options against the summed shape: identical on every rank. */
+  if (rc == 0)
+    rc = eplb_plan_check_opts(&o.plan, sum.num_experts, err);
+  if (rc)
+    goto done;
+  t2 = MPI_Wtime();
+
+  eplb__fault_crash_point("plan", rank);
+  res->generation = o.generation + 1;
+  int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, &o, &plan, res, err) : 0;
+  double t3 = MPI_Wtime();
+  res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
+
+  eplb__fault_crash_point("distribute", rank);
+  rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, NULL, err);
+  /* A plan equal to where the experts are moves nothing: the shards keep
+   * their generation instead of being rewritten as a new one. */
+  if (rc == 0 && o.shards_dir && same_slots(&set.current, &res->placement))
+    res->generation = o.generation;
+  else if (rc == 0 && o.shards_dir)
+    rc = migrate_shards(&set, &o, res, err);
+  if (rc == 0) {
+    double t4 = MPI_Wtime();
+    /* The summary's total is up to the write; the printed one includes it. */
+    res->seconds[EPLB_PHASE_TOTAL] = t4 - t_start;
+    rc = eplb__sync_write(comm, &o, res, NULL, err);
+    res->seconds[EPLB_PHASE_WRITE] = MPI_Wtime() - t4;
+  }
+done:
+  eplb_shards_close(&set);
+  eplb_stats_cleanup(&sum);
+  eplb_placement_cleanup(&plan);
+  eplb__plan_buf_free(&buf);
+  return rc;
+}
+
+/* Shared tail of both entry points: dup, run, free, print.  t_read is the
+ * time the file wrapper spent reading (0 for counts in memory). */
+static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
+                    const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                    double t_start, double t_read, eplb_error_t *err) {
+  MPI_Comm c = MPI_COMM_NULL;
+  res->seconds[EPLB_PHASE_READ] = t_read;
+  int rc = eplb__dup_comm(comm, &c, err);
+  if (rc == 0)
+    rc = run_engine(c, local_rc, local, opts, res, t_start, err);
+  if (c != MPI_COMM_NULL)
+    MPI_Comm_free(&c);
+  if (rc) {
+    eplb_sync_result_cleanup(res);
+    return rc;
+  }
+  res->seconds[EPLB_PHASE_TOTAL] = MPI_Wtime() - t_start;
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0 && !opts->quiet)
+    eplb__sync_print_summary(opts, res);
+  return 0;
+}
+
+int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
+                  const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                  eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  /* A NULL opts on one rank is that rank's error, agreed like any other. */
+  int local_rc = opts ? 0 : eplb_error_set(err, EPLB_EARG,
+                                           "eplb_sync_run: opts is NULL");
+  return run_with(comm, local_rc, local, &o, res, t, 0, err);
+}
+
+int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
+                        int num_patterns, eplb_stats_format_t format,
+                        const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                        eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  eplb__fault_crash_point("read", rank);
+  char name[4096] = "";
+  eplb_stats_t local = {0};
+  int local_rc = eplb__sync_read_local(patterns, num_patterns, rank, format, &local, name,
+                            sizeof(name), err);
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  if (num_patterns > 1)
+    strncat(name, " (+ more files)", sizeof(name) - strlen(name) - 1);
+  o.stats_name = name;
+  double t_read = MPI_Wtime() - t;
+  int rc = run_with(comm, local_rc, local_rc ? NULL : &local, &o, res, t,
+                    t_read, err);
+  eplb_stats_cleanup(&local);
+  return rc;
+}
