@@ -15,7 +15,7 @@
 #define FAULT_MAX 64
 
 static const char *const phases[] = {"read",     "reduce", "plan",
-                                     "broadcast", "transfer", "commit",
+                                     "distribute", "transfer", "commit",
                                      "rename",   NULL};
 
 typedef struct {
@@ -73,7 +73,7 @@ static int parse_crash(const char *s, const char *end, eplb_error_t *err) {
   if (which < 0 || r < 0 || table.n_crash >= FAULT_MAX)
     return eplb_error_set(err, EPLB_EARG,
                           "EPLB_FAULT: crash wants crash:<phase>:<rank> with "
-                          "phase read, reduce, plan, broadcast, transfer, "
+                          "phase read, reduce, plan, distribute, transfer, "
                           "commit or rename, got 'crash:%.*s'",
                           (int)(end - s), s);
   table.crash_phase[table.n_crash] = phases[which];

@@ -8,7 +8,7 @@
  *   corrupt-plan:3,5          ranks 3 and 5 flip a slot of the plan they
  *                             received, before verifying it
  *   crash:<phase>:<rank>      that rank calls _exit(1) at <phase>
- *                             (read, reduce, plan, broadcast, transfer,
+ *                             (read, reduce, plan, distribute, transfer,
  *                             commit, rename)
  *   hang:transfer:<rank>      that rank stops taking part in the transfer
  *                             without dying: before posting the first

@@ -21,14 +21,6 @@
 #include "sync/internal.h"
 #include "util/checksum.h"
 
-static const char *const phase_names[EPLB_NUM_PHASES] = {
-    "read", "shape", "reduce", "plan", "distribute",
-    "verify", "transfer", "commit", "write", "total"};
-
-const char *eplb_sync_phase_name(eplb_sync_phase_t phase) {
-  return (unsigned)phase < EPLB_NUM_PHASES ? phase_names[phase] : "unknown";
-}
-
 void eplb_sync_opts_default(eplb_sync_opts_t *opts) {
   memset(opts, 0, sizeof(*opts));
   eplb_plan_opts_default(&opts->plan);

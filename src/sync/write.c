@@ -12,6 +12,15 @@
 #include "sync/internal.h"
 #include "util/fileio.h"
 
+/* The phases' names, as the summary and the printed summary give them. */
+static const char *const phase_names[EPLB_NUM_PHASES] = {
+    "read", "shape", "reduce", "plan", "distribute",
+    "verify", "transfer", "commit", "write", "total"};
+
+const char *eplb_sync_phase_name(eplb_sync_phase_t phase) {
+  return (unsigned)phase < EPLB_NUM_PHASES ? phase_names[phase] : "unknown";
+}
+
 /* What migration moved, into the summary. */
 static void add_migration(cJSON *j, const eplb_migrate_result_t *m) {
   cJSON *sent = cJSON_CreateArray(), *recv = cJSON_CreateArray();
