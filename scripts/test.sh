@@ -6,6 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 . "$root/scripts/env.sh"
+# setup.sh installed Slurm (unless EPLB_WITH_SLURM=0): test_slurm must run.
+export EPLB_REQUIRE_SLURM=${EPLB_REQUIRE_SLURM:-${EPLB_WITH_SLURM:-1}}
 
 echo "== normal build =="
 "$root/scripts/build.sh" build

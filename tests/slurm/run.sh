@@ -85,14 +85,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# --- Prerequisites: fail loudly, never skip.
-[ "$(id -u)" = 0 ] || fail "the test Slurm runs its daemons as root (SlurmUser=root, munged --force): run it as root"
+# --- Prerequisites.  Without root or Slurm the test is skipped (exit 77,
+# which CTest shows as "Skipped", with the reason printed), so a plain
+# `ctest` in a new clone is green; scripts/test.sh sets
+# EPLB_REQUIRE_SLURM=1 (it installs Slurm), and then a missing piece fails.
+skip() {
+  if [ "${EPLB_REQUIRE_SLURM:-0}" = 1 ]; then
+    fail "$* (EPLB_REQUIRE_SLURM=1)"
+  fi
+  echo "test_slurm: skipped: $*" >&2
+  exit 77
+}
+[ "$(id -u)" = 0 ] || skip "the test Slurm runs its daemons as root (SlurmUser=root, munged --force): run it as root"
 for c in munged slurmctld slurmd sbatch squeue sinfo scontrol scancel srun; do
-  command -v "$c" >/dev/null 2>&1 || fail "'$c' not found: install Debian's slurm-wlm and munge" \
+  command -v "$c" >/dev/null 2>&1 || skip "'$c' not found: install Debian's slurm-wlm and munge" \
     "(scripts/setup.sh does it unless EPLB_WITH_SLURM=0)"
 done
 plugdir=$(dirname "$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep -m1 '/mpi_pmix.so$' || true)")
-[ -f "$plugdir/mpi_pmix.so" ] || fail "Slurm's mpi_pmix plugin not found: install Debian's slurm-wlm-basic-plugins"
+[ -f "$plugdir/mpi_pmix.so" ] || skip "Slurm's mpi_pmix plugin not found: install Debian's slurm-wlm-basic-plugins"
 for p in eplb-sync eplb-plan eplb-synth-stats eplb-shard; do
   [ -x "$bin/$p" ] || fail "$bin/$p not found: build eplb first"
 done
