@@ -51,6 +51,21 @@ int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
  * slots, slot s holds expert s for s < E, then experts 0.. again. */
 int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err);
 
+/* eplb_placement_init and eplb_placement_contiguous in one: *p (empty on
+ * entry) becomes the contiguous L x S placement on G GPUs.  On failure *p
+ * is empty. */
+int eplb_placement_init_contiguous(eplb_placement_t *p, int32_t num_layers,
+                                   int32_t num_experts, int32_t num_slots,
+                                   int32_t num_gpus, eplb_error_t *err);
+
+/* Checks that statistics s count the layers (same ids, same order) and the
+ * experts of placement p, and that their counts are valid
+ * (eplb_stats_check); `what` names the statistics in the message ("the
+ * round", "observed counts"). */
+int eplb_placement_check_stats(const eplb_placement_t *p,
+                               const eplb_stats_t *s, const char *what,
+                               eplb_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -229,3 +229,10 @@ int eplb_cli_plan_option(const char *prog, const char *name, const char *value,
   }
   return -1;
 }
+
+const char *eplb_cli_option_name(const struct option *opts, int c) {
+  for (const struct option *o = opts; o->name; o++)
+    if (o->val == c)
+      return o->name;
+  return "";
+}

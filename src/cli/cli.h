@@ -16,6 +16,8 @@
 
 #include <stdint.h>
 
+#include <getopt.h>
+
 #include "eplb/error.h"
 #include "eplb/formats.h"
 #include "eplb/placement.h"
@@ -102,5 +104,9 @@ int eplb_cli_parse_iter_range(const char *prog, const char *text,
 
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);
+
+/* The long name (without "--") of getopt_long's code c in opts, "" if
+ * none: for the planner options every program shares. */
+const char *eplb_cli_option_name(const struct option *opts, int c);
 
 #endif /* EPLB_CLI_CLI_H */

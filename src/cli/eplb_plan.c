@@ -145,17 +145,9 @@ static const struct option long_opts[] = {
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0}};
 
-/* The long option name of getopt's code c (for the shared planner options). */
-static const char *opt_name(int c) {
-  for (const struct option *o = long_opts; o->name; o++)
-    if (o->val == c)
-      return o->name;
-  return "";
-}
-
 /* Handles one option with a value (the numeric and named ones). */
 static int parse_value(args_t *a, int c, const char *v) {
-  int x = 0, rc = eplb_cli_plan_option(PROG, opt_name(c), v, &a->plan);
+  int x = 0, rc = eplb_cli_plan_option(PROG, eplb_cli_option_name(long_opts, c), v, &a->plan);
   if (rc >= 0) {
     a->have_slots |= c == OPT_SLOTS;
     a->have_gpus |= c == OPT_GPUS;
@@ -422,10 +414,9 @@ static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
     return eplb_placement_read_for(&r->before, a->current_map, &r->st,
                                    a->plan.num_slots, a->plan.num_gpus,
                                    "--current-map", err);
-  int rc = eplb_placement_init(&r->before, r->st.num_layers, r->st.num_experts,
-                               a->plan.num_slots, a->plan.num_gpus, err);
-  if (rc == 0)
-    rc = eplb_placement_contiguous(&r->before, err);
+  int rc = eplb_placement_init_contiguous(&r->before, r->st.num_layers,
+                                          r->st.num_experts, a->plan.num_slots,
+                                          a->plan.num_gpus, err);
   if (rc == 0)
     memcpy(r->before.layer_ids, r->st.layer_ids,
            sizeof(int32_t) * (size_t)r->st.num_layers);

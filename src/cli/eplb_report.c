@@ -174,10 +174,8 @@ static int read_map(const args_t *a, const eplb_stats_t *st,
 static int make_before(const eplb_stats_t *st, int32_t G, int32_t S,
                        eplb_placement_t *p, eplb_error_t *err) {
   int32_t E = st->num_experts;
-  int rc = eplb_placement_init(p, st->num_layers, E, E % G == 0 ? E : S, G,
-                               err);
-  if (rc == 0)
-    rc = eplb_placement_contiguous(p, err);
+  int rc = eplb_placement_init_contiguous(p, st->num_layers, E,
+                                          E % G == 0 ? E : S, G, err);
   if (rc == 0)
     memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
   return rc;

@@ -237,8 +237,8 @@ static int mkdir_p(const char *dir, eplb_error_t *err) {
 static int create_map(const args_t *a, eplb_placement_t *p, eplb_error_t *err) {
   int32_t S = a->ranks * a->slots;
   if (a->map == NULL) {
-    int rc = eplb_placement_init(p, a->layers, a->experts, S, a->ranks, err);
-    return rc ? rc : eplb_placement_contiguous(p, err);
+    return eplb_placement_init_contiguous(p, a->layers, a->experts, S,
+                                          a->ranks, err);
   }
   int rc = eplb_placement_read(p, a->map, EPLB_MAP_AUTO, err);
   if (rc)

@@ -172,18 +172,10 @@ static const struct option long_opts[] = {
  * message reaches the terminal (parse_args silences the others). */
 static int g_rank;
 
-/* The long option name of getopt's code c (for the shared planner options). */
-static const char *opt_name(int c) {
-  for (const struct option *o = long_opts; o->name; o++)
-    if (o->val == c)
-      return o->name;
-  return "";
-}
-
 /* The numeric options, range-checked (the message on rank 0 only). */
 static int parse_number(args_t *a, int c, const char *v) {
   const char *p = PROG; /* silenced on ranks > 0, see parse_args */
-  int bad = eplb_cli_plan_option(p, opt_name(c), v, &a->sync.plan);
+  int bad = eplb_cli_plan_option(p, eplb_cli_option_name(long_opts, c), v, &a->sync.plan);
   if (bad >= 0) { /* planner options: as eplb-plan parses them */
     a->have_slots |= c == OPT_SLOTS;
     a->have_gpus |= c == OPT_GPUS;

@@ -16,17 +16,11 @@
 #include <string.h>
 
 #include "eplb/eplb.h"
-
-static uint64_t mix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+#include "util/checksum.h"
 
 /* Uniform in (0, 1] from a key. */
 static double unit(uint64_t key) {
-  return ((double)(mix64(key) >> 11) + 1.0) / 9007199254740992.0;
+  return ((double)(eplb__mix64(key) >> 11) + 1.0) / 9007199254740992.0;
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi,

@@ -119,3 +119,32 @@ int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err) {
           s % p->num_experts;
   return 0;
 }
+
+int eplb_placement_init_contiguous(eplb_placement_t *p, int32_t num_layers,
+                                   int32_t num_experts, int32_t num_slots,
+                                   int32_t num_gpus, eplb_error_t *err) {
+  int rc = eplb_placement_init(p, num_layers, num_experts, num_slots, num_gpus,
+                               err);
+  if (rc == 0 && (rc = eplb_placement_contiguous(p, err)) != 0)
+    eplb_placement_cleanup(p);
+  return rc;
+}
+
+int eplb_placement_check_stats(const eplb_placement_t *p,
+                               const eplb_stats_t *s, const char *what,
+                               eplb_error_t *err) {
+  if (s->num_layers != p->num_layers || s->num_experts != p->num_experts)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s have %d layers x %d experts but the placement "
+                          "has %d x %d",
+                          what, (int)s->num_layers, (int)s->num_experts,
+                          (int)p->num_layers, (int)p->num_experts);
+  for (int32_t l = 0; l < s->num_layers; l++)
+    if (s->layer_ids[l] != p->layer_ids[l])
+      return eplb_error_set(err, EPLB_ESHAPE,
+                            "%s name other layers than the placement (row %d "
+                            "is layer %d, the placement's %d)",
+                            what, (int)l, (int)s->layer_ids[l],
+                            (int)p->layer_ids[l]);
+  return eplb_stats_check(s, what, err);
+}

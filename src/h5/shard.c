@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "eplb/stats.h"
+#include "util/checksum.h"
 
 struct eplb_shard_s {
   hid_t file;
@@ -989,23 +990,15 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
 
 /* ---- deterministic content ----------------------------------------- */
 
-/* splitmix64: a well-mixed 64-bit value from x. */
-static uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 void eplb_shard_fill_row(const eplb_shard_info_t *info, int32_t layer,
                          int32_t expert, unsigned char *row) {
   size_t off = 0;
   for (int32_t d = 0; d < info->num_datasets; d++) {
     size_t rb = (size_t)info->datasets[d].row_bytes;
-    uint64_t seed = mix64(((uint64_t)(uint32_t)layer << 40) ^
+    uint64_t seed = eplb__mix64(((uint64_t)(uint32_t)layer << 40) ^
                           ((uint64_t)(uint32_t)expert << 8) ^ (uint64_t)d);
     for (size_t i = 0; i < rb; i += 8) {
-      uint64_t v = mix64(seed + i);
+      uint64_t v = eplb__mix64(seed + i);
       size_t n = rb - i < 8 ? rb - i : 8;
       for (size_t k = 0; k < n; k++)
         row[off + i + k] = (unsigned char)(v >> (8 * k));

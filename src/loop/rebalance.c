@@ -123,9 +123,8 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
   } else if (current) {
     rc = eplb_placement_copy(&r->current, current, err);
   } else {
-    rc = eplb_placement_init(&r->current, L, E, po->num_slots, po->num_gpus, err);
-    if (rc == 0)
-      rc = eplb_placement_contiguous(&r->current, err);
+    rc = eplb_placement_init_contiguous(&r->current, L, E, po->num_slots,
+                                        po->num_gpus, err);
   }
   if (rc == 0 && r->opts.layer_ids)
     memcpy(r->current.layer_ids, r->opts.layer_ids,
@@ -210,26 +209,6 @@ int eplb_rebalancer_create(MPI_Comm comm, const eplb_rebalancer_opts_t *opts,
 
 /* ---- observe (local) ------------------------------------------------- */
 
-/* counts must have the placement's shape and layer ids. */
-static int check_shape(const eplb_rebalancer_t *r, const eplb_stats_t *c,
-                       eplb_error_t *err) {
-  if (c->num_layers != r->current.num_layers ||
-      c->num_experts != r->current.num_experts)
-    return eplb_error_set(err, EPLB_ESHAPE,
-                          "observed counts have %d layers x %d experts but "
-                          "the placement has %d x %d",
-                          (int)c->num_layers, (int)c->num_experts,
-                          (int)r->current.num_layers,
-                          (int)r->current.num_experts);
-  if (memcmp(c->layer_ids, r->current.layer_ids,
-             sizeof(int32_t) * (size_t)c->num_layers) != 0)
-    return eplb_error_set(err, EPLB_ESHAPE,
-                          "observed counts name other layers than the "
-                          "placement (first %d vs %d)",
-                          (int)c->layer_ids[0], (int)r->current.layer_ids[0]);
-  return eplb_stats_check(c, "observed counts", err);
-}
-
 /* pending += what is new in cumulative counters c (all of c after a
  * reset: a counter that went down). */
 static int add_cumulative(eplb_rebalancer_t *r, const eplb_stats_t *c,
@@ -261,7 +240,7 @@ static int add_cumulative(eplb_rebalancer_t *r, const eplb_stats_t *c,
 
 int eplb_rebalancer_observe(eplb_rebalancer_t *r, const eplb_stats_t *counts,
                             int cumulative, eplb_error_t *err) {
-  int rc = check_shape(r, counts, err);
+  int rc = eplb_placement_check_stats(&r->current, counts, "observed counts", err);
   if (rc == 0 && cumulative)
     rc = add_cumulative(r, counts, err);
   else if (rc == 0)

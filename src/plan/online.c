@@ -80,23 +80,10 @@ void eplb_online_destroy(eplb_online_t *o) {
   free(o);
 }
 
-static int check_shape(const eplb_online_t *o, const eplb_stats_t *s,
-                       eplb_error_t *err) {
-  if (s->num_layers != o->current.num_layers ||
-      s->num_experts != o->current.num_experts)
-    return eplb_error_set(err, EPLB_ESHAPE,
-                          "a round has %d layers x %d experts but the "
-                          "placement has %d x %d",
-                          (int)s->num_layers, (int)s->num_experts,
-                          (int)o->current.num_layers,
-                          (int)o->current.num_experts);
-  return eplb_stats_check(s, "round", err);
-}
-
 int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
                         int *had_traffic, eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = check_shape(o, round, err);
+  int rc = eplb_placement_check_stats(&o->current, round, "the round's counts", err);
   if (rc)
     return rc;
   size_t n = (size_t)round->num_layers * (size_t)round->num_experts;
@@ -122,7 +109,7 @@ int eplb_online_observe_cumulative(eplb_online_t *o,
                                    const eplb_stats_t *cum, int first_is_round,
                                    int *had_traffic, eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = check_shape(o, cum, err);
+  int rc = eplb_placement_check_stats(&o->current, cum, "the round's counts", err);
   if (rc)
     return rc;
   if (!o->have_cum) {

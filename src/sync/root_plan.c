@@ -63,10 +63,9 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
   opts = &o;
   const eplb_placement_t *before = opts->current;
   if (before == NULL) {
-    rc = eplb_placement_init(&contiguous, sum->num_layers, sum->num_experts,
-                             opts->plan.num_slots, opts->plan.num_gpus, err);
-    if (rc == 0)
-      rc = eplb_placement_contiguous(&contiguous, err);
+    rc = eplb_placement_init_contiguous(&contiguous, sum->num_layers,
+                                        sum->num_experts, opts->plan.num_slots,
+                                        opts->plan.num_gpus, err);
     before = &contiguous;
   }
   if (rc == 0)

@@ -52,3 +52,10 @@ uint64_t eplb__checksum(const void *data, size_t len, uint64_t seed) {
     h = rotl(h ^ ((uint64_t)p[i] * P3), 11) * P1;
   return avalanche(h);
 }
+
+uint64_t eplb__mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}

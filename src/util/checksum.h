@@ -18,4 +18,8 @@
  * on every rank. */
 uint64_t eplb__checksum(const void *data, size_t len, uint64_t seed);
 
+/* splitmix64's finalizer: a well-mixed 64-bit value from x, for
+ * deterministic made-up content (test shards, synthetic statistics). */
+uint64_t eplb__mix64(uint64_t x);
+
 #endif /* EPLB_UTIL_CHECKSUM_H */
