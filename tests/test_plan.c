@@ -151,7 +151,8 @@ static void test_local_search_beats_greedy(void **state) {
 }
 
 /* DeepSeek replicates the hot expert 3 times and puts two copies on one
- * GPU (its issue #22); balanced caps replicas at one per GPU. */
+ * GPU (a known trait of its reference); balanced caps replicas at one per
+ * GPU. */
 static void test_no_duplicate_replicas(void **state) {
   (void)state;
   double load[2] = {100, 1};

@@ -95,12 +95,13 @@ int eplb_plan_layer(const double *load, int32_t num_experts,
                     eplb_error_t *err);
 
 /* Starts the threads that plans with opts.threads = `threads` use (0 = one
- * per CPU the caller may use; 1: none), so that a program can overlap their start with
- * reading its statistics: on a VM starting a thread and waking it took
- * 0.1-0.3 ms, a quarter of a whole plan.  Optional - eplb_plan starts
- * missing threads itself and keeps them, asleep, for the next plan.
- * Threads started here spin for up to 50 ms waiting for that plan, then
- * sleep.  Returns 0, or EPLB_EARG when `threads` is out of range. */
+ * per CPU the caller may use; 1: none), so that a program can overlap
+ * their start with reading its statistics: on a VM, starting and waking
+ * a thread is a visible share of a whole plan (docs/planner.md).
+ * Optional - eplb_plan starts missing threads itself and keeps them,
+ * asleep, for the next plan.  Threads started here spin for up to 50 ms
+ * waiting for that plan, then sleep.  Returns 0, or EPLB_EARG when
+ * `threads` is out of range. */
 int eplb_plan_warm_up(int32_t threads, eplb_error_t *err);
 
 /* Plans every layer of `stats` into *out (which must be empty; it is

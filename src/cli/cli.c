@@ -47,15 +47,6 @@ int eplb_cli_usage_error(const char *prog, const char *fmt, ...) {
   return EPLB_CLI_EXIT_USAGE;
 }
 
-_Noreturn void eplb_cli_die_usage(const char *prog, const char *fmt, ...) {
-  char tail[128];
-  va_list ap;
-  va_start(ap, fmt);
-  vreport(prog, see_help(prog, tail, sizeof(tail)), fmt, ap);
-  va_end(ap);
-  exit(EPLB_CLI_EXIT_USAGE);
-}
-
 /* 1 if text starts like a number (no leading blank, which strto* skip). */
 static int starts_numeric(const char *text) {
   return text != NULL && text[0] != '\0' &&

@@ -9,8 +9,8 @@
  *     and usage errors end with "(see <prog> --help)";
  *   - every integer option has a documented minimum and maximum, checked
  *     here with a message that names the option, the value and the range.
- * Nothing here calls exit() except eplb_cli_die_usage(): MPI programs must
- * agree on failure before they exit, so they use the returning variants. */
+ * Nothing here calls exit(): MPI programs must agree on failure before
+ * they exit, so every helper returns. */
 #ifndef EPLB_CLI_CLI_H
 #define EPLB_CLI_CLI_H
 
@@ -76,13 +76,6 @@ int eplb_cli_usage_error(const char *prog, const char *fmt, ...)
 #endif
     ;
 
-/* eplb_cli_usage_error, then exit(EPLB_CLI_EXIT_USAGE).  Single-process
- * programs only. */
-_Noreturn void eplb_cli_die_usage(const char *prog, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 
 /* Reports what getopt_long returned for a bad option ('?' or ':', with
  * opterr = 0 and an option string starting with ':'): "unknown option

@@ -477,8 +477,8 @@ int main(int argc, char *argv[]) {
   double t_start = eplb_cli_now();
   /* Memory freed after reading (the file's text, parse buffers) is kept
    * for the plan's arrays instead of going back to the kernel: a fresh
-   * page costs a fault (13 us on the VM measured; the map's 17 pages were
-   * a fifth of a cold plan). */
+   * page costs a fault, a visible share of a cold plan on a VM
+   * (docs/planner.md). */
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   args_t a = {.format = EPLB_STATS_AUTO, .out_format = EPLB_MAP_AUTO,

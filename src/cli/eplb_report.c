@@ -7,7 +7,7 @@
  * per expert: one expert per column) and for --map; then the coefficient of
  * variation of the expert loads and the hottest expert's share.  --svg
  * draws heat maps, --json feeds scripts.  The numbers come from the pure
- * module src/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage error.
+ * module src/report/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage error.
  * See docs/eplb-report.md. */
 #include <getopt.h>
 #include <stdio.h>

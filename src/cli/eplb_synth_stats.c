@@ -1,4 +1,4 @@
-/* synth_stats.c - deterministic synthetic MoE statistics for demos,
+/* cli/eplb_synth_stats.c - deterministic synthetic MoE statistics for demos,
  * benchmarks and tests (`eplb-synth-stats`).
  *
  * Real routing is skewed (a few hot experts per layer, a long tail), differs

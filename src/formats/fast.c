@@ -5,7 +5,7 @@
  * Why: cJSON builds a node per number (a DeepSeek-V3 histogram is 15k
  * numbers, and eplb-plan sums one file per rank), and building that tree
  * took longer than planning.  These scanners read the numbers straight into
- * the histogram, about 8x faster.  They accept only what the full readers
+ * the histogram (docs/formats.md gives the gain).  They accept only what the full readers
  * (stats_read.c) accept, with the same result: the same JSON number grammar
  * converted by the same strtod (or exactly, for plain integers), the same
  * shape rules, counts finite, >= 0, <= 2^53, sums <= 2^53.  On anything

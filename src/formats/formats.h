@@ -56,11 +56,9 @@ int eplb__check_count(double v, const char *path, const char *where,
 int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len);
 int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len);
 
-/* The readers of each map format (formats/map_read.c, formats/trtllm_yaml.c).
- * `text` is the NUL-terminated content of `path`; *out must be empty and
- * stays empty on failure. */
-int eplb__map_read_json(eplb_placement_t *out, const char *path,
-                        const char *text, size_t len, eplb_error_t *err);
+/* The TensorRT-LLM YAML map reader (formats/trtllm_yaml.c), for
+ * eplb_placement_read (map_read.c).  `text` is the NUL-terminated content
+ * of `path`; *out must be empty and stays empty on failure. */
 int eplb__map_read_yaml(eplb_placement_t *out, const char *path,
                         const char *text, eplb_error_t *err);
 

@@ -199,8 +199,10 @@ static int em_unique_ids(const em_ctx_t *c, const eplb_placement_t *p,
   return 0;
 }
 
-int eplb__map_read_json(eplb_placement_t *out, const char *path,
-                        const char *text, size_t len, eplb_error_t *err) {
+/* The expert-map JSON reader: `text` (len bytes, NUL-terminated) is the
+ * content of `path`; *out must be empty and stays empty on failure. */
+static int map_read_json(eplb_placement_t *out, const char *path,
+                         const char *text, size_t len, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
   em_ctx_t c = {.path = path, .max_id = -1};
   cJSON *root = NULL;
@@ -258,7 +260,7 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
       format = EPLB_MAP_SGLANG;
   }
   if (format == EPLB_MAP_EXPERT_MAP)
-    rc = eplb__map_read_json(out, path, text, len, err);
+    rc = map_read_json(out, path, text, len, err);
   else if (format == EPLB_MAP_TRTLLM_YAML)
     rc = eplb__map_read_yaml(out, path, text, err);
   else if (format == EPLB_MAP_SGLANG || format == EPLB_MAP_DEEPSEEK)

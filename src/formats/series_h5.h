@@ -1,13 +1,14 @@
-/* series_h5.h - the one HDF5 read the offline planner can need: a
+/* formats/series_h5.h - the one HDF5 read the offline planner can need: a
  * [steps][layers][experts] dataset of counts, as doubles.
  *
  * Why a header of its own: loading the HDF5 library (Debian's pulls in
- * MPI, curl, TLS and Kerberos, 44 shared objects) takes about 9 ms, longer
- * than `eplb-plan` takes to read, plan and write a DeepSeek-V3 map.  So the
- * reader has a plain C interface that depends on nothing of eplb's:
- * libeplb links it (series_h5.c) as it is, while eplb-plan is built
- * without HDF5 and loads it, only when it meets an HDF5 file, from the
- * module eplb_h5series.so (series_h5_load.c). */
+ * MPI, curl, TLS and Kerberos, 44 shared objects) takes longer than
+ * `eplb-plan` takes to read, plan and write a DeepSeek-V3 map (figures in
+ * docs/eplb-plan.md).  So the reader has a plain C interface that depends
+ * on nothing of eplb's: the port between the core and the HDF5 edge.
+ * libeplb links its implementation (h5/series_h5.c), while eplb-plan and
+ * eplb-report are built without HDF5 and load it, only when they meet an
+ * HDF5 file, from the module eplb_h5series.so (formats/series_h5_load.c). */
 #ifndef EPLB_SERIES_H5_H
 #define EPLB_SERIES_H5_H
 

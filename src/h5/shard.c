@@ -663,10 +663,10 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
   /* Objects of 64 KiB and more (weight datasets) start on 4 KiB pages: the
-   * rows of a new shard are then written page-aligned (the HDF5 write
-   * path on 8 ranks went from 60% to 73% of plain POSIX writes in
-   * bench/run_migrate.sh).  Best effort: without it the file is the same
-   * shard, only laid out more tightly. */
+   * rows of a new shard are then written page-aligned, which the write
+   * path needs to come near plain POSIX writes (docs/shards.md).  Best
+   * effort: without it the file is the same shard, only laid out more
+   * tightly. */
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl >= 0)
     H5Pset_alignment(fapl, 65536, 4096);
