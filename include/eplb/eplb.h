@@ -2,7 +2,8 @@
  *
  * eplb rebalances the experts of Mixture-of-Experts models across the ranks
  * of an expert-parallel job: collect -> reduce -> plan -> distribute ->
- * move -> commit.  Each concern has its own small header; this one includes them.
+ * move -> commit.  Each concern has its own small header; this one includes
+ * them.
  */
 #ifndef EPLB_EPLB_H
 #define EPLB_EPLB_H

@@ -17,20 +17,20 @@ extern "C" {
 #endif
 
 /* XX(name, value, generic message) */
-#define EPLB_ERRNO_MAP(XX)                                                   \
-  XX(ARG, -1, "invalid argument or option out of range")                    \
-  XX(NOMEM, -2, "out of memory")                                            \
-  XX(IO, -3, "file could not be opened, read or written")                   \
-  XX(PARSE, -4, "malformed input")                                          \
-  XX(COUNT, -5, "invalid count (negative, not finite or overflowing)")      \
-  XX(SHAPE, -6, "shapes disagree")                                          \
-  XX(MAP, -7, "invalid expert map")                                         \
-  XX(MPI, -8, "MPI call failed")                                            \
-  XX(HDF5, -9, "HDF5 call failed")                                          \
-  XX(DIVERGED, -10, "plan copies diverged across ranks")                    \
-  XX(REMOTE, -11, "another rank failed")                                    \
-  XX(CHECKSUM, -12, "checksum mismatch")                                    \
-  XX(STATE, -13, "inconsistent on-disk state")                              \
+#define EPLB_ERRNO_MAP(XX)                                                     \
+  XX(ARG, -1, "invalid argument or option out of range")                       \
+  XX(NOMEM, -2, "out of memory")                                               \
+  XX(IO, -3, "file could not be opened, read or written")                      \
+  XX(PARSE, -4, "malformed input")                                             \
+  XX(COUNT, -5, "invalid count (negative, not finite or overflowing)")         \
+  XX(SHAPE, -6, "shapes disagree")                                             \
+  XX(MAP, -7, "invalid expert map")                                            \
+  XX(MPI, -8, "MPI call failed")                                               \
+  XX(HDF5, -9, "HDF5 call failed")                                             \
+  XX(DIVERGED, -10, "plan copies diverged across ranks")                       \
+  XX(REMOTE, -11, "another rank failed")                                       \
+  XX(CHECKSUM, -12, "checksum mismatch")                                       \
+  XX(STATE, -13, "inconsistent on-disk state")                                 \
   XX(INTERNAL, -14, "internal error (a bug in eplb: please report it)")
 
 typedef enum {

@@ -21,18 +21,19 @@ extern "C" {
 /* ---- statistics ---------------------------------------------------- */
 
 typedef enum {
-  EPLB_STATS_AUTO = 0,     /* detect from content */
-  EPLB_STATS_MINDSPEED,    /* {"layer": {"expert": count}} */
-  EPLB_STATS_SGLANG,       /* {"logical_count": [L][E]} or [steps][L][E] */
-  EPLB_STATS_TRTLLM,       /* directory: meta_info.json + rank{r}.safetensors */
-  EPLB_STATS_MINDIE,       /* directory: model_gen_config.json + {stage}_{rank}.csv */
+  EPLB_STATS_AUTO = 0,  /* detect from content */
+  EPLB_STATS_MINDSPEED, /* {"layer": {"expert": count}} */
+  EPLB_STATS_SGLANG,    /* {"logical_count": [L][E]} or [steps][L][E] */
+  EPLB_STATS_TRTLLM,    /* directory: meta_info.json + rank{r}.safetensors */
+  EPLB_STATS_MINDIE, /* directory: model_gen_config.json + {stage}_{rank}.csv */
 } eplb_stats_format_t;
 
 /* Reads statistics from `path` in `format` (EPLB_STATS_AUTO detects it);
  * `path` may be a TensorRT-LLM or MindIE dump directory (all iterations: see
  * eplb_stats_read_opts), or (AUTO only) an HDF5 [steps][L][E] series, read
- * as the plain sum of its steps (eplb/series.h).  *out must be empty; on failure it stays empty and
- * err names the file and the offending key, index or line. */
+ * as the plain sum of its steps (eplb/series.h).  *out must be empty; on
+ * failure it stays empty and err names the file and the offending key, index or
+ * line. */
 int eplb_stats_read(eplb_stats_t *out, const char *path,
                     eplb_stats_format_t format, eplb_error_t *err);
 
@@ -52,8 +53,7 @@ typedef struct eplb_stats_read_opts_s {
  * (model_gen_config.json), detected from the files it holds. */
 int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
                          eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts,
-                         eplb_error_t *err);
+                         const eplb_stats_read_opts_t *opts, eplb_error_t *err);
 
 /* Reads a TensorRT-LLM dump directory iteration by iteration: step t of
  * *out (an eplb_series_t, eplb/series.h) is iteration first + t, summed over
@@ -94,7 +94,7 @@ int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err);
 
 typedef enum {
   EPLB_MAP_AUTO = 0,
-  EPLB_MAP_EXPERT_MAP, /* MindSpeed-RL / vllm-ascend expert map JSON */
+  EPLB_MAP_EXPERT_MAP,  /* MindSpeed-RL / vllm-ascend expert map JSON */
   EPLB_MAP_TRTLLM_YAML, /* TensorRT-LLM moe_load_balancer.yaml */
   EPLB_MAP_SGLANG,      /* SGLang {"physical_to_logical_map": [rows][S]} */
   EPLB_MAP_DEEPSEEK     /* DeepSeek EPLB {"phy2log", "log2phy", "logcnt"} */

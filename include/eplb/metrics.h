@@ -45,11 +45,11 @@ double eplb_layer_floor(const double *load, int32_t num_experts,
                         int32_t num_slots, int32_t num_gpus);
 
 typedef struct eplb_balance_s {
-  double imbalance;    /* mean over layers of max/mean - 1 */
-  double balancedness; /* mean over layers of mean/max (DeepSeek, SGLang) */
-  double floor;        /* mean over layers of eplb_layer_floor */
-  double max_imbalance;/* worst layer */
-  int32_t worst_layer; /* its index in the placement */
+  double imbalance;     /* mean over layers of max/mean - 1 */
+  double balancedness;  /* mean over layers of mean/max (DeepSeek, SGLang) */
+  double floor;         /* mean over layers of eplb_layer_floor */
+  double max_imbalance; /* worst layer */
+  int32_t worst_layer;  /* its index in the placement */
 } eplb_balance_t;
 
 /* Fraction of the tokens of a layer served away from their expert group's

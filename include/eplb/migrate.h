@@ -42,13 +42,13 @@ extern "C" {
 /* ---- the shards of a job ------------------------------------------- */
 
 typedef struct eplb_shard_set_s {
-  MPI_Comm comm;              /* duplicate of the caller's, MPI_ERRORS_RETURN */
+  MPI_Comm comm; /* duplicate of the caller's, MPI_ERRORS_RETURN */
   int rank, size;
   char *dir;
-  eplb_shard_t *shard;        /* this rank's shard, open read-only */
-  eplb_placement_t current;   /* the union of every shard's expert_ids:
-                                 L layers x size * slots_per_rank slots on
-                                 `size` GPUs; identical on every rank */
+  eplb_shard_t *shard;      /* this rank's shard, open read-only */
+  eplb_placement_t current; /* the union of every shard's expert_ids:
+                               L layers x size * slots_per_rank slots on
+                               `size` GPUs; identical on every rank */
 } eplb_shard_set_t;
 
 /* Collective over comm.  Every rank opens <dir>/shard_<rank>.h5; the ranks
@@ -86,13 +86,13 @@ typedef struct eplb_xfer_s {
 
 typedef struct eplb_schedule_s {
   int32_t num_layers, num_ranks, slots_per_rank;
-  int64_t num_xfers;      /* network receives: the minimum the plan needs */
-  eplb_xfer_t *xfers;     /* by layer, then dst_rank, then dst_slot */
-  int64_t *layer_start;   /* [L + 1]: layer l's xfers start at layer_start[l] */
-  int8_t *action;         /* [L * S]: eplb_slot_action_t of each new slot */
-  int32_t *source;        /* [L * S]: local slot for LOCAL/DUP, else -1 */
-  int64_t local_copies;   /* LOCAL + DUP slots */
-  int64_t kept;           /* KEEP slots */
+  int64_t num_xfers;    /* network receives: the minimum the plan needs */
+  eplb_xfer_t *xfers;   /* by layer, then dst_rank, then dst_slot */
+  int64_t *layer_start; /* [L + 1]: layer l's xfers start at layer_start[l] */
+  int8_t *action;       /* [L * S]: eplb_slot_action_t of each new slot */
+  int32_t *source;      /* [L * S]: local slot for LOCAL/DUP, else -1 */
+  int64_t local_copies; /* LOCAL + DUP slots */
+  int64_t kept;         /* KEEP slots */
 } eplb_schedule_t;
 
 /* From the old and the new placement (same layers, slots and GPUs; every
@@ -103,8 +103,9 @@ typedef struct eplb_schedule_s {
  * and expert), on the receiver's node when num_nodes > 1 (node = rank /
  * (ranks / num_nodes)) and a holder is there.  Deterministic: the same on
  * every rank.  *out freed with eplb_schedule_cleanup. */
-int eplb_schedule_build(const eplb_placement_t *old, const eplb_placement_t *next,
-                        int32_t num_nodes, eplb_schedule_t *out, eplb_error_t *err);
+int eplb_schedule_build(const eplb_placement_t *old,
+                        const eplb_placement_t *next, int32_t num_nodes,
+                        eplb_schedule_t *out, eplb_error_t *err);
 /* NULL-safe, idempotent. */
 void eplb_schedule_cleanup(eplb_schedule_t *s);
 
@@ -132,7 +133,7 @@ typedef struct eplb_migrate_opts_s {
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts);
 
 typedef struct eplb_migrate_result_s {
-  uint64_t generation;      /* the committed generation (old + 1) */
+  uint64_t generation; /* the committed generation (old + 1) */
   int32_t num_ranks;
   int64_t experts_received; /* row sets received over MPI, all ranks */
   int64_t bytes_moved;      /* their weight bytes (no checksums) */
@@ -141,13 +142,13 @@ typedef struct eplb_migrate_result_s {
   int64_t *bytes_sent;      /* [num_ranks] weight bytes each rank sent */
   int64_t *bytes_received;  /* [num_ranks] weight bytes each rank received */
   double seconds_read, seconds_transfer, seconds_write, seconds_commit;
-  double seconds_total;     /* slowest rank's, for each; write = the rows,
-                               closing and fsyncing the temporary shard;
-                               transfer = the network phase without the
-                               writes (checksums verified included) */
-  double seconds_verify;    /* slowest rank's checksum verification of the
-                               rows it received (part of seconds_transfer) */
-  double bandwidth_mbs;     /* bytes_moved / seconds_transfer, MB/s */
+  double seconds_total;  /* slowest rank's, for each; write = the rows,
+                            closing and fsyncing the temporary shard;
+                            transfer = the network phase without the
+                            writes (checksums verified included) */
+  double seconds_verify; /* slowest rank's checksum verification of the
+                            rows it received (part of seconds_transfer) */
+  double bandwidth_mbs;  /* bytes_moved / seconds_transfer, MB/s */
 } eplb_migrate_result_t;
 
 /* NULL-safe, idempotent. */
@@ -181,12 +182,12 @@ int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
 /* ---- recovery -------------------------------------------------------- */
 
 typedef struct eplb_recover_result_s {
-  uint64_t generation;   /* the one generation every shard now has */
-  int rolled_forward;    /* 1: journal found, commit completed */
-  int rolled_back;       /* 1: temporary files of an unfinished commit
-                            removed */
-  int64_t renamed;       /* temporary shards renamed (all ranks) */
-  int64_t removed;       /* temporary files removed (all ranks) */
+  uint64_t generation; /* the one generation every shard now has */
+  int rolled_forward;  /* 1: journal found, commit completed */
+  int rolled_back;     /* 1: temporary files of an unfinished commit
+                          removed */
+  int64_t renamed;     /* temporary shards renamed (all ranks) */
+  int64_t removed;     /* temporary files removed (all ranks) */
 } eplb_recover_result_t;
 
 /* Collective over comm, whose size must be the shards' world_size.  With

@@ -64,11 +64,11 @@ int eplb_online_observe_cumulative(eplb_online_t *o,
                                    eplb_error_t *err);
 
 typedef struct eplb_online_decision_s {
-  int rebalance;            /* 1: apply `proposal` */
-  int32_t layers_changed;   /* layers whose placement differs */
-  int64_t moves;            /* replicas arriving on a new GPU */
-  double imbalance_before;  /* mean over layers, smoothed loads */
-  double imbalance_after;   /* the same for the proposal */
+  int rebalance;             /* 1: apply `proposal` */
+  int32_t layers_changed;    /* layers whose placement differs */
+  int64_t moves;             /* replicas arriving on a new GPU */
+  double imbalance_before;   /* mean over layers, smoothed loads */
+  double imbalance_after;    /* the same for the proposal */
   eplb_placement_t proposal; /* the placement to migrate to (a copy of the
                                 current one when rebalance == 0); freed by
                                 eplb_online_decision_cleanup */

@@ -62,9 +62,8 @@ int eplb_placement_init_contiguous(eplb_placement_t *p, int32_t num_layers,
  * experts of placement p, and that their counts are valid
  * (eplb_stats_check); `what` names the statistics in the message ("the
  * round", "observed counts"). */
-int eplb_placement_check_stats(const eplb_placement_t *p,
-                               const eplb_stats_t *s, const char *what,
-                               eplb_error_t *err);
+int eplb_placement_check_stats(const eplb_placement_t *p, const eplb_stats_t *s,
+                               const char *what, eplb_error_t *err);
 
 #ifdef __cplusplus
 }

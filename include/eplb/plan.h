@@ -30,8 +30,8 @@ extern "C" {
 
 /* Documented ranges of the planner's integer options (slots and GPUs:
  * eplb/placement.h). */
-#define EPLB_MIN_NODES 1 /* at most num_gpus */
-#define EPLB_MIN_GROUPS 1 /* at most num_experts */
+#define EPLB_MIN_NODES 1        /* at most num_gpus */
+#define EPLB_MIN_GROUPS 1       /* at most num_experts */
 #define EPLB_MIN_PLAN_THREADS 0 /* 0: one per CPU the caller may use */
 #define EPLB_MAX_PLAN_THREADS 64
 
@@ -58,10 +58,10 @@ typedef struct eplb_plan_opts_s {
                             EPLB_DEFAULT_KEEP_THRESHOLD) */
   /* Hierarchical plans only (balanced policy): let the hottest experts
    * spill replicas to cooler nodes.  See docs/planner.md. */
-  int32_t spill;         /* 0 (default) or 1 */
-  double spill_cost;     /* imbalance traded per replica placed away from its
-                            group's node, 0..1 (default
-                            EPLB_DEFAULT_SPILL_COST) */
+  int32_t spill;     /* 0 (default) or 1 */
+  double spill_cost; /* imbalance traded per replica placed away from its
+                        group's node, 0..1 (default
+                        EPLB_DEFAULT_SPILL_COST) */
   /* Threads that plan layers in parallel (layers are independent, so the
    * map is the same for any count): 1 (default) .. EPLB_MAX_PLAN_THREADS;
    * 0 = one per CPU the calling thread may run on (its affinity mask: an

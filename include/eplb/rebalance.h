@@ -32,8 +32,8 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
-#include "eplb/online.h"
 #include "eplb/formats.h"
+#include "eplb/online.h"
 #include "eplb/placement.h"
 #include "eplb/stats.h"
 
@@ -49,25 +49,25 @@ typedef int (*eplb_rebalance_hook_t)(void *ctx, const eplb_placement_t *next,
                                      eplb_error_t *err);
 
 typedef struct eplb_rebalancer_opts_s {
-  eplb_online_opts_t online;   /* plan options, ema_alpha, threshold,
-                                  min_gain, layers_per_round */
-  uint64_t generation;         /* generation of the current placement */
-  const char *output;          /* rank 0 writes the map here after each
-                                  rebalance (atomically), or NULL */
+  eplb_online_opts_t online; /* plan options, ema_alpha, threshold,
+                                min_gain, layers_per_round */
+  uint64_t generation;       /* generation of the current placement */
+  const char *output;        /* rank 0 writes the map here after each
+                                rebalance (atomically), or NULL */
   eplb_map_format_t output_format;
-  const char *shards_dir;      /* migrate expert weights between the shards
-                                  in this directory, or NULL */
-  int32_t max_buffer_mb;       /* migration batch size, 1..65536 (0 =
-                                  default 256) */
-  int32_t timeout_s;           /* migration batch timeout, 1..86400 s (0 =
-                                  default 600) */
-  const int32_t *layer_ids;     /* the ids the counts name their
-                                  num_layers layers by (read at create), or
-                                  NULL: current's, else the shards', else
-                                  0..L-1 */
+  const char *shards_dir;   /* migrate expert weights between the shards
+                               in this directory, or NULL */
+  int32_t max_buffer_mb;    /* migration batch size, 1..65536 (0 =
+                               default 256) */
+  int32_t timeout_s;        /* migration batch timeout, 1..86400 s (0 =
+                               default 600) */
+  const int32_t *layer_ids; /* the ids the counts name their
+                              num_layers layers by (read at create), or
+                              NULL: current's, else the shards', else
+                              0..L-1 */
   eplb_rebalance_hook_t pause, resume;
   void *hook_ctx;
-  int quiet;                   /* 1: rank 0 logs nothing */
+  int quiet; /* 1: rank 0 logs nothing */
 } eplb_rebalancer_opts_t;
 
 void eplb_rebalancer_opts_default(eplb_rebalancer_opts_t *opts);
@@ -76,15 +76,15 @@ typedef struct eplb_rebalancer_s eplb_rebalancer_t;
 
 /* What one step did (the same on every rank). */
 typedef struct eplb_round_s {
-  int64_t round;            /* 1, 2, ... */
-  int had_traffic;          /* 0: no new counts since the last step */
-  int rebalanced;           /* 1: the placement changed */
-  uint64_t generation;      /* the placement's generation after the step */
-  double imbalance_before;  /* current placement on the smoothed loads */
-  double imbalance_after;   /* the placement after the step (same loads) */
+  int64_t round;           /* 1, 2, ... */
+  int had_traffic;         /* 0: no new counts since the last step */
+  int rebalanced;          /* 1: the placement changed */
+  uint64_t generation;     /* the placement's generation after the step */
+  double imbalance_before; /* current placement on the smoothed loads */
+  double imbalance_after;  /* the placement after the step (same loads) */
   int32_t layers_changed;
-  int64_t moves;            /* replicas that arrived on a new GPU */
-  int64_t bytes_moved;      /* expert bytes received over MPI (shards) */
+  int64_t moves;       /* replicas that arrived on a new GPU */
+  int64_t bytes_moved; /* expert bytes received over MPI (shards) */
   double seconds;
 } eplb_round_t;
 
@@ -148,9 +148,9 @@ void eplb_watch_opts_default(eplb_watch_opts_t *opts);
  * read or parsed (caught half-written) is skipped and retried next round;
  * other failures end the loop on every rank with the same error.  Returns
  * 0 after a clean stop. */
-int eplb_watch_run(MPI_Comm comm, const char *const *patterns,
-                   int num_patterns, eplb_stats_format_t format,
-                   const eplb_watch_opts_t *opts, eplb_error_t *err);
+int eplb_watch_run(MPI_Comm comm, const char *const *patterns, int num_patterns,
+                   eplb_stats_format_t format, const eplb_watch_opts_t *opts,
+                   eplb_error_t *err);
 
 #ifdef __cplusplus
 }

@@ -5,11 +5,12 @@
  * and the sample standard deviation (n - 1) of the per-GPU load and the
  * imbalance ratio max/mean - 1; an average row over layers.  TensorRT-LLM
  * computes them per iteration and averages; the statistics here are already
- * summed over the window, so these are the metrics of the window's load.  A GPU's load is the sum over its slots of
- * (expert load / replicas of that expert).  The balance metrics people who
- * train MoE models watch come with it: the coefficient of variation of the
- * expert loads (std/mean over experts) and the hottest expert's share of
- * its layer's tokens.  Pure computations: no I/O except the writers. */
+ * summed over the window, so these are the metrics of the window's load.  A
+ * GPU's load is the sum over its slots of (expert load / replicas of that
+ * expert).  The balance metrics people who train MoE models watch come with it:
+ * the coefficient of variation of the expert loads (std/mean over experts) and
+ * the hottest expert's share of its layer's tokens.  Pure computations: no I/O
+ * except the writers. */
 #ifndef EPLB_REPORT_H
 #define EPLB_REPORT_H
 
@@ -28,29 +29,29 @@ extern "C" {
 /* Per-layer load of one placement over its GPUs. */
 typedef struct eplb_report_table_s {
   int32_t num_layers, num_gpus;
-  double *gpu_load;  /* [L * G]: gpu_load[l * G + g] */
-  double *mean;      /* [L] mean over GPUs */
-  double *std;       /* [L] sample standard deviation over GPUs (n - 1) */
-  double *ratio;     /* [L] max / mean - 1 (0 = perfect or idle layer) */
+  double *gpu_load; /* [L * G]: gpu_load[l * G + g] */
+  double *mean;     /* [L] mean over GPUs */
+  double *std;      /* [L] sample standard deviation over GPUs (n - 1) */
+  double *ratio;    /* [L] max / mean - 1 (0 = perfect or idle layer) */
   double avg_mean, avg_std, avg_ratio; /* the "average" row: means over L */
-  double max_ratio;  /* worst layer's ratio */
-  int32_t worst_layer; /* its index 0..L-1 */
+  double max_ratio;                    /* worst layer's ratio */
+  int32_t worst_layer;                 /* its index 0..L-1 */
 } eplb_report_table_t;
 
 typedef struct eplb_report_s {
   int32_t num_layers, num_experts;
-  int32_t *layer_ids;          /* [L] as the statistics named them */
-  eplb_report_table_t before;  /* contiguous placement (or per expert) */
-  eplb_report_table_t after;   /* the map; empty when has_after == 0 */
+  int32_t *layer_ids;         /* [L] as the statistics named them */
+  eplb_report_table_t before; /* contiguous placement (or per expert) */
+  eplb_report_table_t after;  /* the map; empty when has_after == 0 */
   int has_after;
-  double *cv;                  /* [L] sample std / mean of expert loads */
-  double *hot_share;           /* [L] max expert load / layer total */
-  int32_t *hot_expert;         /* [L] that expert (lowest id on a tie) */
+  double *cv;          /* [L] sample std / mean of expert loads */
+  double *hot_share;   /* [L] max expert load / layer total */
+  int32_t *hot_expert; /* [L] that expert (lowest id on a tie) */
   double avg_cv, avg_hot_share;
-  double max_hot_share;        /* over layers */
-  int32_t max_hot_layer;       /* its index 0..L-1 */
-  int32_t num_steps;           /* iterations the table averages over
-                                  (1: computed on the summed load) */
+  double max_hot_share;  /* over layers */
+  int32_t max_hot_layer; /* its index 0..L-1 */
+  int32_t num_steps;     /* iterations the table averages over
+                            (1: computed on the summed load) */
 } eplb_report_t;
 
 /* Fills *t with the per-GPU loads of placement p over the statistics (same

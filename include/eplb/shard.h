@@ -24,19 +24,27 @@ extern "C" {
 
 #define EPLB_SHARD_FORMAT "eplb-shard"
 #define EPLB_SHARD_VERSION 1
-#define EPLB_SHARD_MAX_DATASETS 64  /* weight datasets per layer */
-#define EPLB_SHARD_MAX_DIMS 8       /* dimensions per dataset */
-#define EPLB_SHARD_NAME_MAX 64      /* dataset name, with its NUL */
-#define EPLB_SHARD_TYPE_MAX 96      /* H5Tencode'd type, bytes */
-#define EPLB_SHARD_MAX_SLOTS 65536  /* slots per rank (1..) */
+#define EPLB_SHARD_MAX_DATASETS 64           /* weight datasets per layer */
+#define EPLB_SHARD_MAX_DIMS 8                /* dimensions per dataset */
+#define EPLB_SHARD_NAME_MAX 64               /* dataset name, with its NUL */
+#define EPLB_SHARD_TYPE_MAX 96               /* H5Tencode'd type, bytes */
+#define EPLB_SHARD_MAX_SLOTS 65536           /* slots per rank (1..) */
 #define EPLB_SHARD_MAX_ROW_BYTES (1LL << 36) /* one slot's row set */
 
 /* The numeric types eplb-shard creates (any integer or float type is read
  * and moved; EPLB_DTYPE_OTHER names the ones outside this list). */
 typedef enum {
-  EPLB_DTYPE_INT8 = 0, EPLB_DTYPE_UINT8, EPLB_DTYPE_INT16, EPLB_DTYPE_UINT16,
-  EPLB_DTYPE_INT32, EPLB_DTYPE_UINT32, EPLB_DTYPE_INT64, EPLB_DTYPE_UINT64,
-  EPLB_DTYPE_FLOAT16, EPLB_DTYPE_FLOAT32, EPLB_DTYPE_FLOAT64,
+  EPLB_DTYPE_INT8 = 0,
+  EPLB_DTYPE_UINT8,
+  EPLB_DTYPE_INT16,
+  EPLB_DTYPE_UINT16,
+  EPLB_DTYPE_INT32,
+  EPLB_DTYPE_UINT32,
+  EPLB_DTYPE_INT64,
+  EPLB_DTYPE_UINT64,
+  EPLB_DTYPE_FLOAT16,
+  EPLB_DTYPE_FLOAT32,
+  EPLB_DTYPE_FLOAT64,
   EPLB_DTYPE_OTHER
 } eplb_dtype_t;
 
@@ -47,23 +55,23 @@ int eplb_dtype_from_name(const char *name);
 /* One weight dataset of a layer (the same in every layer of a shard). */
 typedef struct eplb_shard_dataset_s {
   char name[EPLB_SHARD_NAME_MAX];
-  eplb_dtype_t dtype;    /* little-endian standard types, else OTHER */
-  char type_name[32];    /* "float16", "int32be", "float(24)", ... */
-  int32_t type_size;     /* bytes per element */
-  int32_t ndims;         /* 1..EPLB_SHARD_MAX_DIMS */
-  int64_t dims[EPLB_SHARD_MAX_DIMS]; /* dims[0] = slots_per_rank */
-  int64_t row_bytes;     /* bytes of one slot's row */
-  int32_t type_len;      /* bytes used in type_enc */
+  eplb_dtype_t dtype; /* little-endian standard types, else OTHER */
+  char type_name[32]; /* "float16", "int32be", "float(24)", ... */
+  int32_t type_size;  /* bytes per element */
+  int32_t ndims;      /* 1..EPLB_SHARD_MAX_DIMS */
+  int64_t dims[EPLB_SHARD_MAX_DIMS];           /* dims[0] = slots_per_rank */
+  int64_t row_bytes;                           /* bytes of one slot's row */
+  int32_t type_len;                            /* bytes used in type_enc */
   unsigned char type_enc[EPLB_SHARD_TYPE_MAX]; /* exact HDF5 type */
 } eplb_shard_dataset_t;
 
 /* What a shard is; zero-filled before filling, so two infos can be
  * compared byte for byte (eplb_shard_info_diff says how they differ). */
 typedef struct eplb_shard_info_s {
-  int32_t version;        /* EPLB_SHARD_VERSION */
+  int32_t version; /* EPLB_SHARD_VERSION */
   int32_t rank, world_size, num_layers, slots_per_rank, num_datasets;
   uint64_t generation;
-  int64_t row_bytes;      /* sum of the datasets' row_bytes */
+  int64_t row_bytes; /* sum of the datasets' row_bytes */
   eplb_shard_dataset_t datasets[EPLB_SHARD_MAX_DATASETS]; /* sorted by name */
 } eplb_shard_info_t;
 
@@ -110,7 +118,8 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
  * offsets[d] must be multiples of that dataset's element size (EPLB_EARG
  * otherwise); bytes between rows are left as they were. */
 int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
-                          size_t stride, const size_t *offsets, eplb_error_t *err);
+                          size_t stride, const size_t *offsets,
+                          eplb_error_t *err);
 
 /* Reads dataset d (info order) of layer `layer`, raw bytes in the file's
  * own type, into buf[slots_per_rank * datasets[d].row_bytes]. */
@@ -162,7 +171,8 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
                          int32_t num_layers, int32_t slots_per_rank,
                          uint64_t generation, int32_t num_datasets,
                          const char *const *names, const eplb_dtype_t *types,
-                         const int32_t *nd, const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                         const int32_t *nd,
+                         const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
                          eplb_error_t *err);
 
 #ifdef __cplusplus

@@ -50,7 +50,8 @@ int eplb_stats_copy(eplb_stats_t *dst, const eplb_stats_t *src,
                     eplb_error_t *err);
 
 /* acc += other.  Shapes (L, E, layer ids) must agree: the error names both
- * sources (acc_name, other_name).  A sum above EPLB_MAX_COUNT is EPLB_ECOUNT. */
+ * sources (acc_name, other_name).  A sum above EPLB_MAX_COUNT is EPLB_ECOUNT.
+ */
 int eplb_stats_add(eplb_stats_t *acc, const eplb_stats_t *other,
                    const char *acc_name, const char *other_name,
                    eplb_error_t *err);
@@ -69,8 +70,8 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
 /* The ids of the layers whose loads are all zero (before
  * eplb_stats_drop_zero_layers drops them, for a message that names them):
  * *ids malloc'd (caller frees; NULL when none), *n their number. */
-int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
-                              int32_t *n, eplb_error_t *err);
+int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids, int32_t *n,
+                              eplb_error_t *err);
 
 #ifdef __cplusplus
 }

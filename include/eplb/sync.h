@@ -29,8 +29,8 @@
 #include <stdint.h>
 
 #include "eplb/error.h"
-#include "eplb/migrate.h"
 #include "eplb/formats.h"
+#include "eplb/migrate.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
 #include "eplb/stats.h"
@@ -42,15 +42,15 @@ extern "C" {
 /* The timed phases, in the order they run; eplb_sync_phase_name names
  * them for tables and summaries. */
 typedef enum {
-  EPLB_PHASE_READ = 0, /* read the local statistics (file wrapper only) */
-  EPLB_PHASE_SHAPE,    /* every rank's status and shape agreed */
-  EPLB_PHASE_REDUCE,   /* MPI_Allreduce of the counts */
-  EPLB_PHASE_PLAN,     /* rank 0 plans */
+  EPLB_PHASE_READ = 0,   /* read the local statistics (file wrapper only) */
+  EPLB_PHASE_SHAPE,      /* every rank's status and shape agreed */
+  EPLB_PHASE_REDUCE,     /* MPI_Allreduce of the counts */
+  EPLB_PHASE_PLAN,       /* rank 0 plans */
   EPLB_PHASE_DISTRIBUTE, /* MPI_Bcast of the plan */
-  EPLB_PHASE_VERIFY,   /* checksums exchanged and compared */
-  EPLB_PHASE_TRANSFER, /* expert weights moved (--shards) */
-  EPLB_PHASE_COMMIT,   /* new shards committed (--shards) */
-  EPLB_PHASE_WRITE,    /* map and summary written by rank 0 */
+  EPLB_PHASE_VERIFY,     /* checksums exchanged and compared */
+  EPLB_PHASE_TRANSFER,   /* expert weights moved (--shards) */
+  EPLB_PHASE_COMMIT,     /* new shards committed (--shards) */
+  EPLB_PHASE_WRITE,      /* map and summary written by rank 0 */
   EPLB_PHASE_TOTAL,
   EPLB_NUM_PHASES
 } eplb_sync_phase_t;
@@ -62,32 +62,32 @@ const char *eplb_sync_phase_name(eplb_sync_phase_t phase);
 #define EPLB_MAX_GENERATION 9007199254740991ULL
 
 typedef struct eplb_sync_opts_s {
-  eplb_plan_opts_t plan;          /* planner options (eplb/plan.h) */
-  const char *output;             /* map written by rank 0, or NULL */
-  eplb_map_format_t output_format;/* AUTO: from output's extension */
-  const char *summary;            /* JSON summary written by rank 0, or NULL */
-  uint64_t generation;            /* generation of the current placement
-                                     (0..EPLB_MAX_GENERATION-1); the new
-                                     plan is generation + 1 */
-  const eplb_placement_t *current;/* the placement the experts are in now,
-                                     or NULL (plan from scratch); read on
-                                     rank 0 only; same layers as the
-                                     reduced statistics */
-  const char *current_map;        /* or: a map file (expert map JSON or
-                                     TensorRT-LLM YAML) that rank 0 reads
-                                     as the current placement; ignored when
-                                     `current` is set */
-  const char *stats_name;         /* what to call the local counts in
-                                     messages (default "counts in memory") */
-  int quiet;                      /* 1: rank 0 prints nothing */
+  eplb_plan_opts_t plan;           /* planner options (eplb/plan.h) */
+  const char *output;              /* map written by rank 0, or NULL */
+  eplb_map_format_t output_format; /* AUTO: from output's extension */
+  const char *summary;             /* JSON summary written by rank 0, or NULL */
+  uint64_t generation;             /* generation of the current placement
+                                      (0..EPLB_MAX_GENERATION-1); the new
+                                      plan is generation + 1 */
+  const eplb_placement_t *current; /* the placement the experts are in now,
+                                      or NULL (plan from scratch); read on
+                                      rank 0 only; same layers as the
+                                      reduced statistics */
+  const char *current_map;         /* or: a map file (expert map JSON or
+                                      TensorRT-LLM YAML) that rank 0 reads
+                                      as the current placement; ignored when
+                                      `current` is set */
+  const char *stats_name;          /* what to call the local counts in
+                                      messages (default "counts in memory") */
+  int quiet;                       /* 1: rank 0 prints nothing */
   /* Migration (docs/shards.md): move the expert weights of the per-rank
    * HDF5 shards in this directory to the plan.  The shards' map is then
    * the current placement and their generation the current generation;
    * plan.num_slots / num_gpus 0 take the shards' (ranks x slots per rank
    * on `ranks` GPUs), else they must match. */
-  const char *shards_dir;         /* or NULL: plan and write the map only */
-  int32_t max_buffer_mb;          /* 0 = default, else as eplb/migrate.h */
-  int32_t timeout_s;              /* 0 = default, else as eplb/migrate.h */
+  const char *shards_dir; /* or NULL: plan and write the map only */
+  int32_t max_buffer_mb;  /* 0 = default, else as eplb/migrate.h */
+  int32_t timeout_s;      /* 0 = default, else as eplb/migrate.h */
 } eplb_sync_opts_t;
 
 /* Defaults: eplb_plan_opts_default, no output, generation 0, not quiet. */
@@ -98,16 +98,16 @@ typedef struct eplb_sync_result_s {
   uint64_t generation;        /* its generation (opts.generation + 1) */
   uint64_t checksum;          /* its checksum (verified on every rank) */
   int32_t num_ranks;
-  double imbalance_before;    /* current (or contiguous) placement */
-  double imbalance_after;     /* the plan */
-  double floor;               /* what no placement can beat */
-  int64_t moves;              /* replicas arriving on a new GPU (from the
-                                 current placement, else the contiguous) */
-  int32_t num_dropped;        /* all-zero dense layers skipped */
-  int32_t *dropped;           /* [num_dropped] their layer ids */
+  double imbalance_before;         /* current (or contiguous) placement */
+  double imbalance_after;          /* the plan */
+  double floor;                    /* what no placement can beat */
+  int64_t moves;                   /* replicas arriving on a new GPU (from the
+                                      current placement, else the contiguous) */
+  int32_t num_dropped;             /* all-zero dense layers skipped */
+  int32_t *dropped;                /* [num_dropped] their layer ids */
   double seconds[EPLB_NUM_PHASES]; /* wall time per phase, rank 0's view */
-  int migrated;               /* 1: shards moved to `generation` */
-  eplb_migrate_result_t migrate; /* what moved (when migrated) */
+  int migrated;                    /* 1: shards moved to `generation` */
+  eplb_migrate_result_t migrate;   /* what moved (when migrated) */
 } eplb_sync_result_t;
 
 /* Frees what a run put in *res; NULL-safe, idempotent. */

@@ -9,9 +9,9 @@
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,13 +60,15 @@ int eplb_cli_parse_int64(const char *prog, const char *opt, const char *text,
   errno = 0;
   long long v = starts_numeric(text) ? strtoll(text, &end, 10) : 0;
   if (!starts_numeric(text) || end == text || *end != '\0') {
-    eplb_cli_usage_error(prog, "%s '%s' is not an integer; expected "
-                         "%lld..%lld", opt, text ? text : "", min, max);
+    eplb_cli_usage_error(prog,
+                         "%s '%s' is not an integer; expected "
+                         "%lld..%lld",
+                         opt, text ? text : "", min, max);
     return EPLB_EARG;
   }
   if (errno == ERANGE || v < min || v > max) {
-    eplb_cli_usage_error(prog, "%s %s is outside %lld..%lld", opt, text,
-                         min, max);
+    eplb_cli_usage_error(prog, "%s %s is outside %lld..%lld", opt, text, min,
+                         max);
     return EPLB_EARG;
   }
   *out = (int64_t)v;
@@ -87,13 +89,14 @@ int eplb_cli_parse_double(const char *prog, const char *opt, const char *text,
   char *end = NULL;
   double v = starts_numeric(text) ? strtod(text, &end) : 0.0;
   if (!starts_numeric(text) || end == text || *end != '\0' || !isfinite(v)) {
-    eplb_cli_usage_error(prog, "%s '%s' is not a number; expected "
-                         "%g..%g", opt, text ? text : "", min, max);
+    eplb_cli_usage_error(prog,
+                         "%s '%s' is not a number; expected "
+                         "%g..%g",
+                         opt, text ? text : "", min, max);
     return EPLB_EARG;
   }
   if (v < min || v > max) {
-    eplb_cli_usage_error(prog, "%s %s is outside %g..%g", opt, text,
-                         min, max);
+    eplb_cli_usage_error(prog, "%s %s is outside %g..%g", opt, text, min, max);
     return EPLB_EARG;
   }
   *out = v;
@@ -142,8 +145,10 @@ int eplb_cli_parse_iter_range(const char *prog, const char *text,
   long a = iter_number(text, dash ? dash : end);
   long b = dash ? iter_number(dash + 1, end) : a;
   if (a < 0 || b < 0 || a > b) {
-    eplb_cli_usage_error(prog, "--iter-range '%s' is not A-B with "
-                         "0 <= A <= B <= %d", text, EPLB_MAX_ITER);
+    eplb_cli_usage_error(prog,
+                         "--iter-range '%s' is not A-B with "
+                         "0 <= A <= B <= %d",
+                         text, EPLB_MAX_ITER);
     return EPLB_EARG;
   }
   opts->iter_min = a;
@@ -177,10 +182,14 @@ typedef struct {
 } real_opt_t;
 
 static const int_opt_t plan_ints[] = {
-    {"num-slots", offsetof(eplb_plan_opts_t, num_slots), EPLB_MIN_SLOTS, EPLB_MAX_SLOTS},
-    {"num-gpus", offsetof(eplb_plan_opts_t, num_gpus), EPLB_MIN_GPUS, EPLB_MAX_GPUS},
-    {"num-nodes", offsetof(eplb_plan_opts_t, num_nodes), EPLB_MIN_NODES, EPLB_MAX_GPUS},
-    {"num-groups", offsetof(eplb_plan_opts_t, num_groups), EPLB_MIN_GROUPS, EPLB_MAX_EXPERTS},
+    {"num-slots", offsetof(eplb_plan_opts_t, num_slots), EPLB_MIN_SLOTS,
+     EPLB_MAX_SLOTS},
+    {"num-gpus", offsetof(eplb_plan_opts_t, num_gpus), EPLB_MIN_GPUS,
+     EPLB_MAX_GPUS},
+    {"num-nodes", offsetof(eplb_plan_opts_t, num_nodes), EPLB_MIN_NODES,
+     EPLB_MAX_GPUS},
+    {"num-groups", offsetof(eplb_plan_opts_t, num_groups), EPLB_MIN_GROUPS,
+     EPLB_MAX_EXPERTS},
     {"max-moves", offsetof(eplb_plan_opts_t, max_moves), -1, EPLB_MAX_SLOTS},
     {"threads", offsetof(eplb_plan_opts_t, threads), EPLB_MIN_PLAN_THREADS,
      EPLB_MAX_PLAN_THREADS},

@@ -76,13 +76,11 @@ int eplb_cli_usage_error(const char *prog, const char *fmt, ...)
 #endif
     ;
 
-
 /* Reports what getopt_long returned for a bad option ('?' or ':', with
  * opterr = 0 and an option string starting with ':'): "unknown option
  * '--foo'" or "option '--stats' needs a value".  `argv` and `index` are
  * getopt's argv and optind after the call.  Returns EPLB_CLI_EXIT_USAGE. */
-int eplb_cli_bad_option(const char *prog, int c, char *const argv[],
-                        int index);
+int eplb_cli_bad_option(const char *prog, int c, char *const argv[], int index);
 
 /* Prints a library error (eplb_error_message) as "<prog>: error: ..." and
  * returns the exit code for it: EPLB_CLI_EXIT_USAGE for EPLB_EARG (with

@@ -35,89 +35,138 @@ typedef struct {
 
 /* --help: every option with its range. */
 static void usage(FILE *f) {
-  fprintf(f,
-"usage: eplb-plan --stats PATH [--stats PATH ...] --num-slots S --num-gpus G\n"
-"                 --output FILE [options]\n"
-"\n"
-"Plans where each expert of a Mixture-of-Experts model goes: reads token\n"
-"counts per layer and expert, replicates the hot experts into the S slots\n"
-"and packs them so that every GPU carries about the same load, writes the\n"
-"expert map, and prints the imbalance (max/mean - 1 over GPUs) before and\n"
-"after, with the floor no placement can beat.\n"
-"\n"
-"required:\n"
-"  --stats PATH         statistics; repeat to sum several (per-rank dumps).\n"
-"                       A file: MindSpeed-RL {\"layer\": {\"expert\": count}}\n"
-"                       or SGLang {\"logical_count\": [[...]]}; a directory:\n"
-"                       TensorRT-LLM (meta_info.json + rank{r}.safetensors)\n"
-"                       or MindIE (model_gen_config.json + {stage}_{rank}.csv).\n"
-"                       SGLang's all-zero dense layers are skipped and\n"
-"                       reported\n"
-"  --num-slots S        physical expert slots per layer over all GPUs,\n"
-"                       %d..%d, at least the number of experts, a multiple\n"
-"                       of G (S - experts = redundant slots)\n"
-"  --num-gpus G         GPUs (expert-parallel ranks), %d..%d\n"
-"  --output FILE        the map to write (atomically: temp file + rename)\n"
-"options:\n"
-"  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
-"  --num-groups K       expert groups, %d..experts (default 1); with N > 1\n"
-"                       and K %% N == 0 the plan is hierarchical (groups\n"
-"                       packed to nodes), which needs experts %% K == 0\n"
-"  --policy P           balanced (default: never worse than deepseek, never\n"
-"                       one expert twice on a GPU) or deepseek (DeepSeek's\n"
-"                       EPLB, deterministic)\n"
-"  --format F           statistics format: auto (default: from the content),\n"
-"                       mindspeed, sglang, trtllm, mindie\n"
-"  --iter-range A-B     TensorRT-LLM dumps: sum iterations A..B only,\n"
-"                       0 <= A <= B <= %d (default: all)\n"
-"  --ema-alpha A|auto   plan for the traffic that follows: read each --stats\n"
-"                       as a per-step series (SGLang [steps][L][E] JSON,\n"
-"                       HDF5 [steps][L][E], TensorRT-LLM dump) and weight\n"
-"                       step t of T by (1-A)^(T-1-t), A in 0..0.99 (0 = plain\n"
-"                       sum); auto picks A by backtest on the series\n"
-"  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE JSON),\n"
-"                       trtllm-yaml (TensorRT-LLM moe_load_balancer.yaml),\n"
-"                       sglang ({\"physical_to_logical_map\": ...}, rows =\n"
-"                       hidden layers) or deepseek (phy2log, log2phy,\n"
-"                       logcnt); default: trtllm-yaml for a .yaml/.yml\n"
-"                       FILE, else expert-map\n"
-"  --current-map FILE   re-plan from the placement the experts are in now (an\n"
-"                       expert map, TensorRT-LLM YAML, SGLang or DeepSeek\n"
-"                       map with the same layers,\n"
-"                       experts and slots): moves only what buys balance;\n"
-"                       global plans only\n"
-"  --max-moves M        with --current-map: replicas that may arrive on a new\n"
-"                       GPU per layer, -1..%d (-1 = no limit, default)\n"
-"  --move-cost C        with --current-map: imbalance traded per moved\n"
-"                       replica, 0..1 (default %g)\n"
-"  --keep-threshold T   with --current-map: keep layers whose imbalance is at\n"
-"                       most T, 0..100 (default %g)\n"
-"  --spill              hierarchical balanced plans: let hot experts place\n"
-"                       replicas on cooler nodes\n"
-"  --spill-cost C       imbalance traded per replica away from its group's\n"
-"                       node, 0..1 (default %g)\n"
-"  --threads T          threads planning layers in parallel, %d..%d (0 =\n"
-"                       one per CPU this process may use, the default);\n"
-"                       the map is the same for any T\n"
-"  --per-layer          print the imbalance of every layer\n"
-"  --quiet              print nothing on success\n"
-"  --help, --version\n"
-"\n"
-"exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
-"2 usage error (unknown option, missing or out-of-range value)\n",
-          EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
-          EPLB_MAX_ITER,
-          EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
-          EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-          EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS,
-          EPLB_MAX_PLAN_THREADS);
+  fprintf(
+      f,
+      "usage: eplb-plan --stats PATH [--stats PATH ...] --num-slots S "
+      "--num-gpus G\n"
+      "                 --output FILE [options]\n"
+      "\n"
+      "Plans where each expert of a Mixture-of-Experts model goes: reads "
+      "token\n"
+      "counts per layer and expert, replicates the hot experts into the S "
+      "slots\n"
+      "and packs them so that every GPU carries about the same load, writes "
+      "the\n"
+      "expert map, and prints the imbalance (max/mean - 1 over GPUs) before "
+      "and\n"
+      "after, with the floor no placement can beat.\n"
+      "\n"
+      "required:\n"
+      "  --stats PATH         statistics; repeat to sum several (per-rank "
+      "dumps).\n"
+      "                       A file: MindSpeed-RL {\"layer\": {\"expert\": "
+      "count}}\n"
+      "                       or SGLang {\"logical_count\": [[...]]}; a "
+      "directory:\n"
+      "                       TensorRT-LLM (meta_info.json + "
+      "rank{r}.safetensors)\n"
+      "                       or MindIE (model_gen_config.json + "
+      "{stage}_{rank}.csv).\n"
+      "                       SGLang's all-zero dense layers are skipped and\n"
+      "                       reported\n"
+      "  --num-slots S        physical expert slots per layer over all GPUs,\n"
+      "                       %d..%d, at least the number of experts, a "
+      "multiple\n"
+      "                       of G (S - experts = redundant slots)\n"
+      "  --num-gpus G         GPUs (expert-parallel ranks), %d..%d\n"
+      "  --output FILE        the map to write (atomically: temp file + "
+      "rename)\n"
+      "options:\n"
+      "  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
+      "  --num-groups K       expert groups, %d..experts (default 1); with N > "
+      "1\n"
+      "                       and K %% N == 0 the plan is hierarchical "
+      "(groups\n"
+      "                       packed to nodes), which needs experts %% K == 0\n"
+      "  --policy P           balanced (default: never worse than deepseek, "
+      "never\n"
+      "                       one expert twice on a GPU) or deepseek "
+      "(DeepSeek's\n"
+      "                       EPLB, deterministic)\n"
+      "  --format F           statistics format: auto (default: from the "
+      "content),\n"
+      "                       mindspeed, sglang, trtllm, mindie\n"
+      "  --iter-range A-B     TensorRT-LLM dumps: sum iterations A..B only,\n"
+      "                       0 <= A <= B <= %d (default: all)\n"
+      "  --ema-alpha A|auto   plan for the traffic that follows: read each "
+      "--stats\n"
+      "                       as a per-step series (SGLang [steps][L][E] "
+      "JSON,\n"
+      "                       HDF5 [steps][L][E], TensorRT-LLM dump) and "
+      "weight\n"
+      "                       step t of T by (1-A)^(T-1-t), A in 0..0.99 (0 = "
+      "plain\n"
+      "                       sum); auto picks A by backtest on the series\n"
+      "  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE "
+      "JSON),\n"
+      "                       trtllm-yaml (TensorRT-LLM "
+      "moe_load_balancer.yaml),\n"
+      "                       sglang ({\"physical_to_logical_map\": ...}, rows "
+      "=\n"
+      "                       hidden layers) or deepseek (phy2log, log2phy,\n"
+      "                       logcnt); default: trtllm-yaml for a .yaml/.yml\n"
+      "                       FILE, else expert-map\n"
+      "  --current-map FILE   re-plan from the placement the experts are in "
+      "now (an\n"
+      "                       expert map, TensorRT-LLM YAML, SGLang or "
+      "DeepSeek\n"
+      "                       map with the same layers,\n"
+      "                       experts and slots): moves only what buys "
+      "balance;\n"
+      "                       global plans only\n"
+      "  --max-moves M        with --current-map: replicas that may arrive on "
+      "a new\n"
+      "                       GPU per layer, -1..%d (-1 = no limit, default)\n"
+      "  --move-cost C        with --current-map: imbalance traded per moved\n"
+      "                       replica, 0..1 (default %g)\n"
+      "  --keep-threshold T   with --current-map: keep layers whose imbalance "
+      "is at\n"
+      "                       most T, 0..100 (default %g)\n"
+      "  --spill              hierarchical balanced plans: let hot experts "
+      "place\n"
+      "                       replicas on cooler nodes\n"
+      "  --spill-cost C       imbalance traded per replica away from its "
+      "group's\n"
+      "                       node, 0..1 (default %g)\n"
+      "  --threads T          threads planning layers in parallel, %d..%d (0 "
+      "=\n"
+      "                       one per CPU this process may use, the default);\n"
+      "                       the map is the same for any T\n"
+      "  --per-layer          print the imbalance of every layer\n"
+      "  --quiet              print nothing on success\n"
+      "  --help, --version\n"
+      "\n"
+      "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
+      "2 usage error (unknown option, missing or out-of-range value)\n",
+      EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
+      EPLB_MAX_ITER, EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
+      EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
+      EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
 }
 
 enum {
-  OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
-  OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_CURRENT, OPT_MAX_MOVES,
-  OPT_MOVE_COST, OPT_KEEP, OPT_SPILL, OPT_SPILL_COST, OPT_PER_LAYER,
-  OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_ITER, OPT_EMA, OPT_THREADS
+  OPT_STATS = 256,
+  OPT_SLOTS,
+  OPT_GPUS,
+  OPT_NODES,
+  OPT_GROUPS,
+  OPT_POLICY,
+  OPT_FORMAT,
+  OPT_OUT_FORMAT,
+  OPT_OUTPUT,
+  OPT_CURRENT,
+  OPT_MAX_MOVES,
+  OPT_MOVE_COST,
+  OPT_KEEP,
+  OPT_SPILL,
+  OPT_SPILL_COST,
+  OPT_PER_LAYER,
+  OPT_QUIET,
+  OPT_HELP,
+  OPT_VERSION,
+  OPT_ITER,
+  OPT_EMA,
+  OPT_THREADS
 };
 
 static const struct option long_opts[] = {
@@ -147,7 +196,8 @@ static const struct option long_opts[] = {
 
 /* Handles one option with a value (the numeric and named ones). */
 static int parse_value(args_t *a, int c, const char *v) {
-  int x = 0, rc = eplb_cli_plan_option(PROG, eplb_cli_option_name(long_opts, c), v, &a->plan);
+  int x = 0, rc = eplb_cli_plan_option(PROG, eplb_cli_option_name(long_opts, c),
+                                       v, &a->plan);
   if (rc >= 0) {
     a->have_slots |= c == OPT_SLOTS;
     a->have_gpus |= c == OPT_GPUS;
@@ -156,12 +206,13 @@ static int parse_value(args_t *a, int c, const char *v) {
   switch (c) {
   case OPT_FORMAT:
     rc = eplb_cli_parse_name(PROG, "--format", v, eplb_stats_format_from_name,
-                    "auto, mindspeed, sglang, trtllm or mindie", &x);
+                             "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
-    rc = eplb_cli_parse_name(PROG, "--output-format", v, eplb_map_format_from_name,
-                    "expert-map, trtllm-yaml, sglang or deepseek", &x);
+    rc = eplb_cli_parse_name(PROG, "--output-format", v,
+                             eplb_map_format_from_name,
+                             "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->out_format = (eplb_map_format_t)x;
     return rc;
   }
@@ -172,15 +223,9 @@ static int parse_value(args_t *a, int c, const char *v) {
  * printed: exit 0). */
 static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
-  case OPT_STATS:
-    a->stats[a->num_stats++] = optarg;
-    return 0;
-  case OPT_OUTPUT:
-    a->output = optarg;
-    return 0;
-  case OPT_CURRENT:
-    a->current_map = optarg;
-    return 0;
+  case OPT_STATS: a->stats[a->num_stats++] = optarg; return 0;
+  case OPT_OUTPUT: a->output = optarg; return 0;
+  case OPT_CURRENT: a->current_map = optarg; return 0;
   case OPT_ITER:
     return eplb_cli_parse_iter_range(PROG, optarg, &a->ropts) ? 2 : 0;
   case OPT_EMA:
@@ -189,25 +234,16 @@ static int parse_one(args_t *a, int c, char *argv[]) {
       return 0;
     }
     return eplb_cli_parse_double(PROG, "--ema-alpha", optarg, 0, 0.99,
-                                 &a->ema_alpha) ? 2 : 0;
-  case OPT_SPILL:
-    a->plan.spill = 1;
-    return 0;
-  case OPT_PER_LAYER:
-    a->per_layer = 1;
-    return 0;
-  case OPT_QUIET:
-    a->quiet = 1;
-    return 0;
-  case OPT_HELP:
-    usage(stdout);
-    return -1;
-  case OPT_VERSION:
-    printf("eplb-plan %s\n", eplb_version());
-    return -1;
+                                 &a->ema_alpha)
+               ? 2
+               : 0;
+  case OPT_SPILL: a->plan.spill = 1; return 0;
+  case OPT_PER_LAYER: a->per_layer = 1; return 0;
+  case OPT_QUIET: a->quiet = 1; return 0;
+  case OPT_HELP: usage(stdout); return -1;
+  case OPT_VERSION: printf("eplb-plan %s\n", eplb_version()); return -1;
   case '?':
-  case ':':
-    return eplb_cli_bad_option(PROG, c, argv, optind);
+  case ':': return eplb_cli_bad_option(PROG, c, argv, optind);
   }
   return parse_value(a, c, optarg);
 }
@@ -226,8 +262,10 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
     return eplb_cli_usage_error(PROG, "--output FILE is required");
   for (int i = 0; i < a->num_stats; i++)
     if (strcmp(a->stats[i], a->output) == 0)
-      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input; "
-                                  "refusing to overwrite statistics", a->output);
+      return eplb_cli_usage_error(PROG,
+                                  "--output %s is also a --stats input; "
+                                  "refusing to overwrite statistics",
+                                  a->output);
   return 0;
 }
 
@@ -259,17 +297,17 @@ static int read_series(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
   int rc = eplb_series_read(&sum, a->stats[0], err);
   for (int i = 1; i < a->num_stats && rc == 0; i++) {
     rc = eplb_series_read(&more, a->stats[i], err);
-    if (rc == 0 && (more.num_steps != sum.num_steps ||
-                    more.num_layers != sum.num_layers ||
-                    more.num_experts != sum.num_experts))
-      rc = eplb_error_set(err, EPLB_ESHAPE,
-                          "%s has %d steps x %d layers x %d experts but %s has "
-                          "%d x %d x %d; series summed with --ema-alpha must "
-                          "cover the same steps", a->stats[i],
-                          (int)more.num_steps, (int)more.num_layers,
-                          (int)more.num_experts, a->stats[0],
-                          (int)sum.num_steps, (int)sum.num_layers,
-                          (int)sum.num_experts);
+    if (rc == 0 &&
+        (more.num_steps != sum.num_steps || more.num_layers != sum.num_layers ||
+         more.num_experts != sum.num_experts))
+      rc =
+          eplb_error_set(err, EPLB_ESHAPE,
+                         "%s has %d steps x %d layers x %d experts but %s has "
+                         "%d x %d x %d; series summed with --ema-alpha must "
+                         "cover the same steps",
+                         a->stats[i], (int)more.num_steps, (int)more.num_layers,
+                         (int)more.num_experts, a->stats[0], (int)sum.num_steps,
+                         (int)sum.num_layers, (int)sum.num_experts);
     size_t n = (size_t)sum.num_steps * (size_t)sum.num_layers *
                (size_t)sum.num_experts;
     for (size_t k = 0; rc == 0 && k < n; k++)
@@ -294,7 +332,8 @@ static int read_series(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
 static int read_stats(const args_t *a, eplb_stats_t *st, eplb_error_t *err) {
   if (a->ema_alpha != -1)
     return read_series(a, st, err);
-  return eplb_stats_read_many(st, a->stats, a->num_stats, a->format, &a->ropts, err);
+  return eplb_stats_read_many(st, a->stats, a->num_stats, a->format, &a->ropts,
+                              err);
 }
 
 /* Drops the all-zero (dense) layers when a source padded them; their ids go
@@ -342,11 +381,10 @@ static double cross_node(const args_t *a, const summary_t *s) {
   const eplb_placement_t *p = s->after;
   double sum = 0;
   for (int32_t l = 0; l < p->num_layers; l++)
-    sum += eplb_layer_cross_node(s->st->load + (size_t)l * (size_t)p->num_experts,
-                                 p->num_experts,
-                                 p->phy2log + (size_t)l * (size_t)p->num_slots,
-                                 p->num_slots, p->num_gpus, a->plan.num_nodes,
-                                 a->plan.num_groups);
+    sum += eplb_layer_cross_node(
+        s->st->load + (size_t)l * (size_t)p->num_experts, p->num_experts,
+        p->phy2log + (size_t)l * (size_t)p->num_slots, p->num_slots,
+        p->num_gpus, a->plan.num_nodes, a->plan.num_groups);
   return sum / p->num_layers;
 }
 
@@ -366,13 +404,12 @@ static void print_summary(const args_t *a, const summary_t *s) {
          o->num_groups > 1 ? "s" : "", o->spill ? ", spill" : "");
   printf("plan time         %.3f ms (whole run %.1f ms)\n", s->plan_ms,
          s->total_ms);
-  printf("imbalance before  %.4f (%s; worst layer %d: %.4f)\n",
-         s->b0.imbalance, a->current_map ? "current map" : "contiguous placement",
+  printf("imbalance before  %.4f (%s; worst layer %d: %.4f)\n", s->b0.imbalance,
+         a->current_map ? "current map" : "contiguous placement",
          (int)s->before->layer_ids[s->b0.worst_layer], s->b0.max_imbalance);
   printf("imbalance after   %.4f (worst layer %d: %.4f)\n", s->b1.imbalance,
          (int)p->layer_ids[s->b1.worst_layer], s->b1.max_imbalance);
-  printf("imbalance floor   %.4f (lower bound for these loads)\n",
-         s->b1.floor);
+  printf("imbalance floor   %.4f (lower bound for these loads)\n", s->b1.floor);
   printf("balancedness      %.4f -> %.4f (mean/max)\n", s->b0.balancedness,
          s->b1.balancedness);
   if (s->moves >= 0)
@@ -380,7 +417,8 @@ static void print_summary(const args_t *a, const summary_t *s) {
            (double)s->moves / p->num_layers);
   if (hier && o->num_nodes > 1)
     printf("off-node tokens   %.4f (fraction served away from their group's "
-           "node)\n", cross_node(a, s));
+           "node)\n",
+           cross_node(a, s));
   printf("output            %s (%s)\n", a->output,
          eplb_map_format_name(s->out_format));
 }
@@ -392,10 +430,11 @@ static void print_per_layer(const summary_t *s) {
   printf("%-7s %10s %10s %10s\n", "layer", "before", "after", "floor");
   for (int32_t l = 0; l < p->num_layers; l++) {
     const double *ld = s->st->load + (size_t)l * (size_t)E;
-    printf("%-7d %10.4f %10.4f %10.4f\n", (int)p->layer_ids[l],
-           eplb_layer_imbalance(ld, E, q->phy2log + (size_t)l * (size_t)S, S, G),
-           eplb_layer_imbalance(ld, E, p->phy2log + (size_t)l * (size_t)S, S, G),
-           eplb_layer_floor(ld, E, S, G));
+    printf(
+        "%-7d %10.4f %10.4f %10.4f\n", (int)p->layer_ids[l],
+        eplb_layer_imbalance(ld, E, q->phy2log + (size_t)l * (size_t)S, S, G),
+        eplb_layer_imbalance(ld, E, p->phy2log + (size_t)l * (size_t)S, S, G),
+        eplb_layer_floor(ld, E, S, G));
   }
 }
 
@@ -437,8 +476,8 @@ static int plan(const args_t *a, run_t *r, summary_t *s, eplb_error_t *err) {
 static int run(const args_t *a, run_t *r, double t_start) {
   eplb_error_t err;
   eplb_error_clear(&err);
-  summary_t s = {.st = &r->st, .before = &r->before, .after = &r->after,
-                 .moves = -1};
+  summary_t s = {
+      .st = &r->st, .before = &r->before, .after = &r->after, .moves = -1};
   int rc = read_stats(a, &r->st, &err);
   if (rc == 0)
     rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
@@ -481,7 +520,8 @@ int main(int argc, char *argv[]) {
    * (docs/planner.md). */
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  args_t a = {.format = EPLB_STATS_AUTO, .out_format = EPLB_MAP_AUTO,
+  args_t a = {.format = EPLB_STATS_AUTO,
+              .out_format = EPLB_MAP_AUTO,
               .ropts = {-1, -1}};
   a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
   if (a.stats == NULL) {

@@ -7,8 +7,8 @@
  * per expert: one expert per column) and for --map; then the coefficient of
  * variation of the expert loads and the hottest expert's share.  --svg
  * draws heat maps, --json feeds scripts.  The numbers come from the pure
- * module src/report/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage error.
- * See docs/eplb-report.md. */
+ * module src/report/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage
+ * error. See docs/eplb-report.md. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,46 +33,66 @@ typedef struct {
 
 /* --help: every option with its range. */
 static void usage(FILE *f) {
-  fprintf(f,
-"usage: eplb-report --stats PATH [--stats PATH ...] [--map FILE]\n"
-"                   [--num-gpus G] [--svg FILE] [--json FILE|-] [options]\n"
-"\n"
-"Shows how evenly the experts' load falls on the GPUs: per layer the mean,\n"
-"the sample standard deviation and the imbalance ratio (max/mean - 1) of\n"
-"the per-GPU load (TensorRT-LLM's table, with an 'average' row; computed\n"
-"on the load summed over the window), before (the contiguous\n"
-"placement: expert e on GPU e / (experts/G)) and after --map; the\n"
-"coefficient of variation of the expert loads and the hottest expert's\n"
-"share of its layer.  With neither --map nor --num-gpus the table is per\n"
-"expert (one expert per column).\n"
-"\n"
-"  --stats PATH         statistics file or dump directory; repeat to sum\n"
-"                       (MindSpeed-RL, SGLang, TensorRT-LLM, MindIE, as for\n"
-"                       eplb-plan); all-zero dense layers are skipped\n"
-"  --format F           auto (default), mindspeed, sglang, trtllm, mindie\n"
-"  --iter-range A-B     TensorRT-LLM dumps: iterations A..B only,\n"
-"                       0 <= A <= B <= %d (default: all)\n"
-"  --map FILE           expert map JSON or TensorRT-LLM YAML to evaluate\n"
-"  --num-gpus G         GPUs, %d..%d (default: the map's device count;\n"
-"                       required with a YAML map, which does not say)\n"
-"  --svg FILE           write a layer x GPU heat map before/after and\n"
-"                       per-GPU bars (self-contained SVG)\n"
-"  --json FILE|-        write the report as JSON ('-': standard output,\n"
-"                       and the table is not printed)\n"
-"  --sum-iterations     one TensorRT-LLM dump: compute the table on the load\n"
-"                       summed over iterations (default: per iteration,\n"
-"                       averaged, as TensorRT-LLM's report does)\n"
-"  --quiet              print no table\n"
-"  --help, --version\n"
-"\n"
-"exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
-"2 usage error (unknown option, missing or out-of-range value)\n",
-          EPLB_MAX_ITER, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
+  fprintf(
+      f,
+      "usage: eplb-report --stats PATH [--stats PATH ...] [--map FILE]\n"
+      "                   [--num-gpus G] [--svg FILE] [--json FILE|-] "
+      "[options]\n"
+      "\n"
+      "Shows how evenly the experts' load falls on the GPUs: per layer the "
+      "mean,\n"
+      "the sample standard deviation and the imbalance ratio (max/mean - 1) "
+      "of\n"
+      "the per-GPU load (TensorRT-LLM's table, with an 'average' row; "
+      "computed\n"
+      "on the load summed over the window), before (the contiguous\n"
+      "placement: expert e on GPU e / (experts/G)) and after --map; the\n"
+      "coefficient of variation of the expert loads and the hottest expert's\n"
+      "share of its layer.  With neither --map nor --num-gpus the table is "
+      "per\n"
+      "expert (one expert per column).\n"
+      "\n"
+      "  --stats PATH         statistics file or dump directory; repeat to "
+      "sum\n"
+      "                       (MindSpeed-RL, SGLang, TensorRT-LLM, MindIE, as "
+      "for\n"
+      "                       eplb-plan); all-zero dense layers are skipped\n"
+      "  --format F           auto (default), mindspeed, sglang, trtllm, "
+      "mindie\n"
+      "  --iter-range A-B     TensorRT-LLM dumps: iterations A..B only,\n"
+      "                       0 <= A <= B <= %d (default: all)\n"
+      "  --map FILE           expert map JSON or TensorRT-LLM YAML to "
+      "evaluate\n"
+      "  --num-gpus G         GPUs, %d..%d (default: the map's device count;\n"
+      "                       required with a YAML map, which does not say)\n"
+      "  --svg FILE           write a layer x GPU heat map before/after and\n"
+      "                       per-GPU bars (self-contained SVG)\n"
+      "  --json FILE|-        write the report as JSON ('-': standard output,\n"
+      "                       and the table is not printed)\n"
+      "  --sum-iterations     one TensorRT-LLM dump: compute the table on the "
+      "load\n"
+      "                       summed over iterations (default: per iteration,\n"
+      "                       averaged, as TensorRT-LLM's report does)\n"
+      "  --quiet              print no table\n"
+      "  --help, --version\n"
+      "\n"
+      "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
+      "2 usage error (unknown option, missing or out-of-range value)\n",
+      EPLB_MAX_ITER, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
 }
 
 enum {
-  OPT_STATS = 256, OPT_FORMAT, OPT_ITER, OPT_MAP, OPT_GPUS, OPT_SVG,
-  OPT_JSON, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_SUM_ITERS
+  OPT_STATS = 256,
+  OPT_FORMAT,
+  OPT_ITER,
+  OPT_MAP,
+  OPT_GPUS,
+  OPT_SVG,
+  OPT_JSON,
+  OPT_QUIET,
+  OPT_HELP,
+  OPT_VERSION,
+  OPT_SUM_ITERS
 };
 
 static const struct option long_opts[] = {
@@ -94,13 +114,12 @@ static const struct option long_opts[] = {
 static int parse_one(args_t *a, int c, char *argv[]) {
   int f;
   switch (c) {
-  case OPT_STATS:
-    a->stats[a->num_stats++] = optarg;
-    return 0;
+  case OPT_STATS: a->stats[a->num_stats++] = optarg; return 0;
   case OPT_FORMAT:
     f = eplb_stats_format_from_name(optarg);
     if (f < 0)
-      return eplb_cli_usage_error(PROG, "--format '%s' is unknown; use auto, "
+      return eplb_cli_usage_error(PROG,
+                                  "--format '%s' is unknown; use auto, "
                                   "mindspeed, sglang, trtllm or mindie",
                                   optarg);
     a->format = (eplb_stats_format_t)f;
@@ -109,28 +128,16 @@ static int parse_one(args_t *a, int c, char *argv[]) {
     return eplb_cli_parse_iter_range(PROG, optarg, &a->ropts) ? 2 : 0;
   case OPT_GPUS:
     return eplb_cli_parse_int(PROG, "--num-gpus", optarg, EPLB_MIN_GPUS,
-                              EPLB_MAX_GPUS, &a->num_gpus) ? 2 : 0;
-  case OPT_MAP:
-    a->map = optarg;
-    return 0;
-  case OPT_SVG:
-    a->svg = optarg;
-    return 0;
-  case OPT_JSON:
-    a->json = optarg;
-    return 0;
-  case OPT_QUIET:
-    a->quiet = 1;
-    return 0;
-  case OPT_SUM_ITERS:
-    a->sum_iters = 1;
-    return 0;
-  case OPT_HELP:
-    usage(stdout);
-    return -1;
-  case OPT_VERSION:
-    printf("eplb-report %s\n", eplb_version());
-    return -1;
+                              EPLB_MAX_GPUS, &a->num_gpus)
+               ? 2
+               : 0;
+  case OPT_MAP: a->map = optarg; return 0;
+  case OPT_SVG: a->svg = optarg; return 0;
+  case OPT_JSON: a->json = optarg; return 0;
+  case OPT_QUIET: a->quiet = 1; return 0;
+  case OPT_SUM_ITERS: a->sum_iters = 1; return 0;
+  case OPT_HELP: usage(stdout); return -1;
+  case OPT_VERSION: printf("eplb-report %s\n", eplb_version()); return -1;
   }
   return eplb_cli_bad_option(PROG, c, argv, optind);
 }
@@ -162,9 +169,11 @@ static int read_map(const args_t *a, const eplb_stats_t *st,
   int rc = eplb_placement_read_for(p, a->map, st, 0, a->num_gpus, "--map", err);
   if (rc == 0 && p->num_gpus == 1 && a->num_gpus == 0 && p->num_slots > 1) {
     eplb_placement_cleanup(p);
-    return eplb_error_set(err, EPLB_EARG, "--map %s does not say how many "
+    return eplb_error_set(err, EPLB_EARG,
+                          "--map %s does not say how many "
                           "GPUs share its %d slots (TensorRT-LLM YAML); "
-                          "pass --num-gpus G", a->map, (int)p->num_slots);
+                          "pass --num-gpus G",
+                          a->map, (int)p->num_slots);
   }
   return rc;
 }
@@ -177,7 +186,8 @@ static int make_before(const eplb_stats_t *st, int32_t G, int32_t S,
   int rc = eplb_placement_init_contiguous(p, st->num_layers, E,
                                           E % G == 0 ? E : S, G, err);
   if (rc == 0)
-    memcpy(p->layer_ids, st->layer_ids, sizeof(int32_t) * (size_t)st->num_layers);
+    memcpy(p->layer_ids, st->layer_ids,
+           sizeof(int32_t) * (size_t)st->num_layers);
   return rc;
 }
 
@@ -196,14 +206,16 @@ static void print_row(const char *label, double m0, double s0, double r0,
 static void print_report(const args_t *a, const eplb_report_t *r) {
   const eplb_report_table_t *b = &r->before, *t = &r->after;
   int per_expert = a->map == NULL && a->num_gpus == 0;
-  printf("before: %s\n", per_expert
-         ? "per expert (no --map, no --num-gpus): one expert per column"
-         : "contiguous placement (expert e on GPU e / (slots per GPU))");
+  printf("before: %s\n",
+         per_expert
+             ? "per expert (no --map, no --num-gpus): one expert per column"
+             : "contiguous placement (expert e on GPU e / (slots per GPU))");
   if (r->has_after)
     printf("after:  %s (%d GPUs)\n", a->map, (int)t->num_gpus);
   if (r->num_steps > 1)
     printf("per iteration, averaged over %d iterations (as TensorRT-LLM's "
-           "report)\n", (int)r->num_steps);
+           "report)\n",
+           (int)r->num_steps);
   else
     printf("on the load summed over the window\n");
   printf("%-8s %14s %14s %10s", "layer", "mean", "std", "imb-ratio");
@@ -220,7 +232,8 @@ static void print_report(const args_t *a, const eplb_report_t *r) {
   print_row("average", b->avg_mean, b->avg_std, b->avg_ratio, r->has_after,
             t->avg_mean, t->avg_std, t->avg_ratio);
   printf("expert load CV        %.4f (std/mean over experts, averaged over "
-         "layers)\n", r->avg_cv);
+         "layers)\n",
+         r->avg_cv);
   printf("hottest expert share  %.4f average, %.4f max (layer %d, expert %d)\n",
          r->avg_hot_share, r->max_hot_share,
          (int)r->layer_ids[r->max_hot_layer],
@@ -253,8 +266,8 @@ static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
   if (!per_iteration(a))
     return eplb_stats_read_many(&r->st, a->stats, a->num_stats, a->format,
                                 &a->ropts, err);
-  int rc = eplb_stats_read_trtllm_series(&r->series, a->stats[0], &a->ropts,
-                                         err);
+  int rc =
+      eplb_stats_read_trtllm_series(&r->series, a->stats[0], &a->ropts, err);
   if (rc == 0)
     rc = eplb_series_sum(&r->series, 0, &r->st, err);
   if (rc == 0)
@@ -276,9 +289,11 @@ static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
   int32_t G = a->map ? r->after.num_gpus : a->num_gpus ? a->num_gpus : E;
   int32_t S = a->map ? r->after.num_slots : E;
   if (!a->map && E % G != 0)
-    return eplb_error_set(err, EPLB_EARG, "--num-gpus %d does not divide the "
+    return eplb_error_set(err, EPLB_EARG,
+                          "--num-gpus %d does not divide the "
                           "%d experts; the contiguous placement needs "
-                          "experts %% G == 0", (int)G, (int)E);
+                          "experts %% G == 0",
+                          (int)G, (int)E);
   rc = make_before(&r->st, G, S, &r->before, err);
   if (rc == 0 && r->series.num_steps > 0)
     rc = eplb_report_compute_series(&r->rep, &r->series, &r->before,

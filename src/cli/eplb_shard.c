@@ -12,11 +12,11 @@
  * (file, format, content), 2 usage error. */
 #include <errno.h>
 #include <getopt.h>
-#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "eplb/eplb.h"
@@ -40,44 +40,67 @@ typedef struct {
 
 /* --help: every option with its range. */
 static void usage(FILE *f) {
-  fprintf(f,
-"usage: eplb-shard create --dir D --ranks R --layers L --experts E\n"
-"                         --slots-per-rank P [--dataset NAME:TYPE:DIMS ...]\n"
-"                         [--map FILE] [--generation G]\n"
-"       eplb-shard inspect --dir D\n"
-"       eplb-shard verify --dir D [--experts E] [--expect-map FILE]\n"
-"\n"
-"Per-rank HDF5 shards of expert weights (shard_00000.h5 ...; format in\n"
-"docs/shards.md).  create writes test shards whose every byte is a function\n"
-"of (layer, expert, dataset, byte), so verify can prove that every row of\n"
-"every slot belongs to the expert its expert_ids names.\n"
-"\n"
-"  --dir D              the shard directory (create makes it if missing)\n"
-"  --ranks R            ranks (shards), 1..%d\n"
-"  --layers L           MoE layers, 1..%d\n"
-"  --experts E          logical experts per layer, 1..%d, at most R*P; for\n"
-"                       verify: check ids are < E (default: largest id + 1)\n"
-"  --slots-per-rank P   slots per rank per layer, 1..%d\n"
-"  --dataset N:T:D      a weight dataset per layer: name N, type T (int8,\n"
-"                       uint8, int16, uint16, int32, uint32, int64, uint64,\n"
-"                       float16, float32, float64), per-slot shape D\n"
-"                       ('4x16', '64', or '' for one element); repeat, up to\n"
-"                       %d; default w:float32:64\n"
-"  --map FILE           place experts as this expert map says (R devices,\n"
-"                       P slots each, L layers); default contiguous\n"
-"  --generation G       generation to write, 0..2^53-1 (default 0)\n"
-"  --expect-map FILE    verify: the shards' map must equal this expert map\n"
-"  --quiet              print nothing on success\n"
-"  --help, --version\n"
-"\n"
-"exit status: 0 ok, 1 runtime error (file, format, content), 2 usage error\n",
-          MAX_RANKS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS, EPLB_SHARD_MAX_SLOTS,
-          EPLB_SHARD_MAX_DATASETS);
+  fprintf(
+      f,
+      "usage: eplb-shard create --dir D --ranks R --layers L --experts E\n"
+      "                         --slots-per-rank P [--dataset NAME:TYPE:DIMS "
+      "...]\n"
+      "                         [--map FILE] [--generation G]\n"
+      "       eplb-shard inspect --dir D\n"
+      "       eplb-shard verify --dir D [--experts E] [--expect-map FILE]\n"
+      "\n"
+      "Per-rank HDF5 shards of expert weights (shard_00000.h5 ...; format in\n"
+      "docs/shards.md).  create writes test shards whose every byte is a "
+      "function\n"
+      "of (layer, expert, dataset, byte), so verify can prove that every row "
+      "of\n"
+      "every slot belongs to the expert its expert_ids names.\n"
+      "\n"
+      "  --dir D              the shard directory (create makes it if "
+      "missing)\n"
+      "  --ranks R            ranks (shards), 1..%d\n"
+      "  --layers L           MoE layers, 1..%d\n"
+      "  --experts E          logical experts per layer, 1..%d, at most R*P; "
+      "for\n"
+      "                       verify: check ids are < E (default: largest id + "
+      "1)\n"
+      "  --slots-per-rank P   slots per rank per layer, 1..%d\n"
+      "  --dataset N:T:D      a weight dataset per layer: name N, type T "
+      "(int8,\n"
+      "                       uint8, int16, uint16, int32, uint32, int64, "
+      "uint64,\n"
+      "                       float16, float32, float64), per-slot shape D\n"
+      "                       ('4x16', '64', or '' for one element); repeat, "
+      "up to\n"
+      "                       %d; default w:float32:64\n"
+      "  --map FILE           place experts as this expert map says (R "
+      "devices,\n"
+      "                       P slots each, L layers); default contiguous\n"
+      "  --generation G       generation to write, 0..2^53-1 (default 0)\n"
+      "  --expect-map FILE    verify: the shards' map must equal this expert "
+      "map\n"
+      "  --quiet              print nothing on success\n"
+      "  --help, --version\n"
+      "\n"
+      "exit status: 0 ok, 1 runtime error (file, format, content), 2 usage "
+      "error\n",
+      MAX_RANKS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS, EPLB_SHARD_MAX_SLOTS,
+      EPLB_SHARD_MAX_DATASETS);
 }
 
 enum {
-  OPT_DIR = 256, OPT_RANKS, OPT_LAYERS, OPT_EXPERTS, OPT_SLOTS, OPT_DATASET,
-  OPT_MAP, OPT_GEN, OPT_EXPECT, OPT_QUIET, OPT_HELP, OPT_VERSION
+  OPT_DIR = 256,
+  OPT_RANKS,
+  OPT_LAYERS,
+  OPT_EXPERTS,
+  OPT_SLOTS,
+  OPT_DATASET,
+  OPT_MAP,
+  OPT_GEN,
+  OPT_EXPECT,
+  OPT_QUIET,
+  OPT_HELP,
+  OPT_VERSION
 };
 
 static const struct option long_opts[] = {
@@ -96,17 +119,20 @@ static const struct option long_opts[] = {
     {0, 0, 0, 0}};
 
 /* Parses the DIMS part of --dataset ("4x16", "64", "") into a->dims[d]. */
-static int parse_dims(args_t *a, int32_t d, const char *text, const char *spec) {
+static int parse_dims(args_t *a, int32_t d, const char *text,
+                      const char *spec) {
   a->nd[d] = 0;
   const char *p = text;
   while (*p) {
     char *end = NULL;
     long long v = strtoll(p, &end, 10);
-    if (end == p || v < 1 || v > (1LL << 32) || a->nd[d] >= EPLB_SHARD_MAX_DIMS - 1 ||
-        (*end != 'x' && *end != '\0') || (*end == 'x' && end[1] == '\0'))
-      return eplb_cli_usage_error(PROG, "--dataset '%s': dimensions must be like "
-                                  "4x16 (1..2^32 each, at most %d)", spec,
-                                  EPLB_SHARD_MAX_DIMS - 1);
+    if (end == p || v < 1 || v > (1LL << 32) ||
+        a->nd[d] >= EPLB_SHARD_MAX_DIMS - 1 || (*end != 'x' && *end != '\0') ||
+        (*end == 'x' && end[1] == '\0'))
+      return eplb_cli_usage_error(PROG,
+                                  "--dataset '%s': dimensions must be like "
+                                  "4x16 (1..2^32 each, at most %d)",
+                                  spec, EPLB_SHARD_MAX_DIMS - 1);
     a->dims[d][a->nd[d]++] = v;
     p = *end == 'x' ? end + 1 : end;
   }
@@ -123,16 +149,22 @@ static int parse_dataset(args_t *a, const char *spec) {
   const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
   char type[32];
   if (c1 == NULL || c2 == NULL || c1 == spec ||
-      (size_t)(c1 - spec) >= EPLB_SHARD_NAME_MAX || (size_t)(c2 - c1 - 1) >= sizeof(type))
-    return eplb_cli_usage_error(PROG, "--dataset '%s' is not NAME:TYPE:DIMS "
-                                "(e.g. w1:float16:4x16)", spec);
+      (size_t)(c1 - spec) >= EPLB_SHARD_NAME_MAX ||
+      (size_t)(c2 - c1 - 1) >= sizeof(type))
+    return eplb_cli_usage_error(PROG,
+                                "--dataset '%s' is not NAME:TYPE:DIMS "
+                                "(e.g. w1:float16:4x16)",
+                                spec);
   snprintf(a->name_buf[d], EPLB_SHARD_NAME_MAX, "%.*s", (int)(c1 - spec), spec);
   snprintf(type, sizeof(type), "%.*s", (int)(c2 - c1 - 1), c1 + 1);
   int t = eplb_dtype_from_name(type);
   if (t < 0)
-    return eplb_cli_usage_error(PROG, "--dataset '%s': type '%s' is unknown; use "
-                                "int8, uint8, int16, uint16, int32, uint32, int64, "
-                                "uint64, float16, float32 or float64", spec, type);
+    return eplb_cli_usage_error(
+        PROG,
+        "--dataset '%s': type '%s' is unknown; use "
+        "int8, uint8, int16, uint16, int32, uint32, int64, "
+        "uint64, float16, float32 or float64",
+        spec, type);
   a->types[d] = (eplb_dtype_t)t;
   a->names[d] = a->name_buf[d];
   int rc = parse_dims(a, d, c2 + 1, spec);
@@ -146,8 +178,10 @@ static int parse_gen(args_t *a, const char *v) {
   char *end = NULL;
   unsigned long long g = strtoull(v, &end, 10);
   if (*v == '\0' || *v == '-' || *end != '\0' || g >= (1ULL << 53))
-    return eplb_cli_usage_error(PROG, "--generation '%s' is not an integer in "
-                                "0..9007199254740991", v);
+    return eplb_cli_usage_error(PROG,
+                                "--generation '%s' is not an integer in "
+                                "0..9007199254740991",
+                                v);
   a->generation = (int64_t)g;
   return 0;
 }
@@ -162,14 +196,24 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_DATASET: return parse_dataset(a, optarg);
   case OPT_GEN: return parse_gen(a, optarg);
   case OPT_RANKS:
-    return eplb_cli_parse_int(PROG, "--ranks", optarg, 1, MAX_RANKS, &a->ranks) ? 2 : 0;
+    return eplb_cli_parse_int(PROG, "--ranks", optarg, 1, MAX_RANKS, &a->ranks)
+               ? 2
+               : 0;
   case OPT_LAYERS:
-    return eplb_cli_parse_int(PROG, "--layers", optarg, 1, EPLB_MAX_LAYERS, &a->layers) ? 2 : 0;
+    return eplb_cli_parse_int(PROG, "--layers", optarg, 1, EPLB_MAX_LAYERS,
+                              &a->layers)
+               ? 2
+               : 0;
   case OPT_EXPERTS:
-    return eplb_cli_parse_int(PROG, "--experts", optarg, 1, EPLB_MAX_EXPERTS, &a->experts) ? 2 : 0;
+    return eplb_cli_parse_int(PROG, "--experts", optarg, 1, EPLB_MAX_EXPERTS,
+                              &a->experts)
+               ? 2
+               : 0;
   case OPT_SLOTS:
     return eplb_cli_parse_int(PROG, "--slots-per-rank", optarg, 1,
-                              EPLB_SHARD_MAX_SLOTS, &a->slots) ? 2 : 0;
+                              EPLB_SHARD_MAX_SLOTS, &a->slots)
+               ? 2
+               : 0;
   case OPT_HELP: usage(stdout); return -1;
   case OPT_VERSION: printf("eplb-shard %s\n", eplb_version()); return -1;
   default: return eplb_cli_bad_option(PROG, c, argv, optind);
@@ -183,13 +227,17 @@ static int check_args(args_t *a) {
   if (strcmp(a->cmd, "create") != 0)
     return 0;
   if (a->ranks == 0 || a->layers == 0 || a->experts == 0 || a->slots == 0)
-    return eplb_cli_usage_error(PROG, "create needs --ranks, --layers, --experts "
+    return eplb_cli_usage_error(PROG,
+                                "create needs --ranks, --layers, --experts "
                                 "and --slots-per-rank");
-  if ((int64_t)a->ranks * a->slots < a->experts || (int64_t)a->ranks * a->slots > EPLB_MAX_SLOTS)
-    return eplb_cli_usage_error(PROG, "--ranks %d x --slots-per-rank %d = %lld slots "
+  if ((int64_t)a->ranks * a->slots < a->experts ||
+      (int64_t)a->ranks * a->slots > EPLB_MAX_SLOTS)
+    return eplb_cli_usage_error(PROG,
+                                "--ranks %d x --slots-per-rank %d = %lld slots "
                                 "must hold the %d experts and be at most %d",
-                                a->ranks, a->slots, (long long)a->ranks * a->slots,
-                                a->experts, EPLB_MAX_SLOTS);
+                                a->ranks, a->slots,
+                                (long long)a->ranks * a->slots, a->experts,
+                                EPLB_MAX_SLOTS);
   if (a->num_datasets == 0)
     return parse_dataset(a, "w:float32:64");
   return 0;
@@ -198,15 +246,19 @@ static int check_args(args_t *a) {
 /* Parses argv (argv[1] is the command).  0, 2, or -1 (help printed). */
 static int parse_args(int argc, char *argv[], args_t *a) {
   if (argc < 2)
-    return eplb_cli_usage_error(PROG, "a command is required: create, inspect or verify");
+    return eplb_cli_usage_error(
+        PROG, "a command is required: create, inspect or verify");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
     return usage(stdout), -1;
   if (strcmp(argv[1], "--version") == 0)
     return printf("eplb-shard %s\n", eplb_version()), -1;
   a->cmd = argv[1];
-  if (strcmp(a->cmd, "create") && strcmp(a->cmd, "inspect") && strcmp(a->cmd, "verify"))
-    return eplb_cli_usage_error(PROG, "unknown command '%s'; use create, inspect or "
-                                "verify", a->cmd);
+  if (strcmp(a->cmd, "create") && strcmp(a->cmd, "inspect") &&
+      strcmp(a->cmd, "verify"))
+    return eplb_cli_usage_error(PROG,
+                                "unknown command '%s'; use create, inspect or "
+                                "verify",
+                                a->cmd);
   opterr = 0;
   optind = 2;
   int c;
@@ -237,19 +289,22 @@ static int mkdir_p(const char *dir, eplb_error_t *err) {
 static int create_map(const args_t *a, eplb_placement_t *p, eplb_error_t *err) {
   int32_t S = a->ranks * a->slots;
   if (a->map == NULL) {
-    return eplb_placement_init_contiguous(p, a->layers, a->experts, S,
-                                          a->ranks, err);
+    return eplb_placement_init_contiguous(p, a->layers, a->experts, S, a->ranks,
+                                          err);
   }
   int rc = eplb_placement_read(p, a->map, EPLB_MAP_AUTO, err);
   if (rc)
     return rc;
-  if (p->num_layers != a->layers || p->num_slots != S || p->num_experts > a->experts ||
+  if (p->num_layers != a->layers || p->num_slots != S ||
+      p->num_experts > a->experts ||
       (p->num_gpus != a->ranks && p->num_gpus != 1)) {
-    rc = eplb_error_set(err, EPLB_ESHAPE,
-                        "--map %s has %d layers x %d slots on %d devices (experts "
-                        "< %d); the options say %d layers x %d slots on %d ranks, "
-                        "%d experts", a->map, p->num_layers, p->num_slots,
-                        p->num_gpus, p->num_experts, a->layers, S, a->ranks, a->experts);
+    rc = eplb_error_set(
+        err, EPLB_ESHAPE,
+        "--map %s has %d layers x %d slots on %d devices (experts "
+        "< %d); the options say %d layers x %d slots on %d ranks, "
+        "%d experts",
+        a->map, p->num_layers, p->num_slots, p->num_gpus, p->num_experts,
+        a->layers, S, a->ranks, a->experts);
     eplb_placement_cleanup(p);
   }
   p->num_gpus = a->ranks;
@@ -266,12 +321,14 @@ static int create_one(const args_t *a, eplb_shard_info_t *info,
   unsigned char *buf = rc ? NULL : malloc(stride * (size_t)a->slots + 1);
   eplb_shard_writer_t *w = NULL;
   if (rc == 0 && buf == NULL)
-    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer of %s", path);
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer of %s",
+                        path);
   info->rank = r;
   if (rc == 0)
     rc = eplb_shard_writer_create(path, info, &w, err);
   for (int32_t l = 0; rc == 0 && l < a->layers; l++) {
-    const int32_t *ids = p->phy2log + (size_t)l * (size_t)p->num_slots + (size_t)r * (size_t)a->slots;
+    const int32_t *ids = p->phy2log + (size_t)l * (size_t)p->num_slots +
+                         (size_t)r * (size_t)a->slots;
     for (int32_t s = 0; s < a->slots; s++)
       eplb_shard_fill_row(info, l, ids[s], buf + (size_t)s * stride);
     rc = eplb_shard_writer_put_layer(w, l, ids, buf, stride, err);
@@ -289,14 +346,15 @@ static int cmd_create(const args_t *a, eplb_error_t *err) {
   eplb_placement_t p = {0};
   if (info == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  int rc = eplb_shard_info_make(info, a->ranks, a->layers, a->slots,
-                                (uint64_t)a->generation, a->num_datasets,
-                                a->names, a->types, a->nd,
-                                (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims, err);
+  int rc = eplb_shard_info_make(
+      info, a->ranks, a->layers, a->slots, (uint64_t)a->generation,
+      a->num_datasets, a->names, a->types, a->nd,
+      (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims, err);
   if (rc == 0)
     rc = create_map(a, &p, err);
   if (rc == 0)
-    rc = eplb_placement_check(&p, 0, a->map ? a->map : "the contiguous map", err);
+    rc = eplb_placement_check(&p, 0, a->map ? a->map : "the contiguous map",
+                              err);
   if (rc == 0 && mkdir_p(a->dir, err) != 0)
     rc = EPLB_EIO;
   for (int32_t r = 0; rc == 0 && r < a->ranks; r++)
@@ -328,7 +386,8 @@ static void dirset_cleanup(dirset_t *d) {
 }
 
 /* Opens shard r of dir; checks its rank and its agreement with rank 0's. */
-static int open_rank(const char *dir, int32_t r, dirset_t *d, eplb_error_t *err) {
+static int open_rank(const char *dir, int32_t r, dirset_t *d,
+                     eplb_error_t *err) {
   char path[4096], why[512];
   int rc = eplb_shard_path(dir, r, path, sizeof(path), err);
   if (rc == 0)
@@ -337,10 +396,14 @@ static int open_rank(const char *dir, int32_t r, dirset_t *d, eplb_error_t *err)
     return eplb_error_prefix(err, "rank %d", (int)r);
   const eplb_shard_info_t *in = eplb_shard_info(d->sh[r]);
   if (in->rank != r)
-    return eplb_error_set(err, EPLB_ESTATE, "rank %d: %s says rank %d; shard "
-                          "files must not be renamed", (int)r, path, in->rank);
-  if (r > 0 && eplb_shard_info_diff(eplb_shard_info(d->sh[0]), in, why, sizeof(why)))
-    return eplb_error_set(err, EPLB_ESHAPE, "rank %d: %s %s", (int)r, path, why);
+    return eplb_error_set(err, EPLB_ESTATE,
+                          "rank %d: %s says rank %d; shard "
+                          "files must not be renamed",
+                          (int)r, path, in->rank);
+  if (r > 0 &&
+      eplb_shard_info_diff(eplb_shard_info(d->sh[0]), in, why, sizeof(why)))
+    return eplb_error_set(err, EPLB_ESHAPE, "rank %d: %s %s", (int)r, path,
+                          why);
   return 0;
 }
 
@@ -349,7 +412,8 @@ static int gather_ids(dirset_t *d, int32_t r, eplb_error_t *err) {
   const eplb_shard_info_t *in = eplb_shard_info(d->sh[r]);
   int32_t P = in->slots_per_rank;
   for (int32_t l = 0; l < in->num_layers; l++) {
-    int32_t *ids = d->map.phy2log + (size_t)l * (size_t)d->map.num_slots + (size_t)r * (size_t)P;
+    int32_t *ids = d->map.phy2log + (size_t)l * (size_t)d->map.num_slots +
+                   (size_t)r * (size_t)P;
     int rc = eplb_shard_read_ids(d->sh[r], l, ids, err);
     if (rc)
       return eplb_error_prefix(err, "rank %d", (int)r);
@@ -380,7 +444,8 @@ static int dirset_open(const char *dir, int32_t experts, dirset_t *d,
     rc = open_rank(dir, r, d, err);
   int64_t S = (int64_t)in->slots_per_rank * d->n;
   if (rc == 0)
-    rc = eplb_placement_init(&d->map, in->num_layers, EPLB_MAX_EXPERTS, (int32_t)S, d->n, err);
+    rc = eplb_placement_init(&d->map, in->num_layers, EPLB_MAX_EXPERTS,
+                             (int32_t)S, d->n, err);
   for (int32_t r = 0; r < d->n && rc == 0; r++)
     rc = gather_ids(d, r, err);
   int32_t mx = -1;
@@ -416,9 +481,10 @@ static void print_info(const dirset_t *d, const char *dir) {
     for (int32_t r = 0; r < d->n; r++) {
       printf("layer %d rank %d   ", l, r);
       for (int32_t s = 0; s < in->slots_per_rank; s++)
-        printf("%s%d", s ? " " : "",
-               d->map.phy2log[(size_t)l * (size_t)d->map.num_slots +
-                              (size_t)r * (size_t)in->slots_per_rank + (size_t)s]);
+        printf(
+            "%s%d", s ? " " : "",
+            d->map.phy2log[(size_t)l * (size_t)d->map.num_slots +
+                           (size_t)r * (size_t)in->slots_per_rank + (size_t)s]);
       printf("\n");
     }
 }
@@ -433,30 +499,33 @@ static int verify_rows(const dirset_t *d, int32_t r, unsigned char *buf,
     if (rc)
       return eplb_error_prefix(err, "rank %d", (int)r);
     for (int32_t s = 0; s < in->slots_per_rank; s++) {
-      int32_t e = d->map.phy2log[(size_t)l * (size_t)d->map.num_slots +
-                                 (size_t)r * (size_t)in->slots_per_rank + (size_t)s];
+      int32_t e =
+          d->map.phy2log[(size_t)l * (size_t)d->map.num_slots +
+                         (size_t)r * (size_t)in->slots_per_rank + (size_t)s];
       eplb_shard_fill_row(in, l, e, want);
       if (memcmp(buf + (size_t)s * stride, want, stride) != 0)
-        return eplb_error_set(err, EPLB_ECHECKSUM,
-                              "rank %d: %s: layer %d slot %d: the weights are not "
-                              "expert %d's (expert_ids says %d)", (int)r,
-                              eplb_shard_file(d->sh[r]), (int)l, (int)s, (int)e, (int)e);
+        return eplb_error_set(
+            err, EPLB_ECHECKSUM,
+            "rank %d: %s: layer %d slot %d: the weights are not "
+            "expert %d's (expert_ids says %d)",
+            (int)r, eplb_shard_file(d->sh[r]), (int)l, (int)s, (int)e, (int)e);
     }
   }
   return 0;
 }
 
 /* The shards' map must equal --expect-map. */
-static int verify_expect(const dirset_t *d, const char *file, eplb_error_t *err) {
+static int verify_expect(const dirset_t *d, const char *file,
+                         eplb_error_t *err) {
   eplb_placement_t m;
   int rc = eplb_placement_read(&m, file, EPLB_MAP_AUTO, err);
   if (rc)
     return rc;
   if (m.num_layers != d->map.num_layers || m.num_slots != d->map.num_slots ||
-      memcmp(m.phy2log, d->map.phy2log, sizeof(int32_t) * (size_t)m.num_layers *
-                                            (size_t)m.num_slots) != 0)
-    rc = eplb_error_set(err, EPLB_EMAP, "the shards' map differs from --expect-map %s",
-                        file);
+      memcmp(m.phy2log, d->map.phy2log,
+             sizeof(int32_t) * (size_t)m.num_layers * (size_t)m.num_slots) != 0)
+    rc = eplb_error_set(err, EPLB_EMAP,
+                        "the shards' map differs from --expect-map %s", file);
   eplb_placement_cleanup(&m);
   return rc;
 }
@@ -472,9 +541,11 @@ static int cmd_verify(const args_t *a, const dirset_t *d, eplb_error_t *err) {
   if (rc == 0 && a->expect_map)
     rc = verify_expect(d, a->expect_map, err);
   if (rc == 0 && !a->quiet)
-    printf("verified %d shards in %s: generation %" PRIu64 ", %d layers x %d slots, "
-           "%d experts, every byte matches\n", d->n, a->dir, in->generation,
-           in->num_layers, d->map.num_slots, d->map.num_experts);
+    printf("verified %d shards in %s: generation %" PRIu64
+           ", %d layers x %d slots, "
+           "%d experts, every byte matches\n",
+           d->n, a->dir, in->generation, in->num_layers, d->map.num_slots,
+           d->map.num_experts);
   free(buf);
   free(want);
   return rc;

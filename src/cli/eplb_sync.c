@@ -37,98 +37,158 @@ typedef struct {
 } args_t;
 
 static void usage(FILE *f) {
-  fprintf(f,
-"usage: mpirun -np R eplb-sync --stats PATTERN --num-slots S --num-gpus G\n"
-"                              [--output FILE] [options]\n"
-"\n"
-"Every rank reads its own token counts (PATTERN with %%r replaced by the\n"
-"rank), the ranks sum them (MPI_Allreduce), rank 0 plans where each expert\n"
-"goes, every rank receives the plan and checksums it, and the ranks compare\n"
-"checksums so that none runs with a divergent map.  Rank 0 writes the map.\n"
-"Any failure on any rank fails every rank, naming the rank and the file.\n"
-"\n"
-"required:\n"
-"  --stats PATTERN      this rank's statistics, %%r = rank (stats/rank_%%r.json);\n"
-"                       repeat to sum several files per rank (1..%d);\n"
-"                       without %%r only with one rank. MindSpeed-RL or SGLang\n"
-"                       (see eplb-plan --help); SGLang's all-zero dense\n"
-"                       layers are skipped\n"
-"  --num-slots S        physical expert slots per layer over all GPUs,\n"
-"                       %d..%d, at least the number of experts, a multiple\n"
-"                       of G\n"
-"  --num-gpus G         GPUs of the plan, %d..%d (need not equal the ranks)\n"
-"options:\n"
-"  --output FILE        the map rank 0 writes (atomically)\n"
-"  --output-format F    expert-map, trtllm-yaml, sglang or deepseek (default:\n"
-"                       trtllm-yaml for a .yaml/.yml FILE, else expert-map)\n"
-"  --summary FILE       JSON summary: generation, imbalance before/after,\n"
-"                       seconds per phase (see docs/sync.md)\n"
-"  --generation N       generation of the current placement, 0..%llu\n"
-"                       (default 0); the plan is N + 1\n"
-"  --format F           statistics format: auto (default), mindspeed, sglang,\n"
-"                       trtllm or mindie (dump directories: PATTERN may name\n"
-"                       a directory per rank)\n"
-"  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
-"  --num-groups K       expert groups, %d..experts (default 1)\n"
-"  --policy P           balanced (default) or deepseek\n"
-"  --current-map FILE   re-plan from the current placement (rank 0 reads it)\n"
-"  --max-moves M        with --current-map: -1..%d (-1 = no limit, default)\n"
-"  --move-cost C        with --current-map: 0..1 (default %g)\n"
-"  --keep-threshold T   with --current-map: 0..100 (default %g)\n"
-"  --spill              hierarchical balanced plans: hot experts may spill\n"
-"  --spill-cost C       0..1 (default %g)\n"
-"  --threads T          threads rank 0 plans layers on, 0..64 (0 = one per\n"
-"                       CPU rank 0 may use; default 1: other ranks of a node\n"
-"                       may share its cores); the map is the same for any T\n"
-"  --quiet              print nothing on success\n"
-"  --help, --version\n"
-"shards (docs/shards.md): one rank per shard\n"
-"  --shards DIR         move the expert weights in DIR/shard_<rank>.h5 to the\n"
-"                       plan, two-phase commit; the shards' map is the current\n"
-"                       placement, their generation the current one, their\n"
-"                       shape the default --num-slots and --num-gpus\n"
-"  --max-buffer-mb M    bytes in flight per rank per batch, %d..%d MiB\n"
-"                       (default %d)\n"
-"  --timeout SEC        give up on a transfer batch after SEC, %d..%d\n"
-"                       (default %d): the job is aborted, shards untouched\n"
-"  --recover            bring DIR back to one generation after a crash (roll\n"
-"                       forward if the journal says so, else back); needs\n"
-"                       --shards only\n"
-"online (--watch): rounds beside a running job, until --max-rounds or\n"
-"SIGTERM/SIGINT (which finish the current round and exit 0)\n"
-"  --watch              every round, every rank re-reads its statistics as\n"
-"                       cumulative counters; rank 0 logs one line per round\n"
-"  --interval SEC       seconds between rounds, 0.01..86400 (default 60)\n"
-"  --trigger FILE       also start a round when FILE appears (then removed)\n"
-"  --max-rounds N       0..1000000000 (default 0 = until a signal)\n"
-"  --ema-alpha A        weight of the newest round, (0, 1] (default 0.5)\n"
-"  --threshold T        rebalance only above this imbalance, 0..100\n"
-"                       (default 0.1)\n"
-"  --min-gain X         ... and only if a layer gains this much, 0..100\n"
-"                       (default 0.02)\n"
-"  --layers-per-round N layers moved per round, worst first, 0..%d\n"
-"                       (default 0 = all)\n"
-"\n"
-"environment: EPLB_FAULT injects faults for tests (docs/sync.md)\n"
-"exit status (the same on every rank): 0 ok, 1 runtime error on any rank\n"
-"(file, format, counts, shapes, divergent plan), 2 usage error\n",
-          EPLB_SYNC_MAX_STATS, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS,
-          EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
-          EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
-          EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-          EPLB_DEFAULT_SPILL_COST, EPLB_MIGRATE_MIN_BUFFER_MB,
-          EPLB_MIGRATE_MAX_BUFFER_MB, EPLB_MIGRATE_DEFAULT_BUFFER_MB,
-          EPLB_MIGRATE_MIN_TIMEOUT_S, EPLB_MIGRATE_MAX_TIMEOUT_S,
-          EPLB_MIGRATE_DEFAULT_TIMEOUT_S, EPLB_MAX_LAYERS);
+  fprintf(
+      f,
+      "usage: mpirun -np R eplb-sync --stats PATTERN --num-slots S --num-gpus "
+      "G\n"
+      "                              [--output FILE] [options]\n"
+      "\n"
+      "Every rank reads its own token counts (PATTERN with %%r replaced by "
+      "the\n"
+      "rank), the ranks sum them (MPI_Allreduce), rank 0 plans where each "
+      "expert\n"
+      "goes, every rank receives the plan and checksums it, and the ranks "
+      "compare\n"
+      "checksums so that none runs with a divergent map.  Rank 0 writes the "
+      "map.\n"
+      "Any failure on any rank fails every rank, naming the rank and the "
+      "file.\n"
+      "\n"
+      "required:\n"
+      "  --stats PATTERN      this rank's statistics, %%r = rank "
+      "(stats/rank_%%r.json);\n"
+      "                       repeat to sum several files per rank (1..%d);\n"
+      "                       without %%r only with one rank. MindSpeed-RL or "
+      "SGLang\n"
+      "                       (see eplb-plan --help); SGLang's all-zero dense\n"
+      "                       layers are skipped\n"
+      "  --num-slots S        physical expert slots per layer over all GPUs,\n"
+      "                       %d..%d, at least the number of experts, a "
+      "multiple\n"
+      "                       of G\n"
+      "  --num-gpus G         GPUs of the plan, %d..%d (need not equal the "
+      "ranks)\n"
+      "options:\n"
+      "  --output FILE        the map rank 0 writes (atomically)\n"
+      "  --output-format F    expert-map, trtllm-yaml, sglang or deepseek "
+      "(default:\n"
+      "                       trtllm-yaml for a .yaml/.yml FILE, else "
+      "expert-map)\n"
+      "  --summary FILE       JSON summary: generation, imbalance "
+      "before/after,\n"
+      "                       seconds per phase (see docs/sync.md)\n"
+      "  --generation N       generation of the current placement, 0..%llu\n"
+      "                       (default 0); the plan is N + 1\n"
+      "  --format F           statistics format: auto (default), mindspeed, "
+      "sglang,\n"
+      "                       trtllm or mindie (dump directories: PATTERN may "
+      "name\n"
+      "                       a directory per rank)\n"
+      "  --num-nodes N        nodes, %d..G, G %% N == 0 (default 1)\n"
+      "  --num-groups K       expert groups, %d..experts (default 1)\n"
+      "  --policy P           balanced (default) or deepseek\n"
+      "  --current-map FILE   re-plan from the current placement (rank 0 reads "
+      "it)\n"
+      "  --max-moves M        with --current-map: -1..%d (-1 = no limit, "
+      "default)\n"
+      "  --move-cost C        with --current-map: 0..1 (default %g)\n"
+      "  --keep-threshold T   with --current-map: 0..100 (default %g)\n"
+      "  --spill              hierarchical balanced plans: hot experts may "
+      "spill\n"
+      "  --spill-cost C       0..1 (default %g)\n"
+      "  --threads T          threads rank 0 plans layers on, 0..64 (0 = one "
+      "per\n"
+      "                       CPU rank 0 may use; default 1: other ranks of a "
+      "node\n"
+      "                       may share its cores); the map is the same for "
+      "any T\n"
+      "  --quiet              print nothing on success\n"
+      "  --help, --version\n"
+      "shards (docs/shards.md): one rank per shard\n"
+      "  --shards DIR         move the expert weights in DIR/shard_<rank>.h5 "
+      "to the\n"
+      "                       plan, two-phase commit; the shards' map is the "
+      "current\n"
+      "                       placement, their generation the current one, "
+      "their\n"
+      "                       shape the default --num-slots and --num-gpus\n"
+      "  --max-buffer-mb M    bytes in flight per rank per batch, %d..%d MiB\n"
+      "                       (default %d)\n"
+      "  --timeout SEC        give up on a transfer batch after SEC, %d..%d\n"
+      "                       (default %d): the job is aborted, shards "
+      "untouched\n"
+      "  --recover            bring DIR back to one generation after a crash "
+      "(roll\n"
+      "                       forward if the journal says so, else back); "
+      "needs\n"
+      "                       --shards only\n"
+      "online (--watch): rounds beside a running job, until --max-rounds or\n"
+      "SIGTERM/SIGINT (which finish the current round and exit 0)\n"
+      "  --watch              every round, every rank re-reads its statistics "
+      "as\n"
+      "                       cumulative counters; rank 0 logs one line per "
+      "round\n"
+      "  --interval SEC       seconds between rounds, 0.01..86400 (default "
+      "60)\n"
+      "  --trigger FILE       also start a round when FILE appears (then "
+      "removed)\n"
+      "  --max-rounds N       0..1000000000 (default 0 = until a signal)\n"
+      "  --ema-alpha A        weight of the newest round, (0, 1] (default "
+      "0.5)\n"
+      "  --threshold T        rebalance only above this imbalance, 0..100\n"
+      "                       (default 0.1)\n"
+      "  --min-gain X         ... and only if a layer gains this much, 0..100\n"
+      "                       (default 0.02)\n"
+      "  --layers-per-round N layers moved per round, worst first, 0..%d\n"
+      "                       (default 0 = all)\n"
+      "\n"
+      "environment: EPLB_FAULT injects faults for tests (docs/sync.md)\n"
+      "exit status (the same on every rank): 0 ok, 1 runtime error on any "
+      "rank\n"
+      "(file, format, counts, shapes, divergent plan), 2 usage error\n",
+      EPLB_SYNC_MAX_STATS, EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS,
+      EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
+      EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS, EPLB_DEFAULT_MOVE_COST,
+      EPLB_DEFAULT_KEEP_THRESHOLD, EPLB_DEFAULT_SPILL_COST,
+      EPLB_MIGRATE_MIN_BUFFER_MB, EPLB_MIGRATE_MAX_BUFFER_MB,
+      EPLB_MIGRATE_DEFAULT_BUFFER_MB, EPLB_MIGRATE_MIN_TIMEOUT_S,
+      EPLB_MIGRATE_MAX_TIMEOUT_S, EPLB_MIGRATE_DEFAULT_TIMEOUT_S,
+      EPLB_MAX_LAYERS);
 }
 
 enum {
-  OPT_STATS = 256, OPT_SLOTS, OPT_GPUS, OPT_NODES, OPT_GROUPS, OPT_POLICY,
-  OPT_FORMAT, OPT_OUT_FORMAT, OPT_OUTPUT, OPT_SUMMARY, OPT_GENERATION,
-  OPT_CURRENT, OPT_MAX_MOVES, OPT_MOVE_COST, OPT_KEEP, OPT_SPILL,
-  OPT_SPILL_COST, OPT_QUIET, OPT_HELP, OPT_VERSION, OPT_WATCH, OPT_INTERVAL,
-  OPT_TRIGGER, OPT_MAX_ROUNDS, OPT_EMA, OPT_THRESHOLD, OPT_MIN_GAIN,
-  OPT_LAYERS_PER_ROUND, OPT_SHARDS, OPT_MAX_BUFFER, OPT_TIMEOUT, OPT_RECOVER,
+  OPT_STATS = 256,
+  OPT_SLOTS,
+  OPT_GPUS,
+  OPT_NODES,
+  OPT_GROUPS,
+  OPT_POLICY,
+  OPT_FORMAT,
+  OPT_OUT_FORMAT,
+  OPT_OUTPUT,
+  OPT_SUMMARY,
+  OPT_GENERATION,
+  OPT_CURRENT,
+  OPT_MAX_MOVES,
+  OPT_MOVE_COST,
+  OPT_KEEP,
+  OPT_SPILL,
+  OPT_SPILL_COST,
+  OPT_QUIET,
+  OPT_HELP,
+  OPT_VERSION,
+  OPT_WATCH,
+  OPT_INTERVAL,
+  OPT_TRIGGER,
+  OPT_MAX_ROUNDS,
+  OPT_EMA,
+  OPT_THRESHOLD,
+  OPT_MIN_GAIN,
+  OPT_LAYERS_PER_ROUND,
+  OPT_SHARDS,
+  OPT_MAX_BUFFER,
+  OPT_TIMEOUT,
+  OPT_RECOVER,
   OPT_THREADS
 };
 
@@ -175,7 +235,8 @@ static int g_rank;
 /* The numeric options, range-checked (the message on rank 0 only). */
 static int parse_number(args_t *a, int c, const char *v) {
   const char *p = PROG; /* silenced on ranks > 0, see parse_args */
-  int bad = eplb_cli_plan_option(p, eplb_cli_option_name(long_opts, c), v, &a->sync.plan);
+  int bad = eplb_cli_plan_option(p, eplb_cli_option_name(long_opts, c), v,
+                                 &a->sync.plan);
   if (bad >= 0) { /* planner options: as eplb-plan parses them */
     a->have_slots |= c == OPT_SLOTS;
     a->have_gpus |= c == OPT_GPUS;
@@ -191,24 +252,29 @@ static int parse_number(args_t *a, int c, const char *v) {
     break;
   }
   case OPT_INTERVAL:
-    bad = eplb_cli_parse_double(p, "--interval", v, 0.01, 86400, &a->w.interval_s);
+    bad = eplb_cli_parse_double(p, "--interval", v, 0.01, 86400,
+                                &a->w.interval_s);
     break;
   case OPT_MAX_ROUNDS:
     bad = eplb_cli_parse_int64(p, "--max-rounds", v, 0, EPLB_WATCH_MAX_ROUNDS,
                                &a->w.max_rounds);
     break;
   case OPT_EMA:
-    bad = eplb_cli_parse_double(p, "--ema-alpha", v, 1e-9, 1, &a->w.rb.online.ema_alpha);
+    bad = eplb_cli_parse_double(p, "--ema-alpha", v, 1e-9, 1,
+                                &a->w.rb.online.ema_alpha);
     break;
   case OPT_THRESHOLD:
-    bad = eplb_cli_parse_double(p, "--threshold", v, 0, 100, &a->w.rb.online.threshold);
+    bad = eplb_cli_parse_double(p, "--threshold", v, 0, 100,
+                                &a->w.rb.online.threshold);
     break;
   case OPT_MIN_GAIN:
-    bad = eplb_cli_parse_double(p, "--min-gain", v, 0, 100, &a->w.rb.online.min_gain);
+    bad = eplb_cli_parse_double(p, "--min-gain", v, 0, 100,
+                                &a->w.rb.online.min_gain);
     break;
   case OPT_MAX_BUFFER:
-    bad = eplb_cli_parse_int(p, "--max-buffer-mb", v, EPLB_MIGRATE_MIN_BUFFER_MB,
-                             EPLB_MIGRATE_MAX_BUFFER_MB, &a->sync.max_buffer_mb);
+    bad =
+        eplb_cli_parse_int(p, "--max-buffer-mb", v, EPLB_MIGRATE_MIN_BUFFER_MB,
+                           EPLB_MIGRATE_MAX_BUFFER_MB, &a->sync.max_buffer_mb);
     break;
   case OPT_TIMEOUT:
     bad = eplb_cli_parse_int(p, "--timeout", v, EPLB_MIGRATE_MIN_TIMEOUT_S,
@@ -230,44 +296,29 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
   case OPT_STATS:
     if (a->num_stats >= EPLB_SYNC_MAX_STATS)
-      return eplb_cli_usage_error(PROG, "at most %d --stats patterns", EPLB_SYNC_MAX_STATS);
+      return eplb_cli_usage_error(PROG, "at most %d --stats patterns",
+                                  EPLB_SYNC_MAX_STATS);
     a->stats[a->num_stats++] = optarg;
     return 0;
-  case OPT_OUTPUT:
-    a->sync.output = optarg;
-    return 0;
-  case OPT_SUMMARY:
-    a->sync.summary = optarg;
-    return 0;
-  case OPT_CURRENT:
-    a->sync.current_map = optarg;
-    return 0;
-  case OPT_SPILL:
-    a->sync.plan.spill = 1;
-    return 0;
-  case OPT_QUIET:
-    a->sync.quiet = 1;
-    return 0;
-  case OPT_WATCH:
-    a->watch = 1;
-    return 0;
-  case OPT_RECOVER:
-    a->recover = 1;
-    return 0;
-  case OPT_SHARDS:
-    a->sync.shards_dir = optarg;
-    return 0;
-  case OPT_TRIGGER:
-    a->w.trigger = optarg;
-    return 0;
+  case OPT_OUTPUT: a->sync.output = optarg; return 0;
+  case OPT_SUMMARY: a->sync.summary = optarg; return 0;
+  case OPT_CURRENT: a->sync.current_map = optarg; return 0;
+  case OPT_SPILL: a->sync.plan.spill = 1; return 0;
+  case OPT_QUIET: a->sync.quiet = 1; return 0;
+  case OPT_WATCH: a->watch = 1; return 0;
+  case OPT_RECOVER: a->recover = 1; return 0;
+  case OPT_SHARDS: a->sync.shards_dir = optarg; return 0;
+  case OPT_TRIGGER: a->w.trigger = optarg; return 0;
   case OPT_FORMAT:
-    rc = eplb_cli_parse_name(PROG, "--format", optarg, eplb_stats_format_from_name,
-                    "auto, mindspeed, sglang, trtllm or mindie", &x);
+    rc = eplb_cli_parse_name(PROG, "--format", optarg,
+                             eplb_stats_format_from_name,
+                             "auto, mindspeed, sglang, trtllm or mindie", &x);
     a->format = (eplb_stats_format_t)x;
     return rc;
   case OPT_OUT_FORMAT:
-    rc = eplb_cli_parse_name(PROG, "--output-format", optarg, eplb_map_format_from_name,
-                    "expert-map, trtllm-yaml, sglang or deepseek", &x);
+    rc = eplb_cli_parse_name(PROG, "--output-format", optarg,
+                             eplb_map_format_from_name,
+                             "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->sync.output_format = (eplb_map_format_t)x;
     return rc;
   case OPT_HELP:
@@ -294,29 +345,38 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
     if (a->sync.shards_dir == NULL)
       return eplb_cli_usage_error(PROG, "--recover needs --shards DIR");
     if (a->watch || a->num_stats)
-      return eplb_cli_usage_error(PROG, "--recover takes only --shards (and --quiet)");
+      return eplb_cli_usage_error(
+          PROG, "--recover takes only --shards (and --quiet)");
     return 0;
   }
   if (a->num_stats == 0)
     return eplb_cli_usage_error(PROG, "--stats PATTERN is required");
   /* With shards, slots and GPUs default to the shards' shape. */
   if (!a->have_slots && a->sync.shards_dir == NULL)
-    return eplb_cli_usage_error(PROG, "--num-slots S is required (or --shards DIR)");
+    return eplb_cli_usage_error(PROG,
+                                "--num-slots S is required (or --shards DIR)");
   if (!a->have_gpus && a->sync.shards_dir == NULL)
-    return eplb_cli_usage_error(PROG, "--num-gpus G is required (or --shards DIR)");
+    return eplb_cli_usage_error(PROG,
+                                "--num-gpus G is required (or --shards DIR)");
   if (a->sync.shards_dir && a->sync.current_map)
-    return eplb_cli_usage_error(PROG, "--current-map and --shards: the shards say where the "
-                       "experts are; drop --current-map");
+    return eplb_cli_usage_error(
+        PROG, "--current-map and --shards: the shards say where the "
+              "experts are; drop --current-map");
   for (int i = 0; i < a->num_stats; i++) {
     if (size > 1 && strstr(a->stats[i], "%r") == NULL)
-      return eplb_cli_usage_error(PROG, "--stats %s has no %%r but %d ranks run: every rank "
-                         "would read the same file; use a pattern such as "
-                         "stats/rank_%%r.json", a->stats[i], size);
+      return eplb_cli_usage_error(
+          PROG,
+          "--stats %s has no %%r but %d ranks run: every rank "
+          "would read the same file; use a pattern such as "
+          "stats/rank_%%r.json",
+          a->stats[i], size);
     if (a->sync.output && strcmp(a->stats[i], a->sync.output) == 0)
-      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input", a->sync.output);
+      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input",
+                                  a->sync.output);
   }
   if (!a->watch && (a->w.trigger || a->w.max_rounds))
-    return eplb_cli_usage_error(PROG, "--trigger and --max-rounds need --watch");
+    return eplb_cli_usage_error(PROG,
+                                "--trigger and --max-rounds need --watch");
   return 0;
 }
 
@@ -385,7 +445,8 @@ static int run_recover(const args_t *a, eplb_error_t *err) {
            "%lld temporary files removed)\n",
            a->sync.shards_dir, (unsigned long long)r.generation,
            r.rolled_forward ? "rolled forward"
-                            : r.rolled_back ? "rolled back" : "nothing to do",
+           : r.rolled_back  ? "rolled back"
+                            : "nothing to do",
            (long long)r.renamed, (long long)r.removed);
     fflush(stdout);
   }
@@ -414,8 +475,9 @@ static int run_watch(args_t *a, eplb_error_t *err) {
 int main(int argc, char *argv[]) {
   int rc = MPI_Init(&argc, &argv);
   if (rc != MPI_SUCCESS) {
-    fprintf(stderr, "%s: error: MPI_Init failed (%d); run under mpirun or srun\n",
-            PROG, rc);
+    fprintf(stderr,
+            "%s: error: MPI_Init failed (%d); run under mpirun or srun\n", PROG,
+            rc);
     return EPLB_CLI_EXIT_RUNTIME;
   }
   int size = 1;
@@ -441,7 +503,7 @@ int main(int argc, char *argv[]) {
     rc = a.recover ? run_recover(&a, &err)
          : a.watch ? run_watch(&a, &err)
                    : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
-                                       a.format, &a.sync, &res, &err);
+                                         a.format, &a.sync, &res, &err);
     if (rc) {
       /* The message is agreed: rank 0 says it for everyone. */
       if (g_rank == 0)

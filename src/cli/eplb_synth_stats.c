@@ -57,27 +57,38 @@ int main(int argc, char **argv) {
   long ranks = 1, layers = 58, experts = 256, tokens = 100000, seed = 1;
   double skew = 0.8;
   const char *out = NULL, *format = "mindspeed";
-  static const struct option opts[] = {
-      {"out", required_argument, 0, 'o'},   {"ranks", required_argument, 0, 'r'},
-      {"layers", required_argument, 0, 'l'}, {"experts", required_argument, 0, 'e'},
-      {"tokens", required_argument, 0, 't'}, {"skew", required_argument, 0, 'k'},
-      {"seed", required_argument, 0, 's'},  {"format", required_argument, 0, 'f'},
-      {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+  static const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                       {"ranks", required_argument, 0, 'r'},
+                                       {"layers", required_argument, 0, 'l'},
+                                       {"experts", required_argument, 0, 'e'},
+                                       {"tokens", required_argument, 0, 't'},
+                                       {"skew", required_argument, 0, 'k'},
+                                       {"seed", required_argument, 0, 's'},
+                                       {"format", required_argument, 0, 'f'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     int bad = 0;
     switch (c) {
     case 'o': out = optarg; break;
     case 'r': bad = parse_long("--ranks", optarg, 1, 4096, &ranks); break;
-    case 'l': bad = parse_long("--layers", optarg, 1, EPLB_MAX_LAYERS, &layers); break;
-    case 'e': bad = parse_long("--experts", optarg, 1, EPLB_MAX_EXPERTS, &experts); break;
-    case 't': bad = parse_long("--tokens", optarg, 1, 1000000000000L, &tokens); break;
+    case 'l':
+      bad = parse_long("--layers", optarg, 1, EPLB_MAX_LAYERS, &layers);
+      break;
+    case 'e':
+      bad = parse_long("--experts", optarg, 1, EPLB_MAX_EXPERTS, &experts);
+      break;
+    case 't':
+      bad = parse_long("--tokens", optarg, 1, 1000000000000L, &tokens);
+      break;
     case 's': bad = parse_long("--seed", optarg, 0, 2147483647L, &seed); break;
     case 'k': {
       char *end;
       skew = strtod(optarg, &end);
       if (*end != '\0' || !(skew >= 0 && skew <= 3)) {
-        fprintf(stderr, "eplb-synth-stats: error: --skew '%s' is not in 0..3\n", optarg);
+        fprintf(stderr, "eplb-synth-stats: error: --skew '%s' is not in 0..3\n",
+                optarg);
         bad = -1;
       }
       break;
@@ -94,8 +105,9 @@ int main(int argc, char **argv) {
   int sglang = strcmp(format, "sglang") == 0;
   if (out == NULL || (!sglang && strcmp(format, "mindspeed") != 0) ||
       optind != argc || (ranks > 1 && strstr(out, "%r") == NULL)) {
-    fprintf(stderr, "eplb-synth-stats: error: need --out PATTERN (with %%r when "
-                    "--ranks > 1) and --format mindspeed|sglang (see --help)\n");
+    fprintf(stderr,
+            "eplb-synth-stats: error: need --out PATTERN (with %%r when "
+            "--ranks > 1) and --format mindspeed|sglang (see --help)\n");
     return 2;
   }
   double *w = malloc(sizeof(double) * (size_t)experts);
@@ -120,8 +132,11 @@ int main(int argc, char **argv) {
       double lskew = skew * (0.5 + unit((uint64_t)seed * 7919 + (uint64_t)l));
       double sum = 0;
       for (long e = 0; e < experts; e++) {
-        double base = pow(unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e), -lskew);
-        double noise = 0.8 + 0.4 * unit(((uint64_t)seed << 40) ^ ((uint64_t)(r + 1) << 52) ^
+        double base = pow(
+            unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e),
+            -lskew);
+        double noise = 0.8 + 0.4 * unit(((uint64_t)seed << 40) ^
+                                        ((uint64_t)(r + 1) << 52) ^
                                         ((uint64_t)l << 20) ^ (uint64_t)e);
         w[e] = base * noise;
         sum += w[e];

@@ -10,29 +10,23 @@
 
 const char *eplb_strerror(int code) {
   switch (code) {
-  case EPLB_OK:
-    return "success";
-#define EPLB_STRERROR_CASE_(name, val, msg)                                   \
-  case EPLB_E##name:                                                           \
-    return msg;
+  case EPLB_OK: return "success";
+#define EPLB_STRERROR_CASE_(name, val, msg)                                    \
+  case EPLB_E##name: return msg;
     EPLB_ERRNO_MAP(EPLB_STRERROR_CASE_)
 #undef EPLB_STRERROR_CASE_
-  default:
-    return "unknown error";
+  default: return "unknown error";
   }
 }
 
 const char *eplb_err_name(int code) {
   switch (code) {
-  case EPLB_OK:
-    return "EPLB_OK";
-#define EPLB_NAME_CASE_(name, val, msg)                                       \
-  case EPLB_E##name:                                                           \
-    return "EPLB_E" #name;
+  case EPLB_OK: return "EPLB_OK";
+#define EPLB_NAME_CASE_(name, val, msg)                                        \
+  case EPLB_E##name: return "EPLB_E" #name;
     EPLB_ERRNO_MAP(EPLB_NAME_CASE_)
 #undef EPLB_NAME_CASE_
-  default:
-    return "EPLB_EUNKNOWN";
+  default: return "EPLB_EUNKNOWN";
   }
 }
 

@@ -66,7 +66,8 @@ int eplb_placement_copy(eplb_placement_t *dst, const eplb_placement_t *src,
   memcpy(dst->layer_ids, src->layer_ids,
          sizeof(*dst->layer_ids) * (size_t)src->num_layers);
   memcpy(dst->phy2log, src->phy2log,
-         sizeof(*dst->phy2log) * (size_t)src->num_layers * (size_t)src->num_slots);
+         sizeof(*dst->phy2log) * (size_t)src->num_layers *
+             (size_t)src->num_slots);
   return 0;
 }
 
@@ -110,9 +111,8 @@ int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
 
 int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err) {
   if (p->num_slots < p->num_experts)
-    return eplb_error_set(err, EPLB_EARG,
-                          "%d slots cannot hold %d experts", (int)p->num_slots,
-                          (int)p->num_experts);
+    return eplb_error_set(err, EPLB_EARG, "%d slots cannot hold %d experts",
+                          (int)p->num_slots, (int)p->num_experts);
   for (int32_t l = 0; l < p->num_layers; l++)
     for (int32_t s = 0; s < p->num_slots; s++)
       p->phy2log[(size_t)l * (size_t)p->num_slots + (size_t)s] =
@@ -123,16 +123,15 @@ int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err) {
 int eplb_placement_init_contiguous(eplb_placement_t *p, int32_t num_layers,
                                    int32_t num_experts, int32_t num_slots,
                                    int32_t num_gpus, eplb_error_t *err) {
-  int rc = eplb_placement_init(p, num_layers, num_experts, num_slots, num_gpus,
-                               err);
+  int rc =
+      eplb_placement_init(p, num_layers, num_experts, num_slots, num_gpus, err);
   if (rc == 0 && (rc = eplb_placement_contiguous(p, err)) != 0)
     eplb_placement_cleanup(p);
   return rc;
 }
 
-int eplb_placement_check_stats(const eplb_placement_t *p,
-                               const eplb_stats_t *s, const char *what,
-                               eplb_error_t *err) {
+int eplb_placement_check_stats(const eplb_placement_t *p, const eplb_stats_t *s,
+                               const char *what, eplb_error_t *err) {
   if (s->num_layers != p->num_layers || s->num_experts != p->num_experts)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "%s have %d layers x %d experts but the placement "

@@ -27,8 +27,8 @@ int eplb_series_init(eplb_series_t *s, int32_t T, int32_t L, int32_t E,
   s->load = calloc(n, sizeof(double));
   if (s->layer_ids == NULL || s->load == NULL) {
     eplb_series_cleanup(s);
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for a %zu-value series",
-                          n);
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "out of memory for a %zu-value series", n);
   }
   for (int32_t l = 0; l < L; l++)
     s->layer_ids[l] = l;
@@ -46,7 +46,6 @@ void eplb_series_cleanup(eplb_series_t *s) {
   memset(s, 0, sizeof(*s));
 }
 
-
 /* EMA weights of T steps, rescaled to add up to T. */
 static void ema_weights(int32_t T, double alpha, double *w) {
   double sum = 0;
@@ -61,8 +60,10 @@ static void ema_weights(int32_t T, double alpha, double *w) {
 int eplb_series_sum(const eplb_series_t *s, double alpha, eplb_stats_t *out,
                     eplb_error_t *err) {
   if (!(alpha >= 0 && alpha < 1))
-    return eplb_error_set(err, EPLB_EARG, "--ema-alpha %g is outside 0..1 "
-                          "(1 excluded)", alpha);
+    return eplb_error_set(err, EPLB_EARG,
+                          "--ema-alpha %g is outside 0..1 "
+                          "(1 excluded)",
+                          alpha);
   int rc = eplb_stats_init(out, s->num_layers, s->num_experts, err);
   if (rc)
     return rc;
@@ -80,8 +81,9 @@ int eplb_series_sum(const eplb_series_t *s, double alpha, eplb_stats_t *out,
     if (out->load[i] > EPLB_MAX_COUNT) {
       free(w);
       eplb_stats_cleanup(out);
-      return eplb_error_set(err, EPLB_ECOUNT,
-                            "the series sums above 2^53; scale the counts down");
+      return eplb_error_set(
+          err, EPLB_ECOUNT,
+          "the series sums above 2^53; scale the counts down");
     }
   memcpy(out->layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)s->num_layers);
   out->dense_rows = s->dense_rows;

@@ -81,7 +81,8 @@ int eplb_stats_add(eplb_stats_t *acc, const eplb_stats_t *other,
           err, EPLB_ECOUNT,
           "%s + %s: layer %d, expert %d: sum %.17g exceeds 2^53, the largest "
           "count eplb sums exactly; scale the counts down",
-          acc_name, other_name, (int)acc->layer_ids[i / (size_t)acc->num_experts],
+          acc_name, other_name,
+          (int)acc->layer_ids[i / (size_t)acc->num_experts],
           (int)(i % (size_t)acc->num_experts), sum);
     acc->load[i] = sum;
   }
@@ -119,7 +120,8 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
     if (zero)
       continue;
     if (kept != l) {
-      memmove(s->load + (size_t)kept * (size_t)E, row, sizeof(double) * (size_t)E);
+      memmove(s->load + (size_t)kept * (size_t)E, row,
+              sizeof(double) * (size_t)E);
       s->layer_ids[kept] = s->layer_ids[l];
     }
     kept++;
@@ -134,8 +136,8 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
   return 0;
 }
 
-int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids,
-                              int32_t *n, eplb_error_t *err) {
+int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids, int32_t *n,
+                              eplb_error_t *err) {
   *ids = NULL;
   *n = 0;
   for (int32_t l = 0; l < s->num_layers; l++) {

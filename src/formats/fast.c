@@ -5,13 +5,13 @@
  * Why: cJSON builds a node per number (a DeepSeek-V3 histogram is 15k
  * numbers, and eplb-plan sums one file per rank), and building that tree
  * took longer than planning.  These scanners read the numbers straight into
- * the histogram (docs/formats.md gives the gain).  They accept only what the full readers
- * (stats_read.c) accept, with the same result: the same JSON number grammar
- * converted by the same strtod (or exactly, for plain integers), the same
- * shape rules, counts finite, >= 0, <= 2^53, sums <= 2^53.  On anything
- * else (another key, an escaped key, a ragged row, a missing expert, a bad
- * count, a syntax error) they give up without a message and the full
- * reader runs, so every error message still comes from one place. */
+ * the histogram (docs/formats.md gives the gain).  They accept only what the
+ * full readers (stats_read.c) accept, with the same result: the same JSON
+ * number grammar converted by the same strtod (or exactly, for plain integers),
+ * the same shape rules, counts finite, >= 0, <= 2^53, sums <= 2^53.  On
+ * anything else (another key, an escaped key, a ragged row, a missing expert, a
+ * bad count, a syntax error) they give up without a message and the full reader
+ * runs, so every error message still comes from one place. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,7 +195,7 @@ static int sg_array(sg_t *f, int level) {
     return 0;
   /* Level k of a depth-d array indexes steps, layers or experts. */
   int which = level + 3 - f->depth;
-  int32_t limit = which == 2 ? EPLB_MAX_EXPERTS
+  int32_t limit = which == 2   ? EPLB_MAX_EXPERTS
                   : which == 1 ? EPLB_MAX_LAYERS
                                : INT32_MAX - 1;
   int last = level == f->depth - 1;
@@ -258,12 +258,12 @@ int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len) {
 
 typedef struct {
   scan_t s;
-  int32_t E;            /* experts per layer (from the first layer) */
-  dvec_t rows;          /* the layers in file order, E values each */
-  int32_t *layer_key;   /* [layers read] */
-  int32_t *ekey;        /* [EPLB_MAX_EXPERTS] keys of the current layer */
-  double *eval;         /* [EPLB_MAX_EXPERTS] its counts */
-  unsigned char *seen;  /* [EPLB_MAX_EXPERTS] */
+  int32_t E;           /* experts per layer (from the first layer) */
+  dvec_t rows;         /* the layers in file order, E values each */
+  int32_t *layer_key;  /* [layers read] */
+  int32_t *ekey;       /* [EPLB_MAX_EXPERTS] keys of the current layer */
+  double *eval;        /* [EPLB_MAX_EXPERTS] its counts */
+  unsigned char *seen; /* [EPLB_MAX_EXPERTS] */
 } ms_t;
 
 /* Reads one layer object {"e": count, ...} and appends it as a row. */

@@ -11,8 +11,8 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "eplb/error.h"
 #include "eplb/formats.h"
@@ -69,8 +69,7 @@ int eplb__map_read_yaml(eplb_placement_t *out, const char *path,
  * opts may be NULL.  *out is empty on failure. */
 int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
                          eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts,
-                         eplb_error_t *err);
+                         const eplb_stats_read_opts_t *opts, eplb_error_t *err);
 
 /* The two dump readers behind it (formats/trtllm_stats.c, formats/mindie.c):
  * `dir` is the dump directory. */

@@ -80,8 +80,9 @@ int eplb__json_parse(const char *path, const char *text, size_t len,
   return eplb_error_set(err, EPLB_EPARSE,
                         "%s: not valid JSON: the parser stopped at line %ld, "
                         "column %ld, %s%s%s; fix the file there",
-                        path, line, col, near[0] ? "near '" : "at the end of the line",
-                        near, near[0] ? "'" : "");
+                        path, line, col,
+                        near[0] ? "near '" : "at the end of the line", near,
+                        near[0] ? "'" : "");
 }
 
 const char *eplb__json_kind(const cJSON *v) {

@@ -46,9 +46,10 @@ int eplb__write_sglang(FILE *f, const void *ctx, eplb_error_t *err) {
       rows = p->layer_ids[l] + 1;
   if (rows > EPLB_MAX_LAYERS) {
     free(fill);
-    return eplb_error_set(err, EPLB_EMAP, "layer id %d is above %d: SGLang "
-                          "rows are hidden layers", (int)rows - 1,
-                          EPLB_MAX_LAYERS - 1);
+    return eplb_error_set(err, EPLB_EMAP,
+                          "layer id %d is above %d: SGLang "
+                          "rows are hidden layers",
+                          (int)rows - 1, EPLB_MAX_LAYERS - 1);
   }
   fprintf(f, "{\"physical_to_logical_map\": [\n");
   for (int32_t r = 0; r < rows; r++) {
@@ -137,20 +138,24 @@ int eplb__write_deepseek(FILE *f, const void *ctx, eplb_error_t *err) {
 static int shape(const cJSON *rows, const char *path, const char *key,
                  int32_t *L, int32_t *S, eplb_error_t *err) {
   if (!cJSON_IsArray(rows) || rows->child == NULL)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\" is %s; expected a "
-                          "non-empty array of layers", path, key,
-                          eplb__json_kind(rows));
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: \"%s\" is %s; expected a "
+                          "non-empty array of layers",
+                          path, key, eplb__json_kind(rows));
   *L = 0;
   *S = cJSON_GetArraySize(rows->child);
   const cJSON *r;
   cJSON_ArrayForEach(r, rows) {
     if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != *S || *S < 1)
-      return eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\"[%d] is not an "
-                            "array of %d slots like row 0", path, key,
-                            (int)*L, (int)*S);
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: \"%s\"[%d] is not an "
+                            "array of %d slots like row 0",
+                            path, key, (int)*L, (int)*S);
     if (++*L > EPLB_MAX_LAYERS)
-      return eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\" has more than %d "
-                            "layers", path, key, EPLB_MAX_LAYERS);
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: \"%s\" has more than %d "
+                            "layers",
+                            path, key, EPLB_MAX_LAYERS);
   }
   return 0;
 }
@@ -166,9 +171,11 @@ static int fill(eplb_placement_t *p, const cJSON *rows, const char *path,
       int64_t e = 0;
       const char *why = eplb__json_int(v, 0, EPLB_MAX_EXPERTS - 1, &e);
       if (why)
-        return eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\"[%d][%d] %s; "
-                              "expected an expert id 0..%d", path, key,
-                              (int)l, (int)s, why, EPLB_MAX_EXPERTS - 1);
+        return eplb_error_set(err, EPLB_EPARSE,
+                              "%s: \"%s\"[%d][%d] %s; "
+                              "expected an expert id 0..%d",
+                              path, key, (int)l, (int)s, why,
+                              EPLB_MAX_EXPERTS - 1);
       p->phy2log[(size_t)l * p->num_slots + s++] = (int32_t)e;
       if (e > max)
         max = (int32_t)e;
@@ -197,7 +204,8 @@ static int check_logcnt(const eplb_placement_t *p, const cJSON *root,
       for (int32_t s = 0; s < p->num_slots; s++)
         n += p->phy2log[(size_t)l * p->num_slots + s] == e;
       if (!cJSON_IsNumber(v) || v->valuedouble != n)
-        return eplb_error_set(err, EPLB_EMAP, "%s: \"logcnt\"[%d][%d] is not "
+        return eplb_error_set(err, EPLB_EMAP,
+                              "%s: \"logcnt\"[%d][%d] is not "
                               "%d, the replicas of expert %d in \"phy2log\"",
                               path, (int)l, (int)e, (int)n, (int)e);
       e++;
@@ -205,8 +213,10 @@ static int check_logcnt(const eplb_placement_t *p, const cJSON *root,
     l++;
   }
   if (l != p->num_layers)
-    return eplb_error_set(err, EPLB_EMAP, "%s: \"logcnt\" does not have the "
-                          "%d layers of \"phy2log\"", path, (int)p->num_layers);
+    return eplb_error_set(err, EPLB_EMAP,
+                          "%s: \"logcnt\" does not have the "
+                          "%d layers of \"phy2log\"",
+                          path, (int)p->num_layers);
   return 0;
 }
 

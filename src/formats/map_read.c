@@ -29,14 +29,14 @@ static int em_int(const em_ctx_t *c, const cJSON *obj, const char *at,
                   eplb_error_t *err) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (v == NULL)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: %s has no \"%s\"", c->path,
-                          at, key);
+    return eplb_error_set(err, EPLB_EPARSE, "%s: %s has no \"%s\"", c->path, at,
+                          key);
   int64_t x = 0;
   const char *why = eplb__json_int(v, min, max, &x);
   if (why != NULL)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: %s.%s %s; expected an integer %lld..%lld",
-                          c->path, at, key, why, (long long)min, (long long)max);
+    return eplb_error_set(
+        err, EPLB_EPARSE, "%s: %s.%s %s; expected an integer %lld..%lld",
+        c->path, at, key, why, (long long)min, (long long)max);
   *out = (int32_t)x;
   return 0;
 }
@@ -79,12 +79,13 @@ static int em_shape(em_ctx_t *c, const cJSON *root, const cJSON **list,
                           c->path, eplb__json_kind(l0));
   rc = em_int(c, l0, "layer_list[0]", "device_count", EPLB_MIN_GPUS,
               EPLB_MAX_GPUS, &c->G, err);
-  if (rc || (devs = em_array(c, l0, "layer_list[0]", "device_list", err)) == NULL)
+  if (rc ||
+      (devs = em_array(c, l0, "layer_list[0]", "device_list", err)) == NULL)
     return rc ? rc : EPLB_EPARSE;
-  const cJSON *ids = cJSON_IsObject(devs->child)
-                         ? cJSON_GetObjectItemCaseSensitive(devs->child,
-                                                            "device_expert")
-                         : NULL;
+  const cJSON *ids =
+      cJSON_IsObject(devs->child)
+          ? cJSON_GetObjectItemCaseSensitive(devs->child, "device_expert")
+          : NULL;
   c->per = cJSON_IsArray(ids) ? cJSON_GetArraySize(ids) : 0;
   if (c->per < 1)
     return eplb_error_set(err, EPLB_EPARSE,
@@ -100,8 +101,8 @@ static int em_shape(em_ctx_t *c, const cJSON *root, const cJSON **list,
 }
 
 /* Reads one device's slot list into dst[per]. */
-static int em_slots(em_ctx_t *c, const cJSON *ids, const char *at,
-                    int32_t *dst, eplb_error_t *err) {
+static int em_slots(em_ctx_t *c, const cJSON *ids, const char *at, int32_t *dst,
+                    eplb_error_t *err) {
   if (cJSON_GetArraySize(ids) != c->per)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "%s: %s.device_expert holds %d experts but "
@@ -114,8 +115,7 @@ static int em_slots(em_ctx_t *c, const cJSON *ids, const char *at,
     int64_t e = 0;
     const char *why = eplb__json_int(v, 0, EPLB_MAX_EXPERTS - 1, &e);
     if (why != NULL)
-      return eplb_error_set(err,
-                            cJSON_IsNumber(v) ? EPLB_EMAP : EPLB_EPARSE,
+      return eplb_error_set(err, cJSON_IsNumber(v) ? EPLB_EMAP : EPLB_EPARSE,
                             "%s: %s.device_expert[%d] %s; expected an expert "
                             "id 0..%d",
                             c->path, at, (int)i, why, EPLB_MAX_EXPERTS - 1);
@@ -135,16 +135,21 @@ static int em_devices(em_ctx_t *c, eplb_placement_t *p, int32_t l,
   const cJSON *d;
   cJSON_ArrayForEach(d, devs) {
     char at[96];
-    snprintf(at, sizeof(at), "layer_list[%d].device_list[%d]", (int)l, (int)i++);
+    snprintf(at, sizeof(at), "layer_list[%d].device_list[%d]", (int)l,
+             (int)i++);
     if (!cJSON_IsObject(d))
-      return eplb_error_set(err, EPLB_EPARSE, "%s: %s is %s; expected an "
-                            "object", c->path, at, eplb__json_kind(d));
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: %s is %s; expected an "
+                            "object",
+                            c->path, at, eplb__json_kind(d));
     int32_t g = 0;
     const cJSON *ids;
     int rc = em_int(c, d, at, "device_id", 0, c->G - 1, &g, err);
     if (rc == 0 && seen[g])
-      rc = eplb_error_set(err, EPLB_EPARSE, "%s: %s: device_id %d appears "
-                          "twice in this layer", c->path, at, (int)g);
+      rc = eplb_error_set(err, EPLB_EPARSE,
+                          "%s: %s: device_id %d appears "
+                          "twice in this layer",
+                          c->path, at, (int)g);
     if (rc || (ids = em_array(c, d, at, "device_expert", err)) == NULL)
       return rc ? rc : EPLB_EPARSE;
     seen[g] = 1;
@@ -169,20 +174,24 @@ static int em_layer(em_ctx_t *c, eplb_placement_t *p, int32_t l,
                           c->path, at, eplb__json_kind(layer));
   int32_t G = 0;
   const cJSON *devs;
-  int rc = em_int(c, layer, at, "layer_id", 0, INT32_MAX, &p->layer_ids[l], err);
+  int rc =
+      em_int(c, layer, at, "layer_id", 0, INT32_MAX, &p->layer_ids[l], err);
   if (rc == 0)
     rc = em_int(c, layer, at, "device_count", EPLB_MIN_GPUS, EPLB_MAX_GPUS, &G,
                 err);
   if (rc == 0 && G != c->G)
-    rc = eplb_error_set(err, EPLB_ESHAPE, "%s: %s.device_count is %d but "
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "%s: %s.device_count is %d but "
                         "layer_list[0] has %d; every layer must use the same "
-                        "devices", c->path, at, (int)G, (int)c->G);
+                        "devices",
+                        c->path, at, (int)G, (int)c->G);
   if (rc || (devs = em_array(c, layer, at, "device_list", err)) == NULL)
     return rc ? rc : EPLB_EPARSE;
   if (cJSON_GetArraySize(devs) != G)
-    return eplb_error_set(err, EPLB_ESHAPE, "%s: %s.device_list holds %d "
-                          "devices but device_count is %d", c->path, at,
-                          cJSON_GetArraySize(devs), (int)G);
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: %s.device_list holds %d "
+                          "devices but device_count is %d",
+                          c->path, at, cJSON_GetArraySize(devs), (int)G);
   return em_devices(c, p, l, devs, seen, err);
 }
 
@@ -252,8 +261,8 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
     const char *p = text;
     while (isspace((unsigned char)*p))
       p++;
-    format = (*p == '{' || *p == '[') ? EPLB_MAP_EXPERT_MAP
-                                      : EPLB_MAP_TRTLLM_YAML;
+    format =
+        (*p == '{' || *p == '[') ? EPLB_MAP_EXPERT_MAP : EPLB_MAP_TRTLLM_YAML;
     if (format == EPLB_MAP_EXPERT_MAP &&
         (strstr(p, "\"physical_to_logical_map\"") != NULL ||
          strstr(p, "\"phy2log\"") != NULL))

@@ -32,16 +32,11 @@ int eplb_map_format_from_name(const char *name) {
 
 const char *eplb_map_format_name(eplb_map_format_t format) {
   switch (format) {
-  case EPLB_MAP_AUTO:
-    return "auto";
-  case EPLB_MAP_EXPERT_MAP:
-    return "expert-map";
-  case EPLB_MAP_TRTLLM_YAML:
-    return "trtllm-yaml";
-  case EPLB_MAP_SGLANG:
-    return "sglang";
-  case EPLB_MAP_DEEPSEEK:
-    return "deepseek";
+  case EPLB_MAP_AUTO: return "auto";
+  case EPLB_MAP_EXPERT_MAP: return "expert-map";
+  case EPLB_MAP_TRTLLM_YAML: return "trtllm-yaml";
+  case EPLB_MAP_SGLANG: return "sglang";
+  case EPLB_MAP_DEEPSEEK: return "deepseek";
   }
   return "unknown";
 }

@@ -30,11 +30,11 @@
 typedef struct {
   const char *dir;
   int32_t L, E;
-  eplb_placement_t map; /* num_layers == 0 without a map file */
-  eplb_stats_t *out;      /* the last blocks summed, or */
-  eplb_series_t *series;  /* every block a step (series->num_steps == 0
-                             until the first file sets the block count) */
-  char first_path[4096];  /* the file that set the block count */
+  eplb_placement_t map;  /* num_layers == 0 without a map file */
+  eplb_stats_t *out;     /* the last blocks summed, or */
+  eplb_series_t *series; /* every block a step (series->num_steps == 0
+                            until the first file sets the block count) */
+  char first_path[4096]; /* the file that set the block count */
   int files;
 } mie_t;
 
@@ -55,10 +55,11 @@ static int read_map(mie_t *m, const char *cfg, const char *name,
     snprintf(path, sizeof(path), "%s/%s", m->dir, name);
   int rc = eplb_placement_read(&m->map, path, EPLB_MAP_EXPERT_MAP, err);
   if (rc == 0 && (m->map.num_layers != m->L || m->map.num_experts > m->E))
-    rc = eplb_error_set(err, EPLB_ESHAPE, "%s: %d layers, experts 0..%d, but "
-                        "%s says num_moe_layers %d, num_of_experts %d", path,
-                        (int)m->map.num_layers, (int)m->map.num_experts - 1,
-                        cfg, (int)m->L, (int)m->E);
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "%s: %d layers, experts 0..%d, but "
+                        "%s says num_moe_layers %d, num_of_experts %d",
+                        path, (int)m->map.num_layers,
+                        (int)m->map.num_experts - 1, cfg, (int)m->L, (int)m->E);
   if (rc)
     eplb_error_prefix(err, "eplb_expert_map_file");
   return rc;
@@ -81,16 +82,20 @@ static int read_config(mie_t *m, eplb_error_t *err) {
     why = cfg_int(root, field, EPLB_MAX_EXPERTS, &E);
   }
   if (rc == 0 && why != NULL)
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: \"%s\" %s; expected a "
-                        "positive integer", path, field, why);
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: \"%s\" %s; expected a "
+                        "positive integer",
+                        path, field, why);
   m->L = (int32_t)L;
   m->E = (int32_t)E;
-  const cJSON *mf = rc ? NULL
-                       : cJSON_GetObjectItemCaseSensitive(root,
-                                                          "eplb_expert_map_file");
+  const cJSON *mf =
+      rc ? NULL
+         : cJSON_GetObjectItemCaseSensitive(root, "eplb_expert_map_file");
   if (rc == 0 && mf != NULL && !cJSON_IsString(mf))
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: \"eplb_expert_map_file\" is "
-                        "%s; expected a path", path, eplb__json_kind(mf));
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: \"eplb_expert_map_file\" is "
+                        "%s; expected a path",
+                        path, eplb__json_kind(mf));
   if (rc == 0 && mf != NULL && mf->valuestring[0] != '\0')
     rc = read_map(m, path, mf->valuestring, err);
   cJSON_Delete(root);
@@ -146,28 +151,32 @@ static int add_block(mie_t *m, const char *path, int32_t rank,
     for (int32_t j = 0; j < cols; j++) {
       int32_t e = column_expert(m, rank, l, j, cols);
       if (e < 0)
-        return eplb_error_set(err, EPLB_ESHAPE, "%s: rank %d, column %d has "
+        return eplb_error_set(err, EPLB_ESHAPE,
+                              "%s: rank %d, column %d has "
                               "no expert: %d columns per NPU do not fit %s "
                               "(num_of_experts %d); name the placement in "
-                              "eplb_expert_map_file", path, (int)rank,
-                              (int)j, (int)cols,
+                              "eplb_expert_map_file",
+                              path, (int)rank, (int)j, (int)cols,
                               m->map.num_layers ? "the expert map"
                                                 : "a contiguous placement",
                               (int)m->E);
       size_t k = (size_t)l * (size_t)cols + (size_t)j;
       double v = rows[k] - (prev ? prev[k] : 0.0);
       if (v < 0)
-        return eplb_error_set(err, EPLB_ECOUNT, "%s: layer %d, column %d: "
+        return eplb_error_set(err, EPLB_ECOUNT,
+                              "%s: layer %d, column %d: "
                               "the cumulative count falls from %.0f in block "
                               "%d to %.0f in block %d (counters restarted?); "
-                              "read the dump as one window instead", path,
-                              (int)l, (int)j, prev[k], (int)block - 1,
+                              "read the dump as one window instead",
+                              path, (int)l, (int)j, prev[k], (int)block - 1,
                               rows[k], (int)block);
       double *d = &dst[(size_t)l * (size_t)m->E + (size_t)e];
       *d += v;
       if (*d > EPLB_MAX_COUNT)
-        return eplb_error_set(err, EPLB_ECOUNT, "%s: layer %d, expert %d: "
-                              "the sum passes 2^53", path, (int)l, (int)e);
+        return eplb_error_set(err, EPLB_ECOUNT,
+                              "%s: layer %d, expert %d: "
+                              "the sum passes 2^53",
+                              path, (int)l, (int)e);
     }
   return 0;
 }
@@ -196,16 +205,19 @@ static int series_blocks(mie_t *m, const char *path, const char *text,
     return 0; /* the parse below names the torn file */
   if (m->series->num_steps == 0) {
     if (blocks > EPLB_MAX_STEPS)
-      return eplb_error_set(err, EPLB_ESHAPE, "%s: %ld blocks; at most %d "
-                            "steps are read as a series", path, blocks,
-                            EPLB_MAX_STEPS);
+      return eplb_error_set(err, EPLB_ESHAPE,
+                            "%s: %ld blocks; at most %d "
+                            "steps are read as a series",
+                            path, blocks, EPLB_MAX_STEPS);
     snprintf(m->first_path, sizeof(m->first_path), "%s", path);
     return eplb_series_init(m->series, (int32_t)blocks, m->L, m->E, err);
   }
   if (blocks != m->series->num_steps)
-    return eplb_error_set(err, EPLB_ESHAPE, "%s has %ld blocks but %s has %d; "
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s has %ld blocks but %s has %d; "
                           "as a series every NPU's dump must cover the same "
-                          "collection intervals", path, blocks, m->first_path,
+                          "collection intervals",
+                          path, blocks, m->first_path,
                           (int)m->series->num_steps);
   return 0;
 }
@@ -259,9 +271,11 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
     }
   }
   if (rc == 0 && (count == 0 || count % m->L != 0))
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: %ld rows is not a whole number "
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: %ld rows is not a whole number "
                         "of blocks of num_moe_layers = %d rows (truncated "
-                        "file?)", path, count, (int)m->L);
+                        "file?)",
+                        path, count, (int)m->L);
   if (rc == 0 && m->series == NULL)
     rc = add_block(m, path, rank, rows, NULL, cols, 0, m->out->load, err);
   m->files += rc == 0;
@@ -313,8 +327,10 @@ static int read_dump(mie_t *m, eplb_error_t *err) {
   if (rc == 0)
     rc = read_csvs(m, sub, err);
   if (rc == 0 && m->files == 0)
-    rc = eplb_error_set(err, EPLB_EIO, "%s: no {stage}_{rank}.csv file here "
-                        "or in prefill/ or decode/", m->dir);
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: no {stage}_{rank}.csv file here "
+                        "or in prefill/ or decode/",
+                        m->dir);
   eplb_placement_cleanup(&m->map);
   return rc;
 }
@@ -337,4 +353,3 @@ int eplb__mindie_read_series(eplb_series_t *out, const char *dir,
     eplb_series_cleanup(out);
   return rc;
 }
-

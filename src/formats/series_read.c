@@ -45,7 +45,8 @@ static int read_json(eplb_series_t *out, const char *path, const char *text,
   }
   /* [L][E] (numbers two deep) is one step; [T][L][E] is a series. */
   const cJSON *first = cJSON_GetArrayItem(lc, 0);
-  int three = cJSON_IsArray(first) && cJSON_IsArray(cJSON_GetArrayItem(first, 0));
+  int three =
+      cJSON_IsArray(first) && cJSON_IsArray(cJSON_GetArrayItem(first, 0));
   int T = three ? cJSON_GetArraySize(lc) : 1;
   const cJSON *s0 = three ? first : lc;
   int Lc = cJSON_GetArraySize(s0);
@@ -60,10 +61,10 @@ static int read_json(eplb_series_t *out, const char *path, const char *text,
   for (int t = 0; t < T && rc == 0; t++) {
     const cJSON *step = three ? cJSON_GetArrayItem(lc, t) : lc;
     if (!cJSON_IsArray(step) || cJSON_GetArraySize(step) != Lc) {
-      rc = eplb_error_set(err, EPLB_ESHAPE,
-                          "%s: logical_count[%d] has %d layers, step 0 has %d",
-                          path, t, cJSON_IsArray(step) ? cJSON_GetArraySize(step) : -1,
-                          Lc);
+      rc = eplb_error_set(
+          err, EPLB_ESHAPE,
+          "%s: logical_count[%d] has %d layers, step 0 has %d", path, t,
+          cJSON_IsArray(step) ? cJSON_GetArraySize(step) : -1, Lc);
       break;
     }
     for (int l = 0; l < Lc && rc == 0; l++) {

@@ -38,13 +38,17 @@ int eplb__stats_read_dir(eplb_stats_t *out, const char *path,
   if (format == EPLB_STATS_TRTLLM)
     return eplb__trtllm_read(out, path, opts, err);
   if (format == EPLB_STATS_MINDIE && ranged)
-    return eplb_error_set(err, EPLB_EARG, "%s: --iter-range selects "
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: --iter-range selects "
                           "TensorRT-LLM iterations; a MindIE dump's last "
-                          "block already is the window", path);
+                          "block already is the window",
+                          path);
   if (format == EPLB_STATS_MINDIE)
     return eplb__mindie_read(out, path, err);
-  return eplb_error_set(err, EPLB_EIO, "%s: a directory with neither "
+  return eplb_error_set(err, EPLB_EIO,
+                        "%s: a directory with neither "
                         "meta_info.json (TensorRT-LLM) nor "
                         "model_gen_config.json (MindIE); pass a statistics "
-                        "file or a dump directory", path);
+                        "file or a dump directory",
+                        path);
 }

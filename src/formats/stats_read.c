@@ -41,16 +41,11 @@ int eplb_stats_format_from_name(const char *name) {
 
 const char *eplb_stats_format_name(eplb_stats_format_t format) {
   switch (format) {
-  case EPLB_STATS_AUTO:
-    return "auto";
-  case EPLB_STATS_MINDSPEED:
-    return "mindspeed";
-  case EPLB_STATS_SGLANG:
-    return "sglang";
-  case EPLB_STATS_TRTLLM:
-    return "trtllm";
-  case EPLB_STATS_MINDIE:
-    return "mindie";
+  case EPLB_STATS_AUTO: return "auto";
+  case EPLB_STATS_MINDSPEED: return "mindspeed";
+  case EPLB_STATS_SGLANG: return "sglang";
+  case EPLB_STATS_TRTLLM: return "trtllm";
+  case EPLB_STATS_MINDIE: return "mindie";
   }
   return "unknown";
 }
@@ -212,7 +207,7 @@ done:
 
 typedef struct {
   const char *path;
-  int three;          /* 1: [steps][L][E]; 0: [L][E] */
+  int three; /* 1: [steps][L][E]; 0: [L][E] */
   int32_t T, L, E;
 } sg_shape_t;
 
@@ -242,7 +237,8 @@ static int sg_shape(const cJSON *lc, sg_shape_t *sh, eplb_error_t *err) {
                           "%s: logical_count%s[0] is %s; expected the counts "
                           "of every expert",
                           path, sh->three ? "[0]" : "",
-                          cJSON_IsArray(row0) ? "empty" : eplb__json_kind(row0));
+                          cJSON_IsArray(row0) ? "empty"
+                                              : eplb__json_kind(row0));
   if (L > EPLB_MAX_LAYERS || E > EPLB_MAX_EXPERTS)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "%s: logical_count is %d layers x %d experts, more "
@@ -472,9 +468,10 @@ int eplb_stats_read_opts(eplb_stats_t *out, const char *path,
   if (is_dir(path)) {
     if (format != EPLB_STATS_AUTO && format != EPLB_STATS_TRTLLM &&
         format != EPLB_STATS_MINDIE)
-      return eplb_error_set(err, EPLB_EARG, "%s: is a directory, but "
-                            "--format %s reads one file", path,
-                            eplb_stats_format_name(format));
+      return eplb_error_set(err, EPLB_EARG,
+                            "%s: is a directory, but "
+                            "--format %s reads one file",
+                            path, eplb_stats_format_name(format));
     return eplb__stats_read_dir(out, path, format, opts, err);
   }
   if (ranged)
@@ -500,7 +497,8 @@ static int read_one(const char *path, int expand, eplb_stats_format_t format,
     glob_t g;
     if (glob(path, 0, NULL, &g) != 0) {
       globfree(&g);
-      return eplb_error_set(err, EPLB_EIO, "statistics pattern %s matches no file", path);
+      return eplb_error_set(err, EPLB_EIO,
+                            "statistics pattern %s matches no file", path);
     }
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < g.gl_pathc; i++)
@@ -522,7 +520,8 @@ static int read_one(const char *path, int expand, eplb_stats_format_t format,
 
 int eplb_stats_read_many(eplb_stats_t *out, const char *const *paths, int n,
                          eplb_stats_format_t format,
-                         const eplb_stats_read_opts_t *opts, eplb_error_t *err) {
+                         const eplb_stats_read_opts_t *opts,
+                         eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (n < 1)
     return eplb_error_set(err, EPLB_EARG, "no statistics to read");

@@ -24,13 +24,13 @@
 typedef struct {
   const char *dir;
   int32_t E;
-  int64_t it_min, it_max; /* selected iterations, inclusive */
-  double *rows[EPLB_MAX_LAYERS]; /* [layer id] -> [E] sums, lazily */
-  int64_t seen_min, seen_max;    /* iterations present (any) */
-  int64_t used;                  /* tensors summed */
-  eplb_series_t *series;         /* second pass of a series read, or NULL */
+  int64_t it_min, it_max;          /* selected iterations, inclusive */
+  double *rows[EPLB_MAX_LAYERS];   /* [layer id] -> [E] sums, lazily */
+  int64_t seen_min, seen_max;      /* iterations present (any) */
+  int64_t used;                    /* tensors summed */
+  eplb_series_t *series;           /* second pass of a series read, or NULL */
   int32_t row_of[EPLB_MAX_LAYERS]; /* series: layer id -> row */
-  unsigned char *present;        /* series: [T * L] keys seen */
+  unsigned char *present;          /* series: [T * L] keys seen */
 } trt_t;
 
 /* meta_info.json: {"num_experts": E, ...}. */
@@ -46,8 +46,8 @@ static int read_meta(trt_t *t, eplb_error_t *err) {
   if (rc == 0) {
     const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "num_experts");
     int64_t v = 0;
-    const char *why = ne ? eplb__json_int(ne, 1, EPLB_MAX_EXPERTS, &v)
-                         : "is missing";
+    const char *why =
+        ne ? eplb__json_int(ne, 1, EPLB_MAX_EXPERTS, &v) : "is missing";
     if (why != NULL)
       rc = eplb_error_set(err, EPLB_EPARSE,
                           "%s: \"num_experts\" %s; expected an integer in "
@@ -84,7 +84,7 @@ static int split_key(const char *key, int32_t *iter, int32_t *layer) {
 /* Where one tensor is and what it holds, checked against the file. */
 typedef struct {
   const char *path, *key;
-  int width;            /* 8 (I64) or 4 (I32) */
+  int width; /* 8 (I64) or 4 (I32) */
   const unsigned char *data;
 } tensor_t;
 
@@ -96,9 +96,10 @@ static int check_tensor(const trt_t *t, const cJSON *v, tensor_t *tn,
   const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
   const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "shape");
   const cJSON *off = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
-  if (!cJSON_IsString(dt) ||
-      (strcmp(dt->valuestring, "I64") != 0 && strcmp(dt->valuestring, "I32") != 0))
-    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": dtype %s%s%s; "
+  if (!cJSON_IsString(dt) || (strcmp(dt->valuestring, "I64") != 0 &&
+                              strcmp(dt->valuestring, "I32") != 0))
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: key \"%s\": dtype %s%s%s; "
                           "expected \"I64\" or \"I32\" (token counts)",
                           tn->path, tn->key, cJSON_IsString(dt) ? "\"" : "",
                           cJSON_IsString(dt) ? dt->valuestring
@@ -108,23 +109,25 @@ static int check_tensor(const trt_t *t, const cJSON *v, tensor_t *tn,
   int64_t n = 0;
   if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 1 ||
       eplb__json_int(sh->child, 0, INT32_MAX, &n) != NULL || n != t->E)
-    return eplb_error_set(err, EPLB_ESHAPE, "%s: key \"%s\": shape is not "
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "%s: key \"%s\": shape is not "
                           "[%d]; meta_info.json says num_experts = %d",
                           tn->path, tn->key, (int)t->E, (int)t->E);
   int64_t b = 0, e = 0;
   if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
       eplb__json_int(off->child, 0, INT64_MAX / 2, &b) != NULL ||
       eplb__json_int(off->child->next, 0, INT64_MAX / 2, &e) != NULL)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": data_offsets is "
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: key \"%s\": data_offsets is "
                           "not [begin, end] of two non-negative integers",
                           tn->path, tn->key);
   if (e - b != n * tn->width || (uint64_t)e > size)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%s\": data_offsets "
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: key \"%s\": data_offsets "
                           "[%lld, %lld] do not hold %d %s values inside the "
                           "%llu data bytes (truncated or corrupt file?)",
                           tn->path, tn->key, (long long)b, (long long)e,
-                          (int)t->E, dt->valuestring,
-                          (unsigned long long)size);
+                          (int)t->E, dt->valuestring, (unsigned long long)size);
   tn->data = body + b;
   return 0;
 }
@@ -155,16 +158,18 @@ static int add_tensor(trt_t *t, const tensor_t *tn, int32_t it, int32_t layer,
     return EPLB_ENOMEM;
   for (int32_t x = 0; x < t->E; x++) {
     const unsigned char *p = tn->data + (size_t)x * (size_t)tn->width;
-    int64_t v = tn->width == 8 ? (int64_t)le64(p)
-                               : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
-                                           (uint32_t)p[2] << 16 |
-                                           (uint32_t)p[3] << 24);
+    int64_t v = tn->width == 8
+                    ? (int64_t)le64(p)
+                    : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                                (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
     row[x] += (double)v;
     if (v < 0 || (double)v > EPLB_MAX_COUNT || row[x] > EPLB_MAX_COUNT)
-      return eplb_error_set(err, EPLB_ECOUNT, "%s: key \"%s\", expert %d: "
-                            "count %lld is %s", tn->path, tn->key, (int)x,
-                            (long long)v, v < 0 ? "negative"
-                            : "too large (the sum passes 2^53)");
+      return eplb_error_set(err, EPLB_ECOUNT,
+                            "%s: key \"%s\", expert %d: "
+                            "count %lld is %s",
+                            tn->path, tn->key, (int)x, (long long)v,
+                            v < 0 ? "negative"
+                                  : "too large (the sum passes 2^53)");
   }
   t->used++;
   return 0;
@@ -178,10 +183,11 @@ static int read_entry(trt_t *t, const char *path, const cJSON *v,
   if (strcmp(v->string, "__metadata__") == 0)
     return 0;
   if (split_key(v->string, &it, &layer) != 0)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: key \"%.60s\" is not "
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: key \"%.60s\" is not "
                           "\"{iteration}_{layer}\" (iteration 0..%d, layer "
-                          "0..%d)", path, v->string, EPLB_MAX_ITER,
-                          EPLB_MAX_LAYERS - 1);
+                          "0..%d)",
+                          path, v->string, EPLB_MAX_ITER, EPLB_MAX_LAYERS - 1);
   if (t->seen_min < 0 || it < t->seen_min)
     t->seen_min = it;
   if (it > t->seen_max)
@@ -205,7 +211,8 @@ static int read_rank(trt_t *t, int32_t r, eplb_error_t *err) {
     return rc;
   uint64_t n = len >= 8 ? le64((const unsigned char *)text) : 0;
   if (len < 8 || n < 2 || n > len - 8) {
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: not a safetensors file: the "
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: not a safetensors file: the "
                         "header length %llu does not fit the %zu-byte file",
                         path, (unsigned long long)n, len);
     goto done;
@@ -219,8 +226,10 @@ static int read_rank(trt_t *t, int32_t r, eplb_error_t *err) {
   head[n] = '\0';
   rc = eplb__json_parse(path, head, strlen(head), &root, err);
   if (rc == 0 && !cJSON_IsObject(root))
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: the safetensors header is %s; "
-                        "expected an object", path, eplb__json_kind(root));
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: the safetensors header is %s; "
+                        "expected an object",
+                        path, eplb__json_kind(root));
   const cJSON *v;
   if (rc == 0)
     cJSON_ArrayForEach(v, root) {
@@ -240,8 +249,7 @@ done:
 static int count_ranks(const char *dir, int32_t *R, eplb_error_t *err) {
   DIR *d = opendir(dir);
   if (d == NULL)
-    return eplb_error_set(err, EPLB_EIO, "%s: cannot open the directory",
-                          dir);
+    return eplb_error_set(err, EPLB_EIO, "%s: cannot open the directory", dir);
   int32_t n = 0, max = -1;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
@@ -262,10 +270,13 @@ static int count_ranks(const char *dir, int32_t *R, eplb_error_t *err) {
   }
   closedir(d);
   if (n == 0)
-    return eplb_error_set(err, EPLB_EIO, "%s: no rank{r}.safetensors file "
-                          "(TensorRT-LLM writes rank0.safetensors, ...)", dir);
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: no rank{r}.safetensors file "
+                          "(TensorRT-LLM writes rank0.safetensors, ...)",
+                          dir);
   if (n != max + 1)
-    return eplb_error_set(err, EPLB_EIO, "%s: %d rank{r}.safetensors files "
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: %d rank{r}.safetensors files "
                           "but ranks go up to %d: a rank's file is missing",
                           dir, (int)n, (int)max);
   *R = n;
@@ -278,7 +289,8 @@ static int collect(trt_t *t, eplb_stats_t *out, eplb_error_t *err) {
   for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
     L += t->rows[i] != NULL;
   if (L == 0)
-    return eplb_error_set(err, EPLB_EARG, "%s: no iteration in %lld..%lld; "
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: no iteration in %lld..%lld; "
                           "the dump holds iterations %lld..%lld",
                           t->dir, (long long)t->it_min, (long long)t->it_max,
                           (long long)t->seen_min, (long long)t->seen_max);
@@ -350,12 +362,13 @@ static int check_present(const trt_t *t, eplb_error_t *err) {
   for (int32_t i = 0; i < s->num_steps; i++)
     for (int32_t l = 0; l < s->num_layers; l++)
       if (!t->present[(size_t)i * (size_t)s->num_layers + (size_t)l])
-        return eplb_error_set(err, EPLB_ESHAPE, "%s: no rank has key "
+        return eplb_error_set(err, EPLB_ESHAPE,
+                              "%s: no rank has key "
                               "\"%lld_%d\": iteration %lld lacks layer %d "
                               "that other iterations have",
                               t->dir, (long long)(t->it_min + i),
-                              (int)s->layer_ids[l],
-                              (long long)(t->it_min + i), (int)s->layer_ids[l]);
+                              (int)s->layer_ids[l], (long long)(t->it_min + i),
+                              (int)s->layer_ids[l]);
   return 0;
 }
 
@@ -369,9 +382,10 @@ static int read_series_pass(eplb_series_t *out, const char *dir,
   if (t == NULL)
     return EPLB_ENOMEM;
   int32_t L = sums->num_layers;
-  int rc = eplb_series_init(out, (int32_t)(hi - lo + 1), L, sums->num_experts,
-                            err);
-  if (rc == 0 && (t->present = calloc((size_t)out->num_steps * (size_t)L, 1)) == NULL)
+  int rc =
+      eplb_series_init(out, (int32_t)(hi - lo + 1), L, sums->num_experts, err);
+  if (rc == 0 &&
+      (t->present = calloc((size_t)out->num_steps * (size_t)L, 1)) == NULL)
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   for (int32_t l = 0; rc == 0 && l < L; l++) {
     out->layer_ids[l] = sums->layer_ids[l];

@@ -90,10 +90,10 @@ static int next_line(ycur_t *y, eplb_error_t *err) {
 /* State of the reader. */
 typedef struct {
   ycur_t y;
-  ivec_t ids;      /* every slot of every layer, in file order */
-  ivec_t keys;     /* layer key of each layer */
-  ivec_t lines;    /* line of each layer */
-  int32_t S;       /* slots per layer (length of the first list), -1 */
+  ivec_t ids;   /* every slot of every layer, in file order */
+  ivec_t keys;  /* layer key of each layer */
+  ivec_t lines; /* line of each layer */
+  int32_t S;    /* slots per layer (length of the first list), -1 */
   int32_t num_slots, max_id;
   int have_assign, have_slots, have_updates;
 } yread_t;
@@ -134,16 +134,16 @@ static int list_item(yread_t *r, const char **pp, eplb_error_t *err) {
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s, line %d, column %d: '%c' where an expert id was "
                           "expected; write [id, id, ...] with integer ids",
-                          r->y.path, r->y.line, (int)(p - r->y.b) + r->y.indent + 1,
-                          *p);
+                          r->y.path, r->y.line,
+                          (int)(p - r->y.b) + r->y.indent + 1, *p);
   if (k == -2 || v < 0 || v >= EPLB_MAX_EXPERTS) {
     const char *t = *pp + (**pp == '-');
     while (t < e && *t >= '0' && *t <= '9')
       t++;
-    return eplb_error_set(err, EPLB_EMAP,
-                          "%s, line %d: expert id %.*s is outside 0..%d",
-                          r->y.path, r->y.line, (int)(t - *pp > 24 ? 24 : t - *pp),
-                          *pp, EPLB_MAX_EXPERTS - 1);
+    return eplb_error_set(
+        err, EPLB_EMAP, "%s, line %d: expert id %.*s is outside 0..%d",
+        r->y.path, r->y.line, (int)(t - *pp > 24 ? 24 : t - *pp), *pp,
+        EPLB_MAX_EXPERTS - 1);
   }
   if (ivec_push(&r->ids, (int32_t)v))
     return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", r->y.path);
@@ -239,8 +239,8 @@ static int read_layer(yread_t *r, eplb_error_t *err) {
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s, line %d: layer key '%.*s' is not a "
                           "non-negative integer",
-                          r->y.path, r->y.line, (int)(ke - kb > 40 ? 40 : ke - kb),
-                          kb);
+                          r->y.path, r->y.line,
+                          (int)(ke - kb > 40 ? 40 : ke - kb), kb);
   if (r->keys.n >= EPLB_MAX_LAYERS)
     return eplb_error_set(err, EPLB_ESHAPE, "%s, line %d: more than %d layers",
                           r->y.path, r->y.line, EPLB_MAX_LAYERS);
@@ -409,7 +409,8 @@ static int build(const yread_t *r, eplb_placement_t *out, eplb_error_t *err) {
   for (int32_t l = 0; l < L && rc == 0; l++) {
     out->layer_ids[l] = order[l].key;
     memcpy(out->phy2log + (size_t)l * (size_t)S,
-           r->ids.v + (size_t)order[l].idx * (size_t)S, sizeof(int32_t) * (size_t)S);
+           r->ids.v + (size_t)order[l].idx * (size_t)S,
+           sizeof(int32_t) * (size_t)S);
   }
   free(order);
   return rc;

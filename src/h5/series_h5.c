@@ -63,8 +63,9 @@ int EPLB_H5_ENTRY(const char *path, const int64_t max[3], double **data,
     snprintf(msg, msglen,
              "%s: %s; name the [steps][layers][experts] dataset "
              "logical_count",
-             path, fd.found ? "several 3-D datasets at the root"
-                            : "no 3-D dataset at the root");
+             path,
+             fd.found ? "several 3-D datasets at the root"
+                      : "no 3-D dataset at the root");
     rc = EPLB_EPARSE;
     goto done;
   }
@@ -98,8 +99,7 @@ int EPLB_H5_ENTRY(const char *path, const int64_t max[3], double **data,
     goto done;
   }
   /* HDF5 converts any numeric type to double on the way in. */
-  if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) <
-      0) {
+  if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, *data) < 0) {
     free(*data);
     *data = NULL;
     snprintf(msg, msglen,

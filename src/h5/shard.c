@@ -37,8 +37,8 @@ struct eplb_shard_writer_s {
   hid_t file;
   char *path;
   eplb_shard_info_t info;
-  unsigned char *tmp;  /* one dataset of one layer (put_layer only) */
-  hid_t group;         /* the layer begun by begin_layer, or -1 */
+  unsigned char *tmp; /* one dataset of one layer (put_layer only) */
+  hid_t group;        /* the layer begun by begin_layer, or -1 */
   hid_t dsets[EPLB_SHARD_MAX_DATASETS];
 };
 
@@ -68,7 +68,8 @@ int eplb_shard_path(const char *dir, int rank, char *buf, size_t size,
   if (n < 0 || (size_t)n >= size)
     return eplb_error_set(err, EPLB_EARG,
                           "shard directory '%.200s' is too long; use a "
-                          "shorter path", dir);
+                          "shorter path",
+                          dir);
   return 0;
 }
 
@@ -90,8 +91,8 @@ static hid_t dtype_h5(eplb_dtype_t t) {
   case EPLB_DTYPE_FLOAT16: {
     /* IEEE half as h5py writes it: 1 sign, 5 exponent, 10 mantissa bits. */
     hid_t h = H5Tcopy(H5T_IEEE_F32LE);
-    if (h < 0 || H5Tset_fields(h, 15, 10, 5, 0, 10) < 0 || H5Tset_size(h, 2) < 0 ||
-        H5Tset_ebias(h, 15) < 0) {
+    if (h < 0 || H5Tset_fields(h, 15, 10, 5, 0, 10) < 0 ||
+        H5Tset_size(h, 2) < 0 || H5Tset_ebias(h, 15) < 0) {
       if (h >= 0)
         H5Tclose(h);
       return -1;
@@ -136,7 +137,8 @@ static int describe_type(hid_t t, eplb_shard_dataset_t *d, const char *what,
   if ((cls != H5T_INTEGER && cls != H5T_FLOAT) || size == 0 || size > 16)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s is not a numeric (integer or float) dataset; "
-                          "remove it or convert it", what);
+                          "remove it or convert it",
+                          what);
   int be = H5Tget_order(t) == H5T_ORDER_BE;
   d->type_size = (int32_t)size;
   if (cls == H5T_INTEGER) {
@@ -150,7 +152,8 @@ static int describe_type(hid_t t, eplb_shard_dataset_t *d, const char *what,
   }
   if (be) {
     d->dtype = EPLB_DTYPE_OTHER;
-    strncat(d->type_name, "be", sizeof(d->type_name) - strlen(d->type_name) - 1);
+    strncat(d->type_name, "be",
+            sizeof(d->type_name) - strlen(d->type_name) - 1);
   }
   size_t n = 0;
   if (H5Tencode(t, NULL, &n) < 0 || n > EPLB_SHARD_TYPE_MAX ||
@@ -169,8 +172,8 @@ static int describe_shape(hid_t s, eplb_shard_dataset_t *d, int32_t P,
   if (nd < 1 || nd > EPLB_SHARD_MAX_DIMS)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "%s has %d dimensions; a weight dataset needs 1..%d, "
-                          "the first being the slot", what, nd,
-                          EPLB_SHARD_MAX_DIMS);
+                          "the first being the slot",
+                          what, nd, EPLB_SHARD_MAX_DIMS);
   H5Sget_simple_extent_dims(s, dims, NULL);
   if (P > 0 && dims[0] != (hsize_t)P)
     return eplb_error_set(err, EPLB_ESHAPE,
@@ -181,7 +184,8 @@ static int describe_shape(hid_t s, eplb_shard_dataset_t *d, int32_t P,
   int64_t row = d->type_size;
   for (int i = 0; i < nd; i++) {
     d->dims[i] = (int64_t)dims[i];
-    if (i > 0 && dims[i] > 0 && row > EPLB_SHARD_MAX_ROW_BYTES / (int64_t)dims[i])
+    if (i > 0 && dims[i] > 0 &&
+        row > EPLB_SHARD_MAX_ROW_BYTES / (int64_t)dims[i])
       return eplb_error_set(err, EPLB_ESHAPE,
                             "%s: one slot's row exceeds %lld bytes", what,
                             (long long)EPLB_SHARD_MAX_ROW_BYTES);
@@ -200,21 +204,26 @@ static int attr_int(hid_t f, const char *path, const char *name, int64_t *v,
   if (H5Aexists(f, name) <= 0)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute '%s' is missing; is this an eplb "
-                          "shard (docs/shards.md)?", path, name);
+                          "shard (docs/shards.md)?",
+                          path, name);
   hid_t a = H5Aopen(f, name, H5P_DEFAULT);
   hid_t t = a >= 0 ? H5Aget_type(a) : -1;
   hid_t s = a >= 0 ? H5Aget_space(a) : -1;
   int rc = 0;
-  if (t < 0 || H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_npoints(s) != 1)
+  if (t < 0 || H5Tget_class(t) != H5T_INTEGER ||
+      H5Sget_simple_extent_npoints(s) != 1)
     rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: root attribute '%s' is not a single integer",
-                        path, name);
+                        "%s: root attribute '%s' is not a single integer", path,
+                        name);
   else if (H5Aread(a, H5T_NATIVE_INT64, v) < 0)
     rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read root attribute '%s'",
                         path, name);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
+  if (s >= 0)
+    H5Sclose(s);
+  if (t >= 0)
+    H5Tclose(t);
+  if (a >= 0)
+    H5Aclose(a);
   return rc;
 }
 
@@ -225,34 +234,40 @@ static int attr_str(hid_t f, const char *path, const char *name, char *buf,
   if (H5Aexists(f, name) <= 0)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute '%s' is missing; is this an eplb "
-                          "shard (docs/shards.md)?", path, name);
+                          "shard (docs/shards.md)?",
+                          path, name);
   hid_t a = H5Aopen(f, name, H5P_DEFAULT);
   hid_t t = a >= 0 ? H5Aget_type(a) : -1;
   int rc = 0;
   if (t < 0 || H5Tget_class(t) != H5T_STRING) {
-    rc = eplb_error_set(err, EPLB_EPARSE, "%s: root attribute '%s' is not a string",
-                        path, name);
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: root attribute '%s' is not a string", path, name);
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t m = H5Tcopy(H5T_C_S1);
     H5Tset_size(m, H5T_VARIABLE);
     if (H5Aread(a, m, &s) < 0 || s == NULL)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'", path, name);
+      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
+                          path, name);
     else
       snprintf(buf, cap, "%s", s);
-    if (s) H5free_memory(s);
+    if (s)
+      H5free_memory(s);
     H5Tclose(m);
   } else {
     size_t n = H5Tget_size(t);
     char *s = calloc(n + 1, 1);
     if (s == NULL || H5Aread(a, t, s) < 0)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'", path, name);
+      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
+                          path, name);
     else
       snprintf(buf, cap, "%s", s);
     free(s);
   }
-  if (t >= 0) H5Tclose(t);
-  if (a >= 0) H5Aclose(a);
+  if (t >= 0)
+    H5Tclose(t);
+  if (a >= 0)
+    H5Aclose(a);
   return rc;
 }
 
@@ -265,23 +280,32 @@ static int read_root(hid_t f, const char *path, eplb_shard_info_t *info,
   if (rc == 0 && strcmp(fmt, EPLB_SHARD_FORMAT) != 0)
     rc = eplb_error_set(err, EPLB_EPARSE, "%s: eplb_format is '%s', not '%s'",
                         path, fmt, EPLB_SHARD_FORMAT);
-  if (rc == 0) rc = attr_int(f, path, "eplb_version", &ver, err);
+  if (rc == 0)
+    rc = attr_int(f, path, "eplb_version", &ver, err);
   if (rc == 0 && ver != EPLB_SHARD_VERSION)
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: shard format version %lld; this eplb reads version "
-                        "%d only: rewrite the shard with a matching eplb",
-                        path, (long long)ver, EPLB_SHARD_VERSION);
+    rc =
+        eplb_error_set(err, EPLB_EPARSE,
+                       "%s: shard format version %lld; this eplb reads version "
+                       "%d only: rewrite the shard with a matching eplb",
+                       path, (long long)ver, EPLB_SHARD_VERSION);
   if (rc == 0) {
-    hid_t a = H5Aexists(f, "generation") > 0 ? H5Aopen(f, "generation", H5P_DEFAULT) : -1;
+    hid_t a = H5Aexists(f, "generation") > 0
+                  ? H5Aopen(f, "generation", H5P_DEFAULT)
+                  : -1;
     if (a < 0 || H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
       rc = eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute 'generation' (uint64) is missing "
-                          "or unreadable", path);
-    if (a >= 0) H5Aclose(a);
+                          "or unreadable",
+                          path);
+    if (a >= 0)
+      H5Aclose(a);
   }
-  if (rc == 0) rc = attr_int(f, path, "rank", &rank, err);
-  if (rc == 0) rc = attr_int(f, path, "world_size", &ws, err);
-  if (rc == 0) rc = attr_int(f, path, "num_layers", &nl, err);
+  if (rc == 0)
+    rc = attr_int(f, path, "rank", &rank, err);
+  if (rc == 0)
+    rc = attr_int(f, path, "world_size", &ws, err);
+  if (rc == 0)
+    rc = attr_int(f, path, "num_layers", &nl, err);
   if (rc == 0 && (ws < 1 || ws > 65536 || rank < 0 || rank >= ws))
     rc = eplb_error_set(err, EPLB_EPARSE,
                         "%s: rank %lld / world_size %lld out of range (world "
@@ -323,15 +347,19 @@ static herr_t collect_name(hid_t g, const char *name, const H5L_info_t *li,
 }
 
 /* Opens group /layers/<l>.  Returns the group or < 0 with err set. */
-static hid_t open_layer(hid_t f, const char *path, int32_t l, eplb_error_t *err) {
+static hid_t open_layer(hid_t f, const char *path, int32_t l,
+                        eplb_error_t *err) {
   char g[64];
   snprintf(g, sizeof(g), "/layers/%d", (int)l);
-  hid_t id = H5Lexists(f, "/layers", H5P_DEFAULT) > 0 && H5Lexists(f, g, H5P_DEFAULT) > 0
-                 ? H5Gopen2(f, g, H5P_DEFAULT) : -1;
+  hid_t id = H5Lexists(f, "/layers", H5P_DEFAULT) > 0 &&
+                     H5Lexists(f, g, H5P_DEFAULT) > 0
+                 ? H5Gopen2(f, g, H5P_DEFAULT)
+                 : -1;
   if (id < 0)
     eplb_error_set(err, EPLB_EPARSE,
                    "%s: group %s is missing; every layer 0..num_layers-1 "
-                   "needs one", path, g);
+                   "needs one",
+                   path, g);
   return id;
 }
 
@@ -339,27 +367,32 @@ static hid_t open_layer(hid_t f, const char *path, int32_t l, eplb_error_t *err)
 static int check_ids(hid_t g, const char *path, int32_t l, int32_t *P,
                      eplb_error_t *err) {
   hid_t d = H5Lexists(g, "expert_ids", H5P_DEFAULT) > 0
-                ? H5Dopen2(g, "expert_ids", H5P_DEFAULT) : -1;
+                ? H5Dopen2(g, "expert_ids", H5P_DEFAULT)
+                : -1;
   if (d < 0)
-    return eplb_error_set(err, EPLB_EPARSE, "%s: /layers/%d/expert_ids is missing",
-                          path, (int)l);
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: /layers/%d/expert_ids is missing", path, (int)l);
   hid_t t = H5Dget_type(d), s = H5Dget_space(d);
   hsize_t n = 0;
   int rc = 0;
   if (H5Tget_class(t) != H5T_INTEGER || H5Sget_simple_extent_ndims(s) != 1)
     rc = eplb_error_set(err, EPLB_EPARSE,
                         "%s: /layers/%d/expert_ids must be a 1-D integer "
-                        "dataset [slots_per_rank]", path, (int)l);
+                        "dataset [slots_per_rank]",
+                        path, (int)l);
   if (rc == 0) {
     H5Sget_simple_extent_dims(s, &n, NULL);
     if (n < 1 || n > EPLB_SHARD_MAX_SLOTS)
-      rc = eplb_error_set(err, EPLB_ESHAPE,
-                          "%s: /layers/%d/expert_ids has %llu slots; 1..%d allowed",
-                          path, (int)l, (unsigned long long)n, EPLB_SHARD_MAX_SLOTS);
+      rc = eplb_error_set(
+          err, EPLB_ESHAPE,
+          "%s: /layers/%d/expert_ids has %llu slots; 1..%d allowed", path,
+          (int)l, (unsigned long long)n, EPLB_SHARD_MAX_SLOTS);
     else if (*P > 0 && (int32_t)n != *P)
-      rc = eplb_error_set(err, EPLB_ESHAPE,
-                          "%s: /layers/%d/expert_ids has %llu slots where layer 0 "
-                          "has %d", path, (int)l, (unsigned long long)n, (int)*P);
+      rc = eplb_error_set(
+          err, EPLB_ESHAPE,
+          "%s: /layers/%d/expert_ids has %llu slots where layer 0 "
+          "has %d",
+          path, (int)l, (unsigned long long)n, (int)*P);
     else
       *P = (int32_t)n;
   }
@@ -378,10 +411,13 @@ static int describe_dataset(hid_t g, const char *path, int32_t l,
   memset(out, 0, sizeof(*out));
   snprintf(out->name, sizeof(out->name), "%s", name);
   H5O_info_t oi;
-  if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 || oi.type != H5O_TYPE_DATASET)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s is missing or not a dataset (every layer must hold "
-                          "the same datasets)", what);
+  if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0 ||
+      oi.type != H5O_TYPE_DATASET)
+    return eplb_error_set(
+        err, EPLB_EPARSE,
+        "%s is missing or not a dataset (every layer must hold "
+        "the same datasets)",
+        what);
   hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
   if (d < 0)
     return eplb_error_set(err, EPLB_EHDF5, "%s cannot be opened", what);
@@ -407,11 +443,14 @@ static int check_layer(hid_t f, const char *path, int32_t l,
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   names_ctx_t c = {names, 0};
   hsize_t idx = 0;
-  if (rc == 0 && (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_name, &c) < 0 || c.over))
+  if (rc == 0 &&
+      (H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_name, &c) < 0 ||
+       c.over))
     rc = eplb_error_set(err, EPLB_EPARSE,
                         "%s: /layers/%d has more than %d datasets or a name "
-                        "longer than %d bytes", path, (int)l,
-                        EPLB_SHARD_MAX_DATASETS, EPLB_SHARD_NAME_MAX - 1);
+                        "longer than %d bytes",
+                        path, (int)l, EPLB_SHARD_MAX_DATASETS,
+                        EPLB_SHARD_NAME_MAX - 1);
   if (rc == 0 && l > 0 && names->num_datasets != info->num_datasets)
     rc = eplb_error_set(err, EPLB_ESHAPE,
                         "%s: /layers/%d holds %d weight datasets where layer 0 "
@@ -437,13 +476,15 @@ static int check_layer(hid_t f, const char *path, int32_t l,
 }
 
 /* Sums the datasets' row bytes into info->row_bytes (overflow checked). */
-static int sum_rows(const char *path, eplb_shard_info_t *info, eplb_error_t *err) {
+static int sum_rows(const char *path, eplb_shard_info_t *info,
+                    eplb_error_t *err) {
   int64_t sum = 0;
   for (int32_t d = 0; d < info->num_datasets; d++) {
     sum += info->datasets[d].row_bytes;
     if (sum > EPLB_SHARD_MAX_ROW_BYTES)
-      return eplb_error_set(err, EPLB_ESHAPE, "%s: one slot's rows exceed %lld bytes",
-                            path, (long long)EPLB_SHARD_MAX_ROW_BYTES);
+      return eplb_error_set(err, EPLB_ESHAPE,
+                            "%s: one slot's rows exceed %lld bytes", path,
+                            (long long)EPLB_SHARD_MAX_ROW_BYTES);
   }
   info->row_bytes = sum;
   return 0;
@@ -473,9 +514,11 @@ int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
   sh->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   int rc = 0;
   if (sh->file < 0)
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: not a readable HDF5 file (truncated or corrupted?); "
-                        "restore it or run the recovery", path);
+    rc = eplb_error_set(
+        err, EPLB_EPARSE,
+        "%s: not a readable HDF5 file (truncated or corrupted?); "
+        "restore it or run the recovery",
+        path);
   else
     rc = read_info(sh, err);
   if (rc) {
@@ -495,7 +538,9 @@ void eplb_shard_close(eplb_shard_t *sh) {
   free(sh);
 }
 
-const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) { return &sh->info; }
+const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) {
+  return &sh->info;
+}
 const char *eplb_shard_file(const eplb_shard_t *sh) { return sh->path; }
 
 int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
@@ -504,11 +549,13 @@ int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
   snprintf(name, sizeof(name), "/layers/%d/expert_ids", (int)layer);
   h5_quiet();
   hid_t d = H5Dopen2(sh->file, name, H5P_DEFAULT);
-  if (d < 0 || H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) < 0) {
+  if (d < 0 ||
+      H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) < 0) {
     if (d >= 0)
       H5Dclose(d);
-    return eplb_error_set(err, EPLB_EHDF5, "%s: cannot read %s (corrupted file?)",
-                          sh->path, name);
+    return eplb_error_set(err, EPLB_EHDF5,
+                          "%s: cannot read %s (corrupted file?)", sh->path,
+                          name);
   }
   H5Dclose(d);
   return 0;
@@ -524,8 +571,10 @@ static int read_raw(hid_t f, const char *path, const char *name, void *tmp,
     rc = eplb_error_set(err, EPLB_EHDF5,
                         "%s: cannot read %s (truncated or corrupted file?)",
                         path, name);
-  if (t >= 0) H5Tclose(t);
-  if (d >= 0) H5Dclose(d);
+  if (t >= 0)
+    H5Tclose(t);
+  if (d >= 0)
+    H5Dclose(d);
   return rc;
 }
 
@@ -542,29 +591,36 @@ static int read_strided(eplb_shard_t *sh, const eplb_shard_dataset_t *ds,
   hid_t ms = H5Screate_simple(1, &total, NULL);
   int rc = 0;
   if (ft < 0 || ms < 0 ||
-      H5Sselect_hyperslab(ms, H5S_SELECT_SET, &start, &step, &count, &block) < 0 ||
+      H5Sselect_hyperslab(ms, H5S_SELECT_SET, &start, &step, &count, &block) <
+          0 ||
       H5Dread(d, ft, ms, H5S_ALL, H5P_DEFAULT, buf) < 0)
     rc = eplb_error_set(err, EPLB_EHDF5,
                         "%s: cannot read %s (truncated or corrupted file?)",
                         sh->path, name);
-  if (ms >= 0) H5Sclose(ms);
-  if (ft >= 0) H5Tclose(ft);
-  if (d >= 0) H5Dclose(d);
+  if (ms >= 0)
+    H5Sclose(ms);
+  if (ft >= 0)
+    H5Tclose(ft);
+  if (d >= 0)
+    H5Dclose(d);
   return rc;
 }
 
 int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
-                          size_t stride, const size_t *offsets, eplb_error_t *err) {
+                          size_t stride, const size_t *offsets,
+                          eplb_error_t *err) {
   const eplb_shard_info_t *in = &sh->info;
   h5_quiet();
   for (int32_t d = 0; d < in->num_datasets; d++) {
     const eplb_shard_dataset_t *ds = &in->datasets[d];
     size_t t = (size_t)ds->type_size;
-    if (stride % t || offsets[d] % t || offsets[d] + (size_t)ds->row_bytes > stride)
-      return eplb_error_set(err, EPLB_EARG,
-                            "read_layer: dataset '%s' at offset %zu, stride %zu: "
-                            "both must be multiples of its %zu-byte elements",
-                            ds->name, offsets[d], stride, t);
+    if (stride % t || offsets[d] % t ||
+        offsets[d] + (size_t)ds->row_bytes > stride)
+      return eplb_error_set(
+          err, EPLB_EARG,
+          "read_layer: dataset '%s' at offset %zu, stride %zu: "
+          "both must be multiples of its %zu-byte elements",
+          ds->name, offsets[d], stride, t);
     char name[128];
     snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, ds->name);
     int rc = read_strided(sh, ds, name, buf, stride, offsets[d], err);
@@ -579,8 +635,10 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
   char name[128];
   h5_quiet();
   if (d < 0 || d >= sh->info.num_datasets)
-    return eplb_error_set(err, EPLB_EARG, "%s: no dataset %d", sh->path, (int)d);
-  snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, sh->info.datasets[d].name);
+    return eplb_error_set(err, EPLB_EARG, "%s: no dataset %d", sh->path,
+                          (int)d);
+  snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
+           sh->info.datasets[d].name);
   return read_raw(sh->file, sh->path, name, buf, err);
 }
 
@@ -588,7 +646,8 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
 static size_t max_dataset_bytes(const eplb_shard_info_t *info) {
   size_t m = 0;
   for (int32_t d = 0; d < info->num_datasets; d++) {
-    size_t b = (size_t)info->datasets[d].row_bytes * (size_t)info->slots_per_rank;
+    size_t b =
+        (size_t)info->datasets[d].row_bytes * (size_t)info->slots_per_rank;
     m = b > m ? b : m;
   }
   return m ? m : 1;
@@ -600,17 +659,20 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
   h5_quiet();
   unsigned char *tmp = malloc(max_dataset_bytes(in));
   if (tmp == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory reading layer %d",
-                          sh->path, (int)layer);
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "%s: out of memory reading layer %d", sh->path,
+                          (int)layer);
   int rc = 0;
   size_t off = 0;
   for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
     char name[128];
     size_t rb = (size_t)in->datasets[d].row_bytes;
-    snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, in->datasets[d].name);
+    snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
+             in->datasets[d].name);
     rc = read_raw(sh->file, sh->path, name, tmp, err);
     for (int32_t s = 0; rc == 0 && s < in->slots_per_rank; s++)
-      memcpy((unsigned char *)buf + (size_t)s * stride + off, tmp + (size_t)s * rb, rb);
+      memcpy((unsigned char *)buf + (size_t)s * stride + off,
+             tmp + (size_t)s * rb, rb);
     off += rb;
   }
   free(tmp);
@@ -620,12 +682,15 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
 /* ---- writing ------------------------------------------------------ */
 
 /* Writes a scalar root attribute of HDF5 type ft from memory type mt. */
-static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt, const void *v) {
+static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt,
+                    const void *v) {
   hid_t s = H5Screate(H5S_SCALAR);
   hid_t a = s >= 0 ? H5Acreate2(f, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
   int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
+  if (a >= 0)
+    H5Aclose(a);
+  if (s >= 0)
+    H5Sclose(s);
   return ok ? 0 : -1;
 }
 
@@ -633,18 +698,30 @@ static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt, const void *v
 static int put_root(hid_t f, const eplb_shard_info_t *in) {
   hid_t str = H5Tcopy(H5T_C_S1);
   int32_t ver = EPLB_SHARD_VERSION;
-  int rc = str < 0 || H5Tset_size(str, strlen(EPLB_SHARD_FORMAT) + 1) < 0 ? -1 : 0;
-  if (rc == 0) rc = put_attr(f, "eplb_format", str, str, EPLB_SHARD_FORMAT);
-  if (rc == 0) rc = put_attr(f, "eplb_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &ver);
-  if (rc == 0) rc = put_attr(f, "generation", H5T_STD_U64LE, H5T_NATIVE_UINT64, &in->generation);
-  if (rc == 0) rc = put_attr(f, "rank", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->rank);
-  if (rc == 0) rc = put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->world_size);
-  if (rc == 0) rc = put_attr(f, "num_layers", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->num_layers);
-  if (str >= 0) H5Tclose(str);
+  int rc =
+      str < 0 || H5Tset_size(str, strlen(EPLB_SHARD_FORMAT) + 1) < 0 ? -1 : 0;
+  if (rc == 0)
+    rc = put_attr(f, "eplb_format", str, str, EPLB_SHARD_FORMAT);
+  if (rc == 0)
+    rc = put_attr(f, "eplb_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &ver);
+  if (rc == 0)
+    rc = put_attr(f, "generation", H5T_STD_U64LE, H5T_NATIVE_UINT64,
+                  &in->generation);
+  if (rc == 0)
+    rc = put_attr(f, "rank", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->rank);
+  if (rc == 0)
+    rc = put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                  &in->world_size);
+  if (rc == 0)
+    rc = put_attr(f, "num_layers", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                  &in->num_layers);
+  if (str >= 0)
+    H5Tclose(str);
   if (rc == 0) {
     hid_t g = H5Gcreate2(f, "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     rc = g < 0 ? -1 : 0;
-    if (g >= 0) H5Gclose(g);
+    if (g >= 0)
+      H5Gclose(g);
   }
   return rc;
 }
@@ -670,13 +747,15 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl >= 0)
     H5Pset_alignment(fapl, 65536, 4096);
-  w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+  w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT,
+                      fapl >= 0 ? fapl : H5P_DEFAULT);
   if (fapl >= 0)
     H5Pclose(fapl);
   if (w->file < 0 || put_root(w->file, info) < 0) {
     int rc = eplb_error_set(err, EPLB_EIO,
                             "%s: cannot create the shard (directory missing, "
-                            "read-only or full?)", path);
+                            "read-only or full?)",
+                            path);
     eplb_shard_writer_abort(w);
     return rc;
   }
@@ -693,11 +772,16 @@ static int put_dataset(eplb_shard_writer_t *w, hid_t g, int32_t d) {
   hid_t t = H5Tdecode(ds->type_enc);
   hid_t s = H5Screate_simple(ds->ndims, dims, NULL);
   hid_t id = t >= 0 && s >= 0 ? H5Dcreate2(g, ds->name, t, s, H5P_DEFAULT,
-                                           H5P_DEFAULT, H5P_DEFAULT) : -1;
-  int ok = id >= 0 && H5Dwrite(id, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->tmp) >= 0;
-  if (id >= 0) H5Dclose(id);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
+                                           H5P_DEFAULT, H5P_DEFAULT)
+                              : -1;
+  int ok =
+      id >= 0 && H5Dwrite(id, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->tmp) >= 0;
+  if (id >= 0)
+    H5Dclose(id);
+  if (s >= 0)
+    H5Sclose(s);
+  if (t >= 0)
+    H5Tclose(t);
   return ok ? 0 : -1;
 }
 
@@ -706,10 +790,14 @@ static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
   hsize_t n = (hsize_t)P;
   hid_t s = H5Screate_simple(1, &n, NULL);
   hid_t d = s >= 0 ? H5Dcreate2(g, "expert_ids", H5T_STD_I32LE, s, H5P_DEFAULT,
-                                H5P_DEFAULT, H5P_DEFAULT) : -1;
-  int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids) >= 0;
-  if (d >= 0) H5Dclose(d);
-  if (s >= 0) H5Sclose(s);
+                                H5P_DEFAULT, H5P_DEFAULT)
+                   : -1;
+  int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
+                              H5P_DEFAULT, ids) >= 0;
+  if (d >= 0)
+    H5Dclose(d);
+  if (s >= 0)
+    H5Sclose(s);
   return ok ? 0 : -1;
 }
 
@@ -721,15 +809,17 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   snprintf(name, sizeof(name), "/layers/%d", (int)layer);
   h5_quiet();
   if (w->tmp == NULL && (w->tmp = malloc(max_dataset_bytes(in))) == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory writing layer %d",
-                          w->path, (int)layer);
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "%s: out of memory writing layer %d", w->path,
+                          (int)layer);
   hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   int rc = g < 0 || put_ids(g, in->slots_per_rank, ids) < 0 ? -1 : 0;
   size_t off = 0;
   for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
     size_t rb = (size_t)in->datasets[d].row_bytes;
     for (int32_t s = 0; s < in->slots_per_rank; s++)
-      memcpy(w->tmp + (size_t)s * rb, (const unsigned char *)buf + (size_t)s * stride + off, rb);
+      memcpy(w->tmp + (size_t)s * rb,
+             (const unsigned char *)buf + (size_t)s * stride + off, rb);
     rc = put_dataset(w, g, d);
     off += rb;
   }
@@ -765,11 +855,15 @@ static hid_t create_empty(eplb_shard_writer_t *w, int32_t d) {
   hid_t s = H5Screate_simple(ds->ndims, dims, NULL);
   hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
   hid_t id = -1;
-  if (t >= 0 && s >= 0 && pl >= 0 && H5Pset_fill_time(pl, H5D_FILL_TIME_NEVER) >= 0)
+  if (t >= 0 && s >= 0 && pl >= 0 &&
+      H5Pset_fill_time(pl, H5D_FILL_TIME_NEVER) >= 0)
     id = H5Dcreate2(w->group, ds->name, t, s, H5P_DEFAULT, pl, H5P_DEFAULT);
-  if (pl >= 0) H5Pclose(pl);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
+  if (pl >= 0)
+    H5Pclose(pl);
+  if (s >= 0)
+    H5Sclose(s);
+  if (t >= 0)
+    H5Tclose(t);
   return id;
 }
 
@@ -784,9 +878,9 @@ int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
   for (int32_t d = 0; rc == 0 && d < w->info.num_datasets; d++)
     rc = (w->dsets[d] = create_empty(w, d)) < 0;
   if (rc)
-    return eplb_error_set(err, EPLB_EIO,
-                          "%s: cannot create layer %d (disk full or read-only?)",
-                          w->path, (int)layer);
+    return eplb_error_set(
+        err, EPLB_EIO, "%s: cannot create layer %d (disk full or read-only?)",
+        w->path, (int)layer);
   return 0;
 }
 
@@ -803,24 +897,29 @@ static int put_one_row(eplb_shard_writer_t *w, int32_t d, int32_t slot,
   hid_t fs = H5Dget_space(w->dsets[d]);
   hid_t ms = H5Screate_simple(1, &n, NULL);
   hid_t t = H5Dget_type(w->dsets[d]);
-  int ok = fs >= 0 && ms >= 0 && t >= 0 &&
-           H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-           H5Dwrite(w->dsets[d], t, ms, fs, H5P_DEFAULT, row) >= 0;
-  if (t >= 0) H5Tclose(t);
-  if (ms >= 0) H5Sclose(ms);
-  if (fs >= 0) H5Sclose(fs);
+  int ok =
+      fs >= 0 && ms >= 0 && t >= 0 &&
+      H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+      H5Dwrite(w->dsets[d], t, ms, fs, H5P_DEFAULT, row) >= 0;
+  if (t >= 0)
+    H5Tclose(t);
+  if (ms >= 0)
+    H5Sclose(ms);
+  if (fs >= 0)
+    H5Sclose(fs);
   return ok ? 0 : -1;
 }
 
 int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
-                              const unsigned char *const *pieces, eplb_error_t *err) {
+                              const unsigned char *const *pieces,
+                              eplb_error_t *err) {
   h5_quiet();
   for (int32_t d = 0; d < w->info.num_datasets; d++)
     if (w->group < 0 || put_one_row(w, d, slot, pieces[d]) < 0)
       return eplb_error_set(err, EPLB_EIO,
                             "%s: cannot write slot %d of dataset '%s' (disk "
-                            "full or read-only?)", w->path, (int)slot,
-                            w->info.datasets[d].name);
+                            "full or read-only?)",
+                            w->path, (int)slot, w->info.datasets[d].name);
   return 0;
 }
 
@@ -831,7 +930,8 @@ static int fsync_path(const char *path, eplb_error_t *err) {
     int e = errno;
     if (fd >= 0)
       close(fd);
-    return eplb_error_set(err, EPLB_EIO, "%s: fsync failed: %s", path, strerror(e));
+    return eplb_error_set(err, EPLB_EIO, "%s: fsync failed: %s", path,
+                          strerror(e));
   }
   close(fd);
   return 0;
@@ -843,8 +943,8 @@ int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
   int rc = 0;
   end_layer(w);
   if (H5Fclose(w->file) < 0)
-    rc = eplb_error_set(err, EPLB_EIO, "%s: closing the shard failed (disk full?)",
-                        w->path);
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: closing the shard failed (disk full?)", w->path);
   w->file = -1;
   if (rc == 0 && do_fsync)
     rc = fsync_path(w->path, err);
@@ -883,8 +983,11 @@ static void shape_str(const eplb_shard_dataset_t *d, char *buf, size_t cap) {
 static int datasets_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
                          char *buf, size_t size) {
   if (a->num_datasets != b->num_datasets)
-    return snprintf(buf, size, "has %d weight datasets per layer where rank "
-                    "%d's has %d", b->num_datasets, a->rank, a->num_datasets), 1;
+    return snprintf(buf, size,
+                    "has %d weight datasets per layer where rank "
+                    "%d's has %d",
+                    b->num_datasets, a->rank, a->num_datasets),
+           1;
   for (int32_t d = 0; d < a->num_datasets; d++) {
     const eplb_shard_dataset_t *x = &a->datasets[d], *y = &b->datasets[d];
     char sx[160], sy[160];
@@ -892,11 +995,15 @@ static int datasets_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
     shape_str(y, sy, sizeof(sy));
     if (strcmp(x->name, y->name) != 0)
       return snprintf(buf, size, "has dataset '%s' where rank %d's has '%s'",
-                      y->name, a->rank, x->name), 1;
-    if (x->type_len != y->type_len || memcmp(x->type_enc, y->type_enc, (size_t)x->type_len) ||
+                      y->name, a->rank, x->name),
+             1;
+    if (x->type_len != y->type_len ||
+        memcmp(x->type_enc, y->type_enc, (size_t)x->type_len) ||
         x->ndims != y->ndims || memcmp(x->dims, y->dims, sizeof(x->dims)))
-      return snprintf(buf, size, "dataset '%s' is %s %s where rank %d's is %s %s",
-                      y->name, y->type_name, sy, a->rank, x->type_name, sx), 1;
+      return snprintf(buf, size,
+                      "dataset '%s' is %s %s where rank %d's is %s %s", y->name,
+                      y->type_name, sy, a->rank, x->type_name, sx),
+             1;
   }
   return 0;
 }
@@ -906,20 +1013,26 @@ int eplb_shard_info_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
   buf[0] = '\0';
   if (a->version != b->version)
     return snprintf(buf, size, "has format version %d where rank %d's has %d",
-                    b->version, a->rank, a->version), 1;
+                    b->version, a->rank, a->version),
+           1;
   if (a->generation != b->generation)
-    return snprintf(buf, size, "has generation %" PRIu64 " where rank %d's has %"
-                    PRIu64 " (an interrupted migration? run the recovery)",
-                    b->generation, a->rank, a->generation), 1;
+    return snprintf(buf, size,
+                    "has generation %" PRIu64 " where rank %d's has %" PRIu64
+                    " (an interrupted migration? run the recovery)",
+                    b->generation, a->rank, a->generation),
+           1;
   if (a->world_size != b->world_size)
     return snprintf(buf, size, "says world_size %d where rank %d's says %d",
-                    b->world_size, a->rank, a->world_size), 1;
+                    b->world_size, a->rank, a->world_size),
+           1;
   if (a->num_layers != b->num_layers)
     return snprintf(buf, size, "has %d layers where rank %d's has %d",
-                    b->num_layers, a->rank, a->num_layers), 1;
+                    b->num_layers, a->rank, a->num_layers),
+           1;
   if (a->slots_per_rank != b->slots_per_rank)
     return snprintf(buf, size, "has %d slots per layer where rank %d's has %d",
-                    b->slots_per_rank, a->rank, a->slots_per_rank), 1;
+                    b->slots_per_rank, a->rank, a->slots_per_rank),
+           1;
   return datasets_diff(a, b, buf, size);
 }
 
@@ -927,7 +1040,8 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
                          int32_t num_layers, int32_t slots_per_rank,
                          uint64_t generation, int32_t num_datasets,
                          const char *const *names, const eplb_dtype_t *types,
-                         const int32_t *nd, const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                         const int32_t *nd,
+                         const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
                          eplb_error_t *err) {
   memset(info, 0, sizeof(*info));
   h5_quiet();
@@ -935,10 +1049,11 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
       num_layers > EPLB_MAX_LAYERS || slots_per_rank < 1 ||
       slots_per_rank > EPLB_SHARD_MAX_SLOTS || num_datasets < 0 ||
       num_datasets > EPLB_SHARD_MAX_DATASETS)
-    return eplb_error_set(err, EPLB_EARG,
-                          "shard shape out of range: ranks 1..65536, layers 1..%d, "
-                          "slots per rank 1..%d, datasets 0..%d",
-                          EPLB_MAX_LAYERS, EPLB_SHARD_MAX_SLOTS, EPLB_SHARD_MAX_DATASETS);
+    return eplb_error_set(
+        err, EPLB_EARG,
+        "shard shape out of range: ranks 1..65536, layers 1..%d, "
+        "slots per rank 1..%d, datasets 0..%d",
+        EPLB_MAX_LAYERS, EPLB_SHARD_MAX_SLOTS, EPLB_SHARD_MAX_DATASETS);
   info->version = EPLB_SHARD_VERSION;
   info->world_size = world_size;
   info->num_layers = num_layers;
@@ -950,17 +1065,20 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
     if (strlen(names[d]) == 0 || strlen(names[d]) >= EPLB_SHARD_NAME_MAX ||
         strchr(names[d], '/') || strcmp(names[d], "expert_ids") == 0 ||
         nd[d] < 0 || nd[d] >= EPLB_SHARD_MAX_DIMS)
-      return eplb_error_set(err, EPLB_EARG,
-                            "dataset '%s': names are 1..%d bytes without '/', not "
-                            "expert_ids; at most %d dimensions per row",
-                            names[d], EPLB_SHARD_NAME_MAX - 1, EPLB_SHARD_MAX_DIMS - 1);
+      return eplb_error_set(
+          err, EPLB_EARG,
+          "dataset '%s': names are 1..%d bytes without '/', not "
+          "expert_ids; at most %d dimensions per row",
+          names[d], EPLB_SHARD_NAME_MAX - 1, EPLB_SHARD_MAX_DIMS - 1);
     for (int32_t e = 0; e < d; e++)
       if (strcmp(names[e], names[d]) == 0)
-        return eplb_error_set(err, EPLB_EARG, "dataset '%s' given twice", names[d]);
+        return eplb_error_set(err, EPLB_EARG, "dataset '%s' given twice",
+                              names[d]);
     snprintf(ds->name, sizeof(ds->name), "%s", names[d]);
     hid_t t = dtype_h5(types[d]);
     if (t < 0)
-      return eplb_error_set(err, EPLB_EARG, "dataset '%s': unknown type", names[d]);
+      return eplb_error_set(err, EPLB_EARG, "dataset '%s': unknown type",
+                            names[d]);
     int rc = describe_type(t, ds, names[d], err);
     H5Tclose(t);
     if (rc)
@@ -969,18 +1087,22 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
     ds->dims[0] = slots_per_rank;
     ds->row_bytes = ds->type_size;
     for (int32_t i = 0; i < nd[d]; i++) {
-      if (rowdims[d][i] < 1 || ds->row_bytes > EPLB_SHARD_MAX_ROW_BYTES / rowdims[d][i])
-        return eplb_error_set(err, EPLB_EARG,
-                              "dataset '%s': dimensions must be >= 1 and a row at "
-                              "most %lld bytes", names[d],
-                              (long long)EPLB_SHARD_MAX_ROW_BYTES);
+      if (rowdims[d][i] < 1 ||
+          ds->row_bytes > EPLB_SHARD_MAX_ROW_BYTES / rowdims[d][i])
+        return eplb_error_set(
+            err, EPLB_EARG,
+            "dataset '%s': dimensions must be >= 1 and a row at "
+            "most %lld bytes",
+            names[d], (long long)EPLB_SHARD_MAX_ROW_BYTES);
       ds->dims[i + 1] = rowdims[d][i];
       ds->row_bytes *= rowdims[d][i];
     }
   }
   /* Sorted by name, as the reader lists them (H5_INDEX_NAME order). */
   for (int32_t i = 1; i < num_datasets; i++)
-    for (int32_t j = i; j > 0 && strcmp(info->datasets[j - 1].name, info->datasets[j].name) > 0; j--) {
+    for (int32_t j = i; j > 0 && strcmp(info->datasets[j - 1].name,
+                                        info->datasets[j].name) > 0;
+         j--) {
       eplb_shard_dataset_t x = info->datasets[j];
       info->datasets[j] = info->datasets[j - 1];
       info->datasets[j - 1] = x;
@@ -995,8 +1117,9 @@ void eplb_shard_fill_row(const eplb_shard_info_t *info, int32_t layer,
   size_t off = 0;
   for (int32_t d = 0; d < info->num_datasets; d++) {
     size_t rb = (size_t)info->datasets[d].row_bytes;
-    uint64_t seed = eplb__mix64(((uint64_t)(uint32_t)layer << 40) ^
-                          ((uint64_t)(uint32_t)expert << 8) ^ (uint64_t)d);
+    uint64_t seed =
+        eplb__mix64(((uint64_t)(uint32_t)layer << 40) ^
+                    ((uint64_t)(uint32_t)expert << 8) ^ (uint64_t)d);
     for (size_t i = 0; i < rb; i += 8) {
       uint64_t v = eplb__mix64(seed + i);
       size_t n = rb - i < 8 ? rb - i : 8;

@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mpi/agree.h"
 #include "eplb/migrate.h"
 #include "eplb/rebalance.h"
+#include "mpi/agree.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -34,17 +34,17 @@ struct eplb_rebalancer_s {
   eplb_placement_t current;
   uint64_t generation;
   int64_t rounds;
-  eplb_stats_t pending;    /* counts observed since the last step */
-  eplb_stats_t sum;        /* the step's sum (allocated once) */
-  eplb_stats_t prev_cum;   /* last cumulative counters (cumulative mode) */
+  eplb_stats_t pending;  /* counts observed since the last step */
+  eplb_stats_t sum;      /* the step's sum (allocated once) */
+  eplb_stats_t prev_cum; /* last cumulative counters (cumulative mode) */
   int have_prev;
-  int pending_rc;          /* an observe failure, reported at the step */
+  int pending_rc; /* an observe failure, reported at the step */
   eplb_error_t pending_err;
   eplb__plan_buf_t buf;
-  eplb_online_t *online;   /* rank 0 only */
-  eplb_shard_set_t set;    /* with shards_dir: the open shards */
+  eplb_online_t *online; /* rank 0 only */
+  eplb_shard_set_t set;  /* with shards_dir: the open shards */
   int have_set;
-  uint64_t opts_key;       /* compared across ranks at every agreement */
+  uint64_t opts_key; /* compared across ranks at every agreement */
 };
 
 void eplb_rebalancer_opts_default(eplb_rebalancer_opts_t *opts) {
@@ -81,9 +81,10 @@ void eplb_rebalancer_destroy(eplb_rebalancer_t *r) {
  * output path may differ: only rank 0 writes). */
 static uint64_t rebalancer_opts_key(const eplb_rebalancer_opts_t *o) {
   const eplb_online_opts_t *on = &o->online;
-  const double f[] = {on->ema_alpha, on->threshold, on->min_gain,
-                      on->layers_per_round, (double)o->generation,
-                      o->output != NULL, o->max_buffer_mb, o->timeout_s};
+  const double f[] = {on->ema_alpha,         on->threshold,
+                      on->min_gain,          on->layers_per_round,
+                      (double)o->generation, o->output != NULL,
+                      o->max_buffer_mb,      o->timeout_s};
   uint64_t k = eplb__plan_opts_key(&on->plan, 0);
   k = eplb__checksum(f, sizeof(f), k);
   return eplb__string_key(o->shards_dir, k);
@@ -95,15 +96,18 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
                         int32_t L, int32_t E, eplb_error_t *err) {
   const eplb_plan_opts_t *po = &r->opts.online.plan;
   int rc = 0;
-  if (r->opts.max_buffer_mb < 0 || r->opts.max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
+  if (r->opts.max_buffer_mb < 0 ||
+      r->opts.max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
     return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside 0..%d",
-                          (int)r->opts.max_buffer_mb, EPLB_MIGRATE_MAX_BUFFER_MB);
+                          (int)r->opts.max_buffer_mb,
+                          EPLB_MIGRATE_MAX_BUFFER_MB);
   if (r->opts.timeout_s < 0 || r->opts.timeout_s > EPLB_MIGRATE_MAX_TIMEOUT_S)
     return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside 0..%d",
                           (int)r->opts.timeout_s, EPLB_MIGRATE_MAX_TIMEOUT_S);
   if (r->have_set) {
     /* The shards say where the experts are. */
-    rc = current ? eplb_error_set(err, EPLB_EARG, "pass no current placement "
+    rc = current ? eplb_error_set(err, EPLB_EARG,
+                                  "pass no current placement "
                                   "with shards_dir: the shards' map is it")
                  : eplb_placement_copy(&r->current, &r->set.current, err);
     if (rc == 0 && L > 0 && L != r->current.num_layers)
@@ -140,7 +144,8 @@ static int create_local(eplb_rebalancer_t *r, const eplb_placement_t *current,
   if (rc == 0)
     rc = eplb_stats_init(&r->sum, L, E, err);
   if (rc == 0) {
-    memcpy(r->pending.layer_ids, r->current.layer_ids, sizeof(int32_t) * (size_t)L);
+    memcpy(r->pending.layer_ids, r->current.layer_ids,
+           sizeof(int32_t) * (size_t)L);
     memcpy(r->sum.layer_ids, r->current.layer_ids, sizeof(int32_t) * (size_t)L);
     rc = eplb__plan_buf_alloc(&r->buf, L, r->current.num_slots, err);
   }
@@ -240,7 +245,8 @@ static int add_cumulative(eplb_rebalancer_t *r, const eplb_stats_t *c,
 
 int eplb_rebalancer_observe(eplb_rebalancer_t *r, const eplb_stats_t *counts,
                             int cumulative, eplb_error_t *err) {
-  int rc = eplb_placement_check_stats(&r->current, counts, "observed counts", err);
+  int rc =
+      eplb_placement_check_stats(&r->current, counts, "observed counts", err);
   if (rc == 0 && cumulative)
     rc = add_cumulative(r, counts, err);
   else if (rc == 0)
@@ -282,9 +288,8 @@ static int decide_root(eplb_rebalancer_t *r, eplb_placement_t *plan,
   }
   if (rc == 0) {
     res->imbalance_before = had ? dec.imbalance_before : 0;
-    res->imbalance_after = had ? (dec.rebalance ? dec.imbalance_after
-                                                : dec.imbalance_before)
-                               : 0;
+    res->imbalance_after =
+        had ? (dec.rebalance ? dec.imbalance_after : dec.imbalance_before) : 0;
   }
   eplb_online_decision_cleanup(&dec);
   return rc;
@@ -386,9 +391,8 @@ int eplb_rebalancer_step(eplb_rebalancer_t *r, eplb_round_t *round,
   if (local && err)
     *err = r->pending_err;
   r->pending_rc = 0;
-  int rc = eplb__reduce_agree_shape(r->comm, local, &r->pending,
-                                    "counts observed", r->opts_key, &dense,
-                                    err);
+  int rc = eplb__reduce_agree_shape(
+      r->comm, local, &r->pending, "counts observed", r->opts_key, &dense, err);
   if (rc)
     return rc;
   memcpy(r->sum.load, r->pending.load,
@@ -399,8 +403,9 @@ int eplb_rebalancer_step(eplb_rebalancer_t *r, eplb_round_t *round,
   free(dropped);
   if (rc)
     return rc;
-  memset(r->pending.load, 0, sizeof(double) * (size_t)r->pending.num_layers *
-                                 (size_t)r->pending.num_experts);
+  memset(r->pending.load, 0,
+         sizeof(double) * (size_t)r->pending.num_layers *
+             (size_t)r->pending.num_experts);
 
   eplb_sync_result_t res;
   memset(&res, 0, sizeof(res));

@@ -20,8 +20,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "mpi/agree.h"
 #include "eplb/rebalance.h"
+#include "mpi/agree.h"
 #include "sync/internal.h"
 #include "util/fileio.h"
 
@@ -33,10 +33,11 @@ void eplb_watch_opts_default(eplb_watch_opts_t *opts) {
 
 static int check_watch_opts(const eplb_watch_opts_t *o, eplb_error_t *err) {
   if (!(o->interval_s >= 0.01 && o->interval_s <= 86400))
-    return eplb_error_set(err, EPLB_EARG, "--interval %g is outside 0.01..86400",
-                          o->interval_s);
+    return eplb_error_set(
+        err, EPLB_EARG, "--interval %g is outside 0.01..86400", o->interval_s);
   if (o->max_rounds < 0 || o->max_rounds > EPLB_WATCH_MAX_ROUNDS)
-    return eplb_error_set(err, EPLB_EARG, "--max-rounds %lld is outside 0..%lld",
+    return eplb_error_set(err, EPLB_EARG,
+                          "--max-rounds %lld is outside 0..%lld",
                           (long long)o->max_rounds, EPLB_WATCH_MAX_ROUNDS);
   return 0;
 }
@@ -124,8 +125,9 @@ static int summary_write(summary_t *s, const char *path, uint64_t generation,
   cJSON_AddNumberToObject(r, "generation", (double)generation);
   cJSON_AddNumberToObject(r, "ranks", ranks);
   char *text = cJSON_Print(r);
-  int rc = text ? eplb__write_atomic(path, eplb__write_text, text, err)
-                : eplb_error_set(err, EPLB_ENOMEM, "out of memory for %s", path);
+  int rc = text
+               ? eplb__write_atomic(path, eplb__write_text, text, err)
+               : eplb_error_set(err, EPLB_ENOMEM, "out of memory for %s", path);
   cJSON_free(text);
   return rc;
 }
@@ -181,7 +183,8 @@ static int one_round(loop_t *w, int *skipped, eplb_error_t *err) {
   rc = eplb__agree(w->comm, rc, err);
   if (rc == EPLB_EIO || rc == EPLB_EPARSE) {
     if (w->rank == 0 && !w->opts->rb.quiet) {
-      printf("eplb: round skipped, statistics will be read again: %s\n", err->msg);
+      printf("eplb: round skipped, statistics will be read again: %s\n",
+             err->msg);
       fflush(stdout);
     }
     *skipped = 1;
@@ -205,9 +208,9 @@ static int one_round(loop_t *w, int *skipped, eplb_error_t *err) {
   return rc;
 }
 
-int eplb_watch_run(MPI_Comm comm, const char *const *patterns,
-                   int num_patterns, eplb_stats_format_t format,
-                   const eplb_watch_opts_t *opts, eplb_error_t *err) {
+int eplb_watch_run(MPI_Comm comm, const char *const *patterns, int num_patterns,
+                   eplb_stats_format_t format, const eplb_watch_opts_t *opts,
+                   eplb_error_t *err) {
   loop_t w;
   memset(&w, 0, sizeof(w));
   w.patterns = patterns;
@@ -242,14 +245,18 @@ int eplb_watch_run(MPI_Comm comm, const char *const *patterns,
     w.sum.skipped += skipped;
     w.sum.rounds += !skipped;
     if (rc == 0 && opts->summary) {
-      uint64_t g = w.rb ? eplb_rebalancer_generation(w.rb) : opts->rb.generation;
-      int src = w.rank == 0 ? summary_write(&w.sum, opts->summary, g, w.size, err) : 0;
+      uint64_t g =
+          w.rb ? eplb_rebalancer_generation(w.rb) : opts->rb.generation;
+      int src = w.rank == 0
+                    ? summary_write(&w.sum, opts->summary, g, w.size, err)
+                    : 0;
       rc = eplb__agree(w.comm, src, err);
     }
   }
   if (rc == 0 && w.rank == 0 && !opts->rb.quiet) {
     printf("eplb: watch ended after %lld rounds, %lld rebalances, %lld "
-           "skipped\n", (long long)w.sum.rounds, (long long)w.sum.rebalances,
+           "skipped\n",
+           (long long)w.sum.rounds, (long long)w.sum.rebalances,
            (long long)w.sum.skipped);
     fflush(stdout);
   }

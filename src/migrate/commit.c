@@ -24,20 +24,21 @@
 #include <unistd.h>
 
 #include "eplb/migrate.h"
+#include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
-#include "migrate/internal.h"
 #include "util/fileio.h"
 
 /* ---- the two-phase commit --------------------------------------------- */
 
 /* Renames tmp over this rank's shard, durably. */
-static int rename_own(const eplb_shard_set_t *set, const char *tmp, eplb_error_t *err) {
+static int rename_own(const eplb_shard_set_t *set, const char *tmp,
+                      eplb_error_t *err) {
   char path[4096];
   int rc = eplb_shard_path(set->dir, set->rank, path, sizeof(path), err);
   if (rc == 0 && rename(tmp, path) != 0)
-    rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp, path,
-                        strerror(errno));
+    rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp,
+                        path, strerror(errno));
   if (rc == 0)
     eplb__fault_crash_point("rename", set->rank);
   return rc ? rc : eplb__fsync_dir_of(path, err);
@@ -62,9 +63,12 @@ int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
   rc = rename_own(set, tmp, err);
   rc = eplb__agree(set->comm, rc, err);
   if (rc)
-    return eplb_error_prefix(err, "commit of generation %" PRIu64 " interrupted "
-                             "(%s/%s kept): run the recovery (eplb-sync --recover "
-                             "--shards %s)", gen, set->dir, EPLB_JOURNAL_NAME, set->dir);
+    return eplb_error_prefix(
+        err,
+        "commit of generation %" PRIu64 " interrupted "
+        "(%s/%s kept): run the recovery (eplb-sync --recover "
+        "--shards %s)",
+        gen, set->dir, EPLB_JOURNAL_NAME, set->dir);
   if (set->rank == 0)
     rc = eplb__journal_remove(set->dir, err);
   return eplb__agree(set->comm, rc, err);
@@ -88,8 +92,9 @@ static int remove_tmps(const char *dir, int rank, const char *keep,
                        int64_t *removed, eplb_error_t *err) {
   DIR *d = opendir(dir);
   if (d == NULL)
-    return eplb_error_set(err, EPLB_EIO, "%s: cannot list the shard directory: %s",
-                          dir, strerror(errno));
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: cannot list the shard directory: %s", dir,
+                          strerror(errno));
   struct dirent *e;
   int rc = 0;
   while (rc == 0 && (e = readdir(d)) != NULL) {
@@ -101,7 +106,8 @@ static int remove_tmps(const char *dir, int rank, const char *keep,
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
     if (unlink(path) != 0)
-      rc = eplb_error_set(err, EPLB_EIO, "%s: cannot remove: %s", path, strerror(errno));
+      rc = eplb_error_set(err, EPLB_EIO, "%s: cannot remove: %s", path,
+                          strerror(errno));
     else
       (*removed)++;
   }
@@ -121,26 +127,30 @@ static int own_world_size(const char *dir, int rank, const char *tmp, int size,
   if (rc && tmp && eplb_shard_open(tmp, &sh, NULL) == 0)
     rc = 0;
   if (rc == 0 && eplb_shard_info(sh)->world_size != size)
-    rc = eplb_error_set(err, EPLB_ESHAPE, "%s was written for %d ranks; run the "
-                        "recovery with %d ranks", eplb_shard_file(sh),
-                        eplb_shard_info(sh)->world_size, eplb_shard_info(sh)->world_size);
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "%s was written for %d ranks; run the "
+                        "recovery with %d ranks",
+                        eplb_shard_file(sh), eplb_shard_info(sh)->world_size,
+                        eplb_shard_info(sh)->world_size);
   eplb_shard_close(sh);
   return rc;
 }
 
 /* Roll forward for one rank: tmp (generation gen) over the shard, or the
  * shard already at gen. */
-static int roll_forward(const char *dir, int rank, uint64_t gen, const char *tmp,
-                        int64_t *renamed, eplb_error_t *err) {
+static int roll_forward(const char *dir, int rank, uint64_t gen,
+                        const char *tmp, int64_t *renamed, eplb_error_t *err) {
   char path[4096];
   eplb_shard_t *sh = NULL;
   int rc = eplb_shard_path(dir, rank, path, sizeof(path), err);
   int have_tmp = access(tmp, F_OK) == 0;
   if (rc == 0)
     rc = eplb_shard_open(have_tmp ? tmp : path, &sh, err);
-  if (rc == 0 && (eplb_shard_info(sh)->generation != gen || eplb_shard_info(sh)->rank != rank))
+  if (rc == 0 && (eplb_shard_info(sh)->generation != gen ||
+                  eplb_shard_info(sh)->rank != rank))
     rc = eplb_error_set(err, EPLB_ESTATE,
-                        "%s has generation %" PRIu64 " (rank %d) but the journal "
+                        "%s has generation %" PRIu64
+                        " (rank %d) but the journal "
                         "commits generation %" PRIu64 "%s; the directory was "
                         "changed by hand: restore it from a backup",
                         have_tmp ? tmp : path, eplb_shard_info(sh)->generation,
@@ -149,8 +159,8 @@ static int roll_forward(const char *dir, int rank, uint64_t gen, const char *tmp
   eplb_shard_close(sh);
   if (rc == 0 && have_tmp) {
     if (rename(tmp, path) != 0)
-      rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp, path,
-                          strerror(errno));
+      rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp,
+                          path, strerror(errno));
     else
       (*renamed)++;
   }
@@ -158,8 +168,9 @@ static int roll_forward(const char *dir, int rank, uint64_t gen, const char *tmp
 }
 
 /* This rank's part of the recovery. */
-static int recover_own(const char *dir, int rank, int size, const eplb__journal_t *j,
-                       int have_journal, eplb_recover_result_t *res, eplb_error_t *err) {
+static int recover_own(const char *dir, int rank, int size,
+                       const eplb__journal_t *j, int have_journal,
+                       eplb_recover_result_t *res, eplb_error_t *err) {
   char tmp[4096];
   const char *keep = NULL;
   int rc = eplb__shard_tmp_path(dir, rank, j->gen, tmp, sizeof(tmp), err);
@@ -174,13 +185,14 @@ static int recover_own(const char *dir, int rank, int size, const eplb__journal_
 }
 
 /* Rank 0 reads the journal; every rank gets {exists, gen, world_size}. */
-static int share_journal(MPI_Comm c, int rank, const char *dir, eplb__journal_t *j,
-                         int *exists, eplb_error_t *err) {
+static int share_journal(MPI_Comm c, int rank, const char *dir,
+                         eplb__journal_t *j, int *exists, eplb_error_t *err) {
   int rc = rank == 0 ? eplb__journal_read(dir, j, exists, err) : 0;
   rc = eplb__agree(c, rc, err);
   uint64_t v[3] = {(uint64_t)*exists, j->gen, (uint64_t)j->world_size};
   if (rc == 0)
-    rc = eplb__mpi_check(MPI_Bcast(v, 3, MPI_UINT64_T, 0, c), "MPI_Bcast of the journal", err);
+    rc = eplb__mpi_check(MPI_Bcast(v, 3, MPI_UINT64_T, 0, c),
+                         "MPI_Bcast of the journal", err);
   *exists = (int)v[0];
   j->gen = v[1];
   j->world_size = (int32_t)v[2];
@@ -200,14 +212,16 @@ static int recover_comm(MPI_Comm c, const char *dir, eplb_recover_result_t *res,
   char tmp[4096];
   rc = eplb__shard_tmp_path(dir, rank, j.gen, tmp, sizeof(tmp), err);
   if (rc == 0 && exists && j.world_size != size)
-    rc = eplb_error_set(err, EPLB_ESHAPE, "the journal in %s is for %d ranks; run "
-                        "the recovery with %d ranks", dir, (int)j.world_size,
-                        (int)j.world_size);
+    rc = eplb_error_set(err, EPLB_ESHAPE,
+                        "the journal in %s is for %d ranks; run "
+                        "the recovery with %d ranks",
+                        dir, (int)j.world_size, (int)j.world_size);
   if (rc == 0)
     rc = own_world_size(dir, rank, exists ? tmp : NULL, size, err);
   rc = eplb__agree(c, rc, err); /* nothing changed yet */
   if (rc == 0)
-    rc = eplb__agree(c, recover_own(dir, rank, size, &j, exists, res, err), err);
+    rc =
+        eplb__agree(c, recover_own(dir, rank, size, &j, exists, res, err), err);
   if (rc == 0 && exists && rank == 0)
     rc = eplb__journal_remove(dir, err);
   if (exists)
@@ -223,8 +237,8 @@ static int recover_comm(MPI_Comm c, const char *dir, eplb_recover_result_t *res,
   return rc;
 }
 
-int eplb_shards_recover(MPI_Comm comm, const char *dir, eplb_recover_result_t *res,
-                        eplb_error_t *err) {
+int eplb_shards_recover(MPI_Comm comm, const char *dir,
+                        eplb_recover_result_t *res, eplb_error_t *err) {
   memset(res, 0, sizeof(*res));
   MPI_Comm c = MPI_COMM_NULL;
   int rc = eplb__mpi_check(MPI_Comm_dup(comm, &c), "MPI_Comm_dup", err);

@@ -33,8 +33,8 @@ int eplb__journal_write(const char *dir, uint64_t gen, int size,
 /* Rank 0: removes the journal and makes that durable. */
 int eplb__journal_remove(const char *dir, eplb_error_t *err);
 
-/* commit.c: phase two of a migration, collective over set->comm.  `local_rc` is this
- * rank's result so far (its temporary shard `tmp` written and fsynced when
+/* commit.c: phase two of a migration, collective over set->comm.  `local_rc` is
+ * this rank's result so far (its temporary shard `tmp` written and fsynced when
  * 0).  Agrees; on failure every rank removes its tmp and returns the agreed
  * error.  Else rank 0 writes the journal "commit gen", the ranks agree,
  * each renames tmp over its shard, fsyncs the directory, agrees, and rank 0
@@ -43,8 +43,8 @@ int eplb__journal_remove(const char *dir, eplb_error_t *err);
 int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
                  int local_rc, eplb_error_t *err);
 
-/* shardset.c: for failures where the peers cannot be told in an orderly way (an MPI
- * failure or a timeout in the middle of a transfer batch: the peers'
+/* shardset.c: for failures where the peers cannot be told in an orderly way (an
+ * MPI failure or a timeout in the middle of a transfer batch: the peers'
  * buffers are then in an unknown state; out of memory before a
  * collective): removes `tmp` (this rank's temporary shard, or NULL),
  * prints one line "eplb: rank <r>: error: <msg>; aborting the job (...)"

@@ -16,23 +16,28 @@
 
 int eplb__shard_tmp_path(const char *dir, int rank, uint64_t gen, char *buf,
                          size_t size, eplb_error_t *err) {
-  int n = snprintf(buf, size, "%s/shard_%05d.h5.gen%" PRIu64 ".tmp", dir, rank, gen);
+  int n = snprintf(buf, size, "%s/shard_%05d.h5.gen%" PRIu64 ".tmp", dir, rank,
+                   gen);
   if (n < 0 || (size_t)n >= size)
-    return eplb_error_set(err, EPLB_EARG, "shard directory '%.200s' is too long", dir);
+    return eplb_error_set(err, EPLB_EARG,
+                          "shard directory '%.200s' is too long", dir);
   return 0;
 }
 
-static int journal_path(const char *dir, char *buf, size_t size, eplb_error_t *err) {
+static int journal_path(const char *dir, char *buf, size_t size,
+                        eplb_error_t *err) {
   int n = snprintf(buf, size, "%s/%s", dir, EPLB_JOURNAL_NAME);
   if (n < 0 || (size_t)n >= size)
-    return eplb_error_set(err, EPLB_EARG, "shard directory '%.200s' is too long", dir);
+    return eplb_error_set(err, EPLB_EARG,
+                          "shard directory '%.200s' is too long", dir);
   return 0;
 }
 
 /* eplb__write_fn: the journal's JSON. */
 static int write_journal_fn(FILE *f, const void *ctx, eplb_error_t *err) {
   const eplb__journal_t *j = ctx;
-  if (fprintf(f, "{\"eplb_journal\": 1, \"state\": \"commit\", "
+  if (fprintf(f,
+              "{\"eplb_journal\": 1, \"state\": \"commit\", "
               "\"commit_generation\": %" PRIu64 ", \"world_size\": %d}\n",
               j->gen, (int)j->world_size) < 0)
     return eplb_error_set(err, EPLB_EIO, "writing the journal failed");
@@ -40,7 +45,8 @@ static int write_journal_fn(FILE *f, const void *ctx, eplb_error_t *err) {
 }
 
 /* A non-negative integer member of the journal. */
-static int journal_num(const cJSON *root, const char *key, double max, double *v) {
+static int journal_num(const cJSON *root, const char *key, double max,
+                       double *v) {
   const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, key);
   if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > max ||
       x->valuedouble != (double)(uint64_t)x->valuedouble)
@@ -49,7 +55,8 @@ static int journal_num(const cJSON *root, const char *key, double max, double *v
   return 0;
 }
 
-int eplb__journal_read(const char *dir, eplb__journal_t *j, int *exists, eplb_error_t *err) {
+int eplb__journal_read(const char *dir, eplb__journal_t *j, int *exists,
+                       eplb_error_t *err) {
   char path[4096];
   *exists = 0;
   int rc = journal_path(dir, path, sizeof(path), err);
@@ -68,7 +75,8 @@ int eplb__journal_read(const char *dir, eplb__journal_t *j, int *exists, eplb_er
     rc = eplb_error_set(err, EPLB_EPARSE,
                         "%s is not an eplb commit journal (eplb_journal 1, "
                         "commit_generation, world_size); inspect the directory "
-                        "by hand", path);
+                        "by hand",
+                        path);
   j->gen = (uint64_t)g;
   j->world_size = (int32_t)w;
   cJSON_Delete(root);
@@ -76,7 +84,8 @@ int eplb__journal_read(const char *dir, eplb__journal_t *j, int *exists, eplb_er
   return rc;
 }
 
-int eplb__journal_write(const char *dir, uint64_t gen, int size, eplb_error_t *err) {
+int eplb__journal_write(const char *dir, uint64_t gen, int size,
+                        eplb_error_t *err) {
   char path[4096];
   eplb__journal_t j = {gen, size};
   int rc = journal_path(dir, path, sizeof(path), err);
@@ -87,7 +96,7 @@ int eplb__journal_remove(const char *dir, eplb_error_t *err) {
   char path[4096];
   int rc = journal_path(dir, path, sizeof(path), err);
   if (rc == 0 && unlink(path) != 0 && errno != ENOENT)
-    rc = eplb_error_set(err, EPLB_EIO, "%s: cannot remove the journal: %s", path,
-                        strerror(errno));
+    rc = eplb_error_set(err, EPLB_EIO, "%s: cannot remove the journal: %s",
+                        path, strerror(errno));
   return rc ? rc : eplb__fsync_dir_of(path, err);
 }

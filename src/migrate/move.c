@@ -23,17 +23,17 @@
  * timeout in the middle of a batch aborts the job, because the peers'
  * buffers are then in an unknown state (the shards are untouched either
  * way: nothing is renamed before the commit, commit.c). */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "eplb/migrate.h"
+#include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
-#include "migrate/internal.h"
 #include "util/checksum.h"
 
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts) {
@@ -60,23 +60,23 @@ typedef struct {
   const eplb_schedule_t *sched;
   const eplb_migrate_opts_t *opts;
   eplb_shard_writer_t *w;
-  int32_t P, D, tag_layers;   /* tag = (layer % tag_layers) * P + dst_slot */
-  size_t row, msg, stride;    /* row set bytes; message = stride bytes */
+  int32_t P, D, tag_layers; /* tag = (layer % tag_layers) * P + dst_slot */
+  size_t row, msg, stride;  /* row set bytes; message = stride bytes */
   size_t off[EPLB_SHARD_MAX_DATASETS], rb[EPLB_SHARD_MAX_DATASETS], toff;
-  unsigned char *old;         /* [P * stride] this rank's old layer */
-  unsigned char *staging;     /* [staging_rows * stride] received row sets */
+  unsigned char *old;     /* [P * stride] this rank's old layer */
+  unsigned char *staging; /* [staging_rows * stride] received row sets */
   size_t staging_rows;
-  int32_t *batch;             /* [num_xfers] batch of each transfer */
-  int32_t *num_batches;       /* [L] */
+  int32_t *batch;       /* [num_xfers] batch of each transfer */
+  int32_t *num_batches; /* [L] */
   MPI_Request *req;
-  int *req_peer;              /* [max requests] the peer of each request */
-  const char *tmp;            /* this rank's temporary shard */
-  int64_t *recv_xfer;         /* [staging_rows] transfer of each receive */
+  int *req_peer;                /* [max requests] the peer of each request */
+  const char *tmp;              /* this rank's temporary shard */
+  int64_t *recv_xfer;           /* [staging_rows] transfer of each receive */
   int32_t *dup_head, *dup_next; /* [P] DUP slots listed by their source */
-  int carry;                  /* a local failure in this layer (rows are
-                                 then no longer written, MPI goes on) */
+  int carry;                    /* a local failure in this layer (rows are
+                                   then no longer written, MPI goes on) */
   double t_read, t_xfer, t_write, t_commit;
-  double t_verify;            /* checksums of received rows (in t_xfer) */
+  double t_verify; /* checksums of received rows (in t_xfer) */
   int64_t bytes_done;
   double last_progress, t0;
 } mig_t;
@@ -89,13 +89,15 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
   const eplb_schedule_t *s = m->sched;
   int32_t R = s->num_ranks;
   int64_t *rb = calloc((size_t)R * 5, sizeof(int64_t));
-  m->batch = malloc(sizeof(int32_t) * (size_t)(s->num_xfers ? s->num_xfers : 1));
+  m->batch =
+      malloc(sizeof(int32_t) * (size_t)(s->num_xfers ? s->num_xfers : 1));
   m->num_batches = calloc((size_t)s->num_layers, sizeof(int32_t));
   if (!rb || !m->batch || !m->num_batches) {
     free(rb);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory for the batches");
   }
-  int64_t *rbatch = rb, *rbytes = rb + R, *sbatch = rb + 2 * R, *sbytes = rb + 3 * R;
+  int64_t *rbatch = rb, *rbytes = rb + R, *sbatch = rb + 2 * R,
+          *sbytes = rb + 3 * R;
   int64_t *rcount = rb + 4 * R;
   m->staging_rows = 1;
   for (int32_t l = 0; l < s->num_layers; l++) {
@@ -107,8 +109,10 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
       if (sbytes[c] > 0 && (size_t)sbytes[c] + m->msg > cap)
         sbatch[c]++, sbytes[c] = 0;
       int64_t b = rbatch[d] > sbatch[c] ? rbatch[d] : sbatch[c];
-      if (b > rbatch[d]) rbatch[d] = b, rbytes[d] = 0, rcount[d] = 0;
-      if (b > sbatch[c]) sbatch[c] = b, sbytes[c] = 0;
+      if (b > rbatch[d])
+        rbatch[d] = b, rbytes[d] = 0, rcount[d] = 0;
+      if (b > sbatch[c])
+        sbatch[c] = b, sbytes[c] = 0;
       rbytes[d] += (int64_t)m->msg;
       sbytes[c] += (int64_t)m->msg;
       if (d == m->set->rank && (size_t)++rcount[d] > m->staging_rows)
@@ -123,19 +127,22 @@ static int cut_batches(mig_t *m, size_t cap, eplb_error_t *err) {
 }
 
 /* Slot s's row of every dataset in the old layer, into pieces[D]. */
-static void old_pieces(const mig_t *m, int32_t s, const unsigned char **pieces) {
+static void old_pieces(const mig_t *m, int32_t s,
+                       const unsigned char **pieces) {
   for (int32_t d = 0; d < m->D; d++)
     pieces[d] = m->old + (size_t)s * m->stride + m->off[d];
 }
 
 /* The same for the k-th received row set of a batch. */
-static void staged_pieces(const mig_t *m, size_t k, const unsigned char **pieces) {
+static void staged_pieces(const mig_t *m, size_t k,
+                          const unsigned char **pieces) {
   for (int32_t d = 0; d < m->D; d++)
     pieces[d] = m->staging + k * m->stride + m->off[d];
 }
 
 /* The checksum of a row set given as pieces (the same cuts everywhere). */
-static uint64_t row_checksum(const mig_t *m, const unsigned char *const *pieces) {
+static uint64_t row_checksum(const mig_t *m,
+                             const unsigned char *const *pieces) {
   uint64_t c = 0;
   for (int32_t d = 0; d < m->D; d++)
     c = eplb__checksum(pieces[d], m->rb[d], c);
@@ -145,7 +152,8 @@ static uint64_t row_checksum(const mig_t *m, const unsigned char *const *pieces)
 /* Reads this rank's old layer l and checksums the rows it sends (into
  * their trailers). */
 static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
-  int rc = eplb_shard_read_layer(m->set->shard, l, m->old, m->stride, m->off, err);
+  int rc =
+      eplb_shard_read_layer(m->set->shard, l, m->old, m->stride, m->off, err);
   if (rc)
     return rc;
   const eplb_schedule_t *s = m->sched;
@@ -163,8 +171,8 @@ static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
 
 /* Writes slot `slot` of the new shard from pieces, unless this layer
  * already failed here (the failure is carried, the transfer goes on). */
-static void write_row(mig_t *m, int32_t slot, const unsigned char *const *pieces,
-                      eplb_error_t *err) {
+static void write_row(mig_t *m, int32_t slot,
+                      const unsigned char *const *pieces, eplb_error_t *err) {
   if (m->carry)
     return;
   double t = MPI_Wtime();
@@ -204,7 +212,8 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
   *n = 0;
   *nr = 0;
   for (int pass = 0; pass < 2 && rc == 0; pass++)
-    for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1] && rc == 0; i++) {
+    for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1] && rc == 0;
+         i++) {
       const eplb_xfer_t *x = &s->xfers[i];
       int tag = (l % m->tag_layers) * m->P + x->dst_slot;
       if (m->batch[i] != b)
@@ -212,9 +221,10 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
       if (pass == 0 && x->dst_rank == me) {
         m->recv_xfer[*nr] = i;
         m->req_peer[*n] = x->src_rank;
-        rc = eplb__mpi_check(MPI_Irecv(m->staging + (*nr)++ * m->stride, (int)m->msg,
-                                       MPI_BYTE, x->src_rank, tag, m->set->comm,
-                                       &m->req[(*n)++]), "MPI_Irecv of a row set", err);
+        rc = eplb__mpi_check(MPI_Irecv(m->staging + (*nr)++ * m->stride,
+                                       (int)m->msg, MPI_BYTE, x->src_rank, tag,
+                                       m->set->comm, &m->req[(*n)++]),
+                             "MPI_Irecv of a row set", err);
       }
       if (pass == 1 && x->src_rank == me) {
         m->req_peer[*n] = x->dst_rank;
@@ -275,7 +285,8 @@ static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
       more++;
       continue;
     }
-    u += (size_t)snprintf(buf + u, cap - u, "%s%d", shown ? ", " : "", m->req_peer[i]);
+    u += (size_t)snprintf(buf + u, cap - u, "%s%d", shown ? ", " : "",
+                          m->req_peer[i]);
     shown++;
   }
   if (more && u + 16 < cap)
@@ -285,11 +296,12 @@ static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
 /* Tests the n requests in m->req until all are done (0) or timeout_s
  * passes without all of them finishing (0 with *left > 0); an MPI failure
  * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch of layer l:
- * each is verified and written as soon as it completes (store_one).  With more ranks than cores (8 ranks on 2 cores here) a
- * rank spinning in MPI_Testsome takes the core from the peer whose data it
- * waits for, so after a few idle polls it yields, then sleeps briefly; any
- * progress resets that.  Completed requests become MPI_REQUEST_NULL, so
- * the ones left name the peers still missing. */
+ * each is verified and written as soon as it completes (store_one).  With more
+ * ranks than cores (8 ranks on 2 cores here) a rank spinning in MPI_Testsome
+ * takes the core from the peer whose data it waits for, so after a few idle
+ * polls it yields, then sleeps briefly; any progress resets that.  Completed
+ * requests become MPI_REQUEST_NULL, so the ones left name the peers still
+ * missing. */
 static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
                          eplb_error_t *err) {
   double start = MPI_Wtime();
@@ -298,8 +310,9 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
   *left = n;
   while (*left > 0) {
     int out = 0;
-    int rc = eplb__mpi_check(MPI_Testsome(n, m->req, &out, done_idx, MPI_STATUSES_IGNORE),
-                             "MPI_Testsome of a transfer batch", err);
+    int rc = eplb__mpi_check(
+        MPI_Testsome(n, m->req, &out, done_idx, MPI_STATUSES_IGNORE),
+        "MPI_Testsome of a transfer batch", err);
     if (rc)
       return rc;
     if (out == MPI_UNDEFINED) {
@@ -335,8 +348,8 @@ static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
     rc = eplb_error_set(err, EPLB_EMPI,
                         "layer %d batch %d: transfer timed out after %d s "
                         "waiting for rank %s (%d of %d messages unfinished: "
-                        "a peer crashed, hangs or is far slower)", (int)l,
-                        (int)b, (int)m->opts->timeout_s, who, left, n);
+                        "a peer crashed, hangs or is far slower)",
+                        (int)l, (int)b, (int)m->opts->timeout_s, who, left, n);
   }
   return rc;
 }
@@ -349,11 +362,13 @@ static void timed_barrier(mig_t *m, int32_t l, const char *what) {
   eplb_error_clear(&err);
   int left = 0;
   m->req_peer[0] = -1;
-  int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]), "MPI_Ibarrier", &err);
+  int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]),
+                           "MPI_Ibarrier", &err);
   if (rc == 0)
     rc = poll_requests(m, 1, l, 0, &left, &err);
   if (rc == 0 && left > 0)
-    rc = eplb_error_set(&err, EPLB_EMPI, "layer %d: not every rank reached %s "
+    rc = eplb_error_set(&err, EPLB_EMPI,
+                        "layer %d: not every rank reached %s "
                         "within %d s (a rank crashed, hangs or is far slower)",
                         (int)l, what, (int)m->opts->timeout_s);
   else if (rc)
@@ -375,7 +390,8 @@ static int sends_in(const mig_t *m, int32_t l, int32_t b) {
  * received batch by batch, verified and written.  MPI failures and
  * timeouts abort the job; a local failure (checksum, write) is returned
  * and agreed before the next layer. */
-static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t *err) {
+static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids,
+                          eplb_error_t *err) {
   double t = MPI_Wtime(); /* creating the layer (and starting the previous
                             one's writeback) is writing */
   m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
@@ -395,7 +411,8 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t 
     if (l >= crash_layer && eplb__fault_hang_here("transfer", m->set->rank) &&
         sends_in(m, l, b)) {
       char where[64];
-      snprintf(where, sizeof(where), "layer %d, before posting batch %d", (int)l, (int)b);
+      snprintf(where, sizeof(where), "layer %d, before posting batch %d",
+               (int)l, (int)b);
       eplb__fault_hang_point("transfer", m->set->rank, where);
     }
     int rc = post_batch(m, l, b, &n, &nr, err);
@@ -416,17 +433,21 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids, eplb_error_t 
 /* ---- eplb_migrate ------------------------------------------------------ */
 
 /* Checks the options against the job (the same on every rank). */
-static int check_opts(const eplb_migrate_opts_t *o, int size, eplb_error_t *err) {
-  if (o->max_buffer_mb < EPLB_MIGRATE_MIN_BUFFER_MB || o->max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
+static int check_opts(const eplb_migrate_opts_t *o, int size,
+                      eplb_error_t *err) {
+  if (o->max_buffer_mb < EPLB_MIGRATE_MIN_BUFFER_MB ||
+      o->max_buffer_mb > EPLB_MIGRATE_MAX_BUFFER_MB)
     return eplb_error_set(err, EPLB_EARG, "max_buffer_mb %d is outside %d..%d",
                           (int)o->max_buffer_mb, EPLB_MIGRATE_MIN_BUFFER_MB,
                           EPLB_MIGRATE_MAX_BUFFER_MB);
-  if (o->timeout_s < EPLB_MIGRATE_MIN_TIMEOUT_S || o->timeout_s > EPLB_MIGRATE_MAX_TIMEOUT_S)
+  if (o->timeout_s < EPLB_MIGRATE_MIN_TIMEOUT_S ||
+      o->timeout_s > EPLB_MIGRATE_MAX_TIMEOUT_S)
     return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside %d..%d",
                           (int)o->timeout_s, EPLB_MIGRATE_MIN_TIMEOUT_S,
                           EPLB_MIGRATE_MAX_TIMEOUT_S);
   if (o->num_nodes < 1 || o->num_nodes > size || size % o->num_nodes != 0)
-    return eplb_error_set(err, EPLB_EARG, "num_nodes %d must divide the %d ranks",
+    return eplb_error_set(err, EPLB_EARG,
+                          "num_nodes %d must divide the %d ranks",
                           (int)o->num_nodes, size);
   return 0;
 }
@@ -439,8 +460,9 @@ static int check_next(const eplb_shard_set_t *set, const eplb_placement_t *next,
       next->num_slots != cur->num_slots || next->num_gpus != cur->num_gpus)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "the new placement must have the shards' shape: %d "
-                          "layers x %d slots on %d ranks", (int)cur->num_layers,
-                          (int)cur->num_slots, (int)cur->num_gpus);
+                          "layers x %d slots on %d ranks",
+                          (int)cur->num_layers, (int)cur->num_slots,
+                          (int)cur->num_gpus);
   return eplb_placement_check(next, 0, "the new placement", err);
 }
 
@@ -448,20 +470,24 @@ static int check_next(const eplb_shard_set_t *set, const eplb_placement_t *next,
  * is named on every rank. */
 static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
                       eplb_error_t *err) {
-  uint64_t c = eplb__checksum(next->phy2log, sizeof(int32_t) * (size_t)next->num_layers *
-                                                 (size_t)next->num_slots, 0);
+  uint64_t c = eplb__checksum(
+      next->phy2log,
+      sizeof(int32_t) * (size_t)next->num_layers * (size_t)next->num_slots, 0);
   uint64_t *all = malloc(sizeof(uint64_t) * (size_t)set->size);
   if (all == NULL) /* cannot take part: the peers would wait */
-    eplb__migrate_abort(set, NULL, &(eplb_error_t){EPLB_ENOMEM, "out of memory "
-                                                    "for the plan checksums"});
-  int rc = eplb__mpi_check(MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T,
-                                         set->comm), "MPI_Allgather of plan checksums", err);
+    eplb__migrate_abort(set, NULL,
+                        &(eplb_error_t){EPLB_ENOMEM, "out of memory "
+                                                     "for the plan checksums"});
+  int rc = eplb__mpi_check(
+      MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, set->comm),
+      "MPI_Allgather of plan checksums", err);
   char list[256] = "";
   size_t u = 0;
   int bad = 0;
   for (int r = 1; rc == 0 && r < set->size; r++)
     if (all[r] != all[0] && u + 16 < sizeof(list)) {
-      u += (size_t)snprintf(list + u, sizeof(list) - u, "%s%d", bad ? ", " : "", r);
+      u += (size_t)snprintf(list + u, sizeof(list) - u, "%s%d", bad ? ", " : "",
+                            r);
       bad++;
     }
   free(all);
@@ -480,7 +506,8 @@ static size_t max_requests(const mig_t *m) {
   for (int32_t l = 0; l < s->num_layers; l++) {
     size_t n = 0;
     for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
-      n += (s->xfers[i].dst_rank == m->set->rank) + (s->xfers[i].src_rank == m->set->rank);
+      n += (s->xfers[i].dst_rank == m->set->rank) +
+           (s->xfers[i].src_rank == m->set->rank);
     best = n > best ? n : best;
   }
   return best;
@@ -502,16 +529,20 @@ static int mig_geometry(mig_t *m, eplb_error_t *err) {
   m->stride = (m->toff + 8 + 15) / 16 * 16;
   m->msg = m->stride;
   if (m->stride > (size_t)2147483647)
-    return eplb_error_set(err, EPLB_EARG, "a slot's rows take %zu bytes; rows over "
-                          "2 GiB are not supported", m->row);
+    return eplb_error_set(err, EPLB_EARG,
+                          "a slot's rows take %zu bytes; rows over "
+                          "2 GiB are not supported",
+                          m->row);
   void *v = NULL;
   int flag = 0;
-  int rc = eplb__mpi_check(MPI_Comm_get_attr(m->set->comm, MPI_TAG_UB, &v, &flag),
-                           "MPI_Comm_get_attr(MPI_TAG_UB)", err);
+  int rc =
+      eplb__mpi_check(MPI_Comm_get_attr(m->set->comm, MPI_TAG_UB, &v, &flag),
+                      "MPI_Comm_get_attr(MPI_TAG_UB)", err);
   int ub = rc == 0 && flag ? *(int *)v : 32767;
   if (rc == 0 && m->P - 1 > ub)
-    return eplb_error_set(err, EPLB_EARG, "%d slots per rank exceed MPI_TAG_UB %d",
-                          (int)m->P, ub);
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d slots per rank exceed MPI_TAG_UB %d", (int)m->P,
+                          ub);
   int64_t tl = ((int64_t)ub + 1) / m->P;
   m->tag_layers = (int32_t)(tl > 1024 ? 1024 : tl < 1 ? 1 : tl);
   return rc;
@@ -530,14 +561,17 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
   m->old = calloc(P, m->stride); /* padding between rows stays zero */
   m->staging = malloc(m->staging_rows * m->stride);
   m->req = malloc(sizeof(MPI_Request) * max_requests(m));
-  m->req_peer = malloc(sizeof(int) * 2 * max_requests(m)); /* + Testsome's indices */
+  m->req_peer =
+      malloc(sizeof(int) * 2 * max_requests(m)); /* + Testsome's indices */
   m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
   m->dup_head = malloc(sizeof(int32_t) * P);
   m->dup_next = malloc(sizeof(int32_t) * P);
-  if (!m->old || !m->staging || !m->req || !m->req_peer || !m->recv_xfer || !m->dup_head || !m->dup_next)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for one layer (%zu "
-                          "bytes) and the staging (%zu bytes)", P * m->stride,
-                          m->staging_rows * m->stride);
+  if (!m->old || !m->staging || !m->req || !m->req_peer || !m->recv_xfer ||
+      !m->dup_head || !m->dup_next)
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "out of memory for one layer (%zu "
+                          "bytes) and the staging (%zu bytes)",
+                          P * m->stride, m->staging_rows * m->stride);
   /* touched now: no page faults in the middle of a transfer */
   memset(m->old, 0, P * m->stride);
   memset(m->staging, 0, m->staging_rows * m->stride);
@@ -572,7 +606,8 @@ static void progress(mig_t *m, int32_t done, int32_t L) {
 
 /* Network bytes of layer l (all ranks). */
 static int64_t layer_bytes(const mig_t *m, int32_t l) {
-  return (m->sched->layer_start[l + 1] - m->sched->layer_start[l]) * (int64_t)m->row;
+  return (m->sched->layer_start[l + 1] - m->sched->layer_start[l]) *
+         (int64_t)m->row;
 }
 
 /* Layer by layer: read, agree, transfer (rows written to m->w as they
@@ -622,11 +657,12 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
     res->bytes_sent[s->xfers[i].src_rank] += (int64_t)m->row;
     res->bytes_received[s->xfers[i].dst_rank] += (int64_t)m->row;
   }
-  double mine[6] = {m->t_read, m->t_xfer, m->t_write, m->t_commit, MPI_Wtime() - m->t0,
-                    m->t_verify};
+  double mine[6] = {m->t_read,   m->t_xfer,           m->t_write,
+                    m->t_commit, MPI_Wtime() - m->t0, m->t_verify};
   double mx[6];
-  int rc = eplb__mpi_check(MPI_Allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm),
-                           "MPI_Allreduce of the timings", err);
+  int rc = eplb__mpi_check(
+      MPI_Allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm),
+      "MPI_Allreduce of the timings", err);
   res->seconds_read = mx[0];
   res->seconds_transfer = mx[1];
   res->seconds_write = mx[2];
@@ -659,8 +695,8 @@ static int adopt(eplb_shard_set_t *set, const eplb_placement_t *next,
 
 /* The migration proper, after the agreed checks: schedule, layers, commit. */
 static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
-                          const eplb_migrate_opts_t *o, eplb_migrate_result_t *res,
-                          eplb_error_t *err) {
+                          const eplb_migrate_opts_t *o,
+                          eplb_migrate_result_t *res, eplb_error_t *err) {
   eplb_schedule_t sched;
   mig_t m;
   memset(&m, 0, sizeof(m));
@@ -674,9 +710,11 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   uint64_t gen = eplb_shard_info(set->shard)->generation + 1;
   int rc = eplb_schedule_build(&set->current, next, o->num_nodes, &sched, err);
   if (rc == 0)
-    rc = info ? mig_setup(&m, err) : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    rc = info ? mig_setup(&m, err)
+              : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   if (rc == 0 && gen >= (1ULL << 53))
-    rc = eplb_error_set(err, EPLB_ESTATE, "generation %llu cannot be bumped further",
+    rc = eplb_error_set(err, EPLB_ESTATE,
+                        "generation %llu cannot be bumped further",
                         (unsigned long long)gen - 1);
   if (rc == 0)
     rc = eplb__shard_tmp_path(set->dir, set->rank, gen, tmp, sizeof(tmp), err);

@@ -28,9 +28,9 @@ typedef struct {
   int32_t E, R, P, nodes;
   int64_t *have_stamp, *got_stamp;
   int32_t *have_slot, *got_slot;
-  int32_t *hstart;           /* [E + 1] holders of expert e in this layer */
-  int32_t *hrank, *hslot;    /* [S] */
-  int32_t *load;             /* [R] sends so far in this layer */
+  int32_t *hstart;        /* [E + 1] holders of expert e in this layer */
+  int32_t *hrank, *hslot; /* [S] */
+  int32_t *load;          /* [R] sends so far in this layer */
 } sched_tmp_t;
 
 static void tmp_free(sched_tmp_t *t) {
@@ -45,23 +45,26 @@ static void tmp_free(sched_tmp_t *t) {
 }
 
 /* Checks that old and next have one shape and valid ids. */
-static int sched_check(const eplb_placement_t *old, const eplb_placement_t *next,
-                       int32_t num_nodes, eplb_error_t *err) {
-  if (old->num_layers != next->num_layers || old->num_slots != next->num_slots ||
-      old->num_gpus != next->num_gpus || old->num_gpus < 1 ||
-      old->num_slots % old->num_gpus != 0)
-    return eplb_error_set(err, EPLB_ESHAPE,
-                          "the new placement has %d layers x %d slots on %d GPUs "
-                          "but the shards hold %d x %d on %d; plan for the "
-                          "shards' shape", (int)next->num_layers,
-                          (int)next->num_slots, (int)next->num_gpus,
-                          (int)old->num_layers, (int)old->num_slots,
-                          (int)old->num_gpus);
-  if (num_nodes < 1 || num_nodes > old->num_gpus || old->num_gpus % num_nodes != 0)
+static int sched_check(const eplb_placement_t *old,
+                       const eplb_placement_t *next, int32_t num_nodes,
+                       eplb_error_t *err) {
+  if (old->num_layers != next->num_layers ||
+      old->num_slots != next->num_slots || old->num_gpus != next->num_gpus ||
+      old->num_gpus < 1 || old->num_slots % old->num_gpus != 0)
+    return eplb_error_set(
+        err, EPLB_ESHAPE,
+        "the new placement has %d layers x %d slots on %d GPUs "
+        "but the shards hold %d x %d on %d; plan for the "
+        "shards' shape",
+        (int)next->num_layers, (int)next->num_slots, (int)next->num_gpus,
+        (int)old->num_layers, (int)old->num_slots, (int)old->num_gpus);
+  if (num_nodes < 1 || num_nodes > old->num_gpus ||
+      old->num_gpus % num_nodes != 0)
     return eplb_error_set(err, EPLB_EARG,
                           "num_nodes %d must divide the %d ranks (1..ranks)",
                           (int)num_nodes, (int)old->num_gpus);
-  int32_t E = old->num_experts > next->num_experts ? old->num_experts : next->num_experts;
+  int32_t E = old->num_experts > next->num_experts ? old->num_experts
+                                                   : next->num_experts;
   size_t n = (size_t)old->num_layers * (size_t)old->num_slots;
   for (size_t i = 0; i < n; i++)
     if (old->phy2log[i] < 0 || old->phy2log[i] >= E || next->phy2log[i] < 0 ||
@@ -95,8 +98,10 @@ static int sched_alloc(const eplb_placement_t *old, int32_t E, sched_tmp_t *t,
   if (!t->have_stamp || !t->got_stamp || !t->have_slot || !t->got_slot ||
       !t->hstart || !t->hrank || !t->hslot || !t->load || !out->layer_start ||
       !out->action || !out->source || !out->xfers)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for the transfer "
-                          "schedule of %zu x %zu slots", L, S);
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "out of memory for the transfer "
+                          "schedule of %zu x %zu slots",
+                          L, S);
   for (int32_t e = 0; e < E; e++)
     t->have_stamp[e] = t->got_stamp[e] = -1;
   return 0;
@@ -144,14 +149,16 @@ static int32_t pick_sender(const sched_tmp_t *t, int32_t e, int32_t r,
 
 /* Schedules layer l (rows old/next of the placements). */
 static void sched_layer(sched_tmp_t *t, int32_t l, const int32_t *old,
-                        const int32_t *next, int32_t *hend, eplb_schedule_t *out) {
+                        const int32_t *next, int32_t *hend,
+                        eplb_schedule_t *out) {
   int32_t S = t->R * t->P;
   int8_t *act = out->action + (size_t)l * (size_t)S;
   int32_t *src = out->source + (size_t)l * (size_t)S;
   memset(t->load, 0, sizeof(int32_t) * (size_t)t->R);
   for (int32_t r = 0; r < t->R; r++) {
     int64_t stamp = (int64_t)l * t->R + r;
-    const int32_t *o = old + (size_t)r * (size_t)t->P, *n = next + (size_t)r * (size_t)t->P;
+    const int32_t *o = old + (size_t)r * (size_t)t->P,
+                  *n = next + (size_t)r * (size_t)t->P;
     for (int32_t j = t->P - 1; j >= 0; j--) {
       t->have_stamp[o[j]] = stamp;
       t->have_slot[o[j]] = j; /* ends at the first slot holding it */
@@ -183,13 +190,15 @@ static void sched_layer(sched_tmp_t *t, int32_t l, const int32_t *old,
   }
 }
 
-int eplb_schedule_build(const eplb_placement_t *old, const eplb_placement_t *next,
-                        int32_t num_nodes, eplb_schedule_t *out, eplb_error_t *err) {
+int eplb_schedule_build(const eplb_placement_t *old,
+                        const eplb_placement_t *next, int32_t num_nodes,
+                        eplb_schedule_t *out, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
   int rc = sched_check(old, next, num_nodes, err);
   if (rc)
     return rc;
-  int32_t E = old->num_experts > next->num_experts ? old->num_experts : next->num_experts;
+  int32_t E = old->num_experts > next->num_experts ? old->num_experts
+                                                   : next->num_experts;
   sched_tmp_t t = {0};
   t.nodes = num_nodes;
   rc = sched_alloc(old, E, &t, out, err);
@@ -198,7 +207,8 @@ int eplb_schedule_build(const eplb_placement_t *old, const eplb_placement_t *nex
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory for the schedule");
   size_t S = (size_t)old->num_slots;
   for (int32_t l = 0; rc == 0 && l < old->num_layers; l++) {
-    const int32_t *o = old->phy2log + (size_t)l * S, *n = next->phy2log + (size_t)l * S;
+    const int32_t *o = old->phy2log + (size_t)l * S,
+                  *n = next->phy2log + (size_t)l * S;
     find_holders(&t, o, hend);
     /* every expert the new placement needs must be held somewhere */
     for (size_t s = 0; s < S && rc == 0; s++)

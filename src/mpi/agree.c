@@ -22,8 +22,8 @@ int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err) {
 /* Ranks that failed with the same message as rank r (from r on) into
  * buf as "3" or "ranks 3, 5, 9" or "all 4 ranks"; marks them done. */
 static void same_ranks(const int *codes, const int *lens, const int *displs,
-                       const char *all, int size, int r, char *done,
-                       char *buf, size_t cap) {
+                       const char *all, int size, int r, char *done, char *buf,
+                       size_t cap) {
   int n = 0;
   size_t used = 0;
   for (int q = r; q < size; q++) {
@@ -116,9 +116,9 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
     goto done; /* everyone succeeded */
 
   int mylen = local_rc != 0 ? (int)strlen(mine) : 0;
-  rc = eplb__mpi_check(
-      MPI_Allgather(&mylen, 1, MPI_INT, lens, 1, MPI_INT, comm),
-      "MPI_Allgather of error lengths", err);
+  rc =
+      eplb__mpi_check(MPI_Allgather(&mylen, 1, MPI_INT, lens, 1, MPI_INT, comm),
+                      "MPI_Allgather of error lengths", err);
   if (rc)
     goto done;
   long total = 0;
@@ -134,9 +134,9 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
     rc = EPLB_ENOMEM;
     goto done;
   }
-  rc = eplb__mpi_check(MPI_Allgatherv(mine, mylen, MPI_CHAR, all, lens, displs,
-                                      MPI_CHAR, comm),
-                       "MPI_Allgatherv of error messages", err);
+  rc = eplb__mpi_check(
+      MPI_Allgatherv(mine, mylen, MPI_CHAR, all, lens, displs, MPI_CHAR, comm),
+      "MPI_Allgatherv of error messages", err);
   if (rc)
     goto done;
 

@@ -14,9 +14,9 @@
 
 #define FAULT_MAX 64
 
-static const char *const phases[] = {"read",     "reduce", "plan",
+static const char *const phases[] = {"read",       "reduce",   "plan",
                                      "distribute", "transfer", "commit",
-                                     "rename",   NULL};
+                                     "rename",     NULL};
 
 typedef struct {
   int loaded, rc;
@@ -88,18 +88,21 @@ static int parse_hang(const char *s, const char *end, eplb_error_t *err) {
   static const char transfer[] = "transfer:";
   size_t n = strlen(transfer);
   int r = (size_t)(end - s) > n && strncmp(s, transfer, n) == 0
-              ? parse_rank(s + n, end) : -1;
+              ? parse_rank(s + n, end)
+              : -1;
   if (r < 0 || table.n_hang >= FAULT_MAX)
     return eplb_error_set(err, EPLB_EARG,
                           "EPLB_FAULT: hang wants hang:transfer:<rank>, got "
-                          "'hang:%.*s'", (int)(end - s), s);
+                          "'hang:%.*s'",
+                          (int)(end - s), s);
   table.hang_rank[table.n_hang++] = r;
   return 0;
 }
 
 /* One ';'-separated part. */
 static int parse_part(const char *s, const char *end, eplb_error_t *err) {
-  static const char corrupt[] = "corrupt-plan:", crash[] = "crash:", hang[] = "hang:";
+  static const char corrupt[] = "corrupt-plan:", crash[] = "crash:",
+                    hang[] = "hang:";
   size_t n = (size_t)(end - s);
   if (n > strlen(corrupt) && strncmp(s, corrupt, strlen(corrupt)) == 0)
     return parse_corrupt(s + strlen(corrupt), end, err);
@@ -111,7 +114,8 @@ static int parse_part(const char *s, const char *end, eplb_error_t *err) {
                         "EPLB_FAULT: unknown fault '%.*s'; use "
                         "corrupt-plan:<ranks>, crash:<phase>:<rank> or "
                         "hang:transfer:<rank>, separated by ';' (or unset "
-                        "EPLB_FAULT)", (int)n, s);
+                        "EPLB_FAULT)",
+                        (int)n, s);
 }
 
 int eplb__fault_load(eplb_error_t *err) {
@@ -171,8 +175,9 @@ int eplb__fault_hang_here(const char *phase, int rank) {
 void eplb__fault_hang_point(const char *phase, int rank, const char *where) {
   if (!eplb__fault_hang_here(phase, rank))
     return;
-  fprintf(stderr, "eplb: rank %d: EPLB_FAULT: hanging at %s (%s) until killed\n",
-          rank, phase, where);
+  fprintf(stderr,
+          "eplb: rank %d: EPLB_FAULT: hanging at %s (%s) until killed\n", rank,
+          phase, where);
   fflush(stderr);
   /* Neither die (mpirun would then end the job itself: that is the crash
    * test) nor return: only the peers' timeout may end this job. */

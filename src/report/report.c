@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "eplb/metrics.h"
-#include "eplb/series.h"
 #include "eplb/report.h"
+#include "eplb/series.h"
 
 void eplb_report_table_cleanup(eplb_report_table_t *t) {
   if (t == NULL)
@@ -39,8 +39,10 @@ static int table_alloc(eplb_report_table_t *t, int32_t L, int32_t G,
   if (t->gpu_load && t->mean && t->std && t->ratio)
     return 0;
   eplb_report_table_cleanup(t);
-  return eplb_error_set(err, EPLB_ENOMEM, "out of memory for a %d x %d "
-                        "report table", (int)L, (int)G);
+  return eplb_error_set(err, EPLB_ENOMEM,
+                        "out of memory for a %d x %d "
+                        "report table",
+                        (int)L, (int)G);
 }
 
 /* Mean, sample standard deviation (n - 1 in the denominator, as torch.std
@@ -183,7 +185,8 @@ static int average_steps(eplb_report_table_t *t, const eplb_series_t *s,
   memset(t->mean, 0, sizeof(double) * (size_t)L);
   memset(t->std, 0, sizeof(double) * (size_t)L);
   memset(t->ratio, 0, sizeof(double) * (size_t)L);
-  eplb_stats_t view = {.num_layers = L, .num_experts = s->num_experts,
+  eplb_stats_t view = {.num_layers = L,
+                       .num_experts = s->num_experts,
                        .layer_ids = s->layer_ids};
   for (int32_t k = 0; k < T; k++) {
     eplb_report_table_t one;

@@ -16,8 +16,8 @@
 /* ---- JSON ------------------------------------------------------------ */
 
 /* Prints "name": [v, v, ...] for n doubles. */
-static void json_doubles(FILE *f, const char *name, const double *v,
-                         int32_t n, const char *tail) {
+static void json_doubles(FILE *f, const char *name, const double *v, int32_t n,
+                         const char *tail) {
   fprintf(f, "\"%s\": [", name);
   for (int32_t i = 0; i < n; i++)
     fprintf(f, "%s%.10g", i ? ", " : "", v[i]);
@@ -39,7 +39,8 @@ static void json_table(FILE *f, const eplb_report_t *r,
       fprintf(f, "%s%.10g", g ? ", " : "", t->gpu_load[(size_t)l * G + g]);
     fprintf(f, "]");
   }
-  fprintf(f, "], \"average\": {\"mean\": %.10g, \"std\": %.10g, "
+  fprintf(f,
+          "], \"average\": {\"mean\": %.10g, \"std\": %.10g, "
           "\"imbalance_ratio\": %.10g}, \"worst_layer\": %d}",
           t->avg_mean, t->avg_std, t->avg_ratio,
           (int)r->layer_ids[t->worst_layer]);
@@ -50,13 +51,16 @@ static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
   const eplb_report_t *r = ctx;
   int32_t L = r->num_layers;
-  fprintf(f, "{\"num_layers\": %d, \"num_experts\": %d, \"iterations\": %d, "
-          "\"layer_ids\": [", (int)L, (int)r->num_experts, (int)r->num_steps);
+  fprintf(f,
+          "{\"num_layers\": %d, \"num_experts\": %d, \"iterations\": %d, "
+          "\"layer_ids\": [",
+          (int)L, (int)r->num_experts, (int)r->num_steps);
   for (int32_t l = 0; l < L; l++)
     fprintf(f, "%s%d", l ? ", " : "", (int)r->layer_ids[l]);
   fprintf(f, "],\n \"expert_cv\": {\"average\": %.10g, ", r->avg_cv);
   json_doubles(f, "per_layer", r->cv, L, "},\n");
-  fprintf(f, " \"hottest_expert\": {\"average_share\": %.10g, "
+  fprintf(f,
+          " \"hottest_expert\": {\"average_share\": %.10g, "
           "\"max_share\": %.10g, \"max_layer\": %d, \"expert\": [",
           r->avg_hot_share, r->max_hot_share,
           (int)r->layer_ids[r->max_hot_layer]);
@@ -83,7 +87,8 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
     return eplb__write_atomic(path, write_json, r, err);
   write_json(stdout, r, err);
   if (fflush(stdout) != 0 || ferror(stdout))
-    return eplb_error_set(err, EPLB_EIO, "could not write the JSON report to "
+    return eplb_error_set(err, EPLB_EIO,
+                          "could not write the JSON report to "
                           "standard output");
   return 0;
 }
@@ -107,7 +112,8 @@ static void heat(double x, char out[8]) {
     x = 0;
   if (x > 1)
     x = 1;
-  int r = (int)(255 - 75 * x), g = (int)(255 - 255 * x), b = (int)(255 - 255 * x);
+  int r = (int)(255 - 75 * x), g = (int)(255 - 255 * x),
+      b = (int)(255 - 255 * x);
   snprintf(out, 8, "#%02x%02x%02x", r, g, b);
 }
 
@@ -126,23 +132,27 @@ static double max_load(const eplb_report_t *r) {
 static void svg_heat(FILE *f, const eplb_report_t *r,
                      const eplb_report_table_t *t, const layout_t *lo,
                      double x0, const char *title) {
-  fprintf(f, "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">%s (mean "
-          "imbalance ratio %.3f)</text>\n", x0, MARGIN - 10, title,
-          t->avg_ratio);
+  fprintf(f,
+          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">%s (mean "
+          "imbalance ratio %.3f)</text>\n",
+          x0, MARGIN - 10, title, t->avg_ratio);
   for (int32_t l = 0; l < t->num_layers; l++) {
     for (int32_t g = 0; g < t->num_gpus; g++) {
       double v = t->gpu_load[(size_t)l * t->num_gpus + g];
       char col[8];
       heat(lo->vmax > 0 ? v / lo->vmax : 0, col);
-      fprintf(f, "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
+      fprintf(f,
+              "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
               "height=\"%.2f\" fill=\"%s\"><title>layer %d GPU %d: %.6g"
-              "</title></rect>\n", x0 + g * lo->cw, MARGIN + l * lo->ch,
-              lo->cw, lo->ch, col, (int)r->layer_ids[l], (int)g, v);
+              "</title></rect>\n",
+              x0 + g * lo->cw, MARGIN + l * lo->ch, lo->cw, lo->ch, col,
+              (int)r->layer_ids[l], (int)g, v);
     }
   }
-  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">GPU 0..%d (x) by layer %d..%d (y); "
-          "white 0 .. dark red %.6g</text></g>\n", x0,
-          MARGIN + t->num_layers * lo->ch + 14, (int)t->num_gpus - 1,
+  fprintf(f,
+          "<text x=\"%.1f\" y=\"%.1f\">GPU 0..%d (x) by layer %d..%d (y); "
+          "white 0 .. dark red %.6g</text></g>\n",
+          x0, MARGIN + t->num_layers * lo->ch + 14, (int)t->num_gpus - 1,
           (int)r->layer_ids[0], (int)r->layer_ids[r->num_layers - 1], lo->vmax);
 }
 
@@ -172,15 +182,18 @@ static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
   double bw = width / G, top = 0;
   for (int32_t g = 0; g < G; g++)
     top = fmax(top, gpu_total(t, g));
-  fprintf(f, "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">%s: GPU load, all "
-          "layers (max %.6g)</text>\n", x0, y0 - 6, cls, top);
+  fprintf(f,
+          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">%s: GPU load, all "
+          "layers (max %.6g)</text>\n",
+          x0, y0 - 6, cls, top);
   for (int32_t g = 0; g < G; g++) {
     double s = gpu_total(t, g);
     double h = mx > 0 ? BAR_H * s / mx : 0;
-    fprintf(f, "<rect class=\"bar %s\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
-            "height=\"%.2f\"><title>GPU %d: %.6g</title></rect>\n", cls,
-            x0 + g * bw, y0 + BAR_H - h, bw > 1.5 ? bw - 0.5 : bw, h, (int)g,
-            s);
+    fprintf(f,
+            "<rect class=\"bar %s\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
+            "height=\"%.2f\"><title>GPU %d: %.6g</title></rect>\n",
+            cls, x0 + g * bw, y0 + BAR_H - h, bw > 1.5 ? bw - 0.5 : bw, h,
+            (int)g, s);
   }
   fprintf(f, "</g>\n");
 }
@@ -201,7 +214,8 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   double heat_h = r->num_layers * lo.ch;
   double W = MARGIN * 3 + wb + wa, y_bars = MARGIN + heat_h + 50;
   double H = y_bars + BAR_H + 40;
-  fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+  fprintf(f,
+          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
           "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n"
           "<style>text{font:12px sans-serif}.title{font-weight:bold}"
@@ -213,8 +227,7 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
     svg_heat(f, r, &r->after, &lo, MARGIN * 2 + wb, "after");
   svg_bars(f, b, MARGIN, y_bars, wb, max_total(r), "before");
   if (maps == 2)
-    svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r),
-             "after");
+    svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r), "after");
   fprintf(f, "</svg>\n");
   return 0;
 }

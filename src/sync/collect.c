@@ -36,7 +36,7 @@ int eplb_sync_expand(const char *pattern, int rank, char *buf, size_t size,
 }
 
 int eplb__sync_check_local(const eplb_stats_t *local, const char *name,
-                       eplb_error_t *err) {
+                           eplb_error_t *err) {
   if (local == NULL || local->load == NULL || local->num_layers <= 0)
     return eplb_error_set(err, EPLB_EARG, "%s: no statistics given", name);
   return eplb_stats_check(local, name, err);

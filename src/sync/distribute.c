@@ -56,14 +56,15 @@ void eplb__plan_buf_free(eplb__plan_buf_t *b) {
 }
 
 /* Checksum of the header (without its checksum) and the plan's arrays. */
-static uint64_t plan_checksum(const plan_header_t *h, const eplb_placement_t *p) {
+static uint64_t plan_checksum(const plan_header_t *h,
+                              const eplb_placement_t *p) {
   plan_header_t copy = *h;
   copy.checksum = 0;
   uint64_t c = eplb__checksum(&copy, sizeof(copy), 0x65706c62ULL);
   c = eplb__checksum(p->layer_ids, sizeof(int32_t) * (size_t)p->num_layers, c);
-  return eplb__checksum(p->phy2log,
-                        sizeof(int32_t) * (size_t)p->num_layers *
-                            (size_t)p->num_slots, c);
+  return eplb__checksum(
+      p->phy2log,
+      sizeof(int32_t) * (size_t)p->num_layers * (size_t)p->num_slots, c);
 }
 
 /* "3, 5": the ranks whose checksum differs from `ref` (rank 0's, as it
@@ -160,16 +161,17 @@ static int verify_plan(MPI_Comm comm, int size, int local_rc,
     MPI_Abort(comm, 1);
     return EPLB_ENOMEM;
   }
-  int rc = eplb__mpi_check(MPI_Allgather(mine, 3, MPI_UINT64_T, all, 3,
-                                         MPI_UINT64_T, comm),
-                           "MPI_Allgather of the plan checksums", err);
+  int rc = eplb__mpi_check(
+      MPI_Allgather(mine, 3, MPI_UINT64_T, all, 3, MPI_UINT64_T, comm),
+      "MPI_Allgather of the plan checksums", err);
   int failed = 0;
   for (int r = 0; rc == 0 && r < size; r++)
     failed |= all[3 * r + 2] != 0;
   char ranks[512];
   if (rc == 0 && failed)
     rc = eplb__agree(comm, local_rc, err);
-  else if (rc == 0 && divergent_ranks(all, size, all[1], ranks, sizeof(ranks)) > 0)
+  else if (rc == 0 &&
+           divergent_ranks(all, size, all[1], ranks, sizeof(ranks)) > 0)
     rc = eplb_error_set(err, EPLB_EDIVERGED,
                         "plan generation %llu diverged on ranks %s (their "
                         "copy's checksum differs from the %016llx rank 0 "
@@ -202,9 +204,9 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
     pack_plan(buf, &h, root_rc, plan, err);
   }
   /* One broadcast: status, header and plan (or rank 0's error message). */
-  int rc = eplb__mpi_check(MPI_Bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0,
-                                     comm),
-                           "MPI_Bcast of the plan", err);
+  int rc =
+      eplb__mpi_check(MPI_Bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0, comm),
+                      "MPI_Bcast of the plan", err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_DISTRIBUTE] += t1 - t0;
   if (rc)

@@ -20,8 +20,8 @@
  * rank compares (layers, experts, layer ids) and opts_key (a key of the
  * options that steer the collectives) with rank 0's and a rank that
  * differs fails with both shapes and both sources named (`name` is this
- * rank's), or with "its options differ from rank 0's".  *any_dense is 1 on every rank when any rank's source pads dense
- * layers. */
+ * rank's), or with "its options differ from rank 0's".  *any_dense is 1 on
+ * every rank when any rank's source pads dense layers. */
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
                              const eplb_stats_t *local, const char *name,
                              uint64_t opts_key, int *any_dense,

@@ -8,10 +8,11 @@
  * allgather compares a key of the options that steer the collectives: a
  * rank called with other options (slots, shards, output...) would take
  * another path through them and leave the others waiting.  Only when
- * something is wrong do more collectives follow (to gather the messages).  Then MPI_Allreduce of the counts as doubles: counts are integers
- * and every partial sum of non-negative counts is at most the total, so a
- * total of at most 2^53 (EPLB_MAX_COUNT) is exact whatever order the
- * reduction adds in, and every rank holds the same sum. */
+ * something is wrong do more collectives follow (to gather the messages).  Then
+ * MPI_Allreduce of the counts as doubles: counts are integers and every partial
+ * sum of non-negative counts is at most the total, so a total of at most 2^53
+ * (EPLB_MAX_COUNT) is exact whatever order the reduction adds in, and every
+ * rank holds the same sum. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,15 +82,14 @@ static int shape_mismatch(MPI_Comm comm, const shape_t *all, int rank,
                           const char *name, eplb_error_t *err) {
   char root_name[512];
   snprintf(root_name, sizeof(root_name), "%s", name);
-  int rc = eplb__mpi_check(MPI_Bcast(root_name, (int)sizeof(root_name),
-                                     MPI_CHAR, 0, comm),
-                           "MPI_Bcast of rank 0's statistics name", err);
+  int rc = eplb__mpi_check(
+      MPI_Bcast(root_name, (int)sizeof(root_name), MPI_CHAR, 0, comm),
+      "MPI_Bcast of rank 0's statistics name", err);
   if (rc)
     return rc;
   root_name[sizeof(root_name) - 1] = '\0';
-  return eplb__agree(comm, compare_shape(&all[rank], name, &all[0], root_name,
-                                         err),
-                     err);
+  return eplb__agree(
+      comm, compare_shape(&all[rank], name, &all[0], root_name, err), err);
 }
 
 int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
@@ -105,15 +105,18 @@ int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
   if (all == NULL) {
     /* Cannot take part in the allgather: abort rather than let others
      * wait in it. */
-    fprintf(stderr, "eplb: rank %d: out of memory agreeing on shapes; "
-                    "aborting\n", rank);
+    fprintf(stderr,
+            "eplb: rank %d: out of memory agreeing on shapes; "
+            "aborting\n",
+            rank);
     MPI_Abort(comm, 1);
     return EPLB_ENOMEM;
   }
   /* One collective on the success path: status and shape together. */
-  int rc = eplb__mpi_check(MPI_Allgather(&mine, (int)sizeof(mine), MPI_BYTE,
-                                         all, (int)sizeof(mine), MPI_BYTE, comm),
-                           "MPI_Allgather of statistics shapes", err);
+  int rc =
+      eplb__mpi_check(MPI_Allgather(&mine, (int)sizeof(mine), MPI_BYTE, all,
+                                    (int)sizeof(mine), MPI_BYTE, comm),
+                      "MPI_Allgather of statistics shapes", err);
   int failed = 0, differs = 0, dense = 0;
   for (int r = 0; rc == 0 && r < size; r++) {
     failed |= all[r].rc != 0;
@@ -156,9 +159,9 @@ int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
   *dropped = NULL;
   *num_dropped = 0;
   size_t n = (size_t)sum->num_layers * (size_t)sum->num_experts;
-  int rc = eplb__mpi_check(MPI_Allreduce(MPI_IN_PLACE, sum->load, (int)n,
-                                         MPI_DOUBLE, MPI_SUM, comm),
-                           "MPI_Allreduce of the counts", err);
+  int rc = eplb__mpi_check(
+      MPI_Allreduce(MPI_IN_PLACE, sum->load, (int)n, MPI_DOUBLE, MPI_SUM, comm),
+      "MPI_Allreduce of the counts", err);
   if (rc == 0)
     rc = check_sums(sum, err);
   if (rc == 0 && drop_dense) {

@@ -29,7 +29,8 @@ static int root_metrics(const eplb_stats_t *sum, const eplb_placement_t *before,
 static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                          eplb_error_t *err) {
   const eplb_placement_t *c = opts->current;
-  if (c->num_layers != sum->num_layers || c->num_slots != opts->plan.num_slots ||
+  if (c->num_layers != sum->num_layers ||
+      c->num_slots != opts->plan.num_slots ||
       c->num_gpus != opts->plan.num_gpus || c->num_experts != sum->num_experts)
     return eplb_error_set(
         err, EPLB_ESHAPE,
@@ -69,8 +70,9 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
     before = &contiguous;
   }
   if (rc == 0)
-    rc = opts->current ? eplb_plan_from(sum, opts->current, &opts->plan, plan, err)
-                       : eplb_plan(sum, &opts->plan, plan, err);
+    rc = opts->current
+             ? eplb_plan_from(sum, opts->current, &opts->plan, plan, err)
+             : eplb_plan(sum, &opts->plan, plan, err);
   if (rc == 0)
     rc = root_metrics(sum, before, plan, res, err);
   if (rc)

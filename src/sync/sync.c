@@ -72,7 +72,8 @@ static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
     rc = eplb_stats_copy(sum, local, err);
   /* With shards the slots are known once the shards are open. */
   if (rc == 0 && opts->shards_dir == NULL)
-    rc = eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
+    rc =
+        eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
   return rc;
 }
 
@@ -88,7 +89,8 @@ static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
                           "the shards in %s hold %d layers but the summed "
                           "statistics have %d MoE layers; give the statistics "
                           "of the model these shards belong to",
-                          o->shards_dir, (int)c->num_layers, (int)sum->num_layers);
+                          o->shards_dir, (int)c->num_layers,
+                          (int)sum->num_layers);
   if (o->plan.num_slots == 0)
     o->plan.num_slots = c->num_slots;
   if (o->plan.num_gpus == 0)
@@ -100,12 +102,14 @@ static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
                           "--shards or run one rank per shard",
                           (int)o->plan.num_slots, (int)o->plan.num_gpus,
                           o->shards_dir, (int)c->num_slots, (int)c->num_gpus);
-  memcpy(c->layer_ids, sum->layer_ids, sizeof(int32_t) * (size_t)sum->num_layers);
+  memcpy(c->layer_ids, sum->layer_ids,
+         sizeof(int32_t) * (size_t)sum->num_layers);
   o->current = c;
   o->current_map = NULL;
   o->generation = eplb_shards_info(set)->generation;
   if (o->generation >= EPLB_MAX_GENERATION)
-    return eplb_error_set(err, EPLB_ESTATE, "the shards' generation %llu is "
+    return eplb_error_set(err, EPLB_ESTATE,
+                          "the shards' generation %llu is "
                           "too large to move on",
                           (unsigned long long)o->generation);
   return 0;
@@ -121,9 +125,10 @@ static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
     return rc;
   rc = fit_shards(set, sum, o, err); /* the same on every rank */
   if (rc == 0)
-    rc = eplb__agree(comm, eplb__plan_buf_alloc(buf, sum->num_layers,
-                                                o->plan.num_slots, err),
-                     err);
+    rc = eplb__agree(
+        comm,
+        eplb__plan_buf_alloc(buf, sum->num_layers, o->plan.num_slots, err),
+        err);
   return rc;
 }
 
@@ -131,8 +136,9 @@ static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
  * same slots. */
 static int same_slots(const eplb_placement_t *a, const eplb_placement_t *b) {
   return a->num_layers == b->num_layers && a->num_slots == b->num_slots &&
-         memcmp(a->phy2log, b->phy2log, sizeof(int32_t) * (size_t)a->num_layers *
-                                            (size_t)a->num_slots) == 0;
+         memcmp(a->phy2log, b->phy2log,
+                sizeof(int32_t) * (size_t)a->num_layers *
+                    (size_t)a->num_slots) == 0;
 }
 
 /* Moves the weights to the agreed plan and commits (collective). */
@@ -263,8 +269,8 @@ int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
   else
     eplb_sync_opts_default(&o);
   /* A NULL opts on one rank is that rank's error, agreed like any other. */
-  int local_rc = opts ? 0 : eplb_error_set(err, EPLB_EARG,
-                                           "eplb_sync_run: opts is NULL");
+  int local_rc =
+      opts ? 0 : eplb_error_set(err, EPLB_EARG, "eplb_sync_run: opts is NULL");
   return run_with(comm, local_rc, local, &o, res, t, 0, err);
 }
 
@@ -279,8 +285,8 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
   eplb__fault_crash_point("read", rank);
   char name[4096] = "";
   eplb_stats_t local = {0};
-  int local_rc = eplb__sync_read_local(patterns, num_patterns, rank, format, &local, name,
-                            sizeof(name), err);
+  int local_rc = eplb__sync_read_local(patterns, num_patterns, rank, format,
+                                       &local, name, sizeof(name), err);
   eplb_sync_opts_t o;
   if (opts)
     o = *opts;

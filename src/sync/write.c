@@ -14,7 +14,7 @@
 
 /* The phases' names, as the summary and the printed summary give them. */
 static const char *const phase_names[EPLB_NUM_PHASES] = {
-    "read", "shape", "reduce", "plan", "distribute",
+    "read",   "shape",    "reduce", "plan",  "distribute",
     "verify", "transfer", "commit", "write", "total"};
 
 const char *eplb_sync_phase_name(eplb_sync_phase_t phase) {
@@ -26,7 +26,8 @@ static void add_migration(cJSON *j, const eplb_migrate_result_t *m) {
   cJSON *sent = cJSON_CreateArray(), *recv = cJSON_CreateArray();
   for (int32_t r = 0; r < m->num_ranks && sent && recv; r++) {
     cJSON_AddItemToArray(sent, cJSON_CreateNumber((double)m->bytes_sent[r]));
-    cJSON_AddItemToArray(recv, cJSON_CreateNumber((double)m->bytes_received[r]));
+    cJSON_AddItemToArray(recv,
+                         cJSON_CreateNumber((double)m->bytes_received[r]));
   }
   cJSON_AddNumberToObject(j, "experts_received", (double)m->experts_received);
   cJSON_AddNumberToObject(j, "bytes_moved", (double)m->bytes_moved);
@@ -89,8 +90,9 @@ static cJSON *summary_json(const eplb_sync_opts_t *opts,
 }
 
 /* Rank 0's part of eplb__sync_write. */
-static int write_root(const eplb_sync_opts_t *opts, const eplb_sync_result_t *res,
-                      const cJSON *extra, eplb_error_t *err) {
+static int write_root(const eplb_sync_opts_t *opts,
+                      const eplb_sync_result_t *res, const cJSON *extra,
+                      eplb_error_t *err) {
   int rc = 0;
   if (opts->output) /* EPLB_MAP_AUTO: the format of the extension */
     rc = eplb_placement_write(&res->placement, opts->output,
@@ -121,7 +123,7 @@ int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
 
 /* Prints rank 0's human summary. */
 void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
-                          const eplb_sync_result_t *res) {
+                              const eplb_sync_result_t *res) {
   const eplb_placement_t *p = &res->placement;
   printf("eplb-sync: generation %llu agreed by %d ranks (checksum %016llx)\n",
          (unsigned long long)res->generation, (int)res->num_ranks,
@@ -141,7 +143,8 @@ void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
   printf("\n");
   if (opts->shards_dir && !res->migrated)
     printf("  shards unchanged at generation %llu: the plan is where the "
-           "experts are\n", (unsigned long long)res->generation);
+           "experts are\n",
+           (unsigned long long)res->generation);
   if (res->migrated)
     printf("  shards moved to generation %llu: %lld experts received, %.2f MB "
            "at %.1f MB/s, %lld local copies, %lld slots kept\n",

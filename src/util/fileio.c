@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 int eplb__read_file(const char *path, char **data, size_t *len,
-                   eplb_error_t *err) {
+                    eplb_error_t *err) {
   *data = NULL;
   if (len)
     *len = 0;
@@ -26,23 +26,24 @@ int eplb__read_file(const char *path, char **data, size_t *len,
   if (st.st_size > EPLB_MAX_TEXT_FILE) {
     fclose(f);
     return eplb_error_set(err, EPLB_EIO,
-                          "%s: %lld bytes is larger than the 1 GiB limit",
-                          path, (long long)st.st_size);
+                          "%s: %lld bytes is larger than the 1 GiB limit", path,
+                          (long long)st.st_size);
   }
   size_t size = (size_t)st.st_size;
   char *buf = malloc(size + 1);
   if (buf == NULL) {
     fclose(f);
-    return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory reading %zu bytes",
-                          path, size);
+    return eplb_error_set(err, EPLB_ENOMEM,
+                          "%s: out of memory reading %zu bytes", path, size);
   }
   size_t got = fread(buf, 1, size, f);
   int rerr = ferror(f);
   fclose(f);
   if (got != size || rerr) {
     free(buf);
-    return eplb_error_set(err, EPLB_EIO, "%s: read error after %zu of %zu bytes",
-                          path, got, size);
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: read error after %zu of %zu bytes", path, got,
+                          size);
   }
   buf[size] = '\0';
   *data = buf;
@@ -79,7 +80,7 @@ int eplb__fsync_dir_of(const char *path, eplb_error_t *err) {
 }
 
 int eplb__write_atomic(const char *path, eplb__write_fn write, const void *ctx,
-                      eplb_error_t *err) {
+                       eplb_error_t *err) {
   char tmp[PATH_MAX];
   int n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
   if (n < 0 || (size_t)n >= sizeof(tmp))

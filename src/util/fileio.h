@@ -19,7 +19,7 @@
 /* Reads all of `path` into a NUL-terminated malloc'd buffer (*data, caller
  * frees); *len (may be NULL) receives the size without the NUL. */
 int eplb__read_file(const char *path, char **data, size_t *len,
-                   eplb_error_t *err);
+                    eplb_error_t *err);
 
 /* Writer callback for eplb__write_atomic: writes the content to f, returns 0
  * or an EPLB_E* code (filling err). */
@@ -29,7 +29,7 @@ typedef int (*eplb__write_fn)(FILE *f, const void *ctx, eplb_error_t *err);
  * fsync of the directory.  On failure the temporary file is removed and the
  * old `path` (if any) is untouched. */
 int eplb__write_atomic(const char *path, eplb__write_fn write, const void *ctx,
-                      eplb_error_t *err);
+                       eplb_error_t *err);
 
 /* An eplb__write_fn: ctx is a NUL-terminated text, written with a
  * newline after it (a JSON document printed by cJSON, say). */
