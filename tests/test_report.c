@@ -1,4 +1,4 @@
-/* test_report.c - the computations of eplb-report (src/report.c) on
+/* test_report.c - the computations of eplb-report (src/report/report.c) on
  * hand-computed cases: per-GPU loads with replicas splitting their expert's
  * load, mean / population std / max/mean per layer and the average row,
  * expert CV and hottest share, shape errors; and the writers: the JSON

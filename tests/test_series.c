@@ -135,7 +135,7 @@ static void test_hdf5(void **state) {
 }
 
 /* eplb-plan is built without HDF5 and reads an HDF5 series through the
- * module it loads (src/series_h5.h): its map must be the library's plan of
+ * module it loads (src/formats/series_h5.h): its map must be the library's plan of
  * the same EMA sum, the module's errors must reach the user, and without
  * the module the error must say so. */
 static void test_eplb_plan_hdf5_module(void **state) {
