@@ -128,124 +128,170 @@ int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
   return 1;
 }
 
-/* Flat (one node) balanced plan of E experts into S slots on G GPUs. */
-static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
-                     int32_t *phy2log, eplb_error_t *err) {
-  int32_t per = S / G;
-  /* One block for the whole layer: ~30 mallocs and frees a layer were 3%
-   * of a plan.  Sized for what the chain below takes at most at once
-   * (replication and its sort, then packing, then improve, each given
-   * back), with room for the rounding of each take: anything more spills
-   * to a malloc of its own (eplb__arena_take).  About 1.5% of a plan on
-   * 288 slots / 36 GPUs, no change measurable on 320 / 64. */
-  eplb__arena_t ar;
+/* Bytes of scratch a flat plan of E experts into S slots on G GPUs takes
+ * at most at once, so that one block holds it: its arrays, then the
+ * largest of what the chain below takes and gives back in turn -
+ * replication (20E) with the larger of its sort (20E + 4nb) and its tree
+ * (68E); packing (bins, a tree of < 4G nodes, held bins, key chains);
+ * improve (its layout, then the repair's stamps or the search's order) -
+ * and room for the rounding of every take.  Anything more is a malloc of
+ * its own (eplb__arena_take): slower, never wrong. */
+static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
   size_t szE = (size_t)E, szS = (size_t)S, szG = (size_t)G, nb = 1;
   while (nb < 4 * szE)
     nb *= 2;
-  /* Bytes: replication (20E) and the larger of its sort (20E + 4nb) and
-   * its tree (68E); packing (bins, tree of < 4G nodes, held, chains);
-   * improve (its layout, then the repair's stamps or the search's
-   * order). */
   size_t chain = 20 * szE + 68 * szE + 4 * nb;
   size_t pack = 88 * szG + 4 * szE + 4 * szS;
   size_t imp = 8 * szE + 12 * szS + 20 * szG;
   chain = chain > pack ? chain : pack;
   chain = chain > imp ? chain : imp;
-  size_t need = 4 * szE + 28 * szS + chain + 64 * 16;
-  eplb__arena_init(&ar, malloc(need), need);
-  int32_t *cnt = eplb__arena_take(&ar, sizeof(int32_t) * szE);
-  int32_t *key = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *order = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *bin = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *rank = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *alt = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  double *w = eplb__arena_take(&ar, sizeof(double) * szS);
-  int rc = 0;
-  if (!cnt || !key || !order || !bin || !rank || !alt || !w) {
-    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-    goto done;
-  }
-  int same_order = 0;
-  rc = eplb__replicate_sorted_ds(load, E, S, G, cnt, key, w, order,
-                                 &same_order, &ar, err);
-  if (rc)
-    goto done;
-  eplb__pack_info_t keyed;
-  rc = eplb__pack_greedy_from(w, order, S, G, per, key, 0, HUGE_VAL, bin, rank,
-                              &keyed, &ar, err);
-  if (rc)
-    goto done;
-  int same_as_ds = keyed.clashes == 0 && same_order;
-  for (int32_t q = 0; q < S; q++)
-    phy2log[bin[q] * per + rank[q]] = key[q];
-  double mine;
-  rc = improve(load, E, phy2log, S, G, keyed.forced == 0, &mine, &ar, err);
-  if (rc < 0)
-    goto done;
-  /* rc == 1 (duplicates left) cannot happen for a layout that packing built
-   * with at most G replicas per expert and repair can always fix; treat it
-   * as a bug rather than return a map with duplicates. */
-  if (rc == 1) {
-    rc = eplb_error_set(err, EPLB_EINTERNAL, "duplicate repair failed");
-    goto done;
-  }
+  return 4 * szE + 28 * szS + chain + 64 * 16;
+}
 
-  /* Never worse than DeepSeek: compare with its plan, improved the same way.
-   * When DeepSeek's greedy plan is the one improved above, the local search
-   * already did better (it never raises the maximum): skip it. */
-  if (same_as_ds)
-    goto refine;
-  double theirs_greedy;
-  if (same_order) {
-    /* Same replicas in the same order: DeepSeek's plan is their packing
-     * without duplicate avoidance; no need to replicate and sort again.
-     * It is the keyed packing up to its first clash, so it resumes there
-     * (bin and rank still hold the keyed packing); it is only wanted if
-     * its heaviest GPU is below `mine`, and GPUs only get heavier as it
-     * goes, so it stops once one reaches that.  Its bin weights are
-     * eplb__max_gpu_load's sums (same weights, same order).  On
-     * DeepSeek-V3 statistics (288 slots / 36 GPUs) the first clash is near
-     * item 42 and the pass stops near item 253, about 70% of the pass and
-     * 1 to 2% of a plan saved. */
+/* A flat plan's replicas and the arrays its steps share. */
+typedef struct {
+  const double *load;
+  int32_t E, S, G, per;
+  int32_t *cnt;   /* [E] replicas of each expert */
+  int32_t *key;   /* [S] expert of each replica */
+  int32_t *order; /* [S] replicas, heaviest first */
+  int32_t *bin;   /* [S] GPU of each replica */
+  int32_t *rank;  /* [S] its slot on that GPU */
+  int32_t *alt;   /* [S] DeepSeek's plan */
+  double *w;      /* [S] weight of each replica */
+  int same_order; /* the replicas sort as DeepSeek's do */
+  eplb__pack_info_t keyed; /* the packing that avoids duplicates */
+} flat_t;
+
+/* Replication, greedy packing that keeps an expert's replicas apart, and
+ * improve: phy2log[S] and *mine, its most loaded GPU. */
+static int flat_greedy(flat_t *f, int32_t *phy2log, double *mine,
+                       eplb__arena_t *ar, eplb_error_t *err) {
+  int rc = eplb__replicate_sorted_ds(f->load, f->E, f->S, f->G, f->cnt,
+                                     f->key, f->w, f->order, &f->same_order,
+                                     ar, err);
+  if (rc)
+    return rc;
+  rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, f->key, 0,
+                              HUGE_VAL, f->bin, f->rank, &f->keyed, ar, err);
+  if (rc)
+    return rc;
+  for (int32_t q = 0; q < f->S; q++)
+    phy2log[f->bin[q] * f->per + f->rank[q]] = f->key[q];
+  rc = improve(f->load, f->E, phy2log, f->S, f->G, f->keyed.forced == 0,
+               mine, ar, err);
+  /* Duplicates left (1) cannot happen for a layout that packing built with
+   * at most G replicas per expert and repair can always fix; treat it as
+   * a bug rather than return a map with duplicates. */
+  if (rc == 1)
+    rc = eplb_error_set(err, EPLB_EINTERNAL, "duplicate repair failed");
+  return rc;
+}
+
+/* DeepSeek's greedy plan into f->alt and *theirs, its most loaded GPU; 1
+ * (f->alt unset) when it is known not to beat `mine`.  With the same
+ * replicas in the same order, DeepSeek's plan is their packing without
+ * duplicate avoidance, so nothing is replicated or sorted again: it is
+ * the keyed packing up to its first clash, so it resumes there (bin and
+ * rank still hold the keyed packing), and as GPUs only get heavier it
+ * stops once one reaches `mine`.  Its bin weights are eplb__max_gpu_load's
+ * sums (same weights, same order). */
+static int deepseek_greedy(flat_t *f, double mine, double *theirs,
+                           eplb__arena_t *ar, eplb_error_t *err) {
+  if (f->same_order) {
     eplb__pack_info_t info;
-    rc = eplb__pack_greedy_from(w, order, S, G, per, NULL, keyed.first_clash,
-                                mine, bin, rank, &info, &ar, err);
-    if (rc)
-      goto done;
-    if (info.stopped)
-      goto refine;
-    for (int32_t q = 0; q < S; q++)
-      alt[bin[q] * per + rank[q]] = key[q];
-    theirs_greedy = info.max;
-  } else {
-    eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
-                           .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
-    rc = eplb__plan_deepseek(load, E, &ds, alt, err);
-    if (rc)
-      goto done;
-    theirs_greedy = eplb__max_gpu_load(load, E, alt, S, G);
+    int rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, NULL,
+                                    f->keyed.first_clash, mine, f->bin,
+                                    f->rank, &info, ar, err);
+    if (rc || info.stopped)
+      return rc ? rc : 1;
+    for (int32_t q = 0; q < f->S; q++)
+      f->alt[f->bin[q] * f->per + f->rank[q]] = f->key[q];
+    *theirs = info.max;
+    return 0;
   }
-  if (theirs_greedy < mine) {
-    double theirs;
-    rc = improve(load, E, alt, S, G, 0, &theirs, &ar, err);
-    if (rc < 0)
-      goto done;
-    if (rc == 0 && theirs < mine) {
-      memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
-      mine = theirs;
-    }
-    rc = 0;
+  eplb_plan_opts_t ds = {.num_slots = f->S, .num_gpus = f->G, .num_nodes = 1,
+                         .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
+  int rc = eplb__plan_deepseek(f->load, f->E, &ds, f->alt, err);
+  if (rc)
+    return rc;
+  *theirs = eplb__max_gpu_load(f->load, f->E, f->alt, f->S, f->G);
+  return 0;
+}
+
+/* Never worse than DeepSeek: DeepSeek's plan, improved the same way,
+ * replaces phy2log when its most loaded GPU is lighter than *mine.  When
+ * DeepSeek's greedy plan is the one improved already (same replicas, same
+ * order, no clash), the local search did better (it never raises the
+ * maximum): nothing to compare. */
+static int keep_better_deepseek(flat_t *f, int32_t *phy2log, double *mine,
+                                eplb__arena_t *ar, eplb_error_t *err) {
+  if (f->keyed.clashes == 0 && f->same_order)
+    return 0;
+  double theirs_greedy, theirs;
+  int rc = deepseek_greedy(f, *mine, &theirs_greedy, ar, err);
+  if (rc)
+    return rc < 0 ? rc : 0;
+  if (!(theirs_greedy < *mine))
+    return 0;
+  rc = improve(f->load, f->E, f->alt, f->S, f->G, 0, &theirs, ar, err);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 && theirs < *mine) {
+    memcpy(phy2log, f->alt, sizeof(int32_t) * (size_t)f->S);
+    *mine = theirs;
   }
-  /* Still visibly unbalanced with spare replicas to move: let the replica
-   * counts change too (greedy replication is optimal per replica, not per
-   * GPU).  Rare on real loads, so its cost is paid only where it helps. */
-refine:;
+  return 0;
+}
+
+/* Still visibly unbalanced with spare replicas to move: let the replica
+ * counts change too (greedy replication is optimal per replica, not per
+ * GPU).  Rare on real loads, so its cost is paid only where it helps. */
+static int refine_if_unbalanced(const double *load, int32_t E, int32_t S,
+                                int32_t G, int32_t *phy2log, double mine,
+                                eplb_error_t *err) {
   double total = 0;
   for (int32_t e = 0; e < E; e++)
     total += load[e];
   if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G)
-    rc = eplb__refine(load, E, S, G, phy2log, err);
-done:
+    return eplb__refine(load, E, S, G, phy2log, err);
+  return 0;
+}
+
+/* Flat (one node) balanced plan of E experts into S slots on G GPUs, its
+ * scratch from ar (flat_arena_bytes of it, given back). */
+static int flat_plan(const double *load, int32_t E, int32_t S, int32_t G,
+                     int32_t *phy2log, eplb__arena_t *ar, eplb_error_t *err) {
+  size_t mark = ar->used, szS = sizeof(int32_t) * (size_t)S;
+  flat_t f = {.load = load, .E = E, .S = S, .G = G, .per = S / G};
+  f.cnt = eplb__arena_take(ar, sizeof(int32_t) * (size_t)E);
+  f.key = eplb__arena_take(ar, szS);
+  f.order = eplb__arena_take(ar, szS);
+  f.bin = eplb__arena_take(ar, szS);
+  f.rank = eplb__arena_take(ar, szS);
+  f.alt = eplb__arena_take(ar, szS);
+  f.w = eplb__arena_take(ar, sizeof(double) * (size_t)S);
+  double mine = 0;
+  int rc;
+  if (!f.cnt || !f.key || !f.order || !f.bin || !f.rank || !f.alt || !f.w)
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  else
+    rc = flat_greedy(&f, phy2log, &mine, ar, err);
+  if (rc == 0)
+    rc = keep_better_deepseek(&f, phy2log, &mine, ar, err);
+  if (rc == 0)
+    rc = refine_if_unbalanced(load, E, S, G, phy2log, mine, err);
+  ar->used = mark;
+  return rc;
+}
+
+/* flat_plan with its scratch in one block of its own. */
+static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
+                     int32_t *phy2log, eplb_error_t *err) {
+  size_t need = flat_arena_bytes(E, S, G);
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, malloc(need), need);
+  int rc = flat_plan(load, E, S, G, phy2log, &ar, err);
   eplb__arena_done(&ar);
   free(ar.buf);
   return rc;
