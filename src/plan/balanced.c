@@ -297,38 +297,39 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
   return rc;
 }
 
-/* Hierarchical balanced plan: groups to nodes (greedy + local search on
- * node loads), then a flat plan inside every node. */
-static int plan_hier(const double *load, int32_t E,
-                     const eplb_plan_opts_t *opts, int32_t *phy2log,
-                     eplb_error_t *err) {
-  int32_t S = opts->num_slots, G = opts->num_gpus, N = opts->num_nodes;
-  int32_t K = opts->num_groups, gsize = E / K, gpn = K / N, epn = E / N;
-  int32_t spn = S / N, gpus_pn = G / N;
+/* Groups to nodes: each of the K groups' load summed, the groups packed
+ * onto the N nodes (K / N each, heaviest first into the lightest), then
+ * the local search on node loads.  mlog2log[E] out: the experts in node
+ * order, node n's E / N from mlog2log[n * E / N].  Scratch from ar (given
+ * back). */
+static int groups_to_nodes(const double *load, int32_t E, int32_t N,
+                           int32_t K, int32_t *mlog2log, eplb__arena_t *ar,
+                           eplb_error_t *err) {
+  int32_t gsize = E / K, gpn = K / N;
+  size_t mark = ar->used, szK = (size_t)K;
   eplb__layout_t lay = {.G = N, .per = gpn};
-  lay.expert = malloc(sizeof(int32_t) * (size_t)K);
-  lay.w = malloc(sizeof(double) * (size_t)K);
-  lay.load = calloc((size_t)N, sizeof(double));
-  double *gw = malloc(sizeof(double) * (size_t)K);
-  int32_t *order = malloc(sizeof(int32_t) * (size_t)K);
-  int32_t *bin = malloc(sizeof(int32_t) * (size_t)K);
-  int32_t *rank = malloc(sizeof(int32_t) * (size_t)K);
-  double *mload = malloc(sizeof(double) * (size_t)epn);
-  int32_t *mlog2log = malloc(sizeof(int32_t) * (size_t)E);
-  int32_t *alt = malloc(sizeof(int32_t) * (size_t)S);
+  lay.expert = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  lay.w = eplb__arena_take(ar, sizeof(double) * szK);
+  lay.load = eplb__arena_take(ar, sizeof(double) * (size_t)N);
+  double *gw = eplb__arena_take(ar, sizeof(double) * szK);
+  int32_t *order = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  int32_t *bin = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  int32_t *rank = eplb__arena_take(ar, sizeof(int32_t) * szK);
   int rc = 0;
-  if (!lay.expert || !lay.w || !lay.load || !gw || !order || !bin || !rank ||
-      !mload || !mlog2log || !alt) {
+  if (!lay.expert || !lay.w || !lay.load || !gw || !order || !bin || !rank) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
     goto done;
   }
+  memset(lay.load, 0, sizeof(double) * (size_t)N); /* +0.0 */
   for (int32_t k = 0; k < K; k++) {
     gw[k] = 0;
     for (int32_t j = 0; j < gsize; j++)
       gw[k] += load[k * gsize + j];
   }
-  eplb__sort_desc(gw, K, order);
-  rc = eplb__pack_greedy(gw, order, K, N, gpn, NULL, bin, rank, NULL, err);
+  eplb__sort_desc_a(gw, K, order, ar);
+  eplb__pack_info_t info;
+  rc = eplb__pack_greedy_from(gw, order, K, N, gpn, NULL, 0, HUGE_VAL, bin,
+                              rank, &info, ar, err);
   if (rc)
     goto done;
   for (int32_t k = 0; k < K; k++) {
@@ -336,77 +337,142 @@ static int plan_hier(const double *load, int32_t E,
     lay.w[bin[k] * gpn + rank[k]] = gw[k];
     lay.load[bin[k]] += gw[k];
   }
-  eplb__local_search(&lay, ls_budget(K), 0);
+  eplb__local_search_a(&lay, ls_budget(K), 0, ar);
   for (int32_t q = 0; q < K; q++)
     for (int32_t j = 0; j < gsize; j++)
       mlog2log[q * gsize + j] = lay.expert[q] * gsize + j;
+done:
+  ar->used = mark;
+  return rc;
+}
 
+/* A flat plan inside every node, of the experts mlog2log[E] puts there
+ * (groups_to_nodes): phy2log[S], node n's slots from n * S / N.  mload:
+ * [E / N] scratch. */
+static int plan_nodes(const double *load, int32_t E,
+                      const eplb_plan_opts_t *opts, const int32_t *mlog2log,
+                      double *mload, int32_t *phy2log, eplb__arena_t *ar,
+                      eplb_error_t *err) {
+  int32_t N = opts->num_nodes, epn = E / N, spn = opts->num_slots / N;
+  int32_t gpus_pn = opts->num_gpus / N;
   for (int32_t n = 0; n < N; n++) {
     for (int32_t j = 0; j < epn; j++)
       mload[j] = load[mlog2log[n * epn + j]];
     int32_t *out = phy2log + (size_t)n * spn;
-    rc = plan_flat(mload, epn, spn, gpus_pn, out, err);
+    int rc = flat_plan(mload, epn, spn, gpus_pn, out, ar, err);
     if (rc)
-      goto done;
+      return rc;
     for (int32_t s = 0; s < spn; s++)
       out[s] = mlog2log[n * epn + out[s]];
   }
+  return 0;
+}
 
-  /* Never worse than DeepSeek's hierarchical plan, improved per node. */
-  rc = eplb__plan_deepseek(load, E, opts, alt, err);
-  if (rc)
-    goto done;
-  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
-  if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
-    int ok = 1;
-    for (int32_t n = 0; n < N && ok; n++) {
-      /* improve() works on local expert ids: map the node's experts. */
-      int32_t *slice = alt + (size_t)n * spn;
-      /* In DeepSeek's plan a node holds whole groups; renumber its experts
-       * 0..epn-1 through a small table. */
-      int32_t *loc = malloc(sizeof(int32_t) * (size_t)E);
-      if (loc == NULL) {
-        rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-        goto done;
-      }
-      for (int32_t e = 0; e < E; e++)
-        loc[e] = -1;
-      int32_t m = 0;
-      for (int32_t s = 0; s < spn; s++)
-        if (loc[slice[s]] < 0) {
-          mlog2log[m] = slice[s];
-          mload[m] = load[slice[s]];
-          loc[slice[s]] = m++;
-        }
-      for (int32_t s = 0; s < spn; s++)
-        slice[s] = loc[slice[s]];
-      eplb__arena_t ar;
-      eplb__arena_init(&ar, NULL, 0);
-      int r = improve(mload, m, slice, spn, gpus_pn, 0, NULL, &ar, err);
-      eplb__arena_done(&ar);
-      for (int32_t s = 0; s < spn; s++)
-        slice[s] = mlog2log[slice[s]];
-      free(loc);
-      if (r < 0) {
-        rc = r;
-        goto done;
-      }
-      ok = r == 0;
+/* improve() on one node's slice[spn] of a hierarchical plan (gpus_pn GPUs),
+ * which works on local expert ids: in DeepSeek's plan a node holds whole
+ * groups, so its experts are renumbered 0..m-1 through loc[E] (all -1 on
+ * entry and on return), names[] and mload[] (the node's experts: at least
+ * E / N) holding each one's global id and load.  Returns improve's 0, 1
+ * (duplicates left, slice unchanged) or error. */
+static int improve_node(const double *load, int32_t *slice, int32_t spn,
+                        int32_t gpus_pn, int32_t *loc, int32_t *names,
+                        double *mload, eplb__arena_t *ar, eplb_error_t *err) {
+  int32_t m = 0;
+  for (int32_t s = 0; s < spn; s++)
+    if (loc[slice[s]] < 0) {
+      names[m] = slice[s];
+      mload[m] = load[slice[s]];
+      loc[slice[s]] = m++;
     }
-    if (ok && eplb__max_gpu_load(load, E, alt, S, G) < mine)
-      memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
+  for (int32_t s = 0; s < spn; s++)
+    slice[s] = loc[slice[s]];
+  int rc = improve(mload, m, slice, spn, gpus_pn, 0, NULL, ar, err);
+  for (int32_t s = 0; s < spn; s++)
+    slice[s] = names[slice[s]];
+  for (int32_t i = 0; i < m; i++)
+    loc[names[i]] = -1;
+  return rc;
+}
+
+/* Never worse than DeepSeek's hierarchical plan, improved per node: it
+ * replaces phy2log[S] when its most loaded GPU is lighter.  alt[S],
+ * loc[E] (all -1), names[E / N] and mload[E / N]: scratch. */
+static int keep_better_hier_deepseek(const double *load, int32_t E,
+                                     const eplb_plan_opts_t *opts,
+                                     int32_t *phy2log, int32_t *alt,
+                                     int32_t *loc, int32_t *names,
+                                     double *mload, eplb__arena_t *ar,
+                                     eplb_error_t *err) {
+  int32_t S = opts->num_slots, G = opts->num_gpus, N = opts->num_nodes;
+  int32_t spn = S / N, gpus_pn = G / N;
+  int rc = eplb__plan_deepseek(load, E, opts, alt, err);
+  if (rc)
+    return rc;
+  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
+  if (!(eplb__max_gpu_load(load, E, alt, S, G) < mine))
+    return 0;
+  for (int32_t n = 0; n < N; n++) {
+    rc = improve_node(load, alt + (size_t)n * spn, spn, gpus_pn, loc, names,
+                      mload, ar, err);
+    if (rc)
+      return rc < 0 ? rc : 0;
   }
-done:
-  free(lay.expert);
-  free(lay.w);
-  free(lay.load);
-  free(gw);
-  free(order);
-  free(bin);
-  free(rank);
-  free(mload);
-  free(mlog2log);
-  free(alt);
+  if (eplb__max_gpu_load(load, E, alt, S, G) < mine)
+    memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
+  return 0;
+}
+
+/* Bytes of scratch plan_hier takes at most at once (see
+ * flat_arena_bytes): its arrays (mlog2log, loc, alt, mload), then the
+ * largest of the groups' step (their layout and packing, the sort of K
+ * weights, packing on N bins), a node's flat plan, and improve on a
+ * node; room for the rounding of every take. */
+static size_t hier_arena_bytes(int32_t E, int32_t S, int32_t G, int32_t N,
+                               int32_t K) {
+  size_t szE = (size_t)E, szK = (size_t)K, szN = (size_t)N, nb = 1;
+  size_t epn = szE / szN, spn = (size_t)S / szN, gpn = (size_t)G / szN;
+  while (nb < 4 * szK)
+    nb *= 2;
+  size_t step = 36 * szK + 8 * szN + (20 * szK + 4 * nb + 4 > 88 * szN
+                                          ? 20 * szK + 4 * nb + 4
+                                          : 88 * szN);
+  size_t flat = flat_arena_bytes((int32_t)epn, (int32_t)spn, (int32_t)gpn);
+  size_t imp = 8 * epn + 12 * spn + 20 * gpn;
+  step = step > flat ? step : flat;
+  step = step > imp ? step : imp;
+  return 8 * szE + 4 * (size_t)S + 8 * epn + step + 16 * 16;
+}
+
+/* Hierarchical balanced plan: groups to nodes (greedy + local search on
+ * node loads), then a flat plan inside every node; then DeepSeek's
+ * hierarchical plan, if better.  Scratch in one block. */
+static int plan_hier(const double *load, int32_t E,
+                     const eplb_plan_opts_t *opts, int32_t *phy2log,
+                     eplb_error_t *err) {
+  int32_t S = opts->num_slots, N = opts->num_nodes, epn = E / N;
+  size_t need =
+      hier_arena_bytes(E, S, opts->num_gpus, N, opts->num_groups);
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, malloc(need), need);
+  int32_t *mlog2log = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)E);
+  int32_t *loc = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)E);
+  int32_t *alt = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)S);
+  double *mload = eplb__arena_take(&ar, sizeof(double) * (size_t)epn);
+  int rc;
+  if (!mlog2log || !loc || !alt || !mload) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  } else {
+    for (int32_t e = 0; e < E; e++)
+      loc[e] = -1;
+    rc = groups_to_nodes(load, E, N, opts->num_groups, mlog2log, &ar, err);
+  }
+  if (rc == 0)
+    rc = plan_nodes(load, E, opts, mlog2log, mload, phy2log, &ar, err);
+  if (rc == 0)
+    rc = keep_better_hier_deepseek(load, E, opts, phy2log, alt, loc,
+                                   mlog2log, mload, &ar, err);
+  eplb__arena_done(&ar);
+  free(ar.buf);
   return rc;
 }
 
