@@ -260,11 +260,6 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
                  int32_t *phy2log, eplb_error_t *err);
 
-/* Relabels plan's GPUs (and slots inside them) to overlap current[S] as
- * much as possible; the set of experts per GPU is unchanged. */
-int eplb__align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
-                eplb_error_t *err);
-
 /* Replicas of `to` that sit on a GPU which does not hold them in `from`. */
 int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
                           int32_t G);
