@@ -744,7 +744,7 @@ static void test_replicate_reference(void **state) {
   }
 }
 
-/* eplb__replicate_sorted against what it replaces: eplb__replicate, the
+/* eplb__replicate_sorted_ds against what it replaces: eplb__replicate, the
  * replicas numbered expert by expert, and eplb__sort_desc of their
  * weights - counts, keys, weights and order all equal.  Ties (small
  * integers, zeros, -0.0), skew, S = E, caps, and sizes on both sides of

@@ -1,22 +1,23 @@
-/* balanced.c - eplb's default policy.
+/* plan/balanced.c - eplb's default policy.
  *
  * DESIGN.  Three differences from DeepSeek's algorithm, each closing a gap
  * measured on real DeepSeek-V3 statistics (bench/bench_plan):
  *  - no GPU holds one expert twice: a second copy on the same GPU balances
- *    nothing and wastes a slot (DeepSeek EPLB issue #22; vllm-ascend rejects
- *    such maps).  Replication caps each expert at one replica per GPU and
- *    packing avoids duplicates;
+ *    nothing and wastes a slot (DeepSeek's EPLB can place one; vllm-ascend
+ *    rejects such maps).  Replication caps each expert at one replica per
+ *    GPU and packing avoids duplicates;
  *  - after greedy packing, a local search swaps slots between the most
- *    loaded GPU and the others (pack.c), which matters most when there are
- *    few or no redundant slots.  It swaps a slot only with the slot of the
- *    same weight rank on the other GPU first: greedy packing gives every
- *    GPU one replica of each weight tier (the G heaviest, the next G, ...),
- *    and keeping that mix keeps the GPUs alike on the traffic that follows,
- *    not only on the window planned for; it is also less than half the work
- *    (one candidate per slot instead of a sweep).  General swaps follow
- *    only where the tiered search stays more than GENERAL_ABOVE above the
- *    lower bound - typically a hot expert whose GPU must take the lightest
- *    replicas, which no tier-preserving swap can give it;
+ *    loaded GPU and the others (local_search.c), which matters most when
+ *    there are few or no redundant slots.  It swaps a slot only with the
+ *    slot of the same weight rank on the other GPU first: greedy packing
+ *    gives every GPU one replica of each weight tier (the G heaviest, the
+ *    next G, ...), and keeping that mix keeps the GPUs alike on the
+ *    traffic that follows, not only on the window planned for; it is also
+ *    less than half the work (one candidate per slot instead of a sweep).
+ *    General swaps follow only where the tiered search stays more than
+ *    GENERAL_ABOVE above the lower bound - typically a hot expert whose
+ *    GPU must take the lightest replicas, which no tier-preserving swap
+ *    can give it;
  *  - the result is compared with DeepSeek's own plan, improved the same way,
  *    and the better one is kept, so this policy is never worse than
  *    `deepseek` on the loads it plans for.
@@ -70,10 +71,8 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
     lay.w[s] = load[phy2log[s]] / cnt[phy2log[s]];
     lay.load[s / lay.per] += lay.w[s];
   }
-  /* no_dups: the packing put no item with one of its key.  The check
-   * found nothing there for 3% of a plan: skipping it took one (1 thread,
-   * DeepSeek-V3, best of 5) from 1.17 to 1.13 ms on 288 slots / 36 GPUs,
-   * 1.54 to 1.50 on 256 / 32, 2.25 to 2.22 on 320 / 64. */
+  /* no_dups: the packing put no item with one of its key, so the repair's
+   * check would find nothing: skipped. */
   if (!no_dups && eplb__repair_duplicates_a(&lay, ar) != 0) {
     rc = 1;
     goto done;

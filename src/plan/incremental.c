@@ -2,14 +2,14 @@
  * experts are, and move only what buys balance.
  *
  * DESIGN.  Moving an expert costs bytes and stalls serving or training
- * (0.6-1.8 s per re-plan in vLLM and SGLang), and a from-scratch plan moves
- * nearly every replica even between two similar windows.  Here the plan is
- * the current placement improved by the move search of refine.c, each
- * replica that arrives on a new GPU priced at move_cost x the mean GPU
- * load.  The result is compared with a fresh `balanced` plan whose GPUs and
- * slots are relabelled to overlap the current placement as much as
- * possible (align), and the better of the two under the same
- * objective is returned.  Layers whose current imbalance is at most
+ * (docs/planner.md), and a from-scratch plan moves nearly every replica
+ * even between two similar windows.  Here the plan is the current
+ * placement improved by the move search of refine.c, each replica that
+ * arrives on a new GPU priced at move_cost x the mean GPU load.  The
+ * result is compared with a fresh `balanced` plan whose GPUs and slots are
+ * relabelled to overlap the current placement as much as possible
+ * (align), and the better of the two under the same objective is
+ * returned.  Layers whose current imbalance is at most
  * keep_threshold are left untouched.  The spill of hierarchical plans
  * (eplb__plan_spill) is the same search, a replica away from its group's
  * node priced instead. */

@@ -67,13 +67,8 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
  * weight load[e] / count[e], order[S] the p sorted as eplb__sort_desc(w)
  * sorts them (heavier first, ties lower p) - the same arrays as
  * eplb__replicate, a loop and eplb__sort_desc give, with one sort of E
- * experts instead of a heap and a sort of S replicas. */
-int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
-                           int32_t max_replicas, int32_t *count, int32_t *key,
-                           double *w, int32_t *order, eplb_error_t *err);
-
-/* eplb__replicate_sorted with its scratch from ar (given back on return),
- * and *same_order (may be NULL) set to
+ * experts instead of a heap and a sort of S replicas.  Scratch from ar
+ * (given back on return).  *same_order (may be NULL) is set to
  * eplb__greedy_is_deepseek(w, key, count, order, E, S, max_replicas) for
  * max_replicas > 0 (the cap as G), found from the experts' order without
  * walking the replicas. */
@@ -154,10 +149,8 @@ int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar);
  * With `tiered`, a slot only swaps with the slot of the same rank (by
  * weight) on the other GPU: the heaviest with the heaviest, and so on, so
  * that every GPU keeps one replica of each weight tier that greedy packing
- * gave it (see balanced.c for why that matters on later traffic). */
-void eplb__local_search(eplb__layout_t *lay, int32_t max_iters, int tiered);
-
-/* eplb__local_search with its scratch from ar (given back). */
+ * gave it (see balanced.c for why that matters on later traffic).
+ * Scratch from ar (given back). */
 void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
                           eplb__arena_t *ar);
 
@@ -265,7 +258,7 @@ int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
                           int32_t G);
 
 /* Max GPU load of a layer placement (GPU s / per), loads split evenly over
- * replicas.  Scratch-free; used to compare candidate plans. */
+ * replicas (-1 when out of memory); used to compare candidate plans. */
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
                           int32_t S, int32_t G);
 
@@ -274,9 +267,10 @@ double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
  * and returns once every one that took it is done; fn must share its work
  * through arg, as any number of threads may run it, and a worker that
  * wakes late may take none.  When another thread is running a job on the
- * pool, fn runs on threads started for this call alone.  eplb__pool_warm_up starts n workers ahead of
- * a plan, has each new one run warm() (may be NULL) and then spin for a
- * few ms; returns how many there are. */
+ * pool, fn runs on threads started for this call alone.
+ * eplb__pool_warm_up starts n workers ahead of a plan, has each new one
+ * run warm() (may be NULL) and then spin for a while (pool.c's
+ * WARM_SPIN_S); returns how many there are. */
 void eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg);
 int32_t eplb__pool_warm_up(int32_t n, void (*warm)(void));
 

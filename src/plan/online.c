@@ -1,4 +1,4 @@
-/* online.c - when to rebalance while training or serving runs (see
+/* plan/online.c - when to rebalance while training or serving runs (see
  * eplb/online.h).  Pure: counts in, a decision and a proposal out. */
 #include "eplb/online.h"
 
@@ -223,7 +223,8 @@ int eplb_online_applied(eplb_online_t *o, const eplb_placement_t *applied,
   if (rc)
     return rc;
   memcpy(o->current.phy2log, applied->phy2log,
-         sizeof(int32_t) * (size_t)applied->num_layers * (size_t)applied->num_slots);
+         sizeof(int32_t) * (size_t)applied->num_layers *
+             (size_t)applied->num_slots);
   return 0;
 }
 

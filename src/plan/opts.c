@@ -37,9 +37,9 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
     return eplb_error_set(err, EPLB_EARG, "%d experts is outside 1..%d",
                           (int)E, EPLB_MAX_EXPERTS);
   if (o->policy != EPLB_POLICY_BALANCED && o->policy != EPLB_POLICY_DEEPSEEK)
-    return eplb_error_set(err, EPLB_EARG,
-                          "--policy: unknown policy %d; use balanced or deepseek",
-                          (int)o->policy);
+    return eplb_error_set(
+        err, EPLB_EARG, "--policy: unknown policy %d; use balanced or deepseek",
+        (int)o->policy);
   if (o->num_gpus < EPLB_MIN_GPUS || o->num_gpus > EPLB_MAX_GPUS)
     return eplb_error_set(err, EPLB_EARG, "--num-gpus %d is outside %d..%d",
                           (int)o->num_gpus, EPLB_MIN_GPUS, EPLB_MAX_GPUS);

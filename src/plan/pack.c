@@ -34,11 +34,8 @@ typedef struct {
  * cw >= sw + 1 - r: that limit comes from the sibling alone (loaded off the
  * chain), leaving one compare and one cmov per level on the chain from
  * level to level instead of an add, a compare and a cmov.  (No overflow:
- * weights are finite or +inf, far below 2^64 - 1.)  With the winner
- * returned: a balanced plan (1 thread, DeepSeek-V3 statistics) on 288
- * slots / 36 GPUs 1.091 to 1.069 ms (2%), 256 / 32 1.525 to 1.503 ms,
- * 320 / 64 the same within noise; DeepSeek's plan on 288 / 36 0.468 to
- * 0.437 ms (7%). */
+ * weights are finite or +inf, far below 2^64 - 1.)  docs/planner.md
+ * ("Speed") has what each of these choices saved. */
 static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
   uint64_t *nw = t->nw;
   int32_t *ni = t->ni;
@@ -52,8 +49,7 @@ static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
     uint64_t lim = sw + 1 - (i & 1);
     /* Not ?: - the compiler turned those into a branch that the predictor
      * gets wrong every other level.  On x86-64 two conditional moves (GCC
-     * will not emit cmov here itself): 8% of a whole balanced plan.
-     * Elsewhere masks. */
+     * will not emit cmov here itself); elsewhere masks. */
 #if defined(__x86_64__) && defined(__GNUC__)
     __asm__("cmpq %[lim], %[cw]\n\t"
             "cmovaeq %[sw], %[cw]\n\t"
@@ -64,7 +60,8 @@ static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
 #else
     uint64_t take = 0 - (uint64_t)(cw >= lim);
     cw = (sw & take) | (cw & ~take);
-    ci = (int32_t)(((uint32_t)si & (uint32_t)take) | ((uint32_t)ci & ~(uint32_t)take));
+    ci = (int32_t)(((uint32_t)si & (uint32_t)take) |
+                   ((uint32_t)ci & ~(uint32_t)take));
 #endif
     i >>= 1;
     nw[i] = cw;

@@ -83,7 +83,7 @@ static int plan_one_layer(const eplb_stats_t *stats,
 }
 
 /* Shared by the threads of one plan.  Layers are handed out one at a time
- * (their costs differ by 10x), and the error kept is the one of the lowest
+ * (their costs differ widely), and the error kept is the one of the lowest
  * failing layer, so what is reported does not depend on the thread count
  * or on timing. */
 typedef struct {
@@ -138,7 +138,8 @@ static int32_t plan_threads(const eplb_plan_opts_t *opts, int32_t L) {
 /* Plans every layer into out (initialised by the caller), on
  * plan_threads() threads; the calling thread is one of them.  A thread
  * that cannot be started leaves its share to the others. */
-static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *current,
+static int plan_layers(const eplb_stats_t *stats,
+                       const eplb_placement_t *current,
                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
                        eplb_error_t *err) {
   plan_job_t job = {.stats = stats, .current = current, .opts = opts,
@@ -157,9 +158,9 @@ static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *curren
 }
 
 /* A worker's first plan pays for page faults on its stack, its malloc
- * arena and the planner's code (13 us each on the VM measured, where a
- * layer takes 20-30 us): a worker started ahead plans one made-up layer of
- * the DeepSeek-V3 shape before the real plan comes. */
+ * arena and the planner's code (on a virtual machine each costs about as
+ * much as a layer's plan: docs/planner.md): a worker started ahead plans
+ * one made-up layer of the DeepSeek-V3 shape before the real plan comes. */
 static void warm_layer(void) {
   enum { E = 256, S = 288, G = 36 };
   /* Grow this thread's malloc arena past what a layer of any path
