@@ -83,7 +83,8 @@ void eplb_online_destroy(eplb_online_t *o) {
 int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
                         int *had_traffic, eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = eplb_placement_check_stats(&o->current, round, "the round's counts", err);
+  int rc =
+      eplb_placement_check_stats(&o->current, round, "the round's counts", err);
   if (rc)
     return rc;
   size_t n = (size_t)round->num_layers * (size_t)round->num_experts;
@@ -109,7 +110,8 @@ int eplb_online_observe_cumulative(eplb_online_t *o,
                                    const eplb_stats_t *cum, int first_is_round,
                                    int *had_traffic, eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = eplb_placement_check_stats(&o->current, cum, "the round's counts", err);
+  int rc =
+      eplb_placement_check_stats(&o->current, cum, "the round's counts", err);
   if (rc)
     return rc;
   if (!o->have_cum) {
