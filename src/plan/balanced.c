@@ -107,26 +107,6 @@ done:
   return rc;
 }
 
-/* See internal.h: a walk over the runs of equal weights in `order`. */
-int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
-                             const int32_t *cnt, const int32_t *order,
-                             int32_t E, int32_t S, int32_t G) {
-  for (int32_t e = 0; e < E; e++)
-    if (cnt[e] >= G)
-      return 0;
-  for (int32_t i = 0; i < S;) {
-    int32_t j = i + 1, mixed = 0, multi = cnt[key[order[i]]] > 1;
-    for (; j < S && w[order[j]] == w[order[i]]; j++) {
-      mixed |= key[order[j]] != key[order[i]];
-      multi |= cnt[key[order[j]]] > 1;
-    }
-    if (mixed && multi)
-      return 0;
-    i = j;
-  }
-  return 1;
-}
-
 /* Bytes of scratch a flat plan of E experts into S slots on G GPUs takes
  * at most at once, so that one block holds it: its arrays, then the
  * largest of what the chain below takes and gives back in turn -
@@ -151,14 +131,14 @@ static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
 typedef struct {
   const double *load;
   int32_t E, S, G, per;
-  int32_t *cnt;   /* [E] replicas of each expert */
-  int32_t *key;   /* [S] expert of each replica */
-  int32_t *order; /* [S] replicas, heaviest first */
-  int32_t *bin;   /* [S] GPU of each replica */
-  int32_t *rank;  /* [S] its slot on that GPU */
-  int32_t *alt;   /* [S] DeepSeek's plan */
-  double *w;      /* [S] weight of each replica */
-  int same_order; /* the replicas sort as DeepSeek's do */
+  int32_t *cnt;            /* [E] replicas of each expert */
+  int32_t *key;            /* [S] expert of each replica */
+  int32_t *order;          /* [S] replicas, heaviest first */
+  int32_t *bin;            /* [S] GPU of each replica */
+  int32_t *rank;           /* [S] its slot on that GPU */
+  int32_t *alt;            /* [S] DeepSeek's plan */
+  double *w;               /* [S] weight of each replica */
+  int same_order;          /* the replicas sort as DeepSeek's do */
   eplb__pack_info_t keyed; /* the packing that avoids duplicates */
 } flat_t;
 
@@ -166,9 +146,8 @@ typedef struct {
  * improve: phy2log[S] and *mine, its most loaded GPU. */
 static int flat_greedy(flat_t *f, int32_t *phy2log, double *mine,
                        eplb__arena_t *ar, eplb_error_t *err) {
-  int rc = eplb__replicate_sorted_ds(f->load, f->E, f->S, f->G, f->cnt,
-                                     f->key, f->w, f->order, &f->same_order,
-                                     ar, err);
+  int rc = eplb__replicate_sorted_ds(f->load, f->E, f->S, f->G, f->cnt, f->key,
+                                     f->w, f->order, &f->same_order, ar, err);
   if (rc)
     return rc;
   rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, f->key, 0,
@@ -177,8 +156,8 @@ static int flat_greedy(flat_t *f, int32_t *phy2log, double *mine,
     return rc;
   for (int32_t q = 0; q < f->S; q++)
     phy2log[f->bin[q] * f->per + f->rank[q]] = f->key[q];
-  rc = improve(f->load, f->E, phy2log, f->S, f->G, f->keyed.forced == 0,
-               mine, ar, err);
+  rc = improve(f->load, f->E, phy2log, f->S, f->G, f->keyed.forced == 0, mine,
+               ar, err);
   /* Duplicates left (1) cannot happen for a layout that packing built with
    * at most G replicas per expert and repair can always fix; treat it as
    * a bug rather than return a map with duplicates. */
@@ -200,8 +179,8 @@ static int deepseek_greedy(flat_t *f, double mine, double *theirs,
   if (f->same_order) {
     eplb__pack_info_t info;
     int rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, NULL,
-                                    f->keyed.first_clash, mine, f->bin,
-                                    f->rank, &info, ar, err);
+                                    f->keyed.first_clash, mine, f->bin, f->rank,
+                                    &info, ar, err);
     if (rc || info.stopped)
       return rc ? rc : 1;
     for (int32_t q = 0; q < f->S; q++)
@@ -209,8 +188,11 @@ static int deepseek_greedy(flat_t *f, double mine, double *theirs,
     *theirs = info.max;
     return 0;
   }
-  eplb_plan_opts_t ds = {.num_slots = f->S, .num_gpus = f->G, .num_nodes = 1,
-                         .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
+  eplb_plan_opts_t ds = {.num_slots = f->S,
+                         .num_gpus = f->G,
+                         .num_nodes = 1,
+                         .num_groups = 1,
+                         .policy = EPLB_POLICY_DEEPSEEK};
   int rc = eplb__plan_deepseek(f->load, f->E, &ds, f->alt, err);
   if (rc)
     return rc;
@@ -301,8 +283,8 @@ static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
  * the local search on node loads.  mlog2log[E] out: the experts in node
  * order, node n's E / N from mlog2log[n * E / N].  Scratch from ar (given
  * back). */
-static int groups_to_nodes(const double *load, int32_t E, int32_t N,
-                           int32_t K, int32_t *mlog2log, eplb__arena_t *ar,
+static int groups_to_nodes(const double *load, int32_t E, int32_t N, int32_t K,
+                           int32_t *mlog2log, eplb__arena_t *ar,
                            eplb_error_t *err) {
   int32_t gsize = E / K, gpn = K / N;
   size_t mark = ar->used, szK = (size_t)K;
@@ -432,9 +414,9 @@ static size_t hier_arena_bytes(int32_t E, int32_t S, int32_t G, int32_t N,
   size_t epn = szE / szN, spn = (size_t)S / szN, gpn = (size_t)G / szN;
   while (nb < 4 * szK)
     nb *= 2;
-  size_t step = 36 * szK + 8 * szN + (20 * szK + 4 * nb + 4 > 88 * szN
-                                          ? 20 * szK + 4 * nb + 4
-                                          : 88 * szN);
+  size_t step =
+      36 * szK + 8 * szN +
+      (20 * szK + 4 * nb + 4 > 88 * szN ? 20 * szK + 4 * nb + 4 : 88 * szN);
   size_t flat = flat_arena_bytes((int32_t)epn, (int32_t)spn, (int32_t)gpn);
   size_t imp = 8 * epn + 12 * spn + 20 * gpn;
   step = step > flat ? step : flat;
@@ -449,8 +431,7 @@ static int plan_hier(const double *load, int32_t E,
                      const eplb_plan_opts_t *opts, int32_t *phy2log,
                      eplb_error_t *err) {
   int32_t S = opts->num_slots, N = opts->num_nodes, epn = E / N;
-  size_t need =
-      hier_arena_bytes(E, S, opts->num_gpus, N, opts->num_groups);
+  size_t need = hier_arena_bytes(E, S, opts->num_gpus, N, opts->num_groups);
   eplb__arena_t ar;
   eplb__arena_init(&ar, malloc(need), need);
   int32_t *mlog2log = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)E);
@@ -468,8 +449,8 @@ static int plan_hier(const double *load, int32_t E,
   if (rc == 0)
     rc = plan_nodes(load, E, opts, mlog2log, mload, phy2log, &ar, err);
   if (rc == 0)
-    rc = keep_better_hier_deepseek(load, E, opts, phy2log, alt, loc,
-                                   mlog2log, mload, &ar, err);
+    rc = keep_better_hier_deepseek(load, E, opts, phy2log, alt, loc, mlog2log,
+                                   mload, &ar, err);
   eplb__arena_done(&ar);
   free(ar.buf);
   return rc;

@@ -22,9 +22,9 @@
  * counts the slots of new GPU n whose expert GPU o holds (a replica each),
  * through a list of the old slots of each expert (next_slot[S] chains,
  * heads in head[E], E above every expert of both maps). */
-static void gpu_overlap(const int32_t *current, const int32_t *plan,
-                        int32_t S, int32_t G, int32_t E, int32_t *head,
-                        int32_t *next_slot, int32_t *ov) {
+static void gpu_overlap(const int32_t *current, const int32_t *plan, int32_t S,
+                        int32_t G, int32_t E, int32_t *head, int32_t *next_slot,
+                        int32_t *ov) {
   int32_t per = S / G;
   for (int32_t e = 0; e < E; e++)
     head[e] = -1;
@@ -102,8 +102,8 @@ static int align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
   }
   /* ov[G * G], map[G], used[max(G, per)], out[S], next_slot[S], head[E] */
   size_t nused = (size_t)(G > per ? G : per);
-  size_t n = (size_t)G * (size_t)G + (size_t)G + nused + 2 * (size_t)S +
-             (size_t)E;
+  size_t n =
+      (size_t)G * (size_t)G + (size_t)G + nused + 2 * (size_t)S + (size_t)E;
   int32_t *ov = malloc(sizeof(int32_t) * n);
   if (ov == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
@@ -123,8 +123,8 @@ int eplb__plan_incremental(const double *load, int32_t E,
                            const eplb_plan_opts_t *opts, const int32_t *current,
                            int32_t *phy2log, eplb_error_t *err) {
   int32_t S = opts->num_slots, G = opts->num_gpus, per = S / G;
-  eplb__search_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
-             .orig = current};
+  eplb__search_t c = {
+      .E = E, .S = S, .G = G, .per = per, .load = load, .orig = current};
   int32_t *fresh = malloc(sizeof(int32_t) * (size_t)S);
   int rc = eplb__search_alloc(&c, err);
   if (rc == 0 && fresh == NULL)
@@ -172,8 +172,13 @@ int eplb__plan_spill(const double *load, int32_t E,
   int rc = eplb__plan_balanced(load, E, opts, phy2log, err);
   if (rc)
     return rc;
-  eplb__search_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
-             .orig = phy2log, .gpn = G / opts->num_nodes};
+  eplb__search_t c = {.E = E,
+                      .S = S,
+                      .G = G,
+                      .per = per,
+                      .load = load,
+                      .orig = phy2log,
+                      .gpn = G / opts->num_nodes};
   int32_t *home = malloc(sizeof(int32_t) * (size_t)E);
   rc = eplb__search_alloc(&c, err);
   if (rc == 0 && home == NULL)

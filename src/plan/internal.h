@@ -69,9 +69,17 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
  * eplb__replicate, a loop and eplb__sort_desc give, with one sort of E
  * experts instead of a heap and a sort of S replicas.  Scratch from ar
  * (given back on return).  *same_order (may be NULL) is set to
- * eplb__greedy_is_deepseek(w, key, count, order, E, S, max_replicas) for
- * max_replicas > 0 (the cap as G), found from the experts' order without
- * walking the replicas. */
+ * 1 when DeepSeek's global plan (eplb__plan_deepseek, one node) equals
+ * the keyless greedy packing of these replicas (max_replicas > 0, the cap
+ * as G), found from the experts' order without walking the replicas.
+ * DeepSeek does not cap replicas, so no expert may have reached the cap;
+ * it numbers first replicas before redundant ones, so the sorted orders
+ * name the same experts in the same sequence unless a run of equal
+ * weights mixes several experts of which one has more than one replica.
+ * When the packing with keys met no clash it is that same packing; the
+ * local search never raises the maximum, so then the balanced plan is at
+ * least as good as DeepSeek's.  (tests/test_plan.c checks it against a
+ * walk of the replicas.) */
 int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
                               int32_t max_replicas, int32_t *count,
                               int32_t *key, double *w, int32_t *order,
@@ -167,21 +175,6 @@ int32_t eplb__argmax(const double *load, int32_t G);
 int eplb__plan_deepseek(const double *load, int32_t E,
                         const eplb_plan_opts_t *opts, int32_t *phy2log,
                         eplb_error_t *err);
-
-/* 1 when DeepSeek's global plan (eplb__plan_deepseek, one node) equals
- * the keyless greedy packing (eplb__pack_greedy, key NULL) of the balanced
- * policy's replicas: cnt[E] from eplb__replicate capped at G, the S
- * replicas numbered expert-major (key[p], weight w[p] = load / cnt), in
- * `order` from eplb__sort_desc(w).  DeepSeek does not cap replicas, so no
- * expert may have reached the cap (cnt < G); it numbers first replicas
- * before redundant ones, so the sorted orders name the same experts in the
- * same sequence unless a run of equal weights mixes several experts of
- * which one has more than one replica.  When the packing with keys met no
- * clash it is that same packing; the local search never raises the
- * maximum, so then the balanced plan is at least as good as DeepSeek's. */
-int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
-                             const int32_t *cnt, const int32_t *order,
-                             int32_t E, int32_t S, int32_t G);
 
 /* eplb's default policy for one layer. */
 int eplb__plan_balanced(const double *load, int32_t E,

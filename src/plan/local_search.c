@@ -313,8 +313,8 @@ __attribute__((target("avx2"))) static inline __m256i tier_lanes4(int32_t n) {
 }
 
 __attribute__((target("avx2"))) static inline double tier_hmin4(__m256d v) {
-  __m128d m = _mm_min_pd(_mm256_castpd256_pd128(v),
-                         _mm256_extractf128_pd(v, 1));
+  __m128d m =
+      _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)));
 }
 

@@ -106,9 +106,9 @@ int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
   return 0;
 }
 
-int eplb_online_observe_cumulative(eplb_online_t *o,
-                                   const eplb_stats_t *cum, int first_is_round,
-                                   int *had_traffic, eplb_error_t *err) {
+int eplb_online_observe_cumulative(eplb_online_t *o, const eplb_stats_t *cum,
+                                   int first_is_round, int *had_traffic,
+                                   eplb_error_t *err) {
   *had_traffic = 0;
   int rc =
       eplb_placement_check_stats(&o->current, cum, "the round's counts", err);

@@ -129,8 +129,8 @@ static int key_index_take(key_index_t *x, const int32_t *key, int32_t n,
 
 /* 1 when bin b already holds an item with key k (bin_of: the bins of the
  * items placed). */
-static inline int key_index_has(key_index_t x, const int32_t *bin_of,
-                                int32_t b, int32_t k) {
+static inline int key_index_has(key_index_t x, const int32_t *bin_of, int32_t b,
+                                int32_t k) {
   if (x.kset != NULL)
     return (int)(x.kset[k] >> b & 1);
   for (int32_t it = x.head[k]; it >= 0; it = x.next[it])
@@ -156,9 +156,9 @@ static inline void key_index_add(key_index_t x, int32_t i, int32_t k,
  * plain lightest bin, ++*nforced when it goes to a bin with its key.
  * bin_w[] are the true weights; ix is unused when key is NULL. */
 static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
-                        key_index_t ix, const int32_t *bin_of,
-                        int32_t i, int32_t *held, int32_t root,
-                        int32_t *nclash, int32_t *nforced) {
+                        key_index_t ix, const int32_t *bin_of, int32_t i,
+                        int32_t *held, int32_t root, int32_t *nclash,
+                        int32_t *nforced) {
   int32_t best = root, nheld = 0;
   if (key == NULL)
     return best;
@@ -205,9 +205,9 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
  * to the left child both in tree_init and tree_set), so the state is the
  * one packing them would have left. */
 static void pack_prefix(const double *w, const int32_t *order, int32_t from,
-                        const int32_t *key, const int32_t *bin_of,
-                        int32_t cap, key_index_t ix, double *bin_w,
-                        int32_t *bin_n, bin_tree_t *t, int32_t bins) {
+                        const int32_t *key, const int32_t *bin_of, int32_t cap,
+                        key_index_t ix, double *bin_w, int32_t *bin_n,
+                        bin_tree_t *t, int32_t bins) {
   memset(bin_w, 0, sizeof(double) * (size_t)bins); /* +0.0 */
   memset(bin_n, 0, sizeof(int32_t) * (size_t)bins);
   for (int32_t k = 0; k < from; k++) {
@@ -259,8 +259,8 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   info->stopped = 0;
   for (int32_t k = from; k < n; k++) {
     int32_t i = order[k];
-    int32_t best = pick_bin(&t, bin_w, key, ix, bin_of, i, held, root,
-                            &nclash, &nforced);
+    int32_t best =
+        pick_bin(&t, bin_w, key, ix, bin_of, i, held, root, &nclash, &nforced);
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;

@@ -110,8 +110,8 @@ static void *plan_worker(void *arg) {
     pthread_mutex_unlock(&job->lock);
     if (skip)
       break;
-    int rc = plan_one_layer(job->stats, job->current, job->opts, job->out, l,
-                            &err);
+    int rc =
+        plan_one_layer(job->stats, job->current, job->opts, job->out, l, &err);
     if (rc) {
       pthread_mutex_lock(&job->lock);
       if (l < job->failed_layer) {
@@ -142,12 +142,15 @@ static int plan_layers(const eplb_stats_t *stats,
                        const eplb_placement_t *current,
                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
                        eplb_error_t *err) {
-  plan_job_t job = {.stats = stats, .current = current, .opts = opts,
-                    .out = out, .failed_layer = stats->num_layers, .rc = 0};
+  plan_job_t job = {.stats = stats,
+                    .current = current,
+                    .opts = opts,
+                    .out = out,
+                    .failed_layer = stats->num_layers,
+                    .rc = 0};
   atomic_init(&job.next, 0);
   pthread_mutex_init(&job.lock, NULL);
-  eplb__pool_run(plan_threads(opts, stats->num_layers) - 1, plan_worker,
-                 &job);
+  eplb__pool_run(plan_threads(opts, stats->num_layers) - 1, plan_worker, &job);
   pthread_mutex_destroy(&job.lock);
   if (job.rc) {
     if (err)
@@ -236,9 +239,8 @@ int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
         "the statistics and options say %d, %d, %d on %d; pass the map the "
         "experts are in now",
         (int)current->num_layers, (int)current->num_experts,
-        (int)current->num_slots, (int)current->num_gpus,
-        (int)stats->num_layers, (int)stats->num_experts, (int)opts->num_slots,
-        (int)opts->num_gpus);
+        (int)current->num_slots, (int)current->num_gpus, (int)stats->num_layers,
+        (int)stats->num_experts, (int)opts->num_slots, (int)opts->num_gpus);
   rc = eplb_placement_check(current, 0, "current map", err);
   if (rc)
     return rc;
@@ -266,4 +268,3 @@ int64_t eplb_placement_moves(const eplb_placement_t *from,
                                from->num_slots, from->num_gpus);
   return moves;
 }
-

@@ -59,7 +59,7 @@ typedef struct {
   int32_t joined; /* workers that took it */
   int32_t active; /* workers still running it */
   int quit;
-  double spin_until; /* workers spin, not sleep, until this time */
+  double spin_until;  /* workers spin, not sleep, until this time */
   cpu_set_t allowed;  /* the CPUs of the thread that started the workers */
   void (*warm)(void); /* run once by a worker started ahead of a plan */
 } pool_t;
@@ -102,8 +102,7 @@ static void *pool_main(void *arg) {
   int warm_first = (int)((uintptr_t)arg & 1);
   pthread_mutex_lock(&pool.lock);
   if (CPU_COUNT(&pool.allowed) > 0)
-    pthread_setaffinity_np(pthread_self(), sizeof(pool.allowed),
-                           &pool.allowed);
+    pthread_setaffinity_np(pthread_self(), sizeof(pool.allowed), &pool.allowed);
   void (*warm)(void) = pool.warm;
   if (warm_first && warm != NULL) {
     pthread_mutex_unlock(&pool.lock);

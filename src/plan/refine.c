@@ -180,8 +180,8 @@ static void try_swaps(const eplb__search_t *c, int32_t g, const int32_t *light,
           continue;
         if (row_has(rh, per, rg[a], b) || row_has(rg, per, rh[b], a))
           continue;
-        int32_t mv = move_delta(c, g, rg[a], rh[b]) +
-                     move_delta(c, h, rh[b], rg[a]);
+        int32_t mv =
+            move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
         if (mv > budget)
           continue;
         offer(best, gain - lambda * mv, 1, g, a, h, b, -1, mv);
@@ -407,8 +407,8 @@ double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
                  int32_t *phy2log, eplb_error_t *err) {
   int32_t per = S / G;
-  eplb__search_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
-             .orig = phy2log};
+  eplb__search_t c = {
+      .E = E, .S = S, .G = G, .per = per, .load = load, .orig = phy2log};
   int rc = eplb__search_alloc(&c, err);
   if (rc)
     goto done;

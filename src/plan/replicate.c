@@ -102,8 +102,8 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
  * rep_before is a total order, so where a candidate sits in the tree does
  * not change which one wins. */
 static int replicate_among(const double *load, int32_t E, int32_t S,
-                           int32_t max_replicas, const int32_t *cand,
-                           int32_t n, int32_t *count, eplb__arena_t *ar,
+                           int32_t max_replicas, const int32_t *cand, int32_t n,
+                           int32_t *count, eplb__arena_t *ar,
                            eplb_error_t *err) {
   for (int32_t e = 0; e < E; e++)
     count[e] = 1;
@@ -131,9 +131,8 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
   }
   for (int32_t i = P - 1; i >= 1; i--) {
     int32_t l = 2 * i, r = 2 * i + 1;
-    int32_t w = rep_before(t.ld[r], t.c[r], t.id[r], t.ld[l], t.c[l], t.id[l])
-                    ? r
-                    : l;
+    int32_t w =
+        rep_before(t.ld[r], t.c[r], t.id[r], t.ld[l], t.c[l], t.id[l]) ? r : l;
     rep_leaf(&t, i, t.ld[w], t.c[w], t.id[w]);
   }
   for (int32_t i = 0; i < n; i++) /* candidate e sits in leaf P + leaf[e] */
@@ -237,8 +236,8 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
   /* Merge the unreplicated experts (in eorder, skipping the replicated
    * ones) with multi[], both in eplb__before() order on v: E experts in all,
    * each expanded to its replicas as it comes.
-   * For *same_order, eplb__greedy_is_deepseek's walk along: a run of
-   * equal weights in `order` is a run of experts of equal v here (each
+   * For *same_order, the walk of tests/test_plan.c's greedy_is_deepseek along:
+   * a run of equal weights in `order` is a run of experts of equal v here (each
    * expanded in place), mixed when it holds two experts or more.  Only
    * candidates can have more than one replica; the others have 1, which
    * reaches a cap G <= 1 (above).  Done here, with the expansion, inside

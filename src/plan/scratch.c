@@ -32,8 +32,8 @@ void *eplb__arena_take(eplb__arena_t *a, size_t bytes) {
   size_t n = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
   if (n < bytes)
     return NULL; /* overflow */
-  /* Under AddressSanitizer every take is a malloc of its own, so that an
-   * overrun of one piece is caught and not hidden in the next. */
+    /* Under AddressSanitizer every take is a malloc of its own, so that an
+     * overrun of one piece is caught and not hidden in the next. */
 #if !defined(__SANITIZE_ADDRESS__)
   if (n <= a->cap - a->used) {
 #else
