@@ -239,6 +239,32 @@ int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
 void eplb__search_run(eplb__search_t *c, double mean, double lambda,
                       int32_t max_moves, int32_t *moves);
 
+/* One layer's scenarios for the robust search (robust.c): K scenarios of
+ * E experts, x[k * E + e] each normalised to sum 1, w[k] > 0 summing to
+ * 1. */
+typedef struct eplb__scenario_layer_s {
+  int32_t K, E;
+  const double *x;
+  const double *w;
+} eplb__scenario_layer_t;
+
+/* Improves phy2log[S] (G GPUs; swaps stay inside domains of `dom`
+ * consecutive GPUs) for the weighted mean over scenarios of each
+ * scenario's most loaded GPU; replica counts are kept.  With orig[S] (or
+ * NULL) a swap pays lambda per replica that arrives on a GPU that did not
+ * hold its expert in orig, and at most max_moves (-1: any) such replicas
+ * are allowed.  Scratch from ar (given back).  0 or EPLB_ENOMEM. */
+int eplb__robust_search(const eplb__scenario_layer_t *sc, int32_t S, int32_t G,
+                        int32_t dom, const int32_t *orig, double lambda,
+                        int32_t max_moves, int32_t *phy2log, eplb__arena_t *ar,
+                        eplb_error_t *err);
+
+/* The weighted mean over sc's scenarios of each one's most loaded GPU
+ * under phy2log[S] on G GPUs (its imbalance: G x this - 1); HUGE_VAL when
+ * out of memory. */
+double eplb__scenario_objective(const eplb__scenario_layer_t *sc,
+                                const int32_t *phy2log, int32_t S, int32_t G);
+
 /* Improves a layer placement with the moves of the re-planning search,
  * free of move cost, including moves that change replica counts (which the
  * slot-swap local search cannot).  Keeps the result only if the largest GPU
