@@ -104,7 +104,8 @@ def log2phy_logcnt(phy2log: np.ndarray, num_experts: int
     starts = np.zeros(L * E, dtype=np.int64)
     np.cumsum(logcnt[:-1], out=starts[1:])
     ks = key[order]
-    rank = np.arange(L * S, dtype=np.int64) - starts[ks]
-    log2phy = np.full((L * E, X), -1, dtype=np.int64)
-    log2phy[ks, rank] = order % S
+    # slot order[i] is replica (i - starts[ks[i]]) of its expert ks[i]
+    pos = ks * X + np.arange(L * S, dtype=np.int64) - starts[ks]
+    log2phy = np.full(L * E * X, -1, dtype=np.int64)
+    log2phy[pos] = order % S
     return log2phy.reshape(L, E, X), logcnt.reshape(L, E).astype(np.int64)

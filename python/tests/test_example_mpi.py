@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -22,7 +23,7 @@ NP = 4
 def launch(*args, env_extra=None, timeout=90):
     need("mpi4py")
     mpiexec = env_path("EPLB_MPIEXEC")
-    pre = [a for a in os.environ.get("EPLB_MPIEXEC_PREFLAGS", "").split(";") if a]
+    pre = shlex.split(os.environ.get("EPLB_MPIEXEC_PREFLAGS", ""))
     env = dict(os.environ)
     env.update(env_extra or {})
     exports = []
