@@ -15,11 +15,11 @@ if [ "${EPLB_WITH_SLURM:-1}" = 1 ]; then
 fi
 # The Python package's tests (python/tests): numpy and pytest, mpi4py for
 # eplb.Rebalancer, torch for tensors in and out (large: opt out with
-# EPLB_WITH_PYTHON=0); venv, setuptools and wheel for an offline
+# EPLB_WITH_PYTHON=0); pip, venv, setuptools and wheel for an offline
 # `pip install ./python`.
 if [ "${EPLB_WITH_PYTHON:-1}" = 1 ]; then
   pkgs+=(python3 python3-numpy python3-pytest python3-mpi4py python3-torch
-         python3-setuptools python3-wheel python3-venv)
+         python3-setuptools python3-wheel python3-venv python3-pip)
 fi
 
 missing=()

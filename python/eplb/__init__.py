@@ -28,7 +28,7 @@ from .errors import (ArgError, ChecksumError, CountError, DivergedError, Error,
 from .plan import POLICIES, rebalance_experts
 from .metrics import (Balance, balance, cross_node, floor, gpu_loads,
                       imbalance, moves)
-from .formats import read_map, read_stats, write_map
+from .formats import ExpertMap, read_map, read_stats, write_map
 from .report import report
 from .rebalance import Rebalancer, Round
 
@@ -47,7 +47,7 @@ def library_version() -> str:
 
 __all__ = [
     "__version__", "rebalance_experts", "POLICIES", "read_stats", "read_map",
-    "write_map", "imbalance", "balance", "Balance", "gpu_loads", "floor",
+    "write_map", "ExpertMap", "imbalance", "balance", "Balance", "gpu_loads", "floor",
     "cross_node", "moves", "report", "Rebalancer", "Round", "library_path",
     "library_version",
     "Error", "ArgError", "NoMemError", "IoError", "ParseError", "CountError",

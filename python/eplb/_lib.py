@@ -311,10 +311,6 @@ def library_path() -> str:
 
 # ---- calling -----------------------------------------------------------
 
-def new_error() -> ErrorT:
-    return ErrorT()
-
-
 # libeplb's planner names options as its programs spell them (--num-slots);
 # a Python caller passed num_replicas=... (DeepSeek's name) or num_gpus=...
 _OPT_NAMES = {"num-slots": "num_replicas"}

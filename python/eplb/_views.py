@@ -10,7 +10,7 @@ its cleanup function, so no C memory outlives a call.
 from __future__ import annotations
 
 from ctypes import POINTER, byref, c_double, c_int32
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 

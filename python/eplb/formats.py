@@ -5,7 +5,7 @@ maps in and out.  Formats: docs/formats.md.
 from __future__ import annotations
 
 import os
-from ctypes import byref, c_char_p, c_int32
+from ctypes import byref, c_char_p
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from ctypes import byref
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 

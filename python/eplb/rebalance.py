@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import ctypes
 from ctypes import POINTER, byref, c_int, c_int32, c_void_p, sizeof
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from . import _arrays, _lib, _views
 from .errors import (ArgError, Error, LibraryError, MPIError, make_error)
-from .formats import MAP_FORMATS, map_format, path_bytes
+from .formats import map_format, path_bytes
 from .plan import plan_opts, check_opts
 
 __all__ = ["Rebalancer", "Round"]

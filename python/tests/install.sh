@@ -5,7 +5,8 @@
 #      libeplb.so (not the build's), and plans;
 #   2. the prefix moved elsewhere: it still finds its own library;
 #   3. pip install ./python into a virtual environment (with the system's
-#      packages, offline: --no-index), recording the build's libeplb;
+#      packages, offline: --no-index, with Debian's setuptools and wheel),
+#      recording the build's libeplb;
 #      the source tree is copied first so that pip's in-tree build leaves
 #      nothing in it.
 # Without numpy, venv or pip it is skipped (exit 77) unless
@@ -22,7 +23,8 @@ skip() {
   exit 77
 }
 $py -c 'import numpy' 2>/dev/null || skip "numpy is missing for $py (Debian: python3-numpy)"
-$py -c 'import venv, ensurepip' 2>/dev/null || skip "venv is missing for $py (Debian: python3-venv)"
+$py -c 'import venv' 2>/dev/null || skip "venv is missing for $py (Debian: python3-venv)"
+$py -m pip --version >/dev/null 2>&1 || skip "pip is missing for $py (Debian: python3-pip)"
 
 rm -rf "$work"
 mkdir -p "$work"
@@ -50,9 +52,12 @@ case "$got" in "$work/moved/"*) ;; *) fail "after the move it loaded $got" ;; es
 
 # 3. pip install ./python, offline
 cp -r "$src/python" "$work/src"
-$T $py -m venv --system-site-packages "$work/venv" || skip "python3 -m venv failed (Debian: python3-venv)"
-EPLB_LIBRARY="$build/lib/install/libeplb.so.0" $T "$work/venv/bin/pip" install \
-  --no-index --disable-pip-version-check -q "$work/src" || fail "pip install failed"
+# The system's pip installs into the environment (--python): the same
+# build as the environment's own pip, without the seconds ensurepip takes.
+$T $py -m venv --without-pip --system-site-packages "$work/venv" ||
+  skip "python3 -m venv failed (Debian: python3-venv)"
+EPLB_LIBRARY="$build/lib/install/libeplb.so.0" $T $py -m pip --python "$work/venv/bin/python" \
+  install --no-index --disable-pip-version-check -q "$work/src" || fail "pip install failed"
 got=$(cd "$work" && $T "$work/venv/bin/python" -c "$check") || fail "the pip-installed package failed"
 [ "$(readlink -f "$got")" = "$(readlink -f "$build/lib/install/libeplb.so.0")" ] ||
   fail "the pip-installed package loaded $got"

@@ -12,7 +12,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
 
 from conftest import HERE, env_path, need
 
