@@ -226,7 +226,7 @@ class Rebalancer:
         rc = self._lib.eplb_rebalancer_create(
             handle, byref(o), self._current.ref() if self._current else None,
             self._L, self._E, byref(self._r), byref(err))
-        _lib.raise_for(rc, err, {})
+        _lib.raise_for(rc, err, {"num-slots": "num_slots"})
         cur = self._lib.eplb_rebalancer_current(self._r).contents
         self._L, self._E = cur.num_layers, cur.num_experts
         self._S, self._G = cur.num_slots, cur.num_gpus
@@ -252,7 +252,7 @@ class Rebalancer:
         G = 0 if (shards and G is None) else G
         o = _lib.RebalancerOptsT()
         self._lib.eplb_rebalancer_opts_default(byref(o))
-        if S == 0 or G == 0:
+        if shards and (S == 0 or G == 0):  # the shards' shape fills them in
             po = plan_opts(max(S or self._E, 1), max(G or 1, 1), num_nodes,
                            num_groups, policy, threads, max_moves, move_cost,
                            keep_threshold, "num_slots")

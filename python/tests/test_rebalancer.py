@@ -164,6 +164,8 @@ def test_comm_self_and_a_split_communicator(MPI):
 @pytest.mark.parametrize("kw,words", [
     (dict(num_slots=23), "rank 0: num_slots 23 is not a multiple of num_gpus 4"),
     (dict(num_slots=8), "less than the 16 experts"),
+    (dict(num_slots=0), "num_slots = 0 is outside"),
+    (dict(num_gpus=None), "num_gpus must be an integer"),
     (dict(num_layers=0), "num_layers = 0"),
     (dict(num_experts=70000), "num_experts = 70000"),
     (dict(ema_alpha=0), "ema_alpha"),
