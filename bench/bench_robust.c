@@ -1,6 +1,7 @@
 /* bench_robust.c - plans judged on traffic they were not made from.
  *
- * Usage: bench_robust [--shape S/G] [--reps N] [--json FILE] STATS...
+ * Usage: bench_robust [--shape S/G] [--reps N] [--speed] [--json FILE]
+ *                     STATS...
  * The statistics files are grouped by phase, the part of the file name
  * before the first '_' (SGLang's decode_in1000out1000.json is "decode").
  * For each phase with two workloads or more, leave-one-out: each workload
@@ -14,7 +15,8 @@
  * with the robust plan's in-sample imbalance on that sum and the time of
  * the robust plan (one thread, fastest of --reps).  Last, the speed case
  * of docs/planner.md: the robust plan of up to six of the given workloads
- * at once, every layer, one thread.  Prints a table (and JSON with
+ * at once, every layer, one thread (--speed: that alone).  Prints a table (and
+ * JSON with
  * --json); asserts nothing. */
 #include <math.h>
 #include <stdio.h>
@@ -119,8 +121,8 @@ typedef struct {
 } row_t;
 
 /* Leave-one-out over the n workloads of one phase: rows[n]. */
-static void leave_one_out(work_t *w, int n, const eplb_plan_opts_t *o,
-                          int reps, row_t *rows) {
+static void leave_one_out(work_t *w, int n, const eplb_plan_opts_t *o, int reps,
+                          row_t *rows) {
   eplb_stats_t *train[MAX_FILES];
   for (int j = 0; j < n; j++) {
     int m = 0;
@@ -163,7 +165,7 @@ static const char *base(const char *p) {
 
 int main(int argc, char **argv) {
   int32_t S = 288, G = 36;
-  int reps = 5, n = 0;
+  int reps = 5, n = 0, speed_only = 0;
   const char *json = NULL;
   work_t w[MAX_FILES];
   for (int i = 1; i < argc; i++) {
@@ -175,11 +177,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
       reps = atoi(argv[++i]);
       reps = reps < 1 ? 1 : reps > 1000 ? 1000 : reps;
+    } else if (strcmp(argv[i], "--speed") == 0) {
+      speed_only = 1;
     } else if (strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
       json = argv[++i];
     } else if (argv[i][0] == '-') {
       fprintf(stderr, "usage: bench_robust [--shape S/G] [--reps N] "
-                      "[--json FILE] STATS...\n");
+                      "[--speed] [--json FILE] STATS...\n");
       return 2;
     } else if (n < MAX_FILES) {
       w[n++].path = argv[i];
@@ -211,7 +215,7 @@ int main(int argc, char **argv) {
   printf("%-28s %-8s %8s %8s %8s %8s %9s\n", "left out", "phase", "robust",
          "sum", "deepseek", "in-samp", "time(ms)");
   int first_phase = 1;
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n && !speed_only; i++) {
     int seen = 0, m = 0;
     for (int j = 0; j < i; j++)
       seen |= strcmp(w[j].phase, w[i].phase) == 0;
@@ -226,8 +230,8 @@ int main(int argc, char **argv) {
     row_t rows[MAX_FILES], mean = {0};
     leave_one_out(grp, m, &o, reps, rows);
     if (jf)
-      fprintf(jf, "%s{\"phase\": \"%s\", \"left_out\": [", first_phase ? "" : ", ",
-              w[i].phase);
+      fprintf(jf, "%s{\"phase\": \"%s\", \"left_out\": [",
+              first_phase ? "" : ", ", w[i].phase);
     first_phase = 0;
     for (int j = 0; j < m; j++) {
       printf("%-28s %-8s %8.4f %8.4f %8.4f %8.4f %9.3f\n", base(grp[j].path),
@@ -267,8 +271,10 @@ int main(int argc, char **argv) {
          k, w[0].st.num_layers, S, G, ms, reps);
   eplb_placement_cleanup(&p);
   if (jf) {
-    fprintf(jf, "], \"speed\": {\"scenarios\": %d, \"layers\": %d, \"ms\": %.4f}}\n",
-            k, w[0].st.num_layers, ms);
+    fprintf(
+        jf,
+        "], \"speed\": {\"scenarios\": %d, \"layers\": %d, \"ms\": %.4f}}\n", k,
+        w[0].st.num_layers, ms);
     fclose(jf);
   }
   for (int i = 0; i < n; i++)

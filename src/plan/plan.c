@@ -88,8 +88,7 @@ static int plan_one_layer(const eplb_stats_t *stats,
  * traffic in the layer, *k of them) and their weights w[K], summing to 1;
  * m[E] their weighted mean.  Counts are checked on the way. */
 static int scenario_layer(const eplb_scenarios_t *sc, int32_t l, double *x,
-                          double *w, double *m, int32_t *k,
-                          eplb_error_t *err) {
+                          double *w, double *m, int32_t *k, eplb_error_t *err) {
   int32_t K = sc->num_scenarios, E = sc->stats[0].num_experts, n = 0;
   double wsum = 0;
   memset(m, 0, sizeof(double) * (size_t)E);
@@ -127,8 +126,8 @@ static int plan_scenario_layer_a(const eplb_scenarios_t *sc,
                                  int32_t *phy2log, double *x, double *w,
                                  double *m, eplb__arena_t *ar,
                                  eplb_error_t *err) {
-  int32_t E = sc->stats[0].num_experts, S = opts->num_slots,
-          G = opts->num_gpus, k = 0;
+  int32_t E = sc->stats[0].num_experts, S = opts->num_slots, G = opts->num_gpus,
+          k = 0;
   int rc = scenario_layer(sc, l, x, w, m, &k, err);
   if (rc)
     return rc;
@@ -138,8 +137,8 @@ static int plan_scenario_layer_a(const eplb_scenarios_t *sc,
     rc = plan_layer(m, E, opts, phy2log, err);
     if (rc == 0 && robust) {
       int32_t dom = eplb_plan_is_hierarchical(opts) ? G / opts->num_nodes : G;
-      rc = eplb__robust_search(&layer, S, G, dom, NULL, 0, -1, phy2log, ar,
-                               err);
+      rc =
+          eplb__robust_search(&layer, S, G, dom, NULL, 0, -1, phy2log, ar, err);
     }
     return rc;
   }
@@ -169,8 +168,8 @@ static int plan_scenario_layer(const eplb_scenarios_t *sc,
   eplb__arena_init(&ar, NULL, 0);
   int rc = plan_scenario_layer_a(
       sc, current ? current->phy2log + (size_t)l * S : NULL, opts, l,
-      out->phy2log + (size_t)l * S, x, x + (size_t)K * E,
-      x + (size_t)K * E + K, &ar, err);
+      out->phy2log + (size_t)l * S, x, x + (size_t)K * E, x + (size_t)K * E + K,
+      &ar, err);
   eplb__arena_done(&ar);
   free(x);
   return rc;
@@ -206,10 +205,10 @@ static void *plan_worker(void *arg) {
     if (skip)
       break;
     int rc = sc->num_scenarios == 1
-                 ? plan_one_layer(sc->stats, job->current, job->opts,
-                                  job->out, l, &err)
-                 : plan_scenario_layer(sc, job->current, job->opts, job->out,
-                                       l, &err);
+                 ? plan_one_layer(sc->stats, job->current, job->opts, job->out,
+                                  l, &err)
+                 : plan_scenario_layer(sc, job->current, job->opts, job->out, l,
+                                       &err);
     if (rc) {
       pthread_mutex_lock(&job->lock);
       if (l < job->failed_layer) {
@@ -367,8 +366,7 @@ int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
 int eplb_scenarios_check(const eplb_scenarios_t *sc, eplb_error_t *err) {
   if (sc == NULL || sc->stats == NULL || sc->num_scenarios < 1 ||
       sc->num_scenarios > EPLB_MAX_SCENARIOS)
-    return eplb_error_set(err, EPLB_EARG,
-                          "%d scenarios: give 1..%d histograms",
+    return eplb_error_set(err, EPLB_EARG, "%d scenarios: give 1..%d histograms",
                           sc && sc->stats ? (int)sc->num_scenarios : 0,
                           EPLB_MAX_SCENARIOS);
   const eplb_stats_t *s0 = &sc->stats[0];
@@ -386,10 +384,9 @@ int eplb_scenarios_check(const eplb_scenarios_t *sc, eplb_error_t *err) {
                             (int)s0->num_layers, (int)s0->num_experts);
     double wk = sc->weights ? sc->weights[k] : 1.0;
     if (!(wk >= EPLB_MIN_SCENARIO_WEIGHT && wk <= EPLB_MAX_SCENARIO_WEIGHT))
-      return eplb_error_set(err, EPLB_EARG,
-                            "scenario %d: weight %g is outside %g..%g",
-                            (int)k, wk, EPLB_MIN_SCENARIO_WEIGHT,
-                            EPLB_MAX_SCENARIO_WEIGHT);
+      return eplb_error_set(
+          err, EPLB_EARG, "scenario %d: weight %g is outside %g..%g", (int)k,
+          wk, EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT);
   }
   return 0;
 }

@@ -23,12 +23,16 @@
  * group was packed to).  A swap that moves the vector d from GPU g to GPU h
  * changes only L(g) and L(h), so its effect on F is known from d, the two
  * GPUs' loads and, per scenario, the largest load of the GPUs other than g
- * and h: the three largest loads per scenario are kept.  Only a GPU that
- * is the most loaded in some scenario can lower F; the critical GPUs are
- * tried in order of the weight they carry, and the best swap of the first
- * one that has an improving swap is made.  Each swap lowers F plus a small
- * multiple of the weighted sum of squared loads (which lets the search go
- * on across ties at the maximum), so the search ends; a budget bounds it.
+ * and h: the three largest loads per scenario are kept, and updated after
+ * a swap only for the scenarios it can have changed.  Only a GPU that is
+ * the most loaded in some scenario can lower F; these critical GPUs are
+ * tried in order of the weight they carry, each against the PARTNERS
+ * GPUs with the most room in its scenarios, a slot against the slot of
+ * the same weight tier there, and the best swap of the first one that has
+ * an improving swap is made.  Each swap lowers F plus a small multiple of
+ * the weighted sum of squared loads (which lets the search go on across
+ * ties at the maximum), so the search ends; a budget bounds it, and its
+ * result is kept only if F itself went down.
  * With a current placement (`orig`) a swap is charged lambda per replica
  * that arrives on a GPU that did not hold its expert there, and refused
  * past max_moves such replicas. */
@@ -49,42 +53,80 @@
 typedef struct {
   const eplb__scenario_layer_t *sc;
   int32_t K, E, S, G, per, dom;
-  int32_t *slot;   /* [S] expert of each slot */
-  int32_t *cnt;    /* [E] replicas */
-  double *v;       /* [S * K] each slot's load in each scenario */
-  double *L;       /* [G * K] each GPU's load in each scenario */
-  double *top;     /* [3 * K] the three largest loads per scenario */
-  int32_t *topg;   /* [3 * K] their GPUs */
-  double *crit;    /* [G] weight of the scenarios a GPU is the max of */
-  int32_t *order;  /* [G] critical GPUs, heaviest weight first */
+  int32_t *slot;       /* [S] expert of each slot */
+  int32_t *cnt;        /* [E] replicas */
+  double *v;           /* [S * K] each slot's load in each scenario */
+  double *L;           /* [G * K] each GPU's load in each scenario */
+  double *top;         /* [3 * K] the three largest loads per scenario */
+  int32_t *topg;       /* [3 * K] their GPUs */
+  double *crit;        /* [G] weight of the scenarios a GPU is the max of */
+  double *ex, *gap;    /* [K] each: pair_setup's */
+  double wtop;         /* sum_k w_k (largest load of scenario k) */
+  double *hkey;        /* [PARTNERS] partners' room */
+  int32_t *hord;       /* [PARTNERS] partners */
+  int32_t *ks;         /* [K] a critical GPU's scenarios */
+  int32_t *order;      /* [G] critical GPUs, heaviest weight first */
+  int32_t *first;      /* [E + 1] expert e's slots: at[first[e]..first[e+1]) */
+  int32_t *at;         /* [S] */
+  int32_t *atg;        /* [S] the GPU of at[i] */
+  double *mw;          /* [S] each slot's weighted mean load (its tier order) */
+  int32_t *byrank;     /* [S] GPU g's slots, heaviest mw first, from g * per */
+  int32_t *rank;       /* [S] each slot's place in byrank */
   const int32_t *orig; /* [S] placement moves are counted from, or NULL */
-  double lambda;   /* score per moved replica */
+  double lambda;       /* score per moved replica */
   int32_t max_moves, moves;
 } rob_t;
 
-/* The three largest loads of each scenario, and each GPU's critical
- * weight: the weights of the scenarios whose most loaded GPU it is. */
-static void rank_gpus(rob_t *r) {
+/* The three largest loads of scenario k (ties: lower GPU). */
+static void rank_scenario(rob_t *r, int32_t k) {
   int32_t K = r->K, G = r->G;
-  for (int32_t k = 0; k < K; k++) {
-    double t0 = -1, t1 = -1, t2 = -1;
-    int32_t g0 = -1, g1 = -1, g2 = -1;
-    for (int32_t g = 0; g < G; g++) {
-      double x = r->L[(size_t)g * K + k];
-      if (x > t0) {
-        t2 = t1, g2 = g1, t1 = t0, g1 = g0, t0 = x, g0 = g;
-      } else if (x > t1) {
-        t2 = t1, g2 = g1, t1 = x, g1 = g;
-      } else if (x > t2) {
-        t2 = x, g2 = g;
-      }
+  double t0 = -1, t1 = -1, t2 = -1;
+  int32_t g0 = -1, g1 = -1, g2 = -1;
+  for (int32_t g = 0; g < G; g++) {
+    double x = r->L[(size_t)g * K + k];
+    if (x > t0) {
+      t2 = t1, g2 = g1, t1 = t0, g1 = g0, t0 = x, g0 = g;
+    } else if (x > t1) {
+      t2 = t1, g2 = g1, t1 = x, g1 = g;
+    } else if (x > t2) {
+      t2 = x, g2 = g;
     }
-    r->top[k] = t0, r->top[K + k] = t1, r->top[2 * K + k] = t2;
-    r->topg[k] = g0, r->topg[K + k] = g1, r->topg[2 * K + k] = g2;
   }
-  memset(r->crit, 0, sizeof(double) * (size_t)G);
-  for (int32_t k = 0; k < K; k++)
+  r->top[k] = t0, r->top[K + k] = t1, r->top[2 * K + k] = t2;
+  r->topg[k] = g0, r->topg[K + k] = g1, r->topg[2 * K + k] = g2;
+}
+
+/* Each GPU's critical weight (the weights of the scenarios whose most
+ * loaded GPU it is) and wtop, from top[]. */
+static void weigh_critical(rob_t *r) {
+  memset(r->crit, 0, sizeof(double) * (size_t)r->G);
+  r->wtop = 0;
+  for (int32_t k = 0; k < r->K; k++) {
     r->crit[r->topg[k]] += r->sc->w[k];
+    r->wtop += r->sc->w[k] * r->top[k];
+  }
+}
+
+/* The three largest loads of every scenario, and the critical weights. */
+static void rank_gpus(rob_t *r) {
+  for (int32_t k = 0; k < r->K; k++)
+    rank_scenario(r, k);
+  weigh_critical(r);
+}
+
+/* After GPUs g and h changed: a scenario's three largest loads change
+ * only when one of them was g's or h's, or g or h now passes the third. */
+static void rerank_after(rob_t *r, int32_t g, int32_t h) {
+  int32_t K = r->K;
+  for (int32_t k = 0; k < K; k++) {
+    const int32_t *tg = r->topg + k;
+    double lg = r->L[(size_t)g * K + k], lh = r->L[(size_t)h * K + k];
+    double t2 = r->top[2 * K + k];
+    if (tg[0] == g || tg[0] == h || tg[K] == g || tg[K] == h ||
+        tg[2 * K] == g || tg[2 * K] == h || lg > t2 || lh > t2)
+      rank_scenario(r, k);
+  }
+  weigh_critical(r);
 }
 
 /* The largest load in scenario k of the GPUs other than g and h. */
@@ -99,11 +141,11 @@ static inline double other_max(const rob_t *r, int32_t k, int32_t g,
   return 0; /* fewer than three GPUs: none other */
 }
 
-/* 1 when GPU g holds expert e in a slot other than `skip`. */
-static int holds(const rob_t *r, int32_t g, int32_t e, int32_t skip) {
-  const int32_t *row = r->slot + (size_t)g * r->per;
-  for (int32_t j = 0; j < r->per; j++)
-    if (row[j] == e && g * r->per + j != skip)
+/* 1 when GPU g holds expert e in a slot other than `skip`: a walk of e's
+ * replicas, few. */
+static inline int holds(const rob_t *r, int32_t g, int32_t e, int32_t skip) {
+  for (int32_t i = r->first[e]; i < r->first[e + 1]; i++)
+    if (r->atg[i] == g && r->at[i] != skip)
       return 1;
   return 0;
 }
@@ -125,54 +167,141 @@ static int32_t move_change(const rob_t *r, int32_t a, int32_t g, int32_t b,
          (was_on(r, h, eb) - was_on(r, g, eb));
 }
 
-/* The score change of swapping slot a (on g) with slot b (on h). */
-static double swap_score(const rob_t *r, int32_t a, int32_t g, int32_t b,
-                         int32_t h) {
+/* What a scan of swaps between GPUs g and h shares: per scenario, the
+ * largest load of the other GPUs, and h's load less g's. */
+static void pair_setup(rob_t *r, int32_t g, int32_t h) {
+  int32_t K = r->K;
+  const double *Lg = r->L + (size_t)g * K, *Lh = r->L + (size_t)h * K;
+  for (int32_t k = 0; k < K; k++) {
+    r->ex[k] = other_max(r, k, g, h);
+    r->gap[k] = Lh[k] - Lg[k];
+  }
+}
+
+/* The score of swapping slot a (on g) with slot b (on h), pair_setup(g,
+ * h) done, less the constant sum_k w_k max_k: moving d = v_a - v_b from g
+ * to h makes scenario k's maximum max(L_g - d, L_h + d, ex), and the
+ * squares change by 2 d (d + L_h - L_g). */
+static inline double swap_score(const rob_t *r, int32_t a, int32_t g, int32_t b,
+                                int32_t h) {
   int32_t K = r->K;
   const double *va = r->v + (size_t)a * K, *vb = r->v + (size_t)b * K;
   const double *Lg = r->L + (size_t)g * K, *Lh = r->L + (size_t)h * K;
-  const double *w = r->sc->w;
-  double dF = 0, dQ = 0;
+  const double *w = r->sc->w, *ex = r->ex, *gap = r->gap;
+  double f = 0, q = 0;
   for (int32_t k = 0; k < K; k++) {
     double d = va[k] - vb[k];
     double lg = Lg[k] - d, lh = Lh[k] + d;
-    double m = lg > lh ? lg : lh, ex = other_max(r, k, g, h);
-    m = m > ex ? m : ex;
-    dF += w[k] * (m - r->top[k]);
-    dQ += w[k] * 2.0 * d * (d - Lg[k] + Lh[k]);
+    double m = lg > lh ? lg : lh;
+    m = m > ex[k] ? m : ex[k];
+    f += w[k] * m;
+    q += w[k] * d * (d + gap[k]);
   }
-  return dF + SQUARES_WEIGHT * r->G * dQ;
+  return f + 2.0 * SQUARES_WEIGHT * r->G * q;
 }
 
-/* The best swap of a slot of GPU g with a slot of another GPU of its
- * domain: *best_score (kept if nothing is better), *ba, *bb. */
-static void best_swap_of(const rob_t *r, int32_t g, double *best_score,
-                         int32_t *ba, int32_t *bb) {
-  int32_t per = r->per, d0 = g / r->dom * r->dom;
-  for (int32_t j = 0; j < per; j++) {
-    int32_t a = g * per + j, ea = r->slot[a];
-    for (int32_t h = d0; h < d0 + r->dom; h++) {
-      if (h == g || holds(r, h, ea, -1))
+/* How far apart in tier (rank by weighted mean load on their GPUs) two
+ * slots may be to swap: GPUs of a balanced plan hold one replica of each
+ * weight tier, and a swap inside a tier changes a GPU's mix of scenarios
+ * while keeping its total.  Wider reaches and more partners (below) found
+ * slightly better plans in bench/bench_robust at several times the cost
+ * (docs/planner.md). */
+#define TIER_REACH 0
+
+/* How many GPUs a critical GPU tries to swap with: those with the most
+ * room in the scenarios it is the most loaded in. */
+#define PARTNERS 8
+
+/* The partners of critical GPU g: the other GPUs of its domain, the most
+ * room (sum over g's scenarios of weight x (max - load)) first, ties to
+ * the lower GPU, at most PARTNERS of them into hord[]; returns how many. */
+static int32_t partners(rob_t *r, int32_t g) {
+  int32_t K = r->K, d0 = g / r->dom * r->dom, nk = 0, n = 0;
+  for (int32_t k = 0; k < K; k++)
+    if (r->topg[k] == g)
+      r->ks[nk++] = k;
+  for (int32_t h = d0; h < d0 + r->dom; h++) {
+    if (h == g)
+      continue;
+    double key = 0;
+    for (int32_t i = 0; i < nk; i++)
+      key += r->sc->w[r->ks[i]] *
+             (r->top[r->ks[i]] - r->L[(size_t)h * K + r->ks[i]]);
+    if (n == PARTNERS && key <= r->hkey[n - 1])
+      continue;
+    int32_t i = n < PARTNERS ? n++ : n - 1;
+    while (i > 0 && r->hkey[i - 1] < key) {
+      r->hkey[i] = r->hkey[i - 1], r->hord[i] = r->hord[i - 1];
+      i--;
+    }
+    r->hkey[i] = key, r->hord[i] = h;
+  }
+  return n;
+}
+
+/* The best swap of a slot of GPU g with a slot of one of its partners
+ * within TIER_REACH tiers: *best_score (kept if nothing is better), *ba,
+ * *bb. */
+static void best_swap_of(rob_t *r, int32_t g, double *best_score, int32_t *ba,
+                         int32_t *bb) {
+  int32_t per = r->per, n = partners(r, g);
+  double best = *best_score + r->wtop;
+  for (int32_t q = 0; q < n; q++) {
+    int32_t h = r->hord[q];
+    pair_setup(r, g, h);
+    for (int32_t j = 0; j < per; j++) {
+      int32_t a = r->byrank[g * per + j], ea = r->slot[a];
+      if (holds(r, h, ea, -1))
         continue;
-      for (int32_t i = 0; i < per; i++) {
-        int32_t b = h * per + i, eb = r->slot[b];
+      int32_t lo = j - TIER_REACH < 0 ? 0 : j - TIER_REACH;
+      int32_t hi = j + TIER_REACH >= per ? per - 1 : j + TIER_REACH;
+      for (int32_t i = lo; i <= hi; i++) {
+        int32_t b = r->byrank[h * per + i], eb = r->slot[b];
         if (eb == ea || holds(r, g, eb, a))
           continue;
-        double s = swap_score(r, a, g, b, h);
-        if (s >= *best_score)
+        double sc = swap_score(r, a, g, b, h);
+        if (sc >= best)
           continue;
         if (r->orig) {
           int32_t dm = move_change(r, a, g, b, h);
           if (r->max_moves >= 0 && dm > 0 && r->moves + dm > r->max_moves)
             continue;
-          s += r->lambda * dm;
-          if (s >= *best_score)
+          sc += r->lambda * dm;
+          if (sc >= best)
             continue;
         }
-        *best_score = s, *ba = a, *bb = b;
+        best = sc, *ba = a, *bb = b;
       }
     }
   }
+  *best_score = best - r->wtop;
+}
+
+/* Re-sorts GPU g's byrank[] after one of its slots changed (insertion
+ * sort: one slot is out of place). */
+static void resort(rob_t *r, int32_t g) {
+  int32_t per = r->per, *o = r->byrank + (size_t)g * per;
+  for (int32_t i = 1; i < per; i++) {
+    int32_t x = o[i], j = i;
+    while (j > 0 && (r->mw[o[j - 1]] < r->mw[x] ||
+                     (r->mw[o[j - 1]] == r->mw[x] && o[j - 1] > x))) {
+      o[j] = o[j - 1];
+      j--;
+    }
+    o[j] = x;
+  }
+  for (int32_t i = 0; i < per; i++)
+    r->rank[o[i]] = i;
+}
+
+/* In expert e's slot list, slot `from` becomes `to`. */
+static void relist(rob_t *r, int32_t e, int32_t from, int32_t to) {
+  for (int32_t i = r->first[e]; i < r->first[e + 1]; i++)
+    if (r->at[i] == from) {
+      r->at[i] = to;
+      r->atg[i] = to / r->per;
+      return;
+    }
 }
 
 /* Makes the swap of slots a and b and updates the loads. */
@@ -188,8 +317,14 @@ static void apply_swap(rob_t *r, int32_t a, int32_t b) {
     double t = va[k];
     va[k] = vb[k], vb[k] = t;
   }
-  int32_t t = r->slot[a];
-  r->slot[a] = r->slot[b], r->slot[b] = t;
+  int32_t ea = r->slot[a], eb = r->slot[b];
+  r->slot[a] = eb, r->slot[b] = ea;
+  relist(r, ea, a, b);
+  relist(r, eb, b, a);
+  double t = r->mw[a];
+  r->mw[a] = r->mw[b], r->mw[b] = t;
+  resort(r, g);
+  resort(r, h);
 }
 
 /* Critical GPUs (crit > 0) into order[], heaviest weight first (ties:
@@ -211,8 +346,8 @@ static int32_t critical_order(rob_t *r) {
 
 static void search(rob_t *r, int32_t budget) {
   double floor_gain = MIN_GAIN / r->G;
+  rank_gpus(r);
   for (int32_t it = 0; it < budget; it++) {
-    rank_gpus(r);
     int32_t n = critical_order(r), ba = -1, bb = -1;
     for (int32_t c = 0; c < n && ba < 0; c++) {
       double best = -floor_gain;
@@ -221,6 +356,7 @@ static void search(rob_t *r, int32_t budget) {
     if (ba < 0)
       return;
     apply_swap(r, ba, bb);
+    rerank_after(r, ba / r->per, bb / r->per);
   }
 }
 
@@ -229,8 +365,8 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
                     int32_t G, int32_t dom, const int32_t *phy2log,
                     eplb__arena_t *ar) {
   int32_t K = sc->K, E = sc->E;
-  *r = (rob_t){.sc = sc, .K = K, .E = E, .S = S, .G = G, .per = S / G,
-               .dom = dom};
+  *r = (rob_t){
+      .sc = sc, .K = K, .E = E, .S = S, .G = G, .per = S / G, .dom = dom};
   r->slot = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
   r->cnt = eplb__arena_take(ar, sizeof(int32_t) * (size_t)E);
   r->v = eplb__arena_take(ar, sizeof(double) * (size_t)S * K);
@@ -239,8 +375,21 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
   r->topg = eplb__arena_take(ar, sizeof(int32_t) * 3 * (size_t)K);
   r->crit = eplb__arena_take(ar, sizeof(double) * (size_t)G);
   r->order = eplb__arena_take(ar, sizeof(int32_t) * (size_t)G);
+  r->hkey = eplb__arena_take(ar, sizeof(double) * PARTNERS);
+  r->hord = eplb__arena_take(ar, sizeof(int32_t) * PARTNERS);
+  r->ks = eplb__arena_take(ar, sizeof(int32_t) * (size_t)K);
+  r->ex = eplb__arena_take(ar, sizeof(double) * (size_t)K);
+  r->gap = eplb__arena_take(ar, sizeof(double) * (size_t)K);
+  r->first = eplb__arena_take(ar, sizeof(int32_t) * ((size_t)E + 1));
+  r->at = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
+  r->atg = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
+  r->mw = eplb__arena_take(ar, sizeof(double) * (size_t)S);
+  r->byrank = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
+  r->rank = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
   if (!r->slot || !r->cnt || !r->v || !r->L || !r->top || !r->topg ||
-      !r->crit || !r->order)
+      !r->crit || !r->order || !r->hkey || !r->hord || !r->ks || !r->ex ||
+      !r->gap || !r->first || !r->at || !r->atg || !r->mw || !r->byrank ||
+      !r->rank)
     return EPLB_ENOMEM;
   memcpy(r->slot, phy2log, sizeof(int32_t) * (size_t)S);
   memset(r->cnt, 0, sizeof(int32_t) * (size_t)E);
@@ -249,19 +398,36 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
   memset(r->L, 0, sizeof(double) * (size_t)G * K);
   for (int32_t s = 0; s < S; s++) {
     int32_t e = phy2log[s];
+    r->mw[s] = 0;
     for (int32_t k = 0; k < K; k++) {
       double x = sc->x[(size_t)k * E + e] / r->cnt[e];
       r->v[(size_t)s * K + k] = x;
       r->L[(size_t)(s / r->per) * K + k] += x;
+      r->mw[s] += sc->w[k] * x;
     }
   }
+  /* Slots by expert (a counting sort: cnt is the histogram). */
+  r->first[0] = 0;
+  for (int32_t e = 0; e < E; e++)
+    r->first[e + 1] = r->first[e] + r->cnt[e];
+  for (int32_t s = 0; s < S; s++) {
+    int32_t i = r->first[phy2log[s]] + --r->cnt[phy2log[s]];
+    r->at[i] = s;
+    r->atg[i] = s / r->per;
+  }
+  for (int32_t s = 0; s < S; s++)
+    r->cnt[phy2log[s]]++;
+  for (int32_t s = 0; s < S; s++)
+    r->byrank[s] = s;
+  for (int32_t g = 0; g < G; g++)
+    resort(r, g);
   return 0;
 }
 
 int eplb__robust_search(const eplb__scenario_layer_t *sc, int32_t S, int32_t G,
                         int32_t dom, const int32_t *orig, double lambda,
-                        int32_t max_moves, int32_t *phy2log,
-                        eplb__arena_t *ar, eplb_error_t *err) {
+                        int32_t max_moves, int32_t *phy2log, eplb__arena_t *ar,
+                        eplb_error_t *err) {
   size_t mark = ar->used;
   rob_t r;
   int rc = rob_init(&r, sc, S, G, dom, phy2log, ar);
@@ -275,8 +441,14 @@ int eplb__robust_search(const eplb__scenario_layer_t *sc, int32_t S, int32_t G,
     r.max_moves = max_moves;
     r.moves = eplb__count_moves(orig, phy2log, S, G);
   }
+  double before =
+      eplb__scenario_objective(sc, phy2log, S, G) + lambda * r.moves;
   search(&r, 64 + 4 * S);
-  memcpy(phy2log, r.slot, sizeof(int32_t) * (size_t)S);
+  /* The search lowers the objective plus a tie-break; keep its result
+   * only if the objective itself (counted afresh: the loads drifted
+   * through the swaps' updates) went down. */
+  if (eplb__scenario_objective(sc, r.slot, S, G) + lambda * r.moves < before)
+    memcpy(phy2log, r.slot, sizeof(int32_t) * (size_t)S);
   ar->used = mark;
   return 0;
 }
