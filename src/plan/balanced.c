@@ -121,7 +121,7 @@ static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
     nb *= 2;
   size_t chain = 20 * szE + 68 * szE + 4 * nb;
   size_t pack = 88 * szG + 4 * szE + 4 * szS;
-  size_t imp = 8 * szE + 12 * szS + 20 * szG;
+  size_t imp = 8 * szE + 12 * szS + 8 * szG + eplb__order_bytes(G);
   chain = chain > pack ? chain : pack;
   chain = chain > imp ? chain : imp;
   return 4 * szE + 28 * szS + chain + 64 * 16;
@@ -417,8 +417,10 @@ static size_t hier_arena_bytes(int32_t E, int32_t S, int32_t G, int32_t N,
   size_t step =
       36 * szK + 8 * szN +
       (20 * szK + 4 * nb + 4 > 88 * szN ? 20 * szK + 4 * nb + 4 : 88 * szN);
+  size_t ord = 36 * szK + 8 * szN + eplb__order_bytes(N); /* its search */
+  step = step > ord ? step : ord;
   size_t flat = flat_arena_bytes((int32_t)epn, (int32_t)spn, (int32_t)gpn);
-  size_t imp = 8 * epn + 12 * spn + 20 * gpn;
+  size_t imp = 8 * epn + 12 * spn + 8 * gpn + eplb__order_bytes((int32_t)gpn);
   step = step > flat ? step : flat;
   step = step > imp ? step : imp;
   return 8 * szE + 4 * (size_t)S + 8 * epn + step + 16 * 16;

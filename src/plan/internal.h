@@ -135,6 +135,89 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
                            int32_t *rank_of, eplb__pack_info_t *info,
                            eplb__arena_t *ar, eplb_error_t *err);
 
+/* Items 0..n-1 in order of a key (ascending, ties lower index) that
+ * changes one item at a time (order.c): GPUs by load for the searches.
+ * The order is cut into blocks of at most EPLB__ORDER_CAP items, each a
+ * sorted array with its keys beside it; walk it block by block
+ * (eplb__order_block).  Memory O(n); init O(n log n); set O(log n +
+ * EPLB__ORDER_CAP), amortised. */
+#define EPLB__ORDER_CAP 64
+#define EPLB__ORDER_FILL 32
+typedef struct eplb__order_s {
+  int32_t n, nb, maxb, nfree;
+  int32_t *bid;   /* [maxb] storage of the b-th block, in order */
+  int32_t *bn;    /* [maxb] items in each storage block */
+  int32_t *free_; /* [maxb] storage blocks not in use */
+  int32_t *items; /* [maxb * CAP] each block's items, in order */
+  double *keys;   /* [maxb * CAP] their keys */
+  double *key;    /* [n] each item's key (more than one block's worth) */
+  int32_t *spare; /* [n] for dealing the items again */
+} eplb__order_t;
+
+/* Items 0..n-1 ordered by key[n] (copied), memory from ar (kept until the
+ * caller gives it back).  0 or EPLB_ENOMEM. */
+int eplb__order_init(eplb__order_t *o, int32_t n, const double *key,
+                     eplb__arena_t *ar);
+
+/* Bytes eplb__order_init takes from an arena for n items. */
+size_t eplb__order_bytes(int32_t n);
+
+/* Item i's key becomes k; it moves to its place. */
+void eplb__order_set(eplb__order_t *o, int32_t i, double k);
+
+/* Item at position p of a block's is[m], ks[m] takes key k and is shifted
+ * to its place in the block (it stays in the block). */
+static inline void eplb__order_shift(int32_t *is, double *ks, int32_t m,
+                                     int32_t p, double k) {
+  int32_t i = is[p];
+  while (p > 0 && (k < ks[p - 1] || (k == ks[p - 1] && i < is[p - 1]))) {
+    ks[p] = ks[p - 1];
+    is[p] = is[p - 1];
+    p--;
+  }
+  while (p < m - 1 && (ks[p + 1] < k || (ks[p + 1] == k && is[p + 1] < i))) {
+    ks[p] = ks[p + 1];
+    is[p] = is[p + 1];
+    p++;
+  }
+  ks[p] = k;
+  is[p] = i;
+}
+
+/* eplb__order_move with several blocks. */
+void eplb__order_move_blocks(eplb__order_t *o, int32_t b, int32_t p,
+                             double k);
+
+/* eplb__order_set for the item at position p of the b-th block.  Up to
+ * EPLB__ORDER_CAP items the order is one block, a sorted array (o->key is
+ * not kept then): a shift. */
+static inline void eplb__order_move(eplb__order_t *o, int32_t b, int32_t p,
+                                    double k) {
+  if (o->n > EPLB__ORDER_CAP)
+    eplb__order_move_blocks(o, b, p, k);
+  else
+    eplb__order_shift(o->items, o->keys, o->n, p, k);
+}
+
+/* The last item (largest key, ties the higher index). */
+static inline int32_t eplb__order_last(const eplb__order_t *o) {
+  if (o->n <= EPLB__ORDER_CAP)
+    return o->items[o->n - 1];
+  int32_t s = o->bid[o->nb - 1];
+  return o->items[(size_t)s * EPLB__ORDER_CAP + o->bn[s] - 1];
+}
+
+/* The b-th block (0 <= b < o->nb): its items and keys, in order; returns
+ * how many. */
+static inline int32_t eplb__order_block(const eplb__order_t *o, int32_t b,
+                                        const int32_t **items,
+                                        const double **keys) {
+  int32_t s = o->bid[b];
+  *items = o->items + (size_t)s * EPLB__ORDER_CAP;
+  *keys = o->keys + (size_t)s * EPLB__ORDER_CAP;
+  return o->bn[s];
+}
+
 /* A layer's placement on G GPUs of `per` slots, with each slot's weight
  * (its expert's load / replicas), for the local search. */
 typedef struct eplb__layout_s {

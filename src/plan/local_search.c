@@ -131,6 +131,8 @@ typedef struct {
   double nmax;
   int32_t h, a, b;
   int blocked; /* a better swap was ruled out as a duplicate */
+  int32_t hb, hk; /* h's place in the GPUs' order: block, position (-1:
+                     not known, found by the full scan) */
 } swap_t;
 
 /* Considers swapping slot a of g with slot b of h. */
@@ -156,38 +158,33 @@ static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
   best->b = b;
 }
 
-/* 1 when GPU x (load lx) sorts before GPU y (load ly): lighter, ties
- * lower index. */
-static inline int lighter_than(double lx, int32_t x, double ly, int32_t y) {
-  return lx < ly || (lx == ly && x < y);
+/* Partners the most loaded GPU is scanned against once a swap was found,
+ * counted in whole blocks of the GPUs' order: the lightest first, so these
+ * are the ones with the most room.  Without this cap the scan goes on while
+ * a partner could still beat the best swap, which on a balanced layout of
+ * thousands of GPUs is most of them at every swap; the cap bounds a swap's
+ * work.  With no swap found yet the scan goes on (as far as a swap can
+ * help), so the search stops where it did.  Up to EPLB__ORDER_CAP GPUs the
+ * order is one block and the cap never binds: the swaps of a full scan. */
+#define SCAN_PARTNERS 64
+
+/* The block of the GPUs' order being scanned, for scan_found. */
+typedef struct {
+  int32_t b;
+} scan_t;
+
+/* Partner k of the block being scanned became the best: its place. */
+static inline void scan_found(const scan_t *sc, int32_t k, swap_t *best) {
+  best->hb = sc->b;
+  best->hk = k;
 }
 
-static inline int lighter(const double *load, int32_t x, int32_t y) {
-  return lighter_than(load[x], x, load[y], y);
-}
-
-/* Moves the GPU at by_load[i], whose load just changed, to its place in
- * by_load[0..n) (sorted lightest first, ties lower index, except for that
- * GPU), and its load with it in bl[] (bl[k] = load[by_load[k]]: the
- * compares read it without a dependent load).  Only the two GPUs of a swap
- * move, so this keeps the order at O(distance) instead of re-sorting every
- * GPU after every swap. */
-static void reposition(const double *load, int32_t *by_load, double *bl,
-                       int32_t n, int32_t i) {
-  int32_t x = by_load[i];
-  double lx = load[x];
-  while (i > 0 && lighter_than(lx, x, bl[i - 1], by_load[i - 1])) {
-    by_load[i] = by_load[i - 1];
-    bl[i] = bl[i - 1];
-    i--;
-  }
-  while (i < n - 1 && lighter_than(bl[i + 1], by_load[i + 1], lx, x)) {
-    by_load[i] = by_load[i + 1];
-    bl[i] = bl[i + 1];
-    i++;
-  }
-  by_load[i] = x;
-  bl[i] = lx;
+/* 1 when the scan stops before partner h of load lh: no lighter partner is
+ * left (gap <= 0), or none can beat the best found (a swap with h cannot
+ * bring the pair below (lg + lh) / 2, nor can one with a heavier GPU). */
+static inline int scan_stop(double lg, double lh, const swap_t *best) {
+  double gap = lg - lh;
+  return gap <= 0 || lg - gap / 2 >= best->nmax;
 }
 
 /* Slot j of GPU g just changed weight; the other slots are in order
@@ -232,27 +229,25 @@ static inline void tier_take(const eplb__layout_t *lay, int32_t g, int32_t h,
   }
 }
 
-/* One iteration of the tiered search (the slot of the same rank on h
- * only) for the most loaded GPU g: updates *best, returns the index in
- * by_load of best->h if this found it, else -1.  Lightest GPUs first: a
- * swap with h cannot bring the pair below (lg + lh) / 2, so once that is
- * no better than the best found, no heavier h can help either.  Each
+/* One block of partners hs[n] (loads ls[n], lightest first) of the tiered
+ * search (the slot of the same rank on h only) for the most loaded GPU g:
+ * updates *best, returns 1 when the scan stops here (scan_stop).  Each
  * version below finds the same best of the per candidates of an h (same
  * maximum, lowest slot among equal ones), without branches (their tests
  * are coin flips to the branch predictor); the duplicate check for that
  * one only. */
-static int32_t tier_scan_scalar(const eplb__layout_t *lay, int32_t g,
-                                const int32_t *by_load, const double *bl,
-                                swap_t *best) {
-  int32_t per = lay->per, best_k = -1;
+static int tier_scan_scalar(const eplb__layout_t *lay, int32_t g,
+                            const int32_t *hs, const double *ls, int32_t n,
+                            scan_t *sc, swap_t *best) {
+  int32_t per = lay->per;
   double lg = lay->load[g];
   const double *gw = lay->w + (size_t)g * per;
   const uint64_t inf = eplb__wbits(HUGE_VAL);
-  for (int32_t k = 0; k < lay->G - 1; k++) {
-    int32_t h = by_load[k];
-    double lh = bl[k], gap = lg - lh;
-    if (gap <= 0 || lg - gap / 2 >= best->nmax)
-      break;
+  for (int32_t k = 0; k < n; k++) {
+    int32_t h = hs[k];
+    double lh = ls[k], gap = lg - lh;
+    if (scan_stop(lg, lh, best))
+      return 1;
     const double *hw = lay->w + (size_t)h * per;
     double mn = HUGE_VAL;
     int32_t am = 0;
@@ -272,10 +267,10 @@ static int32_t tier_scan_scalar(const eplb__layout_t *lay, int32_t g,
       int32_t before = best->h;
       tier_take(lay, g, h, am, mn, best);
       if (best->h != before)
-        best_k = k;
+        scan_found(sc, k, best);
     }
   }
-  return best_k;
+  return 0;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -312,16 +307,45 @@ __attribute__((target("avx2"))) static inline __m256i tier_lanes4(int32_t n) {
                             _mm256_setr_epi64x(0, 1, 2, 3));
 }
 
+/* holds() for a GPU of up to 8 slots, the 8 compares at once: 1 when
+ * row[0..per) holds x outside slot `skip`; lanes8 has the lanes below per
+ * set. */
+__attribute__((target("avx2"))) static inline int
+holds8(const int32_t *row, __m256i lanes8, int32_t x, int32_t skip) {
+  __m256i v = _mm256_maskload_epi32(row, lanes8);
+  __m256i eq =
+      _mm256_and_si256(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(x)), lanes8);
+  return (_mm256_movemask_ps(_mm256_castsi256_ps(eq)) & ~(1 << skip)) != 0;
+}
+
+/* tier_take with holds8 (per <= 8). */
+__attribute__((target("avx2"))) static inline void
+tier_take8(const eplb__layout_t *lay, int32_t g, int32_t h, int32_t am,
+           double mn, __m256i lanes8, swap_t *best) {
+  size_t per = (size_t)lay->per;
+  const int32_t *rg = lay->expert + (size_t)g * per;
+  const int32_t *rh = lay->expert + (size_t)h * per;
+  if (!holds8(rh, lanes8, rg[am], am) && !holds8(rg, lanes8, rh[am], am)) {
+    best->nmax = mn;
+    best->h = h;
+    best->a = am;
+    best->b = am;
+  } else {
+    for (int32_t a = 0; a < lay->per; a++)
+      consider(lay, g, a, h, a, best);
+  }
+}
+
 __attribute__((target("avx2"))) static inline double tier_hmin4(__m256d v) {
   __m128d m =
       _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)));
 }
 
-__attribute__((target("avx2"))) static int32_t
-tier_scan_avx2(const eplb__layout_t *lay, int32_t g, const int32_t *by_load,
-               const double *bl, swap_t *best) {
-  int32_t per = lay->per, best_k = -1;
+__attribute__((target("avx2"))) static int
+tier_scan_avx2(const eplb__layout_t *lay, int32_t g, const int32_t *hs,
+               const double *ls, int32_t n, scan_t *sc, swap_t *best) {
+  int32_t per = lay->per;
   double lg = lay->load[g];
   const double *gw = lay->w + (size_t)g * per;
   const __m256d vlg = _mm256_set1_pd(lg), inf = _mm256_set1_pd(HUGE_VAL);
@@ -331,11 +355,13 @@ tier_scan_avx2(const eplb__layout_t *lay, int32_t g, const int32_t *by_load,
   __m256d g0 = _mm256_maskload_pd(gw, l0), g1 = g0;
   if (per > 4)
     g1 = _mm256_maskload_pd(gw + 4, l1);
-  for (int32_t k = 0; k < lay->G - 1; k++) {
-    int32_t h = by_load[k];
-    double lh = bl[k], gap = lg - lh;
-    if (gap <= 0 || lg - gap / 2 >= best->nmax)
-      break;
+  __m256i lanes8 = _mm256_cmpgt_epi32(_mm256_set1_epi32(per),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (int32_t k = 0; k < n; k++) {
+    int32_t h = hs[k];
+    double lh = ls[k], gap = lg - lh;
+    if (scan_stop(lg, lh, best))
+      return 1;
     const double *hw = lay->w + (size_t)h * per;
     __m256d vlh = _mm256_set1_pd(lh), vgap = _mm256_set1_pd(gap);
     __m256d bound = _mm256_set1_pd(best->nmax), ok, nm;
@@ -386,16 +412,19 @@ tier_scan_avx2(const eplb__layout_t *lay, int32_t g, const int32_t *by_load,
       }
     }
     int32_t before = best->h;
-    tier_take(lay, g, h, am, mn, best);
+    if (per <= 8)
+      tier_take8(lay, g, h, am, mn, lanes8, best);
+    else
+      tier_take(lay, g, h, am, mn, best);
     if (best->h != before)
-      best_k = k;
+      scan_found(sc, k, best);
   }
-  return best_k;
+  return 0;
 }
 #endif
 
-typedef int32_t (*tier_scan_fn)(const eplb__layout_t *, int32_t,
-                                const int32_t *, const double *, swap_t *);
+typedef int (*tier_scan_fn)(const eplb__layout_t *, int32_t, const int32_t *,
+                            const double *, int32_t, scan_t *, swap_t *);
 
 /* The widest version this CPU runs, asked once per search: the answer
  * (libgcc's, filled in by a constructor) is only read, so threads may ask
@@ -408,64 +437,71 @@ static tier_scan_fn tier_scan_for(void) {
   return tier_scan_scalar;
 }
 
+/* One block of partners hs[n] (loads ls[n], lightest first) of the free
+ * search for the most loaded GPU g: updates *best, returns 1 when the scan
+ * stops here (scan_stop).  The ideal swap moves gap/2: for each a
+ * (heaviest first) the b whose weight is nearest w_a - gap/2; that target
+ * only falls as a does, so one pointer sweeps h once.  Only the neighbours
+ * on both sides of the target can be best for this a. */
+static int free_scan(const eplb__layout_t *lay, int32_t g, const int32_t *hs,
+                     const double *ls, int32_t n, scan_t *sc, swap_t *best) {
+  int32_t per = lay->per;
+  double lg = lay->load[g];
+  const double *gw = lay->w + (size_t)g * per;
+  for (int32_t k = 0; k < n; k++) {
+    int32_t h = hs[k];
+    double gap = lg - ls[k];
+    if (scan_stop(lg, ls[k], best))
+      return 1;
+    const double *hw = lay->w + (size_t)h * per;
+    int32_t j = 0, before = best->h;
+    for (int32_t a = 0; a < per; a++) {
+      double t = gw[a] - gap / 2;
+      while (j < per && hw[j] > t)
+        j++;
+      if (j > 0)
+        consider(lay, g, a, h, j - 1, best);
+      if (j < per)
+        consider(lay, g, a, h, j, best);
+    }
+    if (best->h != before)
+      scan_found(sc, k, best);
+  }
+  return 0;
+}
+
 void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
                           eplb__arena_t *ar) {
   int32_t G = lay->G, per = lay->per;
   if (G < 2)
     return;
   size_t mark = ar->used;
-  int32_t *by_load = eplb__arena_take(ar, sizeof(int32_t) * (size_t)G);
-  double *bl = eplb__arena_take(ar, sizeof(double) * (size_t)G);
-  if (by_load == NULL || bl == NULL) {
+  eplb__order_t ord; /* the GPUs, lightest first (ties: lower index) */
+  if (eplb__order_init(&ord, G, lay->load, ar) != 0) {
     ar->used = mark;
     return; /* the search only improves a valid layout: skipping is safe */
   }
   tier_scan_fn tier_scan = tiered ? tier_scan_for() : NULL;
-  for (int32_t g = 0; g < G; g++) {
+  for (int32_t g = 0; g < G; g++)
     sort_gpu(lay, g);
-    by_load[g] = g;
-  }
-  /* Insertion sort: the order is total, so it is the unique sorted one. */
-  for (int32_t i = 1; i < G; i++) {
-    int32_t x = by_load[i], j = i;
-    for (; j > 0 && lighter(lay->load, x, by_load[j - 1]); j--)
-      by_load[j] = by_load[j - 1];
-    by_load[j] = x;
-  }
-  for (int32_t k = 0; k < G; k++)
-    bl[k] = lay->load[by_load[k]];
   for (int32_t it = 0; it < max_iters; it++) {
-    int32_t g = by_load[G - 1];
+    int32_t g = eplb__order_last(&ord);
     double lg = lay->load[g];
-    const double *gw = lay->w + (size_t)g * per;
-    swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .blocked = 0};
-    int32_t best_k = -1; /* index of best.h in by_load */
-    if (tiered)
-      best_k = tier_scan(lay, g, by_load, bl, &best);
-    /* Lightest GPUs first, as in tier_scan_scalar. */
-    for (int32_t k = 0; !tiered && k < G - 1; k++) {
-      int32_t h = by_load[k];
-      double lh = bl[k], gap = lg - lh;
-      if (gap <= 0 || lg - gap / 2 >= best.nmax)
+    swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .hb = -1};
+    scan_t sc = {0};
+    /* The partners lightest first, block by block of the order; g, the
+     * last, is never reached (gap 0 stops the scan). */
+    for (int32_t b = 0, scanned = 0; b < ord.nb; b++) {
+      const int32_t *hs;
+      const double *ls;
+      if (scanned >= SCAN_PARTNERS && best.h >= 0)
         break;
-      int32_t before = best.h;
-      const double *hw = lay->w + (size_t)h * per;
-      /* The ideal swap moves gap/2: for each a (heaviest first) the b whose
-       * weight is nearest w_a - gap/2; that target only falls as a does, so
-       * one pointer sweeps h once.  Only the neighbours on both sides of the
-       * target can be best for this a. */
-      int32_t j = 0;
-      for (int32_t a = 0; a < per; a++) {
-        double t = gw[a] - gap / 2;
-        while (j < per && hw[j] > t)
-          j++;
-        if (j > 0)
-          consider(lay, g, a, h, j - 1, &best);
-        if (j < per)
-          consider(lay, g, a, h, j, &best);
-      }
-      if (best.h != before)
-        best_k = k;
+      int32_t n = eplb__order_block(&ord, b, &hs, &ls);
+      scanned += n;
+      sc.b = b;
+      if (tiered ? tier_scan(lay, g, hs, ls, n, &sc, &best)
+                 : free_scan(lay, g, hs, ls, n, &sc, &best))
+        break;
     }
     if (best.h < 0 && best.blocked && !tiered) {
       /* Neighbours were ruled out as duplicates: one full scan before
@@ -475,18 +511,20 @@ void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
           for (int32_t a = 0; a < per; a++)
             for (int32_t b = 0; b < per; b++)
               consider(lay, g, a, h, b, &best);
+      best.hb = -1;
     }
     if (best.h < 0)
       break;
-    if (best_k < 0 || by_load[best_k] != best.h) /* found by the full scan */
-      for (best_k = 0; by_load[best_k] != best.h; best_k++)
-        ;
     swap_slots(lay, g, best.a, best.h, best.b);
     resort_slot(lay, g, best.a);
     resort_slot(lay, best.h, best.b);
-    /* h first, among the GPUs other than g (still last); then g. */
-    reposition(lay->load, by_load, bl, G - 1, best_k);
-    reposition(lay->load, by_load, bl, G, G - 1);
+    /* h first: it stays below g, which stays last. */
+    if (best.hb >= 0)
+      eplb__order_move(&ord, best.hb, best.hk, lay->load[best.h]);
+    else
+      eplb__order_set(&ord, best.h, lay->load[best.h]);
+    int32_t last = ord.nb - 1;
+    eplb__order_move(&ord, last, ord.bn[ord.bid[last]] - 1, lay->load[g]);
   }
   ar->used = mark;
 }
