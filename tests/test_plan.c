@@ -869,13 +869,16 @@ static void test_replicate_sorted_reference(void **state) {
 
 /* eplb__pack_greedy against a linear-scan reference: each item (in order)
  * to the lightest bin with room (ties: lower bin), with keys avoiding bins
- * that hold the key when any bin with room does not; clashes counted. */
-static void test_pack_greedy_reference(void **state) {
-  (void)state;
-  enum { BINS = 12, CAP = 5, N = BINS * CAP };
-  double w[N], bw[BINS];
-  int32_t order[N], key[N], bin[N], rank[N], rb[N], rr[N], bn[BINS];
-  for (int trial = 0; trial < 40; trial++) {
+ * that hold the key when any bin with room does not; clashes counted.
+ * Up to 64 bins and beyond (where the key index is the chains and the
+ * bins' key lists, whichever is shorter). */
+static void pack_reference_case(int32_t BINS, int32_t CAP, int trials) {
+  int32_t N = BINS * CAP;
+  double *w = malloc(sizeof(double) * N), *bw = malloc(sizeof(double) * BINS);
+  int32_t *ints = malloc(sizeof(int32_t) * (7 * (size_t)N + BINS));
+  int32_t *order = ints, *key = order + N, *bin = key + N, *rank = bin + N;
+  int32_t *rb = rank + N, *rr = rb + N, *bn = rr + N;
+  for (int trial = 0; trial < trials; trial++) {
     int keyed = trial % 2;
     for (int32_t i = 0; i < N; i++) {
       key[i] = (int32_t)(rng_next() % 20);
@@ -888,8 +891,8 @@ static void test_pack_greedy_reference(void **state) {
                                        NULL),
                      0);
     int32_t want_clashes = 0;
-    memset(bw, 0, sizeof(bw));
-    memset(bn, 0, sizeof(bn));
+    memset(bw, 0, sizeof(double) * BINS);
+    memset(bn, 0, sizeof(int32_t) * BINS);
     for (int32_t k = 0; k < N; k++) {
       int32_t i = order[k], plain = -1, best = -1;
       for (int32_t b = 0; b < BINS; b++) {
@@ -898,7 +901,7 @@ static void test_pack_greedy_reference(void **state) {
         if (plain < 0 || bw[b] < bw[plain])
           plain = b;
         int clash = 0;
-        for (int32_t q = 0; keyed && q < k; q++)
+        for (int32_t q = 0; keyed && q < k && !clash; q++)
           clash |= rb[order[q]] == b && key[order[q]] == key[i];
         if (!clash && (best < 0 || bw[b] < bw[best]))
           best = b;
@@ -911,10 +914,19 @@ static void test_pack_greedy_reference(void **state) {
       rr[i] = bn[best]++;
       bw[best] += w[i];
     }
-    assert_memory_equal(bin, rb, sizeof(rb));
-    assert_memory_equal(rank, rr, sizeof(rr));
+    assert_memory_equal(bin, rb, sizeof(int32_t) * N);
+    assert_memory_equal(rank, rr, sizeof(int32_t) * N);
     assert_int_equal(clashes, want_clashes);
   }
+  free(w);
+  free(bw);
+  free(ints);
+}
+
+static void test_pack_greedy_reference(void **state) {
+  (void)state;
+  pack_reference_case(12, 5, 40);
+  pack_reference_case(96, 3, 8);
 }
 
 /* The balanced policy skips DeepSeek's plan when its own greedy packing is

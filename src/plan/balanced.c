@@ -111,7 +111,7 @@ done:
  * at most at once, so that one block holds it: its arrays, then the
  * largest of what the chain below takes and gives back in turn -
  * replication (20E) with the larger of its sort (20E + 4nb) and its tree
- * (68E); packing (bins, a tree of < 4G nodes, held bins, key chains);
+ * (68E); packing (bins, a tree of < 4G nodes, held bins, key index);
  * improve (its layout, then the repair's stamps or the search's order) -
  * and room for the rounding of every take.  Anything more is a malloc of
  * its own (eplb__arena_take): slower, never wrong. */
@@ -120,7 +120,7 @@ static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
   while (nb < 4 * szE)
     nb *= 2;
   size_t chain = 20 * szE + 68 * szE + 4 * nb;
-  size_t pack = 88 * szG + 4 * szE + 4 * szS;
+  size_t pack = 88 * szG + 8 * szE + 8 * szS;
   size_t imp = 8 * szE + 12 * szS + 8 * szG + eplb__order_bytes(G);
   chain = chain > pack ? chain : pack;
   chain = chain > imp ? chain : imp;

@@ -93,24 +93,30 @@ static void tree_init(bin_tree_t *t, int32_t bins) {
  * items placed with k, whose varying length the branch predictor
  * misses; 8 bytes a key, no more than the chains' 4 a key and 4 an item.
  * Beyond 64 bins the items placed with key k are chained from head[k]
- * through next[] (usually zero or one). */
+ * through next[] (usually zero or one), and each bin's keys are listed
+ * (bkey[b * cap ..], as many as the bin holds): a test walks the shorter
+ * of the two, so an expert with thousands of replicas costs no more than
+ * a bin's few slots. */
 typedef struct {
   uint64_t *kset; /* [keys], or NULL: chains */
   int32_t *head;  /* [keys] */
+  int32_t *kn;    /* [keys] items placed with each key */
   int32_t *next;  /* [n] */
+  int32_t *bkey;  /* [bins * cap] */
+  int32_t cap;
 } key_index_t;
 
-/* An empty key index for n items of keys key[n] on `bins` bins, from ar:
- * 0, or -1 when out of memory.  The helpers below take it by value: by
- * pointer, GCC reloaded kset from the stack at every clash test of the
- * packing loop. */
+/* An empty key index for n items of keys key[n] on `bins` bins of `cap`,
+ * from ar: 0, or -1 when out of memory.  The helpers below take it by
+ * value: by pointer, GCC reloaded kset from the stack at every clash test
+ * of the packing loop. */
 static int key_index_take(key_index_t *x, const int32_t *key, int32_t n,
-                          int32_t bins, eplb__arena_t *ar) {
+                          int32_t bins, int32_t cap, eplb__arena_t *ar) {
   int32_t kmax = 0;
   for (int32_t i = 0; i < n; i++)
     kmax = key[i] > kmax ? key[i] : kmax;
   size_t keys = (size_t)kmax + 1;
-  *x = (key_index_t){NULL, NULL, NULL};
+  *x = (key_index_t){.cap = cap};
   if (bins <= 64) {
     x->kset = eplb__arena_take(ar, sizeof(uint64_t) * keys);
     if (x->kset == NULL)
@@ -119,34 +125,46 @@ static int key_index_take(key_index_t *x, const int32_t *key, int32_t n,
     return 0;
   }
   x->head = eplb__arena_take(ar, sizeof(int32_t) * keys);
+  x->kn = eplb__arena_take(ar, sizeof(int32_t) * keys);
   x->next = eplb__arena_take(ar, sizeof(int32_t) * (size_t)n);
-  if (x->head == NULL || x->next == NULL)
+  x->bkey = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins * cap);
+  if (x->head == NULL || x->kn == NULL || x->next == NULL || x->bkey == NULL)
     return -1;
   for (size_t k = 0; k < keys; k++)
     x->head[k] = -1;
+  memset(x->kn, 0, sizeof(int32_t) * keys);
   return 0;
 }
 
-/* 1 when bin b already holds an item with key k (bin_of: the bins of the
- * items placed). */
+/* 1 when bin b, holding nb items, already holds an item with key k
+ * (bin_of: the bins of the items placed). */
 static inline int key_index_has(key_index_t x, const int32_t *bin_of, int32_t b,
-                                int32_t k) {
+                                int32_t nb, int32_t k) {
   if (x.kset != NULL)
     return (int)(x.kset[k] >> b & 1);
-  for (int32_t it = x.head[k]; it >= 0; it = x.next[it])
-    if (bin_of[it] == b)
+  if (x.kn[k] <= nb) {
+    for (int32_t it = x.head[k]; it >= 0; it = x.next[it])
+      if (bin_of[it] == b)
+        return 1;
+    return 0;
+  }
+  const int32_t *bk = x.bkey + (size_t)b * x.cap;
+  for (int32_t j = 0; j < nb; j++)
+    if (bk[j] == k)
       return 1;
   return 0;
 }
 
-/* Item i, of key k, went to bin b. */
+/* Item i, of key k, went to bin b, which held nb items before. */
 static inline void key_index_add(key_index_t x, int32_t i, int32_t k,
-                                 int32_t b) {
+                                 int32_t b, int32_t nb) {
   if (x.kset != NULL) {
     x.kset[k] |= (uint64_t)1 << b;
   } else {
     x.next[i] = x.head[k];
     x.head[k] = i;
+    x.kn[k]++;
+    x.bkey[(size_t)b * x.cap + nb] = k;
   }
 }
 
@@ -156,13 +174,14 @@ static inline void key_index_add(key_index_t x, int32_t i, int32_t k,
  * plain lightest bin, ++*nforced when it goes to a bin with its key.
  * bin_w[] are the true weights; ix is unused when key is NULL. */
 static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
-                        key_index_t ix, const int32_t *bin_of, int32_t i,
-                        int32_t *held, int32_t root, int32_t *nclash,
-                        int32_t *nforced) {
+                        key_index_t ix, const int32_t *bin_of,
+                        const int32_t *bin_n, int32_t i, int32_t *held,
+                        int32_t root, int32_t *nclash, int32_t *nforced) {
   int32_t best = root, nheld = 0;
   if (key == NULL)
     return best;
-  while (best < t->P && key_index_has(ix, bin_of, best, key[i])) {
+  while (best < t->P &&
+         key_index_has(ix, bin_of, best, bin_n[best], key[i])) {
     held[nheld++] = best;
     best = tree_set(t, best, HUGE_VAL);
     if (tree_weight(t, best) == eplb__wbits(HUGE_VAL))
@@ -213,7 +232,7 @@ static void pack_prefix(const double *w, const int32_t *order, int32_t from,
   for (int32_t k = 0; k < from; k++) {
     int32_t i = order[k];
     if (key != NULL)
-      key_index_add(ix, i, key[i], bin_of[i]);
+      key_index_add(ix, i, key[i], bin_of[i], bin_n[bin_of[i]]);
     bin_n[bin_of[i]]++;
     bin_w[bin_of[i]] += w[i];
   }
@@ -245,10 +264,10 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   int32_t *ni = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)P);
   uint64_t *nw = eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)P);
   int32_t *held = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
-  key_index_t ix = {NULL, NULL, NULL};
+  key_index_t ix = {0};
   int rc = 0;
   if (!bin_w || !bin_n || !ni || !nw || !held ||
-      (key && key_index_take(&ix, key, n, bins, ar) != 0)) {
+      (key && key_index_take(&ix, key, n, bins, cap, ar) != 0)) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
@@ -259,14 +278,14 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   info->stopped = 0;
   for (int32_t k = from; k < n; k++) {
     int32_t i = order[k];
-    int32_t best =
-        pick_bin(&t, bin_w, key, ix, bin_of, i, held, root, &nclash, &nforced);
+    int32_t best = pick_bin(&t, bin_w, key, ix, bin_of, bin_n, i, held, root,
+                            &nclash, &nforced);
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
     if (key != NULL)
-      key_index_add(ix, i, key[i], best);
+      key_index_add(ix, i, key[i], best, bin_n[best]);
     bin_n[best]++;
     bin_w[best] += w[i];
     root = tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
