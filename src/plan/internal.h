@@ -281,30 +281,38 @@ int eplb__plan_spill(const double *load, int32_t E,
  * counts - under max GPU load + lambda x replicas moved away from `orig`.
  * The caller sets E, S, G, per, load, orig (and home, gpn to price a
  * replica away from its home node instead of a move) and calls
- * eplb__search_alloc; eplb__search_free frees, also after a failed alloc. */
+ * eplb__search_alloc; eplb__search_free frees, also after a failed alloc.
+ * Memory O(E + S + G). */
 typedef struct eplb__search_s {
   int32_t E, S, G, per;
   const double *load;
   int32_t *slot;       /* [S] working placement */
   int32_t *cnt;        /* [E] replicas */
-  double *gl;          /* [G] GPU loads */
-  double *scratch;     /* [G] loads of a move under evaluation */
+  double *gl;          /* [G] GPU loads: its slots' weights summed in order */
   const int32_t *orig; /* [S] placement we started from */
   const int32_t *home; /* [E] home node of each expert (spill), or NULL */
   int32_t gpn;         /* GPUs per node (spill mode) */
-  int32_t *first;      /* [E + 1] expert e's slots: at[first[e]..first[e+1]) */
-  int32_t *at;         /* [S] slots grouped by expert, ascending in each */
+  int32_t *head;       /* [E] expert e's slots: a list from head[e] */
+  int32_t *nxt, *prv;  /* [S] the lists (-1 ends them) */
   double *ew;          /* [E] load per replica of each expert */
   double *sw;          /* [S] load per replica of each slot's expert */
+  double *ng;          /* [G] loads of a move under evaluation (stamped) */
+  int32_t *stamp;      /* [G] which evaluation ng[g] belongs to */
+  int32_t *touched;    /* [G] GPUs the evaluated move changes */
+  int32_t tick;        /* the current evaluation */
   unsigned char *mark; /* [E] scratch flags, all 0 between uses */
+  eplb__order_t gpus;  /* GPUs by load, lightest first */
+  eplb__order_t hot;   /* experts by load per replica, heaviest first */
+  eplb__arena_t ar;    /* memory of the orders */
 } eplb__search_t;
 
 /* Allocates the working arrays of c (E, S, G set): 0 or EPLB_ENOMEM. */
 int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err);
 void eplb__search_free(eplb__search_t *c);
 
-/* Starts c from placement[S]: copies it, counts replicas, computes the GPU
- * loads; returns their sum. */
+/* Starts c from placement[S] (every expert on some slot): copies it,
+ * counts replicas, computes the GPU loads; returns their sum, or -1 when
+ * out of memory. */
 double eplb__search_set(eplb__search_t *c, const int32_t *placement);
 
 /* The largest GPU load of c's placement. */

@@ -223,15 +223,34 @@ double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
 
 int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
                           int32_t G) {
-  int32_t per = S / G, moves = 0;
-  for (int32_t g = 0; g < G; g++) {
-    const int32_t *row = from + (size_t)g * per;
-    for (int32_t j = 0; j < per; j++) {
-      int32_t e = to[g * per + j], held = 0;
-      for (int32_t k = 0; k < per && !held; k++)
-        held = row[k] == e;
-      moves += !held;
-    }
+  int32_t per = S / G, moves = 0, E = 0;
+  for (int32_t s = 0; s < S; s++) {
+    E = from[s] >= E ? from[s] + 1 : E;
+    E = to[s] >= E ? to[s] + 1 : E;
   }
+  /* seen[e] == g: GPU g holds e in `from`; one pass over each row instead
+   * of a scan of the row per slot. */
+  int32_t *seen = malloc(sizeof(int32_t) * ((size_t)E + 1));
+  if (seen == NULL) { /* the row scans, without memory */
+    for (int32_t g = 0; g < G; g++) {
+      const int32_t *row = from + (size_t)g * per;
+      for (int32_t j = 0; j < per; j++) {
+        int32_t e = to[g * per + j], held = 0;
+        for (int32_t k = 0; k < per && !held; k++)
+          held = row[k] == e;
+        moves += !held;
+      }
+    }
+    return moves;
+  }
+  for (int32_t e = 0; e < E; e++)
+    seen[e] = -1;
+  for (int32_t g = 0; g < G; g++) {
+    for (int32_t j = 0; j < per; j++)
+      seen[from[g * per + j]] = g;
+    for (int32_t j = 0; j < per; j++)
+      moves += seen[to[g * per + j]] != g;
+  }
+  free(seen);
   return moves;
 }

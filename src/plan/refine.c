@@ -9,64 +9,116 @@
  *     max GPU load + lambda * (replicas that arrive on a GPU that did not
  *                              hold that expert before)
  * with lambda = move_cost * mean GPU load (move_cost is in imbalance units
- * per moved replica; 0 for eplb__refine).  Each step looks at the most
- * loaded GPU g and tries:
- *  - swap: a slot of g with a lighter slot of another GPU (loads of two GPUs
- *    change; replica counts do not);
+ * per moved replica; 0 for eplb__refine).  A move's gain is the load above
+ * the mean it removes, summed over GPUs (unlike the maximum alone it
+ * credits a move that lowers one of several equally loaded GPUs), less
+ * lambda per moved replica.  Each step looks at the most loaded GPU g (the
+ * next of the four most loaded when g has no move) and tries:
+ *  - swap: a slot of g with a lighter slot of a GPU below the mean, the
+ *    lightest first (loads of two GPUs change; replica counts do not);
  *  - replicate in: give one of g's heaviest experts another replica on a
  *    light GPU, in a slot whose expert has replicas to spare;
  *  - replace: turn one of g's slots whose expert has replicas to spare into
- *    a replica of the hottest expert per replica that g lacks;
+ *    a replica of one of the hottest experts per replica that g lacks;
  * and applies the one with the largest net gain, until none gains or the
- * move budget (max_moves) is spent. */
+ * move budget (max_moves) is spent.
+ *
+ * Scale.  A step's work does not grow with the GPUs: they are kept in
+ * load order (order.c), moved only when a move changes their load; swaps
+ * are scanned against at most SWAP_PARTNERS partners once one was found;
+ * a replica-count move is judged on the GPUs holding the two experts
+ * whose weights change (a list of each expert's slots), and the experts
+ * are kept in order of load per replica for the replace candidates. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "plan/internal.h"
 
-static double wt(const eplb__search_t *c, int32_t e) {
-  return c->load[e] / c->cnt[e];
+/* Partners a swap of the most loaded GPU is looked for in, counted in
+ * whole blocks of the GPUs' order, once a move was found (the lightest
+ * first: the most room).  Until then the scan goes on as far as a swap can
+ * gain.  Up to EPLB__ORDER_CAP GPUs the order is one block: no cap. */
+#define SWAP_PARTNERS 64
+
+static double pos(double v) { return v > 0 ? v : 0; }
+
+/* The load of GPU g: its slots' weights summed in slot order. */
+static double gpu_sum(const eplb__search_t *c, int32_t g) {
+  double sum = 0;
+  for (int32_t j = 0; j < c->per; j++)
+    sum += c->sw[g * c->per + j];
+  return sum;
 }
 
-/* Recomputes the GPU loads and the slots-by-expert index after a change. */
-static void recompute(eplb__search_t *c) {
-  for (int32_t e = 0; e < c->E; e++)
-    c->ew[e] = wt(c, e); /* as the search always did, also for cnt 0 */
-  for (int32_t s = 0; s < c->S; s++)
-    c->sw[s] = c->ew[c->slot[s]];
-  for (int32_t g = 0; g < c->G; g++) {
-    double sum = 0;
-    for (int32_t j = 0; j < c->per; j++)
-      sum += c->sw[g * c->per + j];
-    c->gl[g] = sum;
-  }
-  /* Counting sort of the slots by expert (cnt[] is the histogram). */
-  int32_t *first = c->first, *fill = c->at;
-  first[0] = 0;
-  for (int32_t e = 0; e < c->E; e++)
-    first[e + 1] = first[e] + c->cnt[e];
-  for (int32_t s = 0; s < c->S; s++) {
-    int32_t e = c->slot[s];
-    fill[first[e]++] = s;
-  }
-  for (int32_t e = c->E; e > 0; e--)
-    first[e] = first[e - 1];
-  first[0] = 0;
+/* Slot s joins, or leaves, expert e's list. */
+static void list_add(eplb__search_t *c, int32_t e, int32_t s) {
+  c->prv[s] = -1;
+  c->nxt[s] = c->head[e];
+  if (c->head[e] >= 0)
+    c->prv[c->head[e]] = s;
+  c->head[e] = s;
 }
 
-/* Allocates the working arrays of c (E, S, G set); 0 or EPLB_ENOMEM. */
+static void list_del(eplb__search_t *c, int32_t e, int32_t s) {
+  if (c->prv[s] >= 0)
+    c->nxt[c->prv[s]] = c->nxt[s];
+  else
+    c->head[e] = c->nxt[s];
+  if (c->nxt[s] >= 0)
+    c->prv[c->nxt[s]] = c->prv[s];
+}
+
+/* GPU g's load is summed afresh and moved in the order. */
+static void gpu_update(eplb__search_t *c, int32_t g) {
+  c->gl[g] = gpu_sum(c, g);
+  eplb__order_set(&c->gpus, g, c->gl[g]);
+}
+
+/* Expert e's replica count changed: its weight on every slot, the loads of
+ * the GPUs holding it (each once: stamped), its place among the hot. */
+static void expert_update(eplb__search_t *c, int32_t e) {
+  c->ew[e] = c->load[e] / c->cnt[e];
+  eplb__order_set(&c->hot, e, -c->ew[e]);
+  for (int32_t s = c->head[e]; s >= 0; s = c->nxt[s])
+    c->sw[s] = c->ew[e];
+}
+
+/* After the counts of experts a and b changed (b may be -1): every GPU
+ * holding either is summed afresh, each once. */
+static void update_holders(eplb__search_t *c, int32_t a, int32_t b) {
+  int32_t t = ++c->tick;
+  for (int k = 0; k < 2; k++) {
+    int32_t e = k == 0 ? a : b;
+    for (int32_t s = e >= 0 ? c->head[e] : -1; s >= 0; s = c->nxt[s]) {
+      int32_t g = s / c->per;
+      if (c->stamp[g] != t) {
+        c->stamp[g] = t;
+        gpu_update(c, g);
+      }
+    }
+  }
+}
+
 int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
-  c->slot = malloc(sizeof(int32_t) * (size_t)c->S);
-  c->cnt = calloc((size_t)c->E, sizeof(int32_t));
-  c->gl = calloc((size_t)c->G, sizeof(double));
-  c->scratch = malloc(sizeof(double) * (size_t)c->G);
-  c->first = malloc(sizeof(int32_t) * ((size_t)c->E + 1));
-  c->at = malloc(sizeof(int32_t) * (size_t)c->S);
-  c->ew = malloc(sizeof(double) * (size_t)c->E);
-  c->sw = malloc(sizeof(double) * (size_t)c->S);
-  c->mark = calloc((size_t)c->E, 1);
-  if (!c->slot || !c->cnt || !c->gl || !c->scratch || !c->first || !c->at ||
-      !c->ew || !c->sw || !c->mark)
+  size_t E = (size_t)c->E, S = (size_t)c->S, G = (size_t)c->G;
+  c->slot = malloc(sizeof(int32_t) * S);
+  c->cnt = calloc(E, sizeof(int32_t));
+  c->gl = calloc(G, sizeof(double));
+  c->head = malloc(sizeof(int32_t) * E);
+  c->nxt = malloc(sizeof(int32_t) * 2 * S);
+  c->prv = c->nxt ? c->nxt + S : NULL;
+  c->ew = malloc(sizeof(double) * E);
+  c->sw = malloc(sizeof(double) * S);
+  c->ng = malloc(sizeof(double) * G);
+  c->stamp = calloc(2 * G, sizeof(int32_t));
+  c->touched = c->stamp ? c->stamp + G : NULL;
+  c->tick = 0;
+  c->mark = calloc(E, 1);
+  size_t need = eplb__order_bytes(c->G) + eplb__order_bytes(c->E);
+  eplb__arena_init(&c->ar, malloc(need), need);
+  if (!c->slot || !c->cnt || !c->gl || !c->head || !c->nxt || !c->ew ||
+      !c->sw || !c->ng || !c->stamp || !c->mark)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   return 0;
 }
@@ -75,32 +127,51 @@ void eplb__search_free(eplb__search_t *c) {
   free(c->slot);
   free(c->cnt);
   free(c->gl);
-  free(c->scratch);
-  free(c->first);
-  free(c->at);
+  free(c->head);
+  free(c->nxt);
   free(c->ew);
   free(c->sw);
+  free(c->ng);
+  free(c->stamp);
   free(c->mark);
+  eplb__arena_done(&c->ar);
+  free(c->ar.buf);
+  c->ar.buf = NULL;
 }
 
-/* Load above the mean, summed over GPUs: the part of the imbalance a move
- * can remove.  Unlike the maximum alone it credits a move that lowers one
- * of several equally loaded GPUs. */
-static double excess(const eplb__search_t *c, double mean) {
-  double x = 0;
-  for (int32_t g = 0; g < c->G; g++)
-    if (c->gl[g] > mean)
-      x += c->gl[g] - mean;
-  return x;
+double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
+  memcpy(c->slot, placement, sizeof(int32_t) * (size_t)c->S);
+  memset(c->cnt, 0, sizeof(int32_t) * (size_t)c->E);
+  for (int32_t e = 0; e < c->E; e++)
+    c->head[e] = -1;
+  for (int32_t s = c->S - 1; s >= 0; s--) {
+    c->cnt[placement[s]]++;
+    list_add(c, placement[s], s);
+  }
+  for (int32_t e = 0; e < c->E; e++) /* an expert with no slot: unused */
+    c->ew[e] = c->cnt[e] > 0 ? c->load[e] / c->cnt[e] : 0;
+  for (int32_t s = 0; s < c->S; s++)
+    c->sw[s] = c->ew[c->slot[s]];
+  double total = 0;
+  for (int32_t g = 0; g < c->G; g++) {
+    c->gl[g] = gpu_sum(c, g);
+    total += c->gl[g];
+  }
+  /* The experts' order is keyed by minus the weight: heaviest first. */
+  c->ar.used = 0;
+  double *key = eplb__arena_take(&c->ar, sizeof(double) * (size_t)c->E);
+  if (key == NULL)
+    return -1;
+  for (int32_t e = 0; e < c->E; e++)
+    key[e] = -c->ew[e];
+  if (eplb__order_init(&c->hot, c->E, key, &c->ar) != 0 ||
+      eplb__order_init(&c->gpus, c->G, c->gl, &c->ar) != 0)
+    return -1;
+  return total;
 }
-
-static double pos(double v) { return v > 0 ? v : 0; }
 
 double eplb__search_max(const eplb__search_t *c) {
-  double m = c->gl[0];
-  for (int32_t g = 1; g < c->G; g++)
-    m = c->gl[g] > m ? c->gl[g] : m;
-  return m;
+  return c->gl[eplb__order_last(&c->gpus)];
 }
 
 /* 1 when row (per slots) holds e outside slot `skip`. */
@@ -127,7 +198,7 @@ static int32_t move_delta(const eplb__search_t *c, int32_t g, int32_t from,
 }
 
 typedef struct {
-  double score; /* net gain: max-load reduction - lambda * moves */
+  double score; /* net gain: excess removed - lambda * moves */
   int kind;     /* 0 none, 1 swap, 2 replace slot */
   int32_t g, a, h, b, to;
   int32_t moves;
@@ -147,111 +218,210 @@ static void offer(op_t *best, double score, int kind, int32_t g, int32_t a,
   }
 }
 
-/* Swaps of a slot of g with a slot of a GPU below the mean (moving load
- * between two GPUs above the mean removes no excess).  Such a swap removes
- * at most min(excess of g, deficit of h), so lighter GPUs come first
- * (`light`, lightest first) and the scan stops once that bound cannot beat
- * the best move found. */
-static void try_swaps(const eplb__search_t *c, int32_t g, const int32_t *light,
-                      double mean, double lambda, int32_t budget, op_t *best) {
+/* The swaps of slot a of g with the slots of h (loads lg, lh, gap = lg -
+ * lh, before = excess of the pair): offered in slot order.  The same
+ * replica's slots weigh the same (d = 0), so an expert never swaps with
+ * itself. */
+static inline void swap_one(const eplb__search_t *c, int32_t g, int32_t a,
+                            int32_t h, int32_t b, double lg, double lh,
+                            double mean, double lambda, int32_t budget,
+                            op_t *best) {
   int32_t per = c->per;
-  const int32_t *rg = c->slot + (size_t)g * per;
+  const int32_t *rg = c->slot + (size_t)g * per, *rh = c->slot + (size_t)h * per;
+  double d = c->sw[(size_t)g * per + a] - c->sw[(size_t)h * per + b];
+  if (d <= 0 || d >= lg - lh)
+    return;
+  double before = pos(lg - mean) + pos(lh - mean);
+  double gain = before - pos(lg - d - mean) - pos(lh + d - mean);
+  if (gain <= best->score) /* cannot win even with no moves */
+    return;
+  if (row_has(rh, per, rg[a], b) || row_has(rg, per, rh[b], a))
+    return;
+  int32_t mv = move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
+  if (mv > budget)
+    return;
+  offer(best, gain - lambda * mv, 1, g, a, h, b, -1, mv);
+}
+
+static inline void swap_row(const eplb__search_t *c, int32_t g, int32_t a,
+                            int32_t h, double lg, double lh, double mean,
+                            double lambda, int32_t budget, op_t *best) {
+  for (int32_t b = 0; b < c->per; b++)
+    swap_one(c, g, a, h, b, lg, lh, mean, lambda, budget, best);
+}
+
+/* The swaps of g with partner h, slot by slot of g. */
+static void swap_pair(const eplb__search_t *c, int32_t g, int32_t h,
+                             double lg, double lh, double mean, double lambda,
+                             int32_t budget, op_t *best) {
+  for (int32_t a = 0; a < c->per; a++)
+    swap_row(c, g, a, h, lg, lh, mean, lambda, budget, best);
+}
+
+/* Swaps of a slot of g with a slot of a GPU below the mean (moving load
+ * between two GPUs above the mean removes no excess), lightest first.
+ * Such a swap removes at most min(excess of g, deficit of h), so the scan
+ * stops once that bound cannot beat the best move found, or after
+ * SWAP_PARTNERS partners when a move was found. */
+static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
+                      double lambda, int32_t budget, op_t *best) {
+  int32_t scanned = 0;
   double lg = c->gl[g];
-  for (int32_t k = 0; k < c->G; k++) {
-    int32_t h = light[k];
-    double lh = c->gl[h], gap = lg - lh;
-    if (lh >= mean)
-      break;
-    double bound = lg - mean < mean - lh ? lg - mean : mean - lh;
-    if (bound <= best->score)
-      break;
-    if (h == g || gap <= 0)
-      continue;
-    const int32_t *rh = c->slot + (size_t)h * per;
-    const double *wg = c->sw + (size_t)g * per, *wh = c->sw + (size_t)h * per;
-    double before = pos(lg - mean) + pos(lh - mean);
-    for (int32_t a = 0; a < per; a++) {
-      for (int32_t b = 0; b < per; b++) {
-        double d = wg[a] - wh[b];
-        if (d <= 0 || d >= gap || rg[a] == rh[b])
-          continue;
-        double gain = before - pos(lg - d - mean) - pos(lh + d - mean);
-        if (gain <= best->score) /* cannot win even with no moves */
-          continue;
-        if (row_has(rh, per, rg[a], b) || row_has(rg, per, rh[b], a))
-          continue;
-        int32_t mv =
-            move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
-        if (mv > budget)
-          continue;
-        offer(best, gain - lambda * mv, 1, g, a, h, b, -1, mv);
-      }
+  for (int32_t blk = 0; blk < c->gpus.nb; blk++) {
+    const int32_t *hs;
+    const double *ls;
+    if (scanned >= SWAP_PARTNERS && best->kind != 0)
+      return;
+    int32_t n = eplb__order_block(&c->gpus, blk, &hs, &ls);
+    scanned += n;
+    for (int32_t k = 0; k < n; k++) {
+      int32_t h = hs[k];
+      double lh = ls[k];
+      if (lh >= mean)
+        return;
+      double bound = lg - mean < mean - lh ? lg - mean : mean - lh;
+      if (bound <= best->score)
+        return;
+      if (h == g || lg - lh <= 0)
+        continue;
+      swap_pair(c, g, h, lg, lh, mean, lambda, budget, best);
     }
   }
 }
 
-/* Evaluates turning slot (h, b) into a replica of `to`: the GPUs whose
- * load changes are h and those holding `from` or `to` (their replicas'
- * weights change), found in one pass over the slots. */
+/* GPU g's load under the move being evaluated changes by d. */
+static inline void touch(eplb__search_t *c, int32_t g, double d,
+                         int32_t *nt) {
+  if (c->stamp[g] != c->tick) {
+    c->stamp[g] = c->tick;
+    c->ng[g] = c->gl[g];
+    c->touched[(*nt)++] = g;
+  }
+  c->ng[g] += d;
+}
+
+/* Evaluates turning slot (h, b) into a replica of `to`, which GPU h does
+ * not hold (the callers pick such GPUs); to_away: `to` on h counts as a
+ * moved replica (move_delta's part for `to`, the same for every slot of
+ * h).  The GPUs whose load changes are h and those holding `from` or `to`
+ * (their replicas' weights change), reached through the two experts' slot
+ * lists; the gain is the excess those GPUs lose. */
 static void try_replace(eplb__search_t *c, int32_t h, int32_t b, int32_t to,
-                        double mean, double cur, double lambda, int32_t budget,
-                        op_t *best) {
+                        int32_t to_away, double mean, double lambda,
+                        int32_t budget, op_t *best) {
   int32_t per = c->per, *rh = c->slot + (size_t)h * per, from = rh[b];
-  if (from == to || c->cnt[from] < 2 || row_has(rh, per, to, b))
+  if (from == to || c->cnt[from] < 2)
     return;
-  int32_t mv = move_delta(c, h, from, to);
+  int32_t mv = c->home != NULL ? move_delta(c, h, from, to)
+                               : to_away - (int32_t)!orig_has(c, h, from);
   if (mv > budget)
     return;
-  double f_old = c->load[from] / c->cnt[from];
+  double f_old = c->ew[from];
   double f_new = c->load[from] / (c->cnt[from] - 1);
-  double t_old = c->cnt[to] ? c->load[to] / c->cnt[to] : 0;
+  double t_old = c->cnt[to] > 0 ? c->ew[to] : 0;
   double t_new = c->load[to] / (c->cnt[to] + 1);
-  double *ng = c->scratch;
-  memcpy(ng, c->gl, sizeof(double) * (size_t)c->G);
-  /* Only the slots of `from` (the target among them) and of `to` change:
-   * walk both ascending lists merged, so every GPU adds its changes in slot
-   * order. */
-  int32_t target = h * per + b;
-  const int32_t *fs = c->at + c->first[from], *ts = c->at + c->first[to];
-  int32_t nf = c->first[from + 1] - c->first[from];
-  int32_t nt = c->first[to + 1] - c->first[to];
-  for (int32_t i = 0, k = 0; i < nf || k < nt;) {
-    int32_t s;
-    double d;
-    if (k >= nt || (i < nf && fs[i] < ts[k])) {
-      s = fs[i++];
-      d = s == target ? t_new - f_old : f_new - f_old;
-    } else {
-      s = ts[k++];
-      d = t_new - t_old;
-    }
-    ng[s / per] += d;
+  int32_t target = h * per + b, nt = 0;
+  c->tick++;
+  for (int32_t s = c->head[from]; s >= 0; s = c->nxt[s])
+    touch(c, s / per, s == target ? t_new - f_old : f_new - f_old, &nt);
+  for (int32_t s = c->head[to]; s >= 0; s = c->nxt[s])
+    touch(c, s / per, t_new - t_old, &nt);
+  double gain = 0;
+  for (int32_t i = 0; i < nt; i++) {
+    int32_t g = c->touched[i];
+    gain += pos(c->gl[g] - mean) - pos(c->ng[g] - mean);
   }
-  double after = 0;
-  for (int32_t g = 0; g < c->G; g++)
-    after += pos(ng[g] - mean);
-  offer(best, (cur - after) - lambda * mv, 2, -1, -1, h, b, to, mv);
+  offer(best, gain - lambda * mv, 2, -1, -1, h, b, to, mv);
+}
+
+/* try_replace on every slot of GPU h, which lacks `to`. */
+static void try_replace_gpu(eplb__search_t *c, int32_t h, int32_t to,
+                            double mean, double lambda, int32_t budget,
+                            op_t *best) {
+  int32_t to_away = c->home != NULL ? 0 : (int32_t)!orig_has(c, h, to);
+  for (int32_t b = 0; b < c->per; b++)
+    try_replace(c, h, b, to, to_away, mean, lambda, budget, best);
 }
 
 /* Indices of the `k` heaviest slots of GPU g (by weight) into out. */
 static int32_t heaviest_slots(const eplb__search_t *c, int32_t g, int32_t k,
                               int32_t *out) {
+  const double *w = c->sw + (size_t)g * c->per;
   int32_t n = 0;
   for (int32_t j = 0; j < c->per; j++) {
-    int32_t pos = n < k ? n++ : k;
-    double w = wt(c, c->slot[g * c->per + j]);
-    if (pos == k) {
-      if (w <= wt(c, c->slot[g * c->per + out[k - 1]]))
+    int32_t p = n < k ? n++ : k;
+    if (p == k) {
+      if (w[j] <= w[out[k - 1]])
         continue;
-      pos = k - 1;
+      p = k - 1;
     }
-    while (pos > 0 && wt(c, c->slot[g * c->per + out[pos - 1]]) < w) {
-      out[pos] = out[pos - 1];
-      pos--;
+    while (p > 0 && w[out[p - 1]] < w[j]) {
+      out[p] = out[p - 1];
+      p--;
     }
-    out[pos] = j;
+    out[p] = j;
   }
   return n;
+}
+
+/* Applies a count move: slot s turns from its expert into a replica of
+ * `to`; weights, loads and both orders follow. */
+static void apply_replace(eplb__search_t *c, int32_t s, int32_t to) {
+  int32_t from = c->slot[s];
+  list_del(c, from, s);
+  list_add(c, to, s);
+  c->slot[s] = to;
+  c->cnt[from]--;
+  c->cnt[to]++;
+  expert_update(c, from);
+  expert_update(c, to);
+  update_holders(c, from, to); /* s, now `to`'s, among them */
+}
+
+/* Applies the swap of slots s (on g) and t (on h). */
+static void apply_swap(eplb__search_t *c, int32_t s, int32_t t) {
+  int32_t x = c->slot[s], y = c->slot[t];
+  list_del(c, x, s);
+  list_del(c, y, t);
+  list_add(c, x, t);
+  list_add(c, y, s);
+  c->slot[s] = y;
+  c->slot[t] = x;
+  double w = c->sw[s];
+  c->sw[s] = c->sw[t];
+  c->sw[t] = w;
+  gpu_update(c, s / c->per);
+  gpu_update(c, t / c->per);
+}
+
+/* The donor for a replica of r: a slot whose expert has more replicas than
+ * `want` asks, on the most loaded GPU that lacks r (ties: the lowest GPU),
+ * its lowest such slot; -1 if none. */
+static int32_t donor_slot(const eplb__search_t *c, const int32_t *want,
+                          int32_t r) {
+  const eplb__order_t *o = &c->gpus;
+  int32_t per = c->per, best = -1;
+  double best_l = 0;
+  for (int32_t blk = o->nb - 1; blk >= 0; blk--) {
+    const int32_t *hs;
+    const double *ls;
+    int32_t n = eplb__order_block(o, blk, &hs, &ls);
+    for (int32_t k = n - 1; k >= 0; k--) {
+      if (best >= 0 && ls[k] < best_l)
+        return best; /* lighter: the lowest of the equal ones is found */
+      int32_t g = hs[k];
+      const int32_t *row = c->slot + (size_t)g * per;
+      if (row_has(row, per, r, -1))
+        continue;
+      for (int32_t j = 0; j < per; j++)
+        if (c->cnt[row[j]] > want[row[j]]) {
+          best = g * per + j; /* equal loads come highest GPU first */
+          best_l = ls[k];
+          break;
+        }
+    }
+  }
+  return best;
 }
 
 /* Brings replica counts to what the new loads call for (greedy replication,
@@ -268,86 +438,72 @@ int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
   int rc = eplb__replicate(c->load, c->E, c->S, c->G, want, err);
   for (int32_t r = 0; rc == 0 && r < c->E; r++) {
     while (c->cnt[r] < want[r] && (max_moves < 0 || *moves < max_moves)) {
-      int32_t bs = -1;
-      for (int32_t s = 0; s < c->S; s++) {
-        int32_t d = c->slot[s], g = s / c->per;
-        if (c->cnt[d] <= want[d] ||
-            row_has(c->slot + (size_t)g * c->per, c->per, r, -1))
-          continue;
-        if (bs < 0 || c->gl[g] > c->gl[bs / c->per])
-          bs = s;
-      }
+      int32_t bs = donor_slot(c, want, r);
       if (bs < 0)
         break; /* no donor slot without a clash: leave it to the search */
-      int32_t g = bs / c->per;
-      *moves += move_delta(c, g, c->slot[bs], r);
-      c->cnt[c->slot[bs]]--;
-      c->cnt[r]++;
-      c->slot[bs] = r;
-      recompute(c);
+      *moves += move_delta(c, bs / c->per, c->slot[bs], r);
+      apply_replace(c, bs, r);
     }
   }
   free(want);
   return rc;
 }
 
-/* Fills light[0..G) with GPU ids, lightest first (ties: lower id). */
-static void by_load(const eplb__search_t *c, int32_t *light) {
-  for (int32_t i = 0; i < c->G; i++) {
-    int32_t j = i;
-    while (j > 0 && c->gl[light[j - 1]] > c->gl[i]) {
-      light[j] = light[j - 1];
-      j--;
-    }
-    light[j] = i;
-  }
-}
-
 /* The best move that relieves GPU g (see the DESIGN note). */
-static void best_for(eplb__search_t *c, int32_t g, const int32_t *light,
-                     double mean, double cur, double lambda, int32_t budget,
-                     op_t *best) {
-  int32_t G = c->G, per = c->per;
-  try_swaps(c, g, light, mean, lambda, budget, best);
+static void best_for(eplb__search_t *c, int32_t g, double mean, double lambda,
+                     int32_t budget, op_t *best) {
+  int32_t per = c->per;
+  try_swaps(c, g, mean, lambda, budget, best);
   /* Replicate in: g's two heaviest experts, onto the 4 lightest GPUs that
    * lack them, in any slot whose expert can spare a replica. */
   int32_t hot[2];
   int32_t nh = heaviest_slots(c, g, 2, hot);
   for (int32_t k = 0; k < nh; k++) {
     int32_t z = c->slot[g * per + hot[k]], tried = 0;
-    for (int32_t i = 0; i < G && tried < 4; i++) {
-      int32_t h = light[i];
-      if (h == g || row_has(c->slot + (size_t)h * per, per, z, -1))
-        continue;
-      tried++;
-      for (int32_t b = 0; b < per; b++)
-        try_replace(c, h, b, z, mean, cur, lambda, budget, best);
+    for (int32_t blk = 0; blk < c->gpus.nb && tried < 4; blk++) {
+      const int32_t *hs;
+      const double *ls;
+      int32_t n = eplb__order_block(&c->gpus, blk, &hs, &ls);
+      for (int32_t i = 0; i < n && tried < 4; i++) {
+        int32_t h = hs[i];
+        if (h == g || row_has(c->slot + (size_t)h * per, per, z, -1))
+          continue;
+        tried++;
+        try_replace_gpu(c, h, z, mean, lambda, budget, best);
+      }
     }
   }
   /* Replace on g: a slot of g whose expert can spare a replica becomes a
    * replica of one of the 3 hottest experts (per replica) g lacks. */
-  int32_t cand[3] = {-1, -1, -1};
+  int32_t cand[3], nc = 0;
   const int32_t *rg = c->slot + (size_t)g * per;
   for (int32_t j = 0; j < per; j++)
     c->mark[rg[j]] = 1;
-  for (int32_t e = 0; e < c->E; e++) {
-    if (c->mark[e])
-      continue;
-    for (int32_t k = 0; k < 3; k++) {
-      if (cand[k] < 0 || c->ew[e] > c->ew[cand[k]]) {
-        for (int32_t m = 2; m > k; m--)
-          cand[m] = cand[m - 1];
-        cand[k] = e;
-        break;
-      }
-    }
+  for (int32_t blk = 0; blk < c->hot.nb && nc < 3; blk++) {
+    const int32_t *es;
+    const double *ks;
+    int32_t n = eplb__order_block(&c->hot, blk, &es, &ks);
+    for (int32_t i = 0; i < n && nc < 3; i++)
+      if (!c->mark[es[i]])
+        cand[nc++] = es[i];
   }
   for (int32_t j = 0; j < per; j++)
     c->mark[rg[j]] = 0;
-  for (int32_t k = 0; k < 3; k++)
-    if (cand[k] >= 0)
-      for (int32_t a = 0; a < per; a++)
-        try_replace(c, g, a, cand[k], mean, cur, lambda, budget, best);
+  for (int32_t k = 0; k < nc; k++)
+    try_replace_gpu(c, g, cand[k], mean, lambda, budget, best);
+}
+
+/* The (up to) 4 most loaded GPUs, heaviest first, into top[]: how many. */
+static int32_t top_gpus(const eplb__search_t *c, int32_t *top) {
+  int32_t n = 0;
+  for (int32_t blk = c->gpus.nb - 1; blk >= 0 && n < 4; blk--) {
+    const int32_t *hs;
+    const double *ls;
+    int32_t m = eplb__order_block(&c->gpus, blk, &hs, &ls);
+    for (int32_t k = m - 1; k >= 0 && n < 4; k--)
+      top[n++] = hs[k];
+  }
+  return n;
 }
 
 /* The greedy search of the DESIGN note: relieve the most loaded GPU that
@@ -355,53 +511,25 @@ static void best_for(eplb__search_t *c, int32_t g, const int32_t *light,
  * move, repeat.  *moves is the running count. */
 void eplb__search_run(eplb__search_t *c, double mean, double lambda,
                       int32_t max_moves, int32_t *moves) {
-  int32_t G = c->G;
-  int32_t iters = 4 * c->S + 64;
-  int32_t *light = malloc(sizeof(int32_t) * (size_t)G);
-  if (light == NULL)
-    return; /* the search only improves; skipping it is safe */
+  int32_t iters = 4 * c->S + 64, per = c->per;
   for (int32_t it = 0; it < iters; it++) {
-    by_load(c, light);
-    int32_t budget = max_moves < 0 ? c->S : max_moves - *moves;
-    double cur = excess(c, mean);
+    int32_t budget = max_moves < 0 ? c->S : max_moves - *moves, top[4];
     op_t best = {.score = 1e-9 * mean, .kind = 0};
-    for (int32_t k = 0; k < 4 && k < G && best.kind == 0; k++) {
-      int32_t g = light[G - 1 - k];
+    int32_t nt = top_gpus(c, top);
+    for (int32_t k = 0; k < nt && best.kind == 0; k++) {
+      int32_t g = top[k];
       if (c->gl[g] <= mean)
         break;
-      best_for(c, g, light, mean, cur, lambda, budget, &best);
+      best_for(c, g, mean, lambda, budget, &best);
     }
     if (best.kind == 0)
       break;
-    int32_t per = c->per;
-    if (best.kind == 1) {
-      int32_t *rg = c->slot + (size_t)best.g * per;
-      int32_t *rh = c->slot + (size_t)best.h * per;
-      int32_t t = rg[best.a];
-      rg[best.a] = rh[best.b];
-      rh[best.b] = t;
-    } else {
-      int32_t *rh = c->slot + (size_t)best.h * per;
-      c->cnt[rh[best.b]]--;
-      c->cnt[best.to]++;
-      rh[best.b] = best.to;
-    }
+    if (best.kind == 1)
+      apply_swap(c, best.g * per + best.a, best.h * per + best.b);
+    else
+      apply_replace(c, best.h * per + best.b, best.to);
     *moves += best.moves;
-    recompute(c);
   }
-  free(light);
-}
-
-double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
-  memcpy(c->slot, placement, sizeof(int32_t) * (size_t)c->S);
-  memset(c->cnt, 0, sizeof(int32_t) * (size_t)c->E);
-  for (int32_t s = 0; s < c->S; s++)
-    c->cnt[placement[s]]++;
-  recompute(c);
-  double total = 0;
-  for (int32_t g = 0; g < c->G; g++)
-    total += c->gl[g];
-  return total;
 }
 
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
@@ -413,6 +541,10 @@ int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
   if (rc)
     goto done;
   double total = eplb__search_set(&c, phy2log);
+  if (total < 0) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    goto done;
+  }
   double before = eplb__search_max(&c);
   int32_t moves = 0;
   eplb__search_run(&c, total / G, 0.0, -1, &moves);
