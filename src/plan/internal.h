@@ -159,6 +159,11 @@ typedef struct eplb__order_s {
 int eplb__order_init(eplb__order_t *o, int32_t n, const double *key,
                      eplb__arena_t *ar);
 
+/* eplb__order_init given the items in order already, ids[n] (NULL: sort
+ * them). */
+int eplb__order_init_sorted(eplb__order_t *o, int32_t n, const double *key,
+                            const int32_t *ids, eplb__arena_t *ar);
+
 /* Bytes eplb__order_init takes from an arena for n items. */
 size_t eplb__order_bytes(int32_t n);
 
@@ -301,6 +306,8 @@ typedef struct eplb__search_s {
   int32_t *touched;    /* [G] GPUs the evaluated move changes */
   int32_t tick;        /* the current evaluation */
   unsigned char *mark; /* [E] scratch flags, all 0 between uses */
+  int32_t *ofirst;     /* [E + 1] GPUs that held e in orig: */
+  int32_t *ogpu;       /*   ogpu[ofirst[e]..ofirst[e+1]), ascending */
   eplb__order_t gpus;  /* GPUs by load, lightest first */
   eplb__order_t hot;   /* experts by load per replica, heaviest first */
   eplb__arena_t ar;    /* memory of the orders */

@@ -88,6 +88,11 @@ size_t eplb__order_bytes(int32_t n) {
 
 int eplb__order_init(eplb__order_t *o, int32_t n, const double *key,
                      eplb__arena_t *ar) {
+  return eplb__order_init_sorted(o, n, key, NULL, ar);
+}
+
+int eplb__order_init_sorted(eplb__order_t *o, int32_t n, const double *key,
+                            const int32_t *ids, eplb__arena_t *ar) {
   int32_t maxb = max_blocks(n);
   size_t cells = (size_t)maxb * EPLB__ORDER_CAP;
   *o = (eplb__order_t){.n = n, .maxb = maxb};
@@ -100,6 +105,12 @@ int eplb__order_init(eplb__order_t *o, int32_t n, const double *key,
     return EPLB_ENOMEM;
   o->bn = o->bid + maxb;
   o->free_ = o->bn + maxb;
+  if (ids != NULL) { /* sorted already */
+    memcpy(o->key, key, sizeof(double) * (size_t)n);
+    memcpy(o->spare, ids, sizeof(int32_t) * (size_t)n);
+    deal(o);
+    return 0;
+  }
   if (n <= EPLB__ORDER_CAP) { /* one block: insertion sort in place */
     o->nb = 1;
     o->nfree = 0;

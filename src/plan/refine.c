@@ -115,10 +115,15 @@ int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
   c->touched = c->stamp ? c->stamp + G : NULL;
   c->tick = 0;
   c->mark = calloc(E, 1);
-  size_t need = eplb__order_bytes(c->G) + eplb__order_bytes(c->E);
+  c->ofirst = malloc(sizeof(int32_t) * (E + 1));
+  c->ogpu = malloc(sizeof(int32_t) * S);
+  /* the orders; the experts' keys, ids and their sort (2E keys, E + 4E
+   * indices at most) */
+  size_t need = eplb__order_bytes(c->G) + eplb__order_bytes(c->E) + 48 * E +
+                8 * 16;
   eplb__arena_init(&c->ar, malloc(need), need);
   if (!c->slot || !c->cnt || !c->gl || !c->head || !c->nxt || !c->ew ||
-      !c->sw || !c->ng || !c->stamp || !c->mark)
+      !c->sw || !c->ng || !c->stamp || !c->mark || !c->ofirst || !c->ogpu)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   return 0;
 }
@@ -134,6 +139,8 @@ void eplb__search_free(eplb__search_t *c) {
   free(c->ng);
   free(c->stamp);
   free(c->mark);
+  free(c->ofirst);
+  free(c->ogpu);
   eplb__arena_done(&c->ar);
   free(c->ar.buf);
   c->ar.buf = NULL;
@@ -157,14 +164,30 @@ double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
     c->gl[g] = gpu_sum(c, g);
     total += c->gl[g];
   }
+  /* Where orig had each expert (a counting sort of its slots). */
+  if (c->orig != NULL) {
+    memset(c->ofirst, 0, sizeof(int32_t) * ((size_t)c->E + 1));
+    for (int32_t s = 0; s < c->S; s++)
+      c->ofirst[c->orig[s] + 1]++;
+    for (int32_t e = 0; e < c->E; e++)
+      c->ofirst[e + 1] += c->ofirst[e];
+    for (int32_t s = 0; s < c->S; s++)
+      c->ogpu[c->ofirst[c->orig[s]]++] = s / c->per;
+    for (int32_t e = c->E; e > 0; e--)
+      c->ofirst[e] = c->ofirst[e - 1];
+    c->ofirst[0] = 0;
+  }
   /* The experts' order is keyed by minus the weight: heaviest first. */
   c->ar.used = 0;
   double *key = eplb__arena_take(&c->ar, sizeof(double) * (size_t)c->E);
-  if (key == NULL)
+  int32_t *ids = eplb__arena_take(&c->ar, sizeof(int32_t) * (size_t)c->E);
+  if (key == NULL || ids == NULL)
     return -1;
   for (int32_t e = 0; e < c->E; e++)
     key[e] = -c->ew[e];
-  if (eplb__order_init(&c->hot, c->E, key, &c->ar) != 0 ||
+  /* Heavier first, ties lower expert: eplb__sort_desc's order. */
+  eplb__sort_desc_a(c->ew, c->E, ids, &c->ar);
+  if (eplb__order_init_sorted(&c->hot, c->E, key, ids, &c->ar) != 0 ||
       eplb__order_init(&c->gpus, c->G, c->gl, &c->ar) != 0)
     return -1;
   return total;
@@ -182,8 +205,35 @@ static int row_has(const int32_t *row, int32_t per, int32_t e, int32_t skip) {
   return 0;
 }
 
+/* 1 when orig had expert e on GPU g: its few GPUs scanned, or searched
+ * when many. */
 static int orig_has(const eplb__search_t *c, int32_t g, int32_t e) {
-  return row_has(c->orig + (size_t)g * c->per, c->per, e, -1);
+  const int32_t *o = c->ogpu + c->ofirst[e];
+  int32_t lo = 0, hi = c->ofirst[e + 1] - c->ofirst[e];
+  while (hi - lo > 8) { /* the first o >= g stays in [lo, hi) */
+    int32_t mid = (lo + hi) / 2;
+    if (o[mid] < g)
+      lo = mid + 1;
+    else
+      hi = mid + 1;
+  }
+  for (; lo < hi; lo++)
+    if (o[lo] == g)
+      return 1;
+  return 0;
+}
+
+/* 1 when GPU g holds expert e now, outside slot `skip` (-1: any): the
+ * shorter of e's slot list and g's row. */
+static int holds(const eplb__search_t *c, int32_t g, int32_t e, int32_t skip) {
+  if (c->cnt[e] < c->per) {
+    for (int32_t s = c->head[e]; s >= 0; s = c->nxt[s])
+      if (s / c->per == g && s != skip)
+        return 1;
+    return 0;
+  }
+  return row_has(c->slot + (size_t)g * c->per, c->per, e,
+                 skip < 0 ? -1 : skip - g * c->per);
 }
 
 /* Change in moved replicas when GPU g's slot turns from expert `from` into
@@ -235,7 +285,7 @@ static inline void swap_one(const eplb__search_t *c, int32_t g, int32_t a,
   double gain = before - pos(lg - d - mean) - pos(lh + d - mean);
   if (gain <= best->score) /* cannot win even with no moves */
     return;
-  if (row_has(rh, per, rg[a], b) || row_has(rg, per, rh[b], a))
+  if (holds(c, h, rg[a], h * per + b) || holds(c, g, rh[b], g * per + a))
     return;
   int32_t mv = move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
   if (mv > budget)
@@ -300,32 +350,60 @@ static inline void touch(eplb__search_t *c, int32_t g, double d,
   c->ng[g] += d;
 }
 
-/* Evaluates turning slot (h, b) into a replica of `to`, which GPU h does
- * not hold (the callers pick such GPUs); to_away: `to` on h counts as a
- * moved replica (move_delta's part for `to`, the same for every slot of
- * h).  The GPUs whose load changes are h and those holding `from` or `to`
- * (their replicas' weights change), reached through the two experts' slot
- * lists; the gain is the excess those GPUs lose. */
-static void try_replace(eplb__search_t *c, int32_t h, int32_t b, int32_t to,
-                        int32_t to_away, double mean, double lambda,
+/* What the replica-count moves that give expert `to` one more replica
+ * share: to_away (`to` on the target GPU counts as a moved replica, the
+ * same for every slot of it), and an upper bound on the excess the GPUs
+ * holding `to` can lose (each loses min(its excess, t_old - t_new) at
+ * most; holding `from` too only adds to its load). */
+typedef struct {
+  int32_t to, to_away;
+  double t_old, t_new, relief;
+} gift_t;
+
+static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
+                   double mean) {
+  gift_t x = {.to = to};
+  x.to_away = c->home != NULL ? 0 : (int32_t)!orig_has(c, h, to);
+  x.t_old = c->cnt[to] > 0 ? c->ew[to] : 0;
+  x.t_new = c->load[to] / (c->cnt[to] + 1);
+  double dt = x.t_old - x.t_new;
+  for (int32_t s = c->head[to]; s >= 0; s = c->nxt[s]) {
+    double ex = c->gl[s / c->per] - mean;
+    x.relief += ex < dt ? pos(ex) : dt;
+  }
+  return x;
+}
+
+/* Evaluates turning slot (h, b) into a replica of x->to, which GPU h does
+ * not hold (the callers pick such GPUs).  The GPUs whose load changes are
+ * h and those holding `from` or `to` (their replicas' weights change),
+ * reached through the two experts' slot lists; the gain is the excess
+ * those GPUs lose.  A move whose gain cannot beat the best (the relief of
+ * `to`'s GPUs and h's own change; `from`'s other GPUs only get heavier)
+ * is not counted out: MIN_SCORE_SLACK keeps rounding from ruling out one
+ * that would win. */
+static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
+                        const gift_t *x, double mean, double lambda,
                         int32_t budget, op_t *best) {
   int32_t per = c->per, *rh = c->slot + (size_t)h * per, from = rh[b];
+  int32_t to = x->to;
   if (from == to || c->cnt[from] < 2)
     return;
   int32_t mv = c->home != NULL ? move_delta(c, h, from, to)
-                               : to_away - (int32_t)!orig_has(c, h, from);
+                               : x->to_away - (int32_t)!orig_has(c, h, from);
   if (mv > budget)
     return;
-  double f_old = c->ew[from];
+  double f_old = c->ew[from], t_new = x->t_new, lh = c->gl[h];
+  double own = pos(lh - mean) - pos(lh + t_new - f_old - mean);
+  if (x->relief + own - lambda * mv + 1e-9 * mean <= best->score)
+    return;
   double f_new = c->load[from] / (c->cnt[from] - 1);
-  double t_old = c->cnt[to] > 0 ? c->ew[to] : 0;
-  double t_new = c->load[to] / (c->cnt[to] + 1);
   int32_t target = h * per + b, nt = 0;
   c->tick++;
   for (int32_t s = c->head[from]; s >= 0; s = c->nxt[s])
     touch(c, s / per, s == target ? t_new - f_old : f_new - f_old, &nt);
   for (int32_t s = c->head[to]; s >= 0; s = c->nxt[s])
-    touch(c, s / per, t_new - t_old, &nt);
+    touch(c, s / per, t_new - x->t_old, &nt);
   double gain = 0;
   for (int32_t i = 0; i < nt; i++) {
     int32_t g = c->touched[i];
@@ -338,9 +416,9 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b, int32_t to,
 static void try_replace_gpu(eplb__search_t *c, int32_t h, int32_t to,
                             double mean, double lambda, int32_t budget,
                             op_t *best) {
-  int32_t to_away = c->home != NULL ? 0 : (int32_t)!orig_has(c, h, to);
+  gift_t x = gift(c, h, to, mean);
   for (int32_t b = 0; b < c->per; b++)
-    try_replace(c, h, b, to, to_away, mean, lambda, budget, best);
+    try_replace(c, h, b, &x, mean, lambda, budget, best);
 }
 
 /* Indices of the `k` heaviest slots of GPU g (by weight) into out. */
@@ -411,7 +489,7 @@ static int32_t donor_slot(const eplb__search_t *c, const int32_t *want,
         return best; /* lighter: the lowest of the equal ones is found */
       int32_t g = hs[k];
       const int32_t *row = c->slot + (size_t)g * per;
-      if (row_has(row, per, r, -1))
+      if (holds(c, g, r, -1))
         continue;
       for (int32_t j = 0; j < per; j++)
         if (c->cnt[row[j]] > want[row[j]]) {
@@ -466,7 +544,7 @@ static void best_for(eplb__search_t *c, int32_t g, double mean, double lambda,
       int32_t n = eplb__order_block(&c->gpus, blk, &hs, &ls);
       for (int32_t i = 0; i < n && tried < 4; i++) {
         int32_t h = hs[i];
-        if (h == g || row_has(c->slot + (size_t)h * per, per, z, -1))
+        if (h == g || holds(c, h, z, -1))
           continue;
         tried++;
         try_replace_gpu(c, h, z, mean, lambda, budget, best);
