@@ -306,6 +306,9 @@ typedef struct eplb__search_s {
   int32_t *touched;    /* [G] GPUs the evaluated move changes */
   int32_t tick;        /* the current evaluation */
   unsigned char *mark; /* [E] scratch flags, all 0 between uses */
+  int32_t *above;      /* [E] slots of e on GPUs above `mean` (with_above) */
+  double mean;         /* the mean GPU load of the search run */
+  int with_above;      /* above[] is kept (a dup-free search run) */
   int32_t *ofirst;     /* [E + 1] GPUs that held e in orig: */
   int32_t *ogpu;       /*   ogpu[ofirst[e]..ofirst[e+1]), ascending */
   eplb__order_t gpus;  /* GPUs by load, lightest first */

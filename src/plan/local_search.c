@@ -158,16 +158,6 @@ static inline void consider(const eplb__layout_t *lay, int32_t g, int32_t a,
   best->b = b;
 }
 
-/* Partners the most loaded GPU is scanned against once a swap was found,
- * counted in whole blocks of the GPUs' order: the lightest first, so these
- * are the ones with the most room.  Without this cap the scan goes on while
- * a partner could still beat the best swap, which on a balanced layout of
- * thousands of GPUs is most of them at every swap; the cap bounds a swap's
- * work.  With no swap found yet the scan goes on (as far as a swap can
- * help), so the search stops where it did.  Up to EPLB__ORDER_CAP GPUs the
- * order is one block and the cap never binds: the swaps of a full scan. */
-#define SCAN_PARTNERS 64
-
 /* The block of the GPUs' order being scanned, for scan_found. */
 typedef struct {
   int32_t b;
@@ -489,15 +479,17 @@ void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
     double lg = lay->load[g];
     swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .hb = -1};
     scan_t sc = {0};
-    /* The partners lightest first, block by block of the order; g, the
-     * last, is never reached (gap 0 stops the scan). */
-    for (int32_t b = 0, scanned = 0; b < ord.nb; b++) {
+    /* The partners lightest first, block by block of the order (one
+     * block up to EPLB__ORDER_CAP GPUs); g, the last, is never reached:
+     * gap 0 stops the scan. */
+    if (ord.nb == 1 && tiered) /* one block: the items, in storage 0 */
+      tier_scan(lay, g, ord.items, ord.keys, G, &sc, &best);
+    else if (ord.nb == 1)
+      free_scan(lay, g, ord.items, ord.keys, G, &sc, &best);
+    for (int32_t b = 0; ord.nb > 1 && b < ord.nb; b++) {
       const int32_t *hs;
       const double *ls;
-      if (scanned >= SCAN_PARTNERS && best.h >= 0)
-        break;
       int32_t n = eplb__order_block(&ord, b, &hs, &ls);
-      scanned += n;
       sc.b = b;
       if (tiered ? tier_scan(lay, g, hs, ls, n, &sc, &best)
                  : free_scan(lay, g, hs, ls, n, &sc, &best))

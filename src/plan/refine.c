@@ -23,23 +23,18 @@
  * and applies the one with the largest net gain, until none gains or the
  * move budget (max_moves) is spent.
  *
- * Scale.  A step's work does not grow with the GPUs: they are kept in
- * load order (order.c), moved only when a move changes their load; swaps
- * are scanned against at most SWAP_PARTNERS partners once one was found;
- * a replica-count move is judged on the GPUs holding the two experts
- * whose weights change (a list of each expert's slots), and the experts
- * are kept in order of load per replica for the replace candidates. */
+ * Scale.  The GPUs are kept in load order (order.c), moved only when a
+ * move changes their load; a replica-count move is judged on the GPUs
+ * holding the two experts whose weights change (a list of each expert's
+ * slots), after an upper bound on its gain from counts kept up to date
+ * (try_replace) has not ruled it out; the experts are kept in order of
+ * load per replica for the replace candidates; where the original
+ * placement had each expert is an index, not a row scan. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "plan/internal.h"
-
-/* Partners a swap of the most loaded GPU is looked for in, counted in
- * whole blocks of the GPUs' order, once a move was found (the lightest
- * first: the most room).  Until then the scan goes on as far as a swap can
- * gain.  Up to EPLB__ORDER_CAP GPUs the order is one block: no cap. */
-#define SWAP_PARTNERS 64
 
 static double pos(double v) { return v > 0 ? v : 0; }
 
@@ -84,9 +79,19 @@ static void expert_update(eplb__search_t *c, int32_t e) {
     c->sw[s] = c->ew[e];
 }
 
+/* GPU g's slots leave (-1) or join (+1) the counts of slots above the
+ * mean, when it is above it (with_above). */
+static void above_add(eplb__search_t *c, int32_t g, int32_t sign) {
+  if (!c->with_above || !(c->gl[g] > c->mean))
+    return;
+  for (int32_t j = 0; j < c->per; j++)
+    c->above[c->slot[g * c->per + j]] += sign;
+}
+
 /* After the counts of experts a and b changed (b may be -1): every GPU
- * holding either is summed afresh, each once. */
-static void update_holders(eplb__search_t *c, int32_t a, int32_t b) {
+ * holding either is summed afresh, each once; `pre` the same GPUs before
+ * the change (their part of the above-mean counts is taken out). */
+static void each_holder(eplb__search_t *c, int32_t a, int32_t b, int pre) {
   int32_t t = ++c->tick;
   for (int k = 0; k < 2; k++) {
     int32_t e = k == 0 ? a : b;
@@ -94,7 +99,12 @@ static void update_holders(eplb__search_t *c, int32_t a, int32_t b) {
       int32_t g = s / c->per;
       if (c->stamp[g] != t) {
         c->stamp[g] = t;
-        gpu_update(c, g);
+        if (pre) {
+          above_add(c, g, -1);
+        } else {
+          gpu_update(c, g);
+          above_add(c, g, +1);
+        }
       }
     }
   }
@@ -116,6 +126,8 @@ int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
   c->tick = 0;
   c->mark = calloc(E, 1);
   c->ofirst = malloc(sizeof(int32_t) * (E + 1));
+  c->above = malloc(sizeof(int32_t) * E);
+  c->with_above = 0;
   c->ogpu = malloc(sizeof(int32_t) * S);
   /* the orders; the experts' keys, ids and their sort (2E keys, E + 4E
    * indices at most) */
@@ -123,7 +135,8 @@ int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
                 8 * 16;
   eplb__arena_init(&c->ar, malloc(need), need);
   if (!c->slot || !c->cnt || !c->gl || !c->head || !c->nxt || !c->ew ||
-      !c->sw || !c->ng || !c->stamp || !c->mark || !c->ofirst || !c->ogpu)
+      !c->sw || !c->ng || !c->stamp || !c->mark || !c->ofirst || !c->ogpu ||
+      !c->above)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   return 0;
 }
@@ -141,6 +154,7 @@ void eplb__search_free(eplb__search_t *c) {
   free(c->mark);
   free(c->ofirst);
   free(c->ogpu);
+  free(c->above);
   eplb__arena_done(&c->ar);
   free(c->ar.buf);
   c->ar.buf = NULL;
@@ -311,19 +325,14 @@ static void swap_pair(const eplb__search_t *c, int32_t g, int32_t h,
 /* Swaps of a slot of g with a slot of a GPU below the mean (moving load
  * between two GPUs above the mean removes no excess), lightest first.
  * Such a swap removes at most min(excess of g, deficit of h), so the scan
- * stops once that bound cannot beat the best move found, or after
- * SWAP_PARTNERS partners when a move was found. */
+ * stops once that bound cannot beat the best move found. */
 static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
                       double lambda, int32_t budget, op_t *best) {
-  int32_t scanned = 0;
   double lg = c->gl[g];
   for (int32_t blk = 0; blk < c->gpus.nb; blk++) {
     const int32_t *hs;
     const double *ls;
-    if (scanned >= SWAP_PARTNERS && best->kind != 0)
-      return;
     int32_t n = eplb__order_block(&c->gpus, blk, &hs, &ls);
-    scanned += n;
     for (int32_t k = 0; k < n; k++) {
       int32_t h = hs[k];
       double lh = ls[k];
@@ -360,6 +369,10 @@ typedef struct {
   double t_old, t_new, relief;
 } gift_t;
 
+/* Experts with more replicas than this have the relief of their GPUs
+ * bounded from the above-mean count (O(1)) instead of summed over them. */
+#define RELIEF_WALK 64
+
 static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
                    double mean) {
   gift_t x = {.to = to};
@@ -367,6 +380,10 @@ static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
   x.t_old = c->cnt[to] > 0 ? c->ew[to] : 0;
   x.t_new = c->load[to] / (c->cnt[to] + 1);
   double dt = x.t_old - x.t_new;
+  if (c->with_above && c->cnt[to] > RELIEF_WALK) {
+    x.relief = dt * c->above[to];
+    return x;
+  }
   for (int32_t s = c->head[to]; s >= 0; s = c->nxt[s]) {
     double ex = c->gl[s / c->per] - mean;
     x.relief += ex < dt ? pos(ex) : dt;
@@ -378,10 +395,14 @@ static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
  * not hold (the callers pick such GPUs).  The GPUs whose load changes are
  * h and those holding `from` or `to` (their replicas' weights change),
  * reached through the two experts' slot lists; the gain is the excess
- * those GPUs lose.  A move whose gain cannot beat the best (the relief of
- * `to`'s GPUs and h's own change; `from`'s other GPUs only get heavier)
- * is not counted out: MIN_SCORE_SLACK keeps rounding from ruling out one
- * that would win. */
+ * those GPUs lose.  First an upper bound, the lower of two: `to`'s GPUs
+ * lose at most their relief and h changes by its own slot; or every slot
+ * of `to` on a GPU above the mean takes t_old - t_new off the excess and
+ * every other slot of `from` there adds f_new - f_old (above[], in a
+ * search without duplicates): a GPU's load above the mean changes at most
+ * by its change, and one below it gains no excess it could lose.  A move
+ * whose bound cannot beat the best is not evaluated; the slack keeps
+ * rounding from ruling out one that would win. */
 static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
                         const gift_t *x, double mean, double lambda,
                         int32_t budget, op_t *best) {
@@ -394,10 +415,16 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
   if (mv > budget)
     return;
   double f_old = c->ew[from], t_new = x->t_new, lh = c->gl[h];
-  double own = pos(lh - mean) - pos(lh + t_new - f_old - mean);
-  if (x->relief + own - lambda * mv + 1e-9 * mean <= best->score)
-    return;
   double f_new = c->load[from] / (c->cnt[from] - 1);
+  double own = pos(lh - mean) - pos(lh + t_new - f_old - mean);
+  double ub = x->relief + own;
+  if (c->with_above) { /* the linear bound, when it is lower */
+    double lin = (x->t_old - t_new) * c->above[to] -
+                 (f_new - f_old) * (c->above[from] - (lh > mean)) + own;
+    ub = lin < ub ? lin : ub;
+  }
+  if (ub - lambda * mv + 1e-9 * mean <= best->score)
+    return;
   int32_t target = h * per + b, nt = 0;
   c->tick++;
   for (int32_t s = c->head[from]; s >= 0; s = c->nxt[s])
@@ -446,6 +473,7 @@ static int32_t heaviest_slots(const eplb__search_t *c, int32_t g, int32_t k,
  * `to`; weights, loads and both orders follow. */
 static void apply_replace(eplb__search_t *c, int32_t s, int32_t to) {
   int32_t from = c->slot[s];
+  each_holder(c, from, to, 1);
   list_del(c, from, s);
   list_add(c, to, s);
   c->slot[s] = to;
@@ -453,12 +481,14 @@ static void apply_replace(eplb__search_t *c, int32_t s, int32_t to) {
   c->cnt[to]++;
   expert_update(c, from);
   expert_update(c, to);
-  update_holders(c, from, to); /* s, now `to`'s, among them */
+  each_holder(c, from, to, 0); /* s, now `to`'s, among them */
 }
 
 /* Applies the swap of slots s (on g) and t (on h). */
 static void apply_swap(eplb__search_t *c, int32_t s, int32_t t) {
   int32_t x = c->slot[s], y = c->slot[t];
+  above_add(c, s / c->per, -1);
+  above_add(c, t / c->per, -1);
   list_del(c, x, s);
   list_del(c, y, t);
   list_add(c, x, t);
@@ -470,6 +500,8 @@ static void apply_swap(eplb__search_t *c, int32_t s, int32_t t) {
   c->sw[t] = w;
   gpu_update(c, s / c->per);
   gpu_update(c, t / c->per);
+  above_add(c, s / c->per, +1);
+  above_add(c, t / c->per, +1);
 }
 
 /* The donor for a replica of r: a slot whose expert has more replicas than
@@ -587,8 +619,28 @@ static int32_t top_gpus(const eplb__search_t *c, int32_t *top) {
 /* The greedy search of the DESIGN note: relieve the most loaded GPU that
  * some move can relieve at a net gain (the top few are tried), apply that
  * move, repeat.  *moves is the running count. */
+/* Sets up above[] for the run at `mean` when no GPU holds an expert
+ * twice (the moves never make one); else the bound goes without it. */
+static void above_init(eplb__search_t *c, double mean) {
+  c->mean = mean;
+  c->with_above = 1;
+  for (int32_t g = 0; g < c->G && c->with_above; g++) {
+    const int32_t *row = c->slot + (size_t)g * c->per;
+    for (int32_t j = 0; j < c->per; j++) {
+      c->with_above &= !c->mark[row[j]];
+      c->mark[row[j]] = 1;
+    }
+    for (int32_t j = 0; j < c->per; j++)
+      c->mark[row[j]] = 0;
+  }
+  memset(c->above, 0, sizeof(int32_t) * (size_t)c->E);
+  for (int32_t g = 0; g < c->G; g++)
+    above_add(c, g, +1);
+}
+
 void eplb__search_run(eplb__search_t *c, double mean, double lambda,
                       int32_t max_moves, int32_t *moves) {
+  above_init(c, mean);
   int32_t iters = 4 * c->S + 64, per = c->per;
   for (int32_t it = 0; it < iters; it++) {
     int32_t budget = max_moves < 0 ? c->S : max_moves - *moves, top[4];
@@ -608,6 +660,7 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
       apply_replace(c, best.h * per + best.b, best.to);
     *moves += best.moves;
   }
+  c->with_above = 0;
 }
 
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
