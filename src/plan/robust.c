@@ -60,6 +60,13 @@ typedef struct {
   double *top;         /* [3 * K] the three largest loads per scenario */
   int32_t *topg;       /* [3 * K] their GPUs */
   double *crit;        /* [G] weight of the scenarios a GPU is the max of */
+  int32_t *clist;      /* [K] the GPUs with crit > 0 */
+  int32_t ncrit;
+  eplb__order_t *ords; /* [K] beyond one block of GPUs: each scenario's
+                          GPUs by load, heaviest first (key -L); or NULL */
+  int32_t *seen;       /* [G] partners_ta's marks */
+  int32_t *cur;        /* [2 * K] partners_ta's places in the orders */
+  int32_t stamp;
   double *ex, *gap;    /* [K] each: pair_setup's */
   double wtop;         /* sum_k w_k (largest load of scenario k) */
   double *hkey;        /* [PARTNERS] partners' room */
@@ -77,9 +84,33 @@ typedef struct {
   int32_t max_moves, moves;
 } rob_t;
 
+/* The three largest loads of scenario k (ties: lower GPU) from its order
+ * (the first items: key -L, ties lower GPU). */
+static void rank_from_order(rob_t *r, int32_t k) {
+  int32_t K = r->K, n = 0;
+  const eplb__order_t *o = &r->ords[k];
+  for (int32_t b = 0; b < o->nb && n < 3; b++) {
+    const int32_t *gs;
+    const double *ls;
+    int32_t m = eplb__order_block(o, b, &gs, &ls);
+    for (int32_t i = 0; i < m && n < 3; i++, n++) {
+      r->top[n * K + k] = r->L[(size_t)gs[i] * K + k];
+      r->topg[n * K + k] = gs[i];
+    }
+  }
+  for (; n < 3; n++) {
+    r->top[n * K + k] = -1;
+    r->topg[n * K + k] = -1;
+  }
+}
+
 /* The three largest loads of scenario k (ties: lower GPU). */
 static void rank_scenario(rob_t *r, int32_t k) {
   int32_t K = r->K, G = r->G;
+  if (r->ords != NULL) {
+    rank_from_order(r, k);
+    return;
+  }
   double t0 = -1, t1 = -1, t2 = -1;
   int32_t g0 = -1, g1 = -1, g2 = -1;
   for (int32_t g = 0; g < G; g++) {
@@ -99,10 +130,15 @@ static void rank_scenario(rob_t *r, int32_t k) {
 /* Each GPU's critical weight (the weights of the scenarios whose most
  * loaded GPU it is) and wtop, from top[]. */
 static void weigh_critical(rob_t *r) {
-  memset(r->crit, 0, sizeof(double) * (size_t)r->G);
+  for (int32_t i = 0; i < r->ncrit; i++) /* the last ones only: O(K) */
+    r->crit[r->clist[i]] = 0;
+  r->ncrit = 0;
   r->wtop = 0;
   for (int32_t k = 0; k < r->K; k++) {
-    r->crit[r->topg[k]] += r->sc->w[k];
+    int32_t g = r->topg[k];
+    if (r->crit[g] == 0)
+      r->clist[r->ncrit++] = g;
+    r->crit[g] += r->sc->w[k];
     r->wtop += r->sc->w[k] * r->top[k];
   }
 }
@@ -212,6 +248,70 @@ static inline double swap_score(const rob_t *r, int32_t a, int32_t g, int32_t b,
  * room in the scenarios it is the most loaded in. */
 #define PARTNERS 8
 
+/* Inserts partner h with room `key` into hord/hkey (most room first, ties
+ * lower GPU; at most PARTNERS), n of them so far: returns how many. */
+static int32_t partner_add(rob_t *r, int32_t n, int32_t h, double key) {
+  if (n == PARTNERS && !(key > r->hkey[n - 1] ||
+                         (key == r->hkey[n - 1] && h < r->hord[n - 1])))
+    return n;
+  int32_t i = n < PARTNERS ? n++ : n - 1;
+  while (i > 0 && (r->hkey[i - 1] < key ||
+                   (r->hkey[i - 1] == key && r->hord[i - 1] > h))) {
+    r->hkey[i] = r->hkey[i - 1], r->hord[i] = r->hord[i - 1];
+    i--;
+  }
+  r->hkey[i] = key, r->hord[i] = h;
+  return n;
+}
+
+/* partners() beyond one block of GPUs, from the scenarios' orders: the
+ * GPUs are met lightest first in each of g's scenarios in turn (Fagin's
+ * threshold algorithm), each one's room computed in full as partners()
+ * does; a GPU not met yet has no more room than the sum over those
+ * scenarios of the room of the last GPU met in each, so once the last of
+ * the PARTNERS best has more, the rest need not be looked at.  The same
+ * partners in the same order as the scan of every GPU. */
+static int32_t partners_ta(rob_t *r, int32_t g, int32_t nk) {
+  int32_t K = r->K, d0 = g / r->dom * r->dom, n = 0, stamp = ++r->stamp;
+  int32_t *bi = r->cur, *pi = r->cur + K; /* each list's place */
+  for (int32_t i = 0; i < nk; i++) {
+    const eplb__order_t *o = &r->ords[r->ks[i]];
+    bi[i] = o->nb - 1;
+    pi[i] = o->bn[o->bid[bi[i]]] - 1;
+  }
+  for (;;) {
+    double thr = 0;
+    int done = 0;
+    for (int32_t i = 0; i < nk; i++) {
+      const eplb__order_t *o = &r->ords[r->ks[i]];
+      if (bi[i] < 0) {
+        done = 1;
+        break;
+      }
+      const int32_t *gs;
+      const double *ls;
+      eplb__order_block(o, bi[i], &gs, &ls);
+      int32_t h = gs[pi[i]];
+      if (--pi[i] < 0 && --bi[i] >= 0)
+        pi[i] = o->bn[o->bid[bi[i]]] - 1;
+      int32_t k = r->ks[i];
+      thr += r->sc->w[k] * (r->top[k] - r->L[(size_t)h * K + k]);
+      if (r->seen[h] == stamp)
+        continue;
+      r->seen[h] = stamp;
+      if (h == g || h < d0 || h >= d0 + r->dom)
+        continue;
+      double key = 0;
+      for (int32_t j = 0; j < nk; j++)
+        key += r->sc->w[r->ks[j]] *
+               (r->top[r->ks[j]] - r->L[(size_t)h * K + r->ks[j]]);
+      n = partner_add(r, n, h, key);
+    }
+    if (done || (n == PARTNERS && r->hkey[n - 1] > thr))
+      return n;
+  }
+}
+
 /* The partners of critical GPU g: the other GPUs of its domain, the most
  * room (sum over g's scenarios of weight x (max - load)) first, ties to
  * the lower GPU, at most PARTNERS of them into hord[]; returns how many. */
@@ -220,6 +320,8 @@ static int32_t partners(rob_t *r, int32_t g) {
   for (int32_t k = 0; k < K; k++)
     if (r->topg[k] == g)
       r->ks[nk++] = k;
+  if (r->ords != NULL)
+    return partners_ta(r, g, nk);
   for (int32_t h = d0; h < d0 + r->dom; h++) {
     if (h == g)
       continue;
@@ -316,6 +418,10 @@ static void apply_swap(rob_t *r, int32_t a, int32_t b) {
     r->L[(size_t)h * K + k] += d;
     double t = va[k];
     va[k] = vb[k], vb[k] = t;
+    if (r->ords != NULL) {
+      eplb__order_set(&r->ords[k], g, -r->L[(size_t)g * K + k]);
+      eplb__order_set(&r->ords[k], h, -r->L[(size_t)h * K + k]);
+    }
   }
   int32_t ea = r->slot[a], eb = r->slot[b];
   r->slot[a] = eb, r->slot[b] = ea;
@@ -331,11 +437,11 @@ static void apply_swap(rob_t *r, int32_t a, int32_t b) {
  * lower GPU); returns how many. */
 static int32_t critical_order(rob_t *r) {
   int32_t n = 0;
-  for (int32_t g = 0; g < r->G; g++) {
-    if (r->crit[g] <= 0)
-      continue;
-    int32_t i = n++;
-    while (i > 0 && r->crit[r->order[i - 1]] < r->crit[g]) {
+  for (int32_t c = 0; c < r->ncrit; c++) {
+    int32_t g = r->clist[c], i = n++;
+    while (i > 0 && (r->crit[r->order[i - 1]] < r->crit[g] ||
+                     (r->crit[r->order[i - 1]] == r->crit[g] &&
+                      r->order[i - 1] > g))) {
       r->order[i] = r->order[i - 1];
       i--;
     }
@@ -360,6 +466,28 @@ static void search(rob_t *r, int32_t budget) {
   }
 }
 
+/* Beyond one block of GPUs (EPLB__ORDER_CAP), each scenario's GPUs in
+ * order of load (r->ords; up to that, a scan of the GPUs is as quick):
+ * its three most loaded are then the first three, and the partners of a
+ * critical GPU are found from the light end (partners_ta), in O(log G) a
+ * swap instead of O(G).  0 or EPLB_ENOMEM. */
+static int orders_init(rob_t *r, eplb__arena_t *ar) {
+  int32_t K = r->K, G = r->G;
+  if (G <= EPLB__ORDER_CAP)
+    return 0;
+  r->ords = eplb__arena_take(ar, sizeof(eplb__order_t) * (size_t)K);
+  double *key = eplb__arena_take(ar, sizeof(double) * (size_t)G);
+  if (r->ords == NULL || key == NULL)
+    return EPLB_ENOMEM;
+  for (int32_t k = 0; k < K; k++) {
+    for (int32_t g = 0; g < G; g++)
+      key[g] = -r->L[(size_t)g * K + k];
+    if (eplb__order_init(&r->ords[k], G, key, ar) != 0)
+      return EPLB_ENOMEM;
+  }
+  return 0;
+}
+
 /* Sets up r over phy2log[S] (its arrays from ar); 0 or EPLB_ENOMEM. */
 static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
                     int32_t G, int32_t dom, const int32_t *phy2log,
@@ -374,7 +502,10 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
   r->top = eplb__arena_take(ar, sizeof(double) * 3 * (size_t)K);
   r->topg = eplb__arena_take(ar, sizeof(int32_t) * 3 * (size_t)K);
   r->crit = eplb__arena_take(ar, sizeof(double) * (size_t)G);
-  r->order = eplb__arena_take(ar, sizeof(int32_t) * (size_t)G);
+  r->order = eplb__arena_take(ar, sizeof(int32_t) * (size_t)K);
+  r->clist = eplb__arena_take(ar, sizeof(int32_t) * (size_t)K);
+  r->seen = eplb__arena_take(ar, sizeof(int32_t) * (size_t)G);
+  r->cur = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)K);
   r->hkey = eplb__arena_take(ar, sizeof(double) * PARTNERS);
   r->hord = eplb__arena_take(ar, sizeof(int32_t) * PARTNERS);
   r->ks = eplb__arena_take(ar, sizeof(int32_t) * (size_t)K);
@@ -389,8 +520,10 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
   if (!r->slot || !r->cnt || !r->v || !r->L || !r->top || !r->topg ||
       !r->crit || !r->order || !r->hkey || !r->hord || !r->ks || !r->ex ||
       !r->gap || !r->first || !r->at || !r->atg || !r->mw || !r->byrank ||
-      !r->rank)
+      !r->rank || !r->clist || !r->seen || !r->cur)
     return EPLB_ENOMEM;
+  memset(r->crit, 0, sizeof(double) * (size_t)G);
+  memset(r->seen, 0, sizeof(int32_t) * (size_t)G);
   memcpy(r->slot, phy2log, sizeof(int32_t) * (size_t)S);
   memset(r->cnt, 0, sizeof(int32_t) * (size_t)E);
   for (int32_t s = 0; s < S; s++)
@@ -421,7 +554,7 @@ static int rob_init(rob_t *r, const eplb__scenario_layer_t *sc, int32_t S,
     r->byrank[s] = s;
   for (int32_t g = 0; g < G; g++)
     resort(r, g);
-  return 0;
+  return orders_init(r, ar);
 }
 
 int eplb__robust_search(const eplb__scenario_layer_t *sc, int32_t S, int32_t G,
