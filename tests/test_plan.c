@@ -872,7 +872,8 @@ static void test_replicate_sorted_reference(void **state) {
  * that hold the key when any bin with room does not; clashes counted.
  * Up to 64 bins and beyond (where the key index is the chains and the
  * bins' key lists, whichever is shorter). */
-static void pack_reference_case(int32_t BINS, int32_t CAP, int trials) {
+static void pack_reference_case(int32_t BINS, int32_t CAP, int trials,
+                                int runs) {
   int32_t N = BINS * CAP;
   double *w = malloc(sizeof(double) * N), *bw = malloc(sizeof(double) * BINS);
   int32_t *ints = malloc(sizeof(int32_t) * (7 * (size_t)N + BINS));
@@ -883,6 +884,17 @@ static void pack_reference_case(int32_t BINS, int32_t CAP, int trials) {
     for (int32_t i = 0; i < N; i++) {
       key[i] = (int32_t)(rng_next() % 20);
       w[i] = trial % 4 < 2 ? (double)(rng_next() % 4) : 100 * rng_unit();
+    }
+    if (runs) { /* replicas: runs of one key and one weight, up to a bin
+                   each, so bins set aside stay aside along a run */
+      for (int32_t i = 0, e = 0; i < N; e++) {
+        int32_t c = 1 + (int32_t)(rng_next() % (uint64_t)BINS);
+        double we = trial % 2 ? (double)(1 + rng_next() % 50) : rng_unit();
+        for (int32_t j = 0; j < c && i < N; j++, i++) {
+          key[i] = e;
+          w[i] = we;
+        }
+      }
     }
     eplb__sort_desc(w, N, order);
     int32_t clashes = -1;
@@ -925,8 +937,12 @@ static void pack_reference_case(int32_t BINS, int32_t CAP, int trials) {
 
 static void test_pack_greedy_reference(void **state) {
   (void)state;
-  pack_reference_case(12, 5, 40);
-  pack_reference_case(96, 3, 8);
+  pack_reference_case(12, 5, 40, 0);
+  pack_reference_case(96, 3, 8, 0);
+  uint64_t saved = rng_state; /* the tests after this one see the same */
+  pack_reference_case(12, 5, 400, 1);
+  pack_reference_case(96, 3, 8, 1);
+  rng_state = saved;
 }
 
 /* The balanced policy skips DeepSeek's plan when its own greedy packing is

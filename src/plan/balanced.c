@@ -53,6 +53,10 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
                    eplb_error_t *err) {
   eplb__layout_t lay = {.G = G, .per = S / G};
   size_t mark = ar->used;
+  double tokens = 0;
+  for (int32_t e = 0; e < E; e++)
+    tokens += load[e];
+  lay.stop_at = eplb__noise_stop(tokens, G);
   int32_t *cnt = eplb__arena_take(ar, sizeof(int32_t) * (size_t)E);
   lay.expert = eplb__arena_take(ar, sizeof(int32_t) * (size_t)S);
   lay.w = eplb__arena_take(ar, sizeof(double) * (size_t)S);
@@ -234,7 +238,8 @@ static int refine_if_unbalanced(const double *load, int32_t E, int32_t S,
   double total = 0;
   for (int32_t e = 0; e < E; e++)
     total += load[e];
-  if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G)
+  if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G &&
+      mine > eplb__noise_stop(total, G))
     return eplb__refine(load, E, S, G, phy2log, err);
   return 0;
 }

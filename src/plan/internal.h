@@ -230,7 +230,20 @@ typedef struct eplb__layout_s {
   int32_t *expert; /* [G * per] */
   double *w;       /* [G * per] */
   double *load;    /* [G] */
+  double stop_at;  /* the search stops once the most loaded GPU is at most
+                      this (eplb__noise_stop; 0: never) */
 } eplb__layout_t;
+
+/* What the statistics cannot tell apart (docs/planner.md, "When a plan is
+ * good enough"): loads are token counts, so a GPU's load varies from one
+ * window to the next by at least a Poisson standard deviation, about
+ * sqrt(mean).  A plan whose most loaded GPU is within EPLB__STOP_SIGMA of
+ * that above the mean of `total` over G GPUs cannot be told from a better
+ * one on the traffic that follows, and the searches stop there.  Returns
+ * that load, or 0 (never stop) when the mean is below one count (loads
+ * that are not counts: shares, normalised scenarios). */
+#define EPLB__STOP_SIGMA 0.02
+double eplb__noise_stop(double total, int32_t G);
 
 /* Moves duplicate copies (one GPU holding an expert twice) away by swapping
  * with another GPU's slot, choosing the swap that changes loads least.
@@ -306,6 +319,8 @@ typedef struct eplb__search_s {
   int32_t *touched;    /* [G] GPUs the evaluated move changes */
   int32_t tick;        /* the current evaluation */
   unsigned char *mark; /* [E] scratch flags, all 0 between uses */
+  double stop_at;      /* eplb__search_run stops once the most loaded GPU is
+                          at most this (0: never) */
   int32_t *above;      /* [E] slots of e on GPUs above `mean` (with_above) */
   double mean;         /* the mean GPU load of the search run */
   int with_above;      /* above[] is kept (a dup-free search run) */

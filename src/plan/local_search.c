@@ -69,42 +69,76 @@ static int has_duplicates(const eplb__layout_t *lay, eplb__arena_t *ar) {
   return dup;
 }
 
+/* The swap that moves the second copy in slot a of GPU g away: over every
+ * other GPU h that lacks its expert x and every slot b of h whose expert
+ * is neither on g (outside a) nor a second copy on h, the one that leaves
+ * the larger of the two loads lowest (ties: lower h, then lower b).  The
+ * GPUs are visited lightest first (ord): a swap with h leaves that larger
+ * load at least (lg + lh) / 2, so once that is above the best found no
+ * heavier GPU can do better, and the choice is that of a scan of every
+ * GPU in index order.  *bh = -1 when there is none. */
+static void repair_swap(const eplb__layout_t *lay, const eplb__order_t *ord,
+                        int32_t g, int32_t a, int32_t *bh, int32_t *bb) {
+  int32_t per = lay->per, x = lay->expert[(size_t)g * per + a];
+  double wa = lay->w[(size_t)g * per + a], lg = lay->load[g], best_cost = 0;
+  *bh = -1;
+  *bb = -1;
+  /* ord NULL (no memory for it): every GPU in index order, no bound. */
+  int32_t nb = ord != NULL ? ord->nb : 1;
+  for (int32_t blk = 0; blk < nb; blk++) {
+    const int32_t *hs = NULL;
+    const double *ls = NULL;
+    int32_t n = ord != NULL ? eplb__order_block(ord, blk, &hs, &ls) : lay->G;
+    for (int32_t k = 0; k < n; k++) {
+      int32_t h = hs != NULL ? hs[k] : k;
+      /* max(lg - d, lh + d) >= (lg + lh) / 2, less rounding */
+      if (ls != NULL && *bh >= 0 && (lg + ls[k]) / 2 > best_cost * (1 + 1e-12))
+        return;
+      if (h == g || holds(lay, h, x, -1))
+        continue;
+      for (int32_t b = 0; b < per; b++) {
+        int32_t y = lay->expert[(size_t)h * per + b];
+        if (holds(lay, g, y, a) || holds(lay, h, y, b))
+          continue; /* y would clash on g, or y is itself a dup on h */
+        double d = wa - lay->w[(size_t)h * per + b];
+        double ng = lg - d, nh = lay->load[h] + d;
+        double cost = ng > nh ? ng : nh;
+        if (*bh < 0 || cost < best_cost ||
+            (cost == best_cost && (h < *bh || (h == *bh && b < *bb)))) {
+          best_cost = cost;
+          *bh = h;
+          *bb = b;
+        }
+      }
+    }
+  }
+}
+
 int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar) {
   int32_t G = lay->G, per = lay->per, left = 0;
   if (has_duplicates(lay, ar) == 0)
     return 0;
+  size_t mark = ar->used;
+  eplb__order_t ord; /* the GPUs by load, for repair_swap */
+  int have = eplb__order_init(&ord, G, lay->load, ar) == 0;
   for (int32_t g = 0; g < G; g++) {
     for (int32_t a = 0; a < per; a++) {
-      int32_t x = lay->expert[(size_t)g * per + a];
+      int32_t x = lay->expert[(size_t)g * per + a], bh, bb;
       if (!holds(lay, g, x, a))
         continue;
-      /* Slot a of GPU g is a second copy of x: find (h, b) to swap with,
-       * legal both ways, that changes the loads least. */
-      double wa = lay->w[(size_t)g * per + a], best_cost = 0;
-      int32_t bh = -1, bb = -1;
-      for (int32_t h = 0; h < G; h++) {
-        if (h == g || holds(lay, h, x, -1))
-          continue;
-        for (int32_t b = 0; b < per; b++) {
-          int32_t y = lay->expert[(size_t)h * per + b];
-          if (holds(lay, g, y, a) || holds(lay, h, y, b))
-            continue; /* y would clash on g, or y is itself a dup on h */
-          double d = wa - lay->w[(size_t)h * per + b];
-          double ng = lay->load[g] - d, nh = lay->load[h] + d;
-          double cost = ng > nh ? ng : nh;
-          if (bh < 0 || cost < best_cost) {
-            best_cost = cost;
-            bh = h;
-            bb = b;
-          }
-        }
-      }
-      if (bh < 0)
+      repair_swap(lay, have ? &ord : NULL, g, a, &bh, &bb);
+      if (bh < 0) {
         left++;
-      else
-        swap_slots(lay, g, a, bh, bb);
+        continue;
+      }
+      swap_slots(lay, g, a, bh, bb);
+      if (have) {
+        eplb__order_set(&ord, g, lay->load[g]);
+        eplb__order_set(&ord, bh, lay->load[bh]);
+      }
     }
   }
+  ar->used = mark;
   return left;
 }
 
@@ -477,6 +511,8 @@ void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
   for (int32_t it = 0; it < max_iters; it++) {
     int32_t g = eplb__order_last(&ord);
     double lg = lay->load[g];
+    if (lg <= lay->stop_at)
+      break; /* as good as the statistics can tell */
     swap_t best = {.nmax = lg, .h = -1, .a = -1, .b = -1, .hb = -1};
     scan_t sc = {0};
     /* The partners lightest first, block by block of the order (one

@@ -169,37 +169,66 @@ static inline void key_index_add(key_index_t x, int32_t i, int32_t k,
 }
 
 /* Picks the lightest bin with room for item i, without a key clash when
- * some bin allows (bins that clash are set aside in held[] and restored),
- * else the lightest of all.  ++*nclash when a clash moved the item off the
- * plain lightest bin, ++*nforced when it goes to a bin with its key.
- * bin_w[] are the true weights; ix is unused when key is NULL. */
-static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
-                        key_index_t ix, const int32_t *bin_of,
-                        const int32_t *bin_n, int32_t i, int32_t *held,
-                        int32_t root, int32_t *nclash, int32_t *nforced) {
-  int32_t best = root, nheld = 0;
+ * some bin allows, else the lightest of all.  Bins that clash are set
+ * aside in held[] (*nheld of them), and stay aside while the items that
+ * follow have the same key (a run: an expert's replicas come together):
+ * for those they clash still, and a bin set aside weighs no more than the
+ * bins left in the tree, whose weights only grow, so every later item of
+ * the run would set the same bins aside again.  The caller puts them back
+ * when the key changes (restore_held).  That makes a run of c replicas
+ * O(c log bins) instead of O(c^2 log bins), and picks what setting aside
+ * and putting back at every item picks.  ++*nclash when the plain
+ * lightest bin with room holds the key (some bin is set aside: it is
+ * lighter than every bin in the tree).  Returns the tree's bin, or t->P
+ * when every bin with room holds the key (the caller takes the lightest
+ * of those, held_pick).  ix is unused when key is NULL. */
+static int32_t pick_bin(bin_tree_t *t, const int32_t *key, key_index_t ix,
+                        const int32_t *bin_of, const int32_t *bin_n, int32_t i,
+                        int32_t *held, int32_t *nheld, int32_t root,
+                        int32_t *nclash) {
+  int32_t best = root;
   if (key == NULL)
     return best;
+  if (*nheld > 0 && best < t->P &&
+      tree_weight(t, best) == eplb__wbits(HUGE_VAL))
+    best = t->P; /* every bin with room is set aside */
   while (best < t->P &&
          key_index_has(ix, bin_of, best, bin_n[best], key[i])) {
-    held[nheld++] = best;
+    held[(*nheld)++] = best;
     best = tree_set(t, best, HUGE_VAL);
     if (tree_weight(t, best) == eplb__wbits(HUGE_VAL))
       best = t->P; /* no bin with room is left */
   }
-  for (int32_t j = 0; j < nheld; j++)
-    tree_set(t, held[j], bin_w[held[j]]);
-  if (nheld > 0)
+  if (*nheld > 0)
     (*nclash)++;
-  if (best >= t->P) { /* every bin with room clashes: take the lightest */
-    (*nforced)++;
-    best = held[0];
-    for (int32_t j = 1; j < nheld; j++)
-      if (bin_w[held[j]] < bin_w[best] ||
-          (bin_w[held[j]] == bin_w[best] && held[j] < best))
-        best = held[j];
-  }
   return best;
+}
+
+/* Every bin with room holds the key: the lightest held bin with room
+ * (ties: lower bin), as held[j]'s index j. */
+static int32_t held_pick(const double *bin_w, const int32_t *bin_n,
+                         int32_t cap, const int32_t *held, int32_t nheld) {
+  int32_t bj = -1;
+  for (int32_t j = 0; j < nheld; j++) {
+    int32_t b = held[j];
+    if (bin_n[b] >= cap)
+      continue;
+    if (bj < 0 || bin_w[b] < bin_w[held[bj]] ||
+        (bin_w[b] == bin_w[held[bj]] && b < held[bj]))
+      bj = j;
+  }
+  return bj;
+}
+
+/* The bins set aside go back into the tree; returns the tree's winner. */
+static int32_t restore_held(bin_tree_t *t, const double *bin_w,
+                            const int32_t *bin_n, int32_t cap, int32_t *held,
+                            int32_t *nheld, int32_t root) {
+  for (int32_t j = 0; j < *nheld; j++)
+    root = tree_set(t, held[j],
+                    bin_n[held[j]] < cap ? bin_w[held[j]] : HUGE_VAL);
+  *nheld = 0;
+  return root;
 }
 
 int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
@@ -274,12 +303,24 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   }
   bin_tree_t t = {.nw = nw, .ni = ni, .P = P};
   pack_prefix(w, order, from, key, bin_of, cap, ix, bin_w, bin_n, &t, bins);
-  int32_t nclash = 0, nforced = 0, first = n, root = ni[1];
+  int32_t nclash = 0, nforced = 0, first = n, root = ni[1], nheld = 0;
   info->stopped = 0;
   for (int32_t k = from; k < n; k++) {
     int32_t i = order[k];
-    int32_t best = pick_bin(&t, bin_w, key, ix, bin_of, bin_n, i, held, root,
-                            &nclash, &nforced);
+    if (nheld > 0 && key[i] != key[order[k - 1]]) /* a run ends */
+      root = restore_held(&t, bin_w, bin_n, cap, held, &nheld, root);
+    int32_t best = root;
+    int aside = 0; /* to a bin set aside: it stays aside */
+    if (key != NULL &&
+        (nheld > 0 || key_index_has(ix, bin_of, best, bin_n[best], key[i]))) {
+      best =
+          pick_bin(&t, key, ix, bin_of, bin_n, i, held, &nheld, root, &nclash);
+      aside = best >= P;
+      if (aside) {
+        nforced++;
+        best = held[held_pick(bin_w, bin_n, cap, held, nheld)];
+      }
+    }
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;
@@ -288,7 +329,10 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
       key_index_add(ix, i, key[i], best, bin_n[best]);
     bin_n[best]++;
     bin_w[best] += w[i];
-    root = tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
+    if (!aside)
+      root = tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
+    else
+      root = ni[1]; /* what setting bins aside left on top */
     if (bin_w[best] >= stop_at) { /* sums only grow: the end is no lower */
       info->stopped = 1;
       info->max = bin_w[best];

@@ -646,6 +646,8 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
     int32_t budget = max_moves < 0 ? c->S : max_moves - *moves, top[4];
     op_t best = {.score = 1e-9 * mean, .kind = 0};
     int32_t nt = top_gpus(c, top);
+    if (c->gl[top[0]] <= c->stop_at)
+      break; /* as good as the statistics can tell */
     for (int32_t k = 0; k < nt && best.kind == 0; k++) {
       int32_t g = top[k];
       if (c->gl[g] <= mean)
@@ -678,6 +680,7 @@ int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
   }
   double before = eplb__search_max(&c);
   int32_t moves = 0;
+  c.stop_at = eplb__noise_stop(total, G);
   eplb__search_run(&c, total / G, 0.0, -1, &moves);
   /* The search lowers the load above the mean; keep its result only if the
    * maximum, which the imbalance measures, did not rise. */

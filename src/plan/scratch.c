@@ -2,6 +2,7 @@
  * memory taken from one block per layer (the arena), the deterministic
  * descending sort, and the argmax.  Ties always break towards the lower
  * index, so any two runs, on any thread, give the same permutation. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,11 @@ int32_t eplb__argmax(const double *load, int32_t G) {
     if (load[g] > load[best])
       best = g;
   return best;
+}
+
+double eplb__noise_stop(double total, int32_t G) {
+  double mean = total / G;
+  return mean >= 1 ? mean + EPLB__STOP_SIGMA * sqrt(mean) : 0;
 }
 
 /* Takes are rounded up to this, the alignment malloc gives (16 on the
