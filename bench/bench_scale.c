@@ -12,11 +12,12 @@
  * (--modes, comma-separated, default all):
  *   fresh  eplb_plan, balanced (and deepseek for comparison)
  *   from   eplb_plan_from: the current map is DeepSeek's plan of the
- *          window of seed 2, re-planned on seed 1's (replicas moved per
+ *          previous window (rank 1 of eplb-synth-stats: the same routing,
+ *          other tokens), re-planned on rank 0's (replicas moved per
  *          layer reported)
  *   hier   hierarchical: 4 nodes, 8 groups
  *   spill  the same with --spill
- *   scen   eplb_plan_scenarios over 4 windows (seeds 1..4), equal weights
+ *   scen   eplb_plan_scenarios over 4 windows (ranks 0..3), equal weights
  * Layers are planned one call each, one thread, until all L are done or
  * --budget seconds (default 30) were spent on the row: then the time is
  * extrapolated to L layers and marked `~`.  Columns: the 60-layer (L) plan
@@ -70,7 +71,10 @@ static double unit(uint64_t key) {
   return ((double)(mix64(key) >> 11) + 1.0) / 9007199254740992.0;
 }
 
-static void synth(eplb_stats_t *st, int32_t L, int32_t E, uint64_t seed) {
+/* Rank r of eplb-synth-stats --ranks: the same routing (seed), other
+ * tokens (per-expert noise of +-20%): the windows of one deployment. */
+static void synth(eplb_stats_t *st, int32_t L, int32_t E, uint64_t seed,
+                  uint64_t r) {
   const double skew = 1.0, tokens = 1e6;
   if (eplb_stats_init(st, L, E, NULL) != 0)
     exit(1);
@@ -81,7 +85,7 @@ static void synth(eplb_stats_t *st, int32_t L, int32_t E, uint64_t seed) {
     for (int32_t e = 0; e < E; e++) {
       double base =
           pow(unit((seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e), -lskew);
-      double noise = 0.8 + 0.4 * unit((seed << 40) ^ ((uint64_t)1 << 52) ^
+      double noise = 0.8 + 0.4 * unit((seed << 40) ^ ((r + 1) << 52) ^
                                       ((uint64_t)l << 20) ^ (uint64_t)e);
       w[e] = base * noise;
       sum += w[e];
@@ -303,15 +307,15 @@ int main(int argc, char **argv) {
         continue;
       eplb_stats_t st, scen[NSCEN];
       eplb_placement_t cur = {0};
-      synth(&st, L, sh->E, 1);
+      synth(&st, L, sh->E, 1, 0);
       if (m == MODE_SCEN)
         for (int k = 0; k < NSCEN; k++)
-          synth(&scen[k], L, sh->E, (uint64_t)k + 1);
+          synth(&scen[k], L, sh->E, 1, (uint64_t)k);
       if (m == MODE_FROM) {
         eplb_stats_t prev;
         eplb_plan_opts_t d;
         eplb_error_t err;
-        synth(&prev, L, sh->E, 2);
+        synth(&prev, L, sh->E, 1, 1);
         eplb_plan_opts_default(&d);
         d.num_slots = sh->S;
         d.num_gpus = sh->G;

@@ -1052,6 +1052,75 @@ static void test_greedy_is_deepseek(void **state) {
              same, differ_caught, keyless);
 }
 
+/* eplb__order_t (order.c) against a sorted array: random keys with ties,
+ * then random key changes (small moves inside a block, long ones across
+ * blocks, runs that split blocks and empty them, until the blocks are
+ * dealt again); after each, the walk of the blocks must be the items
+ * sorted by (key, index), the last item the largest, and
+ * eplb__order_move at a known place the same as eplb__order_set. */
+static void order_check(const eplb__order_t *o, const double *key, int32_t n) {
+  int32_t k = 0, prev = -1;
+  for (int32_t b = 0; b < o->nb; b++) {
+    const int32_t *is;
+    const double *ks;
+    int32_t m = eplb__order_block(o, b, &is, &ks);
+    assert_true(m >= 1);
+    for (int32_t j = 0; j < m; j++, k++) {
+      assert_true(ks[j] == key[is[j]]);
+      if (prev >= 0)
+        assert_true(key[prev] < key[is[j]] ||
+                    (key[prev] == key[is[j]] && prev < is[j]));
+      prev = is[j];
+    }
+  }
+  assert_int_equal(k, n);
+  assert_int_equal(eplb__order_last(o), prev);
+}
+
+static void test_order_reference(void **state) {
+  (void)state;
+  const int32_t sizes[] = {1, 2, 37, 64, 65, 200, 3000};
+  uint64_t saved = rng_state;
+  for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+    int32_t n = sizes[z];
+    double *key = malloc(sizeof(double) * (size_t)n);
+    for (int32_t i = 0; i < n; i++)
+      key[i] = (double)(rng_next() % 50);
+    eplb__arena_t ar;
+    eplb__arena_init(&ar, NULL, 0);
+    eplb__order_t o;
+    assert_int_equal(eplb__order_init(&o, n, key, &ar), 0);
+    order_check(&o, key, n);
+    for (int32_t step = 0; step < (n < 100 ? 20 * n + 200 : 3000); step++) {
+      int32_t i = (int32_t)(rng_next() % (uint64_t)n);
+      int kind = (int)(rng_next() % 4);
+      double k = kind == 0   ? key[i] + 0.5 * rng_unit()       /* small */
+                 : kind == 1 ? (double)(rng_next() % 50)       /* anywhere */
+                 : kind == 2 ? 25.0                            /* ties */
+                             : 100.0 + (double)(step % 7);     /* a run */
+      if (rng_next() % 2) {
+        eplb__order_set(&o, i, k);
+      } else { /* the same through its place */
+        int32_t b = 0, p = -1;
+        for (; b < o.nb && p < 0; b++) {
+          const int32_t *is;
+          const double *ks;
+          int32_t m = eplb__order_block(&o, b, &is, &ks);
+          for (int32_t j = 0; j < m; j++)
+            if (is[j] == i)
+              p = j;
+        }
+        eplb__order_move(&o, b - 1, p, k);
+      }
+      key[i] = k;
+      order_check(&o, key, n);
+    }
+    eplb__arena_done(&ar);
+    free(key);
+  }
+  rng_state = saved;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_invariants_random),
@@ -1073,6 +1142,7 @@ int main(void) {
       cmocka_unit_test(test_replicate_reference),
       cmocka_unit_test(test_replicate_sorted_reference),
       cmocka_unit_test(test_pack_greedy_reference),
+      cmocka_unit_test(test_order_reference),
       cmocka_unit_test(test_balanced_vs_deepseek_ties),
       cmocka_unit_test(test_greedy_is_deepseek),
   };

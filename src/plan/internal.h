@@ -152,6 +152,8 @@ typedef struct eplb__order_s {
   double *keys;   /* [maxb * CAP] their keys */
   double *key;    /* [n] each item's key (more than one block's worth) */
   int32_t *spare; /* [n] for dealing the items again */
+  int32_t *blk;   /* [n] each item's storage block (more than one block) */
+  int32_t *border; /* [maxb] each storage block's place in bid[] */
 } eplb__order_t;
 
 /* Items 0..n-1 ordered by key[n] (copied), memory from ar (kept until the
@@ -323,7 +325,7 @@ typedef struct eplb__search_s {
                           at most this (0: never) */
   int32_t *above;      /* [E] slots of e on GPUs above `mean` (with_above) */
   double mean;         /* the mean GPU load of the search run */
-  int with_above;      /* above[] is kept (a dup-free search run) */
+  int with_above;      /* above[] is kept (during eplb__search_run) */
   int32_t *ofirst;     /* [E + 1] GPUs that held e in orig: */
   int32_t *ogpu;       /*   ogpu[ofirst[e]..ofirst[e+1]), ascending */
   eplb__order_t gpus;  /* GPUs by load, lightest first */

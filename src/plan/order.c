@@ -33,6 +33,12 @@ static inline double *blk_keys(const eplb__order_t *o, int32_t s) {
   return o->keys + (size_t)s * EPLB__ORDER_CAP;
 }
 
+/* The places in bid[] of the blocks from the b-th on, after bid changed. */
+static void renumber(eplb__order_t *o, int32_t b) {
+  for (; b < o->nb; b++)
+    o->border[o->bid[b]] = b;
+}
+
 /* Deals o->spare[0..n) (in order) into blocks of EPLB__ORDER_FILL (one
  * block when they fit in one). */
 static void deal(eplb__order_t *o) {
@@ -47,9 +53,11 @@ static void deal(eplb__order_t *o) {
     int32_t m = (n - k) / (nb - b);
     o->bid[b] = b;
     o->bn[b] = m;
+    o->border[b] = b;
     for (int32_t j = 0; j < m; j++, k++) {
       blk_items(o, b)[j] = o->spare[k];
       blk_keys(o, b)[j] = o->key[o->spare[k]];
+      o->blk[o->spare[k]] = b;
     }
   }
 }
@@ -83,7 +91,7 @@ static int32_t max_blocks(int32_t n) {
 size_t eplb__order_bytes(int32_t n) {
   size_t b = (size_t)max_blocks(n);
   return b * EPLB__ORDER_CAP * (sizeof(int32_t) + sizeof(double)) +
-         3 * b * sizeof(int32_t) + (size_t)n * (sizeof(double) + 4) + 5 * 16;
+         4 * b * sizeof(int32_t) + (size_t)n * (sizeof(double) + 8) + 5 * 16;
 }
 
 int eplb__order_init(eplb__order_t *o, int32_t n, const double *key,
@@ -98,13 +106,15 @@ int eplb__order_init_sorted(eplb__order_t *o, int32_t n, const double *key,
   *o = (eplb__order_t){.n = n, .maxb = maxb};
   o->items = eplb__arena_take(ar, sizeof(int32_t) * cells);
   o->keys = eplb__arena_take(ar, sizeof(double) * cells);
-  o->bid = eplb__arena_take(ar, sizeof(int32_t) * 3 * (size_t)maxb);
+  o->bid = eplb__arena_take(ar, sizeof(int32_t) * 4 * (size_t)maxb);
   o->key = eplb__arena_take(ar, sizeof(double) * (size_t)n);
-  o->spare = eplb__arena_take(ar, sizeof(int32_t) * (size_t)n);
+  o->spare = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)n);
   if (!o->items || !o->keys || !o->bid || !o->key || !o->spare)
     return EPLB_ENOMEM;
   o->bn = o->bid + maxb;
   o->free_ = o->bn + maxb;
+  o->border = o->free_ + maxb;
+  o->blk = o->spare + n;
   if (ids != NULL) { /* sorted already */
     memcpy(o->key, key, sizeof(double) * (size_t)n);
     memcpy(o->spare, ids, sizeof(int32_t) * (size_t)n);
@@ -190,10 +200,13 @@ static int split(eplb__order_t *o, int32_t b) {
   memcpy(blk_keys(o, t), blk_keys(o, s) + keep, sizeof(double) * move);
   o->bn[s] = keep;
   o->bn[t] = move;
+  for (int32_t j = 0; j < move; j++)
+    o->blk[blk_items(o, t)[j]] = t;
   memmove(o->bid + b + 2, o->bid + b + 1,
           sizeof(int32_t) * (size_t)(o->nb - b - 1));
   o->bid[b + 1] = t;
   o->nb++;
+  renumber(o, b + 1);
   return 0;
 }
 
@@ -224,6 +237,7 @@ static void insert(eplb__order_t *o, int32_t i, double k) {
   is[p] = i;
   ks[p] = k;
   o->bn[s] = m + 1;
+  o->blk[i] = s;
 }
 
 void eplb__order_move_blocks(eplb__order_t *o, int32_t b, int32_t p,
@@ -257,6 +271,7 @@ void eplb__order_move_blocks(eplb__order_t *o, int32_t b, int32_t p,
             sizeof(int32_t) * (size_t)(o->nb - b - 1));
     o->nb--;
     o->free_[o->nfree++] = s;
+    renumber(o, b);
   }
   insert(o, i, k);
 }
@@ -269,7 +284,6 @@ void eplb__order_set(eplb__order_t *o, int32_t i, double k) {
     eplb__order_shift(o->items, o->keys, o->n, p, k);
     return;
   }
-  double old = o->key[i];
-  int32_t b = find_block(o, old, i);
-  eplb__order_move(o, b, find_pos(o, o->bid[b], old, i), k);
+  int32_t sb = o->blk[i]; /* its block, kept: no search over the blocks */
+  eplb__order_move(o, o->border[sb], find_pos(o, sb, o->key[i], i), k);
 }

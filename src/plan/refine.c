@@ -36,6 +36,14 @@
 
 #include "plan/internal.h"
 
+/* Partners a swap of the most loaded GPU is looked for in once a move was
+ * found, beyond one block of GPUs (EPLB__ORDER_CAP): the lightest first,
+ * those with the most room.  Up to then the scan goes on as far as a swap
+ * can gain, which on thousands of GPUs below the mean is most of them at
+ * every step; a swap with one of the lightest 64 is nearly always as good
+ * (bench/bench_scale).  Up to EPLB__ORDER_CAP GPUs there is no cap. */
+#define SWAP_PARTNERS 64
+
 static double pos(double v) { return v > 0 ? v : 0; }
 
 /* The load of GPU g: its slots' weights summed in slot order. */
@@ -325,10 +333,12 @@ static void swap_pair(const eplb__search_t *c, int32_t g, int32_t h,
 /* Swaps of a slot of g with a slot of a GPU below the mean (moving load
  * between two GPUs above the mean removes no excess), lightest first.
  * Such a swap removes at most min(excess of g, deficit of h), so the scan
- * stops once that bound cannot beat the best move found. */
+ * stops once that bound cannot beat the best move found, or after
+ * SWAP_PARTNERS partners once a move was found. */
 static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
                       double lambda, int32_t budget, op_t *best) {
   double lg = c->gl[g];
+  int32_t left = c->gpus.nb > 1 ? SWAP_PARTNERS : c->G; /* before the cap */
   for (int32_t blk = 0; blk < c->gpus.nb; blk++) {
     const int32_t *hs;
     const double *ls;
@@ -343,6 +353,9 @@ static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
         return;
       if (h == g || lg - lh <= 0)
         continue;
+      if (left == 0 && best->kind != 0)
+        return;
+      left -= left > 0;
       swap_pair(c, g, h, lg, lh, mean, lambda, budget, best);
     }
   }
@@ -398,9 +411,10 @@ static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
  * those GPUs lose.  First an upper bound, the lower of two: `to`'s GPUs
  * lose at most their relief and h changes by its own slot; or every slot
  * of `to` on a GPU above the mean takes t_old - t_new off the excess and
- * every other slot of `from` there adds f_new - f_old (above[], in a
- * search without duplicates): a GPU's load above the mean changes at most
- * by its change, and one below it gains no excess it could lose.  A move
+ * every slot of `from` there but h's adds f_new - f_old (above[], counted
+ * per slot): a GPU's excess falls at most by what its load falls, one
+ * below the mean has none to lose, and h's other slots of `from` (a
+ * duplicate of the current map) only add to what `own` counts.  A move
  * whose bound cannot beat the best is not evaluated; the slack keeps
  * rounding from ruling out one that would win. */
 static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
@@ -419,8 +433,12 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
   double own = pos(lh - mean) - pos(lh + t_new - f_old - mean);
   double ub = x->relief + own;
   if (c->with_above) { /* the linear bound, when it is lower */
+    int32_t kf = 0; /* h's slots of `from` (more than one: a duplicate of
+                       the current map), all left to `own` */
+    for (int32_t j = 0; j < per; j++)
+      kf += rh[j] == from;
     double lin = (x->t_old - t_new) * c->above[to] -
-                 (f_new - f_old) * (c->above[from] - (lh > mean)) + own;
+                 (f_new - f_old) * (c->above[from] - (lh > mean) * kf) + own;
     ub = lin < ub ? lin : ub;
   }
   if (ub - lambda * mv + 1e-9 * mean <= best->score)
@@ -619,20 +637,10 @@ static int32_t top_gpus(const eplb__search_t *c, int32_t *top) {
 /* The greedy search of the DESIGN note: relieve the most loaded GPU that
  * some move can relieve at a net gain (the top few are tried), apply that
  * move, repeat.  *moves is the running count. */
-/* Sets up above[] for the run at `mean` when no GPU holds an expert
- * twice (the moves never make one); else the bound goes without it. */
+/* Sets up above[] for the run at `mean`. */
 static void above_init(eplb__search_t *c, double mean) {
   c->mean = mean;
   c->with_above = 1;
-  for (int32_t g = 0; g < c->G && c->with_above; g++) {
-    const int32_t *row = c->slot + (size_t)g * c->per;
-    for (int32_t j = 0; j < c->per; j++) {
-      c->with_above &= !c->mark[row[j]];
-      c->mark[row[j]] = 1;
-    }
-    for (int32_t j = 0; j < c->per; j++)
-      c->mark[row[j]] = 0;
-  }
   memset(c->above, 0, sizeof(int32_t) * (size_t)c->E);
   for (int32_t g = 0; g < c->G; g++)
     above_add(c, g, +1);
@@ -646,7 +654,7 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
     int32_t budget = max_moves < 0 ? c->S : max_moves - *moves, top[4];
     op_t best = {.score = 1e-9 * mean, .kind = 0};
     int32_t nt = top_gpus(c, top);
-    if (c->gl[top[0]] <= c->stop_at)
+    if (nt == 0 || c->gl[top[0]] <= c->stop_at)
       break; /* as good as the statistics can tell */
     for (int32_t k = 0; k < nt && best.kind == 0; k++) {
       int32_t g = top[k];
