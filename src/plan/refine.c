@@ -36,14 +36,6 @@
 
 #include "plan/internal.h"
 
-/* Partners a swap of the most loaded GPU is looked for in once a move was
- * found, beyond one block of GPUs (EPLB__ORDER_CAP): the lightest first,
- * those with the most room.  Up to then the scan goes on as far as a swap
- * can gain, which on thousands of GPUs below the mean is most of them at
- * every step; a swap with one of the lightest 64 is nearly always as good
- * (bench/bench_scale).  Up to EPLB__ORDER_CAP GPUs there is no cap. */
-#define SWAP_PARTNERS 64
-
 static double pos(double v) { return v > 0 ? v : 0; }
 
 /* The load of GPU g: its slots' weights summed in slot order. */
@@ -333,12 +325,10 @@ static void swap_pair(const eplb__search_t *c, int32_t g, int32_t h,
 /* Swaps of a slot of g with a slot of a GPU below the mean (moving load
  * between two GPUs above the mean removes no excess), lightest first.
  * Such a swap removes at most min(excess of g, deficit of h), so the scan
- * stops once that bound cannot beat the best move found, or after
- * SWAP_PARTNERS partners once a move was found. */
+ * stops once that bound cannot beat the best move found. */
 static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
                       double lambda, int32_t budget, op_t *best) {
   double lg = c->gl[g];
-  int32_t left = c->gpus.nb > 1 ? SWAP_PARTNERS : c->G; /* before the cap */
   for (int32_t blk = 0; blk < c->gpus.nb; blk++) {
     const int32_t *hs;
     const double *ls;
@@ -353,9 +343,6 @@ static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
         return;
       if (h == g || lg - lh <= 0)
         continue;
-      if (left == 0 && best->kind != 0)
-        return;
-      left -= left > 0;
       swap_pair(c, g, h, lg, lh, mean, lambda, budget, best);
     }
   }
