@@ -244,7 +244,7 @@ typedef struct eplb__layout_s {
  * one on the traffic that follows, and the searches stop there.  Returns
  * that load, or 0 (never stop) when the mean is below one count (loads
  * that are not counts: shares, normalised scenarios). */
-#define EPLB__STOP_SIGMA 0.02
+#define EPLB__STOP_SIGMA 0.005
 double eplb__noise_stop(double total, int32_t G);
 
 /* Moves duplicate copies (one GPU holding an expert twice) away by swapping
