@@ -34,6 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "plan/internal.h"
 
 static double pos(double v) { return v > 0 ? v : 0; }
@@ -315,19 +319,73 @@ static inline void swap_row(const eplb__search_t *c, int32_t g, int32_t a,
 }
 
 /* The swaps of g with partner h, slot by slot of g. */
-static void swap_pair(const eplb__search_t *c, int32_t g, int32_t h,
+static void swap_pair_scalar(const eplb__search_t *c, int32_t g, int32_t h,
                              double lg, double lh, double mean, double lambda,
                              int32_t budget, op_t *best) {
   for (int32_t a = 0; a < c->per; a++)
     swap_row(c, g, a, h, lg, lh, mean, lambda, budget, best);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EPLB_SWAP_SIMD 1
+/* The same with AVX2 for GPUs of up to 8 slots: for each slot a of g the
+ * moves d to h's slots, eight at a time in two registers, and which of
+ * them pass swap_one's first test (0 < d < lg - lh, the same compares);
+ * only those are tried, in slot order, so the same swap wins.  Nearly
+ * every pair fails that test. */
+__attribute__((target("avx2"))) static void
+swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
+               double lh, double mean, double lambda, int32_t budget,
+               op_t *best) {
+  int32_t per = c->per;
+  const double *wg = c->sw + (size_t)g * per, *wh = c->sw + (size_t)h * per;
+  __m256i l0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(per),
+                                  _mm256_setr_epi64x(0, 1, 2, 3));
+  __m256i l1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(per),
+                                  _mm256_setr_epi64x(4, 5, 6, 7));
+  __m256d h0 = _mm256_maskload_pd(wh, l0), h1 = h0;
+  if (per > 4)
+    h1 = _mm256_maskload_pd(wh + 4, l1);
+  const __m256d zero = _mm256_setzero_pd(), gap = _mm256_set1_pd(lg - lh);
+  int lanes = (1 << per) - 1;
+  for (int32_t a = 0; a < per; a++) {
+    __m256d wa = _mm256_set1_pd(wg[a]);
+    __m256d d0 = _mm256_sub_pd(wa, h0), d1 = _mm256_sub_pd(wa, h1);
+    int m = _mm256_movemask_pd(
+                _mm256_and_pd(_mm256_cmp_pd(d0, zero, _CMP_GT_OQ),
+                              _mm256_cmp_pd(d0, gap, _CMP_LT_OQ))) |
+            _mm256_movemask_pd(
+                _mm256_and_pd(_mm256_cmp_pd(d1, zero, _CMP_GT_OQ),
+                              _mm256_cmp_pd(d1, gap, _CMP_LT_OQ)))
+                << 4;
+    for (m &= lanes; m != 0; m &= m - 1)
+      swap_one(c, g, a, h, __builtin_ctz((unsigned)m), lg, lh, mean, lambda,
+               budget, best);
+  }
+}
+#endif
+
+typedef void (*swap_pair_fn)(const eplb__search_t *, int32_t, int32_t, double,
+                             double, double, double, int32_t, op_t *);
+
+/* The widest version this CPU runs for c (local_search.c's tier_scan_for):
+ * AVX2 up to 8 slots a GPU. */
+static swap_pair_fn swap_pair_for(const eplb__search_t *c) {
+#ifdef EPLB_SWAP_SIMD
+  if (c->per <= 8 && __builtin_cpu_supports("avx2"))
+    return swap_pair_avx2;
+#endif
+  (void)c;
+  return swap_pair_scalar;
+}
+
 /* Swaps of a slot of g with a slot of a GPU below the mean (moving load
  * between two GPUs above the mean removes no excess), lightest first.
  * Such a swap removes at most min(excess of g, deficit of h), so the scan
  * stops once that bound cannot beat the best move found. */
-static void try_swaps(const eplb__search_t *c, int32_t g, double mean,
-                      double lambda, int32_t budget, op_t *best) {
+static void try_swaps(const eplb__search_t *c, swap_pair_fn swap_pair,
+                      int32_t g, double mean, double lambda, int32_t budget,
+                      op_t *best) {
   double lg = c->gl[g];
   for (int32_t blk = 0; blk < c->gpus.nb; blk++) {
     const int32_t *hs;
@@ -565,10 +623,10 @@ int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
 }
 
 /* The best move that relieves GPU g (see the DESIGN note). */
-static void best_for(eplb__search_t *c, int32_t g, double mean, double lambda,
-                     int32_t budget, op_t *best) {
+static void best_for(eplb__search_t *c, swap_pair_fn swap_pair, int32_t g,
+                     double mean, double lambda, int32_t budget, op_t *best) {
   int32_t per = c->per;
-  try_swaps(c, g, mean, lambda, budget, best);
+  try_swaps(c, swap_pair, g, mean, lambda, budget, best);
   /* Replicate in: g's two heaviest experts, onto the 4 lightest GPUs that
    * lack them, in any slot whose expert can spare a replica. */
   int32_t hot[2];
@@ -637,6 +695,7 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
                       int32_t max_moves, int32_t *moves) {
   above_init(c, mean);
   int32_t iters = 4 * c->S + 64, per = c->per;
+  swap_pair_fn swap_pair = swap_pair_for(c);
   for (int32_t it = 0; it < iters; it++) {
     int32_t budget = max_moves < 0 ? c->S : max_moves - *moves, top[4];
     op_t best = {.score = 1e-9 * mean, .kind = 0};
@@ -647,7 +706,7 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
       int32_t g = top[k];
       if (c->gl[g] <= mean)
         break;
-      best_for(c, g, mean, lambda, budget, &best);
+      best_for(c, swap_pair, g, mean, lambda, budget, &best);
     }
     if (best.kind == 0)
       break;
