@@ -74,16 +74,24 @@ int eplb_series_sum(const eplb_series_t *s, double alpha, eplb_stats_t *out,
   }
   ema_weights(s->num_steps, alpha, w);
   size_t n = (size_t)s->num_layers * (size_t)s->num_experts;
+  /* Each addition is checked before it is made: the rounded sum of
+   * 2^53 - 1 and 2 is 2^53, which a check after the sum would accept.
+   * (With alpha = 0 every weight is 1 and the terms are integers, so
+   * EPLB_MAX_COUNT - sum is exact.) */
   for (int32_t t = 0; t < s->num_steps; t++)
-    for (size_t i = 0; i < n; i++)
-      out->load[i] += w[t] * s->load[(size_t)t * n + i];
-  for (size_t i = 0; i < n; i++)
-    if (out->load[i] > EPLB_MAX_COUNT) {
-      free(w);
-      eplb_stats_cleanup(out);
-      return eplb_error_set(
-          err, EPLB_ECOUNT,
-          "the series sums above 2^53; scale the counts down");
+    for (size_t i = 0; i < n; i++) {
+      double x = w[t] * s->load[(size_t)t * n + i];
+      if (!(x <= EPLB_MAX_COUNT - out->load[i])) {
+        free(w);
+        eplb_stats_cleanup(out);
+        return eplb_error_set(
+            err, EPLB_ECOUNT,
+            "the series sums above 2^53 (layer %d, expert %d); scale the "
+            "counts down",
+            (int)s->layer_ids[i / (size_t)s->num_experts],
+            (int)(i % (size_t)s->num_experts));
+      }
+      out->load[i] += x;
     }
   memcpy(out->layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)s->num_layers);
   out->dense_rows = s->dense_rows;

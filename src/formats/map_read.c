@@ -219,6 +219,8 @@ static int map_read_json(eplb_placement_t *out, const char *path,
   unsigned char *seen = NULL;
   int rc = eplb__json_parse(path, text, len, &root, err);
   if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
+  if (rc == 0)
     rc = em_shape(&c, root, &list, err);
   /* E is known only at the end: allocate for the largest, then narrow. */
   if (rc == 0)

@@ -26,6 +26,7 @@
 
 #include "eplb/stats.h"
 #include "util/checksum.h"
+#include "util/fileio.h"
 
 struct eplb_shard_s {
   hid_t file;
@@ -503,9 +504,12 @@ static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
 int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
   *out = NULL;
   h5_quiet();
+  /* A FIFO would block H5Fopen forever: refuse what is not a file. */
   if (access(path, R_OK) != 0)
     return eplb_error_set(err, EPLB_EIO, "%s: cannot read the shard: %s", path,
                           strerror(errno));
+  if (eplb__check_regular(path, err) != 0)
+    return EPLB_EIO;
   eplb_shard_t *sh = calloc(1, sizeof(*sh));
   if (sh == NULL || (sh->path = strdup(path)) == NULL) {
     free(sh);
