@@ -110,7 +110,9 @@ usage)
   expect 2 "--output-format 'xml' is unknown" --stats "$A" --num-slots 12 --num-gpus 4 --output-format xml --output "$OUT"
   expect 2 "--move-cost 2 is outside 0..1" --stats "$A" --num-slots 12 --num-gpus 4 --move-cost 2 --output "$OUT"
   expect 2 "--max-moves -2 is outside -1..1048576" --stats "$A" --num-slots 12 --num-gpus 4 --max-moves -2 --output "$OUT"
-  expect 2 "refusing to overwrite statistics" --stats "$tmp/out.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  cp "$A" "$tmp/in_out.json"
+  expect 2 "refusing to overwrite an input" --stats "$tmp/in_out.json" --num-slots 12 --num-gpus 4 --output "$tmp/in_out.json"
+  cmp -s "$A" "$tmp/in_out.json" || fail "the statistics were overwritten"
   expect 2 "--threads 65 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads 65 --output "$OUT"
   expect 2 "--threads -1 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads -1 --output "$OUT"
   # Checks that need the statistics (E = 8 experts here).

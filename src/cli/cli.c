@@ -6,6 +6,7 @@
  * parsers here, and every error looks the same in every program:
  * "<prog>: error: <one line>", exit 2 for usage errors, 1 for the rest.
  * See cli.h for the conventions. */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -16,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "util/fileio.h"
 
 /* Prints "<prog>: error: <fmt...><tail>\n" to stderr. */
 static void vreport(const char *prog, const char *tail, const char *fmt,
@@ -235,4 +239,47 @@ const char *eplb_cli_option_name(const struct option *opts, int c) {
     if (o->val == c)
       return o->name;
   return "";
+}
+
+int eplb_cli_check_outputs(const char *prog, const eplb_cli_file_t *outputs,
+                           int num_outputs, const eplb_cli_file_t *inputs,
+                           int num_inputs) {
+  eplb_error_t err;
+  eplb_error_clear(&err);
+  for (int o = 0; o < num_outputs; o++) {
+    const eplb_cli_file_t *out = &outputs[o];
+    if (out->path == NULL || strcmp(out->path, "-") == 0)
+      continue;
+    int rc = eplb__check_output(out->opt, out->path, "", NULL, 0, &err);
+    for (int i = 0; rc == 0 && i < num_inputs; i++)
+      rc = eplb__check_output(out->opt, out->path, inputs[i].opt,
+                              &inputs[i].path, 1, &err);
+    if (rc)
+      return eplb_cli_usage_error(prog, "%s", err.msg);
+    for (int p = 0; p < o; p++)
+      if (outputs[p].path != NULL && strcmp(outputs[p].path, "-") != 0 &&
+          eplb__same_path(outputs[p].path, out->path))
+        return eplb_cli_usage_error(prog,
+                                    "%s %s and %s %s name the same file; "
+                                    "each output needs its own",
+                                    outputs[p].opt, outputs[p].path, out->opt,
+                                    out->path);
+  }
+  return 0;
+}
+
+/* At exit: what the program printed must have reached standard output.
+ * exit() flushes stdout after the atexit handlers, too late to change the
+ * status, so the handler flushes it itself. */
+static void check_stdout(void) {
+  int e = fflush(stdout) != 0 ? errno : ferror(stdout) ? EIO : 0;
+  if (e == 0)
+    return;
+  fprintf(stderr, "%s: error: writing to standard output failed: %s\n",
+          program_invocation_short_name, strerror(e));
+  _exit(EPLB_CLI_EXIT_RUNTIME);
+}
+
+__attribute__((constructor)) static void install_check_stdout(void) {
+  atexit(check_stdout);
 }

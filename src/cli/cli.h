@@ -93,6 +93,25 @@ int eplb_cli_report(const char *prog, const eplb_error_t *err);
 int eplb_cli_parse_iter_range(const char *prog, const char *text,
                               eplb_stats_read_opts_t *opts);
 
+/* One file a program reads or writes, named by its option ("--stats"). */
+typedef struct {
+  const char *opt, *path;
+} eplb_cli_file_t;
+
+/* Checks, before anything is read or written, that no output is one of
+ * the inputs (by identity: eplb__check_output, in util/fileio.h), that no
+ * two outputs name the same file, and that no output is a device or a
+ * FIFO.  NULL paths and "-" (standard output) are skipped.  Returns 0, or
+ * EPLB_CLI_EXIT_USAGE after printing the usage error. */
+int eplb_cli_check_outputs(const char *prog, const eplb_cli_file_t *outputs,
+                           int num_outputs, const eplb_cli_file_t *inputs,
+                           int num_inputs);
+
+/* Every program linked with cli.c checks at exit that what it printed on
+ * standard output was written (a full disk, a closed pipe, /dev/full):
+ * if not, "<prog>: error: writing to standard output failed: ..." and exit
+ * status 1 instead of 0 (an atexit handler installed before main). */
+
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);
 

@@ -139,7 +139,7 @@ static void usage(FILE *f) {
       "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
       "2 usage error (unknown option, missing or out-of-range value)\n",
       EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
-      EPLB_MAX_ITER, EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
+      EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_ITER, EPLB_MAX_SLOTS,
       EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
       EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
 }
@@ -248,6 +248,22 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   return parse_value(a, c, optarg);
 }
 
+/* The output may not be one of the statistics (by identity: another name,
+ * a glob match, a symbolic link, a file of a dump directory).  The current
+ * map is not an input here: --current-map M --output M replaces the map on
+ * purpose, atomically. */
+static int check_files(const args_t *a) {
+  eplb_cli_file_t out = {"--output", a->output};
+  eplb_cli_file_t *in = calloc((size_t)a->num_stats + 1, sizeof(*in));
+  if (in == NULL)
+    return eplb_cli_usage_error(PROG, "out of memory");
+  for (int i = 0; i < a->num_stats; i++)
+    in[i] = (eplb_cli_file_t){"--stats", a->stats[i]};
+  int rc = eplb_cli_check_outputs(PROG, &out, 1, in, a->num_stats);
+  free(in);
+  return rc;
+}
+
 /* What must be there after the options: --stats, S, G, --output. */
 static int check_required(const args_t *a, int argc, char *argv[]) {
   if (optind < argc)
@@ -260,13 +276,7 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
     return eplb_cli_usage_error(PROG, "--num-gpus G is required");
   if (a->output == NULL || a->output[0] == '\0')
     return eplb_cli_usage_error(PROG, "--output FILE is required");
-  for (int i = 0; i < a->num_stats; i++)
-    if (strcmp(a->stats[i], a->output) == 0)
-      return eplb_cli_usage_error(PROG,
-                                  "--output %s is also a --stats input; "
-                                  "refusing to overwrite statistics",
-                                  a->output);
-  return 0;
+  return check_files(a);
 }
 
 /* Parses argv into *a (a->stats must hold argc entries).  Returns 0, 2, or

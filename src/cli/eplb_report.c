@@ -142,6 +142,23 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   return eplb_cli_bad_option(PROG, c, argv, optind);
 }
 
+/* --json and --svg may be neither a --stats nor the --map (by identity:
+ * another name, a glob match, a link, a file of a dump), nor each other. */
+static int check_files(const args_t *a) {
+  eplb_cli_file_t out[2] = {{"--json", a->json}, {"--svg", a->svg}};
+  eplb_cli_file_t *in = calloc((size_t)a->num_stats + 1, sizeof(*in));
+  if (in == NULL)
+    return eplb_cli_usage_error(PROG, "out of memory");
+  int n = 0;
+  for (int i = 0; i < a->num_stats; i++)
+    in[n++] = (eplb_cli_file_t){"--stats", a->stats[i]};
+  if (a->map)
+    in[n++] = (eplb_cli_file_t){"--map", a->map};
+  int rc = eplb_cli_check_outputs(PROG, out, 2, in, n);
+  free(in);
+  return rc;
+}
+
 /* Parses argv into *a.  Returns 0, 2, or -1 for --help/--version. */
 static int parse_args(int argc, char *argv[], args_t *a) {
   opterr = 0;
@@ -157,7 +174,7 @@ static int parse_args(int argc, char *argv[], args_t *a) {
     return eplb_cli_usage_error(PROG, "--stats PATH is required");
   if ((a->svg && a->svg[0] == '\0') || (a->json && a->json[0] == '\0'))
     return eplb_cli_usage_error(PROG, "--svg and --json need a file name");
-  return 0;
+  return check_files(a);
 }
 
 /* ---- the placements ---------------------------------------------------- */
@@ -168,12 +185,13 @@ static int read_map(const args_t *a, const eplb_stats_t *st,
                     eplb_placement_t *p, eplb_error_t *err) {
   int rc = eplb_placement_read_for(p, a->map, st, 0, a->num_gpus, "--map", err);
   if (rc == 0 && p->num_gpus == 1 && a->num_gpus == 0 && p->num_slots > 1) {
+    int32_t slots = p->num_slots; /* cleanup zeroes it */
     eplb_placement_cleanup(p);
     return eplb_error_set(err, EPLB_EARG,
                           "--map %s does not say how many "
                           "GPUs share its %d slots (TensorRT-LLM YAML); "
                           "pass --num-gpus G",
-                          a->map, (int)p->num_slots);
+                          a->map, (int)slots);
   }
   return rc;
 }
@@ -268,6 +286,9 @@ static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
                                 &a->ropts, err);
   int rc =
       eplb_stats_read_trtllm_series(&r->series, a->stats[0], &a->ropts, err);
+  /* A series too large to hold is found where the directory is not known. */
+  if (rc && strstr(err->msg, a->stats[0]) == NULL)
+    eplb_error_prefix(err, "%s", a->stats[0]);
   if (rc == 0)
     rc = eplb_series_sum(&r->series, 0, &r->st, err);
   if (rc == 0)

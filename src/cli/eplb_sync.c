@@ -2,12 +2,18 @@
  * sum it, rank 0 plans, every rank gets and verifies the same plan, rank 0
  * writes the map.  Run it under mpirun or srun, one process per rank.
  *
- * A thin wrapper over eplb_sync_run_files (eplb/sync.h).  The options are
- * parsed identically on every rank, so a usage error is the same everywhere:
- * rank 0 prints it and every rank exits 2 without entering a collective.
- * Runtime errors are agreed by the engine: rank 0 prints the one agreed
- * message ("rank 3: stats/rank_3.json: ...") and every rank exits 1.  See
- * docs/sync.md. */
+ * A thin wrapper over eplb_sync_run_files (eplb/sync.h).  Every rank parses
+ * its own command line, and an MPMD launch (`mpiexec -n 1 eplb-sync ... :
+ * -n 1 eplb-sync --watch ...`) can give ranks different ones: so before
+ * any collective of a mode the ranks agree, in one allgather, on the
+ * outcome of parsing, the mode (one run, --watch, --recover) and a key of
+ * the options; a rank that differs fails every rank (exit 2) instead of
+ * entering other collectives than the rest.  A usage error found by every
+ * rank is printed once, by rank 0.  Runtime errors are agreed by the
+ * engine: rank 0 prints the one agreed message ("rank 3: stats/rank_3.json:
+ * ...") and every rank exits 1, or 2 when the agreed error is a usage one
+ * (an output that is a rank's input, options that do not fit the
+ * statistics).  See docs/sync.md. */
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -23,6 +29,8 @@
 #include "eplb/migrate.h"
 #include "eplb/rebalance.h"
 #include "eplb/sync.h"
+#include "sync/internal.h"
+#include "util/checksum.h"
 
 #define PROG "eplb-sync"
 
@@ -370,14 +378,15 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
           "would read the same file; use a pattern such as "
           "stats/rank_%%r.json",
           a->stats[i], size);
-    if (a->sync.output && strcmp(a->stats[i], a->sync.output) == 0)
-      return eplb_cli_usage_error(PROG, "--output %s is also a --stats input",
-                                  a->sync.output);
   }
   if (!a->watch && (a->w.trigger || a->w.max_rounds))
     return eplb_cli_usage_error(PROG,
                                 "--trigger and --max-rounds need --watch");
-  return 0;
+  /* The map and the summary: not one file, not a device.  (Against each
+   * rank's statistics, once %r is expanded, in the engine.) */
+  eplb_cli_file_t outs[2] = {{"--output", a->sync.output},
+                             {"--summary", a->sync.summary}};
+  return eplb_cli_check_outputs(PROG, outs, 2, NULL, 0);
 }
 
 /* Parses argv; 0, 2 or -1 (--help/--version printed). */
@@ -415,6 +424,127 @@ static int parse_args(int argc, char *argv[], int size, args_t *a) {
     close(saved);
   }
   return rc;
+}
+
+/* ---- agreeing on what to run ------------------------------------------ */
+
+enum { MODE_RUN, MODE_WATCH, MODE_RECOVER, MODE_INFO, MODE_USAGE };
+
+static const char *mode_name(int32_t m) {
+  switch (m) {
+  case MODE_RUN: return "one sync";
+  case MODE_WATCH: return "--watch";
+  case MODE_RECOVER: return "--recover";
+  case MODE_INFO: return "--help or --version";
+  }
+  return "with a usage error in its options";
+}
+
+/* What each rank tells the others before any collective of a mode. */
+typedef struct {
+  int32_t mode, pad;
+  uint64_t key; /* the options that decide which collectives run */
+} start_t;
+
+/* A key of every option that steers the collectives of any mode. */
+static uint64_t options_key(const args_t *a) {
+  const eplb_watch_opts_t *w = &a->w;
+  const double f[] = {(double)a->sync.generation,
+                      a->sync.output != NULL,
+                      a->sync.summary != NULL,
+                      a->sync.current_map != NULL,
+                      a->sync.max_buffer_mb,
+                      a->sync.timeout_s,
+                      a->num_stats,
+                      (double)a->format,
+                      w->interval_s,
+                      (double)w->max_rounds,
+                      w->trigger != NULL,
+                      w->rb.online.ema_alpha,
+                      w->rb.online.threshold,
+                      w->rb.online.min_gain,
+                      w->rb.online.layers_per_round};
+  uint64_t k = eplb__plan_opts_key(&a->sync.plan, 0);
+  k = eplb__checksum(f, sizeof(f), k);
+  return eplb__string_key(a->sync.shards_dir, k);
+}
+
+/* "rank 3" or "ranks 1, 3, 4" (at most 8 named) of the ranks r with
+ * differs(r), into buf. */
+static void rank_list(const start_t *all, int size, int by_mode, char *buf,
+                      size_t cap) {
+  int n = 0;
+  size_t used = 0;
+  for (int r = 1; r < size; r++) {
+    int d = by_mode ? all[r].mode != all[0].mode : all[r].key != all[0].key;
+    if (!d)
+      continue;
+    if (n < 8) {
+      int w = snprintf(buf + used, cap - used, "%s%d", n ? ", " : "", r);
+      if (w > 0 && used + (size_t)w < cap)
+        used += (size_t)w;
+    }
+    n++;
+  }
+  char tmp[160];
+  snprintf(tmp, sizeof(tmp), "%s %.100s%s", n > 1 ? "ranks" : "rank", buf,
+           n > 8 ? ", ..." : "");
+  snprintf(buf, cap, "%s", tmp);
+}
+
+/* One allgather: every rank's mode (or its usage error) and options key.
+ * Returns -1 to go on (every rank the same, parsed), else the exit code
+ * every rank returns (0 after --help on every rank, 2 otherwise). */
+static int agree_start(int parse_rc, const args_t *a, int size) {
+  start_t mine = {.mode = parse_rc > 0   ? MODE_USAGE
+                          : parse_rc < 0 ? MODE_INFO
+                          : a->recover   ? MODE_RECOVER
+                          : a->watch     ? MODE_WATCH
+                                         : MODE_RUN};
+  if (parse_rc == 0)
+    mine.key = options_key(a);
+  start_t *all = calloc((size_t)size, sizeof(*all));
+  if (all == NULL) {
+    fprintf(stderr, "%s: error: rank %d: out of memory\n", PROG, g_rank);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  /* MPI_COMM_WORLD's default handler aborts the job on an MPI failure. */
+  MPI_Allgather(&mine, (int)sizeof(mine), MPI_BYTE, all, (int)sizeof(mine),
+                MPI_BYTE, MPI_COMM_WORLD);
+  int same_mode = 1, same_key = 1;
+  for (int r = 1; r < size; r++) {
+    same_mode &= all[r].mode == all[0].mode;
+    same_key &= all[r].key == all[0].key;
+  }
+  int code = -1;
+  char who[256] = "";
+  if (!same_mode) {
+    code = EPLB_CLI_EXIT_USAGE;
+    int r = 1;
+    while (all[r].mode == all[0].mode)
+      r++;
+    rank_list(all, size, 1, who, sizeof(who));
+    if (g_rank == 0 && all[0].mode != MODE_USAGE)
+      eplb_cli_usage_error(PROG,
+                           "%s: %s, but rank 0 runs %s; every rank must be "
+                           "given the same options (an MPMD launch may not "
+                           "mix them)",
+                           who, mode_name(all[r].mode), mode_name(all[0].mode));
+  } else if (all[0].mode == MODE_USAGE) {
+    code = EPLB_CLI_EXIT_USAGE; /* printed by rank 0 while parsing */
+  } else if (all[0].mode == MODE_INFO) {
+    code = EPLB_CLI_EXIT_OK;
+  } else if (!same_key) {
+    code = EPLB_CLI_EXIT_USAGE;
+    rank_list(all, size, 0, who, sizeof(who));
+    if (g_rank == 0)
+      eplb_cli_usage_error(PROG,
+                           "%s: options differ from rank 0's; every rank "
+                           "must be given the same options",
+                           who);
+  }
+  free(all);
+  return code;
 }
 
 /* SIGTERM/SIGINT during --watch: finish the round, then exit 0. */
@@ -492,8 +622,11 @@ int main(int argc, char *argv[]) {
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
   rc = parse_args(argc, argv, size, &a);
-  if (rc > 0)
-    exit_code = EPLB_CLI_EXIT_USAGE;
+  int agreed = agree_start(rc, &a, size);
+  if (agreed >= 0) {
+    exit_code = agreed;
+    rc = 1;
+  }
   if (rc == 0 && g_rank == 0) /* no-op for --threads 1, the default */
     eplb_plan_warm_up(a.sync.plan.threads, NULL); /* while the files load */
   if (rc == 0) {
@@ -505,10 +638,12 @@ int main(int argc, char *argv[]) {
                    : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
                                          a.format, &a.sync, &res, &err);
     if (rc) {
-      /* The message is agreed: rank 0 says it for everyone. */
+      /* The message and its code are agreed: rank 0 says it for everyone,
+       * every rank exits with the code's status (2 for a usage error). */
       if (g_rank == 0)
         eplb_cli_report(PROG, &err);
-      exit_code = EPLB_CLI_EXIT_RUNTIME;
+      exit_code = err.code == EPLB_EARG ? EPLB_CLI_EXIT_USAGE
+                                        : EPLB_CLI_EXIT_RUNTIME;
     }
     eplb_sync_result_cleanup(&res);
   }

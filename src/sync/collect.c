@@ -8,6 +8,7 @@
 
 #include "eplb/formats.h"
 #include "sync/internal.h"
+#include "util/fileio.h"
 
 int eplb_sync_expand(const char *pattern, int rank, char *buf, size_t size,
                      eplb_error_t *err) {
@@ -43,8 +44,9 @@ int eplb__sync_check_local(const eplb_stats_t *local, const char *name,
 }
 
 int eplb__sync_read_local(const char *const *patterns, int n, int rank,
-                          eplb_stats_format_t format, eplb_stats_t *st,
-                          char *name, size_t name_size, eplb_error_t *err) {
+                          eplb_stats_format_t format, const char *output,
+                          const char *summary, eplb_stats_t *st, char *name,
+                          size_t name_size, eplb_error_t *err) {
   if (n < 1 || n > EPLB_SYNC_MAX_STATS)
     return eplb_error_set(err, EPLB_EARG,
                           "%d statistics patterns given; use 1..%d", n,
@@ -58,6 +60,12 @@ int eplb__sync_read_local(const char *const *patterns, int n, int rank,
     rc = eplb_sync_expand(patterns[i], rank, paths[i], sizeof(paths[i]), err);
     p[i] = paths[i];
   }
+  /* What rank 0 will write may not be what this rank reads (compared on
+   * this rank's view of the file system, by identity). */
+  if (rc == 0)
+    rc = eplb__check_output("--output", output, "--stats", p, n, err);
+  if (rc == 0)
+    rc = eplb__check_output("--summary", summary, "--stats", p, n, err);
   if (rc == 0) {
     snprintf(name, name_size, "%s", paths[0]);
     rc = eplb_stats_read_many(st, p, n, format, NULL, err);

@@ -83,10 +83,13 @@ int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
                      eplb_error_t *err);
 
 /* collect.c: reads and sums this rank's statistics files (patterns with
- * %r); the first expanded path goes to name.  Local. */
+ * %r); the first expanded path goes to name.  `output` and `summary` (or
+ * NULL) are the files rank 0 will write: a statistics file that is one of
+ * them (by identity, on this rank's file system) is EPLB_EARG.  Local. */
 int eplb__sync_read_local(const char *const *patterns, int n, int rank,
-                          eplb_stats_format_t format, eplb_stats_t *st,
-                          char *name, size_t name_size, eplb_error_t *err);
+                          eplb_stats_format_t format, const char *output,
+                          const char *summary, eplb_stats_t *st, char *name,
+                          size_t name_size, eplb_error_t *err);
 
 /* collect.c: the counts this rank brings (`name` their source) are there
  * and valid.  Local. */

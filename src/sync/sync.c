@@ -285,13 +285,14 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
   eplb__fault_crash_point("read", rank);
   char name[4096] = "";
   eplb_stats_t local = {0};
-  int local_rc = eplb__sync_read_local(patterns, num_patterns, rank, format,
-                                       &local, name, sizeof(name), err);
   eplb_sync_opts_t o;
   if (opts)
     o = *opts;
   else
     eplb_sync_opts_default(&o);
+  int local_rc =
+      eplb__sync_read_local(patterns, num_patterns, rank, format, o.output,
+                            o.summary, &local, name, sizeof(name), err);
   if (num_patterns > 1)
     strncat(name, " (+ more files)", sizeof(name) - strlen(name) - 1);
   o.stats_name = name;
