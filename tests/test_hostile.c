@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "eplb/eplb.h"
 #include "eplb/series.h"
 #include "eplb/shard.h"
@@ -154,6 +156,79 @@ static void test_fifo_in_dumps(void **state) {
   EXPECT_STATS(dir, EPLB_EIO, "decode_0.csv", "is a directory");
 }
 
+/* ---- shard attributes that hold more than one value ------------------- */
+
+/* A valid one-layer shard by the HDF5 C API, but with attribute `bad`
+ * written as two values: "s" a fixed-length string array, "g" a uint64
+ * array (the generation). */
+static void write_array_attr_shard(const char *path, const char *bad) {
+  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hsize_t two = 2, P = 2;
+  hid_t sc = H5Screate(H5S_SCALAR), arr = H5Screate_simple(1, &two, NULL);
+  hid_t st = H5Tcopy(H5T_C_S1);
+  H5Tset_size(st, 11);
+  hid_t a = H5Acreate2(f, "eplb_format", st, bad[0] == 's' ? arr : sc,
+                       H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, st, "eplb-shard\0eplb-shard");
+  H5Aclose(a);
+  const char *keys[] = {"eplb_version", "generation", "rank", "world_size",
+                        "num_layers"};
+  int64_t vals[] = {1, 0, 0, 1, 1, 0};
+  for (int i = 0; i < 5; i++) {
+    int arr_here = bad[0] == 'g' && i == 1;
+    a = H5Acreate2(f, keys[i], H5T_STD_I64LE, arr_here ? arr : sc, H5P_DEFAULT,
+                   H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, arr_here ? &vals[4] : &vals[i]);
+    H5Aclose(a);
+  }
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t g = H5Gcreate2(f, "layers/0", lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  int32_t ids[2] = {1, 0};
+  float w[2] = {1, 2};
+  hid_t sp = H5Screate_simple(1, &P, NULL);
+  hid_t d = H5Dcreate2(g, "expert_ids", H5T_STD_I32LE, sp, H5P_DEFAULT,
+                       H5P_DEFAULT, H5P_DEFAULT);
+  H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids);
+  H5Dclose(d);
+  d = H5Dcreate2(g, "w", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                 H5P_DEFAULT);
+  H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w);
+  H5Dclose(d);
+  H5Sclose(sp);
+  H5Gclose(g);
+  H5Pclose(lcpl);
+  H5Tclose(st);
+  H5Sclose(arr);
+  H5Sclose(sc);
+  H5Fclose(f);
+}
+
+/* H5Aread writes every element of an attribute: a list where eplb reads one
+ * value overran eplb's buffer (found by fuzz_shard).  Refused by name. */
+static void test_shard_array_attributes(void **state) {
+  (void)state;
+  char dir[600];
+  eplb_shard_t *sh = NULL;
+  eplb_error_t err;
+  /* h5py's f.attrs["eplb_format"] = ["eplb-shard", "x"] (an array of
+   * variable-length strings), in tests/data. */
+  expect(eplb_shard_open(EPLB_TEST_DATA "/shard_array_attr.h5", &sh, &err),
+         EPLB_EPARSE, &err, "'eplb_format' is not a single string", NULL);
+  assert_null(sh);
+  fresh_dir("h5attr", dir, sizeof(dir));
+  write_array_attr_shard(in(dir, "fixed.h5"), "s");
+  expect(eplb_shard_open(in(dir, "fixed.h5"), &sh, &err), EPLB_EPARSE, &err,
+         "'eplb_format' is not a single string", NULL);
+  write_array_attr_shard(in(dir, "gen.h5"), "g");
+  expect(eplb_shard_open(in(dir, "gen.h5"), &sh, &err), EPLB_EPARSE, &err,
+         "'generation'", NULL);
+  /* The same file with single values opens. */
+  write_array_attr_shard(in(dir, "ok.h5"), "-");
+  assert_int_equal(eplb_shard_open(in(dir, "ok.h5"), &sh, &err), 0);
+  eplb_shard_close(sh);
+}
+
 /* ---- an output that is an input ------------------------------------- */
 
 static void test_check_output(void **state) {
@@ -270,6 +345,17 @@ static void test_mindie_names(void **state) {
   eplb_error_t err;
   assert_int_equal(eplb_stats_read(&s, dir, EPLB_STATS_AUTO, &err), 0);
   eplb_stats_cleanup(&s);
+}
+
+/* A NUL byte would end a YAML map early: refused, not read as less. */
+static void test_yaml_nul(void **state) {
+  (void)state;
+  char dir[600];
+  fresh_dir("yaml_nul", dir, sizeof(dir));
+  const char y[] = "initial_global_assignments:\n  3: [0, 1]\n\0  4: [1, 0]\n"
+                   "num_slots: 2\n";
+  put(in(dir, "map.yaml"), y, sizeof(y) - 1);
+  EXPECT_MAP(in(dir, "map.yaml"), EPLB_EPARSE, "map.yaml", "NUL byte");
 }
 
 static void test_mindie_nul(void **state) {
@@ -526,11 +612,13 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fifo_inputs),
       cmocka_unit_test(test_fifo_in_dumps),
+      cmocka_unit_test(test_shard_array_attributes),
       cmocka_unit_test(test_check_output),
       cmocka_unit_test(test_write_over_fifo),
       cmocka_unit_test(test_mindie_columns_differ),
       cmocka_unit_test(test_mindie_names),
       cmocka_unit_test(test_mindie_nul),
+      cmocka_unit_test(test_yaml_nul),
       cmocka_unit_test(test_mindie_sum_past_2p53),
       cmocka_unit_test(test_long_integers),
       cmocka_unit_test(test_sglang_sum_past_2p53),

@@ -129,6 +129,18 @@ int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
 /* 1 when the file at path starts with HDF5's signature (reads 8 bytes; 0
  * for a file that cannot be opened). */
 int eplb__file_is_hdf5(const char *path);
+/* SGLang's series from `len` bytes of `text` (NUL-terminated, the content
+ * of `path`): the fast scanner first when use_fast, else the full reader
+ * alone (series_read.c; the fuzz targets compare both). */
+int eplb__series_read_json(struct eplb_series_s *out, const char *path,
+                           const char *text, size_t len, int use_fast,
+                           eplb_error_t *err);
+/* A placement from `len` bytes of `text` (NUL-terminated, the content of
+ * `path`) in `format` (AUTO: from the content, as eplb_placement_read
+ * decides) (map_read.c). */
+int eplb__placement_read_text(eplb_placement_t *out, const char *path,
+                              const char *text, size_t len,
+                              eplb_map_format_t format, eplb_error_t *err);
 /* An HDF5 [steps][L][E] series (series_read.c, through series_h5.h). */
 int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,
                            eplb_error_t *err);

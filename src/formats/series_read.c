@@ -30,9 +30,11 @@ static int check_value(double v, const char *path, int t, int l, int e,
 /* SGLang's {"logical_count": [steps][L][E]} ([L][E]: one step): the fast
  * scanner for a well-formed file, else cJSON and the checks that name what
  * is wrong. */
-static int read_json(eplb_series_t *out, const char *path, const char *text,
-                     size_t len, eplb_error_t *err) {
-  if (eplb__sglang_fast_series(out, text, len))
+int eplb__series_read_json(eplb_series_t *out, const char *path,
+                           const char *text, size_t len, int use_fast,
+                           eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  if (use_fast && eplb__sglang_fast_series(out, text, len))
     return 0;
   cJSON *root = NULL;
   int rc = eplb__json_parse(path, text, len, &root, err);
@@ -174,7 +176,7 @@ int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
-  rc = read_json(out, path, text, len, err);
+  rc = eplb__series_read_json(out, path, text, len, 1, err);
   free(text);
   return rc;
 }

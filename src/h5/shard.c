@@ -228,6 +228,17 @@ static int attr_int(hid_t f, const char *path, const char *name, int64_t *v,
   return rc;
 }
 
+/* 1 when attribute a holds exactly one value (a scalar or one-element
+ * dataspace): H5Aread writes all of them, so anything else would overrun a
+ * buffer of one. */
+static int single_value(hid_t a) {
+  hid_t sp = H5Aget_space(a);
+  int one = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1;
+  if (sp >= 0)
+    H5Sclose(sp);
+  return one;
+}
+
 /* Reads string attribute `name` (fixed or variable length) into buf. */
 static int attr_str(hid_t f, const char *path, const char *name, char *buf,
                     size_t cap, eplb_error_t *err) {
@@ -240,9 +251,11 @@ static int attr_str(hid_t f, const char *path, const char *name, char *buf,
   hid_t a = H5Aopen(f, name, H5P_DEFAULT);
   hid_t t = a >= 0 ? H5Aget_type(a) : -1;
   int rc = 0;
-  if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+  /* One string: H5Aread writes every element of an array attribute. */
+  if (t < 0 || H5Tget_class(t) != H5T_STRING || !single_value(a)) {
     rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: root attribute '%s' is not a string", path, name);
+                        "%s: root attribute '%s' is not a single string", path,
+                        name);
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t m = H5Tcopy(H5T_C_S1);
@@ -293,7 +306,8 @@ static int read_root(hid_t f, const char *path, eplb_shard_info_t *info,
     hid_t a = H5Aexists(f, "generation") > 0
                   ? H5Aopen(f, "generation", H5P_DEFAULT)
                   : -1;
-    if (a < 0 || H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
+    if (a < 0 || !single_value(a) ||
+        H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
       rc = eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute 'generation' (uint64) is missing "
                           "or unreadable",
