@@ -75,6 +75,11 @@ untouched "--summary"
 run "${S[@]}" --output map.json --summary ./map.json
 both_exit 2 "--output = --summary"
 says "name the same file" "--output = --summary"
+cp keep0 cur.json
+run "${S[@]}" --current-map cur.json --summary cur.json
+both_exit 2 "--summary = --current-map"
+says "is the same file as --current-map" "--summary = --current-map"
+cmp -s cur.json keep0 || die "--summary = --current-map: the map was overwritten"
 
 # ---- a FIFO as one rank's statistics -----------------------------------------
 mv st/rank_1.json st/real_1.json && mkfifo st/rank_1.json

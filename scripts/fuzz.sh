@@ -8,7 +8,9 @@
 # the seeds in fuzz/corpus/); a finding is saved in build-fuzz/findings/ and
 # fails the run.  Environment: EPLB_FUZZ_JOBS (parallel jobs per target,
 # default 1; their logs are build-fuzz/fuzz-<n>.log), EPLB_FUZZ_DIR (build
-# directory, default build-fuzz).
+# directory, default build-fuzz), EPLB_FUZZ_SEED (libFuzzer's -seed: the
+# same mutations every run; default random), EPLB_FUZZ_HDF5_RAW=1 (also run
+# fuzz_shard_raw).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-300}
@@ -53,8 +55,9 @@ for t in "${targets[@]}"; do
   export ASAN_OPTIONS=$asan
   [ "$t" = fuzz_shard_raw ] && export ASAN_OPTIONS=$asan:suppressions=$root/fuzz/asan.supp
   jobs=()
+  [ -n "${EPLB_FUZZ_SEED:-}" ] && jobs+=(-seed="$EPLB_FUZZ_SEED")
   if [ "${EPLB_FUZZ_JOBS:-1}" -gt 1 ]; then
-    jobs=(-jobs="$EPLB_FUZZ_JOBS" -workers="$EPLB_FUZZ_JOBS")
+    jobs+=(-jobs="$EPLB_FUZZ_JOBS" -workers="$EPLB_FUZZ_JOBS")
   fi
   if ! (cd "$dir" && "$dir/fuzz/$t" -max_total_time="$secs" -timeout=20 \
       -rss_limit_mb=2048 -print_final_stats=1 "${jobs[@]}" \

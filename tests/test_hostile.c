@@ -114,7 +114,7 @@ static void test_fifo_inputs(void **state) {
   eplb_series_t se;
   eplb_error_t err;
   expect(eplb_series_read(&se, fifo, &err), EPLB_EIO, &err, "FIFO", NULL);
-  EXPECT_STATS("/dev/null", EPLB_EIO, "/dev/null", "character device");
+  EXPECT_STATS("/dev/zero", EPLB_EIO, "/dev/zero", "character device");
   EXPECT_MAP(dir, EPLB_EIO, "is a directory");
   /* A shard (HDF5 opens the path itself: checked before). */
   eplb_shard_t *sh = NULL;
@@ -275,9 +275,13 @@ static void test_check_output(void **state) {
   assert_int_equal(eplb__check_output("--output", in(dir, "new.json"),
                                       "--stats", one, 1, &err),
                    0);
-  /* An output that is a device: the rename would replace the node. */
-  expect(eplb__check_output("--output", "/dev/null", "--stats", one, 1, &err),
-         EPLB_EARG, &err, "/dev/null", "character device", NULL);
+  /* An output that is a FIFO or a device: the rename would replace it. */
+  const char *fifo = in(dir, "out.fifo");
+  unlink(fifo);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  expect(eplb__check_output("--output", fifo, "--stats", one, 1, &err),
+         EPLB_EARG, &err, "out.fifo", "FIFO", NULL);
+  unlink(fifo);
   /* Two outputs, existing or not. */
   assert_true(eplb__same_path(rel_a, abs_a));
   assert_true(eplb__same_path(in(dir, "x.json"), in(dump, "../x.json")));

@@ -382,11 +382,14 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
   if (!a->watch && (a->w.trigger || a->w.max_rounds))
     return eplb_cli_usage_error(PROG,
                                 "--trigger and --max-rounds need --watch");
-  /* The map and the summary: not one file, not a device.  (Against each
-   * rank's statistics, once %r is expanded, in the engine.) */
+  /* The map and the summary: not one file, not a device; the summary not
+   * the current map (the map may replace it: on purpose, atomically).
+   * (Against each rank's statistics, once %r is expanded, in the engine.) */
   eplb_cli_file_t outs[2] = {{"--output", a->sync.output},
                              {"--summary", a->sync.summary}};
-  return eplb_cli_check_outputs(PROG, outs, 2, NULL, 0);
+  eplb_cli_file_t cur = {"--current-map", a->sync.current_map};
+  int rc = eplb_cli_check_outputs(PROG, outs, 2, NULL, 0);
+  return rc ? rc : eplb_cli_check_outputs(PROG, &outs[1], 1, &cur, 1);
 }
 
 /* Parses argv; 0, 2 or -1 (--help/--version printed). */
