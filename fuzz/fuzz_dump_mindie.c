@@ -14,11 +14,17 @@
 #include "fuzz_util.h"
 
 /* The files a MindIE dump may hold (and a few it must not be fooled by). */
-static const char *const names[] = {
-    "model_gen_config.json", "decode_0.csv",          "decode_1.csv",
-    "prefill_0.csv",         "decode_01.csv",         "map.json",
-    "prefill/prefill_0.csv", "prefill/prefill_1.csv", "decode/decode_1.csv",
-    "decode/decode_2.csv",   NULL};
+static const char *const names[] = {"model_gen_config.json",
+                                    "decode_0.csv",
+                                    "decode_1.csv",
+                                    "prefill_0.csv",
+                                    "decode_01.csv",
+                                    "map.json",
+                                    "prefill/prefill_0.csv",
+                                    "prefill/prefill_1.csv",
+                                    "decode/decode_1.csv",
+                                    "decode/decode_2.csv",
+                                    NULL};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -14,7 +14,8 @@
 
 /* Which writer gives back what reader `format` read: for AUTO, the reader
  * eplb__placement_read_text picks from the content (the same rule). */
-static eplb_map_format_t writer_for(const char *text, eplb_map_format_t format) {
+static eplb_map_format_t writer_for(const char *text,
+                                    eplb_map_format_t format) {
   if (format != EPLB_MAP_AUTO)
     return format;
   const char *p = text;
@@ -34,10 +35,11 @@ static void round_trip(const eplb_placement_t *p, eplb_map_format_t w,
                        const char *text) {
   /* A DeepSeek map is read by the phy2log reader (format SGLANG when
    * forced): write it back as DeepSeek when that is what it was. */
-  if (w == EPLB_MAP_SGLANG && strstr(text, "\"physical_to_logical_map\"") ==
-                                  NULL)
+  if (w == EPLB_MAP_SGLANG &&
+      strstr(text, "\"physical_to_logical_map\"") == NULL)
     w = EPLB_MAP_DEEPSEEK;
-  const char *path = fuzz_path(w == EPLB_MAP_TRTLLM_YAML ? "rt.yaml" : "rt.json");
+  const char *path =
+      fuzz_path(w == EPLB_MAP_TRTLLM_YAML ? "rt.yaml" : "rt.json");
   eplb_error_t err;
   if (eplb_placement_write(p, path, w, &err) != 0)
     fuzz_fail("a map read as %s cannot be written back: %s",

@@ -127,9 +127,10 @@ static void format_attr(hid_t f, src_t *s) {
   for (int i = 0; i < 3; i++)
     snprintf(fixed[i], sizeof(fixed[i]), "%s", v[i]);
   int32_t n[3] = {7, 7, 7};
-  H5Awrite(a, t, kind == 6 ? (const void *)n
-                 : (kind & 1) ? (const void *)v
-                              : (const void *)fixed);
+  H5Awrite(a, t,
+           kind == 6    ? (const void *)n
+           : (kind & 1) ? (const void *)v
+                        : (const void *)fixed);
   H5Aclose(a);
   H5Sclose(sp);
   H5Tclose(t);
@@ -153,8 +154,9 @@ static void layer(hid_t f, int32_t l, int32_t P, src_t *s) {
     for (hsize_t i = 0; i < n && i < 64; i++)
       ids[i] = (int64_t)i + delta(s);
     hid_t sp = H5Screate_simple(1, &n, NULL);
-    hid_t d = H5Dcreate2(grp, "expert_ids", int_type(byte(s) % 12 == 11 ? 9 : 5),
-                         sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t d =
+        H5Dcreate2(grp, "expert_ids", int_type(byte(s) % 12 == 11 ? 9 : 5), sp,
+                   H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (n <= 64)
       H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids);
     H5Dclose(d);

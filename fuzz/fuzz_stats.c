@@ -38,8 +38,8 @@ static void same_series(const eplb_series_t *a, const eplb_series_t *b) {
     fuzz_fail("series: fast %dx%dx%d, full %dx%dx%d", (int)a->num_steps,
               (int)a->num_layers, (int)a->num_experts, (int)b->num_steps,
               (int)b->num_layers, (int)b->num_experts);
-  size_t n = (size_t)a->num_steps * (size_t)a->num_layers *
-             (size_t)a->num_experts;
+  size_t n =
+      (size_t)a->num_steps * (size_t)a->num_layers * (size_t)a->num_experts;
   for (size_t i = 0; i < n; i++)
     if (!(a->load[i] == b->load[i]))
       fuzz_fail("series: value %zu: fast %.17g, full %.17g", i, a->load[i],
@@ -55,10 +55,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
     eplb_stats_t a, b;
     eplb_error_t ea, eb;
-    int ra = eplb__stats_read_text(&a, "fuzz.json", text, size, formats[f], 1,
-                                   &ea);
-    int rb = eplb__stats_read_text(&b, "fuzz.json", text, size, formats[f], 0,
-                                   &eb);
+    int ra =
+        eplb__stats_read_text(&a, "fuzz.json", text, size, formats[f], 1, &ea);
+    int rb =
+        eplb__stats_read_text(&b, "fuzz.json", text, size, formats[f], 0, &eb);
     if (ra != rb)
       fuzz_fail("format %s: fast path %d (%s), full reader %d (%s)",
                 eplb_stats_format_name(formats[f]), ra, ea.msg, rb, eb.msg);

@@ -645,8 +645,8 @@ int main(int argc, char *argv[]) {
        * every rank exits with the code's status (2 for a usage error). */
       if (g_rank == 0)
         eplb_cli_report(PROG, &err);
-      exit_code = err.code == EPLB_EARG ? EPLB_CLI_EXIT_USAGE
-                                        : EPLB_CLI_EXIT_RUNTIME;
+      exit_code =
+          err.code == EPLB_EARG ? EPLB_CLI_EXIT_USAGE : EPLB_CLI_EXIT_RUNTIME;
     }
     eplb_sync_result_cleanup(&res);
   }

@@ -77,12 +77,12 @@ static int write_rank(FILE *f, const void *ctx, eplb_error_t *err) {
     double lskew = g->skew * (0.5 + unit((uint64_t)seed * 7919 + (uint64_t)l));
     double sum = 0;
     for (long e = 0; e < g->experts; e++) {
-      double base = pow(
-          unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e),
-          -lskew);
-      double noise = 0.8 + 0.4 * unit(((uint64_t)seed << 40) ^
-                                      ((uint64_t)(r + 1) << 52) ^
-                                      ((uint64_t)l << 20) ^ (uint64_t)e);
+      double base =
+          pow(unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e),
+              -lskew);
+      double noise =
+          0.8 + 0.4 * unit(((uint64_t)seed << 40) ^ ((uint64_t)(r + 1) << 52) ^
+                           ((uint64_t)l << 20) ^ (uint64_t)e);
       w[e] = base * noise;
       sum += w[e];
     }

@@ -342,8 +342,7 @@ static int sg_object(sg_t *f) {
 }
 
 /* Scans the file; 1 with the values in f->v and the shape in *T, *L, *E. */
-static int sg_scan(sg_t *f, int32_t *T, int32_t *L, int32_t *E,
-                   size_t *stop) {
+static int sg_scan(sg_t *f, int32_t *T, int32_t *L, int32_t *E, size_t *stop) {
   const char *text = f->s.p;
   int ok = sg_object(f);
   if (stop)
@@ -362,8 +361,8 @@ int eplb__sglang_fast_at(eplb_stats_t *out, const char *text, size_t len,
   memset(out, 0, sizeof(*out));
   sg_t f = {.s = {text, text + len}};
   int32_t T = 0, L = 0, E = 0;
-  int ok = sg_scan(&f, &T, &L, &E, stop) &&
-           eplb_stats_init(out, L, E, NULL) == 0;
+  int ok =
+      sg_scan(&f, &T, &L, &E, stop) && eplb_stats_init(out, L, E, NULL) == 0;
   if (ok) {
     memcpy(out->load, f.v.v, sizeof(double) * f.v.n);
     out->dense_rows = 1;
@@ -376,8 +375,7 @@ int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len) {
   return eplb__sglang_fast_at(out, text, len, NULL);
 }
 
-int eplb__sglang_fast_series(eplb_series_t *out, const char *text,
-                             size_t len) {
+int eplb__sglang_fast_series(eplb_series_t *out, const char *text, size_t len) {
   memset(out, 0, sizeof(*out));
   sg_t f = {.s = {text, text + len}, .keep_steps = 1};
   int32_t T = 0, L = 0, E = 0;

@@ -92,9 +92,8 @@ int eplb__sglang_fast_series(struct eplb_series_s *out, const char *text,
  * of `path`) in `format` (AUTO, MINDSPEED or SGLANG): through the fast
  * scanners first when use_fast, else with the full reader alone (the fuzz
  * targets compare both on the same bytes).  *out is empty on failure. */
-int eplb__stats_read_text(eplb_stats_t *out, const char *path,
-                          const char *text, size_t len,
-                          eplb_stats_format_t format, int use_fast,
+int eplb__stats_read_text(eplb_stats_t *out, const char *path, const char *text,
+                          size_t len, eplb_stats_format_t format, int use_fast,
                           eplb_error_t *err);
 
 /* The TensorRT-LLM YAML map reader (formats/trtllm_yaml.c), for

@@ -444,9 +444,8 @@ static int too_many_values(const char *path, const char *text, size_t len,
                         path, line, col, near, values, EPLB_JSON_MAX_VALUES);
 }
 
-int eplb__stats_read_text(eplb_stats_t *out, const char *path,
-                          const char *text, size_t len,
-                          eplb_stats_format_t format, int use_fast,
+int eplb__stats_read_text(eplb_stats_t *out, const char *path, const char *text,
+                          size_t len, eplb_stats_format_t format, int use_fast,
                           eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
   size_t stop = 0;

@@ -178,10 +178,9 @@ static int one_round(loop_t *w, int *skipped, eplb_error_t *err) {
   char name[4096] = "";
   eplb_stats_t st = {0};
   *skipped = 0;
-  int rc = eplb__sync_read_local(w->patterns, w->num_patterns, w->rank,
-                                 w->format, w->opts->rb.output,
-                                 w->opts->summary, &st, name, sizeof(name),
-                                 err);
+  int rc = eplb__sync_read_local(
+      w->patterns, w->num_patterns, w->rank, w->format, w->opts->rb.output,
+      w->opts->summary, &st, name, sizeof(name), err);
   rc = eplb__agree(w->comm, rc, err);
   if (rc == EPLB_EIO || rc == EPLB_EPARSE) {
     if (w->rank == 0 && !w->opts->rb.quiet) {

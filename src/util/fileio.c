@@ -222,8 +222,8 @@ int eplb__check_output(const char *what, const char *output,
                           what, output, eplb__file_kind((unsigned)o.st_mode));
   for (int i = 0; i < num_inputs; i++) {
     char found[PATH_MAX];
-    if (inputs[i] == NULL || !pattern_holds(inputs[i], &o, found,
-                                            sizeof(found)))
+    if (inputs[i] == NULL ||
+        !pattern_holds(inputs[i], &o, found, sizeof(found)))
       continue;
     if (strcmp(found, inputs[i]) == 0)
       return eplb_error_set(err, EPLB_EARG,
