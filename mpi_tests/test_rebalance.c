@@ -5,7 +5,9 @@
  *   - a round with nothing observed changes nothing;
  *   - a pause hook that fails on one rank cancels the change on every rank,
  *     names that rank, and a later round can still rebalance;
- *   - observe refuses counts of another shape. */
+ *   - observe refuses counts of another shape;
+ *   - a failure found before observe (eplb_rebalancer_observe_failed) fails
+ *     every rank's next step. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,32 @@ static void test_wrong_shape(void) {
   eplb_rebalancer_destroy(r);
 }
 
+/* A failure the caller found before observe (the Python binding's type and
+ * shape checks) fails every rank's next step, naming the rank; the step
+ * after it is clean again. */
+static void test_observe_failed(void) {
+  hooks_t h = {.fail_on_rank = -1};
+  eplb_rebalancer_t *r = make(&h, 1.0);
+  eplb_error_t bad = {0}, err = {0};
+  CHECK(eplb_rebalancer_observe_failed(r, NULL) == EPLB_EARG, "NULL accepted");
+  CHECK(eplb_rebalancer_observe_failed(r, &bad) == EPLB_EARG, "code 0 accepted");
+  if (g_rank == g_size - 1) {
+    eplb_error_set(&bad, EPLB_ESHAPE, "counts: 3 dimensions, expected 2");
+    CHECK(eplb_rebalancer_observe_failed(r, &bad) == 0, "refused");
+    eplb_error_set(&bad, EPLB_ECOUNT, "a later failure");
+    CHECK(eplb_rebalancer_observe_failed(r, &bad) == 0, "refused");
+  }
+  eplb_round_t x;
+  int rc = eplb_rebalancer_step(r, &x, &err);
+  char who[64];
+  snprintf(who, sizeof(who), "rank %d: counts: 3 dimensions", g_size - 1);
+  CHECK(rc == EPLB_ESHAPE, "code %d: %s", rc, err.msg);
+  CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+  CHECK(strstr(err.msg, "later") == NULL, "the first failure is kept: %s", err.msg);
+  CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "next step: %s", err.msg);
+  eplb_rebalancer_destroy(r);
+}
+
 /* A rank with another threshold would decide... nothing (rank 0 decides),
  * but one with shards or another slot count would take other collectives:
  * create compares the options and names the rank that differs. */
@@ -180,6 +208,7 @@ int main(int argc, char *argv[]) {
   test_cumulative();
   test_pause_fails();
   test_wrong_shape();
+  test_observe_failed();
   test_other_options();
   int status = mpi_check_finish();
   MPI_Finalize();

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what eplb needs on Debian 12, only what is missing (idempotent).
 # Usage: scripts/setup.sh            (build + test dependencies, with
-#                                     slurm-wlm + munge for test_slurm)
+#                                     slurm-wlm + munge for test_slurm and
+#                                     Debian's Python packages for python/)
 #        EPLB_WITH_SLURM=0 scripts/setup.sh   (without slurm-wlm + munge)
+#        EPLB_WITH_PYTHON=0 scripts/setup.sh  (without numpy, pytest, mpi4py,
+#                                     torch: the python tests then skip)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
@@ -10,6 +13,14 @@ pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
       clang libclang-rt-14-dev)   # clang + libFuzzer: the fuzz targets (fuzz/)
 if [ "${EPLB_WITH_SLURM:-1}" = 1 ]; then
   pkgs+=(slurm-wlm munge)
+fi
+# The Python package's tests (python/tests): numpy and pytest, mpi4py for
+# eplb.Rebalancer, torch for tensors in and out (large: opt out with
+# EPLB_WITH_PYTHON=0); pip, venv, setuptools and wheel for an offline
+# `pip install ./python`.
+if [ "${EPLB_WITH_PYTHON:-1}" = 1 ]; then
+  pkgs+=(python3 python3-numpy python3-pytest python3-mpi4py python3-torch
+         python3-setuptools python3-wheel python3-venv python3-pip)
 fi
 
 missing=()

@@ -10,6 +10,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/env.sh"
 # setup.sh installed Slurm (unless EPLB_WITH_SLURM=0): test_slurm must run.
 export EPLB_REQUIRE_SLURM=${EPLB_REQUIRE_SLURM:-${EPLB_WITH_SLURM:-1}}
+# ... and the Python packages (unless EPLB_WITH_PYTHON=0): the python tests
+# must run, not skip.
+export EPLB_REQUIRE_PYTHON=${EPLB_REQUIRE_PYTHON:-${EPLB_WITH_PYTHON:-1}}
 
 echo "== normal build =="
 "$root/scripts/build.sh" build

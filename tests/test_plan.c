@@ -24,7 +24,9 @@ static uint64_t rng_next(void) {
   rng_state ^= rng_state << 17;
   return rng_state;
 }
-static double rng_unit(void) { return (double)(rng_next() >> 11) / 9007199254740992.0; }
+static double rng_unit(void) {
+  return (double)(rng_next() >> 11) / 9007199254740992.0;
+}
 
 /* Skewed loads like real MoE traffic: a few hot experts, a long tail. */
 static void skewed_loads(double *load, int32_t E, double skew) {
@@ -78,6 +80,29 @@ static const shape_t shapes[] = {
     {256, 256, 32, 4, 8}, {256, 320, 64, 8, 8}, {128, 160, 32, 2, 3},
 };
 
+/* The reference for eplb__replicate_sorted_ds's *same_order: a walk over
+ * the runs of equal weights in `order`.  1 when DeepSeek's global plan
+ * equals the keyless greedy packing of the replicas (cnt[E] capped at G,
+ * key[p] and w[p] expert-major, `order` from eplb__sort_desc(w)). */
+static int greedy_is_deepseek(const double *w, const int32_t *key,
+                              const int32_t *cnt, const int32_t *order,
+                              int32_t E, int32_t S, int32_t G) {
+  for (int32_t e = 0; e < E; e++)
+    if (cnt[e] >= G)
+      return 0;
+  for (int32_t i = 0; i < S;) {
+    int32_t j = i + 1, mixed = 0, multi = cnt[key[order[i]]] > 1;
+    for (; j < S && w[order[j]] == w[order[i]]; j++) {
+      mixed |= key[order[j]] != key[order[i]];
+      multi |= cnt[key[order[j]]] > 1;
+    }
+    if (mixed && multi)
+      return 0;
+    i = j;
+  }
+  return 1;
+}
+
 static void test_invariants_random(void **state) {
   (void)state;
   int compared = 0, total = 0;
@@ -99,7 +124,8 @@ static void test_invariants_random(void **state) {
       o.policy = EPLB_POLICY_BALANCED;
       assert_int_equal(eplb_plan_layer(load, sh.E, &o, a, &err), 0);
       assert_int_equal(eplb_plan_layer(load, sh.E, &o, b, &err), 0);
-      assert_memory_equal(a, b, sizeof(int32_t) * (size_t)sh.S); /* determinism */
+      assert_memory_equal(a, b,
+                          sizeof(int32_t) * (size_t)sh.S); /* determinism */
       check_layer(a, sh.E, sh.S, sh.G, 1);
       o.policy = EPLB_POLICY_DEEPSEEK;
       assert_int_equal(eplb_plan_layer(load, sh.E, &o, d, &err), 0);
@@ -111,7 +137,8 @@ static void test_invariants_random(void **state) {
       double md = max_gpu(load, sh.E, d, sh.S, sh.G);
       compared += ddups == 0;
       if (ddups == 0 && !(mb <= md * (1 + 1e-12)))
-        fail_msg("shape %zu trial %d: balanced max %.17g > deepseek %.17g", si, trial, mb, md);
+        fail_msg("shape %zu trial %d: balanced max %.17g > deepseek %.17g", si,
+                 trial, mb, md);
       /* Hierarchical plans keep every expert group inside one node. */
       if (eplb_plan_is_hierarchical(&o)) {
         int32_t gsize = sh.E / sh.K, spn = sh.S / sh.N;
@@ -262,16 +289,23 @@ static void expect_opt_error(int32_t E, int32_t S, int32_t G, int32_t N,
 
 static void test_option_validation(void **state) {
   (void)state;
-  expect_opt_error(8, 9, 2, 1, 1, EPLB_POLICY_BALANCED, "--num-slots 9 is not a multiple");
-  expect_opt_error(8, 6, 2, 1, 1, EPLB_POLICY_BALANCED, "less than the 8 experts");
+  expect_opt_error(8, 9, 2, 1, 1, EPLB_POLICY_BALANCED,
+                   "--num-slots 9 is not a multiple");
+  expect_opt_error(8, 6, 2, 1, 1, EPLB_POLICY_BALANCED,
+                   "less than the 8 experts");
   expect_opt_error(8, 8, 0, 1, 1, EPLB_POLICY_BALANCED, "--num-gpus 0");
-  expect_opt_error(8, 8, 4, 3, 1, EPLB_POLICY_BALANCED, "not a multiple of --num-nodes");
-  expect_opt_error(8, 8, 4, 8, 1, EPLB_POLICY_BALANCED, "--num-nodes 8 is outside");
+  expect_opt_error(8, 8, 4, 3, 1, EPLB_POLICY_BALANCED,
+                   "not a multiple of --num-nodes");
+  expect_opt_error(8, 8, 4, 8, 1, EPLB_POLICY_BALANCED,
+                   "--num-nodes 8 is outside");
   expect_opt_error(8, 8, 4, 1, 9, EPLB_POLICY_BALANCED, "--num-groups 9");
-  expect_opt_error(9, 12, 4, 2, 2, EPLB_POLICY_BALANCED, "not a multiple of --num-groups");
-  expect_opt_error(4, 16, 2, 1, 1, EPLB_POLICY_BALANCED, "exceed the 4 experts");
+  expect_opt_error(9, 12, 4, 2, 2, EPLB_POLICY_BALANCED,
+                   "not a multiple of --num-groups");
+  expect_opt_error(4, 16, 2, 1, 1, EPLB_POLICY_BALANCED,
+                   "exceed the 4 experts");
   expect_opt_error(8, 8, 2, 1, 1, (eplb_policy_t)7, "--policy");
-  expect_opt_error(8, 2000000, 2, 1, 1, EPLB_POLICY_BALANCED, "--num-slots 2000000 is outside");
+  expect_opt_error(8, 2000000, 2, 1, 1, EPLB_POLICY_BALANCED,
+                   "--num-slots 2000000 is outside");
   /* deepseek allows more slots per GPU than experts (duplicates). */
   eplb_plan_opts_t o;
   eplb_plan_opts_default(&o);
@@ -288,7 +322,8 @@ static void test_bad_loads(void **state) {
   o.num_slots = 4;
   o.num_gpus = 2;
   int32_t p[4];
-  double neg[4] = {1, -2, 3, 4}, nan_[4] = {1, NAN, 3, 4}, inf[4] = {1, 2, INFINITY, 4};
+  double neg[4] = {1, -2, 3, 4}, nan_[4] = {1, NAN, 3, 4},
+         inf[4] = {1, 2, INFINITY, 4};
   eplb_error_t err;
   assert_int_equal(eplb_plan_layer(neg, 4, &o, p, &err), EPLB_ECOUNT);
   assert_non_null(strstr(err.msg, "expert 1"));
@@ -338,10 +373,14 @@ static void test_plan_stats(void **state) {
 /* Re-planning from the current placement. */
 
 /* Moves of one layer, through the public eplb_placement_moves. */
-static int64_t eplb__count_moves_for_test(const int32_t *from, const int32_t *to,
-                                          int32_t S, int32_t G) {
-  eplb_placement_t a = {.num_layers = 1, .num_experts = 0, .num_slots = S,
-                        .num_gpus = G, .phy2log = (int32_t *)from};
+static int64_t eplb__count_moves_for_test(const int32_t *from,
+                                          const int32_t *to, int32_t S,
+                                          int32_t G) {
+  eplb_placement_t a = {.num_layers = 1,
+                        .num_experts = 0,
+                        .num_slots = S,
+                        .num_gpus = G,
+                        .phy2log = (int32_t *)from};
   eplb_placement_t b = a;
   b.phy2log = (int32_t *)to;
   return eplb_placement_moves(&a, &b);
@@ -547,7 +586,8 @@ static void test_plan_from_drift(void **state) {
   o.max_moves = 3;
   assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
   for (int l = 0; l < 6; l++)
-    assert_true(eplb__count_moves_for_test(cur.phy2log + l * 80, p.phy2log + l * 80, 80, 16) <= 3);
+    assert_true(eplb__count_moves_for_test(cur.phy2log + l * 80,
+                                           p.phy2log + l * 80, 80, 16) <= 3);
   eplb_placement_cleanup(&p);
   o.max_moves = 0;
   assert_int_equal(eplb_plan_from(&b, &cur, &o, &p, NULL), 0);
@@ -634,9 +674,12 @@ static void test_spill(void **state) {
   assert_true(bs.imbalance < bh.imbalance);
   double xh = 0, xs = 0, xn = 0;
   for (int l = 0; l < 4; l++) {
-    xh += eplb_layer_cross_node(st.load + l * 64, 64, h.phy2log + l * 80, 80, 16, 4, 8);
-    xs += eplb_layer_cross_node(st.load + l * 64, 64, sp.phy2log + l * 80, 80, 16, 4, 8);
-    xn += eplb_layer_cross_node(st.load + l * 64, 64, never.phy2log + l * 80, 80, 16, 4, 8);
+    xh += eplb_layer_cross_node(st.load + l * 64, 64, h.phy2log + l * 80, 80,
+                                16, 4, 8);
+    xs += eplb_layer_cross_node(st.load + l * 64, 64, sp.phy2log + l * 80, 80,
+                                16, 4, 8);
+    xn += eplb_layer_cross_node(st.load + l * 64, 64, never.phy2log + l * 80,
+                                80, 16, 4, 8);
   }
   assert_true(xh == 0.0); /* whole groups per node */
   assert_true(xs > 0.0 && xs < 4 * 0.5);
@@ -675,12 +718,13 @@ static void test_sort_desc_reference(void **state) {
       uint64_t saved = rng_state;
       for (int32_t i = 0; i < n; i++) {
         uint64_t r = rng_next() % 8;
-        w[i] = trial == 0   ? (double)(r % 3)             /* heavy ties */
-               : trial == 1 ? (r == 0 ? -0.0 : 0.0)       /* zeros only */
-               : trial == 2 ? 1e4 * rng_unit() / (1 + r)  /* like replicas */
+        w[i] = trial == 0   ? (double)(r % 3)            /* heavy ties */
+               : trial == 1 ? (r == 0 ? -0.0 : 0.0)      /* zeros only */
+               : trial == 2 ? 1e4 * rng_unit() / (1 + r) /* like replicas */
                : trial == 3 ? (double)(rng_next() % 1000000) * 0.5
-               : trial == 4 ? floor(1e3 * pow(rng_unit() + 1e-3, -1.2)) /* skew */
-                            : (i == n / 2 ? 1e15 : (double)(r % 5) + 1e3); /* outlier */
+               : trial == 4
+                   ? floor(1e3 * pow(rng_unit() + 1e-3, -1.2))    /* skew */
+                   : (i == n / 2 ? 1e15 : (double)(r % 5) + 1e3); /* outlier */
       }
       if (trial >= 4)
         rng_state = saved;
@@ -744,7 +788,7 @@ static void test_replicate_reference(void **state) {
   }
 }
 
-/* eplb__replicate_sorted against what it replaces: eplb__replicate, the
+/* eplb__replicate_sorted_ds against what it replaces: eplb__replicate, the
  * replicas numbered expert by expert, and eplb__sort_desc of their
  * weights - counts, keys, weights and order all equal.  Ties (small
  * integers, zeros, -0.0), skew, S = E, caps, and sizes on both sides of
@@ -775,10 +819,11 @@ static void test_replicate_sorted_reference(void **state) {
           load[e] = rng_next() % 5 == 0 ? 1.0 : (rng_next() % 2 ? -0.0 : 0.0);
       else
         skewed_loads(load, E, trial % 4 == 2 ? 0.9 : 2.0);
-      int32_t S = trial < 3 ? E : E + (int32_t)(rng_next() % (uint64_t)(2 * E + 8));
+      int32_t S =
+          trial < 3 ? E : E + (int32_t)(rng_next() % (uint64_t)(2 * E + 8));
       int32_t cap = trial % 3 == 0 ? 0 : (S + E - 1) / E + (int32_t)(trial % 2);
       /* The _ds form also says whether DeepSeek orders ties the same way,
-       * found during the expansion: it must be eplb__greedy_is_deepseek's
+       * found during the expansion: it must be greedy_is_deepseek's
        * walk over the replicas (cap as G). */
       int same_order = -1;
       eplb__arena_t ar;
@@ -804,11 +849,10 @@ static void test_replicate_sorted_reference(void **state) {
         fail_msg("E %d S %d cap %d trial %d: differs from replicate + sort",
                  (int)E, (int)S, (int)cap, trial);
       if (cap > 0 &&
-          same_order != eplb__greedy_is_deepseek(w2, key2, cnt2, order2, E, S,
-                                                 cap))
+          same_order != greedy_is_deepseek(w2, key2, cnt2, order2, E, S, cap))
         fail_msg("E %d S %d cap %d trial %d: same_order %d differs from "
-                 "eplb__greedy_is_deepseek", (int)E, (int)S, (int)cap, trial,
-                 same_order);
+                 "greedy_is_deepseek",
+                 (int)E, (int)S, (int)cap, trial, same_order);
     }
     free(load);
     free(w);
@@ -840,8 +884,8 @@ static void test_pack_greedy_reference(void **state) {
     eplb__sort_desc(w, N, order);
     int32_t clashes = -1;
     assert_int_equal(eplb__pack_greedy(w, order, N, BINS, CAP,
-                                       keyed ? key : NULL, bin, rank,
-                                       &clashes, NULL),
+                                       keyed ? key : NULL, bin, rank, &clashes,
+                                       NULL),
                      0);
     int32_t want_clashes = 0;
     memset(bw, 0, sizeof(bw));
@@ -878,8 +922,10 @@ static void test_pack_greedy_reference(void **state) {
  * and replicas capped per GPU it must still never be worse. */
 static void test_balanced_vs_deepseek_ties(void **state) {
   (void)state;
-  const shape_t tied[] = {{24, 32, 8, 1, 1}, {32, 48, 8, 1, 1},
-                          {60, 72, 12, 1, 1}, {16, 32, 4, 1, 1}};
+  const shape_t tied[] = {{24, 32, 8, 1, 1},
+                          {32, 48, 8, 1, 1},
+                          {60, 72, 12, 1, 1},
+                          {16, 32, 4, 1, 1}};
   int compared = 0;
   for (size_t si = 0; si < sizeof(tied) / sizeof(tied[0]); si++) {
     shape_t sh = tied[si];
@@ -903,8 +949,8 @@ static void test_balanced_vs_deepseek_ties(void **state) {
       double mb = max_gpu(load, sh.E, a, sh.S, sh.G);
       double md = max_gpu(load, sh.E, d, sh.S, sh.G);
       if (!(mb <= md * (1 + 1e-12)))
-        fail_msg("shape %zu trial %d: balanced max %.17g > deepseek %.17g",
-                 si, trial, mb, md);
+        fail_msg("shape %zu trial %d: balanced max %.17g > deepseek %.17g", si,
+                 trial, mb, md);
     }
   }
   /* DeepSeek duplicates on many of these: 97 of 200 compared when this
@@ -914,7 +960,7 @@ static void test_balanced_vs_deepseek_ties(void **state) {
 }
 
 /* The shortcuts around DeepSeek's plan inside the balanced policy:
- * whenever eplb__greedy_is_deepseek says so, the keyless packing of the
+ * whenever greedy_is_deepseek says so, the keyless packing of the
  * balanced replicas is DeepSeek's map slot for slot, and so is the keyed
  * one when it met no clash; on tied loads it must also say no at times
  * when the maps do differ (else the check is not needed). */
@@ -952,7 +998,7 @@ static void test_greedy_is_deepseek(void **state) {
     o.policy = EPLB_POLICY_DEEPSEEK;
     assert_int_equal(eplb__plan_deepseek(load, E, &o, ds, NULL), 0);
     int eq = memcmp(mine, ds, sizeof(ds)) == 0;
-    int same_order = eplb__greedy_is_deepseek(w, key, cnt, order, E, S, G);
+    int same_order = greedy_is_deepseek(w, key, cnt, order, E, S, G);
     if (clashes == 0 && same_order) {
       if (!eq)
         fail_msg("trial %d: shortcut taken but the maps differ", trial);
@@ -961,9 +1007,9 @@ static void test_greedy_is_deepseek(void **state) {
       differ_caught++;
     }
     if (same_order) { /* then the keyless packing is DeepSeek's plan */
-      assert_int_equal(eplb__pack_greedy(w, order, S, G, PER, NULL, bin, rank,
-                                         NULL, NULL),
-                       0);
+      assert_int_equal(
+          eplb__pack_greedy(w, order, S, G, PER, NULL, bin, rank, NULL, NULL),
+          0);
       for (int32_t q = 0; q < S; q++)
         mine[bin[q] * PER + rank[q]] = key[q];
       if (memcmp(mine, ds, sizeof(ds)) != 0)

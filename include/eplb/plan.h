@@ -121,6 +121,56 @@ int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
                    const eplb_plan_opts_t *opts, eplb_placement_t *out,
                    eplb_error_t *err);
 
+/* ---- scenarios ---------------------------------------------------------
+ *
+ * A plan is used on the traffic that comes after it.  Given several
+ * workloads (scenarios: other phases, other request mixes, time windows),
+ * eplb balances each of them at once instead of their sum: a GPU that is
+ * balanced for each known workload holds a mix of experts that stays
+ * balanced when the mix changes (docs/planner.md, "Scenarios").
+ *
+ * Each layer of each scenario is normalised to its own total, so scenarios
+ * weigh as their weights say, whatever their volume; a scenario with no
+ * traffic in a layer is left out of that layer.  The objective, per layer,
+ * is the weighted mean over scenarios of each scenario's imbalance (max
+ * over GPUs / mean - 1).  Replica counts come from the weighted mean of
+ * the normalised scenarios; the placement serves the objective; no GPU
+ * holds an expert twice.  With one scenario, the plan is exactly
+ * eplb_plan's (eplb_plan_from's) of it. */
+
+#define EPLB_MAX_SCENARIOS 1024
+/* Range of a scenario's weight (SPEC@W on the command line). */
+#define EPLB_MIN_SCENARIO_WEIGHT 1e-6
+#define EPLB_MAX_SCENARIO_WEIGHT 1e6
+
+typedef struct eplb_scenarios_s {
+  int32_t num_scenarios;     /* K, 1..EPLB_MAX_SCENARIOS */
+  const eplb_stats_t *stats; /* [K], one shape: layers, experts, layer ids */
+  const double *weights;     /* [K] in EPLB_MIN..MAX_SCENARIO_WEIGHT, or
+                                NULL: equal */
+} eplb_scenarios_t;
+
+/* Checks a scenario set: K in range, every histogram of stats[0]'s shape
+ * and layer ids, with valid counts, weights in range; the error names the
+ * scenario (from 0). */
+int eplb_scenarios_check(const eplb_scenarios_t *sc, eplb_error_t *err);
+
+/* eplb_plan for a scenario set.  The deepseek policy plans the weighted
+ * mean of the normalised scenarios (DeepSeek's algorithm knows one load
+ * per expert). */
+int eplb_plan_scenarios(const eplb_scenarios_t *sc,
+                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                        eplb_error_t *err);
+
+/* eplb_plan_from for a scenario set: a layer whose imbalance, as the
+ * objective above measures it, is at most keep_threshold is kept; else
+ * the re-plan of the weighted mean, improved for the objective by swaps
+ * that pay move_cost per moved replica (max_moves holds). */
+int eplb_plan_scenarios_from(const eplb_scenarios_t *sc,
+                             const eplb_placement_t *current,
+                             const eplb_plan_opts_t *opts,
+                             eplb_placement_t *out, eplb_error_t *err);
+
 /* Replicas that must arrive on a GPU which did not hold that expert, to go
  * from `from` to `to` (same shape): the experts a migration receives.
  * -1 if the shapes differ. */

@@ -109,6 +109,16 @@ void eplb_rebalancer_destroy(eplb_rebalancer_t *r);
 int eplb_rebalancer_observe(eplb_rebalancer_t *r, const eplb_stats_t *counts,
                             int cumulative, eplb_error_t *err);
 
+/* Local, no communication: makes the next eplb_rebalancer_step fail on
+ * every rank with failure->code and failure->msg, as a failed observe
+ * does, for counts this rank rejected before it could hand them over (a
+ * binding that checks types and shapes itself, such as the Python
+ * package).  The first failure since the last step is kept.  Returns 0,
+ * or EPLB_EARG when failure is NULL or its code is not an EPLB_E* code
+ * (negative). */
+int eplb_rebalancer_observe_failed(eplb_rebalancer_t *r,
+                                   const eplb_error_t *failure);
+
 /* Collective: sums what the ranks observed since the last step, decides,
  * and applies a rebalance (hooks, migration, map).  *round says what
  * happened.  On error every rank returns the same code and the placement

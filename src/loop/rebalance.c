@@ -260,6 +260,18 @@ int eplb_rebalancer_observe(eplb_rebalancer_t *r, const eplb_stats_t *counts,
   return rc;
 }
 
+int eplb_rebalancer_observe_failed(eplb_rebalancer_t *r,
+                                   const eplb_error_t *failure) {
+  if (r == NULL || failure == NULL || failure->code >= 0)
+    return EPLB_EARG;
+  if (r->pending_rc == 0) {
+    r->pending_rc = failure->code;
+    r->pending_err = *failure;
+    r->pending_err.msg[EPLB_ERROR_MSG_MAX - 1] = '\0';
+  }
+  return 0;
+}
+
 /* ---- step (collective) ----------------------------------------------- */
 
 /* Rank 0: observe the sum, decide, and set the plan to broadcast. */

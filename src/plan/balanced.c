@@ -1,22 +1,23 @@
-/* balanced.c - eplb's default policy.
+/* plan/balanced.c - eplb's default policy.
  *
  * DESIGN.  Three differences from DeepSeek's algorithm, each closing a gap
  * measured on real DeepSeek-V3 statistics (bench/bench_plan):
  *  - no GPU holds one expert twice: a second copy on the same GPU balances
- *    nothing and wastes a slot (DeepSeek EPLB issue #22; vllm-ascend rejects
- *    such maps).  Replication caps each expert at one replica per GPU and
- *    packing avoids duplicates;
+ *    nothing and wastes a slot (DeepSeek's EPLB can place one; vllm-ascend
+ *    rejects such maps).  Replication caps each expert at one replica per
+ *    GPU and packing avoids duplicates;
  *  - after greedy packing, a local search swaps slots between the most
- *    loaded GPU and the others (pack.c), which matters most when there are
- *    few or no redundant slots.  It swaps a slot only with the slot of the
- *    same weight rank on the other GPU first: greedy packing gives every
- *    GPU one replica of each weight tier (the G heaviest, the next G, ...),
- *    and keeping that mix keeps the GPUs alike on the traffic that follows,
- *    not only on the window planned for; it is also less than half the work
- *    (one candidate per slot instead of a sweep).  General swaps follow
- *    only where the tiered search stays more than GENERAL_ABOVE above the
- *    lower bound - typically a hot expert whose GPU must take the lightest
- *    replicas, which no tier-preserving swap can give it;
+ *    loaded GPU and the others (local_search.c), which matters most when
+ *    there are few or no redundant slots.  It swaps a slot only with the
+ *    slot of the same weight rank on the other GPU first: greedy packing
+ *    gives every GPU one replica of each weight tier (the G heaviest, the
+ *    next G, ...), and keeping that mix keeps the GPUs alike on the
+ *    traffic that follows, not only on the window planned for; it is also
+ *    less than half the work (one candidate per slot instead of a sweep).
+ *    General swaps follow only where the tiered search stays more than
+ *    GENERAL_ABOVE above the lower bound - typically a hot expert whose
+ *    GPU must take the lightest replicas, which no tier-preserving swap
+ *    can give it;
  *  - the result is compared with DeepSeek's own plan, improved the same way,
  *    and the better one is kept, so this policy is never worse than
  *    `deepseek` on the loads it plans for.
@@ -70,10 +71,8 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
     lay.w[s] = load[phy2log[s]] / cnt[phy2log[s]];
     lay.load[s / lay.per] += lay.w[s];
   }
-  /* no_dups: the packing put no item with one of its key.  The check
-   * found nothing there for 3% of a plan: skipping it took one (1 thread,
-   * DeepSeek-V3, best of 5) from 1.17 to 1.13 ms on 288 slots / 36 GPUs,
-   * 1.54 to 1.50 on 256 / 32, 2.25 to 2.22 on 320 / 64. */
+  /* no_dups: the packing put no item with one of its key, so the repair's
+   * check would find nothing: skipped. */
   if (!no_dups && eplb__repair_duplicates_a(&lay, ar) != 0) {
     rc = 1;
     goto done;
@@ -108,181 +107,210 @@ done:
   return rc;
 }
 
-/* See internal.h: a walk over the runs of equal weights in `order`. */
-int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
-                             const int32_t *cnt, const int32_t *order,
-                             int32_t E, int32_t S, int32_t G) {
-  for (int32_t e = 0; e < E; e++)
-    if (cnt[e] >= G)
-      return 0;
-  for (int32_t i = 0; i < S;) {
-    int32_t j = i + 1, mixed = 0, multi = cnt[key[order[i]]] > 1;
-    for (; j < S && w[order[j]] == w[order[i]]; j++) {
-      mixed |= key[order[j]] != key[order[i]];
-      multi |= cnt[key[order[j]]] > 1;
-    }
-    if (mixed && multi)
-      return 0;
-    i = j;
-  }
-  return 1;
-}
-
-/* Flat (one node) balanced plan of E experts into S slots on G GPUs. */
-static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
-                     int32_t *phy2log, eplb_error_t *err) {
-  int32_t per = S / G;
-  /* One block for the whole layer: ~30 mallocs and frees a layer were 3%
-   * of a plan.  Sized for what the chain below takes at most at once
-   * (replication and its sort, then packing, then improve, each given
-   * back), with room for the rounding of each take: anything more spills
-   * to a malloc of its own (eplb__arena_take).  About 1.5% of a plan on
-   * 288 slots / 36 GPUs, no change measurable on 320 / 64. */
-  eplb__arena_t ar;
+/* Bytes of scratch a flat plan of E experts into S slots on G GPUs takes
+ * at most at once, so that one block holds it: its arrays, then the
+ * largest of what the chain below takes and gives back in turn -
+ * replication (20E) with the larger of its sort (20E + 4nb) and its tree
+ * (68E); packing (bins, a tree of < 4G nodes, held bins, key chains);
+ * improve (its layout, then the repair's stamps or the search's order) -
+ * and room for the rounding of every take.  Anything more is a malloc of
+ * its own (eplb__arena_take): slower, never wrong. */
+static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
   size_t szE = (size_t)E, szS = (size_t)S, szG = (size_t)G, nb = 1;
   while (nb < 4 * szE)
     nb *= 2;
-  /* Bytes: replication (20E) and the larger of its sort (20E + 4nb) and
-   * its tree (68E); packing (bins, tree of < 4G nodes, held, chains);
-   * improve (its layout, then the repair's stamps or the search's
-   * order). */
   size_t chain = 20 * szE + 68 * szE + 4 * nb;
   size_t pack = 88 * szG + 4 * szE + 4 * szS;
   size_t imp = 8 * szE + 12 * szS + 20 * szG;
   chain = chain > pack ? chain : pack;
   chain = chain > imp ? chain : imp;
-  size_t need = 4 * szE + 28 * szS + chain + 64 * 16;
-  eplb__arena_init(&ar, malloc(need), need);
-  int32_t *cnt = eplb__arena_take(&ar, sizeof(int32_t) * szE);
-  int32_t *key = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *order = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *bin = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *rank = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  int32_t *alt = eplb__arena_take(&ar, sizeof(int32_t) * szS);
-  double *w = eplb__arena_take(&ar, sizeof(double) * szS);
-  int rc = 0;
-  if (!cnt || !key || !order || !bin || !rank || !alt || !w) {
-    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-    goto done;
-  }
-  int same_order = 0;
-  rc = eplb__replicate_sorted_ds(load, E, S, G, cnt, key, w, order,
-                                 &same_order, &ar, err);
-  if (rc)
-    goto done;
-  eplb__pack_info_t keyed;
-  rc = eplb__pack_greedy_from(w, order, S, G, per, key, 0, HUGE_VAL, bin, rank,
-                              &keyed, &ar, err);
-  if (rc)
-    goto done;
-  int same_as_ds = keyed.clashes == 0 && same_order;
-  for (int32_t q = 0; q < S; q++)
-    phy2log[bin[q] * per + rank[q]] = key[q];
-  double mine;
-  rc = improve(load, E, phy2log, S, G, keyed.forced == 0, &mine, &ar, err);
-  if (rc < 0)
-    goto done;
-  /* rc == 1 (duplicates left) cannot happen for a layout that packing built
-   * with at most G replicas per expert and repair can always fix; treat it
-   * as a bug rather than return a map with duplicates. */
-  if (rc == 1) {
-    rc = eplb_error_set(err, EPLB_EINTERNAL, "duplicate repair failed");
-    goto done;
-  }
+  return 4 * szE + 28 * szS + chain + 64 * 16;
+}
 
-  /* Never worse than DeepSeek: compare with its plan, improved the same way.
-   * When DeepSeek's greedy plan is the one improved above, the local search
-   * already did better (it never raises the maximum): skip it. */
-  if (same_as_ds)
-    goto refine;
-  double theirs_greedy;
-  if (same_order) {
-    /* Same replicas in the same order: DeepSeek's plan is their packing
-     * without duplicate avoidance; no need to replicate and sort again.
-     * It is the keyed packing up to its first clash, so it resumes there
-     * (bin and rank still hold the keyed packing); it is only wanted if
-     * its heaviest GPU is below `mine`, and GPUs only get heavier as it
-     * goes, so it stops once one reaches that.  Its bin weights are
-     * eplb__max_gpu_load's sums (same weights, same order).  On
-     * DeepSeek-V3 statistics (288 slots / 36 GPUs) the first clash is near
-     * item 42 and the pass stops near item 253, about 70% of the pass and
-     * 1 to 2% of a plan saved. */
+/* A flat plan's replicas and the arrays its steps share. */
+typedef struct {
+  const double *load;
+  int32_t E, S, G, per;
+  int32_t *cnt;            /* [E] replicas of each expert */
+  int32_t *key;            /* [S] expert of each replica */
+  int32_t *order;          /* [S] replicas, heaviest first */
+  int32_t *bin;            /* [S] GPU of each replica */
+  int32_t *rank;           /* [S] its slot on that GPU */
+  int32_t *alt;            /* [S] DeepSeek's plan */
+  double *w;               /* [S] weight of each replica */
+  int same_order;          /* the replicas sort as DeepSeek's do */
+  eplb__pack_info_t keyed; /* the packing that avoids duplicates */
+} flat_t;
+
+/* Replication, greedy packing that keeps an expert's replicas apart, and
+ * improve: phy2log[S] and *mine, its most loaded GPU. */
+static int flat_greedy(flat_t *f, int32_t *phy2log, double *mine,
+                       eplb__arena_t *ar, eplb_error_t *err) {
+  int rc = eplb__replicate_sorted_ds(f->load, f->E, f->S, f->G, f->cnt, f->key,
+                                     f->w, f->order, &f->same_order, ar, err);
+  if (rc)
+    return rc;
+  rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, f->key, 0,
+                              HUGE_VAL, f->bin, f->rank, &f->keyed, ar, err);
+  if (rc)
+    return rc;
+  for (int32_t q = 0; q < f->S; q++)
+    phy2log[f->bin[q] * f->per + f->rank[q]] = f->key[q];
+  rc = improve(f->load, f->E, phy2log, f->S, f->G, f->keyed.forced == 0, mine,
+               ar, err);
+  /* Duplicates left (1) cannot happen for a layout that packing built with
+   * at most G replicas per expert and repair can always fix; treat it as
+   * a bug rather than return a map with duplicates. */
+  if (rc == 1)
+    rc = eplb_error_set(err, EPLB_EINTERNAL, "duplicate repair failed");
+  return rc;
+}
+
+/* DeepSeek's greedy plan into f->alt and *theirs, its most loaded GPU; 1
+ * (f->alt unset) when it is known not to beat `mine`.  With the same
+ * replicas in the same order, DeepSeek's plan is their packing without
+ * duplicate avoidance, so nothing is replicated or sorted again: it is
+ * the keyed packing up to its first clash, so it resumes there (bin and
+ * rank still hold the keyed packing), and as GPUs only get heavier it
+ * stops once one reaches `mine`.  Its bin weights are eplb__max_gpu_load's
+ * sums (same weights, same order). */
+static int deepseek_greedy(flat_t *f, double mine, double *theirs,
+                           eplb__arena_t *ar, eplb_error_t *err) {
+  if (f->same_order) {
     eplb__pack_info_t info;
-    rc = eplb__pack_greedy_from(w, order, S, G, per, NULL, keyed.first_clash,
-                                mine, bin, rank, &info, &ar, err);
-    if (rc)
-      goto done;
-    if (info.stopped)
-      goto refine;
-    for (int32_t q = 0; q < S; q++)
-      alt[bin[q] * per + rank[q]] = key[q];
-    theirs_greedy = info.max;
-  } else {
-    eplb_plan_opts_t ds = {.num_slots = S, .num_gpus = G, .num_nodes = 1,
-                           .num_groups = 1, .policy = EPLB_POLICY_DEEPSEEK};
-    rc = eplb__plan_deepseek(load, E, &ds, alt, err);
-    if (rc)
-      goto done;
-    theirs_greedy = eplb__max_gpu_load(load, E, alt, S, G);
+    int rc = eplb__pack_greedy_from(f->w, f->order, f->S, f->G, f->per, NULL,
+                                    f->keyed.first_clash, mine, f->bin, f->rank,
+                                    &info, ar, err);
+    if (rc || info.stopped)
+      return rc ? rc : 1;
+    for (int32_t q = 0; q < f->S; q++)
+      f->alt[f->bin[q] * f->per + f->rank[q]] = f->key[q];
+    *theirs = info.max;
+    return 0;
   }
-  if (theirs_greedy < mine) {
-    double theirs;
-    rc = improve(load, E, alt, S, G, 0, &theirs, &ar, err);
-    if (rc < 0)
-      goto done;
-    if (rc == 0 && theirs < mine) {
-      memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
-      mine = theirs;
-    }
-    rc = 0;
+  eplb_plan_opts_t ds = {.num_slots = f->S,
+                         .num_gpus = f->G,
+                         .num_nodes = 1,
+                         .num_groups = 1,
+                         .policy = EPLB_POLICY_DEEPSEEK};
+  int rc = eplb__plan_deepseek(f->load, f->E, &ds, f->alt, err);
+  if (rc)
+    return rc;
+  *theirs = eplb__max_gpu_load(f->load, f->E, f->alt, f->S, f->G);
+  return 0;
+}
+
+/* Never worse than DeepSeek: DeepSeek's plan, improved the same way,
+ * replaces phy2log when its most loaded GPU is lighter than *mine.  When
+ * DeepSeek's greedy plan is the one improved already (same replicas, same
+ * order, no clash), the local search did better (it never raises the
+ * maximum): nothing to compare. */
+static int keep_better_deepseek(flat_t *f, int32_t *phy2log, double *mine,
+                                eplb__arena_t *ar, eplb_error_t *err) {
+  if (f->keyed.clashes == 0 && f->same_order)
+    return 0;
+  double theirs_greedy, theirs;
+  int rc = deepseek_greedy(f, *mine, &theirs_greedy, ar, err);
+  if (rc)
+    return rc < 0 ? rc : 0;
+  if (!(theirs_greedy < *mine))
+    return 0;
+  rc = improve(f->load, f->E, f->alt, f->S, f->G, 0, &theirs, ar, err);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 && theirs < *mine) {
+    memcpy(phy2log, f->alt, sizeof(int32_t) * (size_t)f->S);
+    *mine = theirs;
   }
-  /* Still visibly unbalanced with spare replicas to move: let the replica
-   * counts change too (greedy replication is optimal per replica, not per
-   * GPU).  Rare on real loads, so its cost is paid only where it helps. */
-refine:;
+  return 0;
+}
+
+/* Still visibly unbalanced with spare replicas to move: let the replica
+ * counts change too (greedy replication is optimal per replica, not per
+ * GPU).  Rare on real loads, so its cost is paid only where it helps. */
+static int refine_if_unbalanced(const double *load, int32_t E, int32_t S,
+                                int32_t G, int32_t *phy2log, double mine,
+                                eplb_error_t *err) {
   double total = 0;
   for (int32_t e = 0; e < E; e++)
     total += load[e];
   if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G)
-    rc = eplb__refine(load, E, S, G, phy2log, err);
-done:
+    return eplb__refine(load, E, S, G, phy2log, err);
+  return 0;
+}
+
+/* Flat (one node) balanced plan of E experts into S slots on G GPUs, its
+ * scratch from ar (flat_arena_bytes of it, given back). */
+static int flat_plan(const double *load, int32_t E, int32_t S, int32_t G,
+                     int32_t *phy2log, eplb__arena_t *ar, eplb_error_t *err) {
+  size_t mark = ar->used, szS = sizeof(int32_t) * (size_t)S;
+  flat_t f = {.load = load, .E = E, .S = S, .G = G, .per = S / G};
+  f.cnt = eplb__arena_take(ar, sizeof(int32_t) * (size_t)E);
+  f.key = eplb__arena_take(ar, szS);
+  f.order = eplb__arena_take(ar, szS);
+  f.bin = eplb__arena_take(ar, szS);
+  f.rank = eplb__arena_take(ar, szS);
+  f.alt = eplb__arena_take(ar, szS);
+  f.w = eplb__arena_take(ar, sizeof(double) * (size_t)S);
+  double mine = 0;
+  int rc;
+  if (!f.cnt || !f.key || !f.order || !f.bin || !f.rank || !f.alt || !f.w)
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  else
+    rc = flat_greedy(&f, phy2log, &mine, ar, err);
+  if (rc == 0)
+    rc = keep_better_deepseek(&f, phy2log, &mine, ar, err);
+  if (rc == 0)
+    rc = refine_if_unbalanced(load, E, S, G, phy2log, mine, err);
+  ar->used = mark;
+  return rc;
+}
+
+/* flat_plan with its scratch in one block of its own. */
+static int plan_flat(const double *load, int32_t E, int32_t S, int32_t G,
+                     int32_t *phy2log, eplb_error_t *err) {
+  size_t need = flat_arena_bytes(E, S, G);
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, malloc(need), need);
+  int rc = flat_plan(load, E, S, G, phy2log, &ar, err);
   eplb__arena_done(&ar);
   free(ar.buf);
   return rc;
 }
 
-/* Hierarchical balanced plan: groups to nodes (greedy + local search on
- * node loads), then a flat plan inside every node. */
-static int plan_hier(const double *load, int32_t E,
-                     const eplb_plan_opts_t *opts, int32_t *phy2log,
-                     eplb_error_t *err) {
-  int32_t S = opts->num_slots, G = opts->num_gpus, N = opts->num_nodes;
-  int32_t K = opts->num_groups, gsize = E / K, gpn = K / N, epn = E / N;
-  int32_t spn = S / N, gpus_pn = G / N;
+/* Groups to nodes: each of the K groups' load summed, the groups packed
+ * onto the N nodes (K / N each, heaviest first into the lightest), then
+ * the local search on node loads.  mlog2log[E] out: the experts in node
+ * order, node n's E / N from mlog2log[n * E / N].  Scratch from ar (given
+ * back). */
+static int groups_to_nodes(const double *load, int32_t E, int32_t N, int32_t K,
+                           int32_t *mlog2log, eplb__arena_t *ar,
+                           eplb_error_t *err) {
+  int32_t gsize = E / K, gpn = K / N;
+  size_t mark = ar->used, szK = (size_t)K;
   eplb__layout_t lay = {.G = N, .per = gpn};
-  lay.expert = malloc(sizeof(int32_t) * (size_t)K);
-  lay.w = malloc(sizeof(double) * (size_t)K);
-  lay.load = calloc((size_t)N, sizeof(double));
-  double *gw = malloc(sizeof(double) * (size_t)K);
-  int32_t *order = malloc(sizeof(int32_t) * (size_t)K);
-  int32_t *bin = malloc(sizeof(int32_t) * (size_t)K);
-  int32_t *rank = malloc(sizeof(int32_t) * (size_t)K);
-  double *mload = malloc(sizeof(double) * (size_t)epn);
-  int32_t *mlog2log = malloc(sizeof(int32_t) * (size_t)E);
-  int32_t *alt = malloc(sizeof(int32_t) * (size_t)S);
+  lay.expert = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  lay.w = eplb__arena_take(ar, sizeof(double) * szK);
+  lay.load = eplb__arena_take(ar, sizeof(double) * (size_t)N);
+  double *gw = eplb__arena_take(ar, sizeof(double) * szK);
+  int32_t *order = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  int32_t *bin = eplb__arena_take(ar, sizeof(int32_t) * szK);
+  int32_t *rank = eplb__arena_take(ar, sizeof(int32_t) * szK);
   int rc = 0;
-  if (!lay.expert || !lay.w || !lay.load || !gw || !order || !bin || !rank ||
-      !mload || !mlog2log || !alt) {
+  if (!lay.expert || !lay.w || !lay.load || !gw || !order || !bin || !rank) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
     goto done;
   }
+  memset(lay.load, 0, sizeof(double) * (size_t)N); /* +0.0 */
   for (int32_t k = 0; k < K; k++) {
     gw[k] = 0;
     for (int32_t j = 0; j < gsize; j++)
       gw[k] += load[k * gsize + j];
   }
-  eplb__sort_desc(gw, K, order);
-  rc = eplb__pack_greedy(gw, order, K, N, gpn, NULL, bin, rank, NULL, err);
+  eplb__sort_desc_a(gw, K, order, ar);
+  eplb__pack_info_t info;
+  rc = eplb__pack_greedy_from(gw, order, K, N, gpn, NULL, 0, HUGE_VAL, bin,
+                              rank, &info, ar, err);
   if (rc)
     goto done;
   for (int32_t k = 0; k < K; k++) {
@@ -290,77 +318,141 @@ static int plan_hier(const double *load, int32_t E,
     lay.w[bin[k] * gpn + rank[k]] = gw[k];
     lay.load[bin[k]] += gw[k];
   }
-  eplb__local_search(&lay, ls_budget(K), 0);
+  eplb__local_search_a(&lay, ls_budget(K), 0, ar);
   for (int32_t q = 0; q < K; q++)
     for (int32_t j = 0; j < gsize; j++)
       mlog2log[q * gsize + j] = lay.expert[q] * gsize + j;
+done:
+  ar->used = mark;
+  return rc;
+}
 
+/* A flat plan inside every node, of the experts mlog2log[E] puts there
+ * (groups_to_nodes): phy2log[S], node n's slots from n * S / N.  mload:
+ * [E / N] scratch. */
+static int plan_nodes(const double *load, int32_t E,
+                      const eplb_plan_opts_t *opts, const int32_t *mlog2log,
+                      double *mload, int32_t *phy2log, eplb__arena_t *ar,
+                      eplb_error_t *err) {
+  int32_t N = opts->num_nodes, epn = E / N, spn = opts->num_slots / N;
+  int32_t gpus_pn = opts->num_gpus / N;
   for (int32_t n = 0; n < N; n++) {
     for (int32_t j = 0; j < epn; j++)
       mload[j] = load[mlog2log[n * epn + j]];
     int32_t *out = phy2log + (size_t)n * spn;
-    rc = plan_flat(mload, epn, spn, gpus_pn, out, err);
+    int rc = flat_plan(mload, epn, spn, gpus_pn, out, ar, err);
     if (rc)
-      goto done;
+      return rc;
     for (int32_t s = 0; s < spn; s++)
       out[s] = mlog2log[n * epn + out[s]];
   }
+  return 0;
+}
 
-  /* Never worse than DeepSeek's hierarchical plan, improved per node. */
-  rc = eplb__plan_deepseek(load, E, opts, alt, err);
-  if (rc)
-    goto done;
-  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
-  if (eplb__max_gpu_load(load, E, alt, S, G) < mine) {
-    int ok = 1;
-    for (int32_t n = 0; n < N && ok; n++) {
-      /* improve() works on local expert ids: map the node's experts. */
-      int32_t *slice = alt + (size_t)n * spn;
-      /* In DeepSeek's plan a node holds whole groups; renumber its experts
-       * 0..epn-1 through a small table. */
-      int32_t *loc = malloc(sizeof(int32_t) * (size_t)E);
-      if (loc == NULL) {
-        rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-        goto done;
-      }
-      for (int32_t e = 0; e < E; e++)
-        loc[e] = -1;
-      int32_t m = 0;
-      for (int32_t s = 0; s < spn; s++)
-        if (loc[slice[s]] < 0) {
-          mlog2log[m] = slice[s];
-          mload[m] = load[slice[s]];
-          loc[slice[s]] = m++;
-        }
-      for (int32_t s = 0; s < spn; s++)
-        slice[s] = loc[slice[s]];
-      eplb__arena_t ar;
-      eplb__arena_init(&ar, NULL, 0);
-      int r = improve(mload, m, slice, spn, gpus_pn, 0, NULL, &ar, err);
-      eplb__arena_done(&ar);
-      for (int32_t s = 0; s < spn; s++)
-        slice[s] = mlog2log[slice[s]];
-      free(loc);
-      if (r < 0) {
-        rc = r;
-        goto done;
-      }
-      ok = r == 0;
+/* improve() on one node's slice[spn] of a hierarchical plan (gpus_pn GPUs),
+ * which works on local expert ids: in DeepSeek's plan a node holds whole
+ * groups, so its experts are renumbered 0..m-1 through loc[E] (all -1 on
+ * entry and on return), names[] and mload[] (the node's experts: at least
+ * E / N) holding each one's global id and load.  Returns improve's 0, 1
+ * (duplicates left, slice unchanged) or error. */
+static int improve_node(const double *load, int32_t *slice, int32_t spn,
+                        int32_t gpus_pn, int32_t *loc, int32_t *names,
+                        double *mload, eplb__arena_t *ar, eplb_error_t *err) {
+  int32_t m = 0;
+  for (int32_t s = 0; s < spn; s++)
+    if (loc[slice[s]] < 0) {
+      names[m] = slice[s];
+      mload[m] = load[slice[s]];
+      loc[slice[s]] = m++;
     }
-    if (ok && eplb__max_gpu_load(load, E, alt, S, G) < mine)
-      memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
+  for (int32_t s = 0; s < spn; s++)
+    slice[s] = loc[slice[s]];
+  int rc = improve(mload, m, slice, spn, gpus_pn, 0, NULL, ar, err);
+  for (int32_t s = 0; s < spn; s++)
+    slice[s] = names[slice[s]];
+  for (int32_t i = 0; i < m; i++)
+    loc[names[i]] = -1;
+  return rc;
+}
+
+/* Never worse than DeepSeek's hierarchical plan, improved per node: it
+ * replaces phy2log[S] when its most loaded GPU is lighter.  alt[S],
+ * loc[E] (all -1), names[E / N] and mload[E / N]: scratch. */
+static int keep_better_hier_deepseek(const double *load, int32_t E,
+                                     const eplb_plan_opts_t *opts,
+                                     int32_t *phy2log, int32_t *alt,
+                                     int32_t *loc, int32_t *names,
+                                     double *mload, eplb__arena_t *ar,
+                                     eplb_error_t *err) {
+  int32_t S = opts->num_slots, G = opts->num_gpus, N = opts->num_nodes;
+  int32_t spn = S / N, gpus_pn = G / N;
+  int rc = eplb__plan_deepseek(load, E, opts, alt, err);
+  if (rc)
+    return rc;
+  double mine = eplb__max_gpu_load(load, E, phy2log, S, G);
+  if (!(eplb__max_gpu_load(load, E, alt, S, G) < mine))
+    return 0;
+  for (int32_t n = 0; n < N; n++) {
+    rc = improve_node(load, alt + (size_t)n * spn, spn, gpus_pn, loc, names,
+                      mload, ar, err);
+    if (rc)
+      return rc < 0 ? rc : 0;
   }
-done:
-  free(lay.expert);
-  free(lay.w);
-  free(lay.load);
-  free(gw);
-  free(order);
-  free(bin);
-  free(rank);
-  free(mload);
-  free(mlog2log);
-  free(alt);
+  if (eplb__max_gpu_load(load, E, alt, S, G) < mine)
+    memcpy(phy2log, alt, sizeof(int32_t) * (size_t)S);
+  return 0;
+}
+
+/* Bytes of scratch plan_hier takes at most at once (see
+ * flat_arena_bytes): its arrays (mlog2log, loc, alt, mload), then the
+ * largest of the groups' step (their layout and packing, the sort of K
+ * weights, packing on N bins), a node's flat plan, and improve on a
+ * node; room for the rounding of every take. */
+static size_t hier_arena_bytes(int32_t E, int32_t S, int32_t G, int32_t N,
+                               int32_t K) {
+  size_t szE = (size_t)E, szK = (size_t)K, szN = (size_t)N, nb = 1;
+  size_t epn = szE / szN, spn = (size_t)S / szN, gpn = (size_t)G / szN;
+  while (nb < 4 * szK)
+    nb *= 2;
+  size_t step =
+      36 * szK + 8 * szN +
+      (20 * szK + 4 * nb + 4 > 88 * szN ? 20 * szK + 4 * nb + 4 : 88 * szN);
+  size_t flat = flat_arena_bytes((int32_t)epn, (int32_t)spn, (int32_t)gpn);
+  size_t imp = 8 * epn + 12 * spn + 20 * gpn;
+  step = step > flat ? step : flat;
+  step = step > imp ? step : imp;
+  return 8 * szE + 4 * (size_t)S + 8 * epn + step + 16 * 16;
+}
+
+/* Hierarchical balanced plan: groups to nodes (greedy + local search on
+ * node loads), then a flat plan inside every node; then DeepSeek's
+ * hierarchical plan, if better.  Scratch in one block. */
+static int plan_hier(const double *load, int32_t E,
+                     const eplb_plan_opts_t *opts, int32_t *phy2log,
+                     eplb_error_t *err) {
+  int32_t S = opts->num_slots, N = opts->num_nodes, epn = E / N;
+  size_t need = hier_arena_bytes(E, S, opts->num_gpus, N, opts->num_groups);
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, malloc(need), need);
+  int32_t *mlog2log = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)E);
+  int32_t *loc = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)E);
+  int32_t *alt = eplb__arena_take(&ar, sizeof(int32_t) * (size_t)S);
+  double *mload = eplb__arena_take(&ar, sizeof(double) * (size_t)epn);
+  int rc;
+  if (!mlog2log || !loc || !alt || !mload) {
+    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  } else {
+    for (int32_t e = 0; e < E; e++)
+      loc[e] = -1;
+    rc = groups_to_nodes(load, E, N, opts->num_groups, mlog2log, &ar, err);
+  }
+  if (rc == 0)
+    rc = plan_nodes(load, E, opts, mlog2log, mload, phy2log, &ar, err);
+  if (rc == 0)
+    rc = keep_better_hier_deepseek(load, E, opts, phy2log, alt, loc, mlog2log,
+                                   mload, &ar, err);
+  eplb__arena_done(&ar);
+  free(ar.buf);
   return rc;
 }
 

@@ -1,4 +1,5 @@
-/* deepseek.c - DeepSeek's published EPLB algorithm, made deterministic.
+/* plan/deepseek.c - DeepSeek's published EPLB algorithm, made
+ * deterministic.
  *
  * Hierarchical form (the global form is the same with one node and one
  * group):
@@ -33,7 +34,8 @@ int eplb__plan_deepseek(const double *load, int32_t E,
   int32_t *phy2mlog = malloc(sizeof(int32_t) * (size_t)spn);
   double *mload = malloc(sizeof(double) * (size_t)epn);
   int rc = 0;
-  if (!w || !order || !bin || !rank || !mlog2log || !cnt || !phy2mlog || !mload) {
+  if (!w || !order || !bin || !rank || !mlog2log || !cnt || !phy2mlog ||
+      !mload) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory planning %d experts",
                         (int)E);
     goto done;

@@ -67,16 +67,19 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
  * weight load[e] / count[e], order[S] the p sorted as eplb__sort_desc(w)
  * sorts them (heavier first, ties lower p) - the same arrays as
  * eplb__replicate, a loop and eplb__sort_desc give, with one sort of E
- * experts instead of a heap and a sort of S replicas. */
-int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
-                           int32_t max_replicas, int32_t *count, int32_t *key,
-                           double *w, int32_t *order, eplb_error_t *err);
-
-/* eplb__replicate_sorted with its scratch from ar (given back on return),
- * and *same_order (may be NULL) set to
- * eplb__greedy_is_deepseek(w, key, count, order, E, S, max_replicas) for
- * max_replicas > 0 (the cap as G), found from the experts' order without
- * walking the replicas. */
+ * experts instead of a heap and a sort of S replicas.  Scratch from ar
+ * (given back on return).  *same_order (may be NULL) is set to
+ * 1 when DeepSeek's global plan (eplb__plan_deepseek, one node) equals
+ * the keyless greedy packing of these replicas (max_replicas > 0, the cap
+ * as G), found from the experts' order without walking the replicas.
+ * DeepSeek does not cap replicas, so no expert may have reached the cap;
+ * it numbers first replicas before redundant ones, so the sorted orders
+ * name the same experts in the same sequence unless a run of equal
+ * weights mixes several experts of which one has more than one replica.
+ * When the packing with keys met no clash it is that same packing; the
+ * local search never raises the maximum, so then the balanced plan is at
+ * least as good as DeepSeek's.  (tests/test_plan.c checks it against a
+ * walk of the replicas.) */
 int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
                               int32_t max_replicas, int32_t *count,
                               int32_t *key, double *w, int32_t *order,
@@ -154,10 +157,8 @@ int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar);
  * With `tiered`, a slot only swaps with the slot of the same rank (by
  * weight) on the other GPU: the heaviest with the heaviest, and so on, so
  * that every GPU keeps one replica of each weight tier that greedy packing
- * gave it (see balanced.c for why that matters on later traffic). */
-void eplb__local_search(eplb__layout_t *lay, int32_t max_iters, int tiered);
-
-/* eplb__local_search with its scratch from ar (given back). */
+ * gave it (see balanced.c for why that matters on later traffic).
+ * Scratch from ar (given back). */
 void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
                           eplb__arena_t *ar);
 
@@ -174,21 +175,6 @@ int32_t eplb__argmax(const double *load, int32_t G);
 int eplb__plan_deepseek(const double *load, int32_t E,
                         const eplb_plan_opts_t *opts, int32_t *phy2log,
                         eplb_error_t *err);
-
-/* 1 when DeepSeek's global plan (eplb__plan_deepseek, one node) equals
- * the keyless greedy packing (eplb__pack_greedy, key NULL) of the balanced
- * policy's replicas: cnt[E] from eplb__replicate capped at G, the S
- * replicas numbered expert-major (key[p], weight w[p] = load / cnt), in
- * `order` from eplb__sort_desc(w).  DeepSeek does not cap replicas, so no
- * expert may have reached the cap (cnt < G); it numbers first replicas
- * before redundant ones, so the sorted orders name the same experts in the
- * same sequence unless a run of equal weights mixes several experts of
- * which one has more than one replica.  When the packing with keys met no
- * clash it is that same packing; the local search never raises the
- * maximum, so then the balanced plan is at least as good as DeepSeek's. */
-int eplb__greedy_is_deepseek(const double *w, const int32_t *key,
-                             const int32_t *cnt, const int32_t *order,
-                             int32_t E, int32_t S, int32_t G);
 
 /* eplb's default policy for one layer. */
 int eplb__plan_balanced(const double *load, int32_t E,
@@ -253,6 +239,32 @@ int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
 void eplb__search_run(eplb__search_t *c, double mean, double lambda,
                       int32_t max_moves, int32_t *moves);
 
+/* One layer's scenarios for the robust search (robust.c): K scenarios of
+ * E experts, x[k * E + e] each normalised to sum 1, w[k] > 0 summing to
+ * 1. */
+typedef struct eplb__scenario_layer_s {
+  int32_t K, E;
+  const double *x;
+  const double *w;
+} eplb__scenario_layer_t;
+
+/* Improves phy2log[S] (G GPUs; swaps stay inside domains of `dom`
+ * consecutive GPUs) for the weighted mean over scenarios of each
+ * scenario's most loaded GPU; replica counts are kept.  With orig[S] (or
+ * NULL) a swap pays lambda per replica that arrives on a GPU that did not
+ * hold its expert in orig, and at most max_moves (-1: any) such replicas
+ * are allowed.  Scratch from ar (given back).  0 or EPLB_ENOMEM. */
+int eplb__robust_search(const eplb__scenario_layer_t *sc, int32_t S, int32_t G,
+                        int32_t dom, const int32_t *orig, double lambda,
+                        int32_t max_moves, int32_t *phy2log, eplb__arena_t *ar,
+                        eplb_error_t *err);
+
+/* The weighted mean over sc's scenarios of each one's most loaded GPU
+ * under phy2log[S] on G GPUs (its imbalance: G x this - 1); HUGE_VAL when
+ * out of memory. */
+double eplb__scenario_objective(const eplb__scenario_layer_t *sc,
+                                const int32_t *phy2log, int32_t S, int32_t G);
+
 /* Improves a layer placement with the moves of the re-planning search,
  * free of move cost, including moves that change replica counts (which the
  * slot-swap local search cannot).  Keeps the result only if the largest GPU
@@ -260,17 +272,12 @@ void eplb__search_run(eplb__search_t *c, double mean, double lambda,
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
                  int32_t *phy2log, eplb_error_t *err);
 
-/* Relabels plan's GPUs (and slots inside them) to overlap current[S] as
- * much as possible; the set of experts per GPU is unchanged. */
-int eplb__align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
-                eplb_error_t *err);
-
 /* Replicas of `to` that sit on a GPU which does not hold them in `from`. */
 int32_t eplb__count_moves(const int32_t *from, const int32_t *to, int32_t S,
                           int32_t G);
 
 /* Max GPU load of a layer placement (GPU s / per), loads split evenly over
- * replicas.  Scratch-free; used to compare candidate plans. */
+ * replicas (-1 when out of memory); used to compare candidate plans. */
 double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
                           int32_t S, int32_t G);
 
@@ -279,9 +286,10 @@ double eplb__max_gpu_load(const double *load, int32_t E, const int32_t *phy2log,
  * and returns once every one that took it is done; fn must share its work
  * through arg, as any number of threads may run it, and a worker that
  * wakes late may take none.  When another thread is running a job on the
- * pool, fn runs on threads started for this call alone.  eplb__pool_warm_up starts n workers ahead of
- * a plan, has each new one run warm() (may be NULL) and then spin for a
- * few ms; returns how many there are. */
+ * pool, fn runs on threads started for this call alone.
+ * eplb__pool_warm_up starts n workers ahead of a plan, has each new one
+ * run warm() (may be NULL) and then spin for a while (pool.c's
+ * WARM_SPIN_S); returns how many there are. */
 void eplb__pool_run(int32_t extra, void *(*fn)(void *), void *arg);
 int32_t eplb__pool_warm_up(int32_t n, void (*warm)(void));
 

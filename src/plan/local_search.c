@@ -281,12 +281,10 @@ static int32_t tier_scan_scalar(const eplb__layout_t *lay, int32_t g,
 #if defined(__x86_64__) && defined(__GNUC__)
 /* The same with AVX2, where the CPU has it (tier_scan_for): the per
  * candidates of an h side by side, 4 to a register, g's weights loaded once
- * per iteration.  The scalar loop carries mn and am from slot to slot;
- * this took a balanced plan (1 thread, DeepSeek-V3 statistics, 288 slots on
- * 36 GPUs and 320 on 64) from 1.53 to 1.36 ms and 2.86 to 2.54 ms, 9 to
- * 11%; 256 on 32, where the general search is most of the time, 0 to 3%.
- * AVX-512 (8 to a register) was 3% slower than this on Zen 5, so there is
- * none.  Bit for bit the scalar result: MAXPD(x, y) is x > y ? x : y, the
+ * per iteration, where the scalar loop carries mn and am from slot to slot
+ * (docs/planner.md has what it saved).  AVX-512 (8 to a register) was
+ * slower than this where it was tried, so there is none.  Bit for bit the
+ * scalar result: MAXPD(x, y) is x > y ? x : y, the
  * scalar select, and the compares are the scalar ones (ordered: false on
  * NaN), so a lane holds the scalar nm.  A lane counts only when valid and
  * below best->nmax: when none does, the scalar mn is not below it either
@@ -315,8 +313,8 @@ __attribute__((target("avx2"))) static inline __m256i tier_lanes4(int32_t n) {
 }
 
 __attribute__((target("avx2"))) static inline double tier_hmin4(__m256d v) {
-  __m128d m = _mm_min_pd(_mm256_castpd256_pd128(v),
-                         _mm256_extractf128_pd(v, 1));
+  __m128d m =
+      _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
   return _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)));
 }
 
@@ -408,14 +406,6 @@ static tier_scan_fn tier_scan_for(void) {
     return tier_scan_avx2;
 #endif
   return tier_scan_scalar;
-}
-
-void eplb__local_search(eplb__layout_t *lay, int32_t max_iters,
-                        int tiered) {
-  eplb__arena_t ar;
-  eplb__arena_init(&ar, NULL, 0);
-  eplb__local_search_a(lay, max_iters, tiered, &ar);
-  eplb__arena_done(&ar);
 }
 
 void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,

@@ -15,8 +15,9 @@ int eplb_gpu_loads(const double *load, int32_t E, const int32_t *phy2log,
   for (int32_t s = 0; s < S; s++) {
     if (phy2log[s] < 0 || phy2log[s] >= E) {
       free(cnt);
-      return eplb_error_set(err, EPLB_EMAP, "slot %d: expert %d is outside 0..%d",
-                            (int)s, (int)phy2log[s], (int)E - 1);
+      return eplb_error_set(err, EPLB_EMAP,
+                            "slot %d: expert %d is outside 0..%d", (int)s,
+                            (int)phy2log[s], (int)E - 1);
     }
     cnt[phy2log[s]]++;
   }
@@ -126,7 +127,8 @@ double eplb_layer_floor(const double *load, int32_t E, int32_t S, int32_t G) {
 int eplb_balance(const eplb_stats_t *stats, const eplb_placement_t *p,
                  eplb_balance_t *out, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
-  if (stats->num_layers != p->num_layers || stats->num_experts != p->num_experts)
+  if (stats->num_layers != p->num_layers ||
+      stats->num_experts != p->num_experts)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "statistics have %d layers x %d experts but the map "
                           "has %d x %d",

@@ -1,4 +1,4 @@
-/* online.c - when to rebalance while training or serving runs (see
+/* plan/online.c - when to rebalance while training or serving runs (see
  * eplb/online.h).  Pure: counts in, a decision and a proposal out. */
 #include "eplb/online.h"
 
@@ -83,7 +83,8 @@ void eplb_online_destroy(eplb_online_t *o) {
 int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
                         int *had_traffic, eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = eplb_placement_check_stats(&o->current, round, "the round's counts", err);
+  int rc =
+      eplb_placement_check_stats(&o->current, round, "the round's counts", err);
   if (rc)
     return rc;
   size_t n = (size_t)round->num_layers * (size_t)round->num_experts;
@@ -105,11 +106,12 @@ int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
   return 0;
 }
 
-int eplb_online_observe_cumulative(eplb_online_t *o,
-                                   const eplb_stats_t *cum, int first_is_round,
-                                   int *had_traffic, eplb_error_t *err) {
+int eplb_online_observe_cumulative(eplb_online_t *o, const eplb_stats_t *cum,
+                                   int first_is_round, int *had_traffic,
+                                   eplb_error_t *err) {
   *had_traffic = 0;
-  int rc = eplb_placement_check_stats(&o->current, cum, "the round's counts", err);
+  int rc =
+      eplb_placement_check_stats(&o->current, cum, "the round's counts", err);
   if (rc)
     return rc;
   if (!o->have_cum) {
@@ -223,7 +225,8 @@ int eplb_online_applied(eplb_online_t *o, const eplb_placement_t *applied,
   if (rc)
     return rc;
   memcpy(o->current.phy2log, applied->phy2log,
-         sizeof(int32_t) * (size_t)applied->num_layers * (size_t)applied->num_slots);
+         sizeof(int32_t) * (size_t)applied->num_layers *
+             (size_t)applied->num_slots);
   return 0;
 }
 

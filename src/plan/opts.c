@@ -24,22 +24,21 @@ int eplb_plan_is_hierarchical(const eplb_plan_opts_t *opts) {
 
 int eplb__plan_check_threads(int32_t threads, eplb_error_t *err) {
   if (threads < EPLB_MIN_PLAN_THREADS || threads > EPLB_MAX_PLAN_THREADS)
-    return eplb_error_set(err, EPLB_EARG,
-                          "--threads %d is outside %d..%d (0: one per CPU)",
-                          (int)threads, EPLB_MIN_PLAN_THREADS,
-                          EPLB_MAX_PLAN_THREADS);
+    return eplb_error_set(
+        err, EPLB_EARG, "--threads %d is outside %d..%d (0: one per CPU)",
+        (int)threads, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
   return 0;
 }
 
 int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
                          eplb_error_t *err) {
   if (E < 1 || E > EPLB_MAX_EXPERTS)
-    return eplb_error_set(err, EPLB_EARG, "%d experts is outside 1..%d",
-                          (int)E, EPLB_MAX_EXPERTS);
+    return eplb_error_set(err, EPLB_EARG, "%d experts is outside 1..%d", (int)E,
+                          EPLB_MAX_EXPERTS);
   if (o->policy != EPLB_POLICY_BALANCED && o->policy != EPLB_POLICY_DEEPSEEK)
-    return eplb_error_set(err, EPLB_EARG,
-                          "--policy: unknown policy %d; use balanced or deepseek",
-                          (int)o->policy);
+    return eplb_error_set(
+        err, EPLB_EARG, "--policy: unknown policy %d; use balanced or deepseek",
+        (int)o->policy);
   if (o->num_gpus < EPLB_MIN_GPUS || o->num_gpus > EPLB_MAX_GPUS)
     return eplb_error_set(err, EPLB_EARG, "--num-gpus %d is outside %d..%d",
                           (int)o->num_gpus, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
@@ -88,8 +87,8 @@ int eplb_plan_check_opts(const eplb_plan_opts_t *o, int32_t E,
                           o->spill_cost);
   if (eplb__plan_check_threads(o->threads, err) != 0)
     return EPLB_EARG;
-  if (o->spill && !(eplb_plan_is_hierarchical(o) &&
-                    o->policy == EPLB_POLICY_BALANCED))
+  if (o->spill &&
+      !(eplb_plan_is_hierarchical(o) && o->policy == EPLB_POLICY_BALANCED))
     return eplb_error_set(err, EPLB_EARG,
                           "--spill needs a hierarchical plan (--num-nodes > 1 "
                           "dividing --num-groups) and --policy balanced");
@@ -127,10 +126,8 @@ int eplb_policy_from_name(const char *name) {
 
 const char *eplb_policy_name(eplb_policy_t policy) {
   switch (policy) {
-  case EPLB_POLICY_BALANCED:
-    return "balanced";
-  case EPLB_POLICY_DEEPSEEK:
-    return "deepseek";
+  case EPLB_POLICY_BALANCED: return "balanced";
+  case EPLB_POLICY_DEEPSEEK: return "deepseek";
   }
   return "unknown";
 }

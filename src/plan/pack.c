@@ -34,11 +34,8 @@ typedef struct {
  * cw >= sw + 1 - r: that limit comes from the sibling alone (loaded off the
  * chain), leaving one compare and one cmov per level on the chain from
  * level to level instead of an add, a compare and a cmov.  (No overflow:
- * weights are finite or +inf, far below 2^64 - 1.)  With the winner
- * returned: a balanced plan (1 thread, DeepSeek-V3 statistics) on 288
- * slots / 36 GPUs 1.091 to 1.069 ms (2%), 256 / 32 1.525 to 1.503 ms,
- * 320 / 64 the same within noise; DeepSeek's plan on 288 / 36 0.468 to
- * 0.437 ms (7%). */
+ * weights are finite or +inf, far below 2^64 - 1.)  docs/planner.md
+ * ("Speed") has what each of these choices saved. */
 static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
   uint64_t *nw = t->nw;
   int32_t *ni = t->ni;
@@ -52,8 +49,7 @@ static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
     uint64_t lim = sw + 1 - (i & 1);
     /* Not ?: - the compiler turned those into a branch that the predictor
      * gets wrong every other level.  On x86-64 two conditional moves (GCC
-     * will not emit cmov here itself): 8% of a whole balanced plan.
-     * Elsewhere masks. */
+     * will not emit cmov here itself); elsewhere masks. */
 #if defined(__x86_64__) && defined(__GNUC__)
     __asm__("cmpq %[lim], %[cw]\n\t"
             "cmovaeq %[sw], %[cw]\n\t"
@@ -64,7 +60,8 @@ static int32_t tree_set(bin_tree_t *t, int32_t b, double v) {
 #else
     uint64_t take = 0 - (uint64_t)(cw >= lim);
     cw = (sw & take) | (cw & ~take);
-    ci = (int32_t)(((uint32_t)si & (uint32_t)take) | ((uint32_t)ci & ~(uint32_t)take));
+    ci = (int32_t)(((uint32_t)si & (uint32_t)take) |
+                   ((uint32_t)ci & ~(uint32_t)take));
 #endif
     i >>= 1;
     nw[i] = cw;
@@ -90,34 +87,82 @@ static void tree_init(bin_tree_t *t, int32_t bins) {
   }
 }
 
-/* 1 when bin b already holds an item with key k: bit b of kset[k] when
- * there is a set (up to 64 bins), else the items placed with key k are
- * chained from head[k] through next[] (usually zero or one). */
-static int bin_has_key(const uint64_t *kset, const int32_t *head,
-                       const int32_t *next, const int32_t *bin_of, int32_t b,
-                       int32_t k) {
-  if (kset != NULL) /* up to 64 bins: bit b of kset[k] is bin b */
-    return (int)(kset[k] >> b & 1);
-  for (int32_t it = head[k]; it >= 0; it = next[it])
+/* Which bins hold an item of each key, for keeping an expert's replicas
+ * apart.  Up to 64 bins the bins holding key k are a bit set, kset[k]: a
+ * clash test is one load and a shift, not a walk along the chain of the
+ * items placed with k, whose varying length the branch predictor
+ * misses; 8 bytes a key, no more than the chains' 4 a key and 4 an item.
+ * Beyond 64 bins the items placed with key k are chained from head[k]
+ * through next[] (usually zero or one). */
+typedef struct {
+  uint64_t *kset; /* [keys], or NULL: chains */
+  int32_t *head;  /* [keys] */
+  int32_t *next;  /* [n] */
+} key_index_t;
+
+/* An empty key index for n items of keys key[n] on `bins` bins, from ar:
+ * 0, or -1 when out of memory.  The helpers below take it by value: by
+ * pointer, GCC reloaded kset from the stack at every clash test of the
+ * packing loop. */
+static int key_index_take(key_index_t *x, const int32_t *key, int32_t n,
+                          int32_t bins, eplb__arena_t *ar) {
+  int32_t kmax = 0;
+  for (int32_t i = 0; i < n; i++)
+    kmax = key[i] > kmax ? key[i] : kmax;
+  size_t keys = (size_t)kmax + 1;
+  *x = (key_index_t){NULL, NULL, NULL};
+  if (bins <= 64) {
+    x->kset = eplb__arena_take(ar, sizeof(uint64_t) * keys);
+    if (x->kset == NULL)
+      return -1;
+    memset(x->kset, 0, sizeof(uint64_t) * keys);
+    return 0;
+  }
+  x->head = eplb__arena_take(ar, sizeof(int32_t) * keys);
+  x->next = eplb__arena_take(ar, sizeof(int32_t) * (size_t)n);
+  if (x->head == NULL || x->next == NULL)
+    return -1;
+  for (size_t k = 0; k < keys; k++)
+    x->head[k] = -1;
+  return 0;
+}
+
+/* 1 when bin b already holds an item with key k (bin_of: the bins of the
+ * items placed). */
+static inline int key_index_has(key_index_t x, const int32_t *bin_of, int32_t b,
+                                int32_t k) {
+  if (x.kset != NULL)
+    return (int)(x.kset[k] >> b & 1);
+  for (int32_t it = x.head[k]; it >= 0; it = x.next[it])
     if (bin_of[it] == b)
       return 1;
   return 0;
+}
+
+/* Item i, of key k, went to bin b. */
+static inline void key_index_add(key_index_t x, int32_t i, int32_t k,
+                                 int32_t b) {
+  if (x.kset != NULL) {
+    x.kset[k] |= (uint64_t)1 << b;
+  } else {
+    x.next[i] = x.head[k];
+    x.head[k] = i;
+  }
 }
 
 /* Picks the lightest bin with room for item i, without a key clash when
  * some bin allows (bins that clash are set aside in held[] and restored),
  * else the lightest of all.  ++*nclash when a clash moved the item off the
  * plain lightest bin, ++*nforced when it goes to a bin with its key.
- * bin_w[] are the true weights. */
+ * bin_w[] are the true weights; ix is unused when key is NULL. */
 static int32_t pick_bin(bin_tree_t *t, const double *bin_w, const int32_t *key,
-                        const uint64_t *kset, const int32_t *head,
-                        const int32_t *next, const int32_t *bin_of,
-                        int32_t i, int32_t *held, int32_t root,
-                        int32_t *nclash, int32_t *nforced) {
+                        key_index_t ix, const int32_t *bin_of, int32_t i,
+                        int32_t *held, int32_t root, int32_t *nclash,
+                        int32_t *nforced) {
   int32_t best = root, nheld = 0;
   if (key == NULL)
     return best;
-  while (best < t->P && bin_has_key(kset, head, next, bin_of, best, key[i])) {
+  while (best < t->P && key_index_has(ix, bin_of, best, key[i])) {
     held[nheld++] = best;
     best = tree_set(t, best, HUGE_VAL);
     if (tree_weight(t, best) == eplb__wbits(HUGE_VAL))
@@ -153,99 +198,75 @@ int eplb__pack_greedy(const double *w, const int32_t *order, int32_t n,
   return rc;
 }
 
+/* The state that packing order[0..from) (already in bin_of) leaves: bin
+ * weights bin_w[bins] and counts bin_n[bins], the key index ix (empty
+ * without keys) and the tree.  The same weights added in the same order
+ * give the same sums, and a winner tree is a function of its leaves (ties
+ * to the left child both in tree_init and tree_set), so the state is the
+ * one packing them would have left. */
+static void pack_prefix(const double *w, const int32_t *order, int32_t from,
+                        const int32_t *key, const int32_t *bin_of, int32_t cap,
+                        key_index_t ix, double *bin_w, int32_t *bin_n,
+                        bin_tree_t *t, int32_t bins) {
+  memset(bin_w, 0, sizeof(double) * (size_t)bins); /* +0.0 */
+  memset(bin_n, 0, sizeof(int32_t) * (size_t)bins);
+  for (int32_t k = 0; k < from; k++) {
+    int32_t i = order[k];
+    if (key != NULL)
+      key_index_add(ix, i, key[i], bin_of[i]);
+    bin_n[bin_of[i]]++;
+    bin_w[bin_of[i]] += w[i];
+  }
+  tree_init(t, bins);
+  for (int32_t b = 0; from > 0 && b < bins; b++)
+    if (bin_n[b] > 0)
+      tree_set(t, b, bin_n[b] < cap ? bin_w[b] : HUGE_VAL);
+}
+
+/* The heaviest of bin_w[bins]. */
+static double heaviest_bin(const double *bin_w, int32_t bins) {
+  double most = 0;
+  for (int32_t b = 0; b < bins; b++)
+    most = b == 0 || bin_w[b] > most ? bin_w[b] : most;
+  return most;
+}
+
 int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
                            int32_t bins, int32_t cap, const int32_t *key,
                            int32_t from, double stop_at, int32_t *bin_of,
                            int32_t *rank_of, eplb__pack_info_t *info,
                            eplb__arena_t *ar, eplb_error_t *err) {
-  int32_t P = 1, kmax = 0;
+  int32_t P = 1;
   while (P < bins)
     P *= 2;
-  if (key != NULL)
-    for (int32_t i = 0; i < n; i++)
-      kmax = key[i] > kmax ? key[i] : kmax;
   size_t mark = ar->used;
   double *bin_w = eplb__arena_take(ar, sizeof(double) * (size_t)bins);
   int32_t *bin_n = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
   int32_t *ni = eplb__arena_take(ar, sizeof(int32_t) * 2 * (size_t)P);
   uint64_t *nw = eplb__arena_take(ar, sizeof(uint64_t) * 2 * (size_t)P);
   int32_t *held = eplb__arena_take(ar, sizeof(int32_t) * (size_t)bins);
-  /* Up to 64 bins, the bins holding key k are a bit set kset[k]: a clash
-   * test is one load and a shift, not a walk along the chain of the
-   * items placed with k, whose varying length the branch predictor
-   * missed (about a quarter of the packing's time in perf).  A balanced
-   * plan (1 thread, DeepSeek-V3 statistics) went from 1.103 to 1.078 ms on
-   * 288 slots / 36 GPUs (2.3%), 2.24 to 2.17 ms on 320 / 64, 256 / 32 the
-   * same within noise.  8 bytes a key, no more than the chains' 4 a key
-   * and 4 an item that plan_flat's arena is sized for. */
-  int use_set = key != NULL && bins <= 64;
-  uint64_t *kset =
-      use_set ? eplb__arena_take(ar, sizeof(uint64_t) * ((size_t)kmax + 1))
-              : NULL;
-  int32_t *head =
-      key && !use_set
-          ? eplb__arena_take(ar, sizeof(int32_t) * ((size_t)kmax + 1))
-          : NULL;
-  int32_t *next = key && !use_set
-                      ? eplb__arena_take(ar, sizeof(int32_t) * (size_t)n)
-                      : NULL;
+  key_index_t ix = {NULL, NULL, NULL};
   int rc = 0;
-  if (!bin_w || !bin_n || !ni || !nw || !held || (use_set && !kset) ||
-      (key && !use_set && (!head || !next))) {
+  if (!bin_w || !bin_n || !ni || !nw || !held ||
+      (key && key_index_take(&ix, key, n, bins, ar) != 0)) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory packing %d items",
                         (int)n);
     goto done;
   }
-  memset(bin_w, 0, sizeof(double) * (size_t)bins); /* +0.0 */
-  memset(bin_n, 0, sizeof(int32_t) * (size_t)bins);
-  if (key != NULL) {
-    for (int32_t k = 0; k <= kmax; k++) {
-      if (use_set)
-        kset[k] = 0;
-      else
-        head[k] = -1;
-    }
-    for (int32_t k = 0; k < from; k++) {
-      int32_t i = order[k];
-      if (use_set) {
-        kset[key[i]] |= (uint64_t)1 << bin_of[i];
-      } else {
-        next[i] = head[key[i]];
-        head[key[i]] = i;
-      }
-    }
-  }
-  /* The first `from` items as given: their weights added in the same
-   * order give the same sums, and a winner tree is a function of its
-   * leaves (ties to the left child both in tree_init and tree_set), so
-   * the state is the one packing them would have left. */
-  for (int32_t k = 0; k < from; k++) {
-    int32_t i = order[k];
-    bin_n[bin_of[i]]++;
-    bin_w[bin_of[i]] += w[i];
-  }
   bin_tree_t t = {.nw = nw, .ni = ni, .P = P};
-  tree_init(&t, bins);
-  for (int32_t b = 0; from > 0 && b < bins; b++)
-    if (bin_n[b] > 0)
-      tree_set(&t, b, bin_n[b] < cap ? bin_w[b] : HUGE_VAL);
-  int32_t nclash = 0, nforced = 0, first = n, k = from, root = ni[1];
+  pack_prefix(w, order, from, key, bin_of, cap, ix, bin_w, bin_n, &t, bins);
+  int32_t nclash = 0, nforced = 0, first = n, root = ni[1];
   info->stopped = 0;
-  for (; k < n; k++) {
+  for (int32_t k = from; k < n; k++) {
     int32_t i = order[k];
     int32_t best =
-        pick_bin(&t, bin_w, key, kset, head, next, bin_of, i, held,
-                 root, &nclash, &nforced);
+        pick_bin(&t, bin_w, key, ix, bin_of, i, held, root, &nclash, &nforced);
     if (nclash == 1 && first == n)
       first = k;
     bin_of[i] = best;
     rank_of[i] = bin_n[best];
-    if (use_set) {
-      kset[key[i]] |= (uint64_t)1 << best;
-    } else if (key != NULL) {
-      next[i] = head[key[i]];
-      head[key[i]] = i;
-    }
+    if (key != NULL)
+      key_index_add(ix, i, key[i], best);
     bin_n[best]++;
     bin_w[best] += w[i];
     root = tree_set(&t, best, bin_n[best] < cap ? bin_w[best] : HUGE_VAL);
@@ -258,14 +279,9 @@ int eplb__pack_greedy_from(const double *w, const int32_t *order, int32_t n,
   info->clashes = nclash;
   info->forced = nforced;
   info->first_clash = first;
-  if (!info->stopped) {
-    double most = 0;
-    for (int32_t b = 0; b < bins; b++)
-      most = b == 0 || bin_w[b] > most ? bin_w[b] : most;
-    info->max = most;
-  }
+  if (!info->stopped)
+    info->max = heaviest_bin(bin_w, bins);
 done:
   ar->used = mark;
   return rc;
 }
-

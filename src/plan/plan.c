@@ -82,12 +82,105 @@ static int plan_one_layer(const eplb_stats_t *stats,
                                 phy2log, err);
 }
 
+/* ---- several scenarios ----------------------------------------------- */
+
+/* Layer l of the scenarios, normalised: x[K * E] (only the scenarios with
+ * traffic in the layer, *k of them) and their weights w[K], summing to 1;
+ * m[E] their weighted mean.  Counts are checked on the way. */
+static int scenario_layer(const eplb_scenarios_t *sc, int32_t l, double *x,
+                          double *w, double *m, int32_t *k, eplb_error_t *err) {
+  int32_t K = sc->num_scenarios, E = sc->stats[0].num_experts, n = 0;
+  double wsum = 0;
+  memset(m, 0, sizeof(double) * (size_t)E);
+  for (int32_t i = 0; i < K; i++) {
+    const double *load = sc->stats[i].load + (size_t)l * E;
+    int zero = 0;
+    int rc = check_loads(load, E, &zero, err);
+    if (rc)
+      return eplb_error_prefix(err, "scenario %d", (int)i);
+    if (zero)
+      continue;
+    double total = 0;
+    for (int32_t e = 0; e < E; e++)
+      total += load[e];
+    for (int32_t e = 0; e < E; e++)
+      x[(size_t)n * E + e] = load[e] / total;
+    w[n] = sc->weights ? sc->weights[i] : 1.0;
+    wsum += w[n++];
+  }
+  for (int32_t i = 0; i < n; i++) {
+    w[i] /= wsum;
+    for (int32_t e = 0; e < E; e++)
+      m[e] += w[i] * x[(size_t)i * E + e];
+  }
+  *k = n;
+  return 0;
+}
+
+/* Layer l of a scenario plan, into phy2log (from current[S] when not
+ * NULL): the plan of the weighted mean, then (balanced policy, two
+ * scenarios or more with traffic) the robust search.  Scratch from ar. */
+static int plan_scenario_layer_a(const eplb_scenarios_t *sc,
+                                 const int32_t *current,
+                                 const eplb_plan_opts_t *opts, int32_t l,
+                                 int32_t *phy2log, double *x, double *w,
+                                 double *m, eplb__arena_t *ar,
+                                 eplb_error_t *err) {
+  int32_t E = sc->stats[0].num_experts, S = opts->num_slots, G = opts->num_gpus,
+          k = 0;
+  int rc = scenario_layer(sc, l, x, w, m, &k, err);
+  if (rc)
+    return rc;
+  eplb__scenario_layer_t layer = {.K = k, .E = E, .x = x, .w = w};
+  int robust = k > 1 && opts->policy == EPLB_POLICY_BALANCED;
+  if (current == NULL) {
+    rc = plan_layer(m, E, opts, phy2log, err);
+    if (rc == 0 && robust) {
+      int32_t dom = eplb_plan_is_hierarchical(opts) ? G / opts->num_nodes : G;
+      rc =
+          eplb__robust_search(&layer, S, G, dom, NULL, 0, -1, phy2log, ar, err);
+    }
+    return rc;
+  }
+  if (robust && eplb__scenario_objective(&layer, current, S, G) * G - 1 <=
+                    opts->keep_threshold) {
+    memcpy(phy2log, current, sizeof(int32_t) * (size_t)S);
+    return 0; /* balanced enough on every scenario: kept */
+  }
+  rc = eplb__plan_incremental(m, E, opts, current, phy2log, err);
+  if (rc == 0 && robust)
+    rc = eplb__robust_search(&layer, S, G, G, current, opts->move_cost / G,
+                             opts->max_moves, phy2log, ar, err);
+  return rc;
+}
+
+static int plan_scenario_layer(const eplb_scenarios_t *sc,
+                               const eplb_placement_t *current,
+                               const eplb_plan_opts_t *opts,
+                               eplb_placement_t *out, int32_t l,
+                               eplb_error_t *err) {
+  int32_t K = sc->num_scenarios, E = sc->stats[0].num_experts,
+          S = opts->num_slots;
+  double *x = malloc(sizeof(double) * ((size_t)K * E + K + E));
+  if (x == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  eplb__arena_t ar;
+  eplb__arena_init(&ar, NULL, 0);
+  int rc = plan_scenario_layer_a(
+      sc, current ? current->phy2log + (size_t)l * S : NULL, opts, l,
+      out->phy2log + (size_t)l * S, x, x + (size_t)K * E, x + (size_t)K * E + K,
+      &ar, err);
+  eplb__arena_done(&ar);
+  free(x);
+  return rc;
+}
+
 /* Shared by the threads of one plan.  Layers are handed out one at a time
- * (their costs differ by 10x), and the error kept is the one of the lowest
+ * (their costs differ widely), and the error kept is the one of the lowest
  * failing layer, so what is reported does not depend on the thread count
  * or on timing. */
 typedef struct {
-  const eplb_stats_t *stats;
+  const eplb_scenarios_t *sc; /* one scenario: the plain plan of it */
   const eplb_placement_t *current;
   const eplb_plan_opts_t *opts;
   eplb_placement_t *out;
@@ -100,18 +193,22 @@ typedef struct {
 
 static void *plan_worker(void *arg) {
   plan_job_t *job = arg;
+  const eplb_scenarios_t *sc = job->sc;
   eplb_error_t err;
   for (;;) {
     int32_t l = (int32_t)atomic_fetch_add(&job->next, 1);
-    if (l >= job->stats->num_layers)
+    if (l >= sc->stats[0].num_layers)
       break;
     pthread_mutex_lock(&job->lock);
     int skip = l > job->failed_layer; /* a lower layer failed already */
     pthread_mutex_unlock(&job->lock);
     if (skip)
       break;
-    int rc = plan_one_layer(job->stats, job->current, job->opts, job->out, l,
-                            &err);
+    int rc = sc->num_scenarios == 1
+                 ? plan_one_layer(sc->stats, job->current, job->opts, job->out,
+                                  l, &err)
+                 : plan_scenario_layer(sc, job->current, job->opts, job->out, l,
+                                       &err);
     if (rc) {
       pthread_mutex_lock(&job->lock);
       if (l < job->failed_layer) {
@@ -138,15 +235,20 @@ static int32_t plan_threads(const eplb_plan_opts_t *opts, int32_t L) {
 /* Plans every layer into out (initialised by the caller), on
  * plan_threads() threads; the calling thread is one of them.  A thread
  * that cannot be started leaves its share to the others. */
-static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *current,
+static int plan_layers(const eplb_scenarios_t *sc,
+                       const eplb_placement_t *current,
                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
                        eplb_error_t *err) {
-  plan_job_t job = {.stats = stats, .current = current, .opts = opts,
-                    .out = out, .failed_layer = stats->num_layers, .rc = 0};
+  const eplb_stats_t *stats = sc->stats;
+  plan_job_t job = {.sc = sc,
+                    .current = current,
+                    .opts = opts,
+                    .out = out,
+                    .failed_layer = stats->num_layers,
+                    .rc = 0};
   atomic_init(&job.next, 0);
   pthread_mutex_init(&job.lock, NULL);
-  eplb__pool_run(plan_threads(opts, stats->num_layers) - 1, plan_worker,
-                 &job);
+  eplb__pool_run(plan_threads(opts, stats->num_layers) - 1, plan_worker, &job);
   pthread_mutex_destroy(&job.lock);
   if (job.rc) {
     if (err)
@@ -157,9 +259,9 @@ static int plan_layers(const eplb_stats_t *stats, const eplb_placement_t *curren
 }
 
 /* A worker's first plan pays for page faults on its stack, its malloc
- * arena and the planner's code (13 us each on the VM measured, where a
- * layer takes 20-30 us): a worker started ahead plans one made-up layer of
- * the DeepSeek-V3 shape before the real plan comes. */
+ * arena and the planner's code (on a virtual machine each costs about as
+ * much as a layer's plan: docs/planner.md): a worker started ahead plans
+ * one made-up layer of the DeepSeek-V3 shape before the real plan comes. */
 static void warm_layer(void) {
   enum { E = 256, S = 288, G = 36 };
   /* Grow this thread's malloc arena past what a layer of any path
@@ -196,31 +298,40 @@ int eplb_plan_warm_up(int32_t threads, eplb_error_t *err) {
   return 0;
 }
 
-int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
-              eplb_placement_t *out, eplb_error_t *err) {
-  int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
-  if (rc)
-    return rc;
-  rc = eplb_placement_init(out, stats->num_layers, stats->num_experts,
-                           opts->num_slots, opts->num_gpus, err);
-  if (rc)
-    return rc;
-  memcpy(out->layer_ids, stats->layer_ids,
-         sizeof(int32_t) * (size_t)stats->num_layers);
-  rc = plan_layers(stats, NULL, opts, out, err);
-  if (rc)
+/* *out, initialised for the plan of sc's layers. */
+static int init_out(const eplb_scenarios_t *sc, const eplb_plan_opts_t *opts,
+                    eplb_placement_t *out, eplb_error_t *err) {
+  const eplb_stats_t *st = sc->stats;
+  int rc = eplb_placement_init(out, st->num_layers, st->num_experts,
+                               opts->num_slots, opts->num_gpus, err);
+  if (rc == 0)
+    memcpy(out->layer_ids, st->layer_ids,
+           sizeof(int32_t) * (size_t)st->num_layers);
+  return rc;
+}
+
+/* The plan of sc (from current when not NULL), options checked. */
+static int plan_checked(const eplb_scenarios_t *sc,
+                        const eplb_placement_t *current,
+                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                        eplb_error_t *err) {
+  int rc = init_out(sc, opts, out, err);
+  if (rc == 0 && (rc = plan_layers(sc, current, opts, out, err)) != 0)
     eplb_placement_cleanup(out);
   return rc;
 }
 
-int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
-                   const eplb_plan_opts_t *opts, eplb_placement_t *out,
-                   eplb_error_t *err) {
-  if (current == NULL || opts->policy == EPLB_POLICY_DEEPSEEK)
-    return eplb_plan(stats, opts, out, err);
+int eplb_plan(const eplb_stats_t *stats, const eplb_plan_opts_t *opts,
+              eplb_placement_t *out, eplb_error_t *err) {
   int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
-  if (rc)
-    return rc;
+  eplb_scenarios_t one = {.num_scenarios = 1, .stats = stats};
+  return rc ? rc : plan_checked(&one, NULL, opts, out, err);
+}
+
+/* The current placement fits the statistics and the options. */
+static int check_current(const eplb_stats_t *stats,
+                         const eplb_placement_t *current,
+                         const eplb_plan_opts_t *opts, eplb_error_t *err) {
   if (eplb_plan_is_hierarchical(opts))
     return eplb_error_set(err, EPLB_EARG,
                           "re-planning from a current map is global only: "
@@ -235,22 +346,72 @@ int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
         "the statistics and options say %d, %d, %d on %d; pass the map the "
         "experts are in now",
         (int)current->num_layers, (int)current->num_experts,
-        (int)current->num_slots, (int)current->num_gpus,
-        (int)stats->num_layers, (int)stats->num_experts, (int)opts->num_slots,
-        (int)opts->num_gpus);
-  rc = eplb_placement_check(current, 0, "current map", err);
-  if (rc)
-    return rc;
-  rc = eplb_placement_init(out, stats->num_layers, stats->num_experts,
-                           opts->num_slots, opts->num_gpus, err);
-  if (rc)
-    return rc;
-  memcpy(out->layer_ids, stats->layer_ids,
-         sizeof(int32_t) * (size_t)stats->num_layers);
-  rc = plan_layers(stats, current, opts, out, err);
-  if (rc)
-    eplb_placement_cleanup(out);
-  return rc;
+        (int)current->num_slots, (int)current->num_gpus, (int)stats->num_layers,
+        (int)stats->num_experts, (int)opts->num_slots, (int)opts->num_gpus);
+  return eplb_placement_check(current, 0, "current map", err);
+}
+
+int eplb_plan_from(const eplb_stats_t *stats, const eplb_placement_t *current,
+                   const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                   eplb_error_t *err) {
+  if (current == NULL || opts->policy == EPLB_POLICY_DEEPSEEK)
+    return eplb_plan(stats, opts, out, err);
+  int rc = eplb_plan_check_opts(opts, stats->num_experts, err);
+  if (rc == 0)
+    rc = check_current(stats, current, opts, err);
+  eplb_scenarios_t one = {.num_scenarios = 1, .stats = stats};
+  return rc ? rc : plan_checked(&one, current, opts, out, err);
+}
+
+int eplb_scenarios_check(const eplb_scenarios_t *sc, eplb_error_t *err) {
+  if (sc == NULL || sc->stats == NULL || sc->num_scenarios < 1 ||
+      sc->num_scenarios > EPLB_MAX_SCENARIOS)
+    return eplb_error_set(err, EPLB_EARG, "%d scenarios: give 1..%d histograms",
+                          sc && sc->stats ? (int)sc->num_scenarios : 0,
+                          EPLB_MAX_SCENARIOS);
+  const eplb_stats_t *s0 = &sc->stats[0];
+  for (int32_t k = 0; k < sc->num_scenarios; k++) {
+    const eplb_stats_t *s = &sc->stats[k];
+    if (s->load == NULL || s->num_layers != s0->num_layers ||
+        s->num_experts != s0->num_experts ||
+        memcmp(s->layer_ids, s0->layer_ids,
+               sizeof(int32_t) * (size_t)s0->num_layers) != 0)
+      return eplb_error_set(err, EPLB_ESHAPE,
+                            "scenario %d has %d layers x %d experts, scenario "
+                            "0 %d x %d (or other layer ids); every scenario "
+                            "must count the same layers of one model",
+                            (int)k, (int)s->num_layers, (int)s->num_experts,
+                            (int)s0->num_layers, (int)s0->num_experts);
+    double wk = sc->weights ? sc->weights[k] : 1.0;
+    if (!(wk >= EPLB_MIN_SCENARIO_WEIGHT && wk <= EPLB_MAX_SCENARIO_WEIGHT))
+      return eplb_error_set(
+          err, EPLB_EARG, "scenario %d: weight %g is outside %g..%g", (int)k,
+          wk, EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT);
+  }
+  return 0;
+}
+
+int eplb_plan_scenarios(const eplb_scenarios_t *sc,
+                        const eplb_plan_opts_t *opts, eplb_placement_t *out,
+                        eplb_error_t *err) {
+  int rc = eplb_scenarios_check(sc, err);
+  if (rc == 0)
+    rc = eplb_plan_check_opts(opts, sc->stats[0].num_experts, err);
+  return rc ? rc : plan_checked(sc, NULL, opts, out, err);
+}
+
+int eplb_plan_scenarios_from(const eplb_scenarios_t *sc,
+                             const eplb_placement_t *current,
+                             const eplb_plan_opts_t *opts,
+                             eplb_placement_t *out, eplb_error_t *err) {
+  if (current == NULL || opts->policy == EPLB_POLICY_DEEPSEEK)
+    return eplb_plan_scenarios(sc, opts, out, err);
+  int rc = eplb_scenarios_check(sc, err);
+  if (rc == 0)
+    rc = eplb_plan_check_opts(opts, sc->stats[0].num_experts, err);
+  if (rc == 0)
+    rc = check_current(sc->stats, current, opts, err);
+  return rc ? rc : plan_checked(sc, current, opts, out, err);
 }
 
 int64_t eplb_placement_moves(const eplb_placement_t *from,
@@ -265,4 +426,3 @@ int64_t eplb_placement_moves(const eplb_placement_t *from,
                                from->num_slots, from->num_gpus);
   return moves;
 }
-

@@ -1,14 +1,15 @@
-/* pool.c - the planner's worker threads, kept between plans.
+/* plan/pool.c - the planner's worker threads, kept between plans.
  *
- * DESIGN.  A plan of 58 layers takes about a millisecond, and on the VMs
- * eplb was measured on starting a thread costs 50-300 us (clone, a fresh
- * stack, page faults in a paravirtualised guest) and waking an idle one
- * 10-190 us: a second thread started inside eplb_plan made a cold
- * two-thread plan no faster than one thread.  So workers are started once,
- * by the first plan that wants them or ahead of it (eplb_plan_warm_up,
- * which a program calls before it reads its statistics), and sleep between
- * plans.  Workers started ahead spin for a bounded time first (WARM_SPIN_S)
- * so that the plan that follows does not wait for a sleeping vCPU.
+ * DESIGN.  A whole plan is short beside what starting a thread (clone, a
+ * fresh stack, page faults in a paravirtualised guest) or waking an idle
+ * one costs on the VMs eplb was measured on (docs/planner.md, "Threads,
+ * and what a cold plan pays"): a second thread started inside eplb_plan
+ * made a cold two-thread plan no faster than one thread.  So workers are
+ * started once, by the first plan that wants them or ahead of it
+ * (eplb_plan_warm_up, which a program calls before it reads its
+ * statistics), and sleep between plans.  Workers started ahead spin for
+ * a bounded time first (WARM_SPIN_S) so that the plan that follows does
+ * not wait for a sleeping vCPU.
  *
  * A job is a function that takes work from a shared counter until none is
  * left (plan.c's plan_worker): any number of threads may run it, and a
@@ -20,7 +21,7 @@
  * to stop and joined.
  *
  * Linux starts a new thread on its creator's CPU and, on the VMs measured,
- * took 0.4-1.1 ms to move it to an idle one: until then the two shared a
+ * was slow to move it to an idle one: until then the two shared a
  * CPU and a cold two-thread plan was no faster than one thread (a
  * spinning worker even slowed the reading of statistics).  So a worker is
  * started on another CPU the process may use, and once it runs it takes
@@ -58,7 +59,7 @@ typedef struct {
   int32_t joined; /* workers that took it */
   int32_t active; /* workers still running it */
   int quit;
-  double spin_until; /* workers spin, not sleep, until this time */
+  double spin_until;  /* workers spin, not sleep, until this time */
   cpu_set_t allowed;  /* the CPUs of the thread that started the workers */
   void (*warm)(void); /* run once by a worker started ahead of a plan */
 } pool_t;
@@ -101,8 +102,7 @@ static void *pool_main(void *arg) {
   int warm_first = (int)((uintptr_t)arg & 1);
   pthread_mutex_lock(&pool.lock);
   if (CPU_COUNT(&pool.allowed) > 0)
-    pthread_setaffinity_np(pthread_self(), sizeof(pool.allowed),
-                           &pool.allowed);
+    pthread_setaffinity_np(pthread_self(), sizeof(pool.allowed), &pool.allowed);
   void (*warm)(void) = pool.warm;
   if (warm_first && warm != NULL) {
     pthread_mutex_unlock(&pool.lock);

@@ -24,8 +24,9 @@
 
 #include "plan/internal.h"
 
-
-static double wt(const eplb__search_t *c, int32_t e) { return c->load[e] / c->cnt[e]; }
+static double wt(const eplb__search_t *c, int32_t e) {
+  return c->load[e] / c->cnt[e];
+}
 
 /* Recomputes the GPU loads and the slots-by-expert index after a change. */
 static void recompute(eplb__search_t *c) {
@@ -116,7 +117,8 @@ static int orig_has(const eplb__search_t *c, int32_t g, int32_t e) {
 
 /* Change in moved replicas when GPU g's slot turns from expert `from` into
  * expert `to`. */
-static int32_t move_delta(const eplb__search_t *c, int32_t g, int32_t from, int32_t to) {
+static int32_t move_delta(const eplb__search_t *c, int32_t g, int32_t from,
+                          int32_t to) {
   if (c->home != NULL) { /* spill mode: a replica away from home costs */
     int32_t node = g / c->gpn;
     return (int32_t)(c->home[to] != node) - (int32_t)(c->home[from] != node);
@@ -178,8 +180,8 @@ static void try_swaps(const eplb__search_t *c, int32_t g, const int32_t *light,
           continue;
         if (row_has(rh, per, rg[a], b) || row_has(rg, per, rh[b], a))
           continue;
-        int32_t mv = move_delta(c, g, rg[a], rh[b]) +
-                     move_delta(c, h, rh[b], rg[a]);
+        int32_t mv =
+            move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
         if (mv > budget)
           continue;
         offer(best, gain - lambda * mv, 1, g, a, h, b, -1, mv);
@@ -258,8 +260,8 @@ static int32_t heaviest_slots(const eplb__search_t *c, int32_t g, int32_t k,
  * donor slot on the most loaded GPU that lacks the receiving expert.  Hot
  * experts that drifted then get their replicas, which makes the plan hold
  * up on later traffic instead of fitting this window's noise with swaps. */
-int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves, int32_t *moves,
-                      eplb_error_t *err) {
+int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
+                            int32_t *moves, eplb_error_t *err) {
   int32_t *want = malloc(sizeof(int32_t) * (size_t)c->E);
   if (want == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
@@ -302,8 +304,9 @@ static void by_load(const eplb__search_t *c, int32_t *light) {
 }
 
 /* The best move that relieves GPU g (see the DESIGN note). */
-static void best_for(eplb__search_t *c, int32_t g, const int32_t *light, double mean,
-                     double cur, double lambda, int32_t budget, op_t *best) {
+static void best_for(eplb__search_t *c, int32_t g, const int32_t *light,
+                     double mean, double cur, double lambda, int32_t budget,
+                     op_t *best) {
   int32_t G = c->G, per = c->per;
   try_swaps(c, g, light, mean, lambda, budget, best);
   /* Replicate in: g's two heaviest experts, onto the 4 lightest GPUs that
@@ -350,8 +353,8 @@ static void best_for(eplb__search_t *c, int32_t g, const int32_t *light, double 
 /* The greedy search of the DESIGN note: relieve the most loaded GPU that
  * some move can relieve at a net gain (the top few are tried), apply that
  * move, repeat.  *moves is the running count. */
-void eplb__search_run(eplb__search_t *c, double mean, double lambda, int32_t max_moves,
-                   int32_t *moves) {
+void eplb__search_run(eplb__search_t *c, double mean, double lambda,
+                      int32_t max_moves, int32_t *moves) {
   int32_t G = c->G;
   int32_t iters = 4 * c->S + 64;
   int32_t *light = malloc(sizeof(int32_t) * (size_t)G);
@@ -404,8 +407,8 @@ double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
 int eplb__refine(const double *load, int32_t E, int32_t S, int32_t G,
                  int32_t *phy2log, eplb_error_t *err) {
   int32_t per = S / G;
-  eplb__search_t c = {.E = E, .S = S, .G = G, .per = per, .load = load,
-             .orig = phy2log};
+  eplb__search_t c = {
+      .E = E, .S = S, .G = G, .per = per, .load = load, .orig = phy2log};
   int rc = eplb__search_alloc(&c, err);
   if (rc)
     goto done;

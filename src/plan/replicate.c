@@ -26,10 +26,7 @@ static inline int rep_before(double la, int32_t ca, int32_t a, double lb,
  * A node keeps its winner's load and count beside its index, so a match
  * reads the sibling only, at a fixed place: the winner's own values stay
  * in registers instead of being loaded again through its index at every
- * level.  After a count changes only that leaf's path is replayed.  This
- * took a balanced plan (1 thread, DeepSeek-V3 statistics, best of 5) from
- * 1.32 to 1.25 ms on 288 slots / 36 GPUs, 2.45 to 2.30 on 320 / 64, 1.61
- * to 1.59 on 256 / 32. */
+ * level.  After a count changes only that leaf's path is replayed. */
 typedef struct {
   double *ld;  /* [2P] winner's load */
   int32_t *c;  /* [2P] winner's replicas */
@@ -58,14 +55,14 @@ static void rep_replay(rep_tree_t *t, int32_t i) {
   }
 }
 
-
 /* The top n experts by eplb__before(), into top[0..n) (in no order): a heap
  * of the n best so far whose root is the worst of them. */
 static void top_experts(const double *ld, int32_t E, int32_t n, int32_t *top) {
   for (int32_t e = 0; e < E; e++) {
     int32_t i;
     if (e < n) { /* sift up */
-      for (i = e; i > 0 && eplb__before(ld, top[(i - 1) / 2], e); i = (i - 1) / 2)
+      for (i = e; i > 0 && eplb__before(ld, top[(i - 1) / 2], e);
+           i = (i - 1) / 2)
         top[i] = top[(i - 1) / 2];
       top[i] = e;
       continue;
@@ -105,8 +102,8 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
  * rep_before is a total order, so where a candidate sits in the tree does
  * not change which one wins. */
 static int replicate_among(const double *load, int32_t E, int32_t S,
-                           int32_t max_replicas, const int32_t *cand,
-                           int32_t n, int32_t *count, eplb__arena_t *ar,
+                           int32_t max_replicas, const int32_t *cand, int32_t n,
+                           int32_t *count, eplb__arena_t *ar,
                            eplb_error_t *err) {
   for (int32_t e = 0; e < E; e++)
     count[e] = 1;
@@ -134,9 +131,8 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
   }
   for (int32_t i = P - 1; i >= 1; i--) {
     int32_t l = 2 * i, r = 2 * i + 1;
-    int32_t w = rep_before(t.ld[r], t.c[r], t.id[r], t.ld[l], t.c[l], t.id[l])
-                    ? r
-                    : l;
+    int32_t w =
+        rep_before(t.ld[r], t.c[r], t.id[r], t.ld[l], t.c[l], t.id[l]) ? r : l;
     rep_leaf(&t, i, t.ld[w], t.c[w], t.id[w]);
   }
   for (int32_t i = 0; i < n; i++) /* candidate e sits in leaf P + leaf[e] */
@@ -181,18 +177,6 @@ int eplb__replicate(const double *load, int32_t E, int32_t S,
   rc = replicate_among(load, E, S, max_replicas, cand, n, count, &ar, err);
   eplb__arena_done(&ar);
   free(cand);
-  return rc;
-}
-
-
-int eplb__replicate_sorted(const double *load, int32_t E, int32_t S,
-                           int32_t max_replicas, int32_t *count, int32_t *key,
-                           double *w, int32_t *order, eplb_error_t *err) {
-  eplb__arena_t ar;
-  eplb__arena_init(&ar, NULL, 0);
-  int rc = eplb__replicate_sorted_ds(load, E, S, max_replicas, count, key, w,
-                                     order, NULL, &ar, err);
-  eplb__arena_done(&ar);
   return rc;
 }
 
@@ -252,17 +236,13 @@ int eplb__replicate_sorted_ds(const double *load, int32_t E, int32_t S,
   /* Merge the unreplicated experts (in eorder, skipping the replicated
    * ones) with multi[], both in eplb__before() order on v: E experts in all,
    * each expanded to its replicas as it comes.
-   * For *same_order, eplb__greedy_is_deepseek's walk along: a run of
-   * equal weights in `order` is a run of experts of equal v here (each
+   * For *same_order, the walk of tests/test_plan.c's greedy_is_deepseek along:
+   * a run of equal weights in `order` is a run of experts of equal v here (each
    * expanded in place), mixed when it holds two experts or more.  Only
    * candidates can have more than one replica; the others have 1, which
-   * reaches a cap G <= 1 (above).  The walk over the replicas was 2.7% of
-   * a balanced plan; a walk over the experts after the merge took one
-   * (1 thread, DeepSeek-V3 statistics, best of 5) from 1.34 to 1.28 ms on
-   * 288 slots / 36 GPUs, 1.57 to 1.53 on 256 / 32, 2.57 to 2.40 on 320 /
-   * 64, and doing it, with the expansion, inside the merge took it from
-   * 1.18 to 1.15 ms, 1.54 to 1.53, 2.24 to 2.16 (one pass of E instead of
-   * three, no merged[]). */
+   * reaches a cap G <= 1 (above).  Done here, with the expansion, inside
+   * the merge: one pass of E experts instead of a walk over the S replicas
+   * and two more passes, and no merged[]. */
   int32_t run = 0, many = 0;
   double prev = 0;
   p = 0;

@@ -32,8 +32,8 @@ void *eplb__arena_take(eplb__arena_t *a, size_t bytes) {
   size_t n = (bytes + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
   if (n < bytes)
     return NULL; /* overflow */
-  /* Under AddressSanitizer every take is a malloc of its own, so that an
-   * overrun of one piece is caught and not hidden in the next. */
+    /* Under AddressSanitizer every take is a malloc of its own, so that an
+     * overrun of one piece is caught and not hidden in the next. */
 #if !defined(__SANITIZE_ADDRESS__)
   if (n <= a->cap - a->used) {
 #else
@@ -60,8 +60,9 @@ void eplb__arena_done(eplb__arena_t *a) {
     free(blk);
   }
 }
-/* Insertion sort of order[0..n) under eplb__before(): for the few items (groups,
- * nodes) where a radix sort's tables cost more than they save. */
+
+/* Insertion sort of order[0..n) under eplb__before(): for the few items
+ * (groups, nodes) where a radix sort's tables cost more than they save. */
 static void insertion_sort(const double *w, int32_t *order, int32_t n) {
   for (int32_t i = 1; i < n; i++) {
     int32_t x = order[i], j = i;
@@ -139,10 +140,10 @@ static void radix_sort(const double *w, int32_t *order, int32_t n,
  * caller): a monotone map (heavier weights never land in a lighter
  * bucket), so placing items bucket by bucket, heaviest bucket first and in
  * index order inside (counting sort, stable), then insertion-sorting each
- * bucket under eplb__before() is exactly
- * eplb__before()'s total order.  Bit patterns grow like the logarithm, so skewed
- * expert loads spread over the buckets: a few items each, a few passes
- * over n instead of the radix sort's eight.  keys: 2n; tmp: n + nb + 1. */
+ * bucket under eplb__before() is exactly eplb__before()'s total order.
+ * Bit patterns grow like the logarithm, so skewed expert loads spread over
+ * the buckets: a few items each, a few passes over n instead of the radix
+ * sort's eight.  keys: 2n; tmp: n + nb + 1. */
 static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
                        uint64_t *keys, int32_t *tmp) {
   uint64_t lo = UINT64_MAX, hi = 0;
@@ -180,13 +181,11 @@ static int bucket_sort(const double *w, int32_t *order, int32_t n, int32_t nb,
   /* Buckets in order, each in index order: one insertion sort of the
    * whole moves items only inside their bucket (the items of earlier
    * buckets come first already) and costs one compare per item besides,
-   * instead of a pass over all nb (4n) buckets to find the full ones:
-   * about 1% of a plan.  It compares the keys beside the indices (equal
-   * keys are equal weights, -0.0 folded; an item passes only strictly
-   * lighter ones, so equal weights keep index order): eplb__before()'s order
-   * without a load through an index at each step: from 1.20 to 1.14 ms
-   * a balanced plan on 288 slots / 36 GPUs, 1.55 to 1.49 on 256 / 32,
-   * 2.25 to 2.20 on 320 / 64 (1 thread, DeepSeek-V3, best of 5). */
+   * instead of a pass over all nb (4n) buckets to find the full ones.  It
+   * compares the keys beside the indices (equal keys are equal weights,
+   * -0.0 folded; an item passes only strictly lighter ones, so equal
+   * weights keep index order): eplb__before()'s order without a load
+   * through an index at each step. */
   for (int32_t i = 1; i < n; i++) {
     uint64_t kx = tk[i];
     int32_t x = tmp[i], j = i;
@@ -220,8 +219,8 @@ void eplb__sort_desc_a(const double *w, int32_t n, int32_t *order,
     return;
   }
   /* About 4 buckets per item: fewer items share one than with n, so fewer
-   * insertion sorts (measured: 2.5% of a whole plan; 8 per item costs
-   * more in the prefix sum than it saves). */
+   * insertion sorts; 8 per item costs more in the prefix sum than it
+   * saves. */
   int32_t nb = 1;
   while (nb < 4 * n)
     nb *= 2;
