@@ -32,11 +32,16 @@ size_t eplb__json_count_values(const char *text, size_t len);
  * with nothing but white space after it.  Returns 0 and *out (caller frees
  * with cJSON_Delete) or EPLB_EPARSE with the line and column where the
  * parser stopped (an empty file, a NUL byte, nesting deeper than cJSON's
- * 1000 levels say so), or with the count when the text holds more than
- * EPLB_JSON_MAX_VALUES values.  Thread-safe: does not use
- * cJSON_GetErrorPtr. */
+ * 1000 levels say so).  Thread-safe: does not use cJSON_GetErrorPtr. */
 int eplb__json_parse(const char *path, const char *text, size_t len,
                      cJSON **out, eplb_error_t *err);
+
+/* eplb__json_parse, refusing (EPLB_EPARSE, with the count) a text of more
+ * than EPLB_JSON_MAX_VALUES values before any tree is built: for the
+ * statistics, map and config readers.  (A safetensors header is bounded by
+ * its file instead: one entry per tensor of a dump.) */
+int eplb__json_parse_bounded(const char *path, const char *text, size_t len,
+                             cJSON **out, eplb_error_t *err);
 
 /* Every object in the tree under `root` holds each key once: cJSON keeps
  * both copies of a duplicate and its lookups find the first, so

@@ -132,14 +132,6 @@ int eplb__json_parse(const char *path, const char *text, size_t len,
                           "%s: a NUL byte at offset %zu: this is not a JSON "
                           "text file",
                           path, nul);
-  size_t values = eplb__json_count_values(text, len);
-  if (values > EPLB_JSON_MAX_VALUES)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: about %zu JSON values, more than the %d eplb's "
-                          "full JSON reader holds (about 100 bytes of memory "
-                          "each); well-formed statistics of any size are read "
-                          "without that limit (docs/formats.md)",
-                          path, values, EPLB_JSON_MAX_VALUES);
   const char *end = NULL;
   /* len + 1: cJSON counts the terminating NUL when it must find one. */
   cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
@@ -151,6 +143,20 @@ int eplb__json_parse(const char *path, const char *text, size_t len,
                    ? (size_t)(end - text)
                    : len;
   return parse_error(path, text, len, off, err);
+}
+
+int eplb__json_parse_bounded(const char *path, const char *text, size_t len,
+                             cJSON **out, eplb_error_t *err) {
+  *out = NULL;
+  size_t values = eplb__json_count_values(text, len);
+  if (values > EPLB_JSON_MAX_VALUES)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: about %zu JSON values, more than the %d eplb's "
+                          "full JSON reader holds (about 100 bytes of memory "
+                          "each); well-formed statistics of any size are read "
+                          "without that limit (docs/formats.md)",
+                          path, values, EPLB_JSON_MAX_VALUES);
+  return eplb__json_parse(path, text, len, out, err);
 }
 
 /* ---- duplicate keys ------------------------------------------------------ */

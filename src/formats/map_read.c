@@ -217,7 +217,7 @@ static int map_read_json(eplb_placement_t *out, const char *path,
   cJSON *root = NULL;
   const cJSON *list = NULL;
   unsigned char *seen = NULL;
-  int rc = eplb__json_parse(path, text, len, &root, err);
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
   if (rc == 0)
     rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0)

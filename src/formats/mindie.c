@@ -78,7 +78,7 @@ static int read_config(mie_t *m, eplb_error_t *err) {
   const char *why = NULL, *field = "num_moe_layers";
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
-    rc = eplb__json_parse(path, text, len, &root, err);
+    rc = eplb__json_parse_bounded(path, text, len, &root, err);
   if (rc == 0)
     rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0 && (why = cfg_int(root, field, EPLB_MAX_LAYERS, &L)) == NULL) {

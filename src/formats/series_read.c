@@ -37,7 +37,7 @@ int eplb__series_read_json(eplb_series_t *out, const char *path,
   if (use_fast && eplb__sglang_fast_series(out, text, len))
     return 0;
   cJSON *root = NULL;
-  int rc = eplb__json_parse(path, text, len, &root, err);
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
   if (rc == 0 && !cJSON_IsObject(root))
     rc = eplb_error_set(err, EPLB_EPARSE,
                         "%s: the top level is %s; expected SGLang's object "

@@ -455,7 +455,7 @@ int eplb__stats_read_text(eplb_stats_t *out, const char *path, const char *text,
   if (use_fast && values > EPLB_JSON_MAX_VALUES && strlen(text) == len)
     return too_many_values(path, text, len, values, stop, err);
   cJSON *root = NULL;
-  int rc = eplb__json_parse(path, text, len, &root, err);
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
   if (rc == 0 && format == EPLB_STATS_AUTO)
     rc = detect(root, path, &format, err);
   if (rc == 0) {
