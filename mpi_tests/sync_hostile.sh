@@ -75,6 +75,10 @@ untouched "--summary"
 run "${S[@]}" --output map.json --summary ./map.json
 both_exit 2 "--output = --summary"
 says "name the same file" "--output = --summary"
+run "${S[@]}" --watch --max-rounds 1 --interval 0.1 --output st/rank_1.json
+both_exit 2 "--watch, --output = rank 1's stats"
+says "rank 1: --output st/rank_1.json is the same file as" "--watch --output"
+untouched "--watch --output"
 cp keep0 cur.json
 run "${S[@]}" --current-map cur.json --summary cur.json
 both_exit 2 "--summary = --current-map"
