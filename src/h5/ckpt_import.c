@@ -71,6 +71,9 @@ static int check_opts(const eplb_ckpt_import_opts_t *o, eplb_error_t *err) {
                           "a layer range within 0..%d",
                           EPLB_CKPT_MAX_RANKS, EPLB_SHARD_MAX_SLOTS,
                           EPLB_MAX_LAYERS - 1);
+  eplb__pattern_t pt;
+  if (o->pattern)
+    return eplb__pattern_parse(o->pattern, &pt, err);
   return 0;
 }
 
