@@ -33,7 +33,7 @@ if ((3 * gib + 1 > avail_gib)); then
 fi
 "$py" "$root/bench/gen_checkpoint.py" "$tmp/ckpt" "$gib" | sed 's/^/# /'
 files=("$tmp"/ckpt/*.safetensors)
-bytes=$(stat -c %s "${files[@]}" | awk '{s += $1} END {print s}')
+bytes=$(stat -c %s "${files[@]}" | awk '{s += $1} END {printf "%.0f", s}')
 
 cold() { # cold FILES...: written back, and out of the page cache
   sync

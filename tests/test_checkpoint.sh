@@ -9,7 +9,8 @@
 #              slots), verify --checkpoint, export --logical (split in
 #              files, index) equal to the original expert tensors byte for
 #              byte, per-rank export whose every slot is its expert's bytes;
-#              a flipped byte in a shard is caught by verify and named
+#              export --logical refuses to write over the original
+#              checkpoint; a flipped byte in a shard is caught by verify
 #   families   Qwen2-MoE BF16 (shared_expert, one file, no index), Mixtral
 #              BF16 (w1/w2/w3 -> gate/down/up), a custom naming through
 #              --pattern: each imports, verifies and exports byte-exact;
@@ -70,6 +71,11 @@ roundtrip)
   [[ $(ls lo/model-*-of-*.safetensors | wc -l) -ge 2 ]] || die "not split: $(ls lo)"
   ck compare ck lo > cmp.txt || die "logical export differs: $(cat cmp.txt)"
   grep -q "compare: 192 expert tensors identical" cmp.txt || die "$(cat cmp.txt)"
+  shard export --dir sh --out lo --logical --file-size-mb 1 --quiet || die "export again into lo"
+  # Never over a checkpoint eplb did not write: the original stays as it was.
+  sum=$(cat ck/* | md5sum)
+  expect_fail 1 "--out ck holds a checkpoint eplb did not export" shard export --dir sh --out ck --logical
+  [[ $(cat ck/* | md5sum) == "$sum" ]] || die "the checkpoint changed"
   shard export --dir sh --out ranks --format safetensors > exp2.txt || die "export per rank"
   [[ $(ls ranks) == "$(printf 'rank_%05d.safetensors\n' 0 1 2 3)" ]] || die "rank files: $(ls ranks)"
   ck check-ranks ck ranks "$DS" > chk.txt || die "per-rank export: $(cat chk.txt)"

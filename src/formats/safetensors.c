@@ -21,10 +21,10 @@ static const struct {
   const char *name;
   int size;
 } dtypes[EPLB_ST_NUM_DTYPES] = {
-    {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
-    {"F8_E8M0", 1}, {"U16", 2}, {"I16", 2}, {"F16", 2},   {"BF16", 2},
-    {"U32", 4},  {"I32", 4}, {"F32", 4}, {"U64", 8},     {"I64", 8},
-    {"F64", 8}};
+    {"BOOL", 1},    {"U8", 1},      {"I8", 1},  {"F8_E4M3", 1},
+    {"F8_E5M2", 1}, {"F8_E8M0", 1}, {"U16", 2}, {"I16", 2},
+    {"F16", 2},     {"BF16", 2},    {"U32", 4}, {"I32", 4},
+    {"F32", 4},     {"U64", 8},     {"I64", 8}, {"F64", 8}};
 
 const char *eplb__st_dtype_name(int dtype) {
   return dtype >= 0 && dtype < EPLB_ST_NUM_DTYPES ? dtypes[dtype].name : "?";
@@ -62,8 +62,8 @@ static uint64_t le64(const unsigned char *p) {
 static int entry_dtype(const char *path, const cJSON *v, eplb__st_tensor_t *t,
                        eplb_error_t *err) {
   const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
-  t->dtype = cJSON_IsString(dt) ? eplb__st_dtype_from_name(dt->valuestring)
-                                : -1;
+  t->dtype =
+      cJSON_IsString(dt) ? eplb__st_dtype_from_name(dt->valuestring) : -1;
   if (t->dtype >= 0)
     return 0;
   if (!cJSON_IsString(dt))
@@ -110,10 +110,9 @@ static int entry_shape(const char *path, const cJSON *v, eplb__st_tensor_t *t,
 
 /* "data_offsets": [begin, end] inside the data section of `data_bytes`,
  * holding exactly elems x the dtype's size.  Sets t->offset, t->nbytes. */
-static int entry_offsets(const char *path, const cJSON *v,
-                         eplb__st_tensor_t *t, int64_t elems,
-                         uint64_t data_start, uint64_t data_bytes,
-                         eplb_error_t *err) {
+static int entry_offsets(const char *path, const cJSON *v, eplb__st_tensor_t *t,
+                         int64_t elems, uint64_t data_start,
+                         uint64_t data_bytes, eplb_error_t *err) {
   const cJSON *off = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
   int64_t b = 0, e = 0;
   if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
@@ -140,8 +139,7 @@ static int entry_offsets(const char *path, const cJSON *v,
 }
 
 /* "__metadata__": an object of strings. */
-static int check_metadata(const char *path, const cJSON *v,
-                          eplb_error_t *err) {
+static int check_metadata(const char *path, const cJSON *v, eplb_error_t *err) {
   const cJSON *m;
   int ok = cJSON_IsObject(v);
   cJSON_ArrayForEach(m, v) ok = ok && cJSON_IsString(m);
@@ -309,12 +307,12 @@ int eplb__st_read_header(const char *path, int fd, eplb__st_header_t *out,
   unsigned char *head = malloc((size_t)n + 8);
   if (head == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", path);
-  int rc = pread_all(fd, head, (size_t)n + 8, 0)
-               ? eplb_error_set(err, EPLB_EIO,
-                                "%s: cannot read its %llu-byte header: %s",
-                                path, (unsigned long long)n, strerror(errno))
-               : eplb__st_parse(path, head, (size_t)n + 8, (uint64_t)end,
-                                out, err);
+  int rc =
+      pread_all(fd, head, (size_t)n + 8, 0)
+          ? eplb_error_set(err, EPLB_EIO,
+                           "%s: cannot read its %llu-byte header: %s", path,
+                           (unsigned long long)n, strerror(errno))
+          : eplb__st_parse(path, head, (size_t)n + 8, (uint64_t)end, out, err);
   free(head);
   return rc;
 }
@@ -340,8 +338,8 @@ static cJSON *layout_json(const eplb__st_tensor_t *t, int32_t n,
     cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
     cJSON *sh = e ? cJSON_AddArrayToObject(e, "shape") : NULL;
     cJSON *off = e ? cJSON_CreateArray() : NULL;
-    ok = sh && off && cJSON_AddStringToObject(e, "dtype",
-                                              eplb__st_dtype_name(t[i].dtype));
+    ok = sh && off &&
+         cJSON_AddStringToObject(e, "dtype", eplb__st_dtype_name(t[i].dtype));
     for (int32_t d = 0; ok && d < t[i].ndims; d++)
       ok = cJSON_AddItemToArray(sh, raw_int((uint64_t)t[i].shape[d]));
     ok = ok && cJSON_AddItemToArray(off, raw_int(rel)) &&

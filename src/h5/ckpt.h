@@ -77,8 +77,7 @@ typedef struct {
 int eplb__ckpt_files_read(const char *dir, eplb__ckpt_t *c,
                           eplb__ckpt_files_t *fs, eplb_error_t *err);
 /* 1 if tensor k of file i belongs to the checkpoint (the index's copy). */
-int eplb__ckpt_files_taken(const eplb__ckpt_files_t *fs, int32_t i,
-                           int32_t k);
+int eplb__ckpt_files_taken(const eplb__ckpt_files_t *fs, int32_t i, int32_t k);
 /* NULL-safe, idempotent (the files stay open in c). */
 void eplb__ckpt_files_free(eplb__ckpt_files_t *fs, int32_t num_files);
 
@@ -102,7 +101,7 @@ typedef struct {
   int present; /* 0: no /checkpoint: defaults (docs/shards.md) */
   char family[32];
   char pattern[EPLB_CKPT_PATTERN_MAX];
-  int32_t num_experts; /* 0 if unknown */
+  int32_t num_experts;                                        /* 0 if unknown */
   char suffix[EPLB_SHARD_MAX_DATASETS][EPLB_CKPT_SUFFIX_MAX]; /* info order */
 } eplb__ckpt_meta_t;
 

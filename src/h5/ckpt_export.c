@@ -64,8 +64,8 @@ static int naming_read(eplb_shard_t *sh, naming_t *n, eplb_error_t *err) {
   if (rc == 0)
     rc = eplb__pattern_parse(n->meta.pattern, &n->pt, err);
   for (int32_t d = 0; rc == 0 && d < n->D; d++)
-    rc = eplb__ckpt_dataset_st(eplb_shard_file(sh), &in->datasets[d],
-                               &n->st[d], err);
+    rc = eplb__ckpt_dataset_st(eplb_shard_file(sh), &in->datasets[d], &n->st[d],
+                               err);
   if (rc == 0 &&
       (n->layer_ids = malloc(sizeof(int32_t) * (size_t)n->L)) == NULL)
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
@@ -129,8 +129,8 @@ static int create_file(const char *path, const char *tmp, xt_t **x, size_t n,
   for (size_t i = 0; rc == 0 && i < n; i++)
     x[i]->t.offset = tt[i].offset;
   free(tt);
-  if (rc == 0 && (*fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                             0644)) < 0)
+  if (rc == 0 &&
+      (*fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
     rc = eplb_error_set(err, EPLB_EIO,
                         "%s: cannot create it: %s (directory missing, "
                         "read-only or full?)",
@@ -147,8 +147,7 @@ static int copy_row(eplb_shard_t *sh, const xt_t *x, int fd, const char *tmp,
                     unsigned char *buf, eplb_error_t *err) {
   int rc = eplb_shard_read_row(sh, x->layer, x->d, x->slot, buf, err);
   if (rc == 0)
-    rc = eplb__ckpt_pwrite(fd, tmp, buf, (size_t)x->t.nbytes, x->t.offset,
-                           err);
+    rc = eplb__ckpt_pwrite(fd, tmp, buf, (size_t)x->t.nbytes, x->t.offset, err);
   return rc;
 }
 
@@ -251,8 +250,8 @@ static int rank_meta(const naming_t *n, const eplb_shard_info_t *in,
 static int read_ids(eplb_shard_t *sh, int32_t *ids, eplb_error_t *err) {
   const eplb_shard_info_t *in = eplb_shard_info(sh);
   for (int32_t l = 0; l < in->num_layers; l++) {
-    int rc = eplb_shard_read_ids(sh, l, ids + (size_t)l * in->slots_per_rank,
-                                 err);
+    int rc =
+        eplb_shard_read_ids(sh, l, ids + (size_t)l * in->slots_per_rank, err);
     if (rc)
       return rc;
   }
@@ -260,8 +259,8 @@ static int read_ids(eplb_shard_t *sh, int32_t *ids, eplb_error_t *err) {
 }
 
 /* The tensors of rank r's file: every (layer, slot, dataset). */
-static int rank_tensors(const naming_t *n, const eplb_shard_info_t *in,
-                        xt_t *x, eplb_error_t *err) {
+static int rank_tensors(const naming_t *n, const eplb_shard_info_t *in, xt_t *x,
+                        eplb_error_t *err) {
   size_t k = 0;
   int rc = 0;
   for (int32_t l = 0; l < n->L; l++)
@@ -286,9 +285,9 @@ static int write_rank(const char *out, eplb_shard_t *sh, const naming_t *n,
   meta_t m = {0};
   char path[4096], tmp[4200];
   int fd = -1;
-  int rc = x && px && ids && buf ? 0
-                                 : eplb_error_set(err, EPLB_ENOMEM,
-                                                  "out of memory");
+  int rc = x && px && ids && buf
+               ? 0
+               : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   if (rc == 0 && snprintf(path, sizeof(path), "%s/rank_%05d.safetensors", out,
                           (int)in->rank) >= (int)sizeof(path))
     rc = eplb_error_set(err, EPLB_EARG, "--out %.200s: path too long", out);
@@ -383,8 +382,8 @@ static int read_map(logical_t *g, eplb_shard_t *first, eplb_error_t *err) {
   size_t S = (size_t)n->R * (size_t)n->P, all = S * (size_t)n->L;
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)n->L * (size_t)n->P);
   g->map = malloc(sizeof(int32_t) * all);
-  int rc = ids && g->map ? 0
-                         : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  int rc =
+      ids && g->map ? 0 : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   for (int32_t r = 0; rc == 0 && r < n->R; r++) {
     eplb_shard_t *sh = first;
     if (r > 0)
@@ -522,13 +521,39 @@ static int write_index(logical_t *g, eplb_error_t *err) {
   }
   char num[32];
   snprintf(num, sizeof(num), "%llu", (unsigned long long)total);
-  ok = ok && cJSON_AddRawToObject(meta, "total_size", num) != NULL;
+  ok = ok && cJSON_AddRawToObject(meta, "total_size", num) != NULL &&
+       cJSON_AddStringToObject(meta, "eplb_export", "logical") != NULL;
   char *text = ok ? cJSON_Print(root) : NULL;
   cJSON_Delete(root);
   if (text == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   snprintf(path, sizeof(path), "%s/model.safetensors.index.json", g->o->out);
   int rc = eplb__write_atomic(path, eplb__write_text, text, err);
+  free(text);
+  return rc;
+}
+
+/* The output directory must not hold a checkpoint eplb did not write: its
+ * files would be replaced (an index whose metadata lacks "eplb_export"). */
+static int check_out(const char *out, eplb_error_t *err) {
+  char path[4096], *text = NULL;
+  size_t len = 0;
+  cJSON *root = NULL;
+  snprintf(path, sizeof(path), "%s/model.safetensors.index.json", out);
+  if (access(path, F_OK) != 0)
+    return 0;
+  int rc = eplb__read_file(path, &text, &len, err);
+  if (rc == 0 && eplb__json_parse(path, text, len, &root, NULL) != 0)
+    root = NULL;
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+  const cJSON *e = cJSON_GetObjectItemCaseSensitive(m, "eplb_export");
+  if (rc == 0 && !(cJSON_IsString(e) && strcmp(e->valuestring, "logical") == 0))
+    rc = eplb_error_set(err, EPLB_ESTATE,
+                        "--out %s holds a checkpoint eplb did not export (%s "
+                        "without metadata.eplb_export): its files would be "
+                        "replaced; export into another directory",
+                        out, path);
+  cJSON_Delete(root);
   free(text);
   return rc;
 }
@@ -557,7 +582,9 @@ static int export_logical(const eplb_ckpt_export_opts_t *o,
   g.o = o;
   eplb_shard_t *first = NULL;
   xt_t **px = NULL;
-  int rc = eplb__ckpt_shard_open(o->dir, 0, NULL, &first, err);
+  int rc = check_out(o->out, err);
+  if (rc == 0)
+    rc = eplb__ckpt_shard_open(o->dir, 0, NULL, &first, err);
   if (rc == 0) {
     g.in = eplb_shard_info(first);
     rc = naming_read(first, &g.n, err);

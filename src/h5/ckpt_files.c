@@ -167,8 +167,7 @@ static int open_file(eplb__ckpt_t *c, eplb__ckpt_files_t *fs, int32_t i,
   return eplb__st_read_header(f->path, f->fd, &fs->heads[i], err);
 }
 
-int eplb__ckpt_files_taken(const eplb__ckpt_files_t *fs, int32_t i,
-                           int32_t k) {
+int eplb__ckpt_files_taken(const eplb__ckpt_files_t *fs, int32_t i, int32_t k) {
   return !fs->has_index ||
          eplb__strmap_get(&fs->index, fs->heads[i].tensors[k].name) == i;
 }
@@ -224,16 +223,16 @@ int eplb__ckpt_files_read(const char *dir, eplb__ckpt_t *c,
   struct stat st;
   snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
   fs->has_index = stat(path, &st) == 0;
-  int rc = fs->has_index ? read_index(dir, path, c, fs, err)
-                         : list_dir(dir, c, err);
+  int rc =
+      fs->has_index ? read_index(dir, path, c, fs, err) : list_dir(dir, c, err);
   if (rc == 0 &&
       (fs->heads = calloc((size_t)c->num_files, sizeof(*fs->heads))) == NULL)
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   for (int32_t i = 0; rc == 0 && i < c->num_files; i++)
     rc = open_file(c, fs, i, err);
   if (rc == 0)
-    rc = fs->has_index ? check_index(dir, c, fs, err)
-                       : check_unique(c, fs, err);
+    rc =
+        fs->has_index ? check_index(dir, c, fs, err) : check_unique(c, fs, err);
   return rc;
 }
 

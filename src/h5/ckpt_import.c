@@ -37,10 +37,10 @@ typedef struct {
   int32_t R, P;
   unsigned char *row; /* one expert's tensors, role after role */
   const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
-  struct pos_s *order;       /* [E]: the experts of a layer, in file order */
-  char **path, **tmp;        /* [R] */
-  eplb_shard_writer_t **w;   /* [R], open for the current group */
-  unsigned char *done;       /* [R]: temporary file written */
+  struct pos_s *order;     /* [E]: the experts of a layer, in file order */
+  char **path, **tmp;      /* [R] */
+  eplb_shard_writer_t **w; /* [R], open for the current group */
+  unsigned char *done;     /* [R]: temporary file written */
   uint64_t bytes_read, bytes_written;
 } imp_t;
 
@@ -117,9 +117,8 @@ static int make_placement(imp_t *m, eplb_error_t *err) {
                             "most %d",
                             m->R, m->P, (long long)S, m->c.num_experts,
                             EPLB_MAX_SLOTS);
-    rc = eplb_placement_init_contiguous(&m->p, m->c.num_layers,
-                                        m->c.num_experts, (int32_t)S, m->R,
-                                        err);
+    rc = eplb_placement_init_contiguous(
+        &m->p, m->c.num_layers, m->c.num_experts, (int32_t)S, m->R, err);
   }
   for (int32_t l = 0; rc == 0 && l < m->c.num_layers; l++)
     m->p.layer_ids[l] = m->c.layer_ids[l];
@@ -142,10 +141,9 @@ static int make_info(imp_t *m, eplb_error_t *err) {
     for (int32_t i = 0; i < EPLB_SHARD_MAX_DIMS; i++)
       dims[r][i] = i < nd[r] && i < EPLB_ST_MAX_DIMS ? c->roles[r].shape[i] : 0;
   }
-  int rc = eplb__shard_info_from_types(m->info, m->R, c->num_layers, m->P, 0,
-                                       c->num_roles, names, types, nd,
-                                       (const int64_t(*)[EPLB_SHARD_MAX_DIMS])dims,
-                                       err);
+  int rc = eplb__shard_info_from_types(
+      m->info, m->R, c->num_layers, m->P, 0, c->num_roles, names, types, nd,
+      (const int64_t(*)[EPLB_SHARD_MAX_DIMS])dims, err);
   for (int32_t r = 0; r < c->num_roles; r++)
     if (types[r] >= 0)
       H5Tclose(types[r]);
@@ -315,9 +313,12 @@ static int put_group(imp_t *m, int32_t r0, int32_t r1, eplb_error_t *err) {
   return rc;
 }
 
-/* How many shards to keep open at once. */
+/* How many shards to keep open at once: what the open-files limit allows,
+ * at most MAX_OPEN (each open HDF5 file keeps caches of its own). */
+#define MAX_OPEN 256
 static int32_t group_size(const imp_t *m) {
   long room = (eplb__ckpt_raise_nofile() - m->c.num_files - 64) / 2;
+  room = room < MAX_OPEN ? room : MAX_OPEN;
   return room < 1 ? 1 : room < m->R ? (int32_t)room : m->R;
 }
 

@@ -42,10 +42,9 @@ int eplb__ckpt_pwrite(int fd, const char *path, const void *buf, size_t n,
     if (k < 0 && errno == EINTR)
       continue;
     if (k <= 0)
-      return eplb_error_set(err, EPLB_EIO,
-                            "%s: cannot write %zu bytes at offset %llu: %s", path,
-                            n, (unsigned long long)off,
-                            k < 0 ? strerror(errno) : "no progress");
+      return eplb_error_set(
+          err, EPLB_EIO, "%s: cannot write %zu bytes at offset %llu: %s", path,
+          n, (unsigned long long)off, k < 0 ? strerror(errno) : "no progress");
     p += k;
     n -= (size_t)k;
     off += (uint64_t)k;
@@ -81,8 +80,8 @@ int eplb__ckpt_commit_file(int fd, const char *tmp, const char *path,
     rc = eplb_error_set(err, EPLB_EIO, "%s: close failed: %s", tmp,
                         strerror(errno));
   if (rc == 0 && rename(tmp, path) != 0)
-    rc = eplb_error_set(err, EPLB_EIO, "%s: cannot rename %s over it: %s",
-                        path, tmp, strerror(errno));
+    rc = eplb_error_set(err, EPLB_EIO, "%s: cannot rename %s over it: %s", path,
+                        tmp, strerror(errno));
   if (rc) {
     unlink(tmp);
     return rc;

@@ -39,9 +39,9 @@ static int put_str(hid_t o, const char *name, const char *v) {
 /* Writes int32 attribute name = v on object o. */
 static int put_int(hid_t o, const char *name, int32_t v) {
   hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = sp >= 0 ? H5Acreate2(o, name, H5T_STD_I32LE, sp, H5P_DEFAULT,
-                                 H5P_DEFAULT)
-                    : -1;
+  hid_t a =
+      sp >= 0 ? H5Acreate2(o, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT)
+              : -1;
   int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_INT32, &v) >= 0;
   if (a >= 0 && H5Aclose(a) < 0)
     ok = 0;
@@ -57,9 +57,9 @@ int eplb__ckpt_meta_write(eplb_shard_writer_t *w, const eplb__ckpt_t *c,
   if (realpath(source, abs) == NULL)
     snprintf(abs, sizeof(abs), "%s", source);
   hid_t g = H5Gcreate2(f, "checkpoint", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  hid_t t = g >= 0 ? H5Gcreate2(g, "tensors", H5P_DEFAULT, H5P_DEFAULT,
-                                H5P_DEFAULT)
-                   : -1;
+  hid_t t =
+      g >= 0 ? H5Gcreate2(g, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
+             : -1;
   int rc = t < 0 || put_str(g, "family", c->family) ||
            put_str(g, "pattern", c->pattern) || put_str(g, "source", abs) ||
            put_int(g, "num_experts", c->num_experts);
@@ -143,8 +143,9 @@ static int read_group(hid_t g, const char *path, const eplb_shard_info_t *in,
                 : -1;
   int rc = 0;
   for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++)
-    if (t < 0 || get_str(t, in->datasets[d].name, m->suffix[d],
-                         sizeof(m->suffix[d])) != 0 ||
+    if (t < 0 ||
+        get_str(t, in->datasets[d].name, m->suffix[d], sizeof(m->suffix[d])) !=
+            0 ||
         m->suffix[d][0] == '\0')
       rc = eplb_error_set(err, EPLB_EPARSE,
                           "%s: /checkpoint/tensors has no string attribute "

@@ -87,14 +87,13 @@ int eplb__pattern_match(const eplb__pattern_t *pt, const char *name,
   return 1;
 }
 
-int eplb__pattern_name(const eplb__pattern_t *pt, int32_t layer,
-                       int32_t expert, const char *suffix, char *buf,
-                       size_t size) {
+int eplb__pattern_name(const eplb__pattern_t *pt, int32_t layer, int32_t expert,
+                       const char *suffix, char *buf, size_t size) {
   int32_t a = pt->layer_first ? layer : expert;
   int32_t b = pt->layer_first ? expert : layer;
-  int n = snprintf(buf, size, "%.*s%d%.*s%d%.*s%s", (int)pt->len[0],
-                   pt->lit[0], (int)a, (int)pt->len[1], pt->lit[1], (int)b,
-                   (int)pt->len[2], pt->lit[2], suffix);
+  int n = snprintf(buf, size, "%.*s%d%.*s%d%.*s%s", (int)pt->len[0], pt->lit[0],
+                   (int)a, (int)pt->len[1], pt->lit[1], (int)b, (int)pt->len[2],
+                   pt->lit[2], suffix);
   return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 

@@ -24,8 +24,7 @@ typedef struct {
 
 /* Parses pattern p ({layer} and {expert} once each, each followed by
  * text, {name} once at the end).  0 or EPLB_EARG naming the rule. */
-int eplb__pattern_parse(const char *p, eplb__pattern_t *out,
-                        eplb_error_t *err);
+int eplb__pattern_parse(const char *p, eplb__pattern_t *out, eplb_error_t *err);
 
 /* 1 and the layer id (0..EPLB_MAX_LAYERS-1), the expert
  * (0..EPLB_MAX_EXPERTS-1) and the suffix (non-empty, points into name) if
@@ -34,9 +33,8 @@ int eplb__pattern_match(const eplb__pattern_t *pt, const char *name,
                         int32_t *layer, int32_t *expert, const char **suffix);
 
 /* The name of (layer id, expert, suffix) into buf; -1 if it does not fit. */
-int eplb__pattern_name(const eplb__pattern_t *pt, int32_t layer,
-                       int32_t expert, const char *suffix, char *buf,
-                       size_t size);
+int eplb__pattern_name(const eplb__pattern_t *pt, int32_t layer, int32_t expert,
+                       const char *suffix, char *buf, size_t size);
 
 /* The dataset a suffix becomes: "gate_proj.weight" -> "gate_proj",
  * "down_proj.weight_scale_inv" -> "down_proj_scale_inv", "x.input_scale"

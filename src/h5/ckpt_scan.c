@@ -32,7 +32,8 @@ typedef struct {
   int32_t layer_min, layer_max;
   match_t *m;
   size_t nm;
-  int32_t ref_layer[EPLB_SHARD_MAX_DATASETS], ref_expert[EPLB_SHARD_MAX_DATASETS];
+  int32_t ref_layer[EPLB_SHARD_MAX_DATASETS],
+      ref_expert[EPLB_SHARD_MAX_DATASETS];
   int32_t row_of[EPLB_MAX_LAYERS]; /* layer id -> layer index */
   unsigned char moe[EPLB_MAX_LAYERS], skip[EPLB_MAX_LAYERS];
   unsigned char dense[EPLB_MAX_LAYERS], shared[EPLB_MAX_LAYERS];
@@ -59,9 +60,9 @@ static int64_t count_matches(const scan_t *s, const eplb__pattern_t *pt) {
     for (int32_t k = 0; k < s->fs.heads[i].num_tensors; k++) {
       int32_t l, e;
       const char *sfx;
-      n += eplb__ckpt_files_taken(&s->fs, i, k) &&
-           eplb__pattern_match(pt, s->fs.heads[i].tensors[k].name, &l, &e,
-                               &sfx);
+      n +=
+          eplb__ckpt_files_taken(&s->fs, i, k) &&
+          eplb__pattern_match(pt, s->fs.heads[i].tensors[k].name, &l, &e, &sfx);
     }
   return n;
 }
@@ -206,9 +207,9 @@ static void ranges(const unsigned char *set, char *buf, size_t size) {
     int32_t b = a;
     while (b + 1 < EPLB_MAX_LAYERS && set[b + 1])
       b++;
-    int n = a == b ? snprintf(buf + u, size - u, "%s%d", u ? ", " : "", a)
-                   : snprintf(buf + u, size - u, "%s%d-%d", u ? ", " : "", a,
-                              b);
+    int n = a == b
+                ? snprintf(buf + u, size - u, "%s%d", u ? ", " : "", a)
+                : snprintf(buf + u, size - u, "%s%d-%d", u ? ", " : "", a, b);
     if (n < 0 || (size_t)n >= size - u - 4) {
       snprintf(buf + u, size - u, "...");
       return;
@@ -256,8 +257,8 @@ static int classify(scan_t *s, eplb_error_t *err) {
 }
 
 /* "BF16 [4, 8]" into buf. */
-static void describe(int32_t dtype, int32_t nd, const int64_t *shape,
-                     char *buf, size_t size) {
+static void describe(int32_t dtype, int32_t nd, const int64_t *shape, char *buf,
+                     size_t size) {
   size_t u = (size_t)snprintf(buf, size, "%s [", eplb__st_dtype_name(dtype));
   for (int32_t i = 0; i < nd && u + 24 < size; i++)
     u += (size_t)snprintf(buf + u, size - u, "%s%lld", i ? ", " : "",
@@ -349,8 +350,8 @@ static int make_layers(scan_t *s, eplb_error_t *err) {
 /* Where every (layer, expert, role) is; a missing one is named. */
 static int fill_refs(scan_t *s, eplb_error_t *err) {
   eplb__ckpt_t *c = s->c;
-  size_t n = (size_t)c->num_layers * (size_t)c->num_experts *
-             (size_t)c->num_roles;
+  size_t n =
+      (size_t)c->num_layers * (size_t)c->num_experts * (size_t)c->num_roles;
   if (n > s->nm && n > ((size_t)1 << 26))
     return eplb_error_set(err, EPLB_ESHAPE,
                           "--checkpoint %s: expert ids go up to %d in %d MoE "
@@ -366,7 +367,9 @@ static int fill_refs(scan_t *s, eplb_error_t *err) {
     const match_t *m = &s->m[j];
     eplb__ckpt_ref_t *r =
         &c->refs[((size_t)s->row_of[m->layer] * (size_t)c->num_experts +
-                  (size_t)m->expert) * (size_t)c->num_roles + (size_t)m->role];
+                  (size_t)m->expert) *
+                     (size_t)c->num_roles +
+                 (size_t)m->role];
     r->file = m->file;
     r->offset = m->t->offset;
     r->nbytes = m->t->nbytes;
@@ -375,7 +378,8 @@ static int fill_refs(scan_t *s, eplb_error_t *err) {
     if (c->refs[i].file < 0) {
       int32_t r = (int32_t)(i % (size_t)c->num_roles);
       int32_t e = (int32_t)(i / (size_t)c->num_roles % (size_t)c->num_experts);
-      int32_t l = c->layer_ids[i / (size_t)c->num_roles / (size_t)c->num_experts];
+      int32_t l =
+          c->layer_ids[i / (size_t)c->num_roles / (size_t)c->num_experts];
       char name[512];
       eplb__pattern_name(&s->pt, l, e, c->roles[r].suffix, name, sizeof(name));
       return eplb_error_set(err, EPLB_ESHAPE,

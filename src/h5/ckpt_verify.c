@@ -21,7 +21,7 @@ typedef struct {
   eplb__ckpt_t c;
   eplb__ckpt_meta_t meta;
   eplb__pattern_t pt;
-  const eplb_shard_info_t *in; /* rank 0's */
+  const eplb_shard_info_t *in;           /* rank 0's */
   int32_t role[EPLB_SHARD_MAX_DATASETS]; /* dataset -> role */
   int32_t *row;                          /* shard layer -> checkpoint layer */
   eplb_placement_t p;                    /* the shards' map */
@@ -44,7 +44,8 @@ static int match_datasets(ver_t *v, eplb_error_t *err) {
     int rc = eplb__ckpt_dataset_st(v->dir, ds, &st, err);
     if (rc)
       return rc;
-    while (r < v->c.num_roles && strcmp(v->c.roles[r].suffix, v->meta.suffix[d]))
+    while (r < v->c.num_roles &&
+           strcmp(v->c.roles[r].suffix, v->meta.suffix[d]))
       r++;
     if (r == v->c.num_roles)
       return eplb_error_set(err, EPLB_ESHAPE,

@@ -696,8 +696,8 @@ int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
                         int32_t slot, void *buf, eplb_error_t *err) {
   const eplb_shard_info_t *in = &sh->info;
   h5_quiet();
-  if (layer < 0 || layer >= in->num_layers || d < 0 ||
-      d >= in->num_datasets || slot < 0 || slot >= in->slots_per_rank)
+  if (layer < 0 || layer >= in->num_layers || d < 0 || d >= in->num_datasets ||
+      slot < 0 || slot >= in->slots_per_rank)
     return eplb_error_set(err, EPLB_EARG,
                           "%s: no layer %d / dataset %d / slot %d", sh->path,
                           (int)layer, (int)d, (int)slot);
@@ -711,7 +711,8 @@ int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
     count[i] = (hsize_t)ds->dims[i];
   hsize_t n = (hsize_t)(ds->row_bytes / ds->type_size);
   hid_t id = H5Dopen2(sh->file, name, H5P_DEFAULT);
-  hid_t t = id >= 0 ? H5Dget_type(id) : -1, fs = id >= 0 ? H5Dget_space(id) : -1;
+  hid_t t = id >= 0 ? H5Dget_type(id) : -1,
+        fs = id >= 0 ? H5Dget_space(id) : -1;
   hid_t ms = H5Screate_simple(1, &n, NULL);
   int ok =
       t >= 0 && fs >= 0 && ms >= 0 &&
@@ -1092,8 +1093,9 @@ int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
 
 /* The root attributes the format itself writes (put_root). */
 static int own_attr(const char *name) {
-  static const char *const own[] = {"eplb_format", "eplb_version", "generation",
-                                    "rank",        "world_size",   "num_layers"};
+  static const char *const own[] = {"eplb_format", "eplb_version",
+                                    "generation",  "rank",
+                                    "world_size",  "num_layers"};
   for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
     if (strcmp(name, own[i]) == 0)
       return 1;
@@ -1151,8 +1153,7 @@ static herr_t copy_root_obj(hid_t loc, const char *name, const H5L_info_t *li,
 }
 
 int eplb_shard_writer_copy_extras(eplb_shard_writer_t *w,
-                                  const eplb_shard_t *from,
-                                  eplb_error_t *err) {
+                                  const eplb_shard_t *from, eplb_error_t *err) {
   h5_quiet();
   hsize_t i = 0;
   hid_t dst = w->file;
@@ -1328,10 +1329,9 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
                          const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
                          eplb_error_t *err) {
   hid_t t[EPLB_SHARD_MAX_DATASETS];
-  int32_t n = num_datasets < 0 ? 0
-              : num_datasets > EPLB_SHARD_MAX_DATASETS
-                  ? EPLB_SHARD_MAX_DATASETS
-                  : num_datasets;
+  int32_t n = num_datasets < 0                         ? 0
+              : num_datasets > EPLB_SHARD_MAX_DATASETS ? EPLB_SHARD_MAX_DATASETS
+                                                       : num_datasets;
   h5_quiet();
   for (int32_t d = 0; d < n; d++)
     t[d] = dtype_h5(types[d]);
