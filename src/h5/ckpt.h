@@ -142,5 +142,7 @@ int eplb__ckpt_commit_file(int fd, const char *tmp, const char *path,
                            eplb_error_t *err);
 /* Raises the soft limit of open files to the hard one; returns the limit. */
 long eplb__ckpt_raise_nofile(void);
+/* Seconds on a monotonic clock (the results' timings). */
+double eplb__ckpt_now(void);
 
 #endif /* EPLB_H5_CKPT_H */

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "formats/formats.h"
@@ -44,12 +43,6 @@ typedef struct {
 void eplb_ckpt_export_opts_default(eplb_ckpt_export_opts_t *o) {
   memset(o, 0, sizeof(*o));
   o->max_file_mb = EPLB_CKPT_DEFAULT_FILE_MB;
-}
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Reads the naming of shard sh (rank 0's: every shard carries the same). */
@@ -623,7 +616,7 @@ static int export_logical(const eplb_ckpt_export_opts_t *o,
 int eplb_ckpt_export(const eplb_ckpt_export_opts_t *o,
                      eplb_ckpt_export_result_t *res, eplb_error_t *err) {
   eplb_ckpt_export_result_t tmp;
-  double t0 = now();
+  double t0 = eplb__ckpt_now();
   if (res == NULL)
     res = &tmp;
   memset(res, 0, sizeof(*res));
@@ -638,6 +631,6 @@ int eplb_ckpt_export(const eplb_ckpt_export_opts_t *o,
   int rc = eplb__ckpt_mkdir(o->out, "--out", err);
   if (rc == 0)
     rc = o->logical ? export_logical(o, res, err) : export_ranks(o, res, err);
-  res->seconds = now() - t0;
+  res->seconds = eplb__ckpt_now() - t0;
   return rc;
 }

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "h5/ckpt.h"
@@ -36,7 +35,7 @@ typedef struct {
   eplb_shard_info_t *info;
   int32_t R, P;
   unsigned char *row; /* one expert's tensors, role after role */
-  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
   struct pos_s *order;     /* [E]: the experts of a layer, in file order */
   char **path, **tmp;      /* [R] */
   eplb_shard_writer_t **w; /* [R], open for the current group */
@@ -48,12 +47,6 @@ void eplb_ckpt_import_opts_default(eplb_ckpt_import_opts_t *o) {
   memset(o, 0, sizeof(*o));
   o->layer_min = -1;
   o->layer_max = -1;
-}
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* The options' ranges (the CLI checks them too, with the option names). */
@@ -236,8 +229,8 @@ static int read_expert(imp_t *m, int32_t l, int32_t e, eplb_error_t *err) {
   for (int32_t d = 0; d < m->c.num_roles; d++) {
     const eplb__ckpt_ref_t *r = ref_of(m, l, e, d);
     const eplb__ckpt_file_t *f = &m->c.files[r->file];
-    int rc = eplb__ckpt_pread(f->fd, f->path, (void *)m->pieces[d],
-                              (size_t)r->nbytes, r->offset, err);
+    int rc = eplb__ckpt_pread(f->fd, f->path, m->pieces[d], (size_t)r->nbytes,
+                              r->offset, err);
     if (rc)
       return rc;
     m->bytes_read += r->nbytes;
@@ -272,7 +265,8 @@ static int put_layer(imp_t *m, int32_t l, int32_t r0, int32_t r1,
     for (int32_t r = r0; rc == 0 && r < r1; r++)
       for (int32_t s = 0; rc == 0 && s < m->P; s++)
         if (ids_of(m, l, r)[s] == e) {
-          rc = eplb_shard_writer_put_row(m->w[r], s, m->pieces, err);
+          rc = eplb_shard_writer_put_row(
+              m->w[r], s, (const unsigned char *const *)m->pieces, err);
           m->bytes_written += (uint64_t)m->info->row_bytes;
         }
   }
@@ -384,12 +378,12 @@ static void fill_result(const imp_t *m, double t0,
   res->shared_tensors = c->shared_tensors;
   res->shared_layers = c->shared_layers;
   res->other_tensors = c->other_tensors;
-  res->seconds = now() - t0;
+  res->seconds = eplb__ckpt_now() - t0;
 }
 
 int eplb_ckpt_import(const eplb_ckpt_import_opts_t *o,
                      eplb_ckpt_import_result_t *res, eplb_error_t *err) {
-  double t0 = now();
+  double t0 = eplb__ckpt_now();
   imp_t m;
   memset(&m, 0, sizeof(m));
   m.o = o;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "h5/ckpt.h"
@@ -101,4 +102,10 @@ long eplb__ckpt_raise_nofile(void) {
   return r.rlim_cur == RLIM_INFINITY || r.rlim_cur > (1L << 20)
              ? (1L << 20)
              : (long)r.rlim_cur;
+}
+
+double eplb__ckpt_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }

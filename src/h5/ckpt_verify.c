@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "h5/ckpt.h"
 
@@ -28,12 +27,6 @@ typedef struct {
   unsigned char *buf, *piece;
   eplb_ckpt_verify_result_t *res;
 } ver_t;
-
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Each dataset is a role of the checkpoint: same suffix, dtype, shape. */
 static int match_datasets(ver_t *v, eplb_error_t *err) {
@@ -187,7 +180,7 @@ static int prepare(ver_t *v, eplb_shard_t *first, eplb_error_t *err) {
 int eplb_ckpt_verify(const char *dir, const char *checkpoint,
                      eplb_ckpt_verify_result_t *res, eplb_error_t *err) {
   eplb_ckpt_verify_result_t tmp;
-  double t0 = now();
+  double t0 = eplb__ckpt_now();
   ver_t v;
   memset(&v, 0, sizeof(v));
   v.dir = dir;
@@ -216,7 +209,7 @@ int eplb_ckpt_verify(const char *dir, const char *checkpoint,
     v.res->slots_per_rank = v.in->slots_per_rank;
     v.res->num_experts = v.c.num_experts;
   }
-  v.res->seconds = now() - t0;
+  v.res->seconds = eplb__ckpt_now() - t0;
   eplb_placement_cleanup(&v.p);
   free(v.buf);
   free(v.piece);
