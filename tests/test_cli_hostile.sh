@@ -82,6 +82,14 @@ expect 2 "--json" eplb-report --stats a.json --map map.json --json map.json
 same map.json map.orig
 expect 2 "name the same file" eplb-report --stats a.json --json r.out --svg ./r.out
 [ -e r.out ] && fail "eplb-report wrote r.out"
+# eplb-shard create --map: the map may not be one of the shards it writes.
+mkdir -p shards
+"$bin/eplb-shard" create --dir shards --ranks 2 --layers 1 --experts 4 \
+  --slots-per-rank 2 --quiet
+cp shards/shard_00001.h5 shard1.copy
+expect 2 "is the same file as --map" eplb-shard create --dir shards --ranks 2 \
+  --layers 1 --experts 4 --slots-per-rank 2 --map shards/shard_00001.h5
+same shards/shard_00001.h5 shard1.copy
 # An output that is a device or a FIFO: the rename would replace it.
 mkfifo out.fifo
 expect 2 "FIFO" eplb-plan --stats a.json "${P[@]}" --output out.fifo

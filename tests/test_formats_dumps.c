@@ -246,6 +246,23 @@ static void test_trtllm_bad(void **state) {
   put_text(dir, "meta_info.json", meta);
   put_safetensors(dir, 0, twice, 2, 0, 0);
   expect_dir(dir, EPLB_EPARSE, "\"0_3\" appears twice");
+
+  /* Two ranks whose counts sum to 2^53 + 1: exact up to 2^53, the sum
+   * one past it must not round back below and pass. */
+  tens_t big0[] = {{"0_3", "I64", 3, {1, (1LL << 53) - 1, 3}}};
+  tens_t big1[] = {{"0_3", "I64", 3, {1, 2, 3}}};
+  mkdir_tmp("trt_sum53", dir, sizeof(dir));
+  put_text(dir, "meta_info.json", meta);
+  put_safetensors(dir, 0, big0, 1, 0, 0);
+  put_safetensors(dir, 1, big1, 1, 0, 0);
+  expect_dir(dir, EPLB_ECOUNT, "expert 1");
+
+  /* A duplicate key in meta_info.json is refused by name. */
+  mkdir_tmp("trt_meta_twice", dir, sizeof(dir));
+  put_text(dir, "meta_info.json",
+           "{\"num_experts\": 3, \"num_experts\": 4}");
+  put_safetensors(dir, 0, ok, 1, 0, 0);
+  expect_dir(dir, EPLB_EPARSE, "num_experts");
 }
 
 /* ---- MindIE ------------------------------------------------------------ */

@@ -781,6 +781,23 @@ static int cmd_verify_ckpt(const args_t *a, eplb_error_t *err) {
   return rc;
 }
 
+/* create: --map is none of the shards it writes (by identity). */
+static int check_create_outputs(const args_t *a) {
+  if (a->map == NULL)
+    return 0;
+  eplb_cli_file_t in = {"--map", a->map};
+  for (int32_t r = 0; r < a->ranks; r++) {
+    char path[4096];
+    if (eplb_shard_path(a->dir, r, path, sizeof(path), NULL) != 0)
+      return 0; /* too long: cmd_create names it */
+    eplb_cli_file_t out = {"--dir", path};
+    int rc = eplb_cli_check_outputs(PROG, &out, 1, &in, 1);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
 int main(int argc, char *argv[]) {
   args_t a;
   memset(&a, 0, sizeof(a));
@@ -790,6 +807,9 @@ int main(int argc, char *argv[]) {
   eplb_error_t err;
   eplb_error_clear(&err);
   if (strcmp(a.cmd, "create") == 0) {
+    rc = check_create_outputs(&a);
+    if (rc)
+      return rc;
     rc = cmd_create(&a, &err);
   } else if (strcmp(a.cmd, "import") == 0) {
     rc = cmd_import(&a, &err);

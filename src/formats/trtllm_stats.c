@@ -43,6 +43,8 @@ static int read_meta(trt_t *t, eplb_error_t *err) {
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
     rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0) {
     const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "num_experts");
     int64_t v = 0;
@@ -139,14 +141,17 @@ static int add_tensor(trt_t *t, const tensor_t *tn, int32_t it, int32_t layer,
                     ? (int64_t)le64(p)
                     : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
                                 (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-    row[x] += (double)v;
-    if (v < 0 || (double)v > EPLB_MAX_COUNT || row[x] > EPLB_MAX_COUNT)
+    /* Checked before adding, in exact terms: an int64 above 2^53 does
+     * not convert exactly, and a sum that passes 2^53 by one rounds back
+     * below it. */
+    if (v < 0 || v > (int64_t)1 << 53 || (double)v > EPLB_MAX_COUNT - row[x])
       return eplb_error_set(err, EPLB_ECOUNT,
                             "%s: key \"%s\", expert %d: "
                             "count %lld is %s",
                             tn->path, tn->key, (int)x, (long long)v,
                             v < 0 ? "negative"
                                   : "too large (the sum passes 2^53)");
+    row[x] += (double)v;
   }
   t->used++;
   return 0;
