@@ -22,6 +22,7 @@
 #include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
+#include "eplb/series.h"
 #include "eplb/stats.h"
 
 #define EPLB_CLI_EXIT_OK 0
@@ -118,5 +119,54 @@ double eplb_cli_now(void);
 /* The long name (without "--") of getopt_long's code c in opts, "" if
  * none: for the planner options every program shares. */
 const char *eplb_cli_option_name(const struct option *opts, int c);
+
+/* ---- scenarios (cli/scenarios.c) ---------------------------------- */
+
+/* One source of statistics on the command line: the paths of --stats
+ * (summed), or one --scenario SPEC, with its weight. */
+typedef struct {
+  const char *const *paths;
+  int num_paths;
+  double weight; /* EPLB_MIN..MAX_SCENARIO_WEIGHT, 1 by default */
+  const char *label; /* how messages and the summary name it */
+  char *owned;       /* what eplb_cli_parse_scenario allocated */
+} eplb_cli_source_t;
+
+/* Parses --scenario "SPEC[@W]" into *src (W: a number after the last '@';
+ * without one, the whole text is SPEC).  Returns 0, or 2 after printing a
+ * usage error.  eplb_cli_source_cleanup frees it. */
+int eplb_cli_parse_scenario(const char *prog, const char *text,
+                            eplb_cli_source_t *src);
+void eplb_cli_source_cleanup(eplb_cli_source_t *src);
+
+#define EPLB_CLI_SCENARIO_NAME 256
+
+/* The scenarios read from the sources: stats[num] of one shape, their
+ * weights and names, and the dense layers dropped from all of them. */
+typedef struct {
+  int32_t num;
+  eplb_stats_t *stats;
+  double *weights;
+  char (*names)[EPLB_CLI_SCENARIO_NAME];
+  int32_t *dropped;
+  int32_t num_dropped;
+} eplb_cli_scenarios_t;
+
+/* Reads each source as one scenario (its paths summed, as --stats sums
+ * them), or, with window > 0, as a series cut into one scenario per
+ * `window` steps; checks them (eplb_scenarios_check) and drops the layers
+ * idle in every scenario when a source pads dense layers.  *out is empty
+ * on failure. */
+int eplb_cli_read_scenarios(const eplb_cli_source_t *src, int num_sources,
+                            int32_t window, eplb_stats_format_t format,
+                            const eplb_stats_read_opts_t *ropts,
+                            eplb_cli_scenarios_t *out, eplb_error_t *err);
+void eplb_cli_scenarios_cleanup(eplb_cli_scenarios_t *s);
+
+/* The weighted mean of the scenarios, each layer of each normalised to its
+ * own total: the one histogram the metrics of a scenario plan are
+ * reported on. */
+int eplb_cli_scenarios_sum(const eplb_cli_scenarios_t *s, eplb_stats_t *out,
+                           eplb_error_t *err);
 
 #endif /* EPLB_CLI_CLI_H */

@@ -24,6 +24,9 @@
 typedef struct {
   const char **stats; /* --stats files, in order */
   int num_stats;
+  eplb_cli_source_t *scen; /* --scenario SPEC[@W], in order */
+  int num_scen;
+  int32_t window; /* --window N, 0: none */
   eplb_stats_format_t format;
   eplb_stats_read_opts_t ropts; /* --iter-range */
   eplb_map_format_t out_format; /* AUTO: from the --output extension */
@@ -97,6 +100,22 @@ static void usage(FILE *f) {
       "                       step t of T by (1-A)^(T-1-t), A in 0..0.99 (0 = "
       "plain\n"
       "                       sum); auto picks A by backtest on the series\n"
+      "  --scenario SPEC[@W]  a scenario to balance at once with the others: "
+      "SPEC\n"
+      "                       is anything --stats takes (file, glob, dump\n"
+      "                       directory), summed into one scenario; W its "
+      "weight,\n"
+      "                       %g..%g (default 1; each layer of each scenario "
+      "is\n"
+      "                       normalised to its own total); repeat for more.\n"
+      "                       --stats, when given too, is one more scenario. "
+      "The\n"
+      "                       plan balances every scenario (docs/planner.md)\n"
+      "  --window N           read every source as a [steps][L][E] series "
+      "(as\n"
+      "                       --ema-alpha does) and make one scenario of each "
+      "N\n"
+      "                       steps, %d..%d\n"
       "  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE "
       "JSON),\n"
       "                       trtllm-yaml (TensorRT-LLM "
@@ -139,7 +158,9 @@ static void usage(FILE *f) {
       "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
       "2 usage error (unknown option, missing or out-of-range value)\n",
       EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
-      EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_ITER, EPLB_MAX_SLOTS,
+      EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_ITER,
+      EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT, 1, EPLB_MAX_STEPS,
+      EPLB_MAX_SLOTS,
       EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
       EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
 }
@@ -166,7 +187,9 @@ enum {
   OPT_VERSION,
   OPT_ITER,
   OPT_EMA,
-  OPT_THREADS
+  OPT_THREADS,
+  OPT_SCENARIO,
+  OPT_WINDOW
 };
 
 static const struct option long_opts[] = {
@@ -179,6 +202,8 @@ static const struct option long_opts[] = {
     {"format", required_argument, 0, OPT_FORMAT},
     {"iter-range", required_argument, 0, OPT_ITER},
     {"ema-alpha", required_argument, 0, OPT_EMA},
+    {"scenario", required_argument, 0, OPT_SCENARIO},
+    {"window", required_argument, 0, OPT_WINDOW},
     {"output-format", required_argument, 0, OPT_OUT_FORMAT},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"current-map", required_argument, 0, OPT_CURRENT},
@@ -224,6 +249,13 @@ static int parse_value(args_t *a, int c, const char *v) {
 static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
   case OPT_STATS: a->stats[a->num_stats++] = optarg; return 0;
+  case OPT_SCENARIO:
+    return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
+  case OPT_WINDOW:
+    return eplb_cli_parse_int(PROG, "--window", optarg, 1, EPLB_MAX_STEPS,
+                              &a->window)
+               ? 2
+               : 0;
   case OPT_OUTPUT: a->output = optarg; return 0;
   case OPT_CURRENT: a->current_map = optarg; return 0;
   case OPT_ITER:
@@ -254,12 +286,15 @@ static int parse_one(args_t *a, int c, char *argv[]) {
  * purpose, atomically. */
 static int check_files(const args_t *a) {
   eplb_cli_file_t out = {"--output", a->output};
-  eplb_cli_file_t *in = calloc((size_t)a->num_stats + 1, sizeof(*in));
+  int n = a->num_stats + a->num_scen;
+  eplb_cli_file_t *in = calloc((size_t)n + 1, sizeof(*in));
   if (in == NULL)
     return eplb_cli_usage_error(PROG, "out of memory");
   for (int i = 0; i < a->num_stats; i++)
     in[i] = (eplb_cli_file_t){"--stats", a->stats[i]};
-  int rc = eplb_cli_check_outputs(PROG, &out, 1, in, a->num_stats);
+  for (int i = 0; i < a->num_scen; i++)
+    in[a->num_stats + i] = (eplb_cli_file_t){"--scenario", a->scen[i].label};
+  int rc = eplb_cli_check_outputs(PROG, &out, 1, in, n);
   free(in);
   return rc;
 }
@@ -268,8 +303,15 @@ static int check_files(const args_t *a) {
 static int check_required(const args_t *a, int argc, char *argv[]) {
   if (optind < argc)
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
-  if (a->num_stats == 0)
-    return eplb_cli_usage_error(PROG, "--stats PATH is required");
+  if (a->num_stats == 0 && a->num_scen == 0)
+    return eplb_cli_usage_error(PROG,
+                                "--stats PATH (or --scenario SPEC) is required");
+  if (a->ema_alpha != -1 && (a->num_scen > 0 || a->window > 0))
+    return eplb_cli_usage_error(PROG,
+                                "--ema-alpha weights the steps of one series "
+                                "into one histogram; with --scenario or "
+                                "--window every source or window is a "
+                                "scenario of its own: drop one of them");
   if (!a->have_slots)
     return eplb_cli_usage_error(PROG, "--num-slots S is required");
   if (!a->have_gpus)
@@ -364,6 +406,7 @@ static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
 
 typedef struct {
   const eplb_stats_t *st;
+  const eplb_cli_scenarios_t *sc; /* two or more: the plan balanced them */
   const eplb_placement_t *before, *after;
   eplb_balance_t b0, b1;
   double plan_ms, total_ms;
@@ -398,6 +441,31 @@ static double cross_node(const args_t *a, const summary_t *s) {
   return sum / p->num_layers;
 }
 
+/* Each scenario's imbalance before and after, and their weighted mean. */
+static void print_scenarios(const summary_t *s) {
+  const eplb_cli_scenarios_t *sc = s->sc;
+  double wsum = 0, m0 = 0, m1 = 0;
+  printf("scenarios         %d, balanced at once (imbalance before -> after):\n",
+         (int)sc->num);
+  for (int32_t k = 0; k < sc->num; k++) {
+    eplb_balance_t b0, b1;
+    if (eplb_balance(&sc->stats[k], s->before, &b0, NULL) ||
+        eplb_balance(&sc->stats[k], s->after, &b1, NULL))
+      continue;
+    const char *name = sc->names[k];
+    size_t len = strlen(name);
+    printf("  %s%-40s w %-6g %.4f -> %.4f\n", len > 40 ? "..." : "",
+           len > 40 ? name + len - 37 : name, sc->weights[k], b0.imbalance,
+           b1.imbalance);
+    wsum += sc->weights[k];
+    m0 += sc->weights[k] * b0.imbalance;
+    m1 += sc->weights[k] * b1.imbalance;
+  }
+  if (wsum > 0)
+    printf("  %-40.40s %-8s %.4f -> %.4f\n", "weighted mean", "", m0 / wsum,
+           m1 / wsum);
+}
+
 /* The summary on stdout (see docs/eplb-plan.md). */
 static void print_summary(const args_t *a, const summary_t *s) {
   const eplb_plan_opts_t *o = &a->plan;
@@ -414,8 +482,10 @@ static void print_summary(const args_t *a, const summary_t *s) {
          o->num_groups > 1 ? "s" : "", o->spill ? ", spill" : "");
   printf("plan time         %.3f ms (whole run %.1f ms)\n", s->plan_ms,
          s->total_ms);
-  printf("imbalance before  %.4f (%s; worst layer %d: %.4f)\n", s->b0.imbalance,
+  printf("imbalance before  %.4f (%s%s; worst layer %d: %.4f)\n",
+         s->b0.imbalance,
          a->current_map ? "current map" : "contiguous placement",
+         s->sc ? ", on the scenarios' weighted mean" : "",
          (int)s->before->layer_ids[s->b0.worst_layer], s->b0.max_imbalance);
   printf("imbalance after   %.4f (worst layer %d: %.4f)\n", s->b1.imbalance,
          (int)p->layer_ids[s->b1.worst_layer], s->b1.max_imbalance);
@@ -429,6 +499,8 @@ static void print_summary(const args_t *a, const summary_t *s) {
     printf("off-node tokens   %.4f (fraction served away from their group's "
            "node)\n",
            cross_node(a, s));
+  if (s->sc != NULL)
+    print_scenarios(s);
   printf("output            %s (%s)\n", a->output,
          eplb_map_format_name(s->out_format));
 }
@@ -451,11 +523,44 @@ static void print_per_layer(const summary_t *s) {
 /* ---- the run -------------------------------------------------------- */
 
 typedef struct {
-  eplb_stats_t st;
+  eplb_stats_t st; /* the statistics, or the scenarios' weighted mean */
+  eplb_cli_scenarios_t sc; /* with --scenario / --window */
   eplb_placement_t before, after;
   int32_t *dropped;
   int32_t num_dropped;
 } run_t;
+
+/* --scenario / --window: the sources read as scenarios into r->sc, their
+ * normalised weighted mean into r->st.  One scenario is read as it is
+ * (its plan is the plain plan of it). */
+static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
+  int n = (a->num_stats > 0) + a->num_scen, i = 0;
+  eplb_cli_source_t *src = calloc((size_t)n, sizeof(*src));
+  if (src == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (a->num_stats > 0)
+    src[i++] = (eplb_cli_source_t){.paths = (const char *const *)a->stats,
+                                   .num_paths = a->num_stats,
+                                   .weight = 1,
+                                   .label = a->num_stats == 1 ? a->stats[0]
+                                                              : "--stats"};
+  for (int j = 0; j < a->num_scen; j++)
+    src[i++] = a->scen[j];
+  int rc = eplb_cli_read_scenarios(src, n, a->window, a->format, &a->ropts,
+                                   &r->sc, err);
+  free(src);
+  if (rc)
+    return rc;
+  r->dropped = r->sc.dropped;
+  r->num_dropped = r->sc.num_dropped;
+  r->sc.dropped = NULL;
+  if (r->sc.num == 1) { /* the statistics themselves */
+    r->st = r->sc.stats[0];
+    r->sc.num = 0;
+    return 0;
+  }
+  return eplb_cli_scenarios_sum(&r->sc, &r->st, err);
+}
 
 /* The placement the imbalance "before" is measured on. */
 static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
@@ -472,12 +577,21 @@ static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
   return rc;
 }
 
-/* Plans, timing eplb_plan / eplb_plan_from alone. */
+/* Plans, timing the planner's call alone. */
 static int plan(const args_t *a, run_t *r, summary_t *s, eplb_error_t *err) {
+  eplb_scenarios_t sc = {r->sc.num, r->sc.stats, r->sc.weights};
   double t0 = eplb_cli_now();
-  int rc = a->current_map != NULL
-               ? eplb_plan_from(&r->st, &r->before, &a->plan, &r->after, err)
-               : eplb_plan(&r->st, &a->plan, &r->after, err);
+  int rc;
+  if (r->sc.num > 1)
+    rc = a->current_map != NULL ? eplb_plan_scenarios_from(&sc, &r->before,
+                                                           &a->plan, &r->after,
+                                                           err)
+                                : eplb_plan_scenarios(&sc, &a->plan, &r->after,
+                                                      err);
+  else
+    rc = a->current_map != NULL
+             ? eplb_plan_from(&r->st, &r->before, &a->plan, &r->after, err)
+             : eplb_plan(&r->st, &a->plan, &r->after, err);
   s->plan_ms = (eplb_cli_now() - t0) * 1e3;
   return rc;
 }
@@ -488,9 +602,15 @@ static int run(const args_t *a, run_t *r, double t_start) {
   eplb_error_clear(&err);
   summary_t s = {
       .st = &r->st, .before = &r->before, .after = &r->after, .moves = -1};
-  int rc = read_stats(a, &r->st, &err);
-  if (rc == 0)
-    rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
+  int rc;
+  if (a->num_scen > 0 || a->window > 0) {
+    rc = read_scenarios(a, r, &err);
+    s.sc = r->sc.num > 1 ? &r->sc : NULL;
+  } else {
+    rc = read_stats(a, &r->st, &err);
+    if (rc == 0)
+      rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
+  }
   if (rc)
     return eplb_cli_report(PROG, &err);
   /* Option errors that depend on the statistics (S < E, K vs E) are usage
@@ -522,6 +642,13 @@ static int run(const args_t *a, run_t *r, double t_start) {
   return 0;
 }
 
+static void free_args(args_t *a) {
+  for (int i = 0; i < a->num_scen; i++)
+    eplb_cli_source_cleanup(&a->scen[i]);
+  free(a->scen);
+  free(a->stats);
+}
+
 int main(int argc, char *argv[]) {
   double t_start = eplb_cli_now();
   /* Memory freed after reading (the file's text, parse buffers) is kept
@@ -534,13 +661,14 @@ int main(int argc, char *argv[]) {
               .out_format = EPLB_MAP_AUTO,
               .ropts = {-1, -1}};
   a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
-  if (a.stats == NULL) {
+  a.scen = calloc((size_t)argc + 1, sizeof(*a.scen));
+  if (a.stats == NULL || a.scen == NULL) {
     eplb_cli_error(PROG, "out of memory");
     return 1;
   }
   int rc = parse_args(argc, argv, &a);
   if (rc != 0) {
-    free(a.stats);
+    free_args(&a);
     return rc < 0 ? 0 : rc;
   }
   /* The planning threads start while the statistics are read (their start
@@ -553,7 +681,10 @@ int main(int argc, char *argv[]) {
   free(r.dropped);
   eplb_placement_cleanup(&r.before);
   eplb_placement_cleanup(&r.after);
+  /* r.st is the statistics, the scenarios' mean, or the one scenario's
+   * (then taken out of r.sc, whose num is 0): its own either way. */
   eplb_stats_cleanup(&r.st);
-  free(a.stats);
+  eplb_cli_scenarios_cleanup(&r.sc);
+  free_args(&a);
   return rc;
 }
