@@ -3,7 +3,8 @@
 # messages that name the option or the file, and maps that read back.
 #
 # Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
-#   GROUP: usage | files | good | sum | shape | current | dumps | ema
+#   GROUP: usage | files | good | sum | shape | current | dumps | ema |
+#          scenario
 # Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
 # its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
 set -u
@@ -284,6 +285,62 @@ ema)
   cmp -s "$tmp/m0.json" "$tmp/ms.json" || fail "--ema-alpha 0 on a MindIE dump differs from its last block"
   expect 2 "--ema-alpha 1.5 is outside 0..0.99" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 1.5 --output "$OUT"
   expect 2 "--ema-alpha 'x'" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha x --output "$OUT"
+  ;;
+scenario)
+  # --scenario: each SPEC one scenario, balanced at once with the others.
+  # Scenario files written by an independent writer (Python's json).
+  python3 - "$tmp" <<'PY'
+import json, random, sys
+random.seed(7)
+d = sys.argv[1]
+for k in range(3):
+    layers = {}
+    for l in range(4):
+        layers[str(l)] = {str(e): int(1000 * random.random() ** (3 + k)) + 1
+                          for e in range(16)}
+    json.dump(layers, open(f"{d}/sc{k}.json", "w"))
+json.dump({str(l): {str(e): 5 for e in range(8)} for l in range(4)},
+          open(f"{d}/eight.json", "w"))
+PY
+  S0=$tmp/sc0.json S1=$tmp/sc1.json S2=$tmp/sc2.json
+  # One scenario is the plain plan of it, byte for byte.
+  ok --stats "$S0" --num-slots 24 --num-gpus 4 --output "$tmp/plain.json"
+  ok --scenario "$S0" --num-slots 24 --num-gpus 4 --output "$tmp/one.json"
+  checks=$((checks + 1))
+  cmp -s "$tmp/plain.json" "$tmp/one.json" || fail "one --scenario differs from --stats"
+  # Three: every scenario listed with its weight, the weighted mean; the
+  # map reads back; the weighted mean after is below before.
+  ok --scenario "$S0" --scenario "$S1@2" --stats "$S2" --num-slots 24 --num-gpus 4 --output "$OUT"
+  has "$out" "scenarios         3, balanced at once" "scenario summary"
+  has "$out" "sc1.json" "scenario name"
+  has "$out" "w 2 " "scenario weight"
+  has "$out" "weighted mean" "weighted mean"
+  checks=$((checks + 1))
+  mean=$(printf '%s\n' "$out" | awk '/^  weighted mean/ {print $3, $5}')
+  awk -v m="$mean" 'BEGIN {split(m, v, " "); exit !(v[2] < v[1])}' \
+    || fail "weighted mean did not go down: $mean"
+  valid_map "$OUT" 24 4 "$S0"
+  # The same with a current map: a re-plan of the scenarios.
+  ok --scenario "$S0" --scenario "$S1" --num-slots 24 --num-gpus 4 --current-map "$OUT" --output "$tmp/re.json"
+  has "$out" "replicas moved" "re-plan summary"
+  # Globs are one scenario: both files summed.
+  ok --scenario "$tmp/sc[01].json" --scenario "$S2" --num-slots 24 --num-gpus 4 --output "$tmp/glob.json"
+  has "$out" "scenarios         2" "glob as one scenario"
+  # --window: a series' steps, one scenario per window.
+  SER=$tmp/series.json
+  printf '{"logical_count": [[[90,1,1,1],[1,1,1,90]], [[90,1,1,1],[1,1,1,90]], [[1,1,1,90],[90,1,1,1]]]}\n' > "$SER"
+  ok --stats "$SER" --window 1 --num-slots 6 --num-gpus 2 --output "$tmp/w1.json"
+  has "$out" "series.json[2-2]" "third window"
+  ok --stats "$SER" --window 2 --num-slots 6 --num-gpus 2 --output "$tmp/w2.json"
+  has "$out" "series.json[0-1]" "first window of two steps"
+  has "$out" "series.json[2-2]" "the last window holds what is left"
+  # Errors: weight out of range, --ema-alpha with scenarios, --window out
+  # of range, scenarios that count other experts.
+  expect 2 "weight 0 is outside" --scenario "$S0@0" --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "--ema-alpha weights the steps" --scenario "$S0" --ema-alpha 0.5 --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "--window 0 is outside 1.." --stats "$SER" --window 0 --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 1 "scenario 1 has 4 layers x 8 experts" --scenario "$S0" --scenario "$tmp/eight.json" --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "same file as --scenario" --scenario "$S0" --scenario "$S1" --num-slots 24 --num-gpus 4 --output "$S1"
   ;;
 *)
   echo "FAIL: unknown group '$group'"
