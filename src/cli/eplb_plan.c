@@ -304,8 +304,8 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
   if (optind < argc)
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (a->num_stats == 0 && a->num_scen == 0)
-    return eplb_cli_usage_error(PROG,
-                                "--stats PATH (or --scenario SPEC) is required");
+    return eplb_cli_usage_error(
+        PROG, "--stats PATH is required (or --scenario SPEC)");
   if (a->ema_alpha != -1 && (a->num_scen > 0 || a->window > 0))
     return eplb_cli_usage_error(PROG,
                                 "--ema-alpha weights the steps of one series "

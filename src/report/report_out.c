@@ -46,6 +46,74 @@ static void json_table(FILE *f, const eplb_report_t *r,
           (int)r->layer_ids[t->worst_layer]);
 }
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+/* The cross-validation of the scenarios, as a JSON object. */
+static void json_cv(FILE *f, const eplb_report_scenarios_t *s) {
+  const eplb_report_cv_t *cv = &s->cv;
+  fprintf(f, "{\"num_slots\": %d, \"num_gpus\": %d, \"scenarios\": [",
+          (int)cv->num_slots, (int)cv->num_gpus);
+  for (int32_t k = 0; k < cv->num_scenarios; k++) {
+    fprintf(f, "%s\n   {\"name\": ", k ? "," : "");
+    json_string(f, s->scenario[k].name);
+    fprintf(f,
+            ", \"weight\": %.10g, \"robust\": %.10g, \"balanced\": %.10g, "
+            "\"deepseek\": %.10g}",
+            s->scenario[k].weight, cv->robust[k], cv->balanced[k],
+            cv->deepseek[k]);
+  }
+  fprintf(f,
+          "],\n  \"mean\": {\"robust\": %.10g, \"balanced\": %.10g, "
+          "\"deepseek\": %.10g}}",
+          cv->mean_robust, cv->mean_balanced, cv->mean_deepseek);
+}
+
+/* The scenarios of a report: each one's average imbalance ratio before
+ * and after, per layer after, their weighted means, the cross-validation. */
+static void json_scenarios(FILE *f, const eplb_report_t *r) {
+  const eplb_report_scenarios_t *s = r->scenarios;
+  fprintf(f, ",\n \"scenarios\": [");
+  for (int32_t k = 0; k < s->num_scenarios; k++) {
+    const eplb_report_scenario_t *v = &s->scenario[k];
+    fprintf(f, "%s\n  {\"name\": ", k ? "," : "");
+    json_string(f, v->name);
+    fprintf(f, ", \"weight\": %.10g, \"imbalance_before\": %.10g, ", v->weight,
+            v->before.avg_ratio);
+    if (r->has_after) {
+      fprintf(f, "\"imbalance_after\": %.10g, ", v->after.avg_ratio);
+      json_doubles(f, "imbalance_ratio_after", v->after.ratio, r->num_layers,
+                   "}");
+    } else {
+      fprintf(f, "\"imbalance_after\": null, ");
+      json_doubles(f, "imbalance_ratio_before", v->before.ratio, r->num_layers,
+                   "}");
+    }
+  }
+  fprintf(f, "],\n \"scenario_mean\": {\"imbalance_before\": %.10g, ",
+          s->mean_before);
+  if (r->has_after)
+    fprintf(f, "\"imbalance_after\": %.10g},\n", s->mean_after);
+  else
+    fprintf(f, "\"imbalance_after\": null},\n");
+  fprintf(f, " \"cross_validation\": ");
+  if (s->has_cv)
+    json_cv(f, s);
+  else
+    fprintf(f, "null");
+}
+
 /* eplb__write_fn: the whole report. */
 static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
@@ -75,6 +143,8 @@ static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
     json_table(f, r, &r->after);
   else
     fprintf(f, "null");
+  if (r->scenarios)
+    json_scenarios(f, r);
   fprintf(f, "\n}\n");
   return 0;
 }
@@ -94,6 +164,21 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
 }
 
 /* ---- SVG ------------------------------------------------------------- */
+
+/* Text as SVG character data: &, < and > escaped, control characters
+ * dropped (a scenario is named after a path). */
+static void svg_text(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '&')
+      fputs("&amp;", f);
+    else if (*p == '<')
+      fputs("&lt;", f);
+    else if (*p == '>')
+      fputs("&gt;", f);
+    else if (*p >= 0x20)
+      fputc(*p, f);
+  }
+}
 
 #define CELL_W 12.0
 #define CELL_H 8.0
@@ -198,6 +283,82 @@ static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
   fprintf(f, "</g>\n");
 }
 
+/* The scenario panel: at most this many rows (one per scenario). */
+#define SCEN_ROWS 32
+#define SCEN_H 56.0
+#define SCEN_GAP 26.0
+
+/* GPU g's load relative to its layer's mean, averaged over the layers
+ * with traffic (1 = even): each layer counts alike, whatever its volume. */
+static double relative_load(const eplb_report_table_t *t, int32_t g) {
+  double s = 0;
+  int32_t n = 0;
+  for (int32_t l = 0; l < t->num_layers; l++)
+    if (t->mean[l] > 0) {
+      s += t->gpu_load[(size_t)l * t->num_gpus + g] / t->mean[l];
+      n++;
+    }
+  return n ? s / n : 0;
+}
+
+/* Height of the scenario panel (0 without scenarios). */
+static double scen_height(const eplb_report_t *r) {
+  if (r->scenarios == NULL)
+    return 0;
+  int32_t n = r->scenarios->num_scenarios;
+  return 30 + (n > SCEN_ROWS ? SCEN_ROWS : n) * (SCEN_H + SCEN_GAP) +
+         (n > SCEN_ROWS ? 20 : 0);
+}
+
+/* Per scenario, each GPU's load under the map (or the placement before,
+ * without one) relative to the layer's mean, one row of bars each, with
+ * a line at the mean (1). */
+static void svg_scenarios(FILE *f, const eplb_report_t *r, double x0, double y0,
+                          double width) {
+  const eplb_report_scenarios_t *s = r->scenarios;
+  int32_t rows = s->num_scenarios > SCEN_ROWS ? SCEN_ROWS : s->num_scenarios;
+  fprintf(f,
+          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">per scenario: GPU "
+          "load under %s / the layer's mean, averaged over layers (line: "
+          "1, even)</text>\n",
+          x0, y0, r->has_after ? "the map" : "the placement before");
+  for (int32_t k = 0; k < rows; k++) {
+    const eplb_report_scenario_t *v = &s->scenario[k];
+    const eplb_report_table_t *t = r->has_after ? &v->after : &v->before;
+    int32_t G = t->num_gpus;
+    double top = 1, bw = width / G, y = y0 + 30 + k * (SCEN_H + SCEN_GAP);
+    for (int32_t g = 0; g < G; g++)
+      top = fmax(top, relative_load(t, g));
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", x0, y - 6);
+    svg_text(f, v->name);
+    fprintf(f,
+            " (weight %g): mean imbalance ratio %.4f, highest GPU %.3f"
+            "</text>\n",
+            v->weight, t->avg_ratio, top);
+    for (int32_t g = 0; g < G; g++) {
+      double x = relative_load(t, g), h = SCEN_H * x / top;
+      fprintf(f,
+              "<rect class=\"bar scenario\" x=\"%.2f\" y=\"%.2f\" "
+              "width=\"%.2f\" height=\"%.2f\"><title>GPU %d: %.4f</title>"
+              "</rect>\n",
+              x0 + g * bw, y + SCEN_H - h, bw > 1.5 ? bw - 0.5 : bw, h, (int)g,
+              x);
+    }
+    double ym = y + SCEN_H - SCEN_H / top;
+    fprintf(f,
+            "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.2f\" y2=\"%.2f\" "
+            "stroke=\"#000\" stroke-dasharray=\"3,2\"/>\n",
+            x0, x0 + width, ym, ym);
+  }
+  if (s->num_scenarios > rows)
+    fprintf(f,
+            "<text x=\"%.1f\" y=\"%.1f\">... and %d more scenarios "
+            "(all of them in --json)</text>\n",
+            x0, y0 + 30 + rows * (SCEN_H + SCEN_GAP),
+            (int)(s->num_scenarios - rows));
+  fprintf(f, "</g>\n");
+}
+
 /* eplb__write_fn: the picture. */
 static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
@@ -213,13 +374,15 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   double wa = r->has_after ? r->after.num_gpus * lo.cw : 0;
   double heat_h = r->num_layers * lo.ch;
   double W = MARGIN * 3 + wb + wa, y_bars = MARGIN + heat_h + 50;
-  double H = y_bars + BAR_H + 40;
+  double y_scen = y_bars + BAR_H + 40;
+  double H = y_scen + scen_height(r);
   fprintf(f,
           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
           "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n"
           "<style>text{font:12px sans-serif}.title{font-weight:bold}"
-          ".bar.before{fill:#888}.bar.after{fill:#c33}</style>\n"
+          ".bar.before{fill:#888}.bar.after{fill:#c33}"
+          ".bar.scenario{fill:#36c}</style>\n"
           "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
           W, H, W, H);
   svg_heat(f, r, b, &lo, MARGIN, "before");
@@ -228,6 +391,8 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   svg_bars(f, b, MARGIN, y_bars, wb, max_total(r), "before");
   if (maps == 2)
     svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r), "after");
+  if (r->scenarios)
+    svg_scenarios(f, r, MARGIN, y_scen + 10, maps == 2 ? wa : wb);
   fprintf(f, "</svg>\n");
   return 0;
 }
