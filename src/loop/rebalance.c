@@ -379,9 +379,11 @@ static void log_round(const eplb_rebalancer_t *r, const eplb_round_t *x) {
     return;
   const eplb_online_opts_t *o = &r->opts.online;
   char over[64] = "";
-  if (o->history > 1 && x->had_traffic)
-    snprintf(over, sizeof(over), " (mean over %d windows)",
-             (int)eplb_online_windows(r->online).num_scenarios);
+  if (o->history > 1 && x->had_traffic) {
+    int n = (int)eplb_online_windows(r->online).num_scenarios;
+    snprintf(over, sizeof(over), " (mean over %d window%s)", n,
+             n == 1 ? "" : "s");
+  }
   if (!x->had_traffic)
     printf("eplb: round %lld: no new traffic; generation %llu kept\n",
            (long long)x->round, (unsigned long long)x->generation);
