@@ -233,7 +233,7 @@ PY
   [[ $(hist 1 had_traffic) == true && $(hist 1 rebalanced) == false ]] || die "round 1 (balanced) rebalanced: $(cat out.txt)"
   [[ $(hist 2 rebalanced) == true ]] || die "round 2 (two windows) did not rebalance: $(cat out.txt)"
   grep -q "(mean over 2 windows), rebalanced" out.txt || die "no window count in the log: $(cat out.txt)"
-  grep -q '"history":[[:space:]]*2' sum.json || die "summary: no history"
+  grep -q '"history_windows":[[:space:]]*2' sum.json || die "summary: no history"
   # Both windows, each on its own: the new map balances them; the first
   # map balanced A + B only.
   "$bin/eplb-report" --quiet --scenario "a/rank_*.json" --scenario "s/rank_*.json" \
