@@ -12,7 +12,8 @@
 #   usage     option errors exit 2 on every rank, printed once
 #   scenario  --scenario PATTERN[@W] (and --stats as one more): the map equals
 #             eplb-plan's on the same files (globs, weights, dense layers,
-#             --current-map), the summary lists every scenario; a bad
+#             --current-map), with --shards the weights move to it, the
+#             summary lists every scenario; a bad
 #             scenario file on one rank fails every rank naming it
 # Every rank's exit status is recorded (each rank runs through a small
 # wrapper that writes it), so "every rank exits non-zero" is checked, not
@@ -196,6 +197,15 @@ PY
   "$bin/eplb-plan" --scenario "st/pre_*.json" --scenario "st/dec_*.json" "${shape[@]}" \
       --current-map plan.json --output re_plan.json --quiet || die "eplb-plan --current-map"
   cmp -s re.json re_plan.json || die "--current-map: eplb-sync's re-plan differs from eplb-plan's"
+  # With shards: the scenarios' plan from the shards' map, the weights
+  # moved to it, every byte where the map says.
+  "$bin/eplb-shard" create --dir shards --ranks "$np" --layers 6 --experts 64 \
+      --slots-per-rank $((80 / np)) --dataset w:float16:4x8 --quiet || die "eplb-shard create"
+  run_sync --scenario "st/pre_%r.json" --scenario "st/dec_%r.json@2" --shards shards \
+           --output moved.json --summary moved_sum.json --quiet
+  all_ranks_exit 0
+  "$bin/eplb-shard" verify --dir shards --expect-map moved.json --quiet || die "shards after a scenario run"
+  grep -q '"scenario_mean"' moved_sum.json || die "shards run summary: $(cat moved_sum.json)"
   # One rank's scenario file is malformed: every rank fails, naming it.
   bad=$((np - 1))
   printf '{"logical_count": [[1, 2], [3' > "st/dec_$bad.json"
