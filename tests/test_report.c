@@ -312,9 +312,11 @@ static void test_add_scenarios(void **state) {
   free(text);
   assert_int_equal(eplb_report_write_svg(&r, sp, NULL), 0);
   assert_int_equal(eplb__read_file(sp, &text, NULL, NULL), 0);
-  assert_int_equal(count(text, "class=\"bar scenario\""), 2 * 2);
+  assert_int_equal(count(text, "class=\"scell\""), 2 * 2 * 2); /* K L G */
   assert_int_equal(count(text, "<g>"), count(text, "</g>"));
-  assert_non_null(strstr(text, "prefill \"long\" (weight 1)"));
+  assert_non_null(strstr(text, ">prefill \"long\"</text>"));
+  /* Scenario 1, layer 1 under the map: GPU 0 at 1.5 x the mean. */
+  assert_non_null(strstr(text, "layer 4 GPU 0: 1.5000 x the mean"));
   free(text);
   unlink(jp);
   unlink(sp);

@@ -152,8 +152,8 @@ run --scenario "$W0" --scenario "$W1" --scenario "$W2@2" --map "$tmp/smap.json" 
 case "$out" in *"scenarios             3"*"w2.json"*"w 2 "*"weighted mean"*) ;; *) fail "no scenario table: $out" ;; esac
 case "$out" in *"cross-validation"*"20 slots on 4 GPUs"*"what to expect on traffic not seen yet"*) ;;
   *) fail "no cross-validation table: $out" ;; esac
-bars=$(grep -o 'class="bar scenario"' "$tmp/cv.svg" | wc -l)
-[ "$bars" -eq $((3 * 4)) ] || fail "svg: $bars scenario bars, want 12"
+cells=$(grep -o 'class="scell"' "$tmp/cv.svg" | wc -l)
+[ "$cells" -eq $((3 * 4 * 4)) ] || fail "svg: $cells scenario cells, want 3 x 4 layers x 4 GPUs"
 python3 -c "import sys,xml.dom.minidom as m; m.parse(sys.argv[1])" "$tmp/cv.svg" || fail "svg is not XML"
 # Each robust figure: the plan eplb-plan makes from the other two,
 # judged by eplb-report on the one left out.

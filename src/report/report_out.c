@@ -283,79 +283,127 @@ static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
   fprintf(f, "</g>\n");
 }
 
-/* The scenario panel: at most this many rows (one per scenario). */
-#define SCEN_ROWS 32
-#define SCEN_H 56.0
-#define SCEN_GAP 26.0
+/* The scenario panel: a small heat map per scenario (the first SCEN_MAX;
+ * all of them are in the JSON), as many to a row as fit. */
+#define SCEN_MAX 32
+#define SCEN_GAP 40.0
 
-/* GPU g's load relative to its layer's mean, averaged over the layers
- * with traffic (1 = even): each layer counts alike, whatever its volume. */
-static double relative_load(const eplb_report_table_t *t, int32_t g) {
-  double s = 0;
-  int32_t n = 0;
-  for (int32_t l = 0; l < t->num_layers; l++)
-    if (t->mean[l] > 0) {
-      s += t->gpu_load[(size_t)l * t->num_gpus + g] / t->mean[l];
-      n++;
-    }
-  return n ? s / n : 0;
+typedef struct {
+  double cw, ch, w, h; /* a cell, a map */
+  double dev;          /* the colour scale: the largest |load/mean - 1| */
+  int32_t cols, shown, rows;
+} scen_layout_t;
+
+/* The table a scenario is drawn from: under the map, else before. */
+static const eplb_report_table_t *scen_table(const eplb_report_t *r,
+                                             int32_t k) {
+  const eplb_report_scenario_t *v = &r->scenarios->scenario[k];
+  return r->has_after ? &v->after : &v->before;
+}
+
+static scen_layout_t scen_layout(const eplb_report_t *r, double width) {
+  scen_layout_t lo = {0};
+  int32_t L = r->num_layers, G = scen_table(r, 0)->num_gpus;
+  lo.cw = fmax(2.0, fmin(8.0, 280.0 / G));
+  lo.ch = fmax(2.0, fmin(5.0, 200.0 / L));
+  lo.w = G * lo.cw;
+  lo.h = L * lo.ch;
+  lo.cols = (int32_t)((width + MARGIN) / (lo.w + MARGIN));
+  if (lo.cols < 1)
+    lo.cols = 1;
+  lo.shown = r->scenarios->num_scenarios;
+  if (lo.shown > SCEN_MAX)
+    lo.shown = SCEN_MAX;
+  lo.rows = (lo.shown + lo.cols - 1) / lo.cols;
+  lo.dev = 0.01; /* below this, every cell is near white anyway */
+  for (int32_t k = 0; k < lo.shown; k++) {
+    const eplb_report_table_t *t = scen_table(r, k);
+    for (int32_t l = 0; l < L; l++)
+      for (int32_t g = 0; t->mean[l] > 0 && g < G; g++)
+        lo.dev =
+            fmax(lo.dev, fabs(t->gpu_load[(size_t)l * G + g] / t->mean[l] - 1));
+  }
+  return lo;
 }
 
 /* Height of the scenario panel (0 without scenarios). */
-static double scen_height(const eplb_report_t *r) {
+static double scen_height(const eplb_report_t *r, double width) {
   if (r->scenarios == NULL)
     return 0;
-  int32_t n = r->scenarios->num_scenarios;
-  return 30 + (n > SCEN_ROWS ? SCEN_ROWS : n) * (SCEN_H + SCEN_GAP) +
-         (n > SCEN_ROWS ? 20 : 0);
+  scen_layout_t lo = scen_layout(r, width);
+  return 30 + SCEN_GAP + lo.rows * (lo.h + SCEN_GAP) +
+         (r->scenarios->num_scenarios > lo.shown ? 20 : 0);
 }
 
-/* Per scenario, each GPU's load under the map (or the placement before,
- * without one) relative to the layer's mean, one row of bars each, with
- * a line at the mean (1). */
+/* A diverging colour: x in -1..1, blue below the mean, white at it, red
+ * above. */
+static void diverge(double x, char out[8]) {
+  if (!(x >= -1))
+    x = -1;
+  if (x > 1)
+    x = 1;
+  int r = 255, g = 255, b = 255;
+  if (x > 0) {
+    g = b = (int)(255 - 255 * x);
+    r = (int)(255 - 75 * x);
+  } else {
+    r = g = (int)(255 + 200 * x);
+    b = (int)(255 + 75 * x);
+  }
+  snprintf(out, 8, "#%02x%02x%02x", r, g, b);
+}
+
+/* One scenario's map at (x0, y0): each cell a GPU's load in a layer over
+ * the layer's mean, on the panel's scale. */
+static void scen_map(FILE *f, const eplb_report_t *r, int32_t k,
+                     const scen_layout_t *lo, double x0, double y0) {
+  const eplb_report_scenario_t *v = &r->scenarios->scenario[k];
+  const eplb_report_table_t *t = scen_table(r, k);
+  int32_t G = t->num_gpus;
+  size_t len = strlen(v->name), fit = (size_t)fmax(24, (lo->w + MARGIN) / 7);
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">%s", x0, y0 - 20,
+          len > fit ? "..." : "");
+  svg_text(f, len > fit ? v->name + len - fit : v->name);
+  fprintf(f,
+          "</text>\n<text x=\"%.1f\" y=\"%.1f\">weight %g, imbalance "
+          "%.4f</text>\n",
+          x0, y0 - 6, v->weight, t->avg_ratio);
+  for (int32_t l = 0; l < t->num_layers; l++)
+    for (int32_t g = 0; g < G; g++) {
+      double x =
+          t->mean[l] > 0 ? t->gpu_load[(size_t)l * G + g] / t->mean[l] : 1;
+      char col[8];
+      diverge((x - 1) / lo->dev, col);
+      fprintf(f,
+              "<rect class=\"scell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
+              "height=\"%.2f\" fill=\"%s\"><title>layer %d GPU %d: %.4f x "
+              "the mean</title></rect>\n",
+              x0 + g * lo->cw, y0 + l * lo->ch, lo->cw, lo->ch, col,
+              (int)r->layer_ids[l], (int)g, x);
+    }
+}
+
+/* Per scenario, the GPU loads under the map (or the placement before,
+ * without one): a layer x GPU map of each GPU's load over its layer's
+ * mean, blue below, white even, red above, on one scale for all. */
 static void svg_scenarios(FILE *f, const eplb_report_t *r, double x0, double y0,
                           double width) {
-  const eplb_report_scenarios_t *s = r->scenarios;
-  int32_t rows = s->num_scenarios > SCEN_ROWS ? SCEN_ROWS : s->num_scenarios;
+  scen_layout_t lo = scen_layout(r, width);
   fprintf(f,
-          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">per scenario: GPU "
-          "load under %s / the layer's mean, averaged over layers (line: "
-          "1, even)</text>\n",
-          x0, y0, r->has_after ? "the map" : "the placement before");
-  for (int32_t k = 0; k < rows; k++) {
-    const eplb_report_scenario_t *v = &s->scenario[k];
-    const eplb_report_table_t *t = r->has_after ? &v->after : &v->before;
-    int32_t G = t->num_gpus;
-    double top = 1, bw = width / G, y = y0 + 30 + k * (SCEN_H + SCEN_GAP);
-    for (int32_t g = 0; g < G; g++)
-      top = fmax(top, relative_load(t, g));
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">", x0, y - 6);
-    svg_text(f, v->name);
-    fprintf(f,
-            " (weight %g): mean imbalance ratio %.4f, highest GPU %.3f"
-            "</text>\n",
-            v->weight, t->avg_ratio, top);
-    for (int32_t g = 0; g < G; g++) {
-      double x = relative_load(t, g), h = SCEN_H * x / top;
-      fprintf(f,
-              "<rect class=\"bar scenario\" x=\"%.2f\" y=\"%.2f\" "
-              "width=\"%.2f\" height=\"%.2f\"><title>GPU %d: %.4f</title>"
-              "</rect>\n",
-              x0 + g * bw, y + SCEN_H - h, bw > 1.5 ? bw - 0.5 : bw, h, (int)g,
-              x);
-    }
-    double ym = y + SCEN_H - SCEN_H / top;
-    fprintf(f,
-            "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.2f\" y2=\"%.2f\" "
-            "stroke=\"#000\" stroke-dasharray=\"3,2\"/>\n",
-            x0, x0 + width, ym, ym);
-  }
-  if (s->num_scenarios > rows)
+          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">per scenario: "
+          "GPU load under %s / the layer's mean (GPU x, layer y; blue %.3f, "
+          "white 1, dark red %.3f)</text>\n",
+          x0, y0, r->has_after ? "the map" : "the placement before",
+          fmax(0, 1 - lo.dev), 1 + lo.dev);
+  for (int32_t k = 0; k < lo.shown; k++)
+    scen_map(f, r, k, &lo, x0 + (k % lo.cols) * (lo.w + MARGIN),
+             y0 + 30 + SCEN_GAP - 6 + (k / lo.cols) * (lo.h + SCEN_GAP));
+  if (r->scenarios->num_scenarios > lo.shown)
     fprintf(f,
             "<text x=\"%.1f\" y=\"%.1f\">... and %d more scenarios "
             "(all of them in --json)</text>\n",
-            x0, y0 + 30 + rows * (SCEN_H + SCEN_GAP),
-            (int)(s->num_scenarios - rows));
+            x0, y0 + 30 + lo.rows * (lo.h + SCEN_GAP) + 10,
+            (int)(r->scenarios->num_scenarios - lo.shown));
   fprintf(f, "</g>\n");
 }
 
@@ -375,14 +423,13 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   double heat_h = r->num_layers * lo.ch;
   double W = MARGIN * 3 + wb + wa, y_bars = MARGIN + heat_h + 50;
   double y_scen = y_bars + BAR_H + 40;
-  double H = y_scen + scen_height(r);
+  double H = y_scen + scen_height(r, W - 2 * MARGIN);
   fprintf(f,
           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
           "height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n"
           "<style>text{font:12px sans-serif}.title{font-weight:bold}"
-          ".bar.before{fill:#888}.bar.after{fill:#c33}"
-          ".bar.scenario{fill:#36c}</style>\n"
+          ".bar.before{fill:#888}.bar.after{fill:#c33}</style>\n"
           "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
           W, H, W, H);
   svg_heat(f, r, b, &lo, MARGIN, "before");
@@ -392,7 +439,7 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   if (maps == 2)
     svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r), "after");
   if (r->scenarios)
-    svg_scenarios(f, r, MARGIN, y_scen + 10, maps == 2 ? wa : wb);
+    svg_scenarios(f, r, MARGIN, y_scen + 10, W - 2 * MARGIN);
   fprintf(f, "</svg>\n");
   return 0;
 }
