@@ -43,7 +43,7 @@ typedef struct {
   int num_scen;
   eplb_stats_format_t format;
   eplb_sync_opts_t sync;
-  int have_slots, have_gpus, have_ema;
+  int have_slots, have_gpus, have_ema, have_history;
   int watch, recover;
   eplb_watch_opts_t w; /* --watch: rounds; plan options copied from sync */
 } args_t;
@@ -303,6 +303,7 @@ static int parse_number(args_t *a, int c, const char *v) {
   case OPT_HISTORY:
     bad = eplb_cli_parse_int(p, "--history", v, 1, EPLB_MAX_SCENARIOS,
                              &a->w.rb.online.history);
+    a->have_history = 1;
     break;
   case OPT_THRESHOLD:
     bad = eplb_cli_parse_double(p, "--threshold", v, 0, 100,
@@ -389,7 +390,7 @@ static int check_scenario_modes(const args_t *a) {
     return eplb_cli_usage_error(
         PROG, "--scenario and --watch: the scenarios of --watch are its "
               "rounds' windows (--history K); drop --scenario");
-  if (!a->watch && a->w.rb.online.history > 1)
+  if (!a->watch && a->have_history)
     return eplb_cli_usage_error(PROG,
                                 "--history needs --watch (one run: give the "
                                 "windows as --scenario)");
