@@ -208,6 +208,21 @@ assert len(r["cross_validation"]["scenarios"]) == 3
 assert r["after"] is None and r["scenarios"][0]["imbalance_after"] is None
 PY
 
+# A map in which a GPU holds an expert twice is flagged (its consumers drop
+# the copy); a map without one is not.
+run --stats "$ms" --map "$tmp/map.json"
+case "$out" in *duplicates*) fail "a map without duplicates flagged" ;; esac
+printf '{"moe_layer_count": 4, "layer_list": [%s]}\n' "$(for l in 0 1 2 3; do
+  [ $l -gt 0 ] && printf ', '
+  printf '{"layer_id": %d, "device_count": 2, "device_list": [{"device_id": 0, "device_expert": [0, 0, 1, 2]}, {"device_id": 1, "device_expert": [3, 4, 5, 1]}]}' $l
+done)" > "$tmp/dup.json"
+run --stats "$ms" --map "$tmp/dup.json"
+[ "$rc" -eq 0 ] || fail "map with duplicates: exit $rc: $errout"
+case "$out" in
+  *"duplicates            4 GPUs of $tmp/dup.json hold an expert twice (first: layer 0, GPU 0, expert 0)"*) ;;
+  *) fail "duplicates not flagged: $out" ;;
+esac
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)"
   exit 1

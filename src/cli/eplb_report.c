@@ -391,6 +391,21 @@ static void print_cv(const eplb_report_t *r) {
          "deepseek:\n   plans of the others' weighted mean)\n");
 }
 
+/* A map in which a GPU holds an expert twice: its consumers (vllm-ascend,
+ * MindSpeed-RL, MindIE) drop the copy, so the table's "after" is not what
+ * they serve. */
+static void print_duplicates(const args_t *a, const eplb_placement_t *p) {
+  int32_t l = 0, g = 0, e = 0;
+  int64_t n = eplb_placement_duplicates(p, &l, &g, &e);
+  if (n <= 0)
+    return;
+  printf("duplicates            %lld GPU%s of %s hold an expert twice (first: "
+         "layer %d, GPU %d, expert %d): vllm-ascend, MindSpeed-RL and MindIE "
+         "drop the copy\n",
+         (long long)n, n > 1 ? "s" : "", a->map, (int)p->layer_ids[l], (int)g,
+         (int)e);
+}
+
 /* ---- the run ----------------------------------------------------------- */
 
 typedef struct {
@@ -567,6 +582,8 @@ static int run(const args_t *a, run_t *r) {
     return eplb_cli_report(PROG, &err);
   if (!a->quiet && !(a->json && strcmp(a->json, "-") == 0)) {
     print_report(a, &r->rep);
+    if (a->map)
+      print_duplicates(a, &r->after);
     if (r->rep.scenarios)
       print_scenarios(&r->rep);
     if (r->rep.scenarios && r->rep.scenarios->has_cv)
