@@ -9,7 +9,9 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
-      libhdf5-openmpi-dev hdf5-tools libcjson-dev libcmocka-dev)
+      libhdf5-openmpi-dev hdf5-tools libcjson-dev libcmocka-dev
+      python3-numpy python3-h5py
+      clang libclang-rt-14-dev)   # clang + libFuzzer: the fuzz targets (fuzz/)
 if [ "${EPLB_WITH_SLURM:-1}" = 1 ]; then
   pkgs+=(slurm-wlm munge)
 fi

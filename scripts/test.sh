@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of eplb twice: a normal (-Werror) build and an
-# ASan+UBSan build.  Installs what is missing first.
+# ASan+UBSan build; then each libFuzzer target (fuzz/) for a short time.
+# Installs what is missing first.
 # Usage: scripts/test.sh [ctest args...]   e.g. scripts/test.sh -L mpi
+# EPLB_FUZZ_SECONDS: seconds per fuzz target (default 15; 0: no fuzzing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -24,3 +26,13 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 EPLB_BUILD_TYPE=Debug "$root/scripts/build.sh" build-asan -DEPLB_SANITIZE=ON -DEPLB_BUILD_BENCH=OFF \
   "-DMPIEXEC_PREFLAGS=-x;ASAN_OPTIONS;-x;LSAN_OPTIONS;-x;UBSAN_OPTIONS"
 (cd "$root/build-asan" && ctest --output-on-failure --timeout 600 -j 2 "$@")
+
+# The fuzz targets, briefly (scripts/fuzz.sh runs them longer; setup.sh
+# installed clang and libFuzzer): a finding fails the run.  A fixed seed
+# makes the run repeatable; EPLB_FUZZ_SEED= (empty) explores anew.
+fuzz_secs=${EPLB_FUZZ_SECONDS:-15}
+if [ "$fuzz_secs" != 0 ]; then
+  echo "== fuzz targets, ${fuzz_secs}s each =="
+  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS # fuzz.sh sets its own
+  EPLB_FUZZ_SEED=${EPLB_FUZZ_SEED-1} "$root/scripts/fuzz.sh" "$fuzz_secs"
+fi

@@ -3,7 +3,8 @@
 # messages that name the option or the file, and maps that read back.
 #
 # Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
-#   GROUP: usage | files | good | sum | shape | current | dumps | ema
+#   GROUP: usage | files | good | sum | shape | current | dumps | ema |
+#          scenario | mtp
 # Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
 # its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
 set -u
@@ -110,7 +111,9 @@ usage)
   expect 2 "--output-format 'xml' is unknown" --stats "$A" --num-slots 12 --num-gpus 4 --output-format xml --output "$OUT"
   expect 2 "--move-cost 2 is outside 0..1" --stats "$A" --num-slots 12 --num-gpus 4 --move-cost 2 --output "$OUT"
   expect 2 "--max-moves -2 is outside -1..1048576" --stats "$A" --num-slots 12 --num-gpus 4 --max-moves -2 --output "$OUT"
-  expect 2 "refusing to overwrite statistics" --stats "$tmp/out.json" --num-slots 12 --num-gpus 4 --output "$OUT"
+  cp "$A" "$tmp/in_out.json"
+  expect 2 "refusing to overwrite an input" --stats "$tmp/in_out.json" --num-slots 12 --num-gpus 4 --output "$tmp/in_out.json"
+  cmp -s "$A" "$tmp/in_out.json" || fail "the statistics were overwritten"
   expect 2 "--threads 65 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads 65 --output "$OUT"
   expect 2 "--threads -1 is outside 0..64" --stats "$A" --num-slots 12 --num-gpus 4 --threads -1 --output "$OUT"
   # Checks that need the statistics (E = 8 experts here).
@@ -202,12 +205,15 @@ shape)
   expect 1 "$A has 4 layers x 8 experts but $SIX" --stats "$A" --stats "$B" --stats "$SIX" --num-slots 12 --num-gpus 4 --output "$OUT"
   ;;
 current)
-  ok --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --output "$tmp/cur.json"
+  # DeepSeek's plan puts an expert twice on a GPU here: the expert-map JSON
+  # refuses that unless allowed (a current map with duplicates re-plans).
+  expect 1 "GPU 0 holds expert 0 twice" --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --output "$OUT"
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --allow-duplicates --output "$tmp/cur.json"
   ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --output "$tmp/next.json"
   has "$out" "imbalance before  " "re-plan summary"
   has "$out" "(current map;" "re-plan summary"
   has "$out" "replicas moved" "re-plan summary"
-  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --max-moves 0 --output "$tmp/kept.json"
+  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --max-moves 0 --allow-duplicates --output "$tmp/kept.json"
   has "$out" "replicas moved    0 " "--max-moves 0"
   # A YAML current map is regrouped onto --num-gpus.
   ok --stats "$A" --num-slots 12 --num-gpus 4 --output "$tmp/cur.yaml"
@@ -282,6 +288,113 @@ ema)
   cmp -s "$tmp/m0.json" "$tmp/ms.json" || fail "--ema-alpha 0 on a MindIE dump differs from its last block"
   expect 2 "--ema-alpha 1.5 is outside 0..0.99" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 1.5 --output "$OUT"
   expect 2 "--ema-alpha 'x'" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha x --output "$OUT"
+  ;;
+mtp)
+  # --mtp-layers: the MTP layers after the last MoE layer, in every
+  # format, with the ids each consumer expects; read back by eplb's readers
+  # and by an independent reader (Python's json) against the consumers'
+  # rules as docs/guides/ state them.
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output "$tmp/m.json"
+  has "$out" "MTP layers      1" "MTP settings line"
+  has "$out" "vllm-ascend     --enable-expert-parallel" "vllm-ascend settings"
+  has "$out" "redundant experts 0 (slots - experts), expert-parallel size 2" "vLLM settings"
+  has "$out" "MindIE          expert-parallel size 2" "MindIE settings"
+  python3 - "$tmp/m.json" <<'PY' || fail "expert map with an MTP layer"
+import json, sys
+m = json.load(open(sys.argv[1]))
+L = m["moe_layer_count"]
+assert L == len(m["layer_list"]), "moe_layer_count != layers"
+assert [x["layer_id"] for x in m["layer_list"]] == list(range(L)), "positional ids"
+last, mtp = m["layer_list"][-2], m["layer_list"][-1]
+assert mtp["device_list"] == last["device_list"], "--mtp-from last copies the last layer"
+for layer in m["layer_list"]:
+    assert layer["device_count"] == len(layer["device_list"]) == 2
+    for d in layer["device_list"]:
+        assert len(set(d["device_expert"])) == len(d["device_expert"]), "duplicate"
+PY
+  # sg_dense.json: hidden layers 0, 1 dense, MoE layers 2..5: MTP is 6.
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 2 --mtp-from trivial --output "$tmp/m2.yaml"
+  has "$out" "layer keys 2..7" "TensorRT-LLM keys: model layer ids, MTP next"
+  python3 - "$tmp/m2.yaml" <<'PY' || fail "YAML with MTP layers"
+import sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("  ")]
+keys = [int(l.split(":")[0]) for l in lines]
+rows = [l.split("[")[1].split("]")[0] for l in lines]
+assert keys == [2, 3, 4, 5, 6, 7], keys
+assert rows[-1] == rows[-2] == "0, 1, 2, 3, 4, 5, 6, 7", rows[-2:]
+PY
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output "$tmp/m.yaml"
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output-format sglang --output "$tmp/sg.json"
+  has "$out" "--ep-num-redundant-experts 0 --ep-size 2" "SGLang settings"
+  python3 - "$tmp/sg.json" <<'PY' || fail "SGLang map with an MTP row"
+import json, sys
+rows = json.load(open(sys.argv[1]))["physical_to_logical_map"]
+assert len(rows) == 7, len(rows)   # hidden layers 0..5 and the MTP row 6
+PY
+  # Re-plans read the MTP layers back (every format) and keep them.
+  for f in m.json m.yaml sg.json; do
+    ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --current-map "$tmp/$f" --output "$tmp/re_$f"
+  done
+  expect 1 "with 1 MTP layer after layer 5" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --current-map "$tmp/m2.yaml" --output "$OUT"
+  expect 2 "--mtp-layers 5 is outside 0..4" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 5 --output "$OUT"
+  expect 2 "--mtp-from 'first' is unknown" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --mtp-from first --output "$OUT"
+  expect 2 "SGLang reads --init-expert-location as a file only" --stats "$SG" --num-slots 8 --num-gpus 2 --output-format sglang --output "$tmp/sg.txt"
+  ;;
+scenario)
+  # --scenario: each SPEC one scenario, balanced at once with the others.
+  # Scenario files written by an independent writer (Python's json).
+  python3 - "$tmp" <<'PY'
+import json, random, sys
+random.seed(7)
+d = sys.argv[1]
+for k in range(3):
+    layers = {}
+    for l in range(4):
+        layers[str(l)] = {str(e): int(1000 * random.random() ** (3 + k)) + 1
+                          for e in range(16)}
+    json.dump(layers, open(f"{d}/sc{k}.json", "w"))
+json.dump({str(l): {str(e): 5 for e in range(8)} for l in range(4)},
+          open(f"{d}/eight.json", "w"))
+PY
+  S0=$tmp/sc0.json S1=$tmp/sc1.json S2=$tmp/sc2.json
+  # One scenario is the plain plan of it, byte for byte.
+  ok --stats "$S0" --num-slots 24 --num-gpus 4 --output "$tmp/plain.json"
+  ok --scenario "$S0" --num-slots 24 --num-gpus 4 --output "$tmp/one.json"
+  checks=$((checks + 1))
+  cmp -s "$tmp/plain.json" "$tmp/one.json" || fail "one --scenario differs from --stats"
+  # Three: every scenario listed with its weight, the weighted mean; the
+  # map reads back; the weighted mean after is below before.
+  ok --scenario "$S0" --scenario "$S1@2" --stats "$S2" --num-slots 24 --num-gpus 4 --output "$OUT"
+  has "$out" "scenarios         3, balanced at once" "scenario summary"
+  has "$out" "sc1.json" "scenario name"
+  has "$out" "w 2 " "scenario weight"
+  has "$out" "weighted mean" "weighted mean"
+  checks=$((checks + 1))
+  mean=$(printf '%s\n' "$out" | awk '/^  weighted mean/ {print $3, $5}')
+  awk -v m="$mean" 'BEGIN {split(m, v, " "); exit !(v[2] < v[1])}' \
+    || fail "weighted mean did not go down: $mean"
+  valid_map "$OUT" 24 4 "$S0"
+  # The same with a current map: a re-plan of the scenarios.
+  ok --scenario "$S0" --scenario "$S1" --num-slots 24 --num-gpus 4 --current-map "$OUT" --output "$tmp/re.json"
+  has "$out" "replicas moved" "re-plan summary"
+  # Globs are one scenario: both files summed.
+  ok --scenario "$tmp/sc[01].json" --scenario "$S2" --num-slots 24 --num-gpus 4 --output "$tmp/glob.json"
+  has "$out" "scenarios         2" "glob as one scenario"
+  # --window: a series' steps, one scenario per window.
+  SER=$tmp/series.json
+  printf '{"logical_count": [[[90,1,1,1],[1,1,1,90]], [[90,1,1,1],[1,1,1,90]], [[1,1,1,90],[90,1,1,1]]]}\n' > "$SER"
+  ok --stats "$SER" --window 1 --num-slots 6 --num-gpus 2 --output "$tmp/w1.json"
+  has "$out" "series.json[2-2]" "third window"
+  ok --stats "$SER" --window 2 --num-slots 6 --num-gpus 2 --output "$tmp/w2.json"
+  has "$out" "series.json[0-1]" "first window of two steps"
+  has "$out" "series.json[2-2]" "the last window holds what is left"
+  # Errors: weight out of range, --ema-alpha with scenarios, --window out
+  # of range, scenarios that count other experts.
+  expect 2 "weight 0 is outside" --scenario "$S0@0" --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "--ema-alpha weights the steps" --scenario "$S0" --ema-alpha 0.5 --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "--window 0 is outside 1.." --stats "$SER" --window 0 --num-slots 6 --num-gpus 2 --output "$OUT"
+  expect 1 "scenario 1 has 4 layers x 8 experts" --scenario "$S0" --scenario "$tmp/eight.json" --num-slots 24 --num-gpus 4 --output "$OUT"
+  expect 2 "same file as --scenario" --scenario "$S0" --scenario "$S1" --num-slots 24 --num-gpus 4 --output "$S1"
   ;;
 *)
   echo "FAIL: unknown group '$group'"

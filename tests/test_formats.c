@@ -163,13 +163,14 @@ static void test_sglang_steps(void **state) {
 }
 
 /* The SGLang fast path gives exactly what the full reader gives (an extra
- * key sends the same numbers through cJSON), and is taken. */
+ * key holding an object sends the same numbers through cJSON), and is
+ * taken. */
 static void check_fast_matches_full(const char *name, const char *array) {
   char fast_text[2048], full_text[2048];
   snprintf(fast_text, sizeof(fast_text), " {\n  \"logical_count\" : %s\n}\n",
            array);
-  snprintf(full_text, sizeof(full_text), "{\"x\": 0, \"logical_count\": %s}",
-           array);
+  snprintf(full_text, sizeof(full_text),
+           "{\"x\": {\"y\": 0}, \"logical_count\": %s}", array);
   eplb_stats_t direct, fast, full;
   eplb_error_t err;
   assert_int_equal(eplb__sglang_fast(&direct, fast_text, strlen(fast_text)), 1);
@@ -212,7 +213,11 @@ static void test_sglang_fast_path(void **state) {
       "{\"logical_count\": [1, 2]}",             /* one level */
       "{\"logical_count\": [[[[1]]]]}",          /* four levels */
       "{\"logical_count\": [[[9007199254740992]], [[2]]]}", /* sum > 2^53 */
-      "{\"logical_count\": [[1]], \"x\": 1}",  /* another key */
+      "{\"logical_count\": [[1]], \"x\": {}}", /* a key holding an object */
+      "{\"logical_count\": [[1]], \"logical_count\": [[2]]}", /* twice */
+      "{\"x\": 1, \"logical_count\": [[1]], \"x\": 2}", /* a key twice */
+      "{\"logical_\\u0063ount\": [[1]]}",      /* an escaped key */
+      "{\"logical_count\": [[1]], \"x\": [1,]}", /* bad skipped value */
       "{\"logical_count\": [[1]]} x",            /* trailing text */
   };
   for (size_t i = 0; i < sizeof(bail) / sizeof(bail[0]); i++) {
@@ -221,6 +226,13 @@ static void test_sglang_fast_path(void **state) {
       fail_msg("the fast path accepted %s", bail[i]);
     assert_null(s.load);
   }
+  /* Other keys holding scalars and arrays are skipped, in any order. */
+  const char *other = "{\"meta\": [1, \"a\", [true, null]], \"logical_count\":"
+                      " [[1, 2]], \"v\": -1.5e3, \"s\": \"x y\", \"n\": false}";
+  eplb_stats_t s;
+  assert_int_equal(eplb__sglang_fast(&s, other, strlen(other)), 1);
+  assert_true(s.load[0] == 1 && s.load[1] == 2);
+  eplb_stats_cleanup(&s);
 }
 
 /* The same for MindSpeed-RL: `body` is the text after the first layer's

@@ -67,7 +67,7 @@ static void put_safetensors(const char *dir, int r, const tens_t *t, int k,
   hl += (size_t)snprintf(head + hl, sizeof(head) - hl, "{\"__metadata__\": "
                          "{\"format\": \"pt\"}");
   for (int i = 0; i < k; i++) {
-    size_t w = strcmp(t[i].dtype, "I32") == 0 ? 4 : 8;
+    size_t w = t[i].dtype[1] == '3' ? 4 : 8; /* I32, F32 */
     hl += (size_t)snprintf(head + hl, sizeof(head) - hl,
                            ", \"%s\": {\"dtype\": \"%s\", \"shape\": [%d], "
                            "\"data_offsets\": [%zu, %zu]}", t[i].key,
@@ -82,7 +82,7 @@ static void put_safetensors(const char *dir, int r, const tens_t *t, int k,
   memcpy(buf + 8, head, hl);
   size_t pos = 8 + hl;
   for (int i = 0; i < k; i++) {
-    size_t w = strcmp(t[i].dtype, "I32") == 0 ? 4 : 8;
+    size_t w = t[i].dtype[1] == '3' ? 4 : 8; /* I32, F32 */
     for (int32_t j = 0; j < t[i].n; j++)
       for (size_t b = 0; b < w; b++)
         buf[pos++] = (unsigned char)((uint64_t)t[i].v[j] >> (8 * b));
@@ -238,6 +238,31 @@ static void test_trtllm_bad(void **state) {
 
   mkdir_tmp("trt_empty", dir, sizeof(dir));
   expect_dir(dir, EPLB_EIO, "neither meta_info.json");
+
+  /* A tensor named twice in one header: its counts must not be summed
+   * twice; the file is rejected, naming the key. */
+  tens_t twice[] = {{"0_3", "I64", 3, {1, 2, 3}}, {"0_3", "I64", 3, {1, 2, 3}}};
+  mkdir_tmp("trt_twice", dir, sizeof(dir));
+  put_text(dir, "meta_info.json", meta);
+  put_safetensors(dir, 0, twice, 2, 0, 0);
+  expect_dir(dir, EPLB_EPARSE, "\"0_3\" appears twice");
+
+  /* Two ranks whose counts sum to 2^53 + 1: exact up to 2^53, the sum
+   * one past it must not round back below and pass. */
+  tens_t big0[] = {{"0_3", "I64", 3, {1, (1LL << 53) - 1, 3}}};
+  tens_t big1[] = {{"0_3", "I64", 3, {1, 2, 3}}};
+  mkdir_tmp("trt_sum53", dir, sizeof(dir));
+  put_text(dir, "meta_info.json", meta);
+  put_safetensors(dir, 0, big0, 1, 0, 0);
+  put_safetensors(dir, 1, big1, 1, 0, 0);
+  expect_dir(dir, EPLB_ECOUNT, "expert 1");
+
+  /* A duplicate key in meta_info.json is refused by name. */
+  mkdir_tmp("trt_meta_twice", dir, sizeof(dir));
+  put_text(dir, "meta_info.json",
+           "{\"num_experts\": 3, \"num_experts\": 4}");
+  put_safetensors(dir, 0, ok, 1, 0, 0);
+  expect_dir(dir, EPLB_EPARSE, "num_experts");
 }
 
 /* ---- MindIE ------------------------------------------------------------ */

@@ -51,6 +51,15 @@ int eplb_series_sum(const eplb_series_t *s, double alpha, eplb_stats_t *out,
 int eplb_series_choose_alpha(const eplb_series_t *s, double *alpha,
                              eplb_error_t *err);
 
+/* Cuts the series into windows of `steps` consecutive steps (1..
+ * EPLB_MAX_STEPS; the last window holds what is left) and sums each into
+ * a histogram: *out (malloc'd, *num of them; the caller cleans each with
+ * eplb_stats_cleanup and frees the array), each with the series' layer
+ * ids.  The windows are scenarios of eplb_plan_scenarios (eplb-plan
+ * --window). */
+int eplb_series_windows(const eplb_series_t *s, int32_t steps,
+                        eplb_stats_t **out, int32_t *num, eplb_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -31,8 +31,9 @@ extern "C" {
 #define EPLB_SHARD_MAX_SLOTS 65536           /* slots per rank (1..) */
 #define EPLB_SHARD_MAX_ROW_BYTES (1LL << 36) /* one slot's row set */
 
-/* The numeric types eplb-shard creates (any integer or float type is read
- * and moved; EPLB_DTYPE_OTHER names the ones outside this list). */
+/* The numeric types eplb-shard creates (any integer or float type, and the
+ * opaque bfloat16/float8 types of docs/shards.md, is read and moved;
+ * EPLB_DTYPE_OTHER names the ones outside this list). */
 typedef enum {
   EPLB_DTYPE_INT8 = 0,
   EPLB_DTYPE_UINT8,
@@ -56,7 +57,7 @@ int eplb_dtype_from_name(const char *name);
 typedef struct eplb_shard_dataset_s {
   char name[EPLB_SHARD_NAME_MAX];
   eplb_dtype_t dtype; /* little-endian standard types, else OTHER */
-  char type_name[32]; /* "float16", "int32be", "float(24)", ... */
+  char type_name[32]; /* "float16", "int32be", "bfloat16", ... */
   int32_t type_size;  /* bytes per element */
   int32_t ndims;      /* 1..EPLB_SHARD_MAX_DIMS */
   int64_t dims[EPLB_SHARD_MAX_DIMS];           /* dims[0] = slots_per_rank */
@@ -104,6 +105,11 @@ void eplb_shard_close(eplb_shard_t *sh);
 const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh);
 const char *eplb_shard_file(const eplb_shard_t *sh);
 
+/* The model's layer id of each layer l = 0..num_layers-1: the shard's
+ * optional /layer_ids (eplb-shard import keeps the checkpoint's, e.g.
+ * DeepSeek-V3's MoE layers 3..60), else 0..L-1.  Borrowed. */
+const int32_t *eplb_shard_layer_ids(const eplb_shard_t *sh);
+
 /* Reads layer `layer`'s expert ids into ids[slots_per_rank]. */
 int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
                         eplb_error_t *err);
@@ -125,6 +131,11 @@ int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
  * own type, into buf[slots_per_rank * datasets[d].row_bytes]. */
 int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
                             void *buf, eplb_error_t *err);
+
+/* Reads one row, raw bytes in the file's own type: dataset d (info
+ * order) of slot `slot` in layer `layer`, into buf[datasets[d].row_bytes]. */
+int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
+                        int32_t slot, void *buf, eplb_error_t *err);
 
 /* ---- writing ------------------------------------------------------ */
 
@@ -150,6 +161,17 @@ int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
 int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
                               const unsigned char *const *pieces,
                               eplb_error_t *err);
+/* Writes /layer_ids: the model's layer id of each layer (int32
+ * [num_layers], strictly increasing, 0..EPLB_MAX_LAYERS-1). */
+int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
+                                    eplb_error_t *err);
+/* Copies into the new shard what `from` holds besides the format's own
+ * objects: every root attribute other than eplb_format, eplb_version,
+ * generation, rank, world_size and num_layers, and every root object other
+ * than /layers (/layer_ids, /checkpoint, a user's own).  A migration calls
+ * it, so metadata travels with the weights. */
+int eplb_shard_writer_copy_extras(eplb_shard_writer_t *w,
+                                  const eplb_shard_t *from, eplb_error_t *err);
 /* Closes the file and, with do_fsync, fsyncs it.  Frees w either way. */
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err);

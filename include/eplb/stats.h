@@ -73,6 +73,14 @@ int eplb_stats_drop_zero_layers(eplb_stats_t *s, int32_t *dropped,
 int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids, int32_t *n,
                               eplb_error_t *err);
 
+/* Removes from each of the `num` histograms s[] (one shape, one set of
+ * layer ids) the layers whose counts are zero in every one of them (dense
+ * layers in SGLang's dumps); a layer with traffic in any of them stays in
+ * all.  *ids (malloc'd, NULL when none; the caller frees) and
+ * *num_dropped: the ids removed.  Removing every layer is EPLB_ESHAPE. */
+int eplb_stats_drop_idle_layers(eplb_stats_t *s, int32_t num, int32_t **ids,
+                                int32_t *num_dropped, eplb_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

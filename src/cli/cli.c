@@ -6,6 +6,7 @@
  * parsers here, and every error looks the same in every program:
  * "<prog>: error: <one line>", exit 2 for usage errors, 1 for the rest.
  * See cli.h for the conventions. */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -16,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "util/fileio.h"
 
 /* Prints "<prog>: error: <fmt...><tail>\n" to stderr. */
 static void vreport(const char *prog, const char *tail, const char *fmt,
@@ -235,4 +239,93 @@ const char *eplb_cli_option_name(const struct option *opts, int c) {
     if (o->val == c)
       return o->name;
   return "";
+}
+
+int eplb_cli_check_outputs(const char *prog, const eplb_cli_file_t *outputs,
+                           int num_outputs, const eplb_cli_file_t *inputs,
+                           int num_inputs) {
+  eplb_error_t err;
+  eplb_error_clear(&err);
+  for (int o = 0; o < num_outputs; o++) {
+    const eplb_cli_file_t *out = &outputs[o];
+    if (out->path == NULL || strcmp(out->path, "-") == 0)
+      continue;
+    int rc = eplb__check_output(out->opt, out->path, "", NULL, 0, &err);
+    for (int i = 0; rc == 0 && i < num_inputs; i++)
+      rc = eplb__check_output(out->opt, out->path, inputs[i].opt,
+                              &inputs[i].path, 1, &err);
+    if (rc)
+      return eplb_cli_usage_error(prog, "%s", err.msg);
+    for (int p = 0; p < o; p++)
+      if (outputs[p].path != NULL && strcmp(outputs[p].path, "-") != 0 &&
+          eplb__same_path(outputs[p].path, out->path))
+        return eplb_cli_usage_error(prog,
+                                    "%s %s and %s %s name the same file; "
+                                    "each output needs its own",
+                                    outputs[p].opt, outputs[p].path, out->opt,
+                                    out->path);
+  }
+  return 0;
+}
+
+/* At exit: what the program printed must have reached standard output.
+ * exit() flushes stdout after the atexit handlers, too late to change the
+ * status, so the handler flushes it itself. */
+static void check_stdout(void) {
+  int e = fflush(stdout) != 0 ? errno : ferror(stdout) ? EIO : 0;
+  if (e == 0)
+    return;
+  fprintf(stderr, "%s: error: writing to standard output failed: %s\n",
+          program_invocation_short_name, strerror(e));
+  _exit(EPLB_CLI_EXIT_RUNTIME);
+}
+
+__attribute__((constructor)) static void install_check_stdout(void) {
+  atexit(check_stdout);
+}
+
+void eplb_cli_print_settings(FILE *f, const eplb_placement_t *p,
+                             eplb_map_format_t format, const char *path,
+                             int32_t mtp_layers) {
+  int32_t S = p->num_slots, G = p->num_gpus, E = p->num_experts;
+  int32_t L = p->num_layers, first = p->layer_ids[0],
+          last = p->layer_ids[L - 1];
+  fprintf(f, "settings          what the consumer of this map must be "
+             "given:\n");
+  switch (format) {
+  case EPLB_MAP_EXPERT_MAP:
+    fprintf(f, "  vllm-ascend     --enable-expert-parallel --additional-config "
+               "'{\"expert_map_path\": \"%s\"}'\n",
+            path);
+    fprintf(f, "  vLLM            redundant experts %d (slots - experts), "
+               "expert-parallel size %d\n",
+            (int)(S - E), (int)G);
+    fprintf(f, "  MindIE          expert-parallel size %d (the map's "
+               "device_count), %d MoE layers%s\n",
+            (int)G, (int)L, mtp_layers ? " with the MTP layers" : "");
+    fprintf(f, "  MindSpeed-RL    the expert map %s, %d experts per device x "
+               "%d devices\n",
+            path, (int)(S / G), (int)G);
+    break;
+  case EPLB_MAP_TRTLLM_YAML:
+    fprintf(f, "  TensorRT-LLM    moe_load_balancer: %s in the extra LLM API "
+               "options; --ep %d (num_slots %d); layer keys %d..%d\n",
+            path, (int)G, (int)S, (int)first, (int)last);
+    break;
+  case EPLB_MAP_SGLANG:
+    fprintf(f, "  SGLang          --init-expert-location %s "
+               "--ep-num-redundant-experts %d --ep-size %d\n",
+            path, (int)(S - E), (int)G);
+    break;
+  case EPLB_MAP_DEEPSEEK:
+    fprintf(f, "  DeepSeek EPLB   num_replicas %d, num_gpus %d (phy2log [%d, "
+               "%d])\n",
+            (int)S, (int)G, (int)L, (int)S);
+    break;
+  case EPLB_MAP_AUTO: break;
+  }
+  if (mtp_layers > 0)
+    fprintf(f, "  MTP layers      %d, the map's last after the MoE layers "
+               "(ids %d..%d)\n",
+            (int)mtp_layers, (int)(last - mtp_layers + 1), (int)last);
 }

@@ -15,6 +15,7 @@
 #define EPLB_CLI_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <getopt.h>
 
@@ -22,6 +23,7 @@
 #include "eplb/formats.h"
 #include "eplb/placement.h"
 #include "eplb/plan.h"
+#include "eplb/series.h"
 #include "eplb/stats.h"
 
 #define EPLB_CLI_EXIT_OK 0
@@ -93,11 +95,89 @@ int eplb_cli_report(const char *prog, const eplb_error_t *err);
 int eplb_cli_parse_iter_range(const char *prog, const char *text,
                               eplb_stats_read_opts_t *opts);
 
+/* One file a program reads or writes, named by its option ("--stats"). */
+typedef struct {
+  const char *opt, *path;
+} eplb_cli_file_t;
+
+/* Checks, before anything is read or written, that no output is one of
+ * the inputs (by identity: eplb__check_output, in util/fileio.h), that no
+ * two outputs name the same file, and that no output is a device or a
+ * FIFO.  NULL paths and "-" (standard output) are skipped.  Returns 0, or
+ * EPLB_CLI_EXIT_USAGE after printing the usage error. */
+int eplb_cli_check_outputs(const char *prog, const eplb_cli_file_t *outputs,
+                           int num_outputs, const eplb_cli_file_t *inputs,
+                           int num_inputs);
+
+/* Every program linked with cli.c checks at exit that what it printed on
+ * standard output was written (a full disk, a closed pipe, /dev/full):
+ * if not, "<prog>: error: writing to standard output failed: ..." and exit
+ * status 1 instead of 0 (an atexit handler installed before main). */
+
 /* Seconds on a monotonic clock (for phase timings; never goes back). */
 double eplb_cli_now(void);
 
 /* The long name (without "--") of getopt_long's code c in opts, "" if
  * none: for the planner options every program shares. */
 const char *eplb_cli_option_name(const struct option *opts, int c);
+
+/* Prints, after a map was written to `path` in `format`, the settings its
+ * consumer needs (one line each; docs/guides/ lists them too): vLLM and
+ * vllm-ascend the path and redundant experts = slots - experts, MindIE the
+ * expert-parallel size = the map's devices, SGLang
+ * --ep-num-redundant-experts, TensorRT-LLM --ep and the layer keys.
+ * mtp_layers: how many MTP layers the map's last layers are. */
+void eplb_cli_print_settings(FILE *f, const eplb_placement_t *p,
+                             eplb_map_format_t format, const char *path,
+                             int32_t mtp_layers);
+
+/* ---- scenarios (cli/scenarios.c) ---------------------------------- */
+
+/* One source of statistics on the command line: the paths of --stats
+ * (summed), or one --scenario SPEC, with its weight. */
+typedef struct {
+  const char *const *paths;
+  int num_paths;
+  double weight; /* EPLB_MIN..MAX_SCENARIO_WEIGHT, 1 by default */
+  const char *label; /* how messages and the summary name it */
+  char *owned;       /* what eplb_cli_parse_scenario allocated */
+} eplb_cli_source_t;
+
+/* Parses --scenario "SPEC[@W]" into *src (W: a number after the last '@';
+ * without one, the whole text is SPEC).  Returns 0, or 2 after printing a
+ * usage error.  eplb_cli_source_cleanup frees it. */
+int eplb_cli_parse_scenario(const char *prog, const char *text,
+                            eplb_cli_source_t *src);
+void eplb_cli_source_cleanup(eplb_cli_source_t *src);
+
+#define EPLB_CLI_SCENARIO_NAME 256
+
+/* The scenarios read from the sources: stats[num] of one shape, their
+ * weights and names, and the dense layers dropped from all of them. */
+typedef struct {
+  int32_t num;
+  eplb_stats_t *stats;
+  double *weights;
+  char (*names)[EPLB_CLI_SCENARIO_NAME];
+  int32_t *dropped;
+  int32_t num_dropped;
+} eplb_cli_scenarios_t;
+
+/* Reads each source as one scenario (its paths summed, as --stats sums
+ * them), or, with window > 0, as a series cut into one scenario per
+ * `window` steps; checks them (eplb_scenarios_check) and drops the layers
+ * idle in every scenario when a source pads dense layers.  *out is empty
+ * on failure. */
+int eplb_cli_read_scenarios(const eplb_cli_source_t *src, int num_sources,
+                            int32_t window, eplb_stats_format_t format,
+                            const eplb_stats_read_opts_t *ropts,
+                            eplb_cli_scenarios_t *out, eplb_error_t *err);
+void eplb_cli_scenarios_cleanup(eplb_cli_scenarios_t *s);
+
+/* The weighted mean of the scenarios, each layer of each normalised to its
+ * own total: the one histogram the metrics of a scenario plan are
+ * reported on. */
+int eplb_cli_scenarios_sum(const eplb_cli_scenarios_t *s, eplb_stats_t *out,
+                           eplb_error_t *err);
 
 #endif /* EPLB_CLI_CLI_H */

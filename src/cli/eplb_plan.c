@@ -21,9 +21,20 @@
 
 #define PROG "eplb-plan"
 
+/* --mtp-from stats: the statistics' last layers are the MTP layers,
+ * planned as any other. */
+#define MTP_FROM_STATS 2
+
 typedef struct {
   const char **stats; /* --stats files, in order */
   int num_stats;
+  eplb_cli_source_t *scen; /* --scenario SPEC[@W], in order */
+  int num_scen;
+  int32_t window; /* --window N, 0: none */
+  int32_t mtp_layers; /* --mtp-layers N */
+  int mtp_from;       /* --mtp-from: EPLB_MTP_LAST, EPLB_MTP_TRIVIAL or
+                         MTP_FROM_STATS */
+  int allow_dups;     /* --allow-duplicates */
   eplb_stats_format_t format;
   eplb_stats_read_opts_t ropts; /* --iter-range */
   eplb_map_format_t out_format; /* AUTO: from the --output extension */
@@ -97,6 +108,22 @@ static void usage(FILE *f) {
       "                       step t of T by (1-A)^(T-1-t), A in 0..0.99 (0 = "
       "plain\n"
       "                       sum); auto picks A by backtest on the series\n"
+      "  --scenario SPEC[@W]  a scenario to balance at once with the others: "
+      "SPEC\n"
+      "                       is anything --stats takes (file, glob, dump\n"
+      "                       directory), summed into one scenario; W its "
+      "weight,\n"
+      "                       %g..%g (default 1; each layer of each scenario "
+      "is\n"
+      "                       normalised to its own total); repeat for more.\n"
+      "                       --stats, when given too, is one more scenario. "
+      "The\n"
+      "                       plan balances every scenario (docs/planner.md)\n"
+      "  --window N           read every source as a [steps][L][E] series "
+      "(as\n"
+      "                       --ema-alpha does) and make one scenario of each "
+      "N\n"
+      "                       steps, %d..%d\n"
       "  --output-format F    expert-map (MindSpeed-RL / vllm-ascend / MindIE "
       "JSON),\n"
       "                       trtllm-yaml (TensorRT-LLM "
@@ -128,6 +155,26 @@ static void usage(FILE *f) {
       "  --spill-cost C       imbalance traded per replica away from its "
       "group's\n"
       "                       node, 0..1 (default %g)\n"
+      "  --mtp-layers N       multi-token-prediction layers the consumer "
+      "serves\n"
+      "                       after the last MoE layer (DeepSeek-V3/R1: 1), "
+      "%d..%d\n"
+      "                       (default 0): appended to the map with the "
+      "next ids\n"
+      "  --mtp-from R         how they are placed: last (the last MoE layer's "
+      "plan,\n"
+      "                       default), trivial (expert e on GPU e / slots per "
+      "GPU)\n"
+      "                       or stats (the statistics' last N layers are "
+      "the MTP\n"
+      "                       layers, planned from their counts)\n"
+      "  --allow-duplicates   write an expert-map JSON in which a GPU holds "
+      "an\n"
+      "                       expert twice (--policy deepseek can plan one; "
+      "vllm-\n"
+      "                       ascend, MindSpeed-RL and MindIE drop the copy): "
+      "else\n"
+      "                       refused, naming the layer and GPU\n"
       "  --threads T          threads planning layers in parallel, %d..%d (0 "
       "=\n"
       "                       one per CPU this process may use, the default);\n"
@@ -139,9 +186,12 @@ static void usage(FILE *f) {
       "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
       "2 usage error (unknown option, missing or out-of-range value)\n",
       EPLB_MIN_SLOTS, EPLB_MAX_SLOTS, EPLB_MIN_GPUS, EPLB_MAX_GPUS,
-      EPLB_MAX_ITER, EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS,
+      EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_ITER,
+      EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT, 1, EPLB_MAX_STEPS,
+      EPLB_MAX_SLOTS,
       EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-      EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
+      EPLB_DEFAULT_SPILL_COST, 0, EPLB_MAX_MTP_LAYERS, EPLB_MIN_PLAN_THREADS,
+      EPLB_MAX_PLAN_THREADS);
 }
 
 enum {
@@ -166,7 +216,12 @@ enum {
   OPT_VERSION,
   OPT_ITER,
   OPT_EMA,
-  OPT_THREADS
+  OPT_THREADS,
+  OPT_SCENARIO,
+  OPT_WINDOW,
+  OPT_MTP_LAYERS,
+  OPT_MTP_FROM,
+  OPT_ALLOW_DUPS
 };
 
 static const struct option long_opts[] = {
@@ -179,6 +234,11 @@ static const struct option long_opts[] = {
     {"format", required_argument, 0, OPT_FORMAT},
     {"iter-range", required_argument, 0, OPT_ITER},
     {"ema-alpha", required_argument, 0, OPT_EMA},
+    {"scenario", required_argument, 0, OPT_SCENARIO},
+    {"window", required_argument, 0, OPT_WINDOW},
+    {"mtp-layers", required_argument, 0, OPT_MTP_LAYERS},
+    {"mtp-from", required_argument, 0, OPT_MTP_FROM},
+    {"allow-duplicates", no_argument, 0, OPT_ALLOW_DUPS},
     {"output-format", required_argument, 0, OPT_OUT_FORMAT},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"current-map", required_argument, 0, OPT_CURRENT},
@@ -224,6 +284,32 @@ static int parse_value(args_t *a, int c, const char *v) {
 static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
   case OPT_STATS: a->stats[a->num_stats++] = optarg; return 0;
+  case OPT_SCENARIO:
+    return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
+  case OPT_MTP_LAYERS:
+    return eplb_cli_parse_int(PROG, "--mtp-layers", optarg, 0,
+                              EPLB_MAX_MTP_LAYERS, &a->mtp_layers)
+               ? 2
+               : 0;
+  case OPT_MTP_FROM:
+    if (strcmp(optarg, "last") == 0)
+      a->mtp_from = EPLB_MTP_LAST;
+    else if (strcmp(optarg, "trivial") == 0)
+      a->mtp_from = EPLB_MTP_TRIVIAL;
+    else if (strcmp(optarg, "stats") == 0)
+      a->mtp_from = MTP_FROM_STATS;
+    else
+      return eplb_cli_usage_error(PROG,
+                                  "--mtp-from '%s' is unknown; use last, "
+                                  "trivial or stats",
+                                  optarg);
+    return 0;
+  case OPT_ALLOW_DUPS: a->allow_dups = 1; return 0;
+  case OPT_WINDOW:
+    return eplb_cli_parse_int(PROG, "--window", optarg, 1, EPLB_MAX_STEPS,
+                              &a->window)
+               ? 2
+               : 0;
   case OPT_OUTPUT: a->output = optarg; return 0;
   case OPT_CURRENT: a->current_map = optarg; return 0;
   case OPT_ITER:
@@ -248,25 +334,57 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   return parse_value(a, c, optarg);
 }
 
+/* The output may not be one of the statistics (by identity: another name,
+ * a glob match, a symbolic link, a file of a dump directory).  The current
+ * map is not an input here: --current-map M --output M replaces the map on
+ * purpose, atomically. */
+static int check_files(const args_t *a) {
+  eplb_cli_file_t out = {"--output", a->output};
+  int n = a->num_stats + a->num_scen;
+  eplb_cli_file_t *in = calloc((size_t)n + 1, sizeof(*in));
+  if (in == NULL)
+    return eplb_cli_usage_error(PROG, "out of memory");
+  for (int i = 0; i < a->num_stats; i++)
+    in[i] = (eplb_cli_file_t){"--stats", a->stats[i]};
+  for (int i = 0; i < a->num_scen; i++)
+    in[a->num_stats + i] = (eplb_cli_file_t){"--scenario", a->scen[i].label};
+  int rc = eplb_cli_check_outputs(PROG, &out, 1, in, n);
+  free(in);
+  return rc;
+}
+
 /* What must be there after the options: --stats, S, G, --output. */
 static int check_required(const args_t *a, int argc, char *argv[]) {
   if (optind < argc)
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
-  if (a->num_stats == 0)
-    return eplb_cli_usage_error(PROG, "--stats PATH is required");
+  if (a->num_stats == 0 && a->num_scen == 0)
+    return eplb_cli_usage_error(PROG,
+                                "--stats PATH is required (or --scenario SPEC)");
+  if (a->ema_alpha != -1 && (a->num_scen > 0 || a->window > 0))
+    return eplb_cli_usage_error(PROG,
+                                "--ema-alpha weights the steps of one series "
+                                "into one histogram; with --scenario or "
+                                "--window every source or window is a "
+                                "scenario of its own: drop one of them");
   if (!a->have_slots)
     return eplb_cli_usage_error(PROG, "--num-slots S is required");
   if (!a->have_gpus)
     return eplb_cli_usage_error(PROG, "--num-gpus G is required");
   if (a->output == NULL || a->output[0] == '\0')
     return eplb_cli_usage_error(PROG, "--output FILE is required");
-  for (int i = 0; i < a->num_stats; i++)
-    if (strcmp(a->stats[i], a->output) == 0)
+  if (a->out_format == EPLB_MAP_SGLANG) {
+    /* SGLang parses a value that does not end in .json or .pt as inline
+     * JSON. */
+    size_t n = strlen(a->output);
+    if (!(n >= 5 && strcmp(a->output + n - 5, ".json") == 0) &&
+        !(n >= 3 && strcmp(a->output + n - 3, ".pt") == 0))
       return eplb_cli_usage_error(PROG,
-                                  "--output %s is also a --stats input; "
-                                  "refusing to overwrite statistics",
+                                  "--output %s: SGLang reads "
+                                  "--init-expert-location as a file only when "
+                                  "its name ends in .json or .pt; name it so",
                                   a->output);
-  return 0;
+  }
+  return check_files(a);
 }
 
 /* Parses argv into *a (a->stats must hold argc entries).  Returns 0, 2, or
@@ -354,6 +472,7 @@ static int drop_dense(eplb_stats_t *st, int32_t **ids, int32_t *n,
 
 typedef struct {
   const eplb_stats_t *st;
+  const eplb_cli_scenarios_t *sc; /* two or more: the plan balanced them */
   const eplb_placement_t *before, *after;
   eplb_balance_t b0, b1;
   double plan_ms, total_ms;
@@ -388,6 +507,31 @@ static double cross_node(const args_t *a, const summary_t *s) {
   return sum / p->num_layers;
 }
 
+/* Each scenario's imbalance before and after, and their weighted mean. */
+static void print_scenarios(const summary_t *s) {
+  const eplb_cli_scenarios_t *sc = s->sc;
+  double wsum = 0, m0 = 0, m1 = 0;
+  printf("scenarios         %d, balanced at once (imbalance before -> after):\n",
+         (int)sc->num);
+  for (int32_t k = 0; k < sc->num; k++) {
+    eplb_balance_t b0, b1;
+    if (eplb_balance(&sc->stats[k], s->before, &b0, NULL) ||
+        eplb_balance(&sc->stats[k], s->after, &b1, NULL))
+      continue;
+    const char *name = sc->names[k];
+    size_t len = strlen(name);
+    printf("  %s%-40s w %-6g %.4f -> %.4f\n", len > 40 ? "..." : "",
+           len > 40 ? name + len - 37 : name, sc->weights[k], b0.imbalance,
+           b1.imbalance);
+    wsum += sc->weights[k];
+    m0 += sc->weights[k] * b0.imbalance;
+    m1 += sc->weights[k] * b1.imbalance;
+  }
+  if (wsum > 0)
+    printf("  %-40.40s %-8s %.4f -> %.4f\n", "weighted mean", "", m0 / wsum,
+           m1 / wsum);
+}
+
 /* The summary on stdout (see docs/eplb-plan.md). */
 static void print_summary(const args_t *a, const summary_t *s) {
   const eplb_plan_opts_t *o = &a->plan;
@@ -404,8 +548,10 @@ static void print_summary(const args_t *a, const summary_t *s) {
          o->num_groups > 1 ? "s" : "", o->spill ? ", spill" : "");
   printf("plan time         %.3f ms (whole run %.1f ms)\n", s->plan_ms,
          s->total_ms);
-  printf("imbalance before  %.4f (%s; worst layer %d: %.4f)\n", s->b0.imbalance,
+  printf("imbalance before  %.4f (%s%s; worst layer %d: %.4f)\n",
+         s->b0.imbalance,
          a->current_map ? "current map" : "contiguous placement",
+         s->sc ? ", on the scenarios' weighted mean" : "",
          (int)s->before->layer_ids[s->b0.worst_layer], s->b0.max_imbalance);
   printf("imbalance after   %.4f (worst layer %d: %.4f)\n", s->b1.imbalance,
          (int)p->layer_ids[s->b1.worst_layer], s->b1.max_imbalance);
@@ -419,6 +565,8 @@ static void print_summary(const args_t *a, const summary_t *s) {
     printf("off-node tokens   %.4f (fraction served away from their group's "
            "node)\n",
            cross_node(a, s));
+  if (s->sc != NULL)
+    print_scenarios(s);
   printf("output            %s (%s)\n", a->output,
          eplb_map_format_name(s->out_format));
 }
@@ -441,14 +589,77 @@ static void print_per_layer(const summary_t *s) {
 /* ---- the run -------------------------------------------------------- */
 
 typedef struct {
-  eplb_stats_t st;
+  eplb_stats_t st; /* the statistics, or the scenarios' weighted mean */
+  eplb_cli_scenarios_t sc; /* with --scenario / --window */
   eplb_placement_t before, after;
   int32_t *dropped;
   int32_t num_dropped;
 } run_t;
 
+/* --scenario / --window: the sources read as scenarios into r->sc, their
+ * normalised weighted mean into r->st.  One scenario is read as it is
+ * (its plan is the plain plan of it). */
+static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
+  int n = (a->num_stats > 0) + a->num_scen, i = 0;
+  eplb_cli_source_t *src = calloc((size_t)n, sizeof(*src));
+  if (src == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (a->num_stats > 0)
+    src[i++] = (eplb_cli_source_t){.paths = (const char *const *)a->stats,
+                                   .num_paths = a->num_stats,
+                                   .weight = 1,
+                                   .label = a->num_stats == 1 ? a->stats[0]
+                                                              : "--stats"};
+  for (int j = 0; j < a->num_scen; j++)
+    src[i++] = a->scen[j];
+  int rc = eplb_cli_read_scenarios(src, n, a->window, a->format, &a->ropts,
+                                   &r->sc, err);
+  free(src);
+  if (rc)
+    return rc;
+  r->dropped = r->sc.dropped;
+  r->num_dropped = r->sc.num_dropped;
+  r->sc.dropped = NULL;
+  if (r->sc.num == 1) { /* the statistics themselves */
+    r->st = r->sc.stats[0];
+    r->sc.num = 0;
+    return 0;
+  }
+  return eplb_cli_scenarios_sum(&r->sc, &r->st, err);
+}
+
+/* MTP layers eplb-plan appends (not --mtp-from stats). */
+static int32_t appended(const args_t *a) {
+  return a->mtp_from == MTP_FROM_STATS ? 0 : a->mtp_layers;
+}
+
+/* The current map of a plan that appends MTP layers holds them too: read
+ * it as the placement of the statistics' layers and n more (the next ids),
+ * then set those aside. */
+static int read_current_mtp(const args_t *a, run_t *r, int32_t n,
+                            eplb_error_t *err) {
+  eplb_stats_t ext;
+  int32_t L = r->st.num_layers, E = r->st.num_experts;
+  int rc = eplb_stats_init(&ext, L + n, E, err);
+  if (rc)
+    return rc;
+  memcpy(ext.layer_ids, r->st.layer_ids, sizeof(int32_t) * (size_t)L);
+  for (int32_t i = 0; i < n; i++)
+    ext.layer_ids[L + i] = r->st.layer_ids[L - 1] + 1 + i;
+  rc = eplb_placement_read_for(&r->before, a->current_map, &ext,
+                               a->plan.num_slots, a->plan.num_gpus,
+                               "--current-map", err);
+  eplb_stats_cleanup(&ext);
+  if (rc)
+    return eplb_error_prefix(err, "with %d MTP layer%s after layer %d", (int)n,
+                             n > 1 ? "s" : "", (int)r->st.layer_ids[L - 1]);
+  return eplb_placement_drop_last_layers(&r->before, n, err);
+}
+
 /* The placement the imbalance "before" is measured on. */
 static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
+  if (a->current_map != NULL && appended(a) > 0)
+    return read_current_mtp(a, r, appended(a), err);
   if (a->current_map != NULL)
     return eplb_placement_read_for(&r->before, a->current_map, &r->st,
                                    a->plan.num_slots, a->plan.num_gpus,
@@ -462,12 +673,21 @@ static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
   return rc;
 }
 
-/* Plans, timing eplb_plan / eplb_plan_from alone. */
+/* Plans, timing the planner's call alone. */
 static int plan(const args_t *a, run_t *r, summary_t *s, eplb_error_t *err) {
+  eplb_scenarios_t sc = {r->sc.num, r->sc.stats, r->sc.weights};
   double t0 = eplb_cli_now();
-  int rc = a->current_map != NULL
-               ? eplb_plan_from(&r->st, &r->before, &a->plan, &r->after, err)
-               : eplb_plan(&r->st, &a->plan, &r->after, err);
+  int rc;
+  if (r->sc.num > 1)
+    rc = a->current_map != NULL ? eplb_plan_scenarios_from(&sc, &r->before,
+                                                           &a->plan, &r->after,
+                                                           err)
+                                : eplb_plan_scenarios(&sc, &a->plan, &r->after,
+                                                      err);
+  else
+    rc = a->current_map != NULL
+             ? eplb_plan_from(&r->st, &r->before, &a->plan, &r->after, err)
+             : eplb_plan(&r->st, &a->plan, &r->after, err);
   s->plan_ms = (eplb_cli_now() - t0) * 1e3;
   return rc;
 }
@@ -478,28 +698,48 @@ static int run(const args_t *a, run_t *r, double t_start) {
   eplb_error_clear(&err);
   summary_t s = {
       .st = &r->st, .before = &r->before, .after = &r->after, .moves = -1};
-  int rc = read_stats(a, &r->st, &err);
-  if (rc == 0)
-    rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
+  int rc;
+  if (a->num_scen > 0 || a->window > 0) {
+    rc = read_scenarios(a, r, &err);
+    s.sc = r->sc.num > 1 ? &r->sc : NULL;
+  } else {
+    rc = read_stats(a, &r->st, &err);
+    if (rc == 0)
+      rc = drop_dense(&r->st, &r->dropped, &r->num_dropped, &err);
+  }
   if (rc)
     return eplb_cli_report(PROG, &err);
   /* Option errors that depend on the statistics (S < E, K vs E) are usage
    * errors: exit 2. */
   if (eplb_plan_check_opts(&a->plan, r->st.num_experts, &err) != 0)
     return eplb_cli_usage_error(PROG, "%s", err.msg);
+  if (a->mtp_from == MTP_FROM_STATS && r->st.num_layers <= a->mtp_layers)
+    return eplb_cli_usage_error(PROG,
+                                "--mtp-from stats: the statistics hold %d "
+                                "layers, so their last %d cannot be MTP "
+                                "layers after MoE layers; use --mtp-from "
+                                "last or trivial",
+                                (int)r->st.num_layers, (int)a->mtp_layers);
   rc = make_before(a, r, &err);
   if (rc == 0)
     rc = plan(a, r, &s, &err);
   if (rc == 0)
-    rc = eplb_placement_write(&r->after, a->output, a->out_format, &err);
-  if (rc == 0)
     rc = eplb_balance(&r->st, &r->before, &s.b0, &err);
   if (rc == 0)
     rc = eplb_balance(&r->st, &r->after, &s.b1, &err);
+  if (rc == 0 && a->current_map != NULL)
+    s.moves = eplb_placement_moves(&r->before, &r->after);
+  /* The MTP layers go into the map only: the metrics are the MoE layers'
+   * the statistics counted. */
+  if (rc == 0)
+    rc = eplb_placement_append_layers(&r->after, appended(a),
+                                      (eplb_mtp_rule_t)a->mtp_from, &err);
+  eplb_map_write_opts_t wo = {.allow_duplicates = a->allow_dups};
+  if (rc == 0)
+    rc = eplb_placement_write_opts(&r->after, a->output, a->out_format, &wo,
+                                   &err);
   if (rc)
     return eplb_cli_report(PROG, &err);
-  if (a->current_map != NULL)
-    s.moves = eplb_placement_moves(&r->before, &r->after);
   s.dropped = r->dropped;
   s.num_dropped = r->num_dropped;
   s.out_format = a->out_format;
@@ -508,8 +748,17 @@ static int run(const args_t *a, run_t *r, double t_start) {
     print_summary(a, &s);
     if (a->per_layer)
       print_per_layer(&s);
+    eplb_cli_print_settings(stdout, &r->after, a->out_format, a->output,
+                            a->mtp_layers);
   }
   return 0;
+}
+
+static void free_args(args_t *a) {
+  for (int i = 0; i < a->num_scen; i++)
+    eplb_cli_source_cleanup(&a->scen[i]);
+  free(a->scen);
+  free(a->stats);
 }
 
 int main(int argc, char *argv[]) {
@@ -524,13 +773,14 @@ int main(int argc, char *argv[]) {
               .out_format = EPLB_MAP_AUTO,
               .ropts = {-1, -1}};
   a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
-  if (a.stats == NULL) {
+  a.scen = calloc((size_t)argc + 1, sizeof(*a.scen));
+  if (a.stats == NULL || a.scen == NULL) {
     eplb_cli_error(PROG, "out of memory");
     return 1;
   }
   int rc = parse_args(argc, argv, &a);
   if (rc != 0) {
-    free(a.stats);
+    free_args(&a);
     return rc < 0 ? 0 : rc;
   }
   /* The planning threads start while the statistics are read (their start
@@ -543,7 +793,10 @@ int main(int argc, char *argv[]) {
   free(r.dropped);
   eplb_placement_cleanup(&r.before);
   eplb_placement_cleanup(&r.after);
+  /* r.st is the statistics, the scenarios' mean, or the one scenario's
+   * (then taken out of r.sc, whose num is 0): its own either way. */
   eplb_stats_cleanup(&r.st);
-  free(a.stats);
+  eplb_cli_scenarios_cleanup(&r.sc);
+  free_args(&a);
   return rc;
 }

@@ -1,5 +1,6 @@
 /* cli/eplb_shard.c - `eplb-shard`: create, inspect and verify the per-rank
- * HDF5 shards of expert weights (docs/shards.md).
+ * HDF5 shards of expert weights, and import them from / export them to
+ * Hugging Face safetensors checkpoints (docs/shards.md).
  *
  * A migration must move every byte of every expert row to the right slot;
  * the only way to prove that is content a verifier can recompute.  `create`
@@ -7,7 +8,9 @@
  * dataset, byte index) (eplb_shard_fill_row), `verify` reads all shards of
  * a directory and checks every row against the expert its expert_ids
  * names, that the shards agree with each other and that their union is a
- * valid map, and `inspect` prints what is there.  A single-process program:
+ * valid map, and `inspect` prints what is there.  `import`, `export` and
+ * `verify --checkpoint` are thin wrappers over eplb/checkpoint.h.  A
+ * single-process program:
  * it reads every rank's file itself.  Exit codes: 0 ok, 1 runtime error
  * (file, format, content), 2 usage error. */
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "eplb/checkpoint.h"
 #include "eplb/eplb.h"
 #include "eplb/shard.h"
 
@@ -27,6 +31,8 @@
 
 typedef struct {
   const char *cmd, *dir, *map, *expect_map;
+  const char *checkpoint, *pattern, *out;
+  int32_t layer_min, layer_max, file_mb, logical;
   int32_t ranks, layers, experts, slots;
   int64_t generation;
   int32_t num_datasets;
@@ -48,18 +54,32 @@ static void usage(FILE *f) {
       "                         [--map FILE] [--generation G]\n"
       "       eplb-shard inspect --dir D\n"
       "       eplb-shard verify --dir D [--experts E] [--expect-map FILE]\n"
+      "                         [--checkpoint CKPT]\n"
+      "       eplb-shard import --checkpoint CKPT --dir D --ranks R\n"
+      "                         (--slots-per-rank P | --map FILE)\n"
+      "                         [--pattern PAT] [--layers A-B]\n"
+      "       eplb-shard export --dir D --out DIR [--format safetensors]\n"
+      "                         [--logical [--file-size-mb N]]\n"
       "\n"
       "Per-rank HDF5 shards of expert weights (shard_00000.h5 ...; format in\n"
       "docs/shards.md).  create writes test shards whose every byte is a "
       "function\n"
       "of (layer, expert, dataset, byte), so verify can prove that every row "
       "of\n"
-      "every slot belongs to the expert its expert_ids names.\n"
+      "every slot belongs to the expert its expert_ids names.  import makes "
+      "the\n"
+      "shards of a Hugging Face safetensors checkpoint (DeepSeek-V3/R1, "
+      "Qwen2/3-MoE,\n"
+      "Mixtral, or --pattern), export writes them back as safetensors, verify\n"
+      "--checkpoint compares every slot with the checkpoint.\n"
       "\n"
-      "  --dir D              the shard directory (create makes it if "
-      "missing)\n"
+      "  --dir D              the shard directory (create and import make it "
+      "if\n"
+      "                       missing)\n"
       "  --ranks R            ranks (shards), 1..%d\n"
-      "  --layers L           MoE layers, 1..%d\n"
+      "  --layers L           create: MoE layers, 1..%d; import: the model "
+      "layer\n"
+      "                       ids to take, A-B or A (0..%d; default all)\n"
       "  --experts E          logical experts per layer, 1..%d, at most R*P; "
       "for\n"
       "                       verify: check ids are < E (default: largest id + "
@@ -79,13 +99,29 @@ static void usage(FILE *f) {
       "  --generation G       generation to write, 0..2^53-1 (default 0)\n"
       "  --expect-map FILE    verify: the shards' map must equal this expert "
       "map\n"
+      "  --checkpoint CKPT    a Hugging Face checkpoint directory "
+      "(model.safetensors.\n"
+      "                       index.json + files, or *.safetensors)\n"
+      "  --pattern PAT        import: expert tensor names, with {layer}, "
+      "{expert}\n"
+      "                       and {name} at the end (default: DeepSeek/Qwen\n"
+      "                       %s,\n"
+      "                       then Mixtral)\n"
+      "  --out DIR            export: the output directory (made if missing)\n"
+      "  --format F           export: safetensors (the only one)\n"
+      "  --logical            export: one copy of each logical expert, as a\n"
+      "                       checkpoint (default: rank_<r>.safetensors per "
+      "rank)\n"
+      "  --file-size-mb N     export --logical: MiB per file, %d..%ld\n"
+      "                       (default %d)\n"
       "  --quiet              print nothing on success\n"
       "  --help, --version\n"
       "\n"
       "exit status: 0 ok, 1 runtime error (file, format, content), 2 usage "
       "error\n",
-      MAX_RANKS, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS, EPLB_SHARD_MAX_SLOTS,
-      EPLB_SHARD_MAX_DATASETS);
+      MAX_RANKS, EPLB_MAX_LAYERS, EPLB_MAX_LAYERS - 1, EPLB_MAX_EXPERTS,
+      EPLB_SHARD_MAX_SLOTS, EPLB_SHARD_MAX_DATASETS, EPLB_CKPT_PATTERN_DEEPSEEK,
+      EPLB_CKPT_MIN_FILE_MB, EPLB_CKPT_MAX_FILE_MB, EPLB_CKPT_DEFAULT_FILE_MB);
 }
 
 enum {
@@ -99,6 +135,12 @@ enum {
   OPT_GEN,
   OPT_EXPECT,
   OPT_QUIET,
+  OPT_CKPT,
+  OPT_PATTERN,
+  OPT_OUT,
+  OPT_FORMAT,
+  OPT_LOGICAL,
+  OPT_FILE_MB,
   OPT_HELP,
   OPT_VERSION
 };
@@ -114,6 +156,12 @@ static const struct option long_opts[] = {
     {"generation", required_argument, 0, OPT_GEN},
     {"expect-map", required_argument, 0, OPT_EXPECT},
     {"quiet", no_argument, 0, OPT_QUIET},
+    {"checkpoint", required_argument, 0, OPT_CKPT},
+    {"pattern", required_argument, 0, OPT_PATTERN},
+    {"out", required_argument, 0, OPT_OUT},
+    {"format", required_argument, 0, OPT_FORMAT},
+    {"logical", no_argument, 0, OPT_LOGICAL},
+    {"file-size-mb", required_argument, 0, OPT_FILE_MB},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0}};
@@ -186,6 +234,31 @@ static int parse_gen(args_t *a, const char *v) {
   return 0;
 }
 
+/* import's --layers: "A-B" or "A", model layer ids 0..EPLB_MAX_LAYERS-1. */
+static int parse_layer_range(args_t *a, const char *v) {
+  char lo[32], *dash = strchr(v, '-');
+  size_t n = dash ? (size_t)(dash - v) : strlen(v);
+  if (n == 0 || n >= sizeof(lo))
+    return eplb_cli_usage_error(PROG,
+                                "--layers '%s' is not A-B or A (model layer "
+                                "ids 0..%d)",
+                                v, EPLB_MAX_LAYERS - 1);
+  snprintf(lo, sizeof(lo), "%.*s", (int)n, v);
+  if (eplb_cli_parse_int(PROG, "--layers", lo, 0, EPLB_MAX_LAYERS - 1,
+                         &a->layer_min) ||
+      eplb_cli_parse_int(PROG, "--layers", dash ? dash + 1 : lo, a->layer_min,
+                         EPLB_MAX_LAYERS - 1, &a->layer_max))
+    return 2;
+  return 0;
+}
+
+/* --format: safetensors is the one export format. */
+static int parse_format(const char *v) {
+  if (strcmp(v, "safetensors") == 0)
+    return 0;
+  return eplb_cli_usage_error(PROG, "--format '%s': only safetensors", v);
+}
+
 /* Handles one option.  0, 2 (usage error) or -1 (--help/--version). */
 static int parse_one(args_t *a, int c, char *argv[]) {
   switch (c) {
@@ -194,12 +267,25 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_EXPECT: a->expect_map = optarg; return 0;
   case OPT_QUIET: a->quiet = 1; return 0;
   case OPT_DATASET: return parse_dataset(a, optarg);
+  case OPT_CKPT: a->checkpoint = optarg; return 0;
+  case OPT_PATTERN: a->pattern = optarg; return 0;
+  case OPT_OUT: a->out = optarg; return 0;
+  case OPT_FORMAT: return parse_format(optarg);
+  case OPT_LOGICAL: a->logical = 1; return 0;
+  case OPT_FILE_MB:
+    return eplb_cli_parse_int(PROG, "--file-size-mb", optarg,
+                              EPLB_CKPT_MIN_FILE_MB, EPLB_CKPT_MAX_FILE_MB,
+                              &a->file_mb)
+               ? 2
+               : 0;
   case OPT_GEN: return parse_gen(a, optarg);
   case OPT_RANKS:
     return eplb_cli_parse_int(PROG, "--ranks", optarg, 1, MAX_RANKS, &a->ranks)
                ? 2
                : 0;
   case OPT_LAYERS:
+    if (strcmp(a->cmd, "import") == 0)
+      return parse_layer_range(a, optarg);
     return eplb_cli_parse_int(PROG, "--layers", optarg, 1, EPLB_MAX_LAYERS,
                               &a->layers)
                ? 2
@@ -220,10 +306,43 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   }
 }
 
+/* Options that belong to one command only. */
+static int check_only(const args_t *a) {
+  int imp = strcmp(a->cmd, "import") == 0, exp = strcmp(a->cmd, "export") == 0;
+  if (a->checkpoint && !imp && strcmp(a->cmd, "verify") != 0)
+    return eplb_cli_usage_error(PROG, "--checkpoint is for import and verify");
+  if (a->pattern && !imp)
+    return eplb_cli_usage_error(PROG, "--pattern is for import");
+  if ((a->out || a->logical) && !exp)
+    return eplb_cli_usage_error(PROG, "--out and --logical are for export");
+  if (a->file_mb && !a->logical)
+    return eplb_cli_usage_error(PROG, "--file-size-mb is for export --logical");
+  if (a->checkpoint && a->experts)
+    return eplb_cli_usage_error(PROG, "verify --checkpoint takes the experts "
+                                      "from the checkpoint: no --experts");
+  return 0;
+}
+
+/* import: a checkpoint, ranks, and slots or a map (not both). */
+static int check_import(const args_t *a) {
+  if (a->checkpoint == NULL || a->ranks == 0 || (a->slots == 0) == !a->map)
+    return eplb_cli_usage_error(PROG,
+                                "import needs --checkpoint, --dir, --ranks "
+                                "and either --slots-per-rank or --map");
+  return 0;
+}
+
 /* Checks what each command needs. */
 static int check_args(args_t *a) {
   if (a->dir == NULL || a->dir[0] == '\0')
     return eplb_cli_usage_error(PROG, "--dir D is required");
+  int rc = check_only(a);
+  if (rc)
+    return rc;
+  if (strcmp(a->cmd, "import") == 0)
+    return check_import(a);
+  if (strcmp(a->cmd, "export") == 0 && a->out == NULL)
+    return eplb_cli_usage_error(PROG, "export needs --out DIR");
   if (strcmp(a->cmd, "create") != 0)
     return 0;
   if (a->ranks == 0 || a->layers == 0 || a->experts == 0 || a->slots == 0)
@@ -247,17 +366,20 @@ static int check_args(args_t *a) {
 static int parse_args(int argc, char *argv[], args_t *a) {
   if (argc < 2)
     return eplb_cli_usage_error(
-        PROG, "a command is required: create, inspect or verify");
+        PROG, "a command is required: create, inspect, verify, import or "
+              "export");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
     return usage(stdout), -1;
   if (strcmp(argv[1], "--version") == 0)
     return printf("eplb-shard %s\n", eplb_version()), -1;
   a->cmd = argv[1];
+  a->layer_min = a->layer_max = -1;
   if (strcmp(a->cmd, "create") && strcmp(a->cmd, "inspect") &&
-      strcmp(a->cmd, "verify"))
+      strcmp(a->cmd, "verify") && strcmp(a->cmd, "import") &&
+      strcmp(a->cmd, "export"))
     return eplb_cli_usage_error(PROG,
-                                "unknown command '%s'; use create, inspect or "
-                                "verify",
+                                "unknown command '%s'; use create, inspect, "
+                                "verify, import or export",
                                 a->cmd);
   opterr = 0;
   optind = 2;
@@ -470,6 +592,10 @@ static void print_info(const dirset_t *d, const char *dir) {
   printf("slots per rank    %d\n", in->slots_per_rank);
   printf("experts           %d\n", d->map.num_experts);
   printf("bytes per slot    %lld\n", (long long)in->row_bytes);
+  printf("layer ids        ");
+  for (int32_t l = 0; l < in->num_layers; l++)
+    printf(" %d", eplb_shard_layer_ids(d->sh[0])[l]);
+  printf("\n");
   for (int32_t k = 0; k < in->num_datasets; k++) {
     const eplb_shard_dataset_t *ds = &in->datasets[k];
     printf("dataset           %s %s [", ds->name, ds->type_name);
@@ -507,7 +633,8 @@ static int verify_rows(const dirset_t *d, int32_t r, unsigned char *buf,
         return eplb_error_set(
             err, EPLB_ECHECKSUM,
             "rank %d: %s: layer %d slot %d: the weights are not "
-            "expert %d's (expert_ids says %d)",
+            "expert %d's (expert_ids says %d; shards made by import hold "
+            "a checkpoint's weights: verify them with --checkpoint)",
             (int)r, eplb_shard_file(d->sh[r]), (int)l, (int)s, (int)e, (int)e);
     }
   }
@@ -551,6 +678,126 @@ static int cmd_verify(const args_t *a, const dirset_t *d, eplb_error_t *err) {
   return rc;
 }
 
+/* ---- checkpoints ----------------------------------------------------- */
+
+/* Bytes as "12.3 GB" (decimal, as disks count). */
+static void human(double b, char *buf, size_t n) {
+  const char *u[] = {"B", "kB", "MB", "GB", "TB"};
+  int i = 0;
+  while (b >= 1000 && i < 4)
+    b /= 1000, i++;
+  snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static void print_import(const args_t *a, const eplb_ckpt_import_result_t *r) {
+  char rd[32], wr[32], pe[32];
+  human((double)r->bytes_read, rd, sizeof(rd));
+  human((double)r->bytes_written, wr, sizeof(wr));
+  human((double)r->bytes_per_expert, pe, sizeof(pe));
+  printf("imported %s checkpoint %s (%d files): %d MoE layers (ids %d..%d), "
+         "%d experts x %d tensors (%s each) into %d shards of %d slots in "
+         "%s: %s read, %s written in %.2f s (%.0f MB/s)\n",
+         r->family, a->checkpoint, r->num_files, r->num_layers,
+         r->first_layer_id, r->last_layer_id, r->num_experts, r->num_datasets,
+         pe, a->ranks, r->slots_per_rank, a->dir, rd, wr, r->seconds,
+         r->seconds > 0 ? (double)r->bytes_read / r->seconds / 1e6 : 0.0);
+  printf("left out: dense layers %s; shared experts in %d layers (%lld "
+         "tensors); %lld other tensors (attention, norms, embeddings, "
+         "routers)",
+         r->dense_layers[0] ? r->dense_layers : "none", r->shared_layers,
+         (long long)r->shared_tensors, (long long)r->other_tensors);
+  if (r->skipped_layers[0])
+    printf("; MoE layers outside --layers: %s", r->skipped_layers);
+  printf("\n");
+}
+
+static int cmd_import(const args_t *a, eplb_error_t *err) {
+  eplb_ckpt_import_opts_t o;
+  eplb_ckpt_import_result_t r;
+  eplb_placement_t p = {0};
+  eplb_ckpt_import_opts_default(&o);
+  o.checkpoint = a->checkpoint;
+  o.dir = a->dir;
+  o.ranks = a->ranks;
+  o.slots_per_rank = a->slots;
+  o.pattern = a->pattern;
+  o.layer_min = a->layer_min;
+  o.layer_max = a->layer_max;
+  int rc = 0;
+  if (a->map) {
+    char name[4200];
+    snprintf(name, sizeof(name), "--map %s", a->map);
+    rc = eplb_placement_read(&p, a->map, EPLB_MAP_AUTO, err);
+    o.placement = &p;
+    o.placement_name = name;
+    if (rc == 0)
+      rc = eplb_ckpt_import(&o, &r, err);
+  } else {
+    rc = eplb_ckpt_import(&o, &r, err);
+  }
+  if (rc == 0 && !a->quiet)
+    print_import(a, &r);
+  eplb_placement_cleanup(&p);
+  return rc;
+}
+
+static int cmd_export(const args_t *a, eplb_error_t *err) {
+  eplb_ckpt_export_opts_t o;
+  eplb_ckpt_export_result_t r;
+  eplb_ckpt_export_opts_default(&o);
+  o.dir = a->dir;
+  o.out = a->out;
+  o.logical = a->logical;
+  if (a->file_mb)
+    o.max_file_mb = a->file_mb;
+  int rc = eplb_ckpt_export(&o, &r, err);
+  char b[32];
+  human((double)r.bytes, b, sizeof(b));
+  if (rc == 0 && !a->quiet)
+    printf("exported %s: %d safetensors files (%lld tensors, %s) in %s in "
+           "%.2f s\n",
+           a->logical ? "the logical experts" : "every rank's slots", r.files,
+           (long long)r.tensors, b, a->out, r.seconds);
+  return rc;
+}
+
+static int cmd_verify_ckpt(const args_t *a, eplb_error_t *err) {
+  eplb_ckpt_verify_result_t r;
+  int rc = eplb_ckpt_verify(a->dir, a->checkpoint, &r, err);
+  if (rc == 0 && a->expect_map) {
+    dirset_t d;
+    rc = dirset_open(a->dir, r.num_experts, &d, err);
+    if (rc == 0)
+      rc = verify_expect(&d, a->expect_map, err);
+    dirset_cleanup(&d);
+  }
+  char b[32];
+  human((double)r.bytes, b, sizeof(b));
+  if (rc == 0 && !a->quiet)
+    printf("verified %d shards in %s against %s: %d layers x %d slots, %d "
+           "experts, %lld tensors (%s), every byte matches\n",
+           r.ranks, a->dir, a->checkpoint, r.num_layers,
+           r.ranks * r.slots_per_rank, r.num_experts, (long long)r.tensors, b);
+  return rc;
+}
+
+/* create: --map is none of the shards it writes (by identity). */
+static int check_create_outputs(const args_t *a) {
+  if (a->map == NULL)
+    return 0;
+  eplb_cli_file_t in = {"--map", a->map};
+  for (int32_t r = 0; r < a->ranks; r++) {
+    char path[4096];
+    if (eplb_shard_path(a->dir, r, path, sizeof(path), NULL) != 0)
+      return 0; /* too long: cmd_create names it */
+    eplb_cli_file_t out = {"--dir", path};
+    int rc = eplb_cli_check_outputs(PROG, &out, 1, &in, 1);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
 int main(int argc, char *argv[]) {
   args_t a;
   memset(&a, 0, sizeof(a));
@@ -560,7 +807,16 @@ int main(int argc, char *argv[]) {
   eplb_error_t err;
   eplb_error_clear(&err);
   if (strcmp(a.cmd, "create") == 0) {
+    rc = check_create_outputs(&a);
+    if (rc)
+      return rc;
     rc = cmd_create(&a, &err);
+  } else if (strcmp(a.cmd, "import") == 0) {
+    rc = cmd_import(&a, &err);
+  } else if (strcmp(a.cmd, "export") == 0) {
+    rc = cmd_export(&a, &err);
+  } else if (a.checkpoint) {
+    rc = cmd_verify_ckpt(&a, &err);
   } else {
     dirset_t d;
     rc = dirset_open(a.dir, a.experts, &d, &err);

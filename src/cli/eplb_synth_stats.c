@@ -8,7 +8,9 @@
  *
  *   eplb-synth-stats --out PATTERN [--ranks R] [--layers L] [--experts E]
  *                    [--tokens T] [--skew X] [--seed N] [--format F]
- * PATTERN contains %r (the rank).  The per-rank counts are integers. */
+ * PATTERN contains %r (the rank).  The per-rank counts are integers.
+ * Each file is written atomically (util/fileio.h): a full disk leaves the
+ * old file or none, never half of one. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 
 #include "eplb/eplb.h"
 #include "util/checksum.h"
+#include "util/fileio.h"
 
 /* Uniform in (0, 1] from a key. */
 static double unit(uint64_t key) {
@@ -51,6 +54,51 @@ static void usage(FILE *f) {
           "  --seed N        0..2^31-1 (default 1)\n"
           "  --format F      mindspeed | sglang (default mindspeed)\n",
           EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS);
+}
+
+/* What one rank's file holds. */
+typedef struct {
+  long rank, layers, experts, tokens, seed;
+  double skew;
+  int sglang;
+  double *w; /* [experts] scratch */
+} synth_t;
+
+/* Writes rank r's histogram (an eplb__write_fn for eplb__write_atomic). */
+static int write_rank(FILE *f, const void *ctx, eplb_error_t *err) {
+  const synth_t *g = ctx;
+  int sglang = g->sglang;
+  long r = g->rank, seed = g->seed;
+  double *w = g->w;
+  fputs(sglang ? "{\"logical_count\": [" : "{", f);
+  for (long l = 0; l < g->layers; l++) {
+    /* Layer popularity: shared by all ranks (the model's routing);
+     * rank noise on top (which tokens this rank saw). */
+    double lskew = g->skew * (0.5 + unit((uint64_t)seed * 7919 + (uint64_t)l));
+    double sum = 0;
+    for (long e = 0; e < g->experts; e++) {
+      double base =
+          pow(unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e),
+              -lskew);
+      double noise =
+          0.8 + 0.4 * unit(((uint64_t)seed << 40) ^ ((uint64_t)(r + 1) << 52) ^
+                           ((uint64_t)l << 20) ^ (uint64_t)e);
+      w[e] = base * noise;
+      sum += w[e];
+    }
+    fprintf(f, sglang ? "%s[" : "%s\"%ld\": {", l ? ", " : "", l);
+    for (long e = 0; e < g->experts; e++) {
+      long long cnt = (long long)floor((double)g->tokens * w[e] / sum);
+      if (sglang)
+        fprintf(f, "%s%lld", e ? ", " : "", cnt);
+      else
+        fprintf(f, "%s\"%ld\": %lld", e ? ", " : "", e, cnt);
+    }
+    fputs(sglang ? "]" : "}", f);
+  }
+  fputs(sglang ? "]}\n" : "}\n", f);
+  (void)err; /* eplb__write_atomic checks the stream and names the file */
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -110,53 +158,30 @@ int main(int argc, char **argv) {
             "--ranks > 1) and --format mindspeed|sglang (see --help)\n");
     return 2;
   }
-  double *w = malloc(sizeof(double) * (size_t)experts);
-  if (w == NULL)
+  synth_t g = {.layers = layers,
+               .experts = experts,
+               .tokens = tokens,
+               .seed = seed,
+               .skew = skew,
+               .sglang = sglang,
+               .w = malloc(sizeof(double) * (size_t)experts)};
+  if (g.w == NULL)
     return 1;
-  for (long r = 0; r < ranks; r++) {
+  int rc = 0;
+  for (long r = 0; r < ranks && rc == 0; r++) {
     char path[4096];
     const char *p = strstr(out, "%r");
     if (p)
       snprintf(path, sizeof(path), "%.*s%ld%s", (int)(p - out), out, r, p + 2);
     else
       snprintf(path, sizeof(path), "%s", out);
-    FILE *f = fopen(path, "w");
-    if (f == NULL) {
-      fprintf(stderr, "eplb-synth-stats: error: %s: cannot create\n", path);
-      return 1;
-    }
-    fputs(sglang ? "{\"logical_count\": [" : "{", f);
-    for (long l = 0; l < layers; l++) {
-      /* Layer popularity: shared by all ranks (the model's routing);
-       * rank noise on top (which tokens this rank saw). */
-      double lskew = skew * (0.5 + unit((uint64_t)seed * 7919 + (uint64_t)l));
-      double sum = 0;
-      for (long e = 0; e < experts; e++) {
-        double base = pow(
-            unit(((uint64_t)seed << 40) ^ ((uint64_t)l << 20) ^ (uint64_t)e),
-            -lskew);
-        double noise = 0.8 + 0.4 * unit(((uint64_t)seed << 40) ^
-                                        ((uint64_t)(r + 1) << 52) ^
-                                        ((uint64_t)l << 20) ^ (uint64_t)e);
-        w[e] = base * noise;
-        sum += w[e];
-      }
-      fprintf(f, sglang ? "%s[" : "%s\"%ld\": {", l ? ", " : "", l);
-      for (long e = 0; e < experts; e++) {
-        long long cnt = (long long)floor((double)tokens * w[e] / sum);
-        if (sglang)
-          fprintf(f, "%s%lld", e ? ", " : "", cnt);
-        else
-          fprintf(f, "%s\"%ld\": %lld", e ? ", " : "", e, cnt);
-      }
-      fputs(sglang ? "]" : "}", f);
-    }
-    fputs(sglang ? "]}\n" : "}\n", f);
-    if (fclose(f) != 0) {
-      fprintf(stderr, "eplb-synth-stats: error: %s: write failed\n", path);
-      return 1;
-    }
+    eplb_error_t err;
+    eplb_error_clear(&err);
+    g.rank = r;
+    rc = eplb__write_atomic(path, write_rank, &g, &err);
+    if (rc)
+      fprintf(stderr, "eplb-synth-stats: error: %s\n", err.msg);
   }
-  free(w);
-  return 0;
+  free(g.w);
+  return rc ? 1 : 0;
 }

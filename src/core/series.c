@@ -74,16 +74,24 @@ int eplb_series_sum(const eplb_series_t *s, double alpha, eplb_stats_t *out,
   }
   ema_weights(s->num_steps, alpha, w);
   size_t n = (size_t)s->num_layers * (size_t)s->num_experts;
+  /* Each addition is checked before it is made: the rounded sum of
+   * 2^53 - 1 and 2 is 2^53, which a check after the sum would accept.
+   * (With alpha = 0 every weight is 1 and the terms are integers, so
+   * EPLB_MAX_COUNT - sum is exact.) */
   for (int32_t t = 0; t < s->num_steps; t++)
-    for (size_t i = 0; i < n; i++)
-      out->load[i] += w[t] * s->load[(size_t)t * n + i];
-  for (size_t i = 0; i < n; i++)
-    if (out->load[i] > EPLB_MAX_COUNT) {
-      free(w);
-      eplb_stats_cleanup(out);
-      return eplb_error_set(
-          err, EPLB_ECOUNT,
-          "the series sums above 2^53; scale the counts down");
+    for (size_t i = 0; i < n; i++) {
+      double x = w[t] * s->load[(size_t)t * n + i];
+      if (!(x <= EPLB_MAX_COUNT - out->load[i])) {
+        free(w);
+        eplb_stats_cleanup(out);
+        return eplb_error_set(
+            err, EPLB_ECOUNT,
+            "the series sums above 2^53 (layer %d, expert %d); scale the "
+            "counts down",
+            (int)s->layer_ids[i / (size_t)s->num_experts],
+            (int)(i % (size_t)s->num_experts));
+      }
+      out->load[i] += x;
     }
   memcpy(out->layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)s->num_layers);
   out->dense_rows = s->dense_rows;
@@ -138,5 +146,48 @@ int eplb_series_choose_alpha(const eplb_series_t *s, double *alpha,
   free(w);
   free(pred);
   free(act);
+  return 0;
+}
+
+int eplb_series_windows(const eplb_series_t *s, int32_t steps,
+                        eplb_stats_t **out, int32_t *num, eplb_error_t *err) {
+  *out = NULL;
+  *num = 0;
+  if (steps < 1 || steps > EPLB_MAX_STEPS)
+    return eplb_error_set(err, EPLB_EARG, "--window %d is outside 1..%d",
+                          (int)steps, EPLB_MAX_STEPS);
+  int32_t T = s->num_steps, L = s->num_layers, E = s->num_experts;
+  int32_t n = (T + steps - 1) / steps;
+  eplb_stats_t *w = calloc((size_t)n, sizeof(*w));
+  if (w == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory for %d windows",
+                          (int)n);
+  size_t cell = (size_t)L * (size_t)E;
+  int rc = 0;
+  for (int32_t i = 0; i < n && rc == 0; i++) {
+    rc = eplb_stats_init(&w[i], L, E, err);
+    if (rc)
+      break;
+    memcpy(w[i].layer_ids, s->layer_ids, sizeof(int32_t) * (size_t)L);
+    w[i].dense_rows = s->dense_rows;
+    int32_t end = (i + 1) * steps < T ? (i + 1) * steps : T;
+    for (int32_t t = i * steps; t < end; t++)
+      for (size_t c = 0; c < cell; c++)
+        w[i].load[c] += s->load[(size_t)t * cell + c];
+    for (size_t c = 0; c < cell && rc == 0; c++)
+      if (w[i].load[c] > EPLB_MAX_COUNT)
+        rc = eplb_error_set(err, EPLB_ECOUNT,
+                            "window %d (steps %d..%d) sums above 2^53; "
+                            "use a smaller --window or scale the counts",
+                            (int)i, (int)(i * steps), (int)(end - 1));
+  }
+  if (rc) {
+    for (int32_t i = 0; i < n; i++)
+      eplb_stats_cleanup(&w[i]);
+    free(w);
+    return rc;
+  }
+  *out = w;
+  *num = n;
   return 0;
 }

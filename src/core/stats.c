@@ -156,3 +156,45 @@ int eplb_stats_zero_layer_ids(const eplb_stats_t *s, int32_t **ids, int32_t *n,
   }
   return 0;
 }
+
+int eplb_stats_drop_idle_layers(eplb_stats_t *s, int32_t num, int32_t **ids,
+                                int32_t *num_dropped, eplb_error_t *err) {
+  *ids = NULL;
+  *num_dropped = 0;
+  int32_t L = s[0].num_layers, E = s[0].num_experts, kept = 0;
+  int32_t *gone = malloc(sizeof(int32_t) * (size_t)L);
+  if (gone == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory listing layers");
+  for (int32_t l = 0; l < L; l++) {
+    int idle = 1;
+    for (int32_t k = 0; k < num && idle; k++) {
+      const double *row = s[k].load + (size_t)l * (size_t)E;
+      for (int32_t e = 0; e < E && idle; e++)
+        idle = row[e] == 0.0;
+    }
+    if (idle) {
+      gone[(*num_dropped)++] = s[0].layer_ids[l];
+      continue;
+    }
+    for (int32_t k = 0; k < num && kept != l; k++) {
+      memmove(s[k].load + (size_t)kept * (size_t)E,
+              s[k].load + (size_t)l * (size_t)E, sizeof(double) * (size_t)E);
+      s[k].layer_ids[kept] = s[k].layer_ids[l];
+    }
+    kept++;
+  }
+  if (kept == 0) {
+    free(gone);
+    *num_dropped = 0;
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "every layer's counts are zero: there is no MoE "
+                          "traffic to plan for; check the statistics window");
+  }
+  for (int32_t k = 0; k < num; k++)
+    s[k].num_layers = kept;
+  if (*num_dropped > 0)
+    *ids = gone;
+  else
+    free(gone);
+  return 0;
+}

@@ -9,12 +9,17 @@
  * full readers (stats_read.c) accept, with the same result: the same JSON
  * number grammar converted by the same strtod (or exactly, for plain integers),
  * the same shape rules, counts finite, >= 0, <= 2^53, sums <= 2^53.  On
- * anything else (another key, an escaped key, a ragged row, a missing expert, a
- * bad count, a syntax error) they give up without a message and the full reader
- * runs, so every error message still comes from one place. */
+ * anything else (an escaped key, a key twice, a ragged row, a missing
+ * expert, a bad count, a syntax error) they give up without a message and
+ * the full reader runs, so every error message still comes from one place;
+ * they report where they gave up, which is where a file too large for the
+ * full reader's tree is wrong.  SGLang files may carry other top-level keys
+ * (scalars and arrays: skipped, each name once) and are also read as a
+ * series (every step kept). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "eplb/series.h"
 #include "eplb/stats.h"
 #include "formats/formats.h"
 
@@ -82,13 +87,17 @@ static size_t number_len(const char *p, const char *end) {
 
 /* Counts are mostly "12345" or "12345.0": at most 15 digits and no
  * exponent give an integer below 2^53, which strtod would convert exactly
- * to the same double.  1 and *x for such a token, else 0 (use strtod). */
+ * to the same double.  1 and *x for such a token, else 0 (use strtod).
+ * A 16th digit stops the loop before v could overflow. */
 static int small_integer(const char *p, size_t n, double *x) {
   int64_t v = 0;
   size_t i = 0;
-  for (; i < n && is_digit(p[i]); i++)
+  for (; i < n && is_digit(p[i]); i++) {
+    if (i == 15)
+      return 0;
     v = v * 10 + (p[i] - '0');
-  if (i == 0 || i > 15)
+  }
+  if (i == 0)
     return 0;
   if (i < n && p[i] == '.')
     for (i++; i < n && p[i] == '0'; i++)
@@ -99,7 +108,8 @@ static int small_integer(const char *p, size_t n, double *x) {
   return 1;
 }
 
-/* Reads a JSON number that is a valid count (finite, 0..2^53) into *x. */
+/* Reads a JSON number that is a valid count (finite, 0..2^53) into *x.
+ * On failure the scanner stays at the number (where the file is wrong). */
 static int read_count(scan_t *s, double *x) {
   skip_ws(s);
   size_t n = number_len(s->p, s->end);
@@ -114,8 +124,10 @@ static int read_count(scan_t *s, double *x) {
     if (stop != buf + n)
       return 0;
   }
+  if (!(*x >= 0.0 && *x <= EPLB_MAX_COUNT))
+    return 0;
   s->p += n;
-  return *x >= 0.0 && *x <= EPLB_MAX_COUNT;
+  return 1;
 }
 
 /* Reads "<index>": - a key that is a canonical decimal below `limit` (no
@@ -157,33 +169,96 @@ static int dvec_grow(dvec_t *d, size_t more) {
   return 1;
 }
 
+/* ---- skipping the values of other keys --------------------------------- */
+
+/* Reads a string without escapes or control characters (a stricter
+ * grammar than cJSON's, so nothing is accepted here that cJSON rejects);
+ * *at and *n receive its bytes. */
+static int plain_string(scan_t *s, const char **at, size_t *n) {
+  if (!eat(s, '"'))
+    return 0;
+  const char *q = s->p;
+  while (q < s->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+    q++;
+  if (q >= s->end || *q != '"')
+    return 0;
+  *at = s->p;
+  *n = (size_t)(q - s->p);
+  s->p = q + 1;
+  return 1;
+}
+
+/* 1 if the literal word w is next; consumes it. */
+static int eat_word(scan_t *s, const char *w) {
+  size_t n = strlen(w);
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, w, n) != 0)
+    return 0;
+  s->p += n;
+  return 1;
+}
+
+/* Skips one value: a number, a plain string, a literal, or an array of
+ * those (up to `depth` levels).  Objects are left to the full reader (it
+ * checks their keys). */
+static int skip_value(scan_t *s, int depth) {
+  skip_ws(s);
+  if (s->p >= s->end)
+    return 0;
+  const char *at;
+  size_t n;
+  switch (*s->p) {
+  case '"': return plain_string(s, &at, &n);
+  case 't': return eat_word(s, "true");
+  case 'f': return eat_word(s, "false");
+  case 'n': return eat_word(s, "null");
+  case '[':
+    if (depth == 0)
+      return 0;
+    s->p++;
+    if (eat(s, ']'))
+      return 1;
+    do {
+      if (!skip_value(s, depth - 1))
+        return 0;
+    } while (eat(s, ','));
+    return eat(s, ']');
+  }
+  n = number_len(s->p, s->end);
+  s->p += n;
+  return n > 0;
+}
+
 /* ---- SGLang: {"logical_count": [L][E] or [T][L][E]} --------------------- */
 
 typedef struct {
   scan_t s;
   int depth;      /* 2: [L][E]; 3: [T][L][E] */
+  int keep_steps; /* a series: every step appended, none summed */
   int32_t dim[3]; /* sizes per level, learnt from the first of each */
-  dvec_t v;       /* step 0 values, then the running sums */
+  dvec_t v;       /* step 0 values (every step's), then the running sums */
   int32_t ix[3];  /* indices (step, layer, expert) of the current number */
 } sg_t;
 
 /* Reads one count at (t, l, e) into the histogram.  0 = give up. */
 static int sg_number(sg_t *f) {
   double x = 0;
+  const char *at = f->s.p;
   if (!read_count(&f->s, &x))
     return 0;
-  if (f->ix[0] == 0) { /* the first step: append */
+  if (f->ix[0] == 0 || f->keep_steps) { /* the first step: append */
     if (!dvec_grow(&f->v, 1))
       return 0;
     f->v.v[f->v.n++] = x;
     return 1;
   }
   int32_t L = f->dim[1], E = f->dim[2], l = f->ix[1], e = f->ix[2];
-  if (l >= L || e >= E)
-    return 0;
   double *dst = &f->v.v[(size_t)l * (size_t)E + (size_t)e];
-  if (!(*dst + x <= EPLB_MAX_COUNT))
+  /* x <= MAX - sum, not sum + x <= MAX: the rounded sum of 2^53 - 1 and 2
+   * is 2^53 (for integers the difference is exact). */
+  if (l >= L || e >= E || !(x <= EPLB_MAX_COUNT - *dst)) {
+    f->s.p = at;
     return 0;
+  }
   *dst += x;
   return 1;
 }
@@ -226,26 +301,86 @@ static int nesting(const char *p, const char *end) {
   return d;
 }
 
-static const char sg_key[] = "\"logical_count\"";
+/* The top-level object: "logical_count" once (read), other keys once each
+ * (their values skipped).  At most this many other keys: */
+#define SG_MAX_KEYS 32
 
-/* See formats.h. */
-int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len) {
+static int sg_object(sg_t *f) {
+  const char *keys[SG_MAX_KEYS], *at;
+  size_t lens[SG_MAX_KEYS], n;
+  int nkeys = 0, found = 0;
+  if (!eat(&f->s, '{'))
+    return 0;
+  do {
+    skip_ws(&f->s);
+    const char *key = f->s.p;
+    if (!plain_string(&f->s, &at, &n) || !eat(&f->s, ':'))
+      return 0;
+    if (n == 13 && memcmp(at, "logical_count", 13) == 0) {
+      if (found) {
+        f->s.p = key;
+        return 0;
+      }
+      found = 1;
+      skip_ws(&f->s);
+      f->depth = nesting(f->s.p, f->s.end);
+      if ((f->depth != 2 && f->depth != 3) || !sg_array(f, 0))
+        return 0;
+      continue;
+    }
+    for (int k = 0; k < nkeys; k++)
+      if (lens[k] == n && memcmp(keys[k], at, n) == 0) {
+        f->s.p = key;
+        return 0;
+      }
+    if (nkeys == SG_MAX_KEYS || !skip_value(&f->s, 8))
+      return 0;
+    keys[nkeys] = at;
+    lens[nkeys++] = n;
+  } while (eat(&f->s, ','));
+  return found && eat(&f->s, '}') && at_end(&f->s);
+}
+
+/* Scans the file; 1 with the values in f->v and the shape in *T, *L, *E. */
+static int sg_scan(sg_t *f, int32_t *T, int32_t *L, int32_t *E, size_t *stop) {
+  const char *text = f->s.p;
+  int ok = sg_object(f);
+  if (stop)
+    *stop = (size_t)(f->s.p - text);
+  if (!ok)
+    return 0;
+  *T = f->depth == 3 ? f->dim[0] : 1;
+  *L = f->dim[f->depth - 2];
+  *E = f->dim[f->depth - 1];
+  size_t steps = f->keep_steps ? (size_t)*T : 1;
+  return f->v.n == steps * (size_t)*L * (size_t)*E;
+}
+
+int eplb__sglang_fast_at(eplb_stats_t *out, const char *text, size_t len,
+                         size_t *stop) {
   memset(out, 0, sizeof(*out));
   sg_t f = {.s = {text, text + len}};
-  size_t k = sizeof(sg_key) - 1;
-  if (!eat(&f.s, '{') || (skip_ws(&f.s), (size_t)(f.s.end - f.s.p) < k) ||
-      memcmp(f.s.p, sg_key, k) != 0)
-    return 0;
-  f.s.p += k;
-  if (!eat(&f.s, ':'))
-    return 0;
-  skip_ws(&f.s);
-  f.depth = nesting(f.s.p, f.s.end);
-  int ok = (f.depth == 2 || f.depth == 3) && sg_array(&f, 0) &&
-           eat(&f.s, '}') && at_end(&f.s);
-  int32_t L = ok ? f.dim[f.depth - 2] : 0, E = ok ? f.dim[f.depth - 1] : 0;
-  ok = ok && f.v.n == (size_t)L * (size_t)E &&
-       eplb_stats_init(out, L, E, NULL) == 0;
+  int32_t T = 0, L = 0, E = 0;
+  int ok =
+      sg_scan(&f, &T, &L, &E, stop) && eplb_stats_init(out, L, E, NULL) == 0;
+  if (ok) {
+    memcpy(out->load, f.v.v, sizeof(double) * f.v.n);
+    out->dense_rows = 1;
+  }
+  free(f.v.v);
+  return ok;
+}
+
+int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len) {
+  return eplb__sglang_fast_at(out, text, len, NULL);
+}
+
+int eplb__sglang_fast_series(eplb_series_t *out, const char *text, size_t len) {
+  memset(out, 0, sizeof(*out));
+  sg_t f = {.s = {text, text + len}, .keep_steps = 1};
+  int32_t T = 0, L = 0, E = 0;
+  int ok = sg_scan(&f, &T, &L, &E, NULL) &&
+           eplb_series_init(out, T, L, E, NULL) == 0;
   if (ok) {
     memcpy(out->load, f.v.v, sizeof(double) * f.v.n);
     out->dense_rows = 1;
@@ -336,7 +471,8 @@ static int ms_build(const ms_t *m, int32_t L, eplb_stats_t *out) {
 }
 
 /* See formats.h.  The scratch arrays hold one layer of the largest size. */
-int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len) {
+int eplb__mindspeed_fast_at(eplb_stats_t *out, const char *text, size_t len,
+                            size_t *stop) {
   memset(out, 0, sizeof(*out));
   ms_t m = {.s = {text, text + len}};
   m.layer_key = malloc(sizeof(int32_t) * EPLB_MAX_LAYERS);
@@ -344,12 +480,18 @@ int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len) {
   m.eval = malloc(sizeof(double) * EPLB_MAX_EXPERTS);
   m.seen = malloc(EPLB_MAX_EXPERTS);
   int32_t L = 0;
-  int ok = m.layer_key && m.ekey && m.eval && m.seen && ms_layers(&m, &L) &&
-           ms_build(&m, L, out);
+  int ok = m.layer_key && m.ekey && m.eval && m.seen && ms_layers(&m, &L);
+  if (stop)
+    *stop = (size_t)(m.s.p - text);
+  ok = ok && ms_build(&m, L, out);
   free(m.rows.v);
   free(m.layer_key);
   free(m.ekey);
   free(m.eval);
   free(m.seen);
   return ok;
+}
+
+int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len) {
+  return eplb__mindspeed_fast_at(out, text, len, NULL);
 }

@@ -17,13 +17,39 @@
 #include "eplb/error.h"
 #include "eplb/formats.h"
 
+/* The most values (numbers, strings, arrays, objects...) a JSON text may
+ * hold for cJSON to build its tree of them: about 80 bytes of memory per
+ * value (112 with a key), so at most about 450 MB.  Well-formed statistics
+ * files are read by the fast scanners (fast.c) whatever their size; this
+ * bounds what a malformed or unusual file costs. */
+#define EPLB_JSON_MAX_VALUES 4000000
+
+/* How many values `len` bytes of JSON text hold, at most (one per '[',
+ * '{' and ',' outside strings, plus one): a linear scan, no allocation. */
+size_t eplb__json_count_values(const char *text, size_t len);
+
 /* Parses `len` bytes of `text` (the content of `path`) as one JSON value
  * with nothing but white space after it.  Returns 0 and *out (caller frees
  * with cJSON_Delete) or EPLB_EPARSE with the line and column where the
- * parser stopped (an empty file says so).  Thread-safe: does not use
- * cJSON_GetErrorPtr. */
+ * parser stopped (an empty file, a NUL byte, nesting deeper than cJSON's
+ * 1000 levels say so).  Thread-safe: does not use cJSON_GetErrorPtr. */
 int eplb__json_parse(const char *path, const char *text, size_t len,
                      cJSON **out, eplb_error_t *err);
+
+/* eplb__json_parse, refusing (EPLB_EPARSE, with the count) a text of more
+ * than EPLB_JSON_MAX_VALUES values before any tree is built: for the
+ * statistics, map and config readers.  (A safetensors header is bounded by
+ * its file instead: one entry per tensor of a dump.) */
+int eplb__json_parse_bounded(const char *path, const char *text, size_t len,
+                             cJSON **out, eplb_error_t *err);
+
+/* Every object in the tree under `root` holds each key once: cJSON keeps
+ * both copies of a duplicate and its lookups find the first, so
+ * {"device_count": 2, "device_count": 4} would silently read as 2.  Returns
+ * 0 or EPLB_EPARSE "<path>: key "device_count" appears twice in
+ * layer_list[0]; each key may appear once". */
+int eplb__json_unique_keys(const char *path, const cJSON *root,
+                           eplb_error_t *err);
 
 /* "an object", "an array", "a string", "a number", "null", "true or false":
  * for messages that say what was found instead.  NULL: "nothing". */
@@ -55,6 +81,25 @@ int eplb__check_count(double v, const char *path, const char *where,
  * full reader, which says what is wrong. */
 int eplb__sglang_fast(eplb_stats_t *out, const char *text, size_t len);
 int eplb__mindspeed_fast(eplb_stats_t *out, const char *text, size_t len);
+/* The same, with *stop (may be NULL) = the offset where the scan stopped:
+ * on failure, where the file stops being one the scanner accepts. */
+int eplb__sglang_fast_at(eplb_stats_t *out, const char *text, size_t len,
+                         size_t *stop);
+int eplb__mindspeed_fast_at(eplb_stats_t *out, const char *text, size_t len,
+                            size_t *stop);
+/* SGLang's file as a series (every step kept; [L][E] is one step), as
+ * series_read.c's full reader would read it; 1 or 0 (give up). */
+struct eplb_series_s;
+int eplb__sglang_fast_series(struct eplb_series_s *out, const char *text,
+                             size_t len);
+
+/* Reads statistics from `len` bytes of `text` (NUL-terminated, the content
+ * of `path`) in `format` (AUTO, MINDSPEED or SGLANG): through the fast
+ * scanners first when use_fast, else with the full reader alone (the fuzz
+ * targets compare both on the same bytes).  *out is empty on failure. */
+int eplb__stats_read_text(eplb_stats_t *out, const char *path, const char *text,
+                          size_t len, eplb_stats_format_t format, int use_fast,
+                          eplb_error_t *err);
 
 /* The TensorRT-LLM YAML map reader (formats/trtllm_yaml.c), for
  * eplb_placement_read (map_read.c).  `text` is the NUL-terminated content
@@ -78,7 +123,6 @@ int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
 int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err);
 /* A MindIE dump as a series: block b of every CSV is step b, what was
  * counted since block b - 1 (the blocks are cumulative). */
-struct eplb_series_s;
 int eplb__mindie_read_series(struct eplb_series_s *out, const char *dir,
                              eplb_error_t *err);
 /* A dump directory as a series: MindIE (model_gen_config.json) or
@@ -89,6 +133,18 @@ int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
 /* 1 when the file at path starts with HDF5's signature (reads 8 bytes; 0
  * for a file that cannot be opened). */
 int eplb__file_is_hdf5(const char *path);
+/* SGLang's series from `len` bytes of `text` (NUL-terminated, the content
+ * of `path`): the fast scanner first when use_fast, else the full reader
+ * alone (series_read.c; the fuzz targets compare both). */
+int eplb__series_read_json(struct eplb_series_s *out, const char *path,
+                           const char *text, size_t len, int use_fast,
+                           eplb_error_t *err);
+/* A placement from `len` bytes of `text` (NUL-terminated, the content of
+ * `path`) in `format` (AUTO: from the content, as eplb_placement_read
+ * decides) (map_read.c). */
+int eplb__placement_read_text(eplb_placement_t *out, const char *path,
+                              const char *text, size_t len,
+                              eplb_map_format_t format, eplb_error_t *err);
 /* An HDF5 [steps][L][E] series (series_read.c, through series_h5.h). */
 int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,
                            eplb_error_t *err);

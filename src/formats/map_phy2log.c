@@ -225,7 +225,9 @@ int eplb__map_read_phy2log(eplb_placement_t *out, const char *path,
   memset(out, 0, sizeof(*out));
   cJSON *root = NULL;
   int32_t L = 0, S = 0;
-  int rc = eplb__json_parse(path, text, len, &root, err);
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
   const char *key = "physical_to_logical_map";
   const cJSON *rows = NULL;
   if (rc == 0) {

@@ -217,7 +217,9 @@ static int map_read_json(eplb_placement_t *out, const char *path,
   cJSON *root = NULL;
   const cJSON *list = NULL;
   unsigned char *seen = NULL;
-  int rc = eplb__json_parse(path, text, len, &root, err);
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0)
     rc = em_shape(&c, root, &list, err);
   /* E is known only at the end: allocate for the largest, then narrow. */
@@ -247,14 +249,10 @@ done:
   return rc;
 }
 
-int eplb_placement_read(eplb_placement_t *out, const char *path,
-                        eplb_map_format_t format, eplb_error_t *err) {
+int eplb__placement_read_text(eplb_placement_t *out, const char *path,
+                              const char *text, size_t len,
+                              eplb_map_format_t format, eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
-  char *text = NULL;
-  size_t len = 0;
-  int rc = eplb__read_file(path, &text, &len, err);
-  if (rc)
-    return rc;
   if (format == EPLB_MAP_AUTO) {
     /* JSON starts with '{' (or '[', which the JSON reader rejects with a
      * clear message); anything else is taken for YAML. */
@@ -269,14 +267,30 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
       format = EPLB_MAP_SGLANG;
   }
   if (format == EPLB_MAP_EXPERT_MAP)
-    rc = map_read_json(out, path, text, len, err);
-  else if (format == EPLB_MAP_TRTLLM_YAML)
-    rc = eplb__map_read_yaml(out, path, text, err);
-  else if (format == EPLB_MAP_SGLANG || format == EPLB_MAP_DEEPSEEK)
-    rc = eplb__map_read_phy2log(out, path, text, len, err);
-  else
-    rc = eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
+    return map_read_json(out, path, text, len, err);
+  /* The YAML reader stops at a NUL: a file cut short there must not
+   * read as a shorter map. */
+  if (format == EPLB_MAP_TRTLLM_YAML && strlen(text) != len)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: a NUL byte at offset %zu: this is not a YAML "
+                          "text file",
+                          path, strlen(text));
+  if (format == EPLB_MAP_TRTLLM_YAML)
+    return eplb__map_read_yaml(out, path, text, err);
+  if (format == EPLB_MAP_SGLANG || format == EPLB_MAP_DEEPSEEK)
+    return eplb__map_read_phy2log(out, path, text, len, err);
+  return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
                         (int)format);
+}
+
+int eplb_placement_read(eplb_placement_t *out, const char *path,
+                        eplb_map_format_t format, eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  char *text = NULL;
+  size_t len = 0;
+  int rc = eplb__read_file(path, &text, &len, err);
+  if (rc == 0)
+    rc = eplb__placement_read_text(out, path, text, len, format, err);
   free(text);
   return rc;
 }

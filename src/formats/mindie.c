@@ -35,6 +35,8 @@ typedef struct {
   eplb_series_t *series; /* every block a step (series->num_steps == 0
                             until the first file sets the block count) */
   char first_path[4096]; /* the file that set the block count */
+  int32_t cols;          /* columns per row of every CSV (-1: none yet) */
+  char cols_path[4096];  /* the file that set them */
   int files;
 } mie_t;
 
@@ -76,7 +78,9 @@ static int read_config(mie_t *m, eplb_error_t *err) {
   const char *why = NULL, *field = "num_moe_layers";
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
-    rc = eplb__json_parse(path, text, len, &root, err);
+    rc = eplb__json_parse_bounded(path, text, len, &root, err);
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0 && (why = cfg_int(root, field, EPLB_MAX_LAYERS, &L)) == NULL) {
     field = "num_of_experts";
     why = cfg_int(root, field, EPLB_MAX_EXPERTS, &E);
@@ -171,12 +175,14 @@ static int add_block(mie_t *m, const char *path, int32_t rank,
                               path, (int)l, (int)j, prev[k], (int)block - 1,
                               rows[k], (int)block);
       double *d = &dst[(size_t)l * (size_t)m->E + (size_t)e];
-      *d += v;
-      if (*d > EPLB_MAX_COUNT)
+      /* Compared before adding: the rounded sum of 2^53 - 1 and 2 is 2^53
+       * (both terms are integers <= 2^53, so the difference is exact). */
+      if (v > EPLB_MAX_COUNT - *d)
         return eplb_error_set(err, EPLB_ECOUNT,
                               "%s: layer %d, expert %d: "
                               "the sum passes 2^53",
                               path, (int)l, (int)e);
+      *d += v;
     }
   return 0;
 }
@@ -187,6 +193,46 @@ static int blank_line(const char *s, size_t n) {
   while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
     i++;
   return i == n;
+}
+
+/* A NUL byte would end the text early (and read as a short row): say so,
+ * with its line and column. */
+static int check_nul(const char *path, const char *text, size_t len,
+                     eplb_error_t *err) {
+  size_t nul = strlen(text);
+  if (nul == len)
+    return 0;
+  long line = 1, col = 1;
+  for (size_t i = 0; i < nul; i++) {
+    col++;
+    if (text[i] == '\n') {
+      line++;
+      col = 1;
+    }
+  }
+  return eplb_error_set(err, EPLB_EPARSE,
+                        "%s: line %ld, column %ld: a NUL byte; a MindIE CSV "
+                        "is text (is the file corrupted?)",
+                        path, line, col);
+}
+
+/* Every CSV must have the columns the first one has: column j of NPU r is
+ * expert r * columns + j (or the map's j-th), so NPUs with other widths
+ * would put one NPU's loads on another's experts. */
+static int same_columns(mie_t *m, const char *path, int32_t cols,
+                        eplb_error_t *err) {
+  if (m->cols < 0) {
+    m->cols = cols;
+    snprintf(m->cols_path, sizeof(m->cols_path), "%s", path);
+    return 0;
+  }
+  if (cols == m->cols)
+    return 0;
+  return eplb_error_set(err, EPLB_ESHAPE,
+                        "%s has %d columns per row but %s has %d; every "
+                        "NPU's CSV must count the same number of experts "
+                        "(slots per NPU)",
+                        path, (int)cols, m->cols_path, (int)m->cols);
 }
 
 /* Series: the number of blocks of a file (its non-blank lines / L) must be
@@ -210,7 +256,10 @@ static int series_blocks(mie_t *m, const char *path, const char *text,
                             "steps are read as a series",
                             path, blocks, EPLB_MAX_STEPS);
     snprintf(m->first_path, sizeof(m->first_path), "%s", path);
-    return eplb_series_init(m->series, (int32_t)blocks, m->L, m->E, err);
+    int rc = eplb_series_init(m->series, (int32_t)blocks, m->L, m->E, err);
+    if (rc)
+      eplb_error_prefix(err, "%s", path);
+    return rc;
   }
   if (blocks != m->series->num_steps)
     return eplb_error_set(err, EPLB_ESHAPE,
@@ -229,8 +278,12 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
   char *text = NULL;
   size_t len = 0;
   int rc = eplb__read_file(path, &text, &len, err);
-  if (rc)
+  if (rc == 0)
+    rc = check_nul(path, text, len, err);
+  if (rc) {
+    free(text);
     return rc;
+  }
   if (m->series != NULL)
     rc = series_blocks(m, path, text, err);
   size_t cells = (size_t)m->L * (size_t)m->E;
@@ -256,6 +309,8 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
       why = "has a different number of columns than the rows before";
     if (why)
       rc = eplb_error_set(err, EPLB_EPARSE, "%s: line %ld %s", path, line, why);
+    if (rc == 0 && cols < 0)
+      rc = same_columns(m, path, n, err);
     cols = n;
     count++;
     if (rc == 0 && count % m->L == 0) { /* compact: keep columns dense */
@@ -285,29 +340,56 @@ static int read_csv(mie_t *m, const char *path, int32_t rank,
   return rc;
 }
 
-/* Reads every {stage}_{rank}.csv of one directory (missing dir: none). */
+/* For a name `<stage>_<digits>.csv`: 1 and the rank in *r; 0 for a name
+ * of another form (not MindIE's: skipped); -1 when the digits are not a
+ * rank eplb can read (decode_01.csv, a rank above 2^20), which would
+ * otherwise be skipped silently. */
+static int csv_rank(const char *nm, int32_t *r) {
+  const char *us = strrchr(nm, '_');
+  size_t k = strlen(nm);
+  if (us == NULL || us == nm || k < 6 || strcmp(nm + k - 4, ".csv") != 0)
+    return 0;
+  const char *d = us + 1, *end = nm + k - 4;
+  if (d == end)
+    return 0;
+  for (const char *p = d; p < end; p++)
+    if (*p < '0' || *p > '9')
+      return 0;
+  char num[16];
+  if ((size_t)(end - d) >= sizeof(num))
+    return -1;
+  memcpy(num, d, (size_t)(end - d));
+  num[end - d] = '\0';
+  return eplb__parse_index(num, 1 << 20, r) == 0 ? 1 : -1;
+}
+
+/* Reads every {stage}_{rank}.csv of one directory (missing dir: none), in
+ * name order (so messages name the same files on every run). */
 static int read_csvs(mie_t *m, const char *dir, eplb_error_t *err) {
-  DIR *d = opendir(dir);
-  if (d == NULL)
+  struct dirent **names = NULL;
+  int n = scandir(dir, &names, NULL, alphasort);
+  if (n < 0)
     return 0;
   int rc = 0;
-  struct dirent *de;
-  while (rc == 0 && (de = readdir(d)) != NULL) {
-    const char *nm = de->d_name, *us = strrchr(nm, '_');
-    size_t k = strlen(nm);
-    char num[16], path[4096];
-    int32_t r;
-    if (us == NULL || us == nm || k < 6 || strcmp(nm + k - 4, ".csv") != 0 ||
-        (size_t)(nm + k - 4 - us - 1) >= sizeof(num))
-      continue;
-    memcpy(num, us + 1, (size_t)(nm + k - 4 - us - 1));
-    num[nm + k - 4 - us - 1] = '\0';
-    if (eplb__parse_index(num, 1 << 20, &r) != 0)
-      continue;
+  for (int i = 0; i < n; i++) {
+    const char *nm = names[i]->d_name;
+    char path[4096];
+    int32_t r = 0;
+    int kind = rc == 0 ? csv_rank(nm, &r) : 0;
     snprintf(path, sizeof(path), "%s/%s", dir, nm);
-    rc = read_csv(m, path, r, err);
+    if (kind < 0)
+      rc = eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the rank in the name is not a plain decimal "
+                          "0..%d (no leading zeros); MindIE writes "
+                          "{stage}_{rank}.csv: rename the file or move it out "
+                          "of the dump",
+                          path, 1 << 20);
+    else if (kind > 0)
+      rc = read_csv(m, path, r, err);
   }
-  closedir(d);
+  for (int i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
   return rc;
 }
 
@@ -336,7 +418,7 @@ static int read_dump(mie_t *m, eplb_error_t *err) {
 }
 
 int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err) {
-  mie_t m = {.dir = dir, .out = out};
+  mie_t m = {.dir = dir, .out = out, .cols = -1};
   memset(out, 0, sizeof(*out));
   int rc = read_dump(&m, err);
   if (rc)
@@ -346,7 +428,7 @@ int eplb__mindie_read(eplb_stats_t *out, const char *dir, eplb_error_t *err) {
 
 int eplb__mindie_read_series(eplb_series_t *out, const char *dir,
                              eplb_error_t *err) {
-  mie_t m = {.dir = dir, .series = out};
+  mie_t m = {.dir = dir, .series = out, .cols = -1};
   memset(out, 0, sizeof(*out));
   int rc = read_dump(&m, err);
   if (rc)

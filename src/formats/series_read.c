@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "formats/formats.h"
 #include "formats/series_h5.h"
@@ -26,15 +27,28 @@ static int check_value(double v, const char *path, int t, int l, int e,
                         path, t, l, e, v);
 }
 
-static int read_json(eplb_series_t *out, const char *path, const char *text,
-                     eplb_error_t *err) {
-  cJSON *root = cJSON_Parse(text);
-  if (root == NULL)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: not valid JSON near byte %ld; check the file is "
-                          "complete",
-                          path, (long)(cJSON_GetErrorPtr() - text));
-  int rc = 0;
+/* SGLang's {"logical_count": [steps][L][E]} ([L][E]: one step): the fast
+ * scanner for a well-formed file, else cJSON and the checks that name what
+ * is wrong. */
+int eplb__series_read_json(eplb_series_t *out, const char *path,
+                           const char *text, size_t len, int use_fast,
+                           eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  if (use_fast && eplb__sglang_fast_series(out, text, len))
+    return 0;
+  cJSON *root = NULL;
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
+  if (rc == 0 && !cJSON_IsObject(root))
+    rc = eplb_error_set(err, EPLB_EPARSE,
+                        "%s: the top level is %s; expected SGLang's object "
+                        "{\"logical_count\": [steps][layers][experts]}",
+                        path, eplb__json_kind(root));
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
+  if (rc) {
+    cJSON_Delete(root);
+    return rc;
+  }
   const cJSON *lc = cJSON_GetObjectItemCaseSensitive(root, "logical_count");
   if (!cJSON_IsArray(lc) || cJSON_GetArraySize(lc) < 1) {
     rc = eplb_error_set(err, EPLB_EPARSE,
@@ -101,14 +115,16 @@ done:
 
 int eplb__file_is_hdf5(const char *path) {
   /* HDF5 files start with the 8-byte signature \211HDF\r\n\032\n: read
-   * those 8 bytes only, not a file that may hold a long series. */
+   * those 8 bytes only, not a file that may hold a long series.  Opened
+   * as every input is (a FIFO is refused, not waited on). */
   unsigned char head[8];
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
+  int fd = eplb__open_regular(path, NULL);
+  if (fd < 0)
     return 0; /* the caller's reader names the missing file */
-  size_t n = fread(head, 1, sizeof(head), f);
-  fclose(f);
-  return n == sizeof(head) && memcmp(head, "\211HDF\r\n\032\n", 8) == 0;
+  ssize_t n = read(fd, head, sizeof(head));
+  close(fd);
+  return n == (ssize_t)sizeof(head) &&
+         memcmp(head, "\211HDF\r\n\032\n", 8) == 0;
 }
 
 /* An HDF5 [steps][L][E] file, through series_h5.h (libeplb links the
@@ -120,7 +136,11 @@ int eplb__series_read_hdf5(eplb_series_t *out, const char *path,
   int64_t dims[3] = {0, 0, 0};
   double *data = NULL;
   char msg[EPLB_ERROR_MSG_MAX];
-  int rc = eplb__h5_read3(path, max, &data, dims, msg, sizeof(msg));
+  /* HDF5 opens the path itself: a FIFO must be refused first. */
+  int rc = eplb__check_regular(path, err);
+  if (rc)
+    return rc;
+  rc = eplb__h5_read3(path, max, &data, dims, msg, sizeof(msg));
   if (rc)
     return eplb_error_set(err, rc, "%s", msg);
   rc = eplb_series_init(out, (int32_t)dims[0], (int32_t)dims[1],
@@ -156,7 +176,7 @@ int eplb_series_read(eplb_series_t *out, const char *path, eplb_error_t *err) {
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
-  rc = read_json(out, path, text, err);
+  rc = eplb__series_read_json(out, path, text, len, 1, err);
   free(text);
   return rc;
 }

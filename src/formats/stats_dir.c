@@ -19,10 +19,15 @@ static int has_file(const char *dir, const char *name) {
 
 int eplb__series_read_dir(struct eplb_series_s *out, const char *path,
                           eplb_error_t *err) {
-  if (has_file(path, "model_gen_config.json"))
-    return eplb__mindie_read_series(out, path, err);
-  /* Else TensorRT-LLM's, whose reader names a missing meta_info.json. */
-  return eplb_stats_read_trtllm_series(out, path, NULL, err);
+  int rc = has_file(path, "model_gen_config.json")
+               ? eplb__mindie_read_series(out, path, err)
+               /* Else TensorRT-LLM's, which names a missing meta_info.json. */
+               : eplb_stats_read_trtllm_series(out, path, NULL, err);
+  /* Some failures (a series too large to hold) are found where the
+   * directory is not known: name it here. */
+  if (rc && err != NULL && strstr(err->msg, path) == NULL)
+    eplb_error_prefix(err, "%s", path);
+  return rc;
 }
 
 int eplb__stats_read_dir(eplb_stats_t *out, const char *path,

@@ -251,9 +251,10 @@ static int sg_shape(const cJSON *lc, sg_shape_t *sh, eplb_error_t *err) {
 }
 
 /* The error for value v at <at>[e]: not a number, a bad count, or a sum
- * over the steps above 2^53.  (Messages are built only on failure.) */
+ * over the steps above 2^53 (prev: the sum of the steps before).
+ * (Messages are built only on failure.) */
 static int sg_bad_value(const sg_shape_t *sh, const char *at, int32_t e,
-                        const cJSON *v, double sum, eplb_error_t *err) {
+                        const cJSON *v, double prev, eplb_error_t *err) {
   char where[96];
   snprintf(where, sizeof(where), "%s[%d]", at, (int)e);
   if (!cJSON_IsNumber(v))
@@ -263,9 +264,9 @@ static int sg_bad_value(const sg_shape_t *sh, const char *at, int32_t e,
   if (rc)
     return rc;
   return eplb_error_set(err, EPLB_ECOUNT,
-                        "%s: %s: the sum over the steps (%.17g) exceeds 2^53, "
-                        "the largest count eplb sums exactly",
-                        sh->path, where, sum);
+                        "%s: %s: the sum over the steps (%.17g + %.17g) "
+                        "exceeds 2^53, the largest count eplb sums exactly",
+                        sh->path, where, prev, v->valuedouble);
 }
 
 /* Adds one row (`row`, at index path `at`) to row l of out. */
@@ -287,10 +288,11 @@ static int sg_add_row(eplb_stats_t *out, const sg_shape_t *sh, int32_t l,
   const cJSON *v;
   cJSON_ArrayForEach(v, row) {
     double x = cJSON_IsNumber(v) ? v->valuedouble : -1.0;
-    double sum = dst[e] + x;
-    if (!(x >= 0.0 && sum <= EPLB_MAX_COUNT)) /* also NaN */
-      return sg_bad_value(sh, at, e, v, sum, err);
-    dst[e++] = sum;
+    /* x <= MAX - dst[e], not dst[e] + x <= MAX: the rounded sum of
+     * 2^53 - 1 and 2 is 2^53 (for integers the difference is exact). */
+    if (!(x >= 0.0 && x <= EPLB_MAX_COUNT - dst[e])) /* also NaN */
+      return sg_bad_value(sh, at, e, v, dst[e], err);
+    dst[e++] += x;
   }
   return 0;
 }
@@ -396,12 +398,78 @@ static int detect(const cJSON *root, const char *path,
 }
 
 /* The fast paths (fast.c) for well-formed files: 1 if one of them read
- * the text.  Errors are left to the full readers below. */
+ * the text.  Errors are left to the full readers below; *stop receives
+ * where the scanner for this file's format gave up. */
 static int fast_read(eplb_stats_t *out, const char *text, size_t len,
-                     eplb_stats_format_t format) {
-  if (format != EPLB_STATS_MINDSPEED && eplb__sglang_fast(out, text, len))
+                     eplb_stats_format_t format, size_t *stop) {
+  size_t sg = 0, ms = 0;
+  if (format != EPLB_STATS_MINDSPEED &&
+      eplb__sglang_fast_at(out, text, len, &sg))
     return 1;
-  return format != EPLB_STATS_SGLANG && eplb__mindspeed_fast(out, text, len);
+  if (format != EPLB_STATS_SGLANG &&
+      eplb__mindspeed_fast_at(out, text, len, &ms))
+    return 1;
+  /* The scanner that got further is the one whose format this is. */
+  *stop = format == EPLB_STATS_SGLANG      ? sg
+          : format == EPLB_STATS_MINDSPEED ? ms
+          : sg > ms                        ? sg
+                                           : ms;
+  return 0;
+}
+
+/* A file the fast scanners did not accept and that is too large for
+ * cJSON's tree: the error says where the scanner stopped, which is where
+ * the file is wrong (or unusual). */
+static int too_many_values(const char *path, const char *text, size_t len,
+                           size_t values, size_t stop, eplb_error_t *err) {
+  long line = 1, col = 1;
+  for (size_t i = 0; i < stop && i < len; i++) {
+    col++;
+    if (text[i] == '\n') {
+      line++;
+      col = 1;
+    }
+  }
+  char near[24];
+  size_t k = 0;
+  for (size_t i = stop; i < len && k < 20 && text[i] != '\n'; i++)
+    near[k++] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
+  near[k] = '\0';
+  return eplb_error_set(err, EPLB_EPARSE,
+                        "%s: not a well-formed statistics file: the reader "
+                        "stopped at line %ld, column %ld, near '%s'; and at "
+                        "about %zu JSON values it is too large for the "
+                        "detailed check (at most %d values): fix the file "
+                        "there",
+                        path, line, col, near, values, EPLB_JSON_MAX_VALUES);
+}
+
+int eplb__stats_read_text(eplb_stats_t *out, const char *path, const char *text,
+                          size_t len, eplb_stats_format_t format, int use_fast,
+                          eplb_error_t *err) {
+  memset(out, 0, sizeof(*out));
+  size_t stop = 0;
+  if (use_fast && fast_read(out, text, len, format, &stop))
+    return 0;
+  size_t values = eplb__json_count_values(text, len);
+  if (use_fast && values > EPLB_JSON_MAX_VALUES && strlen(text) == len)
+    return too_many_values(path, text, len, values, stop, err);
+  cJSON *root = NULL;
+  int rc = eplb__json_parse_bounded(path, text, len, &root, err);
+  if (rc == 0 && format == EPLB_STATS_AUTO)
+    rc = detect(root, path, &format, err);
+  if (rc == 0) {
+    if (format == EPLB_STATS_MINDSPEED)
+      rc = read_mindspeed(out, path, root, err);
+    else if (format == EPLB_STATS_SGLANG &&
+             (rc = eplb__json_unique_keys(path, root, err)) == 0)
+      rc = read_sglang(out, path, root, err);
+    else if (rc == 0)
+      rc = eplb_error_set(err, EPLB_EARG, "%s: unknown statistics format %d",
+                          path, (int)format);
+  }
+  cJSON_Delete(root);
+  return rc;
 }
 
 /* Reads one statistics file: JSON (MindSpeed-RL or SGLang), or an HDF5
@@ -427,26 +495,9 @@ static int read_json_file(eplb_stats_t *out, const char *path,
   }
   char *text = NULL;
   size_t len = 0;
-  cJSON *root = NULL;
   int rc = eplb__read_file(path, &text, &len, err);
-  if (rc == 0 && fast_read(out, text, len, format)) {
-    free(text);
-    return 0;
-  }
   if (rc == 0)
-    rc = eplb__json_parse(path, text, len, &root, err);
-  if (rc == 0 && format == EPLB_STATS_AUTO)
-    rc = detect(root, path, &format, err);
-  if (rc == 0) {
-    if (format == EPLB_STATS_MINDSPEED)
-      rc = read_mindspeed(out, path, root, err);
-    else if (format == EPLB_STATS_SGLANG)
-      rc = read_sglang(out, path, root, err);
-    else
-      rc = eplb_error_set(err, EPLB_EARG, "%s: unknown statistics format %d",
-                          path, (int)format);
-  }
-  cJSON_Delete(root);
+    rc = eplb__stats_read_text(out, path, text, len, format, 1, err);
   free(text);
   return rc;
 }

@@ -6,11 +6,10 @@
  * the tokens that rank routed to each expert in that iteration and decoder
  * layer.  We sum over ranks and the selected iterations; the decoder-layer
  * ids (DeepSeek-R1: 3..60) become the histogram's layer_ids, in increasing
- * order.  safetensors is parsed here, not through a library: an 8-byte
- * little-endian header length, a JSON header {name: {dtype, shape,
- * data_offsets}}, then the raw bytes; every length and offset is checked
- * against the file size before a byte is read, since these files come from
- * another program and may be truncated. */
+ * order.  The safetensors header is parsed by formats/safetensors.c (every
+ * length and offset checked against the file, a tensor named twice
+ * refused); here each tensor must be "{iter}_{layer}" of dtype I64 or I32
+ * and shape [E]. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "eplb/series.h"
 #include "formats/formats.h"
+#include "formats/safetensors.h"
 #include "util/fileio.h"
 
 /* What the reader carries from file to file. */
@@ -43,6 +43,8 @@ static int read_meta(trt_t *t, eplb_error_t *err) {
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
     rc = eplb__json_parse(path, text, len, &root, err);
+  if (rc == 0)
+    rc = eplb__json_unique_keys(path, root, err);
   if (rc == 0) {
     const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "num_experts");
     int64_t v = 0;
@@ -88,47 +90,24 @@ typedef struct {
   const unsigned char *data;
 } tensor_t;
 
-/* Checks dtype, shape [E] and data_offsets of one header entry; fills
- * tn->width and tn->data.  `body` is the data section, `size` its bytes. */
-static int check_tensor(const trt_t *t, const cJSON *v, tensor_t *tn,
-                        const unsigned char *body, uint64_t size,
+/* Checks dtype and shape [E] of one parsed tensor (its offsets were
+ * checked by the parser); fills tn->width and tn->data from the file's
+ * bytes `file`. */
+static int check_tensor(const trt_t *t, const eplb__st_tensor_t *v,
+                        tensor_t *tn, const unsigned char *file,
                         eplb_error_t *err) {
-  const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype");
-  const cJSON *sh = cJSON_GetObjectItemCaseSensitive(v, "shape");
-  const cJSON *off = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
-  if (!cJSON_IsString(dt) || (strcmp(dt->valuestring, "I64") != 0 &&
-                              strcmp(dt->valuestring, "I32") != 0))
+  if (v->dtype != EPLB_ST_I64 && v->dtype != EPLB_ST_I32)
     return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: key \"%s\": dtype %s%s%s; "
+                          "%s: key \"%s\": dtype \"%s\"; "
                           "expected \"I64\" or \"I32\" (token counts)",
-                          tn->path, tn->key, cJSON_IsString(dt) ? "\"" : "",
-                          cJSON_IsString(dt) ? dt->valuestring
-                                             : eplb__json_kind(dt),
-                          cJSON_IsString(dt) ? "\"" : "");
-  tn->width = dt->valuestring[1] == '6' ? 8 : 4;
-  int64_t n = 0;
-  if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 1 ||
-      eplb__json_int(sh->child, 0, INT32_MAX, &n) != NULL || n != t->E)
+                          tn->path, tn->key, eplb__st_dtype_name(v->dtype));
+  tn->width = eplb__st_dtype_size(v->dtype);
+  if (v->ndims != 1 || v->shape[0] != t->E)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "%s: key \"%s\": shape is not "
                           "[%d]; meta_info.json says num_experts = %d",
                           tn->path, tn->key, (int)t->E, (int)t->E);
-  int64_t b = 0, e = 0;
-  if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
-      eplb__json_int(off->child, 0, INT64_MAX / 2, &b) != NULL ||
-      eplb__json_int(off->child->next, 0, INT64_MAX / 2, &e) != NULL)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: key \"%s\": data_offsets is "
-                          "not [begin, end] of two non-negative integers",
-                          tn->path, tn->key);
-  if (e - b != n * tn->width || (uint64_t)e > size)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: key \"%s\": data_offsets "
-                          "[%lld, %lld] do not hold %d %s values inside the "
-                          "%llu data bytes (truncated or corrupt file?)",
-                          tn->path, tn->key, (long long)b, (long long)e,
-                          (int)t->E, dt->valuestring, (unsigned long long)size);
-  tn->data = body + b;
+  tn->data = file + v->offset;
   return 0;
 }
 
@@ -162,38 +141,38 @@ static int add_tensor(trt_t *t, const tensor_t *tn, int32_t it, int32_t layer,
                     ? (int64_t)le64(p)
                     : (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
                                 (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-    row[x] += (double)v;
-    if (v < 0 || (double)v > EPLB_MAX_COUNT || row[x] > EPLB_MAX_COUNT)
+    /* Checked before adding, in exact terms: an int64 above 2^53 does
+     * not convert exactly, and a sum that passes 2^53 by one rounds back
+     * below it. */
+    if (v < 0 || v > (int64_t)1 << 53 || (double)v > EPLB_MAX_COUNT - row[x])
       return eplb_error_set(err, EPLB_ECOUNT,
                             "%s: key \"%s\", expert %d: "
                             "count %lld is %s",
                             tn->path, tn->key, (int)x, (long long)v,
                             v < 0 ? "negative"
                                   : "too large (the sum passes 2^53)");
+    row[x] += (double)v;
   }
   t->used++;
   return 0;
 }
 
 /* One header entry: key check, iteration filter, tensor check, sum. */
-static int read_entry(trt_t *t, const char *path, const cJSON *v,
-                      const unsigned char *body, uint64_t size,
-                      eplb_error_t *err) {
+static int read_entry(trt_t *t, const char *path, const eplb__st_tensor_t *v,
+                      const unsigned char *file, eplb_error_t *err) {
   int32_t it = 0, layer = 0;
-  if (strcmp(v->string, "__metadata__") == 0)
-    return 0;
-  if (split_key(v->string, &it, &layer) != 0)
+  if (split_key(v->name, &it, &layer) != 0)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s: key \"%.60s\" is not "
                           "\"{iteration}_{layer}\" (iteration 0..%d, layer "
                           "0..%d)",
-                          path, v->string, EPLB_MAX_ITER, EPLB_MAX_LAYERS - 1);
+                          path, v->name, EPLB_MAX_ITER, EPLB_MAX_LAYERS - 1);
   if (t->seen_min < 0 || it < t->seen_min)
     t->seen_min = it;
   if (it > t->seen_max)
     t->seen_max = it;
-  tensor_t tn = {.path = path, .key = v->string};
-  int rc = check_tensor(t, v, &tn, body, size, err);
+  tensor_t tn = {.path = path, .key = v->name};
+  int rc = check_tensor(t, v, &tn, file, err);
   if (rc || it < t->it_min || it > t->it_max)
     return rc;
   return add_tensor(t, &tn, it, layer, err);
@@ -203,44 +182,17 @@ static int read_entry(trt_t *t, const char *path, const cJSON *v,
 static int read_rank(trt_t *t, int32_t r, eplb_error_t *err) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/rank%d.safetensors", t->dir, (int)r);
-  char *text = NULL, *head = NULL;
+  char *text = NULL;
   size_t len = 0;
-  cJSON *root = NULL;
+  eplb__st_header_t h;
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc)
     return rc;
-  uint64_t n = len >= 8 ? le64((const unsigned char *)text) : 0;
-  if (len < 8 || n < 2 || n > len - 8) {
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: not a safetensors file: the "
-                        "header length %llu does not fit the %zu-byte file",
-                        path, (unsigned long long)n, len);
-    goto done;
-  }
-  head = malloc((size_t)n + 1);
-  if (head == NULL) {
-    rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-    goto done;
-  }
-  memcpy(head, text + 8, (size_t)n);
-  head[n] = '\0';
-  rc = eplb__json_parse(path, head, strlen(head), &root, err);
-  if (rc == 0 && !cJSON_IsObject(root))
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: the safetensors header is %s; "
-                        "expected an object",
-                        path, eplb__json_kind(root));
-  const cJSON *v;
-  if (rc == 0)
-    cJSON_ArrayForEach(v, root) {
-      rc = read_entry(t, path, v, (const unsigned char *)text + 8 + n,
-                      (uint64_t)len - 8 - n, err);
-      if (rc)
-        break;
-    }
-done:
-  cJSON_Delete(root);
-  free(head);
+  const unsigned char *file = (const unsigned char *)text;
+  rc = eplb__st_parse(path, file, len, len, &h, err);
+  for (int32_t i = 0; rc == 0 && i < h.num_tensors; i++)
+    rc = read_entry(t, path, &h.tensors[i], file, err);
+  eplb__st_header_free(&h);
   free(text);
   return rc;
 }

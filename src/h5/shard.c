@@ -4,7 +4,8 @@
  * Shards come from other writers (h5py, a framework's exporter), so the
  * reader takes them as they come: integer attributes of any integer type
  * (read through HDF5's conversion), strings fixed or variable length,
- * datasets contiguous or chunked, any integer or float element type.  The
+ * datasets contiguous or chunked, any integer or float element type, and
+ * the opaque types eplb gives bfloat16 and float8 (h5/h5types.h).  The
  * weights themselves are never converted: rows are read and written with
  * the dataset's own file type, so a migration moves them byte for byte, and
  * the writer recreates each type exactly from its H5Tencode'd form.
@@ -25,12 +26,17 @@
 #include <unistd.h>
 
 #include "eplb/stats.h"
+#include "formats/safetensors.h"
+#include "h5/h5types.h"
+#include "h5/shard_internal.h"
 #include "util/checksum.h"
+#include "util/fileio.h"
 
 struct eplb_shard_s {
   hid_t file;
   char *path;
   eplb_shard_info_t info;
+  int32_t *layer_ids; /* [num_layers]: /layer_ids, or 0..L-1 */
 };
 
 struct eplb_shard_writer_s {
@@ -77,30 +83,12 @@ int eplb_shard_path(const char *dir, int rank, char *buf, size_t size,
 
 /* A new HDF5 type for a standard dtype (caller closes), or < 0. */
 static hid_t dtype_h5(eplb_dtype_t t) {
-  switch (t) {
-  case EPLB_DTYPE_INT8: return H5Tcopy(H5T_STD_I8LE);
-  case EPLB_DTYPE_UINT8: return H5Tcopy(H5T_STD_U8LE);
-  case EPLB_DTYPE_INT16: return H5Tcopy(H5T_STD_I16LE);
-  case EPLB_DTYPE_UINT16: return H5Tcopy(H5T_STD_U16LE);
-  case EPLB_DTYPE_INT32: return H5Tcopy(H5T_STD_I32LE);
-  case EPLB_DTYPE_UINT32: return H5Tcopy(H5T_STD_U32LE);
-  case EPLB_DTYPE_INT64: return H5Tcopy(H5T_STD_I64LE);
-  case EPLB_DTYPE_UINT64: return H5Tcopy(H5T_STD_U64LE);
-  case EPLB_DTYPE_FLOAT32: return H5Tcopy(H5T_IEEE_F32LE);
-  case EPLB_DTYPE_FLOAT64: return H5Tcopy(H5T_IEEE_F64LE);
-  case EPLB_DTYPE_FLOAT16: {
-    /* IEEE half as h5py writes it: 1 sign, 5 exponent, 10 mantissa bits. */
-    hid_t h = H5Tcopy(H5T_IEEE_F32LE);
-    if (h < 0 || H5Tset_fields(h, 15, 10, 5, 0, 10) < 0 ||
-        H5Tset_size(h, 2) < 0 || H5Tset_ebias(h, 15) < 0) {
-      if (h >= 0)
-        H5Tclose(h);
-      return -1;
-    }
-    return h;
-  }
-  default: return -1;
-  }
+  static const int st[] = {EPLB_ST_I8,  EPLB_ST_U8,  EPLB_ST_I16, EPLB_ST_U16,
+                           EPLB_ST_I32, EPLB_ST_U32, EPLB_ST_I64, EPLB_ST_U64,
+                           EPLB_ST_F16, EPLB_ST_F32, EPLB_ST_F64};
+  if ((int)t < 0 || t >= EPLB_DTYPE_OTHER)
+    return -1;
+  return eplb__h5_type_for_st(st[t]);
 }
 
 /* Names a float type from its fields ("float16", "bfloat16", ...). */
@@ -134,14 +122,21 @@ static int describe_type(hid_t t, eplb_shard_dataset_t *d, const char *what,
                          eplb_error_t *err) {
   H5T_class_t cls = H5Tget_class(t);
   size_t size = H5Tget_size(t);
-  if ((cls != H5T_INTEGER && cls != H5T_FLOAT) || size == 0 || size > 16)
+  const char *kind = eplb__h5_opaque_kind(t);
+  if ((cls != H5T_INTEGER && cls != H5T_FLOAT && kind == NULL) || size == 0 ||
+      size > 16)
     return eplb_error_set(err, EPLB_EPARSE,
-                          "%s is not a numeric (integer or float) dataset; "
-                          "remove it or convert it",
+                          "%s is neither a numeric (integer or float) dataset "
+                          "nor one of the opaque types eplb knows (bfloat16, "
+                          "float8_e4m3fn, float8_e5m2, float8_e8m0fnu, bool: "
+                          "docs/shards.md); remove it or convert it",
                           what);
-  int be = H5Tget_order(t) == H5T_ORDER_BE;
+  int be = kind == NULL && H5Tget_order(t) == H5T_ORDER_BE;
   d->type_size = (int32_t)size;
-  if (cls == H5T_INTEGER) {
+  if (kind) {
+    d->dtype = EPLB_DTYPE_OTHER;
+    snprintf(d->type_name, sizeof(d->type_name), "%s", kind);
+  } else if (cls == H5T_INTEGER) {
     int sign = H5Tget_sign(t) == H5T_SGN_2;
     snprintf(d->type_name, sizeof(d->type_name), "%sint%zu", sign ? "" : "u",
              size * 8);
@@ -227,6 +222,17 @@ static int attr_int(hid_t f, const char *path, const char *name, int64_t *v,
   return rc;
 }
 
+/* 1 when attribute a holds exactly one value (a scalar or one-element
+ * dataspace): H5Aread writes all of them, so anything else would overrun a
+ * buffer of one. */
+static int single_value(hid_t a) {
+  hid_t sp = H5Aget_space(a);
+  int one = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 1;
+  if (sp >= 0)
+    H5Sclose(sp);
+  return one;
+}
+
 /* Reads string attribute `name` (fixed or variable length) into buf. */
 static int attr_str(hid_t f, const char *path, const char *name, char *buf,
                     size_t cap, eplb_error_t *err) {
@@ -239,9 +245,11 @@ static int attr_str(hid_t f, const char *path, const char *name, char *buf,
   hid_t a = H5Aopen(f, name, H5P_DEFAULT);
   hid_t t = a >= 0 ? H5Aget_type(a) : -1;
   int rc = 0;
-  if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+  /* One string: H5Aread writes every element of an array attribute. */
+  if (t < 0 || H5Tget_class(t) != H5T_STRING || !single_value(a)) {
     rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: root attribute '%s' is not a string", path, name);
+                        "%s: root attribute '%s' is not a single string", path,
+                        name);
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t m = H5Tcopy(H5T_C_S1);
@@ -292,7 +300,8 @@ static int read_root(hid_t f, const char *path, eplb_shard_info_t *info,
     hid_t a = H5Aexists(f, "generation") > 0
                   ? H5Aopen(f, "generation", H5P_DEFAULT)
                   : -1;
-    if (a < 0 || H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
+    if (a < 0 || !single_value(a) ||
+        H5Aread(a, H5T_NATIVE_UINT64, &info->generation) < 0)
       rc = eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute 'generation' (uint64) is missing "
                           "or unreadable",
@@ -490,6 +499,55 @@ static int sum_rows(const char *path, eplb_shard_info_t *info,
   return 0;
 }
 
+/* Checks layer ids: strictly increasing, in 0..EPLB_MAX_LAYERS-1. */
+static int check_layer_ids(const char *path, const int64_t *v, int32_t n,
+                           eplb_error_t *err) {
+  for (int32_t l = 0; l < n; l++)
+    if (v[l] < 0 || v[l] >= EPLB_MAX_LAYERS || (l > 0 && v[l] <= v[l - 1]))
+      return eplb_error_set(err, EPLB_EPARSE,
+                            "%s: /layer_ids[%d] = %lld; layer ids are "
+                            "strictly increasing, in 0..%d",
+                            path, (int)l, (long long)v[l], EPLB_MAX_LAYERS - 1);
+  return 0;
+}
+
+/* Reads the optional /layer_ids (integer [num_layers]) into sh->layer_ids;
+ * without it the layers are 0..L-1. */
+static int read_layer_ids(eplb_shard_t *sh, eplb_error_t *err) {
+  int32_t L = sh->info.num_layers;
+  int64_t *v = calloc((size_t)L, sizeof(*v));
+  if (v == NULL || (sh->layer_ids = calloc((size_t)L, sizeof(int32_t))) == NULL)
+    return free(v), eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t l = 0; l < L; l++)
+    v[l] = l;
+  int rc = 0;
+  if (H5Lexists(sh->file, "layer_ids", H5P_DEFAULT) > 0) {
+    hid_t d = H5Dopen2(sh->file, "layer_ids", H5P_DEFAULT);
+    hid_t t = d >= 0 ? H5Dget_type(d) : -1, sp = d >= 0 ? H5Dget_space(d) : -1;
+    hsize_t n = 0;
+    if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1)
+      H5Sget_simple_extent_dims(sp, &n, NULL);
+    if (t < 0 || H5Tget_class(t) != H5T_INTEGER || n != (hsize_t)L ||
+        H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0)
+      rc = eplb_error_set(err, EPLB_EPARSE,
+                          "%s: /layer_ids must be an integer dataset "
+                          "[num_layers = %d]",
+                          sh->path, (int)L);
+    if (sp >= 0)
+      H5Sclose(sp);
+    if (t >= 0)
+      H5Tclose(t);
+    if (d >= 0)
+      H5Dclose(d);
+  }
+  if (rc == 0)
+    rc = check_layer_ids(sh->path, v, L, err);
+  for (int32_t l = 0; rc == 0 && l < L; l++)
+    sh->layer_ids[l] = (int32_t)v[l];
+  free(v);
+  return rc;
+}
+
 /* Reads and validates everything but the weights. */
 static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
   int rc = read_root(sh->file, sh->path, &sh->info, err);
@@ -497,15 +555,20 @@ static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
     rc = check_layer(sh->file, sh->path, l, &sh->info, err);
   if (rc == 0)
     rc = sum_rows(sh->path, &sh->info, err);
+  if (rc == 0)
+    rc = read_layer_ids(sh, err);
   return rc;
 }
 
 int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
   *out = NULL;
   h5_quiet();
+  /* A FIFO would block H5Fopen forever: refuse what is not a file. */
   if (access(path, R_OK) != 0)
     return eplb_error_set(err, EPLB_EIO, "%s: cannot read the shard: %s", path,
                           strerror(errno));
+  if (eplb__check_regular(path, err) != 0)
+    return EPLB_EIO;
   eplb_shard_t *sh = calloc(1, sizeof(*sh));
   if (sh == NULL || (sh->path = strdup(path)) == NULL) {
     free(sh);
@@ -534,6 +597,7 @@ void eplb_shard_close(eplb_shard_t *sh) {
     return;
   if (sh->file >= 0)
     H5Fclose(sh->file);
+  free(sh->layer_ids);
   free(sh->path);
   free(sh);
 }
@@ -542,6 +606,10 @@ const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) {
   return &sh->info;
 }
 const char *eplb_shard_file(const eplb_shard_t *sh) { return sh->path; }
+const int32_t *eplb_shard_layer_ids(const eplb_shard_t *sh) {
+  return sh->layer_ids;
+}
+hid_t eplb__shard_hid(const eplb_shard_t *sh) { return sh->file; }
 
 int eplb_shard_read_ids(eplb_shard_t *sh, int32_t layer, int32_t *ids,
                         eplb_error_t *err) {
@@ -640,6 +708,48 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
   snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
            sh->info.datasets[d].name);
   return read_raw(sh->file, sh->path, name, buf, err);
+}
+
+int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
+                        int32_t slot, void *buf, eplb_error_t *err) {
+  const eplb_shard_info_t *in = &sh->info;
+  h5_quiet();
+  if (layer < 0 || layer >= in->num_layers || d < 0 || d >= in->num_datasets ||
+      slot < 0 || slot >= in->slots_per_rank)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%s: no layer %d / dataset %d / slot %d", sh->path,
+                          (int)layer, (int)d, (int)slot);
+  const eplb_shard_dataset_t *ds = &in->datasets[d];
+  char name[128];
+  snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, ds->name);
+  hsize_t start[EPLB_SHARD_MAX_DIMS] = {0}, count[EPLB_SHARD_MAX_DIMS];
+  start[0] = (hsize_t)slot;
+  count[0] = 1;
+  for (int i = 1; i < ds->ndims; i++)
+    count[i] = (hsize_t)ds->dims[i];
+  hsize_t n = (hsize_t)(ds->row_bytes / ds->type_size);
+  hid_t id = H5Dopen2(sh->file, name, H5P_DEFAULT);
+  hid_t t = id >= 0 ? H5Dget_type(id) : -1,
+        fs = id >= 0 ? H5Dget_space(id) : -1;
+  hid_t ms = H5Screate_simple(1, &n, NULL);
+  int ok =
+      t >= 0 && fs >= 0 && ms >= 0 &&
+      H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+      (n == 0 || H5Dread(id, t, ms, fs, H5P_DEFAULT, buf) >= 0);
+  if (ms >= 0)
+    H5Sclose(ms);
+  if (fs >= 0)
+    H5Sclose(fs);
+  if (t >= 0)
+    H5Tclose(t);
+  if (id >= 0)
+    H5Dclose(id);
+  if (!ok)
+    return eplb_error_set(err, EPLB_EHDF5,
+                          "%s: cannot read slot %d of %s (truncated or "
+                          "corrupted file?)",
+                          sh->path, (int)slot, name);
+  return 0;
 }
 
 /* The largest dataset of a layer, in bytes. */
@@ -967,6 +1077,118 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
   free(w);
 }
 
+hid_t eplb__shard_writer_hid(const eplb_shard_writer_t *w) { return w->file; }
+
+int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
+                                    eplb_error_t *err) {
+  int32_t L = w->info.num_layers;
+  int64_t *v = malloc(sizeof(*v) * (size_t)L);
+  if (v == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t l = 0; l < L; l++)
+    v[l] = ids[l];
+  int rc = check_layer_ids(w->path, v, L, err);
+  free(v);
+  if (rc)
+    return rc;
+  h5_quiet();
+  hsize_t n = (hsize_t)L;
+  hid_t sp = H5Screate_simple(1, &n, NULL);
+  hid_t d = sp >= 0 ? H5Dcreate2(w->file, "layer_ids", H5T_STD_I32LE, sp,
+                                 H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
+                    : -1;
+  int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
+                              H5P_DEFAULT, ids) >= 0;
+  if (d >= 0 && H5Dclose(d) < 0)
+    ok = 0;
+  if (sp >= 0)
+    H5Sclose(sp);
+  if (!ok)
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: cannot write /layer_ids (disk full?)", w->path);
+  return 0;
+}
+
+/* The root attributes the format itself writes (put_root). */
+static int own_attr(const char *name) {
+  static const char *const own[] = {"eplb_format", "eplb_version",
+                                    "generation",  "rank",
+                                    "world_size",  "num_layers"};
+  for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+    if (strcmp(name, own[i]) == 0)
+      return 1;
+  return 0;
+}
+
+/* Copies attribute `name` of object src to dst, in its own type (a
+ * variable-length value is read into memory HDF5 allocates, then freed). */
+static int copy_attr(hid_t src, hid_t dst, const char *name) {
+  hid_t a = H5Aopen(src, name, H5P_DEFAULT);
+  hid_t t = a >= 0 ? H5Aget_type(a) : -1, sp = a >= 0 ? H5Aget_space(a) : -1;
+  hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+  size_t sz = t >= 0 ? H5Tget_size(t) : 0;
+  void *buf = n >= 0 && sz > 0 ? calloc((size_t)n + 1, sz) : NULL;
+  int ok = buf != NULL && H5Aread(a, t, buf) >= 0;
+  hid_t b = ok ? H5Acreate2(dst, name, t, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
+  ok = ok && b >= 0 && H5Awrite(b, t, buf) >= 0;
+  if (buf && (H5Tdetect_class(t, H5T_VLEN) > 0 || H5Tis_variable_str(t) > 0))
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(t, sp, H5P_DEFAULT, buf);
+#else
+    H5Dvlen_reclaim(t, sp, H5P_DEFAULT, buf);
+#endif
+  free(buf);
+  if (b >= 0 && H5Aclose(b) < 0)
+    ok = 0;
+  if (sp >= 0)
+    H5Sclose(sp);
+  if (t >= 0)
+    H5Tclose(t);
+  if (a >= 0)
+    H5Aclose(a);
+  return ok ? 0 : -1;
+}
+
+/* H5Aiterate2 callback: copies the root attributes that are not the
+ * format's own into the file op points to. */
+static herr_t copy_root_attr(hid_t loc, const char *name, const H5A_info_t *ai,
+                             void *op) {
+  (void)ai;
+  if (own_attr(name))
+    return 0;
+  return copy_attr(loc, *(hid_t *)op, name) ? -1 : 0;
+}
+
+/* H5Literate2 callback: copies the root objects other than /layers
+ * (hard links only) into the file op points to. */
+static herr_t copy_root_obj(hid_t loc, const char *name, const H5L_info_t *li,
+                            void *op) {
+  if (li->type != H5L_TYPE_HARD || strcmp(name, "layers") == 0)
+    return 0;
+  return H5Ocopy(loc, name, *(hid_t *)op, name, H5P_DEFAULT, H5P_DEFAULT) < 0
+             ? -1
+             : 0;
+}
+
+int eplb_shard_writer_copy_extras(eplb_shard_writer_t *w,
+                                  const eplb_shard_t *from, eplb_error_t *err) {
+  h5_quiet();
+  hsize_t i = 0;
+  hid_t dst = w->file;
+  int rc = H5Aiterate2(from->file, H5_INDEX_NAME, H5_ITER_INC, &i,
+                       copy_root_attr, &dst) < 0;
+  i = 0;
+  if (rc == 0)
+    rc = H5Literate(from->file, H5_INDEX_NAME, H5_ITER_INC, &i, copy_root_obj,
+                    &dst) < 0;
+  if (rc)
+    return eplb_error_set(err, EPLB_EIO,
+                          "%s: cannot copy the metadata of %s (root attributes "
+                          "and objects besides /layers; disk full?)",
+                          w->path, from->path);
+  return 0;
+}
+
 /* ---- info ---------------------------------------------------------- */
 
 /* "[4, 16]" into buf. */
@@ -1036,13 +1258,48 @@ int eplb_shard_info_diff(const eplb_shard_info_t *a, const eplb_shard_info_t *b,
   return datasets_diff(a, b, buf, size);
 }
 
-int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
-                         int32_t num_layers, int32_t slots_per_rank,
-                         uint64_t generation, int32_t num_datasets,
-                         const char *const *names, const eplb_dtype_t *types,
-                         const int32_t *nd,
-                         const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
-                         eplb_error_t *err) {
+/* Fills dataset ds of a new info: name, type t (described), shape
+ * [P, rowdims...]; checks the name and the ranges. */
+static int make_dataset(eplb_shard_dataset_t *ds, int32_t P, const char *name,
+                        hid_t t, int32_t nd, const int64_t *rowdims,
+                        eplb_error_t *err) {
+  if (strlen(name) == 0 || strlen(name) >= EPLB_SHARD_NAME_MAX ||
+      strchr(name, '/') || strcmp(name, "expert_ids") == 0 || nd < 0 ||
+      nd >= EPLB_SHARD_MAX_DIMS)
+    return eplb_error_set(
+        err, EPLB_EARG,
+        "dataset '%s': names are 1..%d bytes without '/', not "
+        "expert_ids; at most %d dimensions per row",
+        name, EPLB_SHARD_NAME_MAX - 1, EPLB_SHARD_MAX_DIMS - 1);
+  snprintf(ds->name, sizeof(ds->name), "%s", name);
+  if (t < 0)
+    return eplb_error_set(err, EPLB_EARG, "dataset '%s': unknown type", name);
+  int rc = describe_type(t, ds, name, err);
+  if (rc)
+    return rc;
+  ds->ndims = nd + 1;
+  ds->dims[0] = P;
+  ds->row_bytes = ds->type_size;
+  for (int32_t i = 0; i < nd; i++) {
+    if (rowdims[i] < 1 || ds->row_bytes > EPLB_SHARD_MAX_ROW_BYTES / rowdims[i])
+      return eplb_error_set(
+          err, EPLB_EARG,
+          "dataset '%s': dimensions must be >= 1 and a row at "
+          "most %lld bytes",
+          name, (long long)EPLB_SHARD_MAX_ROW_BYTES);
+    ds->dims[i + 1] = rowdims[i];
+    ds->row_bytes *= rowdims[i];
+  }
+  return 0;
+}
+
+int eplb__shard_info_from_types(eplb_shard_info_t *info, int32_t world_size,
+                                int32_t num_layers, int32_t slots_per_rank,
+                                uint64_t generation, int32_t num_datasets,
+                                const char *const *names, const hid_t *types,
+                                const int32_t *nd,
+                                const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                                eplb_error_t *err) {
   memset(info, 0, sizeof(*info));
   h5_quiet();
   if (world_size < 1 || world_size > 65536 || num_layers < 1 ||
@@ -1061,42 +1318,14 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
   info->generation = generation;
   info->num_datasets = num_datasets;
   for (int32_t d = 0; d < num_datasets; d++) {
-    eplb_shard_dataset_t *ds = &info->datasets[d];
-    if (strlen(names[d]) == 0 || strlen(names[d]) >= EPLB_SHARD_NAME_MAX ||
-        strchr(names[d], '/') || strcmp(names[d], "expert_ids") == 0 ||
-        nd[d] < 0 || nd[d] >= EPLB_SHARD_MAX_DIMS)
-      return eplb_error_set(
-          err, EPLB_EARG,
-          "dataset '%s': names are 1..%d bytes without '/', not "
-          "expert_ids; at most %d dimensions per row",
-          names[d], EPLB_SHARD_NAME_MAX - 1, EPLB_SHARD_MAX_DIMS - 1);
     for (int32_t e = 0; e < d; e++)
       if (strcmp(names[e], names[d]) == 0)
         return eplb_error_set(err, EPLB_EARG, "dataset '%s' given twice",
                               names[d]);
-    snprintf(ds->name, sizeof(ds->name), "%s", names[d]);
-    hid_t t = dtype_h5(types[d]);
-    if (t < 0)
-      return eplb_error_set(err, EPLB_EARG, "dataset '%s': unknown type",
-                            names[d]);
-    int rc = describe_type(t, ds, names[d], err);
-    H5Tclose(t);
+    int rc = make_dataset(&info->datasets[d], slots_per_rank, names[d],
+                          types[d], nd[d], rowdims[d], err);
     if (rc)
       return rc;
-    ds->ndims = nd[d] + 1;
-    ds->dims[0] = slots_per_rank;
-    ds->row_bytes = ds->type_size;
-    for (int32_t i = 0; i < nd[d]; i++) {
-      if (rowdims[d][i] < 1 ||
-          ds->row_bytes > EPLB_SHARD_MAX_ROW_BYTES / rowdims[d][i])
-        return eplb_error_set(
-            err, EPLB_EARG,
-            "dataset '%s': dimensions must be >= 1 and a row at "
-            "most %lld bytes",
-            names[d], (long long)EPLB_SHARD_MAX_ROW_BYTES);
-      ds->dims[i + 1] = rowdims[d][i];
-      ds->row_bytes *= rowdims[d][i];
-    }
   }
   /* Sorted by name, as the reader lists them (H5_INDEX_NAME order). */
   for (int32_t i = 1; i < num_datasets; i++)
@@ -1108,6 +1337,29 @@ int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
       info->datasets[j - 1] = x;
     }
   return sum_rows("shard", info, err);
+}
+
+int eplb_shard_info_make(eplb_shard_info_t *info, int32_t world_size,
+                         int32_t num_layers, int32_t slots_per_rank,
+                         uint64_t generation, int32_t num_datasets,
+                         const char *const *names, const eplb_dtype_t *types,
+                         const int32_t *nd,
+                         const int64_t (*rowdims)[EPLB_SHARD_MAX_DIMS],
+                         eplb_error_t *err) {
+  hid_t t[EPLB_SHARD_MAX_DATASETS];
+  int32_t n = num_datasets < 0                         ? 0
+              : num_datasets > EPLB_SHARD_MAX_DATASETS ? EPLB_SHARD_MAX_DATASETS
+                                                       : num_datasets;
+  h5_quiet();
+  for (int32_t d = 0; d < n; d++)
+    t[d] = dtype_h5(types[d]);
+  int rc = eplb__shard_info_from_types(info, world_size, num_layers,
+                                       slots_per_rank, generation, num_datasets,
+                                       names, t, nd, rowdims, err);
+  for (int32_t d = 0; d < n; d++)
+    if (t[d] >= 0)
+      H5Tclose(t[d]);
+  return rc;
 }
 
 /* ---- deterministic content ----------------------------------------- */

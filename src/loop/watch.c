@@ -178,8 +178,9 @@ static int one_round(loop_t *w, int *skipped, eplb_error_t *err) {
   char name[4096] = "";
   eplb_stats_t st = {0};
   *skipped = 0;
-  int rc = eplb__sync_read_local(w->patterns, w->num_patterns, w->rank,
-                                 w->format, &st, name, sizeof(name), err);
+  int rc = eplb__sync_read_local(
+      w->patterns, w->num_patterns, w->rank, w->format, w->opts->rb.output,
+      w->opts->summary, &st, name, sizeof(name), err);
   rc = eplb__agree(w->comm, rc, err);
   if (rc == EPLB_EIO || rc == EPLB_EPARSE) {
     if (w->rank == 0 && !w->opts->rb.quiet) {
@@ -230,6 +231,9 @@ int eplb_watch_run(MPI_Comm comm, const char *const *patterns, int num_patterns,
   rc = eplb__agree(w.comm, lrc, err);
   if (rc == 0) {
     cJSON_AddStringToObject(w.sum.root, "program", "eplb-sync --watch");
+    if (opts->rb.online.history > 1) /* the decision's windows */
+      cJSON_AddNumberToObject(w.sum.root, "history_windows",
+                              opts->rb.online.history);
     cJSON_AddItemToObject(w.sum.root, "history", w.sum.history);
   } else {
     cJSON_Delete(w.sum.history);

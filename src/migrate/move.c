@@ -722,6 +722,8 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
     *info = *eplb_shard_info(set->shard);
     info->generation = gen;
     rc = eplb_shard_writer_create(tmp, info, &w, err);
+    if (rc == 0) /* layer ids, checkpoint names: they follow the weights */
+      rc = eplb_shard_writer_copy_extras(w, set->shard, err);
   }
   int agreed = 0;
   rc = eplb__agree(set->comm, rc, err);

@@ -1,0 +1,86 @@
+/* fuzz/fuzz_map.c - the placement readers on any bytes: the expert map
+ * JSON, TensorRT-LLM's YAML, SGLang's physical_to_logical_map and
+ * DeepSeek's phy2log, each forced and auto-detected.  A map a reader
+ * accepts must be a valid placement (eplb_placement_check) and must come
+ * back unchanged through the writer of its format (the files live in a
+ * private temporary directory). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eplb/eplb.h"
+#include "formats/formats.h"
+#include "fuzz_util.h"
+
+/* Which writer gives back what reader `format` read: for AUTO, the reader
+ * eplb__placement_read_text picks from the content (the same rule). */
+static eplb_map_format_t writer_for(const char *text,
+                                    eplb_map_format_t format) {
+  if (format != EPLB_MAP_AUTO)
+    return format;
+  const char *p = text;
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\v' ||
+         *p == '\f')
+    p++;
+  if (*p != '{' && *p != '[')
+    return EPLB_MAP_TRTLLM_YAML;
+  return strstr(p, "\"physical_to_logical_map\"") != NULL ||
+                 strstr(p, "\"phy2log\"") != NULL
+             ? EPLB_MAP_SGLANG
+             : EPLB_MAP_EXPERT_MAP;
+}
+
+/* p written in format `w` and read back must hold the same slots. */
+static void round_trip(const eplb_placement_t *p, eplb_map_format_t w,
+                       const char *text) {
+  /* A DeepSeek map is read by the phy2log reader (format SGLANG when
+   * forced): write it back as DeepSeek when that is what it was. */
+  if (w == EPLB_MAP_SGLANG &&
+      strstr(text, "\"physical_to_logical_map\"") == NULL)
+    w = EPLB_MAP_DEEPSEEK;
+  const char *path =
+      fuzz_path(w == EPLB_MAP_TRTLLM_YAML ? "rt.yaml" : "rt.json");
+  eplb_error_t err;
+  if (eplb_placement_write(p, path, w, &err) != 0)
+    fuzz_fail("a map read as %s cannot be written back: %s",
+              eplb_map_format_name(w), err.msg);
+  eplb_placement_t q;
+  if (eplb_placement_read(&q, path, w, &err) != 0)
+    fuzz_fail("a map written as %s does not read back: %s",
+              eplb_map_format_name(w), err.msg);
+  size_t n = (size_t)p->num_layers * (size_t)p->num_slots;
+  if (q.num_layers != p->num_layers || q.num_slots != p->num_slots ||
+      q.num_gpus != p->num_gpus ||
+      memcmp(q.phy2log, p->phy2log, sizeof(int32_t) * n) != 0)
+    fuzz_fail("a map written as %s reads back different",
+              eplb_map_format_name(w));
+  eplb_placement_cleanup(&q);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  char *text = fuzz_text(data, size);
+  static const eplb_map_format_t formats[] = {
+      EPLB_MAP_AUTO, EPLB_MAP_EXPERT_MAP, EPLB_MAP_TRTLLM_YAML,
+      EPLB_MAP_SGLANG};
+  for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+    eplb_placement_t p;
+    eplb_error_t err;
+    eplb_error_clear(&err);
+    int rc =
+        eplb__placement_read_text(&p, "fuzz.map", text, size, formats[f], &err);
+    if (rc != 0) {
+      if (p.phy2log != NULL || err.msg[0] == '\0' || strchr(err.msg, '\n'))
+        fuzz_fail("a failed read left a map or gave no one-line message");
+      continue;
+    }
+    if (eplb_placement_check(&p, 0, "fuzz.map", &err) != 0)
+      fuzz_fail("a map read as %s is not valid: %s",
+                eplb_map_format_name(formats[f]), err.msg);
+    round_trip(&p, writer_for(text, formats[f]), text);
+    eplb_placement_cleanup(&p);
+  }
+  free(text);
+  return 0;
+}
