@@ -23,6 +23,22 @@
 #              layer, the timeout and the hung rank, says what to run, and
 #              every shard is byte for byte as before; the recovery then
 #              removes the temporary files and leaves generation 0
+#   lost-write EPLB_FAULT=lose-write:<bad> (the first write of that rank's
+#              final flush is dropped while HDF5 is told it succeeded: a
+#              lost write) and enospc:<bad> (it fails with ENOSPC once):
+#              every rank fails, the error names the rank and the read-back
+#              (or the failed flush), every shard is byte for byte as
+#              before, no debris
+#   disk-full  a real write failure (ulimit -f, SIGXFSZ ignored): eplb-shard
+#              create exits 1 (no crash) and leaves no shard file; a
+#              migration whose temporary shard outgrows the limit on every
+#              rank fails with exit 1 on every rank (no SIGSEGV in
+#              MPI_Finalize), the shards are untouched, no debris
+#   h5py       shards written by h5py exactly as docs/shards.md shows
+#              (attrs.update with str: variable-length UTF-8 strings;
+#              tests/h5py_shards.py, Debian's /usr/bin/python3): inspected,
+#              migrated twice, and h5py finds every slot holding its
+#              expert's original bytes and the ids of the saved map
 #   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
 #              rank fails, the message says to run with NP ranks
 #   rollforward
@@ -161,6 +177,76 @@ hang-transfer)
   (cd sh && md5sum shard_?????.h5 > ../after.md5)
   cmp -s before.md5 after.md5 || die "a shard changed after the recovery"
   "$bin/eplb-shard" verify --dir sh --quiet || die "the shards do not verify"
+  ;;
+lost-write)
+  create
+  (cd sh && md5sum shard_* > ../before.md5)
+  for fault in lose-write enospc; do
+    rm -f st/*.rc
+    EPLB_FAULT=$fault:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+      -x EPLB_FAULT "$driver" migrate sh random:21 --status-dir st > out.txt 2> err.txt
+    echo $? > rc.mpiexec
+    all_failed
+    case $fault in
+    lose-write) want="rank $bad: .*layer [0-9]* slot [0-9]* (expert [0-9]*): the row read back after the fsync is not the row written" ;;
+    enospc) want="rank $bad: .*writing the shard failed when HDF5 flushed its buffers" ;;
+    esac
+    grep -q "$want" err.txt || die "$fault: no error naming rank $bad: $(cat err.txt)"
+    (cd sh && md5sum shard_* > ../after.md5)
+    cmp -s before.md5 after.md5 || die "$fault: a shard changed"
+    no_debris
+  done
+  ;;
+disk-full)
+  es="$bin/eplb-shard"
+  for kb in 8 64 100; do
+    rm -rf full
+    (trap '' XFSZ; ulimit -f $kb
+     exec "$es" create --dir full --ranks 2 --layers 4 --experts 4 --slots-per-rank 2 \
+       --dataset w:float32:64x64 --quiet) > out.txt 2> err.txt
+    rc=$?
+    ((rc == 1)) || die "create under ulimit -f $kb exited $rc, want 1: $(cat err.txt)"
+    grep -q "^eplb-shard: error: full/shard_0000[01].h5: " err.txt || die "create under ulimit -f $kb: $(cat err.txt)"
+    [[ -z $(ls full) ]] || die "create under ulimit -f $kb left $(ls full)"
+  done
+  rm -rf full
+  EPLB_FAULT=enospc:1 "$es" create --dir full --ranks 2 --layers 4 --experts 4 --slots-per-rank 2 \
+    --dataset w:float32:4 --quiet > out.txt 2> err.txt
+  rc=$?
+  ((rc == 1)) || die "create with enospc:1 exited $rc, want 1"
+  grep -q "full/shard_00001.h5: writing the shard failed" err.txt || die "create with enospc:1: $(cat err.txt)"
+  [[ -e full/shard_00001.h5 ]] && die "create with enospc:1 left shard 1"
+  "$es" create --dir sh --ranks "$np" --layers 4 --experts $((np * 2)) --slots-per-rank 2 \
+    --dataset w:float32:64x64 --quiet || die "create"
+  (cd sh && md5sum shard_* > ../before.md5)
+  kb=$(($(stat -c %s sh/shard_00000.h5) / 1024 / 2))
+  rm -f st/*.rc st/*.fin
+  drive migrate sh random:3 --fsize-limit $kb
+  all_failed
+  for ((r = 0; r < np; r++)); do
+    [[ $(cat st/rank$r.rc 2>/dev/null) == 1 ]] || die "rank $r did not exit 1"
+  done
+  # mpiexec may end the other ranks once one exits 1, but none may die of
+  # a signal (HDF5 closing a file whose close failed, in MPI_Finalize)
+  grep -qi "segmentation\|signal\|core dumped" err.txt && die "a rank crashed: $(cat err.txt)"
+  grep -q "^test_migrate_driver: error: rank [0-9].*shard_0000[0-9].h5.gen1.tmp: .*disk full" err.txt ||
+    die "no write error naming the rank and file: $(cat err.txt)"
+  (cd sh && md5sum shard_* > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
+  ;;
+h5py)
+  py=/usr/bin/python3 tool=$(dirname "$0")/../tests/h5py_shards.py
+  mkdir -p sh
+  "$py" "$tool" write sh "$np" 3 $((np * 3 - 1)) 4 || die "h5py writer"
+  "$bin/eplb-shard" inspect --dir sh > inspect.txt 2>&1 || die "inspect: $(cat inspect.txt)"
+  grep -q "^format            eplb-shard version 1" inspect.txt || die "inspect: $(cat inspect.txt)"
+  for g in 1 2; do
+    drive migrate sh random:$((50 + g)) --save-map map$g.json
+    [[ $(cat rc.mpiexec) == 0 ]] || die "migration $g failed: $(cat err.txt)"
+    "$py" "$tool" check sh $g map$g.json > check.txt 2>&1 || die "after migration $g: $(cat check.txt)"
+  done
+  no_debris
   ;;
 rollforward)
   create

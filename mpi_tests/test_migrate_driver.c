@@ -7,6 +7,8 @@
  *       MAP: an expert map file, or random:SEED (the same on every rank)
  *       --buffer-mb N  --nodes N  --timeout S  --save-map FILE  --status-dir D
  *       --diverge-rank R (that rank passes another placement)
+ *       --fsize-limit KB (RLIMIT_FSIZE after MPI_Init, SIGXFSZ ignored: a
+ *       disk that fills up; Open MPI's own files are made before)
  *     checks after the migration that experts_received and bytes_moved
  *     equal the minimum the plan needs (computed here independently).
  *   test_migrate_driver recover DIR [--status-dir D]  (under mpiexec)
@@ -16,11 +18,14 @@
  *
  * Exit 0 on success, 1 on an error (rank 0 prints it), 2 on bad usage.
  * With --status-dir every rank writes its exit code to D/rank<r>.rc, so
- * the test can check that every rank failed, not just one. */
+ * the test can check that every rank failed, not just one, and to
+ * D/rank<r>.fin after MPI_Finalize (it did not crash there). */
 #include <hdf5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "eplb/formats.h"
 #include "eplb/migrate.h"
@@ -30,6 +35,7 @@
 typedef struct {
   const char *cmd, *dir, *map, *save_map, *status_dir;
   int buffer_mb, nodes, timeout_s, diverge_rank;
+  long fsize_kb; /* --fsize-limit: RLIMIT_FSIZE after MPI_Init (0: none) */
 } args_t;
 
 static uint64_t rng;
@@ -281,15 +287,16 @@ static int parse(int argc, char **argv, args_t *a) {
     else if (strcmp(argv[i], "--save-map") == 0) a->save_map = argv[i + 1];
     else if (strcmp(argv[i], "--status-dir") == 0) a->status_dir = argv[i + 1];
     else if (strcmp(argv[i], "--diverge-rank") == 0) a->diverge_rank = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--fsize-limit") == 0) a->fsize_kb = atol(argv[i + 1]);
     else return 2;
   }
   return i == argc ? 0 : 2;
 }
 
-/* Writes this rank's exit code to <dir>/rank<r>.rc. */
-static void write_status(const char *dir, int rank, int code) {
+/* Writes this rank's exit code to <dir>/rank<r>.<ext>. */
+static void write_status(const char *dir, int rank, const char *ext, int code) {
   char path[4096];
-  snprintf(path, sizeof(path), "%s/rank%d.rc", dir, rank);
+  snprintf(path, sizeof(path), "%s/rank%d.%s", dir, rank, ext);
   FILE *f = fopen(path, "w");
   if (f) {
     fprintf(f, "%d\n", code);
@@ -311,6 +318,13 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (a.fsize_kb > 0) { /* a disk that fills up: writes past it fail */
+    struct rlimit rl;
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = (rlim_t)a.fsize_kb * 1024;
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &rl);
+  }
   eplb_error_t err;
   eplb_error_clear(&err);
   int rc = strcmp(a.cmd, "migrate") == 0   ? cmd_migrate(&a, &err)
@@ -319,7 +333,14 @@ int main(int argc, char **argv) {
   if (rc && rank == 0)
     fprintf(stderr, PROG ": error: %s\n", eplb_error_message(&err));
   if (a.status_dir)
-    write_status(a.status_dir, rank, rc ? 1 : 0);
+    write_status(a.status_dir, rank, "rc", rc ? 1 : 0);
   MPI_Finalize();
+  if (a.status_dir) { /* the rank got through MPI_Finalize */
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_FSIZE, &rl);
+    write_status(a.status_dir, rank, "fin", rc ? 1 : 0);
+  }
   return rc ? 1 : 0;
 }

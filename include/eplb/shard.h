@@ -172,7 +172,10 @@ int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
  * it, so metadata travels with the weights. */
 int eplb_shard_writer_copy_extras(eplb_shard_writer_t *w,
                                   const eplb_shard_t *from, eplb_error_t *err);
-/* Closes the file and, with do_fsync, fsyncs it.  Frees w either way. */
+/* Writes what HDF5 buffered, closes the file and, with do_fsync, fsyncs
+ * it.  On any failure (a write at the flush, the close, the fsync) the
+ * file is removed: a shard that was not fully written never stays.  Frees
+ * w either way. */
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err);
 /* Closes and removes the file (a failed write leaves nothing).  NULL-safe. */

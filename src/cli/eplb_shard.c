@@ -25,6 +25,8 @@
 #include "eplb/checkpoint.h"
 #include "eplb/eplb.h"
 #include "eplb/shard.h"
+#include "h5/shard_fault.h"
+#include "mpi/fault.h"
 
 #define PROG "eplb-shard"
 #define MAX_RANKS 4096
@@ -455,6 +457,8 @@ static int create_one(const args_t *a, eplb_shard_info_t *info,
       eplb_shard_fill_row(info, l, ids[s], buf + (size_t)s * stride);
     rc = eplb_shard_writer_put_layer(w, l, ids, buf, stride, err);
   }
+  if (rc == 0 && eplb__fault_write(r)) /* tests: EPLB_FAULT=enospc:<r> */
+    eplb__shard_writer_inject(w, eplb__fault_write(r));
   if (rc == 0)
     rc = eplb_shard_writer_finish(w, 1, err);
   else
@@ -468,10 +472,13 @@ static int cmd_create(const args_t *a, eplb_error_t *err) {
   eplb_placement_t p = {0};
   if (info == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  int rc = eplb_shard_info_make(
-      info, a->ranks, a->layers, a->slots, (uint64_t)a->generation,
-      a->num_datasets, a->names, a->types, a->nd,
-      (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims, err);
+  int rc = eplb__fault_load(err); /* a malformed EPLB_FAULT is an error */
+  if (rc == 0)
+    rc = eplb_shard_info_make(info, a->ranks, a->layers, a->slots,
+                              (uint64_t)a->generation, a->num_datasets,
+                              a->names, a->types, a->nd,
+                              (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims,
+                              err);
   if (rc == 0)
     rc = create_map(a, &p, err);
   if (rc == 0)

@@ -28,7 +28,9 @@
 #include "eplb/stats.h"
 #include "formats/safetensors.h"
 #include "h5/h5types.h"
+#include "h5/shard_fault.h"
 #include "h5/shard_internal.h"
+#include "h5/vfd.h"
 #include "util/checksum.h"
 #include "util/fileio.h"
 
@@ -233,50 +235,65 @@ static int single_value(hid_t a) {
   return one;
 }
 
-/* Reads string attribute `name` (fixed or variable length) into buf. */
-static int attr_str(hid_t f, const char *path, const char *name, char *buf,
-                    size_t cap, eplb_error_t *err) {
+int eplb__h5_attr_str(hid_t obj, const char *name, char *buf, size_t cap) {
   buf[0] = '\0';
-  if (H5Aexists(f, name) <= 0)
-    return eplb_error_set(err, EPLB_EPARSE,
-                          "%s: root attribute '%s' is missing; is this an eplb "
-                          "shard (docs/shards.md)?",
-                          path, name);
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+  if (H5Aexists(obj, name) <= 0)
+    return -1;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
   hid_t t = a >= 0 ? H5Aget_type(a) : -1;
   int rc = 0;
   /* One string: H5Aread writes every element of an array attribute. */
   if (t < 0 || H5Tget_class(t) != H5T_STRING || !single_value(a)) {
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: root attribute '%s' is not a single string", path,
-                        name);
+    rc = -2;
   } else if (H5Tis_variable_str(t) > 0) {
-    char *s = NULL;
+    /* Read in the attribute's own character set: HDF5 converts neither
+     * way between ASCII and UTF-8 (h5py writes str as variable-length
+     * UTF-8). */
+    char *v = NULL;
     hid_t m = H5Tcopy(H5T_C_S1);
-    H5Tset_size(m, H5T_VARIABLE);
-    if (H5Aread(a, m, &s) < 0 || s == NULL)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
-                          path, name);
+    if (m < 0 || H5Tset_size(m, H5T_VARIABLE) < 0 ||
+        H5Tset_cset(m, H5Tget_cset(t)) < 0 || H5Aread(a, m, &v) < 0 ||
+        v == NULL)
+      rc = -3;
     else
-      snprintf(buf, cap, "%s", s);
-    if (s)
-      H5free_memory(s);
-    H5Tclose(m);
+      snprintf(buf, cap, "%s", v);
+    if (v)
+      H5free_memory(v);
+    if (m >= 0)
+      H5Tclose(m);
   } else {
     size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    if (s == NULL || H5Aread(a, t, s) < 0)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
-                          path, name);
+    char *v = calloc(n + 1, 1);
+    if (v == NULL || H5Aread(a, t, v) < 0)
+      rc = -3;
     else
-      snprintf(buf, cap, "%s", s);
-    free(s);
+      snprintf(buf, cap, "%s", v);
+    free(v);
   }
   if (t >= 0)
     H5Tclose(t);
   if (a >= 0)
     H5Aclose(a);
   return rc;
+}
+
+/* Reads root string attribute `name` into buf; the errors name it. */
+static int attr_str(hid_t f, const char *path, const char *name, char *buf,
+                    size_t cap, eplb_error_t *err) {
+  int rc = eplb__h5_attr_str(f, name, buf, cap);
+  if (rc == -1)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute '%s' is missing; is this an eplb "
+                          "shard (docs/shards.md)?",
+                          path, name);
+  if (rc == -2)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute '%s' is not a single string",
+                          path, name);
+  if (rc)
+    return eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
+                          path, name);
+  return 0;
 }
 
 /* Reads and range-checks the root attributes into info. */
@@ -574,7 +591,10 @@ int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
     free(sh);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
-  sh->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t fapl = eplb__vfd_fapl(0);
+  sh->file = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
+  if (fapl >= 0)
+    H5Pclose(fapl);
   int rc = 0;
   if (sh->file < 0)
     rc = eplb_error_set(
@@ -797,8 +817,8 @@ static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt,
   hid_t s = H5Screate(H5S_SCALAR);
   hid_t a = s >= 0 ? H5Acreate2(f, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
   int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
-  if (a >= 0)
-    H5Aclose(a);
+  if (a >= 0 && H5Aclose(a) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   return ok ? 0 : -1;
@@ -829,9 +849,7 @@ static int put_root(hid_t f, const eplb_shard_info_t *in) {
     H5Tclose(str);
   if (rc == 0) {
     hid_t g = H5Gcreate2(f, "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    rc = g < 0 ? -1 : 0;
-    if (g >= 0)
-      H5Gclose(g);
+    rc = g < 0 || H5Gclose(g) < 0 ? -1 : 0;
   }
   return rc;
 }
@@ -849,16 +867,11 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   w->group = -1;
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
-  /* Objects of 64 KiB and more (weight datasets) start on 4 KiB pages: the
-   * rows of a new shard are then written page-aligned, which the write
-   * path needs to come near plain POSIX writes (docs/shards.md).  Best
-   * effort: without it the file is the same shard, only laid out more
-   * tightly. */
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  if (fapl >= 0)
-    H5Pset_alignment(fapl, 65536, 4096);
-  w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT,
-                      fapl >= 0 ? fapl : H5P_DEFAULT);
+  /* Through eplb's driver (h5/vfd.h: a lost file can still be closed);
+   * objects of 64 KiB and more (weight datasets) start on 4 KiB pages, so
+   * that rows are written page-aligned (docs/shards.md). */
+  hid_t fapl = eplb__vfd_fapl(1);
+  w->file = fapl >= 0 ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
   if (fapl >= 0)
     H5Pclose(fapl);
   if (w->file < 0 || put_root(w->file, info) < 0) {
@@ -886,8 +899,10 @@ static int put_dataset(eplb_shard_writer_t *w, hid_t g, int32_t d) {
                               : -1;
   int ok =
       id >= 0 && H5Dwrite(id, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->tmp) >= 0;
-  if (id >= 0)
-    H5Dclose(id);
+  /* HDF5 keeps small raw data in its sieve buffer and writes it here: a
+   * failed close is a lost write. */
+  if (id >= 0 && H5Dclose(id) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   if (t >= 0)
@@ -904,8 +919,8 @@ static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
                    : -1;
   int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
                               H5P_DEFAULT, ids) >= 0;
-  if (d >= 0)
-    H5Dclose(d);
+  if (d >= 0 && H5Dclose(d) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   return ok ? 0 : -1;
@@ -933,8 +948,8 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
     rc = put_dataset(w, g, d);
     off += rb;
   }
-  if (g >= 0)
-    H5Gclose(g);
+  if (g >= 0 && H5Gclose(g) < 0)
+    rc = -1;
   if (rc)
     return eplb_error_set(err, EPLB_EIO,
                           "%s: cannot write layer %d (disk full or read-only?)",
@@ -942,16 +957,20 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   return 0;
 }
 
-/* Closes the layer begun by eplb_shard_writer_begin_layer, if any. */
-static void end_layer(eplb_shard_writer_t *w) {
+/* Closes the layer begun by eplb_shard_writer_begin_layer, if any.
+ * Returns -1 if a close failed: HDF5 writes what it buffered there, so a
+ * failed close is a lost write. */
+static int end_layer(eplb_shard_writer_t *w) {
+  int rc = 0;
   for (int32_t d = 0; d < w->info.num_datasets; d++)
-    if (w->dsets[d] >= 0)
-      H5Dclose(w->dsets[d]);
+    if (w->dsets[d] >= 0 && H5Dclose(w->dsets[d]) < 0)
+      rc = -1;
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
-  if (w->group >= 0)
-    H5Gclose(w->group);
+  if (w->group >= 0 && H5Gclose(w->group) < 0)
+    rc = -1;
   w->group = -1;
+  return rc;
 }
 
 /* Creates dataset d of the current layer, storage left unfilled (every
@@ -982,9 +1001,10 @@ int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
   char name[64];
   snprintf(name, sizeof(name), "/layers/%d", (int)layer);
   h5_quiet();
-  end_layer(w);
-  w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  int rc = w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
+  int rc = end_layer(w) < 0;
+  if (rc == 0)
+    w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  rc = rc || w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
   for (int32_t d = 0; rc == 0 && d < w->info.num_datasets; d++)
     rc = (w->dsets[d] = create_empty(w, d)) < 0;
   if (rc)
@@ -1047,17 +1067,38 @@ static int fsync_path(const char *path, eplb_error_t *err) {
   return 0;
 }
 
+/* A write that failed leaves HDF5 holding dirty data it cannot write, and
+ * a file close that fails leaves HDF5 (1.10) with a half-destroyed file
+ * that its exit handler (or MPI_Finalize, for parallel HDF5) closes again
+ * and crashes on.  The file is lost anyway, so eplb's driver is told to
+ * discard every later write: the close then succeeds, and the file is
+ * removed by name. */
+static void neutralise(hid_t file) { eplb__vfd_discard(file); }
+
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err) {
   h5_quiet();
-  int rc = 0;
-  end_layer(w);
+  /* Everything HDF5 buffered is written here, before the close, so that a
+   * failure is seen while the file can still be closed safely. */
+  int bad = end_layer(w) < 0 || H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0;
+  if (bad)
+    neutralise(w->file);
   if (H5Fclose(w->file) < 0)
-    rc = eplb_error_set(err, EPLB_EIO,
-                        "%s: closing the shard failed (disk full?)", w->path);
+    bad = 1;
   w->file = -1;
-  if (rc == 0 && do_fsync)
+  int rc = 0;
+  if (bad) {
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: writing the shard failed when HDF5 flushed its "
+                        "buffers (disk full or read-only?); the file was "
+                        "removed",
+                        w->path);
+    unlink(w->path);
+  } else if (do_fsync) {
     rc = fsync_path(w->path, err);
+    if (rc)
+      unlink(w->path);
+  }
   free(w->tmp);
   free(w->path);
   free(w);
@@ -1068,6 +1109,7 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
   if (w == NULL)
     return;
   h5_quiet();
+  neutralise(w->file);
   end_layer(w);
   if (w->file >= 0)
     H5Fclose(w->file);
@@ -1078,6 +1120,10 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
 }
 
 hid_t eplb__shard_writer_hid(const eplb_shard_writer_t *w) { return w->file; }
+
+void eplb__shard_writer_inject(eplb_shard_writer_t *w, int fault) {
+  eplb__vfd_inject(w->file, fault);
+}
 
 int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
                                     eplb_error_t *err) {

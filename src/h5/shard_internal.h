@@ -14,6 +14,11 @@
 hid_t eplb__shard_hid(const eplb_shard_t *sh);
 hid_t eplb__shard_writer_hid(const eplb_shard_writer_t *w);
 
+/* Reads string attribute `name` of object obj - fixed or variable
+ * length, ASCII or UTF-8, exactly one value - into buf (truncated to cap).
+ * 0, or -1 missing, -2 not a single string, -3 unreadable. */
+int eplb__h5_attr_str(hid_t obj, const char *name, char *buf, size_t cap);
+
 /* eplb_shard_info_make with the datasets' HDF5 types given (not closed):
  * any type eplb_shard_open accepts. */
 int eplb__shard_info_from_types(eplb_shard_info_t *info, int32_t world_size,

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "eplb/migrate.h"
+#include "h5/shard_fault.h"
 #include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
@@ -73,6 +74,8 @@ typedef struct {
   const char *tmp;              /* this rank's temporary shard */
   int64_t *recv_xfer;           /* [staging_rows] transfer of each receive */
   int32_t *dup_head, *dup_next; /* [P] DUP slots listed by their source */
+  uint64_t *written;            /* [L * P] checksum of each row written */
+  int32_t layer;                /* the layer being written */
   int carry;                    /* a local failure in this layer (rows are
                                    then no longer written, MPI goes on) */
   double t_read, t_xfer, t_write, t_commit;
@@ -169,13 +172,17 @@ static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
   return 0;
 }
 
-/* Writes slot `slot` of the new shard from pieces, unless this layer
- * already failed here (the failure is carried, the transfer goes on). */
+/* Writes slot `slot` of the new shard from pieces (whose checksum is c:
+ * the read-back before the commit compares the file with it), unless this
+ * layer already failed here (the failure is carried, the transfer goes
+ * on). */
 static void write_row(mig_t *m, int32_t slot,
-                      const unsigned char *const *pieces, eplb_error_t *err) {
+                      const unsigned char *const *pieces, uint64_t c,
+                      eplb_error_t *err) {
   if (m->carry)
     return;
   double t = MPI_Wtime();
+  m->written[(size_t)m->layer * (size_t)m->P + (size_t)slot] = c;
   m->carry = eplb_shard_writer_put_row(m->w, slot, pieces, err);
   m->t_write += MPI_Wtime() - t;
 }
@@ -197,7 +204,7 @@ static void local_rows(mig_t *m, int32_t l, eplb_error_t *err) {
       m->dup_head[src] = j;
     } else if (a == EPLB_SLOT_KEEP || a == EPLB_SLOT_LOCAL) {
       old_pieces(m, a == EPLB_SLOT_KEEP ? j : src, pieces);
-      write_row(m, j, pieces, err);
+      write_row(m, j, pieces, row_checksum(m, pieces), err);
     }
   }
 }
@@ -262,9 +269,9 @@ static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
                               (int)x->dst_slot);
     return;
   }
-  write_row(m, x->dst_slot, pieces, err);
+  write_row(m, x->dst_slot, pieces, got, err);
   for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
-    write_row(m, j, pieces, err);
+    write_row(m, j, pieces, got, err);
 }
 
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
@@ -394,6 +401,7 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids,
                           eplb_error_t *err) {
   double t = MPI_Wtime(); /* creating the layer (and starting the previous
                             one's writeback) is writing */
+  m->layer = l;
   m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
   m->t_write += MPI_Wtime() - t;
   int32_t crash_layer = m->sched->num_layers / 2;
@@ -566,8 +574,9 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
   m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
   m->dup_head = malloc(sizeof(int32_t) * P);
   m->dup_next = malloc(sizeof(int32_t) * P);
+  m->written = calloc((size_t)m->sched->num_layers * P, sizeof(uint64_t));
   if (!m->old || !m->staging || !m->req || !m->req_peer || !m->recv_xfer ||
-      !m->dup_head || !m->dup_next)
+      !m->dup_head || !m->dup_next || !m->written)
     return eplb_error_set(err, EPLB_ENOMEM,
                           "out of memory for one layer (%zu "
                           "bytes) and the staging (%zu bytes)",
@@ -586,6 +595,7 @@ static void mig_free(mig_t *m) {
   free(m->recv_xfer);
   free(m->dup_head);
   free(m->dup_next);
+  free(m->written);
   free(m->batch);
   free(m->num_batches);
 }
@@ -673,6 +683,50 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   return rc;
 }
 
+/* The new shard as the file holds it, not as memory does: reopened after
+ * the fsync, its generation, every layer's expert ids and every row's
+ * checksum must be what this rank wrote.  A write HDF5 lost (a disk full
+ * for a moment at a close) would otherwise be committed as weights. */
+static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
+                       const eplb_placement_t *next, eplb_error_t *err) {
+  eplb_shard_t *sh = NULL;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)m->P);
+  int rc = ids ? eplb_shard_open(tmp, &sh, err)
+               : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc == 0 && eplb_shard_info(sh)->generation != gen)
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: reads back generation %llu, not %llu", tmp,
+                        (unsigned long long)eplb_shard_info(sh)->generation,
+                        (unsigned long long)gen);
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  for (int32_t l = 0; rc == 0 && l < m->sched->num_layers; l++) {
+    const int32_t *want = next->phy2log + (size_t)l * (size_t)next->num_slots +
+                          (size_t)m->set->rank * (size_t)m->P;
+    rc = eplb_shard_read_ids(sh, l, ids, err);
+    if (rc == 0 && memcmp(ids, want, sizeof(int32_t) * (size_t)m->P) != 0)
+      rc = eplb_error_set(err, EPLB_EIO,
+                          "%s: layer %d: the expert ids read back differ from "
+                          "the ones written (a lost write: disk full?)",
+                          tmp, (int)l);
+    if (rc == 0)
+      rc = eplb_shard_read_layer(sh, l, m->old, m->stride, m->off, err);
+    for (int32_t s = 0; rc == 0 && s < m->P; s++) {
+      old_pieces(m, s, pieces);
+      if (row_checksum(m, pieces) !=
+          m->written[(size_t)l * (size_t)m->P + (size_t)s])
+        rc = eplb_error_set(err, EPLB_ECHECKSUM,
+                            "%s: layer %d slot %d (expert %d): the row read "
+                            "back after the fsync is not the row written (a "
+                            "lost write: disk full for a moment?); nothing "
+                            "was committed, retry",
+                            tmp, (int)l, (int)s, (int)want[s]);
+    }
+  }
+  eplb_shard_close(sh);
+  free(ids);
+  return rc;
+}
+
 /* After the commit: this rank's shard is the new file, set->current next. */
 static int adopt(eplb_shard_set_t *set, const eplb_placement_t *next,
                  eplb_error_t *err) {
@@ -735,12 +789,18 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   if (agreed)
     goto done;
   double tw = MPI_Wtime();
+  if (rc == 0 && eplb__fault_write(set->rank))
+    eplb__shard_writer_inject(w, eplb__fault_write(set->rank));
   if (rc == 0) /* closing and the fsync are part of writing the shard */
     rc = eplb_shard_writer_finish(w, 1, err);
   else
     eplb_shard_writer_abort(w);
   m.t_write += MPI_Wtime() - tw;
   w = NULL;
+  tw = MPI_Wtime();
+  if (rc == 0) /* before this rank votes to commit */
+    rc = prove_shard(&m, tmp, gen, next, err);
+  m.t_write += MPI_Wtime() - tw; /* proving it is part of writing it */
   timed_barrier(&m, sched.num_layers - 1, "the commit after it");
   double t = MPI_Wtime();
   rc = eplb__commit(set, tmp, gen, rc, err); /* agrees first */

@@ -25,6 +25,7 @@ typedef struct {
   int n_crash, crash_rank[FAULT_MAX];
   const char *crash_phase[FAULT_MAX];
   int n_hang, hang_rank[FAULT_MAX]; /* hang:transfer:<rank> */
+  int n_write, write_rank[FAULT_MAX], write_kind[FAULT_MAX];
 } fault_table_t;
 
 static fault_table_t table;
@@ -99,11 +100,29 @@ static int parse_hang(const char *s, const char *end, eplb_error_t *err) {
   return 0;
 }
 
+/* "2" after enospc: or lose-write: -> table.write_*. */
+static int parse_write(int kind, const char *what, const char *s,
+                       const char *end, eplb_error_t *err) {
+  int r = parse_rank(s, end);
+  if (r < 0 || table.n_write >= FAULT_MAX)
+    return eplb_error_set(err, EPLB_EARG,
+                          "EPLB_FAULT: %s wants %s:<rank>, got '%s:%.*s'",
+                          what, what, what, (int)(end - s), s);
+  table.write_kind[table.n_write] = kind;
+  table.write_rank[table.n_write++] = r;
+  return 0;
+}
+
 /* One ';'-separated part. */
 static int parse_part(const char *s, const char *end, eplb_error_t *err) {
   static const char corrupt[] = "corrupt-plan:", crash[] = "crash:",
-                    hang[] = "hang:";
+                    hang[] = "hang:", nospc[] = "enospc:",
+                    lose[] = "lose-write:";
   size_t n = (size_t)(end - s);
+  if (n > strlen(nospc) && strncmp(s, nospc, strlen(nospc)) == 0)
+    return parse_write(1, "enospc", s + strlen(nospc), end, err);
+  if (n > strlen(lose) && strncmp(s, lose, strlen(lose)) == 0)
+    return parse_write(2, "lose-write", s + strlen(lose), end, err);
   if (n > strlen(corrupt) && strncmp(s, corrupt, strlen(corrupt)) == 0)
     return parse_corrupt(s + strlen(corrupt), end, err);
   if (n > strlen(crash) && strncmp(s, crash, strlen(crash)) == 0)
@@ -112,8 +131,9 @@ static int parse_part(const char *s, const char *end, eplb_error_t *err) {
     return parse_hang(s + strlen(hang), end, err);
   return eplb_error_set(err, EPLB_EARG,
                         "EPLB_FAULT: unknown fault '%.*s'; use "
-                        "corrupt-plan:<ranks>, crash:<phase>:<rank> or "
-                        "hang:transfer:<rank>, separated by ';' (or unset "
+                        "corrupt-plan:<ranks>, crash:<phase>:<rank>, "
+                        "hang:<phase>:<rank>, enospc:<rank> or "
+                        "lose-write:<rank>, separated by ';' (or unset "
                         "EPLB_FAULT)",
                         (int)n, s);
 }
@@ -183,6 +203,15 @@ void eplb__fault_hang_point(const char *phase, int rank, const char *where) {
    * test) nor return: only the peers' timeout may end this job. */
   for (;;)
     nanosleep(&(struct timespec){3600, 0}, NULL);
+}
+
+int eplb__fault_write(int rank) {
+  if (eplb__fault_load(NULL))
+    return 0;
+  for (int i = 0; i < table.n_write; i++)
+    if (table.write_rank[i] == rank)
+      return table.write_kind[i];
+  return 0;
 }
 
 void eplb__fault_reset(void) { memset(&table, 0, sizeof(table)); }

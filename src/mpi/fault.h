@@ -15,6 +15,12 @@
  *                             batch it sends in (from layer L/2 on) it
  *                             sleeps until killed, so the peers' timeout
  *                             (timeout_s, --timeout) must end the job
+ *   enospc:<rank>             the last write of that rank's new shard (the
+ *                             first of the flush before its close) fails
+ *                             with ENOSPC, once: a disk full for a moment
+ *   lose-write:<rank>         the same write is silently lost (success
+ *                             reported), as an unchecked close loses one:
+ *                             the read-back before the commit must see it
  *
  * Compiled in always, inert unless EPLB_FAULT is set: a production run pays
  * one getenv per query.  A malformed EPLB_FAULT is an error, not ignored,
@@ -47,6 +53,10 @@ int eplb__fault_hang_here(const char *phase, int rank);
  * ("hanging at <phase> (<where>)") and sleeps until the process is killed;
  * never returns then.  Else returns at once. */
 void eplb__fault_hang_point(const char *phase, int rank, const char *where);
+
+/* 1 (enospc) or 2 (lose-write) when EPLB_FAULT says so for `rank`, else
+ * 0; the values are h5/shard_fault.h's EPLB__WRITE_ENOSPC / _LOSE. */
+int eplb__fault_write(int rank);
 
 /* Forgets the parsed table so the next query reads EPLB_FAULT again (for
  * unit tests that change the environment). */
