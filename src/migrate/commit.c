@@ -27,6 +27,7 @@
 #include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "util/fileio.h"
 
 /* ---- the two-phase commit --------------------------------------------- */
@@ -40,14 +41,15 @@ static int rename_own(const eplb_shard_set_t *set, const char *tmp,
     rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp,
                         path, strerror(errno));
   if (rc == 0)
-    eplb__fault_crash_point("rename", set->rank);
+    eplb__fault_point("rename", set->rank, "after renaming its own shard");
   return rc ? rc : eplb__fsync_dir_of(path, err);
 }
 
 int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
                  int local_rc, eplb_error_t *err) {
+  eplb__watch_phase("commit");
   if (local_rc == 0)
-    eplb__fault_crash_point("commit", set->rank);
+    eplb__fault_point("commit", set->rank, "before the commit vote");
   int rc = eplb__agree(set->comm, local_rc, err);
   if (rc) {
     unlink(tmp); /* phase one failed somewhere: nobody renames */
@@ -55,11 +57,20 @@ int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
   }
   if (set->rank == 0)
     rc = eplb__journal_write(set->dir, gen, set->size, err);
+  /* From now on a journal may exist: a timeout must leave the temporary
+   * shard in place for the roll forward. */
+  char hint[4400];
+  snprintf(hint, sizeof(hint),
+           "a commit may be in progress: run `eplb-sync --recover --shards "
+           "%s`, which completes or undoes it",
+           set->dir);
+  eplb__watch_on_abort(NULL, hint);
   rc = eplb__agree(set->comm, rc, err);
   if (rc) {
     unlink(tmp);
     return rc;
   }
+  eplb__watch_phase("rename");
   rc = rename_own(set, tmp, err);
   rc = eplb__agree(set->comm, rc, err);
   if (rc)
@@ -191,8 +202,7 @@ static int share_journal(MPI_Comm c, int rank, const char *dir,
   rc = eplb__agree(c, rc, err);
   uint64_t v[3] = {(uint64_t)*exists, j->gen, (uint64_t)j->world_size};
   if (rc == 0)
-    rc = eplb__mpi_check(MPI_Bcast(v, 3, MPI_UINT64_T, 0, c),
-                         "MPI_Bcast of the journal", err);
+    rc = eplb__bcast(v, 3, MPI_UINT64_T, 0, c, "MPI_Bcast of the journal", err);
   *exists = (int)v[0];
   j->gen = v[1];
   j->world_size = (int32_t)v[2];
@@ -228,7 +238,7 @@ static int recover_comm(MPI_Comm c, const char *dir, eplb_recover_result_t *res,
     rc = eplb__agree(c, rc, err);
   int64_t mine[2] = {res->renamed, res->removed}, sum[2] = {0, 0};
   if (rc == 0)
-    rc = eplb__mpi_check(MPI_Allreduce(mine, sum, 2, MPI_INT64_T, MPI_SUM, c),
+    rc = eplb__allreduce(mine, sum, 2, MPI_INT64_T, MPI_SUM, c,
                          "MPI_Allreduce of the recovery counts", err);
   res->renamed = sum[0];
   res->removed = sum[1];
@@ -241,10 +251,7 @@ int eplb_shards_recover(MPI_Comm comm, const char *dir,
                         eplb_recover_result_t *res, eplb_error_t *err) {
   memset(res, 0, sizeof(*res));
   MPI_Comm c = MPI_COMM_NULL;
-  int rc = eplb__mpi_check(MPI_Comm_dup(comm, &c), "MPI_Comm_dup", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN),
-                         "MPI_Comm_set_errhandler", err);
+  int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
     rc = recover_comm(c, dir, res, err);
   if (rc == 0) { /* one generation everywhere, or an error */

@@ -35,6 +35,7 @@
 #include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "util/checksum.h"
 
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts) {
@@ -317,6 +318,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
   *left = n;
   while (*left > 0) {
     int out = 0;
+    eplb__watch_poll(m->set->comm, "a transfer batch");
     int rc = eplb__mpi_check(
         MPI_Testsome(n, m->req, &out, done_idx, MPI_STATUSES_IGNORE),
         "MPI_Testsome of a transfer batch", err);
@@ -359,29 +361,6 @@ static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
                         (int)l, (int)b, (int)m->opts->timeout_s, who, left, n);
   }
   return rc;
-}
-
-/* A barrier that gives up after timeout_s, so that a rank that stopped
- * taking part ends the job even for the ranks that exchange nothing with
- * it (they would otherwise wait in the next agreement forever). */
-static void timed_barrier(mig_t *m, int32_t l, const char *what) {
-  eplb_error_t err;
-  eplb_error_clear(&err);
-  int left = 0;
-  m->req_peer[0] = -1;
-  int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]),
-                           "MPI_Ibarrier", &err);
-  if (rc == 0)
-    rc = poll_requests(m, 1, l, 0, &left, &err);
-  if (rc == 0 && left > 0)
-    rc = eplb_error_set(&err, EPLB_EMPI,
-                        "layer %d: not every rank reached %s "
-                        "within %d s (a rank crashed, hangs or is far slower)",
-                        (int)l, what, (int)m->opts->timeout_s);
-  else if (rc)
-    eplb_error_prefix(&err, "layer %d", (int)l);
-  if (rc)
-    eplb__migrate_abort(m->set, m->tmp, &err);
 }
 
 /* 1 when this rank sends a row set in batch b of layer l. */
@@ -486,9 +465,8 @@ static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
     eplb__migrate_abort(set, NULL,
                         &(eplb_error_t){EPLB_ENOMEM, "out of memory "
                                                      "for the plan checksums"});
-  int rc = eplb__mpi_check(
-      MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, set->comm),
-      "MPI_Allgather of plan checksums", err);
+  int rc = eplb__allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T,
+                           set->comm, "MPI_Allgather of plan checksums", err);
   char list[256] = "";
   size_t u = 0;
   int bad = 0;
@@ -541,13 +519,10 @@ static int mig_geometry(mig_t *m, eplb_error_t *err) {
                           "a slot's rows take %zu bytes; rows over "
                           "2 GiB are not supported",
                           m->row);
-  void *v = NULL;
-  int flag = 0;
-  int rc =
-      eplb__mpi_check(MPI_Comm_get_attr(m->set->comm, MPI_TAG_UB, &v, &flag),
-                      "MPI_Comm_get_attr(MPI_TAG_UB)", err);
-  int ub = rc == 0 && flag ? *(int *)v : 32767;
-  if (rc == 0 && m->P - 1 > ub)
+  int rc = 0;
+  /* the watchdog's census uses the two largest tags */
+  int ub = eplb__watch_tag_limit(m->set->comm) - 1;
+  if (m->P - 1 > ub)
     return eplb_error_set(err, EPLB_EARG,
                           "%d slots per rank exceed MPI_TAG_UB %d", (int)m->P,
                           ub);
@@ -628,13 +603,13 @@ static int run_layers(mig_t *m, const eplb_placement_t *next, int *agreed,
                       eplb_error_t *err) {
   int carry = 0;
   int32_t L = m->sched->num_layers;
+  eplb__watch_phase("transfer");
   for (int32_t l = 0; l < L; l++) {
     double t = MPI_Wtime();
     if (carry == 0)
       carry = read_old(m, l, err);
     m->t_read += MPI_Wtime() - t;
-    timed_barrier(m, l, "the start of this layer");
-    int rc = eplb__agree(m->set->comm, carry, err);
+    int rc = eplb__agree(m->set->comm, carry, err); /* time-bounded */
     if (rc)
       return *agreed = 1, rc;
     const int32_t *ids = next->phy2log + (size_t)l * (size_t)next->num_slots +
@@ -670,9 +645,8 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   double mine[6] = {m->t_read,   m->t_xfer,           m->t_write,
                     m->t_commit, MPI_Wtime() - m->t0, m->t_verify};
   double mx[6];
-  int rc = eplb__mpi_check(
-      MPI_Allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm),
-      "MPI_Allreduce of the timings", err);
+  int rc = eplb__allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm,
+                           "MPI_Allreduce of the timings", err);
   res->seconds_read = mx[0];
   res->seconds_transfer = mx[1];
   res->seconds_write = mx[2];
@@ -785,6 +759,13 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
     goto done; /* agreed: every rank removes its temporary shard */
   m.w = w;
   m.tmp = tmp;
+  char hint[4400]; /* what a timeout says (mpi/watchdog.h) */
+  snprintf(hint, sizeof(hint),
+           "nothing was committed and the shards in %s are untouched: run "
+           "`eplb-sync --recover --shards %s` to remove the temporary "
+           "files, then retry",
+           set->dir, set->dir);
+  eplb__watch_on_abort(tmp, hint);
   rc = run_layers(&m, next, &agreed, err);
   if (agreed)
     goto done;
@@ -801,7 +782,6 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   if (rc == 0) /* before this rank votes to commit */
     rc = prove_shard(&m, tmp, gen, next, err);
   m.t_write += MPI_Wtime() - tw; /* proving it is part of writing it */
-  timed_barrier(&m, sched.num_layers - 1, "the commit after it");
   double t = MPI_Wtime();
   rc = eplb__commit(set, tmp, gen, rc, err); /* agrees first */
   m.t_commit = MPI_Wtime() - t;
@@ -829,6 +809,8 @@ int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
   int rc = eplb__fault_load(err);
   if (rc == 0)
     rc = check_opts(&o, set->size, err);
+  /* Every wait of the migration is bounded by timeout_s (watchdog.h). */
+  int old_timeout = eplb__watch_timeout(rc == 0 ? o.timeout_s : 0);
   if (rc == 0)
     rc = check_next(set, next, err);
   rc = eplb__agree(set->comm, rc, err);
@@ -836,6 +818,8 @@ int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
     rc = agree_next(set, next, err);
   if (rc == 0)
     rc = migrate_agreed(set, next, &o, res, err);
+  eplb__watch_on_abort(NULL, NULL);
+  eplb__watch_timeout(old_timeout);
   if (rc)
     eplb_migrate_result_cleanup(res);
   return rc;

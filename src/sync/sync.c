@@ -18,6 +18,7 @@
 #include "eplb/migrate.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -184,6 +185,8 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
 
   if (local_rc == 0)
     local_rc = prepare(local, &o, name, &sum, &buf, err);
+  eplb__watch_phase("shape");
+  eplb__fault_point("shape", rank, "before agreeing on the shapes");
   int rc = eplb__reduce_agree_shape(comm, local_rc, local, name,
                                     sync_opts_key(&o), &dense, err);
   double t1 = MPI_Wtime();
@@ -191,7 +194,8 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
   if (rc)
     goto done;
 
-  eplb__fault_crash_point("reduce", rank);
+  eplb__watch_phase("reduce");
+  eplb__fault_point("reduce", rank, "before the sum");
   rc = eplb__reduce_sum(comm, &sum, dense, &res->dropped, &res->num_dropped,
                         err);
   double t2 = MPI_Wtime();
@@ -205,13 +209,15 @@ static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
     goto done;
   t2 = MPI_Wtime();
 
-  eplb__fault_crash_point("plan", rank);
+  eplb__watch_phase("plan");
+  eplb__fault_point("plan", rank, "before planning");
   res->generation = o.generation + 1;
   int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, &o, &plan, res, err) : 0;
   double t3 = MPI_Wtime();
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
 
-  eplb__fault_crash_point("distribute", rank);
+  eplb__watch_phase("distribute");
+  eplb__fault_point("distribute", rank, "before the plan's broadcast");
   rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, NULL, err);
   /* A plan equal to where the experts are moves nothing: the shards keep
    * their generation instead of being rewritten as a new one. */
@@ -241,9 +247,12 @@ static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
                     double t_start, double t_read, eplb_error_t *err) {
   MPI_Comm c = MPI_COMM_NULL;
   res->seconds[EPLB_PHASE_READ] = t_read;
+  /* Every collective of the run waits at most timeout_s (watchdog.h). */
+  int old_timeout = eplb__watch_timeout(opts->timeout_s);
   int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
     rc = run_engine(c, local_rc, local, opts, res, t_start, err);
+  eplb__watch_timeout(old_timeout);
   if (c != MPI_COMM_NULL)
     MPI_Comm_free(&c);
   if (rc) {
@@ -282,7 +291,8 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
   memset(res, 0, sizeof(*res));
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  eplb__fault_crash_point("read", rank);
+  eplb__watch_phase("read");
+  eplb__fault_point("read", rank, "before reading the statistics");
   char name[4096] = "";
   eplb_stats_t local = {0};
   eplb_sync_opts_t o;
