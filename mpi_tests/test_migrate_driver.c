@@ -122,8 +122,12 @@ static int cmd_migrate(const args_t *a, eplb_error_t *err) {
   rc = target_map(a, &set, &next, err);
   if (rc == 0)
     rc = eplb_placement_copy(&old, &set.current, err);
+  /* The target may put an expert twice on a rank (shards can hold that):
+   * saved as it is, for eplb-shard verify --expect-map. */
+  eplb_map_write_opts_t wo = {.allow_duplicates = 1};
   if (rc == 0 && a->save_map && set.rank == 0)
-    rc = eplb_placement_write(&next, a->save_map, EPLB_MAP_EXPERT_MAP, err);
+    rc = eplb_placement_write_opts(&next, a->save_map, EPLB_MAP_EXPERT_MAP,
+                                   &wo, err);
   eplb_migrate_opts_t o;
   eplb_migrate_opts_default(&o);
   o.max_buffer_mb = a->buffer_mb;

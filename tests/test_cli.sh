@@ -4,7 +4,7 @@
 #
 # Usage: test_cli.sh BIN_DIR GROUP DATA_DIR TMP_DIR
 #   GROUP: usage | files | good | sum | shape | current | dumps | ema |
-#          scenario
+#          scenario | mtp
 # Registered as one CTest test per group (tests/CMakeLists.txt).  Uses only
 # its own data (tests/data) and writes only under TMP_DIR/cli_GROUP.
 set -u
@@ -205,12 +205,15 @@ shape)
   expect 1 "$A has 4 layers x 8 experts but $SIX" --stats "$A" --stats "$B" --stats "$SIX" --num-slots 12 --num-gpus 4 --output "$OUT"
   ;;
 current)
-  ok --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --output "$tmp/cur.json"
+  # DeepSeek's plan puts an expert twice on a GPU here: the expert-map JSON
+  # refuses that unless allowed (a current map with duplicates re-plans).
+  expect 1 "GPU 0 holds expert 0 twice" --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --output "$OUT"
+  ok --stats "$A" --num-slots 12 --num-gpus 4 --policy deepseek --allow-duplicates --output "$tmp/cur.json"
   ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --output "$tmp/next.json"
   has "$out" "imbalance before  " "re-plan summary"
   has "$out" "(current map;" "re-plan summary"
   has "$out" "replicas moved" "re-plan summary"
-  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --max-moves 0 --output "$tmp/kept.json"
+  ok --stats "$B" --num-slots 12 --num-gpus 4 --current-map "$tmp/cur.json" --max-moves 0 --allow-duplicates --output "$tmp/kept.json"
   has "$out" "replicas moved    0 " "--max-moves 0"
   # A YAML current map is regrouped onto --num-gpus.
   ok --stats "$A" --num-slots 12 --num-gpus 4 --output "$tmp/cur.yaml"
@@ -285,6 +288,57 @@ ema)
   cmp -s "$tmp/m0.json" "$tmp/ms.json" || fail "--ema-alpha 0 on a MindIE dump differs from its last block"
   expect 2 "--ema-alpha 1.5 is outside 0..0.99" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha 1.5 --output "$OUT"
   expect 2 "--ema-alpha 'x'" --stats "$SER" --num-slots 6 --num-gpus 2 --ema-alpha x --output "$OUT"
+  ;;
+mtp)
+  # --mtp-layers: the MTP layers after the last MoE layer, in every
+  # format, with the ids each consumer expects; read back by eplb's readers
+  # and by an independent reader (Python's json) against the consumers'
+  # rules as docs/guides/ state them.
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output "$tmp/m.json"
+  has "$out" "MTP layers      1" "MTP settings line"
+  has "$out" "vllm-ascend     --enable-expert-parallel" "vllm-ascend settings"
+  has "$out" "redundant experts 0 (slots - experts), expert-parallel size 2" "vLLM settings"
+  has "$out" "MindIE          expert-parallel size 2" "MindIE settings"
+  python3 - "$tmp/m.json" <<'PY' || fail "expert map with an MTP layer"
+import json, sys
+m = json.load(open(sys.argv[1]))
+L = m["moe_layer_count"]
+assert L == len(m["layer_list"]), "moe_layer_count != layers"
+assert [x["layer_id"] for x in m["layer_list"]] == list(range(L)), "positional ids"
+last, mtp = m["layer_list"][-2], m["layer_list"][-1]
+assert mtp["device_list"] == last["device_list"], "--mtp-from last copies the last layer"
+for layer in m["layer_list"]:
+    assert layer["device_count"] == len(layer["device_list"]) == 2
+    for d in layer["device_list"]:
+        assert len(set(d["device_expert"])) == len(d["device_expert"]), "duplicate"
+PY
+  # sg_dense.json: hidden layers 0, 1 dense, MoE layers 2..5: MTP is 6.
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 2 --mtp-from trivial --output "$tmp/m2.yaml"
+  has "$out" "layer keys 2..7" "TensorRT-LLM keys: model layer ids, MTP next"
+  python3 - "$tmp/m2.yaml" <<'PY' || fail "YAML with MTP layers"
+import sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("  ")]
+keys = [int(l.split(":")[0]) for l in lines]
+rows = [l.split("[")[1].split("]")[0] for l in lines]
+assert keys == [2, 3, 4, 5, 6, 7], keys
+assert rows[-1] == rows[-2] == "0, 1, 2, 3, 4, 5, 6, 7", rows[-2:]
+PY
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output "$tmp/m.yaml"
+  ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --output-format sglang --output "$tmp/sg.json"
+  has "$out" "--ep-num-redundant-experts 0 --ep-size 2" "SGLang settings"
+  python3 - "$tmp/sg.json" <<'PY' || fail "SGLang map with an MTP row"
+import json, sys
+rows = json.load(open(sys.argv[1]))["physical_to_logical_map"]
+assert len(rows) == 7, len(rows)   # hidden layers 0..5 and the MTP row 6
+PY
+  # Re-plans read the MTP layers back (every format) and keep them.
+  for f in m.json m.yaml sg.json; do
+    ok --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --current-map "$tmp/$f" --output "$tmp/re_$f"
+  done
+  expect 1 "with 1 MTP layer after layer 5" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --current-map "$tmp/m2.yaml" --output "$OUT"
+  expect 2 "--mtp-layers 5 is outside 0..4" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 5 --output "$OUT"
+  expect 2 "--mtp-from 'first' is unknown" --stats "$SG" --num-slots 8 --num-gpus 2 --mtp-layers 1 --mtp-from first --output "$OUT"
+  expect 2 "SGLang reads --init-expert-location as a file only" --stats "$SG" --num-slots 8 --num-gpus 2 --output-format sglang --output "$tmp/sg.txt"
   ;;
 scenario)
   # --scenario: each SPEC one scenario, balanced at once with the others.

@@ -101,12 +101,28 @@ typedef enum {
 } eplb_map_format_t;
 
 /* Writes the placement atomically (temporary file, fsync, rename), after
- * checking it (EPLB_EMAP: nothing written).  EPLB_MAP_AUTO picks
+ * checking it (EPLB_EMAP: nothing written; the expert-map JSON may not have
+ * a GPU holding an expert twice: see eplb_placement_write_opts).
+ * EPLB_MAP_AUTO picks
  * trtllm-yaml for a path ending in .yaml/.yml, else expert-map.  Expert
  * map layer_id = the layer's position 0..L-1 (MoE layer index); YAML keys =
  * layer_ids (must be distinct and >= 0). */
 int eplb_placement_write(const eplb_placement_t *p, const char *path,
                          eplb_map_format_t format, eplb_error_t *err);
+
+/* Options of eplb_placement_write_opts. */
+typedef struct eplb_map_write_opts_s {
+  int allow_duplicates; /* expert-map JSON: write a map in which a GPU
+                           holds an expert twice (its consumers drop one
+                           copy); default 0: EPLB_EMAP naming the layer and
+                           GPU */
+} eplb_map_write_opts_t;
+
+/* eplb_placement_write with options (opts may be NULL: the defaults). */
+int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
+                              eplb_map_format_t format,
+                              const eplb_map_write_opts_t *opts,
+                              eplb_error_t *err);
 
 /* Reads an expert map (format detected with EPLB_MAP_AUTO: JSON if the file
  * starts with '{').  E = largest expert id + 1; the result passes

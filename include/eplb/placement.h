@@ -51,6 +51,30 @@ int eplb_placement_check(const eplb_placement_t *p, int no_duplicates,
  * slots, slot s holds expert s for s < E, then experts 0.. again. */
 int eplb_placement_contiguous(eplb_placement_t *p, eplb_error_t *err);
 
+/* Multi-token-prediction (MTP) layers: DeepSeek-V3/R1 serve with one more
+ * MoE layer after the last (model layer 61) that statistics rarely count,
+ * and every consumer wants a row for it.  How such a layer is placed: */
+typedef enum {
+  EPLB_MTP_LAST = 0,   /* as the last MoE layer's plan */
+  EPLB_MTP_TRIVIAL = 1 /* contiguous: expert e on GPU e / (slots per GPU) */
+} eplb_mtp_rule_t;
+#define EPLB_MAX_MTP_LAYERS 4
+
+/* Appends n layers (0..EPLB_MAX_MTP_LAYERS) after the last, with ids last
+ * id + 1, + 2, ..., placed by `rule`.  On failure *p is unchanged. */
+int eplb_placement_append_layers(eplb_placement_t *p, int32_t n,
+                                 eplb_mtp_rule_t rule, eplb_error_t *err);
+
+/* Forgets the last n layers (0 <= n < layers). */
+int eplb_placement_drop_last_layers(eplb_placement_t *p, int32_t n,
+                                    eplb_error_t *err);
+
+/* How many (layer, GPU) pairs hold one expert twice (or more); the first
+ * one's layer (position), GPU and expert into *layer, *gpu, *expert (each
+ * may be NULL, untouched when none).  -1 when out of memory. */
+int64_t eplb_placement_duplicates(const eplb_placement_t *p, int32_t *layer,
+                                  int32_t *gpu, int32_t *expert);
+
 /* eplb_placement_init and eplb_placement_contiguous in one: *p (empty on
  * entry) becomes the contiguous L x S placement on G GPUs.  On failure *p
  * is empty. */

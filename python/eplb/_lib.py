@@ -93,6 +93,10 @@ class StatsReadOptsT(Structure):
     _fields_ = [("iter_min", c_int64), ("iter_max", c_int64)]
 
 
+class MapWriteOptsT(Structure):
+    _fields_ = [("allow_duplicates", c_int)]
+
+
 class BalanceT(Structure):
     """eplb_balance_t (eplb/metrics.h)."""
     _fields_ = [("imbalance", c_double), ("balancedness", c_double),
@@ -201,6 +205,8 @@ _PROTOS = {
                                               _P(StatsReadOptsT), _P(ErrorT)]),
     "eplb_stats_format_from_name": (c_int, [c_char_p]),
     "eplb_placement_write": (c_int, [_P(PlacementT), c_char_p, c_int, _P(ErrorT)]),
+    "eplb_placement_write_opts": (c_int, [_P(PlacementT), c_char_p, c_int,
+                                          _P(MapWriteOptsT), _P(ErrorT)]),
     "eplb_placement_read": (c_int, [_P(PlacementT), c_char_p, c_int, _P(ErrorT)]),
     "eplb_placement_read_for": (c_int, [_P(PlacementT), c_char_p, _P(StatsT),
                                         c_int32, c_int32, c_char_p, _P(ErrorT)]),

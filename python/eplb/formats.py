@@ -146,7 +146,7 @@ def read_map(path: PathLike, *, format: str = "auto") -> ExpertMap:
 
 def write_map(phy2log: Any, path: PathLike, *, num_gpus: int,
               format: str = "auto", num_experts: Optional[int] = None,
-              layer_ids: Any = None) -> None:
+              layer_ids: Any = None, allow_duplicates: bool = False) -> None:
     """Writes phy2log [L, S] (DeepSeek's convention: slot s on GPU
     s // (S // num_gpus)) as an expert map, atomically (a temporary file,
     fsync, rename: a reader never sees half a file).
@@ -159,6 +159,10 @@ def write_map(phy2log: Any, path: PathLike, *, num_gpus: int,
                  a slot in every layer.
     layer_ids    [L] ids the layers are named by (default 0..L-1): the keys
                  of the YAML, the hidden-layer rows of SGLang's map.
+    allow_duplicates  write an expert-map JSON in which a GPU holds an
+                 expert twice (policy="deepseek" can plan one; vllm-ascend,
+                 MindSpeed-RL and MindIE drop the copy).  Default False:
+                 such a map raises MapError naming the layer and GPU.
     """
     E = None if num_experts is None else _arrays.integer(
         num_experts, "num_experts", 1, _lib.MAX_EXPERTS)
@@ -175,5 +179,7 @@ def write_map(phy2log: Any, path: PathLike, *, num_gpus: int,
     fmt = map_format(format)
     pl = _views.PlacementView(p, E, G, ids)
     err = _lib.ErrorT()
-    rc = _lib.load().eplb_placement_write(pl.ref(), b, fmt, byref(err))
+    opts = _lib.MapWriteOptsT(1 if allow_duplicates else 0)
+    rc = _lib.load().eplb_placement_write_opts(pl.ref(), b, fmt, byref(opts),
+                                               byref(err))
     _lib.raise_for(rc, err)

@@ -180,3 +180,17 @@ def test_write_errors_leave_nothing(tmp_path):
     with pytest.raises(eplb.ParseError):
         (tmp_path / "x.json").write_text("{")
         eplb.read_map(tmp_path / "x.json")
+
+
+def test_duplicates_refused_unless_allowed(tmp_path):
+    # 2 GPUs of 3 slots, expert 0 twice on GPU 0: consumers of the expert
+    # map drop the copy, so the writer refuses it unless asked.
+    phy = np.array([[0, 0, 1, 2, 3, 1]], dtype=np.int64)
+    p = tmp_path / "dup.json"
+    with pytest.raises(eplb.MapError, match="GPU 0 holds expert 0 twice"):
+        eplb.write_map(phy, p, num_gpus=2)
+    assert not p.exists()
+    eplb.write_map(phy, p, num_gpus=2, allow_duplicates=True)
+    got = json.loads(p.read_text())["layer_list"][0]["device_list"]
+    assert got[0]["device_expert"] == [0, 0, 1]
+    eplb.write_map(phy, tmp_path / "dup.yaml", num_gpus=2)  # YAML: allowed

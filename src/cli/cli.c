@@ -283,3 +283,49 @@ static void check_stdout(void) {
 __attribute__((constructor)) static void install_check_stdout(void) {
   atexit(check_stdout);
 }
+
+void eplb_cli_print_settings(FILE *f, const eplb_placement_t *p,
+                             eplb_map_format_t format, const char *path,
+                             int32_t mtp_layers) {
+  int32_t S = p->num_slots, G = p->num_gpus, E = p->num_experts;
+  int32_t L = p->num_layers, first = p->layer_ids[0],
+          last = p->layer_ids[L - 1];
+  fprintf(f, "settings          what the consumer of this map must be "
+             "given:\n");
+  switch (format) {
+  case EPLB_MAP_EXPERT_MAP:
+    fprintf(f, "  vllm-ascend     --enable-expert-parallel --additional-config "
+               "'{\"expert_map_path\": \"%s\"}'\n",
+            path);
+    fprintf(f, "  vLLM            redundant experts %d (slots - experts), "
+               "expert-parallel size %d\n",
+            (int)(S - E), (int)G);
+    fprintf(f, "  MindIE          expert-parallel size %d (the map's "
+               "device_count), %d MoE layers%s\n",
+            (int)G, (int)L, mtp_layers ? " with the MTP layers" : "");
+    fprintf(f, "  MindSpeed-RL    the expert map %s, %d experts per device x "
+               "%d devices\n",
+            path, (int)(S / G), (int)G);
+    break;
+  case EPLB_MAP_TRTLLM_YAML:
+    fprintf(f, "  TensorRT-LLM    moe_load_balancer: %s in the extra LLM API "
+               "options; --ep %d (num_slots %d); layer keys %d..%d\n",
+            path, (int)G, (int)S, (int)first, (int)last);
+    break;
+  case EPLB_MAP_SGLANG:
+    fprintf(f, "  SGLang          --init-expert-location %s "
+               "--ep-num-redundant-experts %d --ep-size %d\n",
+            path, (int)(S - E), (int)G);
+    break;
+  case EPLB_MAP_DEEPSEEK:
+    fprintf(f, "  DeepSeek EPLB   num_replicas %d, num_gpus %d (phy2log [%d, "
+               "%d])\n",
+            (int)S, (int)G, (int)L, (int)S);
+    break;
+  case EPLB_MAP_AUTO: break;
+  }
+  if (mtp_layers > 0)
+    fprintf(f, "  MTP layers      %d, the map's last after the MoE layers "
+               "(ids %d..%d)\n",
+            (int)mtp_layers, (int)(last - mtp_layers + 1), (int)last);
+}

@@ -15,6 +15,7 @@
 #define EPLB_CLI_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include <getopt.h>
 
@@ -119,6 +120,16 @@ double eplb_cli_now(void);
 /* The long name (without "--") of getopt_long's code c in opts, "" if
  * none: for the planner options every program shares. */
 const char *eplb_cli_option_name(const struct option *opts, int c);
+
+/* Prints, after a map was written to `path` in `format`, the settings its
+ * consumer needs (one line each; docs/guides/ lists them too): vLLM and
+ * vllm-ascend the path and redundant experts = slots - experts, MindIE the
+ * expert-parallel size = the map's devices, SGLang
+ * --ep-num-redundant-experts, TensorRT-LLM --ep and the layer keys.
+ * mtp_layers: how many MTP layers the map's last layers are. */
+void eplb_cli_print_settings(FILE *f, const eplb_placement_t *p,
+                             eplb_map_format_t format, const char *path,
+                             int32_t mtp_layers);
 
 /* ---- scenarios (cli/scenarios.c) ---------------------------------- */
 

@@ -21,12 +21,20 @@
 
 #define PROG "eplb-plan"
 
+/* --mtp-from stats: the statistics' last layers are the MTP layers,
+ * planned as any other. */
+#define MTP_FROM_STATS 2
+
 typedef struct {
   const char **stats; /* --stats files, in order */
   int num_stats;
   eplb_cli_source_t *scen; /* --scenario SPEC[@W], in order */
   int num_scen;
   int32_t window; /* --window N, 0: none */
+  int32_t mtp_layers; /* --mtp-layers N */
+  int mtp_from;       /* --mtp-from: EPLB_MTP_LAST, EPLB_MTP_TRIVIAL or
+                         MTP_FROM_STATS */
+  int allow_dups;     /* --allow-duplicates */
   eplb_stats_format_t format;
   eplb_stats_read_opts_t ropts; /* --iter-range */
   eplb_map_format_t out_format; /* AUTO: from the --output extension */
@@ -147,6 +155,26 @@ static void usage(FILE *f) {
       "  --spill-cost C       imbalance traded per replica away from its "
       "group's\n"
       "                       node, 0..1 (default %g)\n"
+      "  --mtp-layers N       multi-token-prediction layers the consumer "
+      "serves\n"
+      "                       after the last MoE layer (DeepSeek-V3/R1: 1), "
+      "%d..%d\n"
+      "                       (default 0): appended to the map with the "
+      "next ids\n"
+      "  --mtp-from R         how they are placed: last (the last MoE layer's "
+      "plan,\n"
+      "                       default), trivial (expert e on GPU e / slots per "
+      "GPU)\n"
+      "                       or stats (the statistics' last N layers are "
+      "the MTP\n"
+      "                       layers, planned from their counts)\n"
+      "  --allow-duplicates   write an expert-map JSON in which a GPU holds "
+      "an\n"
+      "                       expert twice (--policy deepseek can plan one; "
+      "vllm-\n"
+      "                       ascend, MindSpeed-RL and MindIE drop the copy): "
+      "else\n"
+      "                       refused, naming the layer and GPU\n"
       "  --threads T          threads planning layers in parallel, %d..%d (0 "
       "=\n"
       "                       one per CPU this process may use, the default);\n"
@@ -162,7 +190,8 @@ static void usage(FILE *f) {
       EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT, 1, EPLB_MAX_STEPS,
       EPLB_MAX_SLOTS,
       EPLB_DEFAULT_MOVE_COST, EPLB_DEFAULT_KEEP_THRESHOLD,
-      EPLB_DEFAULT_SPILL_COST, EPLB_MIN_PLAN_THREADS, EPLB_MAX_PLAN_THREADS);
+      EPLB_DEFAULT_SPILL_COST, 0, EPLB_MAX_MTP_LAYERS, EPLB_MIN_PLAN_THREADS,
+      EPLB_MAX_PLAN_THREADS);
 }
 
 enum {
@@ -189,7 +218,10 @@ enum {
   OPT_EMA,
   OPT_THREADS,
   OPT_SCENARIO,
-  OPT_WINDOW
+  OPT_WINDOW,
+  OPT_MTP_LAYERS,
+  OPT_MTP_FROM,
+  OPT_ALLOW_DUPS
 };
 
 static const struct option long_opts[] = {
@@ -204,6 +236,9 @@ static const struct option long_opts[] = {
     {"ema-alpha", required_argument, 0, OPT_EMA},
     {"scenario", required_argument, 0, OPT_SCENARIO},
     {"window", required_argument, 0, OPT_WINDOW},
+    {"mtp-layers", required_argument, 0, OPT_MTP_LAYERS},
+    {"mtp-from", required_argument, 0, OPT_MTP_FROM},
+    {"allow-duplicates", no_argument, 0, OPT_ALLOW_DUPS},
     {"output-format", required_argument, 0, OPT_OUT_FORMAT},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"current-map", required_argument, 0, OPT_CURRENT},
@@ -251,6 +286,25 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_STATS: a->stats[a->num_stats++] = optarg; return 0;
   case OPT_SCENARIO:
     return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
+  case OPT_MTP_LAYERS:
+    return eplb_cli_parse_int(PROG, "--mtp-layers", optarg, 0,
+                              EPLB_MAX_MTP_LAYERS, &a->mtp_layers)
+               ? 2
+               : 0;
+  case OPT_MTP_FROM:
+    if (strcmp(optarg, "last") == 0)
+      a->mtp_from = EPLB_MTP_LAST;
+    else if (strcmp(optarg, "trivial") == 0)
+      a->mtp_from = EPLB_MTP_TRIVIAL;
+    else if (strcmp(optarg, "stats") == 0)
+      a->mtp_from = MTP_FROM_STATS;
+    else
+      return eplb_cli_usage_error(PROG,
+                                  "--mtp-from '%s' is unknown; use last, "
+                                  "trivial or stats",
+                                  optarg);
+    return 0;
+  case OPT_ALLOW_DUPS: a->allow_dups = 1; return 0;
   case OPT_WINDOW:
     return eplb_cli_parse_int(PROG, "--window", optarg, 1, EPLB_MAX_STEPS,
                               &a->window)
@@ -305,7 +359,7 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
   if (a->num_stats == 0 && a->num_scen == 0)
     return eplb_cli_usage_error(PROG,
-                                "--stats PATH (or --scenario SPEC) is required");
+                                "--stats PATH is required (or --scenario SPEC)");
   if (a->ema_alpha != -1 && (a->num_scen > 0 || a->window > 0))
     return eplb_cli_usage_error(PROG,
                                 "--ema-alpha weights the steps of one series "
@@ -318,6 +372,18 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
     return eplb_cli_usage_error(PROG, "--num-gpus G is required");
   if (a->output == NULL || a->output[0] == '\0')
     return eplb_cli_usage_error(PROG, "--output FILE is required");
+  if (a->out_format == EPLB_MAP_SGLANG) {
+    /* SGLang parses a value that does not end in .json or .pt as inline
+     * JSON. */
+    size_t n = strlen(a->output);
+    if (!(n >= 5 && strcmp(a->output + n - 5, ".json") == 0) &&
+        !(n >= 3 && strcmp(a->output + n - 3, ".pt") == 0))
+      return eplb_cli_usage_error(PROG,
+                                  "--output %s: SGLang reads "
+                                  "--init-expert-location as a file only when "
+                                  "its name ends in .json or .pt; name it so",
+                                  a->output);
+  }
   return check_files(a);
 }
 
@@ -562,8 +628,38 @@ static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
   return eplb_cli_scenarios_sum(&r->sc, &r->st, err);
 }
 
+/* MTP layers eplb-plan appends (not --mtp-from stats). */
+static int32_t appended(const args_t *a) {
+  return a->mtp_from == MTP_FROM_STATS ? 0 : a->mtp_layers;
+}
+
+/* The current map of a plan that appends MTP layers holds them too: read
+ * it as the placement of the statistics' layers and n more (the next ids),
+ * then set those aside. */
+static int read_current_mtp(const args_t *a, run_t *r, int32_t n,
+                            eplb_error_t *err) {
+  eplb_stats_t ext;
+  int32_t L = r->st.num_layers, E = r->st.num_experts;
+  int rc = eplb_stats_init(&ext, L + n, E, err);
+  if (rc)
+    return rc;
+  memcpy(ext.layer_ids, r->st.layer_ids, sizeof(int32_t) * (size_t)L);
+  for (int32_t i = 0; i < n; i++)
+    ext.layer_ids[L + i] = r->st.layer_ids[L - 1] + 1 + i;
+  rc = eplb_placement_read_for(&r->before, a->current_map, &ext,
+                               a->plan.num_slots, a->plan.num_gpus,
+                               "--current-map", err);
+  eplb_stats_cleanup(&ext);
+  if (rc)
+    return eplb_error_prefix(err, "with %d MTP layer%s after layer %d", (int)n,
+                             n > 1 ? "s" : "", (int)r->st.layer_ids[L - 1]);
+  return eplb_placement_drop_last_layers(&r->before, n, err);
+}
+
 /* The placement the imbalance "before" is measured on. */
 static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
+  if (a->current_map != NULL && appended(a) > 0)
+    return read_current_mtp(a, r, appended(a), err);
   if (a->current_map != NULL)
     return eplb_placement_read_for(&r->before, a->current_map, &r->st,
                                    a->plan.num_slots, a->plan.num_gpus,
@@ -617,19 +713,33 @@ static int run(const args_t *a, run_t *r, double t_start) {
    * errors: exit 2. */
   if (eplb_plan_check_opts(&a->plan, r->st.num_experts, &err) != 0)
     return eplb_cli_usage_error(PROG, "%s", err.msg);
+  if (a->mtp_from == MTP_FROM_STATS && r->st.num_layers <= a->mtp_layers)
+    return eplb_cli_usage_error(PROG,
+                                "--mtp-from stats: the statistics hold %d "
+                                "layers, so their last %d cannot be MTP "
+                                "layers after MoE layers; use --mtp-from "
+                                "last or trivial",
+                                (int)r->st.num_layers, (int)a->mtp_layers);
   rc = make_before(a, r, &err);
   if (rc == 0)
     rc = plan(a, r, &s, &err);
   if (rc == 0)
-    rc = eplb_placement_write(&r->after, a->output, a->out_format, &err);
-  if (rc == 0)
     rc = eplb_balance(&r->st, &r->before, &s.b0, &err);
   if (rc == 0)
     rc = eplb_balance(&r->st, &r->after, &s.b1, &err);
+  if (rc == 0 && a->current_map != NULL)
+    s.moves = eplb_placement_moves(&r->before, &r->after);
+  /* The MTP layers go into the map only: the metrics are the MoE layers'
+   * the statistics counted. */
+  if (rc == 0)
+    rc = eplb_placement_append_layers(&r->after, appended(a),
+                                      (eplb_mtp_rule_t)a->mtp_from, &err);
+  eplb_map_write_opts_t wo = {.allow_duplicates = a->allow_dups};
+  if (rc == 0)
+    rc = eplb_placement_write_opts(&r->after, a->output, a->out_format, &wo,
+                                   &err);
   if (rc)
     return eplb_cli_report(PROG, &err);
-  if (a->current_map != NULL)
-    s.moves = eplb_placement_moves(&r->before, &r->after);
   s.dropped = r->dropped;
   s.num_dropped = r->num_dropped;
   s.out_format = a->out_format;
@@ -638,6 +748,8 @@ static int run(const args_t *a, run_t *r, double t_start) {
     print_summary(a, &s);
     if (a->per_layer)
       print_per_layer(&s);
+    eplb_cli_print_settings(stdout, &r->after, a->out_format, a->output,
+                            a->mtp_layers);
   }
   return 0;
 }

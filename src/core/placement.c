@@ -147,3 +147,89 @@ int eplb_placement_check_stats(const eplb_placement_t *p, const eplb_stats_t *s,
                             (int)p->layer_ids[l]);
   return eplb_stats_check(s, what, err);
 }
+
+int eplb_placement_append_layers(eplb_placement_t *p, int32_t n,
+                                 eplb_mtp_rule_t rule, eplb_error_t *err) {
+  if (n < 0 || n > EPLB_MAX_MTP_LAYERS)
+    return eplb_error_set(err, EPLB_EARG, "--mtp-layers %d is outside 0..%d",
+                          (int)n, EPLB_MAX_MTP_LAYERS);
+  if (rule != EPLB_MTP_LAST && rule != EPLB_MTP_TRIVIAL)
+    return eplb_error_set(err, EPLB_EARG, "unknown MTP placement rule %d",
+                          (int)rule);
+  if (n == 0)
+    return 0;
+  int32_t L = p->num_layers, S = p->num_slots;
+  if (L < 1)
+    return eplb_error_set(err, EPLB_EARG,
+                          "an empty placement has no last layer to follow");
+  if ((int64_t)L + n > EPLB_MAX_LAYERS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "%d layers and %d MTP layers exceed %d layers",
+                          (int)L, (int)n, EPLB_MAX_LAYERS);
+  int32_t *ids = realloc(p->layer_ids, sizeof(int32_t) * (size_t)(L + n));
+  if (ids)
+    p->layer_ids = ids;
+  int32_t *slots =
+      realloc(p->phy2log, sizeof(int32_t) * (size_t)(L + n) * (size_t)S);
+  if (slots)
+    p->phy2log = slots;
+  if (!ids || !slots)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t i = 0; i < n; i++) {
+    int32_t *row = p->phy2log + (size_t)(L + i) * (size_t)S;
+    p->layer_ids[L + i] = p->layer_ids[L - 1] + 1 + i;
+    if (rule == EPLB_MTP_LAST)
+      memcpy(row, p->phy2log + (size_t)(L - 1) * (size_t)S,
+             sizeof(int32_t) * (size_t)S);
+    else
+      for (int32_t s = 0; s < S; s++)
+        row[s] = s % p->num_experts;
+  }
+  p->num_layers = L + n;
+  return 0;
+}
+
+int eplb_placement_drop_last_layers(eplb_placement_t *p, int32_t n,
+                                    eplb_error_t *err) {
+  if (n < 0 || n >= p->num_layers)
+    return eplb_error_set(err, EPLB_ESHAPE,
+                          "cannot drop %d of the placement's %d layers",
+                          (int)n, (int)p->num_layers);
+  p->num_layers -= n;
+  return 0;
+}
+
+int64_t eplb_placement_duplicates(const eplb_placement_t *p, int32_t *layer,
+                                  int32_t *gpu, int32_t *expert) {
+  int32_t S = p->num_slots, G = p->num_gpus, per = S / G;
+  int64_t *stamp = calloc((size_t)p->num_experts, sizeof(int64_t));
+  if (stamp == NULL)
+    return -1;
+  int64_t found = 0, mark = 0;
+  for (int32_t l = 0; l < p->num_layers; l++)
+    for (int32_t g = 0; g < G; g++) {
+      const int32_t *row = p->phy2log + (size_t)l * S + (size_t)g * per;
+      mark++;
+      int dup = 0;
+      for (int32_t j = 0; j < per; j++) {
+        int32_t e = row[j];
+        if (e < 0 || e >= p->num_experts)
+          continue;
+        if (stamp[e] == mark && !dup) {
+          if (found == 0) {
+            if (layer)
+              *layer = l;
+            if (gpu)
+              *gpu = g;
+            if (expert)
+              *expert = e;
+          }
+          found++;
+          dup = 1;
+        }
+        stamp[e] = mark;
+      }
+    }
+  free(stamp);
+  return found;
+}

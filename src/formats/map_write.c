@@ -154,8 +154,38 @@ eplb_map_format_t eplb_map_format_for_path(const char *path) {
   return EPLB_MAP_EXPERT_MAP;
 }
 
+/* The expert-map JSON's consumers keep one copy of an expert a device
+ * holds twice (vllm-ascend: the other slot gets no traffic, so the served
+ * balance is not the planned one; its v0.11.0 counts one local expert
+ * fewer, and on device 0 every physical id after it shifts). */
+static int check_no_duplicates(const eplb_placement_t *p, const char *path,
+                               eplb_error_t *err) {
+  int32_t l = 0, g = 0, e = 0;
+  int64_t n = eplb_placement_duplicates(p, &l, &g, &e);
+  if (n < 0)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (n == 0)
+    return 0;
+  return eplb_error_set(err, EPLB_EMAP,
+                        "%s: layer %d (id %d), GPU %d holds expert %d twice "
+                        "(%lld such GPUs in all), which vllm-ascend, "
+                        "MindSpeed-RL and MindIE drop; plan with the default "
+                        "policy (balanced), or allow duplicates "
+                        "(--allow-duplicates) for a consumer that accepts "
+                        "them",
+                        path, (int)l, (int)p->layer_ids[l], (int)g, (int)e,
+                        (long long)n);
+}
+
 int eplb_placement_write(const eplb_placement_t *p, const char *path,
                          eplb_map_format_t format, eplb_error_t *err) {
+  return eplb_placement_write_opts(p, path, format, NULL, err);
+}
+
+int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
+                              eplb_map_format_t format,
+                              const eplb_map_write_opts_t *opts,
+                              eplb_error_t *err) {
   if (path == NULL || path[0] == '\0')
     return eplb_error_set(err, EPLB_EARG, "no output path for the map");
   int rc = check_for_write(p, path, err);
@@ -163,6 +193,9 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
     return rc;
   if (format == EPLB_MAP_AUTO)
     format = eplb_map_format_for_path(path);
+  if (format == EPLB_MAP_EXPERT_MAP && !(opts && opts->allow_duplicates) &&
+      (rc = check_no_duplicates(p, path, err)) != 0)
+    return rc;
   if (format == EPLB_MAP_EXPERT_MAP)
     return eplb__write_atomic(path, write_expert_map, p, err);
   if (format == EPLB_MAP_DEEPSEEK)
