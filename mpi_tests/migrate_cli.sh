@@ -39,6 +39,14 @@
 #              tests/h5py_shards.py, Debian's /usr/bin/python3): inspected,
 #              migrated twice, and h5py finds every slot holding its
 #              expert's original bytes and the ids of the saved map
+#   at-rest    shards made by create carry at-rest checksums (inspect says
+#              so); a weight byte flipped behind eplb's back: verify
+#              --checksums and a migration fail on every rank naming the
+#              rank, layer, slot and dataset, nothing changes; `eplb-shard
+#              checksum` refuses the corrupted directory (nothing written);
+#              h5py shards without checksums verify --checksums as "carry
+#              no", get them from `checksum` (no temporary file left, the
+#              weights' bytes unchanged), then migrate with them
 #   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
 #              rank fails, the message says to run with NP ranks
 #   rollforward
@@ -247,6 +255,40 @@ h5py)
     "$py" "$tool" check sh $g map$g.json > check.txt 2>&1 || die "after migration $g: $(cat check.txt)"
   done
   no_debris
+  ;;
+at-rest)
+  create
+  "$bin/eplb-shard" inspect --dir sh | grep -q "^checksums         xxh3-64 per row and dataset ($np of $np shards)" ||
+    die "inspect: $("$bin/eplb-shard" inspect --dir sh | grep checksums)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "fresh shards: verify --checksums failed"
+  f=$(printf 'sh/shard_%05d.h5' "$bad")
+  "$driver" tamper "$f" byte || die "tamper"
+  (cd sh && md5sum shard_* > ../before.md5)
+  "$bin/eplb-shard" verify --dir sh --checksums > v.txt 2>&1 && die "verify --checksums passed a flipped byte"
+  grep -q "rank $bad: .*layer 0 slot 1 dataset '[a-z_]*': the bytes do not match the shard's at-rest checksum" v.txt ||
+    die "verify --checksums: $(cat v.txt)"
+  drive migrate sh random:61
+  all_failed
+  grep -q "rank $bad: .*layer 0 slot 1 dataset '[a-z_]*': the bytes do not match the shard's at-rest checksum (xxh3-64)" err.txt ||
+    die "the migration of a flipped byte: $(cat err.txt)"
+  "$bin/eplb-shard" checksum --dir sh > c.txt 2>&1 && die "checksum passed a corrupted shard"
+  (cd sh && md5sum shard_* > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
+  rm -rf sh && mkdir sh
+  py=/usr/bin/python3 tool=$(dirname "$0")/../tests/h5py_shards.py
+  "$py" "$tool" write sh "$np" 3 $((np * 3 - 1)) 4 || die "h5py writer"
+  "$bin/eplb-shard" verify --dir sh --checksums > v.txt 2>&1 && die "verify --checksums passed shards without"
+  grep -q "$np of the $np shards in sh carry no at-rest checksums" v.txt || die "$(cat v.txt)"
+  "$bin/eplb-shard" checksum --dir sh > c.txt 2>&1 || die "checksum: $(cat c.txt)"
+  grep -q "added to $np, 0 had them" c.txt || die "checksum: $(cat c.txt)"
+  no_debris
+  "$py" "$tool" check sh 0 > check.txt 2>&1 || die "checksum changed the weights: $(cat check.txt)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "verify --checksums after checksum"
+  drive migrate sh random:62 --save-map m.json
+  [[ $(cat rc.mpiexec) == 0 ]] || die "migration after checksum: $(cat err.txt)"
+  "$py" "$tool" check sh 1 m.json > check.txt 2>&1 || die "after the migration: $(cat check.txt)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "verify --checksums after the migration"
   ;;
 rollforward)
   create

@@ -39,6 +39,8 @@ struct eplb_shard_s {
   char *path;
   eplb_shard_info_t info;
   int32_t *layer_ids; /* [num_layers]: /layer_ids, or 0..L-1 */
+  uint64_t *sums;     /* [L][P][D] at-rest checksums, or NULL */
+  int nocheck;        /* eplb_shard_set_check(sh, 0) */
 };
 
 struct eplb_shard_writer_s {
@@ -48,6 +50,10 @@ struct eplb_shard_writer_s {
   unsigned char *tmp; /* one dataset of one layer (put_layer only) */
   hid_t group;        /* the layer begun by begin_layer, or -1 */
   hid_t dsets[EPLB_SHARD_MAX_DATASETS];
+  int32_t layer;      /* the layer begun by begin_layer */
+  uint64_t *sums;     /* [L][P][D] at-rest checksums of the rows written */
+  int64_t rows_left;  /* L * P rows not written yet */
+  unsigned char *done; /* [L * P] 1 once a row is written */
 };
 
 static const char *const dtype_names[] = {
@@ -574,6 +580,8 @@ static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
     rc = sum_rows(sh->path, &sh->info, err);
   if (rc == 0)
     rc = read_layer_ids(sh, err);
+  if (rc == 0)
+    rc = eplb__sums_read(sh->file, sh->path, &sh->info, &sh->sums, err);
   return rc;
 }
 
@@ -618,6 +626,7 @@ void eplb_shard_close(eplb_shard_t *sh) {
   if (sh->file >= 0)
     H5Fclose(sh->file);
   free(sh->layer_ids);
+  free(sh->sums);
   free(sh->path);
   free(sh);
 }
@@ -628,6 +637,25 @@ const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) {
 const char *eplb_shard_file(const eplb_shard_t *sh) { return sh->path; }
 const int32_t *eplb_shard_layer_ids(const eplb_shard_t *sh) {
   return sh->layer_ids;
+}
+const uint64_t *eplb_shard_checksums(const eplb_shard_t *sh) {
+  return sh->sums;
+}
+void eplb_shard_set_check(eplb_shard_t *sh, int on) { sh->nocheck = !on; }
+
+/* Checks the P rows of dataset d of layer l, row s at buf + s * stride,
+ * against the at-rest checksums (if the shard has them). */
+static int check_rows(const eplb_shard_t *sh, int32_t l, int32_t d,
+                      const unsigned char *buf, size_t stride,
+                      eplb_error_t *err) {
+  for (int32_t s = 0; sh->sums && !sh->nocheck && s < sh->info.slots_per_rank;
+       s++) {
+    int rc = eplb__sums_check(sh->path, &sh->info, sh->sums, l, s, d,
+                              buf + (size_t)s * stride, err);
+    if (rc)
+      return rc;
+  }
+  return 0;
 }
 hid_t eplb__shard_hid(const eplb_shard_t *sh) { return sh->file; }
 
@@ -712,6 +740,9 @@ int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
     char name[128];
     snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, ds->name);
     int rc = read_strided(sh, ds, name, buf, stride, offsets[d], err);
+    if (rc == 0)
+      rc = check_rows(sh, layer, d, (unsigned char *)buf + offsets[d], stride,
+                      err);
     if (rc)
       return rc;
   }
@@ -727,7 +758,10 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
                           (int)d);
   snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
            sh->info.datasets[d].name);
-  return read_raw(sh->file, sh->path, name, buf, err);
+  int rc = read_raw(sh->file, sh->path, name, buf, err);
+  return rc ? rc
+            : check_rows(sh, layer, d, buf,
+                         (size_t)sh->info.datasets[d].row_bytes, err);
 }
 
 int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
@@ -769,7 +803,8 @@ int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
                           "%s: cannot read slot %d of %s (truncated or "
                           "corrupted file?)",
                           sh->path, (int)slot, name);
-  return 0;
+  return eplb__sums_check(sh->path, in, sh->nocheck ? NULL : sh->sums, layer,
+                          slot, d, buf, err);
 }
 
 /* The largest dataset of a layer, in bytes. */
@@ -800,6 +835,8 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
     snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
              in->datasets[d].name);
     rc = read_raw(sh->file, sh->path, name, tmp, err);
+    if (rc == 0)
+      rc = check_rows(sh, layer, d, tmp, rb, err);
     for (int32_t s = 0; rc == 0 && s < in->slots_per_rank; s++)
       memcpy((unsigned char *)buf + (size_t)s * stride + off,
              tmp + (size_t)s * rb, rb);
@@ -865,6 +902,18 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   }
   w->info = *info;
   w->group = -1;
+  size_t rows = (size_t)info->num_layers * (size_t)info->slots_per_rank;
+  w->rows_left = (int64_t)rows;
+  w->sums = calloc(rows * (size_t)(info->num_datasets ? info->num_datasets : 1),
+                   sizeof(uint64_t));
+  w->done = calloc(rows, 1);
+  if (w->sums == NULL || w->done == NULL) {
+    free(w->sums);
+    free(w->done);
+    free(w->path);
+    free(w);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory creating %s", path);
+  }
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
   /* Through eplb's driver (h5/vfd.h: a lost file can still be closed);
@@ -926,6 +975,23 @@ static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
   return ok ? 0 : -1;
 }
 
+/* Records the at-rest checksum of row (layer, slot, dataset d) of the
+ * new shard; the last dataset of a row counts the row as written. */
+static void note_row(eplb_shard_writer_t *w, int32_t layer, int32_t slot,
+                     int32_t d, const void *row) {
+  const eplb_shard_info_t *in = &w->info;
+  size_t r = (size_t)layer * (size_t)in->slots_per_rank + (size_t)slot;
+  if (layer < 0 || layer >= in->num_layers || slot < 0 ||
+      slot >= in->slots_per_rank)
+    return;
+  w->sums[r * (size_t)in->num_datasets + (size_t)d] =
+      eplb_shard_row_checksum(row, (size_t)in->datasets[d].row_bytes);
+  if (d == in->num_datasets - 1 && !w->done[r]) {
+    w->done[r] = 1;
+    w->rows_left--;
+  }
+}
+
 int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
                                 const int32_t *ids, const void *buf,
                                 size_t stride, eplb_error_t *err) {
@@ -942,9 +1008,12 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   size_t off = 0;
   for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
     size_t rb = (size_t)in->datasets[d].row_bytes;
-    for (int32_t s = 0; s < in->slots_per_rank; s++)
-      memcpy(w->tmp + (size_t)s * rb,
-             (const unsigned char *)buf + (size_t)s * stride + off, rb);
+    for (int32_t s = 0; s < in->slots_per_rank; s++) {
+      const unsigned char *row =
+          (const unsigned char *)buf + (size_t)s * stride + off;
+      memcpy(w->tmp + (size_t)s * rb, row, rb);
+      note_row(w, layer, s, d, row);
+    }
     rc = put_dataset(w, g, d);
     off += rb;
   }
@@ -1002,6 +1071,7 @@ int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
   snprintf(name, sizeof(name), "/layers/%d", (int)layer);
   h5_quiet();
   int rc = end_layer(w) < 0;
+  w->layer = layer;
   if (rc == 0)
     w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   rc = rc || w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
@@ -1044,12 +1114,14 @@ int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
                               const unsigned char *const *pieces,
                               eplb_error_t *err) {
   h5_quiet();
-  for (int32_t d = 0; d < w->info.num_datasets; d++)
+  for (int32_t d = 0; d < w->info.num_datasets; d++) {
     if (w->group < 0 || put_one_row(w, d, slot, pieces[d]) < 0)
       return eplb_error_set(err, EPLB_EIO,
                             "%s: cannot write slot %d of dataset '%s' (disk "
                             "full or read-only?)",
                             w->path, (int)slot, w->info.datasets[d].name);
+    note_row(w, w->layer, slot, d, pieces[d]);
+  }
   return 0;
 }
 
@@ -1078,9 +1150,15 @@ static void neutralise(hid_t file) { eplb__vfd_discard(file); }
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err) {
   h5_quiet();
-  /* Everything HDF5 buffered is written here, before the close, so that a
-   * failure is seen while the file can still be closed safely. */
-  int bad = end_layer(w) < 0 || H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0;
+  /* The at-rest checksums, when every row was written (a shard with rows
+   * left unwritten has nothing to vouch for); then everything HDF5
+   * buffered is written, before the close, so that a failure is seen
+   * while the file can still be closed safely. */
+  int bad = end_layer(w) < 0;
+  if (!bad && w->rows_left == 0 && w->info.num_datasets > 0)
+    bad = eplb__sums_write(w->file, &w->info, w->sums) < 0;
+  if (!bad)
+    bad = H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0;
   if (bad)
     neutralise(w->file);
   if (H5Fclose(w->file) < 0)
@@ -1100,6 +1178,8 @@ int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
       unlink(w->path);
   }
   free(w->tmp);
+  free(w->sums);
+  free(w->done);
   free(w->path);
   free(w);
   return rc;
@@ -1115,6 +1195,8 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
     H5Fclose(w->file);
   unlink(w->path);
   free(w->tmp);
+  free(w->sums);
+  free(w->done);
   free(w->path);
   free(w);
 }
@@ -1209,7 +1291,9 @@ static herr_t copy_root_attr(hid_t loc, const char *name, const H5A_info_t *ai,
  * (hard links only) into the file op points to. */
 static herr_t copy_root_obj(hid_t loc, const char *name, const H5L_info_t *li,
                             void *op) {
-  if (li->type != H5L_TYPE_HARD || strcmp(name, "layers") == 0)
+  /* /layers and /eplb_checksums are the new shard's own */
+  if (li->type != H5L_TYPE_HARD || strcmp(name, "layers") == 0 ||
+      strcmp(name, "eplb_checksums") == 0)
     return 0;
   return H5Ocopy(loc, name, *(hid_t *)op, name, H5P_DEFAULT, H5P_DEFAULT) < 0
              ? -1

@@ -667,6 +667,8 @@ static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)m->P);
   int rc = ids ? eplb_shard_open(tmp, &sh, err)
                : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc == 0) /* compared with what was written, just below */
+    eplb_shard_set_check(sh, 0);
   if (rc == 0 && eplb_shard_info(sh)->generation != gen)
     rc = eplb_error_set(err, EPLB_EIO,
                         "%s: reads back generation %llu, not %llu", tmp,
