@@ -14,6 +14,11 @@
 #              the recovery gives one generation everywhere whose content
 #              matches that generation's map byte for byte (transfer,
 #              commit: the old one; rename: the new one)
+#   crash-ip-transfer|crash-ip-commit|crash-ip-apply|crash-ip-rename
+#              the same for an in-place commit (--commit in-place: redo
+#              journals): apply = halfway through applying its journal;
+#              apply and rename roll forward (the journal replayed), with
+#              the at-rest checksums matching
 #   hang-transfer
 #              EPLB_FAULT=hang:transfer:<bad>: that rank sleeps (until
 #              killed) before posting a batch it sends in; with --timeout 2
@@ -25,7 +30,9 @@
 #              removes the temporary files and leaves generation 0
 #   lost-write EPLB_FAULT=lose-write:<bad> (the first write of that rank's
 #              final flush is dropped while HDF5 is told it succeeded: a
-#              lost write) and enospc:<bad> (it fails with ENOSPC once):
+#              lost write; in place, a byte of its redo journal changes
+#              after the fsync) and enospc:<bad> (it fails with ENOSPC
+#              once), for a rewrite and for an in-place commit:
 #              every rank fails, the error names the rank and the read-back
 #              (or the failed flush), every shard is byte for byte as
 #              before, no debris
@@ -47,6 +54,13 @@
 #              h5py shards without checksums verify --checksums as "carry
 #              no", get them from `checksum` (no temporary file left, the
 #              weights' bytes unchanged), then migrate with them
+#   one-row    4 layers x 4 slots of 1 MiB rows per rank, one slot of one
+#              rank changed (driver map "one-row"): committed in place on
+#              every rank, eplb's count of bytes written to the shard
+#              directory (journal + apply + metadata) and the ranks' own
+#              /proc/self/io write_bytes are each at most 3 x the row's 1
+#              MiB (+ 64 / 256 KiB), where a rewrite of the same change
+#              (--commit rewrite) writes every shard whole; both verify
 #   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
 #              rank fails, the message says to run with NP ranks
 #   rollforward
@@ -125,14 +139,16 @@ move)
   [[ $(generation) == 2 ]] || die "generation $(generation), want 2"
   no_debris
   ;;
-crash-transfer | crash-commit | crash-rename)
+crash-transfer | crash-commit | crash-rename | crash-ip-transfer | crash-ip-commit | crash-ip-apply | crash-ip-rename)
   phase=${group#crash-}
+  commit=auto
+  if [[ $phase == ip-* ]]; then phase=${phase#ip-} commit=in-place; fi
   create
   "$bin/eplb-shard" verify --dir sh --quiet || die "fresh shards do not verify"
   cp -r sh before
   # rank 0 saves the target map before migrating
   EPLB_FAULT=crash:$phase:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
-    -x EPLB_FAULT "$driver" migrate sh random:21 --save-map new.json > out.txt 2> err.txt
+    -x EPLB_FAULT "$driver" migrate sh random:21 --save-map new.json --commit $commit > out.txt 2> err.txt
   rc=$?
   ((rc != 0)) || die "the crashed job exited 0"
   ((rc != 124 && rc != 137)) || die "the crashed job hung (timeout)"
@@ -140,9 +156,14 @@ crash-transfer | crash-commit | crash-rename)
   drive recover sh
   [[ $(cat rc.mpiexec) == 0 ]] || die "recover failed: $(cat err.txt)"
   no_debris
-  if [[ $phase == rename ]]; then
+  if [[ $commit == in-place && ($phase == rename || $phase == apply) ]]; then
+    grep -q "recovered generation 1 forward 1 .* replayed [1-9]" out.txt ||
+      die "the recovery replayed no redo journal: $(cat out.txt)"
+  fi
+  if [[ $phase == rename || $phase == apply ]]; then
     [[ $(generation) == 1 ]] || die "generation $(generation) after roll forward, want 1"
     verify new.json
+    "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "at-rest checksums after roll forward"
   else
     [[ $(generation) == 0 ]] || die "generation $(generation) after roll back, want 0"
     "$bin/eplb-shard" verify --dir sh --quiet || die "rolled back shards do not verify"
@@ -189,15 +210,20 @@ hang-transfer)
 lost-write)
   create
   (cd sh && md5sum shard_* > ../before.md5)
-  for fault in lose-write enospc; do
+  for fault in lose-write enospc ip-lose-write ip-enospc; do
+    commit=rewrite
+    [[ $fault == ip-* ]] && commit=in-place
     rm -f st/*.rc
-    EPLB_FAULT=$fault:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
-      -x EPLB_FAULT "$driver" migrate sh random:21 --status-dir st > out.txt 2> err.txt
+    EPLB_FAULT=${fault#ip-}:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+      -x EPLB_FAULT "$driver" migrate sh random:21 --commit $commit --status-dir st \
+      > out.txt 2> err.txt
     echo $? > rc.mpiexec
     all_failed
     case $fault in
     lose-write) want="rank $bad: .*layer [0-9]* slot [0-9]* (expert [0-9]*): the row read back after the fsync is not the row written" ;;
     enospc) want="rank $bad: .*writing the shard failed when HDF5 flushed its buffers" ;;
+    ip-lose-write) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: record 0 .* read back after the fsync is not the record written" ;;
+    ip-enospc) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: writing the redo journal failed: No space left on device" ;;
     esac
     grep -q "$want" err.txt || die "$fault: no error naming rank $bad: $(cat err.txt)"
     (cd sh && md5sum shard_* > ../after.md5)
@@ -289,6 +315,33 @@ at-rest)
   [[ $(cat rc.mpiexec) == 0 ]] || die "migration after checksum: $(cat err.txt)"
   "$py" "$tool" check sh 1 m.json > check.txt 2>&1 || die "after the migration: $(cat check.txt)"
   "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "verify --checksums after the migration"
+  ;;
+one-row)
+  row=1048576
+  for commit in auto rewrite; do
+    rm -rf sh
+    "$bin/eplb-shard" create --dir sh --ranks "$np" --layers 4 --experts $((np * 3)) \
+      --slots-per-rank 4 --dataset w:float32:512x512 --quiet || die "create"
+    drive migrate sh one-row --save-map m.json --commit $commit
+    [[ $(cat rc.mpiexec) == 0 ]] || die "$commit: $(cat err.txt)"
+    verify m.json
+    "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "$commit: at-rest checksums"
+    no_debris
+    line=$(grep "^generation 1 " out.txt)
+    written=$(sed -n 's/.* disk_written \([0-9]*\).*/\1/p' <<< "$line")
+    inplace=$(sed -n 's/.* in_place \([0-9]*\) .*/\1/p' <<< "$line")
+    proc=$(sed -n 's/^proc_write_bytes \(-\?[0-9]*\)/\1/p' out.txt)
+    [[ -n $written && -n $proc ]] || die "$commit: no byte counts: $(cat out.txt)"
+    echo "one-row, --commit $commit: disk_written $written, /proc write_bytes $proc (row $row)"
+    if [[ $commit == auto ]]; then
+      [[ $inplace == "$np" ]] || die "auto: $inplace of $np ranks in place"
+      ((written <= 3 * row + 65536)) || die "auto: $written bytes written for one $row-byte row"
+      ((proc < 0 || proc <= 3 * row + 262144)) || die "auto: /proc/self/io says $proc bytes for one $row-byte row"
+    else
+      [[ $inplace == 0 ]] || die "rewrite: $inplace ranks in place"
+      ((written >= np * 16 * row)) || die "rewrite: only $written bytes written"
+    fi
+  done
   ;;
 rollforward)
   create

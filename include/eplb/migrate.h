@@ -128,7 +128,16 @@ typedef struct eplb_migrate_opts_s {
   int quiet;             /* 1: rank 0 prints no progress to stderr */
   eplb_migrate_progress_fn progress; /* or NULL */
   void *progress_ctx;
+  int32_t commit; /* EPLB_COMMIT_AUTO (default): in place when the rows
+                     that change are at most half the shard's and the
+                     shard allows it, else a rewrite; _IN_PLACE: in place
+                     whenever the shard allows it; _REWRITE: always a new
+                     shard (docs/shards.md, "Commit") */
 } eplb_migrate_opts_t;
+
+#define EPLB_COMMIT_AUTO 0
+#define EPLB_COMMIT_IN_PLACE 1
+#define EPLB_COMMIT_REWRITE 2
 
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts);
 
@@ -149,6 +158,14 @@ typedef struct eplb_migrate_result_s {
   double seconds_verify; /* slowest rank's checksum verification of the
                             rows it received (part of seconds_transfer) */
   double bandwidth_mbs;  /* bytes_moved / seconds_transfer, MB/s */
+  int64_t disk_bytes_read;    /* bytes read from the shard files, all
+                                 ranks (what the file system was asked for:
+                                 the page cache may serve some) */
+  int64_t disk_bytes_written; /* bytes written to the shard directory, all
+                                 ranks: redo journals and what applying
+                                 them rewrote in place, or whole new shards */
+  int32_t ranks_in_place;     /* ranks that committed in place (a redo
+                                 journal); the others rewrote their shard */
 } eplb_migrate_result_t;
 
 /* NULL-safe, idempotent. */
@@ -188,6 +205,8 @@ typedef struct eplb_recover_result_s {
                           removed */
   int64_t renamed;     /* temporary shards renamed (all ranks) */
   int64_t removed;     /* temporary files removed (all ranks) */
+  int64_t replayed;    /* redo journals of an in-place commit applied
+                          again (all ranks) */
 } eplb_recover_result_t;
 
 /* Collective over comm, whose size must be the shards' world_size.  With

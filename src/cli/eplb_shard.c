@@ -26,7 +26,7 @@
 #include "eplb/checkpoint.h"
 #include "eplb/eplb.h"
 #include "eplb/shard.h"
-#include "h5/shard_fault.h"
+#include "h5/shard_writer.h"
 #include "mpi/fault.h"
 #include "util/fileio.h"
 

@@ -27,9 +27,11 @@ typedef struct {
   ino_t ino;
   int discard;    /* lost: writes and truncates do nothing */
   int fault;      /* fault injection for the next write (vfd.h) */
+  eplb__recs_t *capture; /* writes kept here instead (vfd.h) */
 } vfd_file_t;
 
 static hid_t driver_id = -1;
+static eplb__recs_t *capturing;
 static int64_t total_read, total_written;
 
 static H5FD_t *vfd_open(const char *name, unsigned flags, hid_t fapl,
@@ -56,6 +58,7 @@ static H5FD_t *vfd_open(const char *name, unsigned flags, hid_t fapl,
   }
   f->fd = fd;
   f->magic = VFD_MAGIC;
+  f->capture = capturing;
   f->eof = (haddr_t)st.st_size;
   f->dev = st.st_dev;
   f->ino = st.st_ino;
@@ -135,6 +138,33 @@ static herr_t vfd_read(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr,
   return 0;
 }
 
+/* A read of [addr, addr + size) with the captured writes laid over it, in
+ * the order they were made. */
+static herr_t vfd_read_captured(vfd_file_t *f, H5FD_mem_t type, hid_t dxpl,
+                                haddr_t addr, size_t size, void *buf);
+
+/* Keeps a write in the capture instead of making it. */
+static herr_t capture_write(vfd_file_t *f, haddr_t addr, size_t size,
+                            const void *buf) {
+  eplb__recs_t *c = f->capture;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? 2 * c->cap : 16;
+    eplb__rec_t *v = realloc(c->v, cap * sizeof(*v));
+    if (v == NULL)
+      return c->failed = 1, -1;
+    c->v = v;
+    c->cap = cap;
+  }
+  unsigned char *d = malloc(size ? size : 1);
+  if (d == NULL)
+    return c->failed = 1, -1;
+  memcpy(d, buf, size);
+  c->v[c->n++] = (eplb__rec_t){(int64_t)addr, (int64_t)size, d};
+  if (addr + size > f->eof)
+    f->eof = addr + size;
+  return 0;
+}
+
 static herr_t vfd_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl,
                         haddr_t addr, size_t size, const void *buf) {
   (void)type;
@@ -142,6 +172,8 @@ static herr_t vfd_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl,
   vfd_file_t *f = (vfd_file_t *)file;
   if (f->discard)
     return 0;
+  if (f->capture)
+    return capture_write(f, addr, size, buf);
   if (f->fault) {
     int lose = f->fault == EPLB__WRITE_LOSE;
     f->fault = 0;
@@ -172,11 +204,33 @@ static herr_t vfd_truncate(H5FD_t *file, hid_t dxpl, hbool_t closing) {
   (void)dxpl;
   (void)closing;
   vfd_file_t *f = (vfd_file_t *)file;
-  if (f->discard || f->eoa == f->eof)
-    return 0;
+  if (f->discard || f->capture || f->eoa == f->eof)
+    return 0; /* a capture that would grow the file is refused by its user */
   if (ftruncate(f->fd, (off_t)f->eoa) != 0)
     return -1;
   f->eof = f->eoa;
+  return 0;
+}
+
+static herr_t vfd_read_any(H5FD_t *file, H5FD_mem_t type, hid_t dxpl,
+                           haddr_t addr, size_t size, void *buf) {
+  vfd_file_t *f = (vfd_file_t *)file;
+  return f->capture ? vfd_read_captured(f, type, dxpl, addr, size, buf)
+                    : vfd_read(file, type, dxpl, addr, size, buf);
+}
+
+static herr_t vfd_read_captured(vfd_file_t *f, H5FD_mem_t type, hid_t dxpl,
+                                haddr_t addr, size_t size, void *buf) {
+  if (vfd_read(&f->pub, type, dxpl, addr, size, buf) < 0)
+    return -1;
+  for (size_t i = 0; i < f->capture->n; i++) {
+    const eplb__rec_t *r = &f->capture->v[i];
+    haddr_t a = (haddr_t)r->off, e = a + (haddr_t)r->len;
+    haddr_t lo = a > addr ? a : addr, hi = e < addr + size ? e : addr + size;
+    if (lo < hi)
+      memcpy((unsigned char *)buf + (lo - addr), r->data + (lo - a),
+             (size_t)(hi - lo));
+  }
   return 0;
 }
 
@@ -196,7 +250,7 @@ static const H5FD_class_t vfd_class = {
     .set_eoa = vfd_set_eoa,
     .get_eof = vfd_get_eof,
     .get_handle = vfd_get_handle,
-    .read = vfd_read,
+    .read = vfd_read_any,
     .write = vfd_write,
     .truncate = vfd_truncate,
     .fl_map = {H5FD_MEM_DEFAULT},
@@ -247,6 +301,17 @@ void eplb__vfd_inject(hid_t file, int fault) {
   vfd_file_t *f = file_of(file);
   if (f)
     f->fault = fault;
+}
+
+void eplb__vfd_capture(eplb__recs_t *recs) { capturing = recs; }
+
+void eplb__recs_free(eplb__recs_t *r) {
+  for (size_t i = 0; r && i < r->n; i++)
+    free(r->v[i].data);
+  if (r) {
+    free(r->v);
+    memset(r, 0, sizeof(*r));
+  }
 }
 
 void eplb__vfd_totals(int64_t *bytes_read, int64_t *bytes_written) {

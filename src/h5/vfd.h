@@ -18,7 +18,7 @@
 #include <hdf5.h>
 #include <stdint.h>
 
-#include "h5/shard_fault.h"
+#include "h5/shard_writer.h"
 
 /* A new file access property list using the driver (caller closes), or
  * < 0.  align: objects of 64 KiB and more start on 4 KiB pages. */
@@ -34,6 +34,14 @@ void eplb__vfd_discard(hid_t file);
  * (EPLB__WRITE_LOSE: a lost write, as an unchecked close loses one),
  * once. */
 void eplb__vfd_inject(hid_t file, int fault);
+
+/* Capture (the in-place commit, h5/shard_inplace.c): while a capture is
+ * active, a file the driver opens is never written: each write is kept
+ * in `recs` instead (offset, bytes), and reads see the file with those
+ * writes laid over it, so HDF5 works as if it had written them.  The
+ * caller then owns the exact bytes an HDF5 change makes (to journal them
+ * and apply them later, without HDF5).  One capture at a time. */
+void eplb__vfd_capture(eplb__recs_t *recs);
 
 /* Bytes this process read from / wrote to files of the driver so far. */
 void eplb__vfd_totals(int64_t *bytes_read, int64_t *bytes_written);

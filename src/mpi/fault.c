@@ -15,8 +15,8 @@
 #define FAULT_MAX 64
 
 static const char *const phases[] = {
-    "read",     "shape",  "reduce", "plan", "distribute", "verify",
-    "transfer", "commit", "rename", NULL};
+    "read",     "shape",  "reduce", "plan",   "distribute", "verify",
+    "transfer", "commit", "apply",  "rename", NULL};
 
 typedef struct {
   int loaded, rc;
@@ -87,7 +87,7 @@ static int parse_crash_hang(int hang, const char *s, const char *end,
     return eplb_error_set(err, EPLB_EARG,
                           "EPLB_FAULT: %s wants %s:<phase>:<rank> with phase "
                           "read, shape, reduce, plan, distribute, verify, "
-                          "transfer, commit or rename, got '%s:%.*s'",
+                          "transfer, commit, apply or rename, got '%s:%.*s'",
                           hang ? "hang" : "crash", hang ? "hang" : "crash",
                           hang ? "hang" : "crash", (int)(end - s), s);
   (hang ? table.hang_phase : table.crash_phase)[*n] = ph;

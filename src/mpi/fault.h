@@ -9,7 +9,9 @@
  *                             received, before verifying it
  *   crash:<phase>:<rank>      that rank calls _exit(1) at <phase>
  *                             (read, shape, reduce, plan, distribute,
- *                             verify, transfer, commit, rename)
+ *                             verify, transfer, commit, apply - halfway
+ *                             through applying a redo journal in place -,
+ *                             rename - after its own rename or apply)
  *   hang:<phase>:<rank>       that rank stops taking part without dying:
  *                             at <phase> it sleeps until killed, so the
  *                             peers' watchdog (timeout_s, --timeout) must
@@ -56,7 +58,7 @@ int eplb__fault_hang_here(const char *phase, int rank);
 void eplb__fault_hang_point(const char *phase, int rank, const char *where);
 
 /* 1 (enospc) or 2 (lose-write) when EPLB_FAULT says so for `rank`, else
- * 0; the values are h5/shard_fault.h's EPLB__WRITE_ENOSPC / _LOSE. */
+ * 0; the values are h5/shard_writer.h's EPLB__WRITE_ENOSPC / _LOSE. */
 int eplb__fault_write(int rank);
 
 /* Both: crash, or hang, when EPLB_FAULT says so for (phase, rank). */

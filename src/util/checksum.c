@@ -12,6 +12,27 @@ uint64_t eplb__checksum(const void *data, size_t len, uint64_t seed) {
   return (uint64_t)XXH3_64bits_withSeed(data, len, (XXH64_hash_t)seed);
 }
 
+eplb__hasher_t *eplb__hasher_new(void) {
+  XXH3_state_t *s = XXH3_createState();
+  if (s)
+    XXH3_64bits_reset(s);
+  return (eplb__hasher_t *)s;
+}
+
+void eplb__hasher_reset(eplb__hasher_t *h) {
+  XXH3_64bits_reset((XXH3_state_t *)h);
+}
+
+void eplb__hasher_update(eplb__hasher_t *h, const void *data, size_t len) {
+  XXH3_64bits_update((XXH3_state_t *)h, data, len);
+}
+
+uint64_t eplb__hasher_digest(const eplb__hasher_t *h) {
+  return (uint64_t)XXH3_64bits_digest((const XXH3_state_t *)h);
+}
+
+void eplb__hasher_free(eplb__hasher_t *h) { XXH3_freeState((XXH3_state_t *)h); }
+
 uint64_t eplb__mix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;

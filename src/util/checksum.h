@@ -20,6 +20,15 @@
  * rank. */
 uint64_t eplb__checksum(const void *data, size_t len, uint64_t seed);
 
+/* The same hash over bytes that come in pieces: the digest is
+ * eplb__checksum(all the bytes, len, 0), wherever they were cut. */
+typedef struct eplb__hasher_s eplb__hasher_t;
+eplb__hasher_t *eplb__hasher_new(void); /* NULL if out of memory */
+void eplb__hasher_reset(eplb__hasher_t *h);
+void eplb__hasher_update(eplb__hasher_t *h, const void *data, size_t len);
+uint64_t eplb__hasher_digest(const eplb__hasher_t *h);
+void eplb__hasher_free(eplb__hasher_t *h);
+
 /* splitmix64's finalizer: a well-mixed 64-bit value from x, for
  * deterministic made-up content (test shards, synthetic statistics). */
 uint64_t eplb__mix64(uint64_t x);
