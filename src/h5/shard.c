@@ -936,14 +936,15 @@ static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
 /* Records the at-rest checksum of row (layer, slot, dataset d) of the
  * new shard; the last dataset of a row counts the row as written. */
 static void note_row(eplb_shard_writer_t *w, int32_t layer, int32_t slot,
-                     int32_t d, const void *row) {
+                     int32_t d, const void *row, const uint64_t *known) {
   const eplb_shard_info_t *in = &w->info;
   size_t r = (size_t)layer * (size_t)in->slots_per_rank + (size_t)slot;
   if (layer < 0 || layer >= in->num_layers || slot < 0 ||
       slot >= in->slots_per_rank)
     return;
   w->sums[r * (size_t)in->num_datasets + (size_t)d] =
-      eplb_shard_row_checksum(row, (size_t)in->datasets[d].row_bytes);
+      known ? *known
+            : eplb_shard_row_checksum(row, (size_t)in->datasets[d].row_bytes);
   if (d == in->num_datasets - 1 && !w->done[r]) {
     w->done[r] = 1;
     w->rows_left--;
@@ -970,7 +971,7 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
       const unsigned char *row =
           (const unsigned char *)buf + (size_t)s * stride + off;
       memcpy(w->tmp + (size_t)s * rb, row, rb);
-      note_row(w, layer, s, d, row);
+      note_row(w, layer, s, d, row, NULL);
     }
     rc = put_dataset(w, g, d);
     off += rb;
@@ -1071,6 +1072,13 @@ static int put_one_row(eplb_shard_writer_t *w, int32_t d, int32_t slot,
 int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
                               const unsigned char *const *pieces,
                               eplb_error_t *err) {
+  return eplb__shard_writer_put_row_hashed(w, slot, pieces, NULL, err);
+}
+
+int eplb__shard_writer_put_row_hashed(eplb_shard_writer_t *w, int32_t slot,
+                                      const unsigned char *const *pieces,
+                                      const uint64_t *hashes,
+                                      eplb_error_t *err) {
   h5_quiet();
   for (int32_t d = 0; d < w->info.num_datasets; d++) {
     if (w->group < 0 || put_one_row(w, d, slot, pieces[d]) < 0)
@@ -1078,7 +1086,7 @@ int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
                             "%s: cannot write slot %d of dataset '%s' (disk "
                             "full or read-only?)",
                             w->path, (int)slot, w->info.datasets[d].name);
-    note_row(w, w->layer, slot, d, pieces[d]);
+    note_row(w, w->layer, slot, d, pieces[d], hashes ? &hashes[d] : NULL);
   }
   return 0;
 }

@@ -19,6 +19,14 @@ enum {
  * flush when called just before it - fails or is lost, once (tests). */
 void eplb__shard_writer_inject(eplb_shard_writer_t *w, int fault);
 
+/* eplb_shard_writer_put_row with the rows' at-rest checksums known
+ * (hashes[d] = XXH3-64 of pieces[d], checked by the caller), so that they
+ * are not computed again. */
+int eplb__shard_writer_put_row_hashed(eplb_shard_writer_t *w, int32_t slot,
+                                      const unsigned char *const *pieces,
+                                      const uint64_t *hashes,
+                                      eplb_error_t *err);
+
 /* ---- in place -------------------------------------------------------- */
 
 /* Bytes at a file offset. */

@@ -162,7 +162,8 @@ static void write_row(mig_t *m, int32_t slot,
              ((size_t)m->layer * (size_t)m->P + (size_t)slot) * (size_t)m->D,
          h, 8 * (size_t)m->D);
   m->carry = m->inplace ? eplb__inplace_row(m, slot, pieces, h, err)
-                        : eplb_shard_writer_put_row(m->w, slot, pieces, err);
+                        : eplb__shard_writer_put_row_hashed(m->w, slot, pieces,
+                                                            h, err);
   m->t_write += MPI_Wtime() - t;
 }
 
