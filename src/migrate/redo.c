@@ -347,7 +347,8 @@ int eplb__redo_apply(const char *path, const char *shard, int rank,
     s.dfd = open(shard, O_WRONLY | O_CLOEXEC | O_DIRECT); /* -1: buffered */
   }
   int64_t io[2] = {0, 0};
-  int half = records > 1 ? (int)(records / 2) : 1;
+  /* the "apply" crash point, halfway; none in a recovery (records 0) */
+  int half = records > 1 ? (int)(records / 2) : records > 0 ? 1 : 0;
   int rc = pass(path, rank, gen, &s, half, NULL, NULL, io, err);
   if (rc == 0 && (fsync(s.fd) != 0 || (s.dfd >= 0 && fsync(s.dfd) != 0)))
     rc = eplb_error_set(err, EPLB_EIO, "%s: fsync failed: %s", shard,
