@@ -30,7 +30,7 @@ for seed in 1 2; do
 done
 plan() { # name args...
   local name=$1; shift
-  if "$bin/eplb-plan" --quiet --threads 1 --output "$tmp/map.json" "$@" 2>"$tmp/err"; then
+  if "$bin/eplb-plan" --quiet --threads 1 --allow-duplicates --output "$tmp/map.json" "$@" 2>"$tmp/err"; then
     printf '%s %s\n' "$(sha256sum <"$tmp/map.json" | cut -c1-16)" "$name"
   else
     printf 'error %s: %s\n' "$name" "$(head -c 200 "$tmp/err")"
@@ -44,7 +44,7 @@ for f in "${files[@]}"; do
       plan "$b $shape $pol" --stats "$f" --num-slots "$S" --num-gpus "$G" --policy "$pol"
     done
     "$bin/eplb-plan" --quiet --threads 1 --stats "$f" --num-slots "$S" --num-gpus "$G" \
-      --policy deepseek --output "$tmp/cur.json" 2>/dev/null || continue
+      --policy deepseek --allow-duplicates --output "$tmp/cur.json" 2>/dev/null || continue
     plan "$b $shape current" --stats "$f" --num-slots "$S" --num-gpus "$G" \
       --current-map "$tmp/cur.json" --keep-threshold 0
     plan "$b $shape current max-moves 4" --stats "$f" --num-slots "$S" \

@@ -10,6 +10,11 @@
 #             message names that rank and file, no map written
 #   shape     another shape on one rank: the same, with both shapes named
 #   usage     option errors exit 2 on every rank, printed once
+#   scenario  --scenario PATTERN[@W] (and --stats as one more): the map equals
+#             eplb-plan's on the same files (globs, weights, dense layers,
+#             --current-map), with --shards the weights move to it, the
+#             summary lists every scenario; a bad
+#             scenario file on one rank fails every rank naming it
 # Every rank's exit status is recorded (each rank runs through a small
 # wrapper that writes it), so "every rank exits non-zero" is checked, not
 # assumed from mpiexec's own status.
@@ -141,6 +146,89 @@ usage)
   run_sync --stats "st/rank_%r.json" --num-slots 80 --num-gpus 8 --bogus
   all_ranks_exit 2
   grep -q "unknown option '--bogus'" err.txt || die "unknown: $(cat err.txt)"
+  ;;
+scenario)
+  # Per rank, SGLang files written by Python's json: rows 0 and 1 are dense
+  # layers (all zero, dropped), rows 2..7 MoE layers; each workload has its
+  # own hot experts.  "mix" is two files per rank, one scenario (a glob).
+  /usr/bin/python3 - "$np" <<'PY' || die "python"
+import json, random, sys
+n = int(sys.argv[1])
+for r in range(n):
+    for name, seed in (("pre", 1), ("dec", 2), ("mix_a", 3), ("mix_b", 4)):
+        rnd = random.Random(seed * 1000 + r)
+        hot = [rnd.sample(range(64), 4) for _ in range(6)]
+        rows = [[0] * 64, [0] * 64]
+        for l in range(6):
+            rows.append([rnd.randint(10, 100) * (30 if e in hot[l] else 1)
+                         for e in range(64)])
+        path = ("st/mix_%d_%s.json" % (r, name[4:]) if name.startswith("mix")
+                else "st/%s_%d.json" % (name, r))
+        with open(path, "w") as f:
+            json.dump({"logical_count": rows}, f)
+PY
+  shape=(--num-slots 80 --num-gpus 8)
+  run_sync --stats "st/pre_%r.json" --scenario "st/dec_%r.json@2" \
+           --scenario "st/mix_%r_*.json" "${shape[@]}" --output map.json --summary sum.json
+  all_ranks_exit 0
+  grep -q "scenarios 3, balanced at once" out.txt || die "no scenario lines: $(cat out.txt)"
+  "$bin/eplb-plan" --stats "st/pre_*.json" --scenario "st/dec_*.json@2" \
+      --scenario "st/mix_*_*.json" "${shape[@]}" --output plan.json --quiet || die "eplb-plan"
+  cmp -s map.json plan.json || die "eplb-sync --scenario map differs from eplb-plan's"
+  /usr/bin/python3 - sum.json <<'PY' || die "summary: $(cat sum.json)"
+import json, sys
+s = json.load(open(sys.argv[1]))
+sc = s["scenarios"]
+assert [x["name"] for x in sc] == ["st/pre_%r.json", "st/dec_%r.json",
+                                   "st/mix_%r_*.json"], sc
+assert [x["weight"] for x in sc] == [1, 2, 1], sc
+for x in sc:
+    assert x["imbalance_after"] < x["imbalance_before"], x
+w = sum(x["weight"] for x in sc)
+m = sum(x["weight"] * x["imbalance_after"] for x in sc) / w
+assert abs(s["scenario_mean"]["imbalance_after"] - m) < 1e-12, s["scenario_mean"]
+assert s["dense_layers_skipped"] == [0, 1], s["dense_layers_skipped"]
+assert s["layers"] == 6
+PY
+  # A re-plan of the scenarios from the map the experts are in.
+  run_sync --scenario "st/pre_%r.json" --scenario "st/dec_%r.json" "${shape[@]}" \
+           --current-map plan.json --output re.json --quiet
+  all_ranks_exit 0
+  "$bin/eplb-plan" --scenario "st/pre_*.json" --scenario "st/dec_*.json" "${shape[@]}" \
+      --current-map plan.json --output re_plan.json --quiet || die "eplb-plan --current-map"
+  cmp -s re.json re_plan.json || die "--current-map: eplb-sync's re-plan differs from eplb-plan's"
+  # With shards: the scenarios' plan from the shards' map, the weights
+  # moved to it, every byte where the map says.
+  "$bin/eplb-shard" create --dir shards --ranks "$np" --layers 6 --experts 64 \
+      --slots-per-rank $((80 / np)) --dataset w:float16:4x8 --quiet || die "eplb-shard create"
+  run_sync --scenario "st/pre_%r.json" --scenario "st/dec_%r.json@2" --shards shards \
+           --output moved.json --summary moved_sum.json --quiet
+  all_ranks_exit 0
+  "$bin/eplb-shard" verify --dir shards --expect-map moved.json --quiet || die "shards after a scenario run"
+  grep -q '"scenario_mean"' moved_sum.json || die "shards run summary: $(cat moved_sum.json)"
+  # One rank's scenario file is malformed: every rank fails, naming it.
+  bad=$((np - 1))
+  printf '{"logical_count": [[1, 2], [3' > "st/dec_$bad.json"
+  run_sync --stats "st/pre_%r.json" --scenario "st/dec_%r.json" "${shape[@]}" --output bad.json
+  all_ranks_exit 1
+  grep -q "rank $bad: st/dec_$bad.json" err.txt || die "bad file: $(head -3 err.txt)"
+  [[ $(grep -c "error" err.txt) == 1 ]] || die "not one error line: $(cat err.txt)"
+  [[ -e bad.json ]] && die "a map was written"
+  # Usage errors: exit 2 on every rank.
+  run_sync --scenario "st/pre_%r.json@0" "${shape[@]}"
+  all_ranks_exit 2
+  grep -q "weight 0 is outside" err.txt || die "weight: $(cat err.txt)"
+  run_sync --watch --scenario "st/pre_%r.json" "${shape[@]}"
+  all_ranks_exit 2
+  grep -q "drop --scenario" err.txt || die "--watch --scenario: $(cat err.txt)"
+  run_sync --stats "st/pre_%r.json" --history 2 "${shape[@]}"
+  all_ranks_exit 2
+  grep -q "history needs --watch" err.txt || die "--history: $(cat err.txt)"
+  if ((np > 1)); then
+    run_sync --scenario st/pre_0.json "${shape[@]}"
+    all_ranks_exit 2
+    grep -q "has no %r" err.txt || die "pattern: $(cat err.txt)"
+  fi
   ;;
 *) die "unknown group $group" ;;
 esac

@@ -7,7 +7,11 @@
  *     names that rank, and a later round can still rebalance;
  *   - observe refuses counts of another shape;
  *   - a failure found before observe (eplb_rebalancer_observe_failed) fails
- *     every rank's next step. */
+ *     every rank's next step;
+ *   - history 2: the last two rounds are the decision's windows, and the
+ *     rebalance balances each of them; a rank with another history is
+ *     named at create. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,13 +183,15 @@ static void test_observe_failed(void) {
 /* A rank with another threshold would decide... nothing (rank 0 decides),
  * but one with shards or another slot count would take other collectives:
  * create compares the options and names the rank that differs. */
-static void test_other_options(void) {
+static void test_other_options(int history) {
   eplb_rebalancer_opts_t o;
   eplb_rebalancer_opts_default(&o);
   o.online.plan.num_slots = SLOTS;
   o.online.plan.num_gpus = GPUS;
   o.quiet = 1;
-  if (g_rank == g_size - 1)
+  if (g_rank == g_size - 1 && history)
+    o.online.history = 3;
+  else if (g_rank == g_size - 1)
     o.online.plan.num_slots = SLOTS + GPUS;
   eplb_rebalancer_t *r = NULL;
   eplb_error_t err = {0};
@@ -201,6 +207,62 @@ static void test_other_options(void) {
   eplb_rebalancer_destroy(r);
 }
 
+/* history 2: round 1's traffic is hot on one expert, round 2's on
+ * another; their mean hides what each round does.  The second step
+ * decides on both windows and the placement it applies balances each one
+ * better than the placement of round 1 did. */
+static void test_history(void) {
+  eplb_rebalancer_opts_t o;
+  eplb_rebalancer_opts_default(&o);
+  o.online.plan.num_slots = SLOTS;
+  o.online.plan.num_gpus = GPUS;
+  o.online.threshold = 0.05;
+  o.online.history = 2;
+  o.quiet = 1;
+  eplb_rebalancer_t *r = NULL;
+  eplb_error_t err = {0};
+  int rc = eplb_rebalancer_create(MPI_COMM_WORLD, &o, NULL, LAYERS, EXPERTS, &r,
+                                  &err);
+  CHECK(rc == 0, "create: %s", err.msg);
+  if (rc)
+    return;
+  eplb_stats_t c[2] = {{0}, {0}}, all[2] = {{0}, {0}};
+  eplb_round_t x;
+  eplb_placement_t first = {0};
+  for (int k = 0; k < 2; k++) {
+    eplb_stats_init(&c[k], LAYERS, EXPERTS, NULL);
+    eplb_stats_init(&all[k], LAYERS, EXPERTS, NULL);
+    fill(&c[k], 5 * k, 120, 1);
+    for (int i = 0; i < LAYERS * EXPERTS; i++) /* every rank's, summed */
+      all[k].load[i] = c[k].load[i] * g_size;
+    CHECK(eplb_rebalancer_observe(r, &c[k], 0, &err) == 0, "%s", err.msg);
+    CHECK(eplb_rebalancer_step(r, &x, &err) == 0, "step %d: %s", k, err.msg);
+    CHECK(x.had_traffic && x.rebalanced, "round %d: %d %d", k, x.had_traffic,
+          x.rebalanced);
+    if (k == 0)
+      eplb_placement_copy(&first, eplb_rebalancer_current(r), NULL);
+  }
+  /* Round 2's imbalance is the mean over both windows, under the
+   * placement of round 1. */
+  eplb_balance_t b[2], a[2];
+  for (int k = 0; k < 2; k++) {
+    eplb_balance(&all[k], &first, &b[k], NULL);
+    eplb_balance(&all[k], eplb_rebalancer_current(r), &a[k], NULL);
+  }
+  CHECK(fabs(x.imbalance_before - (b[0].imbalance + b[1].imbalance) / 2) < 1e-9,
+        "round 2 weighed %g, the windows' mean is %g", x.imbalance_before,
+        (b[0].imbalance + b[1].imbalance) / 2);
+  CHECK(a[1].imbalance < b[1].imbalance && a[0].imbalance < 0.05,
+        "windows %g %g -> %g %g", b[0].imbalance, b[1].imbalance,
+        a[0].imbalance, a[1].imbalance);
+  for (int k = 0; k < 2; k++) {
+    eplb_stats_cleanup(&c[k]);
+    eplb_stats_cleanup(&all[k]);
+  }
+  eplb_placement_cleanup(&first);
+  eplb_rebalancer_destroy(r);
+}
+
 int main(int argc, char *argv[]) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
@@ -209,7 +271,9 @@ int main(int argc, char *argv[]) {
   test_pause_fails();
   test_wrong_shape();
   test_observe_failed();
-  test_other_options();
+  test_other_options(0);
+  test_other_options(1);
+  test_history();
   int status = mpi_check_finish();
   MPI_Finalize();
   return status;

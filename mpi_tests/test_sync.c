@@ -9,9 +9,14 @@
  *   - re-planning from a current placement equals eplb_plan_from;
  *   - a rank that brings no counts, or counts of another shape, fails every
  *     rank with that rank named;
- *   - EPLB_FAULT=corrupt-plan names exactly the corrupted ranks.
+ *   - EPLB_FAULT=corrupt-plan names exactly the corrupted ranks;
+ *   - scenarios (eplb_sync_run_scenarios): every scenario summed in one
+ *     MPI_Allreduce (counted through the profiling interface), the plan
+ *     and each scenario's metrics equal eplb_plan_scenarios' on the serial
+ *     sums, on every rank; a rank with a bad scenario is named.
  * Not CMocka: a failed check on any rank must fail the run on every rank,
  * so checks are counted and summed at the end. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +36,18 @@
 #define S 64
 #define G 8
 #define GPUS_STEP G /* another valid slot count */
+#define K 3         /* scenarios */
 
+/* Every MPI_Allreduce of this program and of libeplb (linked in
+ * statically) goes through here: how many, and the last one's count. */
+static int g_allreduces, g_allreduce_count;
+
+int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count,
+                  MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+  g_allreduces++;
+  g_allreduce_count = count;
+  return PMPI_Allreduce(sendbuf, recvbuf, count, type, op, comm);
+}
 
 /* Rank r's count for (l, e): skewed, different on every rank. */
 static double count_of(int r, int l, int e) {
@@ -191,6 +207,149 @@ static void test_divergence(const eplb_stats_t *local) {
   eplb__fault_reset();
 }
 
+/* ---- scenarios ------------------------------------------------------ */
+
+/* Rank r's counts of scenario k: another hot spot per scenario. */
+static void fill_scenario(eplb_stats_t *st, int r, int k) {
+  for (int l = 0; l < L; l++)
+    for (int e = 0; e < E; e++)
+      st->load[l * E + e] = count_of(r + 1000 * k, (l + k) % L, e);
+}
+
+/* The same rank r's scenarios and their serial sums over every rank. */
+static void make_scenarios(eplb_stats_t *mine, eplb_stats_t *serial) {
+  eplb_stats_t one = {0};
+  eplb_stats_init(&one, L, E, NULL);
+  for (int k = 0; k < K; k++) {
+    eplb_stats_init(&mine[k], L, E, NULL);
+    eplb_stats_init(&serial[k], L, E, NULL);
+    fill_scenario(&mine[k], g_rank, k);
+    for (int r = 0; r < g_size; r++) {
+      fill_scenario(&one, r, k);
+      eplb_stats_add(&serial[k], &one, "serial", "rank", NULL);
+    }
+  }
+  eplb_stats_cleanup(&one);
+}
+
+/* Every rank holds rank 0's value of x. */
+static int same_everywhere(double x) {
+  double x0 = x;
+  PMPI_Bcast(&x0, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  return x0 == x;
+}
+
+static void check_scenario_result(const eplb_sync_result_t *res,
+                                  const eplb_stats_t *serial, const double *w,
+                                  const eplb_placement_t *expect,
+                                  const eplb_placement_t *before) {
+  CHECK(memcmp(res->placement.phy2log, expect->phy2log,
+               sizeof(int32_t) * L * S) == 0,
+        "agreed plan differs from eplb_plan_scenarios on the serial sums");
+  CHECK(res->num_scenarios == K, "num_scenarios %d", (int)res->num_scenarios);
+  double wsum = 0, mb = 0, ma = 0;
+  for (int k = 0; k < K && res->num_scenarios == K; k++) {
+    eplb_balance_t b0, b1;
+    eplb_balance(&serial[k], before, &b0, NULL);
+    eplb_balance(&serial[k], expect, &b1, NULL);
+    CHECK(res->scenario_before[k] == b0.imbalance,
+          "scenario %d before %g, "
+          "want %g",
+          k, res->scenario_before[k], b0.imbalance);
+    CHECK(res->scenario_after[k] == b1.imbalance,
+          "scenario %d after %g, "
+          "want %g",
+          k, res->scenario_after[k], b1.imbalance);
+    CHECK(res->scenario_weights[k] == w[k], "weight %g",
+          res->scenario_weights[k]);
+    CHECK(same_everywhere(res->scenario_after[k]),
+          "scenario %d after differs "
+          "between ranks",
+          k);
+    wsum += w[k];
+    mb += w[k] * b0.imbalance;
+    ma += w[k] * b1.imbalance;
+  }
+  CHECK(fabs(res->scenario_mean_before - mb / wsum) < 1e-12 &&
+            fabs(res->scenario_mean_after - ma / wsum) < 1e-12,
+        "weighted means %g %g, want %g %g", res->scenario_mean_before,
+        res->scenario_mean_after, mb / wsum, ma / wsum);
+  CHECK(res->num_scenarios < 2 || strcmp(res->scenario_names[1], "decode") == 0,
+        "name '%s'", res->num_scenarios ? res->scenario_names[1] : "");
+}
+
+/* The agreed scenario plan against eplb_plan_scenarios(_from) on the
+ * serial sums, in one allreduce of K x L x E counts. */
+static void test_scenarios(int from_current) {
+  eplb_stats_t mine[K], serial[K];
+  make_scenarios(mine, serial);
+  double w[K] = {1, 2, 0.5};
+  const char *names[K] = {"prefill", "decode", "mixed"};
+  eplb_scenarios_t local = {K, mine, w}, all = {K, serial, w};
+  eplb_sync_opts_t o;
+  default_opts(&o);
+  eplb_placement_t expect = {0}, current = {0};
+  eplb_placement_init(&current, L, E, S, G, NULL);
+  eplb_placement_contiguous(&current, NULL);
+  if (from_current)
+    o.current = &current;
+  eplb_error_t err = {0};
+  int rc = from_current ? eplb_plan_scenarios_from(&all, &current, &o.plan,
+                                                   &expect, &err)
+                        : eplb_plan_scenarios(&all, &o.plan, &expect, &err);
+  CHECK(rc == 0, "serial plan: %s", err.msg);
+  eplb_sync_result_t res;
+  g_allreduces = 0;
+  rc = eplb_sync_run_scenarios(MPI_COMM_WORLD, &local, names, &o, &res, &err);
+  CHECK(rc == 0, "eplb_sync_run_scenarios: %s", err.msg);
+  CHECK(g_allreduces == 1 && g_allreduce_count == K * L * E,
+        "%d allreduces (last of %d), want one of %d", g_allreduces,
+        g_allreduce_count, K * L * E);
+  if (rc == 0)
+    check_scenario_result(&res, serial, w, &expect, &current);
+  eplb_sync_result_cleanup(&res);
+  eplb_placement_cleanup(&expect);
+  eplb_placement_cleanup(&current);
+  for (int k = 0; k < K; k++) {
+    eplb_stats_cleanup(&mine[k]);
+    eplb_stats_cleanup(&serial[k]);
+  }
+}
+
+/* The last rank's scenario 2 is of another shape (or it brings none):
+ * every rank fails, naming it. */
+static void test_bad_scenario(int none) {
+  eplb_stats_t mine[K], serial[K];
+  make_scenarios(mine, serial);
+  int bad = g_size - 1;
+  if (g_rank == bad) {
+    eplb_stats_cleanup(&mine[2]);
+    eplb_stats_init(&mine[2], L - 1, E, NULL);
+  }
+  eplb_scenarios_t local = {K, mine, NULL};
+  eplb_sync_opts_t o;
+  default_opts(&o);
+  eplb_sync_result_t res;
+  eplb_error_t err = {0};
+  int rc = eplb_sync_run_scenarios(MPI_COMM_WORLD,
+                                   none && g_rank == bad ? NULL : &local, NULL,
+                                   &o, &res, &err);
+  char who[96];
+  snprintf(who, sizeof(who),
+           none ? "rank %d: 0 scenarios"
+                : "rank %d: scenario 2 (scenario 2) has 5",
+           bad);
+  CHECK(rc == (none ? EPLB_EARG : EPLB_ESHAPE), "code %d (%s)", rc, err.msg);
+  CHECK(strstr(err.msg, who) != NULL, "'%s' not in '%s'", who, err.msg);
+  CHECK(res.placement.phy2log == NULL && res.num_scenarios == 0,
+        "result not empty on failure");
+  eplb_sync_result_cleanup(&res);
+  for (int k = 0; k < K; k++) {
+    eplb_stats_cleanup(&mine[k]);
+    eplb_stats_cleanup(&serial[k]);
+  }
+}
+
 int main(int argc, char *argv[]) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
@@ -212,6 +371,10 @@ int main(int argc, char *argv[]) {
   test_other_options(&local, 0);
   test_other_options(&local, 1);
   test_divergence(&local);
+  test_scenarios(0);
+  test_scenarios(1);
+  test_bad_scenario(0);
+  test_bad_scenario(1);
 
   int status = mpi_check_finish();
   eplb_stats_cleanup(&local);

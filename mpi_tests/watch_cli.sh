@@ -11,6 +11,9 @@
 #            after finishing its round, the summary is complete JSON
 #   shards   rounds that migrate HDF5 shards while the traffic changes;
 #            SIGTERM during them leaves one generation, byte-exact
+#   history  --history 2: from a map balanced for the first round's
+#            traffic, a round of another mix is weighed with the first as
+#            two windows; the rebalance balances both
 # The statistics are MindSpeed-RL cumulative counters written by this
 # script the way a trainer rewrites them (temporary file + rename), and
 # rounds are started with the trigger file, so the test controls what each
@@ -189,6 +192,63 @@ shards)
   g=$("$bin/eplb-shard" inspect --dir shards | sed -n "s/^generation  *\([0-9]*\).*/\1/p")
   grep -q "\"generation\":[[:space:]]*$g," sum.json || die "summary generation differs from the shards' $g"
   ((g >= 1)) || die "no migration happened (generation $g)"
+  ;;
+history)
+  # Python's json writes, per rank, workloads A and B (other hot experts)
+  # and the cumulative counters: A + B after round 1, A + B + A after
+  # round 2, so the rounds' windows are A + B, then A.
+  gen_history() {
+    /usr/bin/python3 - "$np" "$1" <<'PY'
+import json, os, random, sys
+n, stage = int(sys.argv[1]), int(sys.argv[2])
+for r in range(n):
+    loads = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        rnd = random.Random(seed)
+        hot = [rnd.sample(range(32), 4) for _ in range(6)]
+        loads[name] = [[(100 + (e * 7 + r) % 13) * (3 if e in hot[l] else 1)
+                        for e in range(32)] for l in range(6)]
+    mix = {1: "ab", 2: "aba"}.get(stage, "")
+    for what, parts in (("st", mix), ("a", "a"), ("s", "ab")):
+        rows = [[sum(loads[p][l][e] for p in parts) for e in range(32)]
+                for l in range(6)]
+        os.makedirs(what, exist_ok=True)
+        d = {str(l): {str(e): rows[l][e] for e in range(32)} for l in range(6)}
+        with open("%s/.rank_%d.tmp" % (what, r), "w") as f:
+            json.dump(d, f)
+        os.replace("%s/.rank_%d.tmp" % (what, r), "%s/rank_%d.json" % (what, r))
+PY
+  }
+  gen_history 1 || die "python"
+  args=()
+  for ((r = 0; r < np; r++)); do args+=(--stats "st/rank_$r.json"); done
+  "$bin/eplb-plan" "${args[@]}" --num-slots 40 --num-gpus 8 --output cur.json --quiet || die "eplb-plan"
+  start_watch --interval 1000 --trigger go --max-rounds 2 --history 2 \
+              --threshold 0.05 --min-gain 0.01 --current-map cur.json
+  wait_rounds 1 || { kill $pid; exit 1; }
+  gen_history 2 || die "python"
+  touch go
+  wait $pid
+  all_ranks_exit 0
+  [[ $(hist 1 had_traffic) == true && $(hist 1 rebalanced) == false ]] || die "round 1 (balanced) rebalanced: $(cat out.txt)"
+  [[ $(hist 2 rebalanced) == true ]] || die "round 2 (two windows) did not rebalance: $(cat out.txt)"
+  grep -q "(mean over 2 windows), rebalanced" out.txt || die "no window count in the log: $(cat out.txt)"
+  grep -q '"history_windows":[[:space:]]*2' sum.json || die "summary: no history"
+  # Both windows, each on its own: the new map balances them; the first
+  # map balanced A + B only.
+  "$bin/eplb-report" --quiet --scenario "a/rank_*.json" --scenario "s/rank_*.json" \
+      --map cur.json --json before.json || die "eplb-report"
+  "$bin/eplb-report" --quiet --scenario "a/rank_*.json" --scenario "s/rank_*.json" \
+      --map map.json --json after.json || die "eplb-report"
+  /usr/bin/python3 - before.json after.json <<'PY' || die "windows not balanced: $(cat out.txt)"
+import json, sys
+b, a = (json.load(open(p))["scenarios"] for p in sys.argv[1:3])
+print("window imbalance, first map -> rebalanced:",
+      [(x["imbalance_after"], y["imbalance_after"]) for x, y in zip(b, a)])
+assert b[0]["imbalance_after"] > 0.15          # A, on the map of A + B
+assert a[0]["imbalance_after"] < b[0]["imbalance_after"] / 2
+assert a[1]["imbalance_after"] < 0.1           # A + B still balanced
+PY
   ;;
 *) die "unknown group $group" ;;
 esac

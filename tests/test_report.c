@@ -3,7 +3,9 @@
  * load, mean / population std / max/mean per layer and the average row,
  * expert CV and hottest share, shape errors; and the writers: the JSON
  * parses and carries the numbers, the SVG has one cell per layer x GPU per
- * heat map and balanced tags. */
+ * heat map and balanced tags.  Scenarios (report_scenarios.c): their
+ * weighted mean, each one's tables, the leave-one-out table, and what the
+ * writers make of them. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -229,8 +231,195 @@ static void test_writers(void **state) {
   eplb_stats_cleanup(&s);
 }
 
+/* ---- scenarios ------------------------------------------------------- */
+
+/* Scenario 1 of 2 layers x 4 experts: even in layer 0, experts 2 and 3 in
+ * layer 1 (layer ids as make_stats's). */
+static void make_stats2(eplb_stats_t *s) {
+  static const double load[8] = {1, 1, 1, 1, 0, 0, 5, 5};
+  assert_int_equal(eplb_stats_init(s, 2, 4, NULL), 0);
+  memcpy(s->load, load, sizeof(load));
+  s->layer_ids[0] = 3;
+  s->layer_ids[1] = 4;
+}
+
+static void test_scenarios_mean(void **state) {
+  (void)state;
+  eplb_stats_t st[2], m;
+  make_stats(&st[0]);
+  make_stats2(&st[1]);
+  double w[2] = {1, 3};
+  eplb_scenarios_t sc = {2, st, w};
+  assert_int_equal(eplb_report_scenarios_mean(&sc, &m, NULL), 0);
+  /* Layer 0: (1 x [.6 .2 .1 .1] + 3 x [.25 .25 .25 .25]) / 4; layer 1:
+   * scenario 0 is idle there, so scenario 1's alone. */
+  const double want[8] = {0.3375, 0.2375, 0.2125, 0.2125, 0, 0, 0.5, 0.5};
+  for (int i = 0; i < 8; i++)
+    assert_true(fabs(m.load[i] - want[i]) < 1e-12);
+  assert_int_equal(m.layer_ids[1], 4);
+  eplb_stats_cleanup(&m);
+  w[0] = 0; /* out of range */
+  eplb_error_t err;
+  assert_int_equal(eplb_report_scenarios_mean(&sc, &m, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "weight"));
+  eplb_stats_cleanup(&st[0]);
+  eplb_stats_cleanup(&st[1]);
+}
+
+static void test_add_scenarios(void **state) {
+  (void)state;
+  eplb_stats_t s, st[2];
+  eplb_placement_t b, a;
+  eplb_report_t r;
+  make_stats(&s);
+  make_stats(&st[0]);
+  make_stats2(&st[1]);
+  make_before(&b);
+  make_after(&a);
+  assert_int_equal(eplb_report_compute(&r, &s, &b, &a, NULL), 0);
+  double w[2] = {1, 3};
+  eplb_scenarios_t sc = {2, st, w};
+  const char *names[2] = {"prefill \"long\"", NULL};
+  assert_int_equal(eplb_report_add_scenarios(&r, &sc, names, &b, &a, NULL), 0);
+  const eplb_report_scenarios_t *x = r.scenarios;
+  assert_non_null(x);
+  assert_int_equal(x->num_scenarios, 2);
+  assert_string_equal(x->scenario[1].name, "scenario 1");
+  /* Scenario 0 is the report's load: its tables are the report's. */
+  assert_true(x->scenario[0].before.avg_ratio == r.before.avg_ratio);
+  assert_true(x->scenario[0].after.avg_ratio == r.after.avg_ratio);
+  /* Scenario 1 before: layer 0 even (0), layer 1 all on GPU 1 (1): 0.5. */
+  assert_true(fabs(x->scenario[1].before.avg_ratio - 0.5) < 1e-12);
+  assert_true(fabs(x->mean_before - (0.3 + 3 * 0.5) / 4) < 1e-12);
+  /* After: GPU0 {0,2,3} GPU1 {0,1,2}; layer 1 of scenario 1: 7.5 vs 2.5. */
+  assert_true(fabs(x->scenario[1].after.ratio[1] - 0.5) < 1e-12);
+  /* The writers: the scenarios in the JSON (names escaped), one bar per
+   * GPU per scenario in the SVG. */
+  char jp[600], sp[600], *text = NULL;
+  tmp_path(jp, sizeof(jp), "sc.json");
+  tmp_path(sp, sizeof(sp), "sc.svg");
+  assert_int_equal(eplb_report_write_json(&r, jp, NULL), 0);
+  assert_int_equal(eplb__read_file(jp, &text, NULL, NULL), 0);
+  cJSON *root = cJSON_Parse(text);
+  assert_non_null(root);
+  const cJSON *list = cJSON_GetObjectItem(root, "scenarios");
+  assert_int_equal(cJSON_GetArraySize(list), 2);
+  assert_string_equal(
+      cJSON_GetObjectItem(cJSON_GetArrayItem(list, 0), "name")->valuestring,
+      "prefill \"long\"");
+  assert_true(cJSON_IsNull(cJSON_GetObjectItem(root, "cross_validation")));
+  cJSON_Delete(root);
+  free(text);
+  assert_int_equal(eplb_report_write_svg(&r, sp, NULL), 0);
+  assert_int_equal(eplb__read_file(sp, &text, NULL, NULL), 0);
+  assert_int_equal(count(text, "class=\"scell\""), 2 * 2 * 2); /* K L G */
+  assert_int_equal(count(text, "<g>"), count(text, "</g>"));
+  assert_non_null(strstr(text, ">prefill \"long\"</text>"));
+  /* Scenario 1, layer 1 under the map: GPU 0 at 1.5 x the mean. */
+  assert_non_null(strstr(text, "layer 4 GPU 0: 1.5000 x the mean"));
+  free(text);
+  unlink(jp);
+  unlink(sp);
+  /* A scenario of another shape: refused, the report unchanged. */
+  eplb_report_cleanup(&r);
+  assert_int_equal(eplb_report_compute(&r, &s, &b, &a, NULL), 0);
+  eplb_stats_cleanup(&st[1]);
+  assert_int_equal(eplb_stats_init(&st[1], 2, 3, NULL), 0);
+  eplb_error_t err;
+  assert_int_equal(eplb_report_add_scenarios(&r, &sc, names, &b, &a, &err),
+                   EPLB_ESHAPE);
+  assert_null(r.scenarios);
+  eplb_report_cleanup(&r);
+  eplb_placement_cleanup(&a);
+  eplb_placement_cleanup(&b);
+  eplb_stats_cleanup(&s);
+  eplb_stats_cleanup(&st[0]);
+  eplb_stats_cleanup(&st[1]);
+}
+
+/* Imbalance of the plan of (sc, policy) on st; mean: plan sc's mean. */
+static double judged(const eplb_scenarios_t *sc, int mean, eplb_policy_t policy,
+                     const eplb_stats_t *st) {
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 40;
+  o.num_gpus = 8;
+  o.policy = policy;
+  eplb_placement_t p;
+  eplb_stats_t m;
+  if (mean) {
+    assert_int_equal(eplb_report_scenarios_mean(sc, &m, NULL), 0);
+    assert_int_equal(eplb_plan(&m, &o, &p, NULL), 0);
+    eplb_stats_cleanup(&m);
+  } else {
+    assert_int_equal(eplb_plan_scenarios(sc, &o, &p, NULL), 0);
+  }
+  eplb_balance_t b;
+  assert_int_equal(eplb_balance(st, &p, &b, NULL), 0);
+  eplb_placement_cleanup(&p);
+  return b.imbalance;
+}
+
+static void test_cross_validate(void **state) {
+  (void)state;
+  enum { K = 4, LL = 3, EE = 32 };
+  eplb_stats_t st[K];
+  double w[K] = {1, 2, 0.5, 1};
+  for (int k = 0; k < K; k++) {
+    assert_int_equal(eplb_stats_init(&st[k], LL, EE, NULL), 0);
+    for (int i = 0; i < LL * EE; i++)
+      st[k].load[i] =
+          10 + (i * 7 + k * 13) % 29 + ((i + 5 * k) % 11 == 0 ? 300 : 0);
+  }
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 40;
+  o.num_gpus = 8;
+  o.policy = EPLB_POLICY_DEEPSEEK; /* not used: every plan is made */
+  eplb_report_cv_t cv = {0};
+  eplb_error_t err;
+  eplb_scenarios_t one = {1, st, w};
+  assert_int_equal(eplb_report_cross_validate(&one, &o, &cv, &err), EPLB_EARG);
+  assert_non_null(strstr(err.msg, "two scenarios"));
+  eplb_scenarios_t sc = {K, st, w};
+  assert_int_equal(eplb_report_cross_validate(&sc, &o, &cv, &err), 0);
+  assert_int_equal(cv.num_scenarios, K);
+  assert_int_equal(cv.num_gpus, 8);
+  double mr = 0, wsum = 0;
+  for (int k = 0; k < K; k++) {
+    /* The others of k, in order, with their weights. */
+    eplb_stats_t ot[K - 1];
+    double ow[K - 1];
+    for (int j = 0, n = 0; j < K; j++)
+      if (j != k) {
+        ot[n] = st[j];
+        ow[n++] = w[j];
+      }
+    eplb_scenarios_t others = {K - 1, ot, ow};
+    assert_true(cv.robust[k] ==
+                judged(&others, 0, EPLB_POLICY_BALANCED, &st[k]));
+    assert_true(cv.balanced[k] ==
+                judged(&others, 1, EPLB_POLICY_BALANCED, &st[k]));
+    assert_true(cv.deepseek[k] ==
+                judged(&others, 1, EPLB_POLICY_DEEPSEEK, &st[k]));
+    mr += w[k] * cv.robust[k];
+    wsum += w[k];
+  }
+  assert_true(fabs(cv.mean_robust - mr / wsum) < 1e-12);
+  /* Options that do not fit: the planner's message. */
+  eplb_report_cv_cleanup(&cv);
+  o.num_slots = 41;
+  assert_int_equal(eplb_report_cross_validate(&sc, &o, &cv, &err), EPLB_EARG);
+  assert_null(cv.robust);
+  for (int k = 0; k < K; k++)
+    eplb_stats_cleanup(&st[k]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_scenarios_mean),
+      cmocka_unit_test(test_add_scenarios),
+      cmocka_unit_test(test_cross_validate),
       cmocka_unit_test(test_table_contiguous),
       cmocka_unit_test(test_replicas_split_load),
       cmocka_unit_test(test_compute_metrics),

@@ -8,6 +8,13 @@
  * placement's imbalance on the smoothed loads exceeds a threshold and a
  * migration-aware re-plan improves it by at least a minimum gain; at most
  * `layers_per_round` layers move per round, the worst first.
+ *
+ * With `history` K > 1 the last K rounds with traffic are kept apart, as
+ * scenarios (eplb/plan.h): the imbalance a decision weighs is, per layer,
+ * the mean over those windows of each window's imbalance, and the
+ * re-plan balances every window at once (eplb_plan_scenarios_from), so a
+ * placement is chosen for traffic that keeps changing, not for one
+ * average of it (docs/online.md).
  */
 #ifndef EPLB_ONLINE_H
 #define EPLB_ONLINE_H
@@ -33,6 +40,11 @@ typedef struct eplb_online_opts_s {
                                least this much, 0..100 (default 0.02) */
   int32_t layers_per_round; /* layers moved per round at most, 0 = all,
                                else 1..EPLB_MAX_LAYERS (default 0) */
+  int32_t history;          /* rounds whose windows are the scenarios of
+                               the decision, 1..EPLB_MAX_SCENARIOS (default
+                               1: the smoothed load alone; 0 is read as
+                               1); above 1, ema_alpha only smooths what
+                               eplb_online_smoothed returns */
 } eplb_online_opts_t;
 
 /* Defaults as documented above; plan options from eplb_plan_opts_default
@@ -67,7 +79,9 @@ typedef struct eplb_online_decision_s {
   int rebalance;             /* 1: apply `proposal` */
   int32_t layers_changed;    /* layers whose placement differs */
   int64_t moves;             /* replicas arriving on a new GPU */
-  double imbalance_before;   /* mean over layers, smoothed loads */
+  double imbalance_before;   /* mean over layers, smoothed loads (history
+                                > 1: of the mean over the windows of each
+                                window's imbalance) */
   double imbalance_after;    /* the same for the proposal */
   eplb_placement_t proposal; /* the placement to migrate to (a copy of the
                                 current one when rebalance == 0); freed by
@@ -89,6 +103,12 @@ int eplb_online_applied(eplb_online_t *o, const eplb_placement_t *applied,
 const eplb_placement_t *eplb_online_current(const eplb_online_t *o);
 const eplb_stats_t *eplb_online_smoothed(const eplb_online_t *o);
 int64_t eplb_online_rounds(const eplb_online_t *o);
+
+/* With history > 1: the windows a decision weighs now, oldest first
+ * (min(rounds, history) of them), as a scenario set borrowed from o
+ * (valid until the next call on o); num_scenarios 0 before any traffic
+ * or with history 1. */
+eplb_scenarios_t eplb_online_windows(const eplb_online_t *o);
 
 #ifdef __cplusplus
 }

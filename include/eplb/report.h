@@ -19,6 +19,7 @@
 #include "eplb/error.h"
 #include "eplb/formats.h"
 #include "eplb/placement.h"
+#include "eplb/plan.h"
 #include "eplb/series.h"
 #include "eplb/stats.h"
 
@@ -52,6 +53,8 @@ typedef struct eplb_report_s {
   int32_t max_hot_layer; /* its index 0..L-1 */
   int32_t num_steps;     /* iterations the table averages over
                             (1: computed on the summed load) */
+  struct eplb_report_scenarios_s *scenarios; /* eplb_report_add_scenarios,
+                                                or NULL */
 } eplb_report_t;
 
 /* Fills *t with the per-GPU loads of placement p over the statistics (same
@@ -94,6 +97,69 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
  * atomically. */
 int eplb_report_write_svg(const eplb_report_t *r, const char *path,
                           eplb_error_t *err);
+
+/* ---- scenarios ---------------------------------------------------------
+ *
+ * With several workloads (eplb/plan.h, "scenarios"): each one's load under
+ * the report's placements, and a forecast: for each scenario, the
+ * imbalance on it of plans made from the others only (leave-one-out), the
+ * imbalance to expect on traffic not seen yet (docs/eplb-report.md). */
+
+/* The weighted mean of the scenarios, each layer of each normalised to its
+ * own total (a scenario idle in a layer is left out of that layer's mean;
+ * a layer idle in all is zero): the one histogram the metrics of a
+ * scenario plan are reported on by eplb-plan and eplb-sync.  *out gets
+ * stats[0]'s layer ids (cleanup with eplb_stats_cleanup). */
+int eplb_report_scenarios_mean(const eplb_scenarios_t *sc, eplb_stats_t *out,
+                               eplb_error_t *err);
+
+#define EPLB_REPORT_NAME_MAX 256
+
+typedef struct eplb_report_scenario_s {
+  char name[EPLB_REPORT_NAME_MAX]; /* as the caller named it */
+  double weight;
+  eplb_report_table_t before; /* its load under the report's placements; */
+  eplb_report_table_t after;  /* after is empty without one (has_after) */
+} eplb_report_scenario_t;
+
+/* Leave-one-out: plans made from every scenario but k, judged on k (mean
+ * over layers of max/mean - 1 of the GPU loads). */
+typedef struct eplb_report_cv_s {
+  int32_t num_scenarios;
+  int32_t num_slots, num_gpus; /* the plans' shape */
+  double *robust;   /* [K] eplb_plan_scenarios of the others (balanced) */
+  double *balanced; /* [K] the balanced plan of the others' weighted mean */
+  double *deepseek; /* [K] DeepSeek's plan of the others' weighted mean */
+  double mean_robust, mean_balanced, mean_deepseek; /* weighted by the
+                                                       scenarios' weights */
+} eplb_report_cv_t;
+
+typedef struct eplb_report_scenarios_s {
+  int32_t num_scenarios;
+  eplb_report_scenario_t *scenario; /* [num_scenarios] */
+  double mean_before, mean_after;   /* weighted means of each scenario's
+                                       average imbalance ratio */
+  int has_cv;
+  eplb_report_cv_t cv; /* eplb_report_cross_validate's, when has_cv */
+} eplb_report_scenarios_t;
+
+/* Adds the scenarios to a computed report: each one's table under
+ * `before` and `after` (NULL when the report has none), of the report's
+ * layers (same shape as the report's statistics).  names[K] (or NULL:
+ * "scenario 0", ...) are copied, truncated to fit.  On failure r is as it
+ * was. */
+int eplb_report_add_scenarios(eplb_report_t *r, const eplb_scenarios_t *sc,
+                              const char *const *names,
+                              const eplb_placement_t *before,
+                              const eplb_placement_t *after, eplb_error_t *err);
+
+/* Leave-one-out over two scenarios or more, with the plan options' shape
+ * (opts->policy is not used: all three plans are made).  *out must be
+ * zeroed; cleanup with eplb_report_cv_cleanup. */
+int eplb_report_cross_validate(const eplb_scenarios_t *sc,
+                               const eplb_plan_opts_t *opts,
+                               eplb_report_cv_t *out, eplb_error_t *err);
+void eplb_report_cv_cleanup(eplb_report_cv_t *cv); /* NULL-safe */
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,11 @@
  *      divergent copy fails every rank with the divergent ranks named;
  *   5. rank 0 writes the map and a JSON summary, atomically.
  *
+ * With scenarios (eplb_sync_run_scenarios, eplb-sync --scenario), every
+ * rank brings its counts of each of K workloads; the K histograms are
+ * summed in the same one MPI_Allreduce, and rank 0 balances every
+ * scenario at once (eplb_plan_scenarios, docs/planner.md "Scenarios").
+ *
  * Before every collective phase the ranks agree on success (see
  * docs/sync.md): a rank that failed still takes part, so no rank ever waits
  * in a collective that another rank will not reach.
@@ -108,6 +113,16 @@ typedef struct eplb_sync_result_s {
   double seconds[EPLB_NUM_PHASES]; /* wall time per phase, rank 0's view */
   int migrated;                    /* 1: shards moved to `generation` */
   eplb_migrate_result_t migrate;   /* what moved (when migrated) */
+  /* Scenario runs (0 and NULL otherwise).  imbalance_before, _after and
+   * floor above are then those of the scenarios' weighted mean, each
+   * layer of each normalised to its own total (eplb_report_scenarios_mean),
+   * and each scenario's follows: */
+  int32_t num_scenarios;    /* K */
+  char **scenario_names;    /* [K] as the caller named them */
+  double *scenario_weights; /* [K] */
+  double *scenario_before;  /* [K] mean over layers of max/mean - 1 */
+  double *scenario_after;   /* [K] the same under the plan */
+  double scenario_mean_before, scenario_mean_after; /* weighted means */
 } eplb_sync_result_t;
 
 /* Frees what a run put in *res; NULL-safe, idempotent. */
@@ -135,6 +150,48 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
                         int num_patterns, eplb_stats_format_t format,
                         const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
                         eplb_error_t *err);
+
+/* ---- scenarios ---------------------------------------------------------
+ *
+ * Several workloads balanced at once.  Every rank brings its counts of
+ * each scenario; every scenario must have the same shape on every rank (a
+ * rank whose scenario differs is named, with its source); the K
+ * histograms are summed across ranks in one MPI_Allreduce of K x L x E
+ * counts (at most 2^31 - 1 of them); the layers idle in every scenario are
+ * dropped when a source pads dense layers; rank 0 plans with
+ * eplb_plan_scenarios, or eplb_plan_scenarios_from from opts->current,
+ * opts->current_map or the shards; then distribute, verify, move and write
+ * as eplb_sync_run.  The weights (local->weights, or the files' weight)
+ * must be the same on every rank.  The result has the per-scenario fields
+ * set; the summary lists every scenario. */
+
+/* local: this rank's K histograms (1..EPLB_MAX_SCENARIOS) and the
+ * weights; names[K] (or NULL: "scenario 0", ...) name them in messages
+ * and in the summary. */
+int eplb_sync_run_scenarios(MPI_Comm comm, const eplb_scenarios_t *local,
+                            const char *const *names,
+                            const eplb_sync_opts_t *opts,
+                            eplb_sync_result_t *res, eplb_error_t *err);
+
+/* One scenario of eplb_sync_run_scenario_files. */
+typedef struct eplb_sync_scenario_s {
+  const char *const *patterns; /* this rank's files of it, summed; "%r" is
+                                  the rank, as in eplb_sync_run_files */
+  int num_patterns;            /* 1..EPLB_SYNC_MAX_STATS */
+  double weight;               /* EPLB_MIN..MAX_SCENARIO_WEIGHT, or 0: 1 */
+  const char *name;            /* in the summary, or NULL: patterns[0] */
+} eplb_sync_scenario_t;
+
+/* The same, each rank reading its files of each of the num_scenarios
+ * scenarios (1..EPLB_MAX_SCENARIOS).  A file that cannot be read on any
+ * rank fails every rank with that rank and file named.
+ * res->seconds[EPLB_PHASE_READ] is set. */
+int eplb_sync_run_scenario_files(MPI_Comm comm,
+                                 const eplb_sync_scenario_t *scenarios,
+                                 int32_t num_scenarios,
+                                 eplb_stats_format_t format,
+                                 const eplb_sync_opts_t *opts,
+                                 eplb_sync_result_t *res, eplb_error_t *err);
 
 /* Expands "%r" in `pattern` to `rank` into buf (size bytes).  Returns 0,
  * or EPLB_EARG if the result does not fit. */

@@ -155,6 +155,12 @@ def loads(x: Any, name: str, dims: Sequence[str] = ("L", "E"),
     return a
 
 
+def as_numbers(x: Any, name: str) -> np.ndarray:
+    """x (a tensor, an array or nested lists of numbers) as a numpy array,
+    any shape (the caller checks it)."""
+    return _as_numpy(x, name, "numbers")
+
+
 def expert_ids(x: Any, name: str, num_experts: Optional[int] = None,
                dims: Sequence[str] = ("L", "S"),
                ranges: Optional[Sequence[Tuple[int, int]]] = None

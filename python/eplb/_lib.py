@@ -47,6 +47,8 @@ MIN_SLOTS, MAX_SLOTS = 1, 1048576
 MIN_GPUS, MAX_GPUS = 1, 65536
 MAX_PLAN_THREADS = 64
 MAX_ITER = 1000000000
+MAX_SCENARIOS = 1024  # EPLB_MAX_SCENARIOS
+MIN_SCENARIO_WEIGHT, MAX_SCENARIO_WEIGHT = 1e-6, 1e6
 INT32_MAX = 2**31 - 1
 
 
@@ -124,14 +126,22 @@ class ReportT(Structure):
                 ("hot_expert", POINTER(c_int32)),
                 ("avg_cv", c_double), ("avg_hot_share", c_double),
                 ("max_hot_share", c_double), ("max_hot_layer", c_int32),
-                ("num_steps", c_int32)]
+                ("num_steps", c_int32),
+                # eplb_report_scenarios_t *: not read by this package
+                ("scenarios", c_void_p)]
+
+
+class ScenariosT(Structure):
+    """eplb_scenarios_t (eplb/plan.h)."""
+    _fields_ = [("num_scenarios", c_int32), ("stats", POINTER(StatsT)),
+                ("weights", POINTER(c_double))]
 
 
 class OnlineOptsT(Structure):
     """eplb_online_opts_t (eplb/online.h)."""
     _fields_ = [("plan", PlanOptsT), ("ema_alpha", c_double),
                 ("threshold", c_double), ("min_gain", c_double),
-                ("layers_per_round", c_int32)]
+                ("layers_per_round", c_int32), ("history", c_int32)]
 
 
 # eplb_rebalance_hook_t (eplb/rebalance.h)
@@ -163,7 +173,7 @@ STRUCTS = {
     "eplb_placement_t": PlacementT, "eplb_plan_opts_t": PlanOptsT,
     "eplb_stats_read_opts_t": StatsReadOptsT, "eplb_balance_t": BalanceT,
     "eplb_report_table_t": ReportTableT, "eplb_report_t": ReportT,
-    "eplb_online_opts_t": OnlineOptsT,
+    "eplb_online_opts_t": OnlineOptsT, "eplb_scenarios_t": ScenariosT,
     "eplb_rebalancer_opts_t": RebalancerOptsT, "eplb_round_t": RoundT,
 }
 
@@ -191,6 +201,11 @@ _PROTOS = {
     "eplb_plan_from": (c_int, [_P(StatsT), _P(PlacementT), _P(PlanOptsT),
                                _P(PlacementT), _P(ErrorT)]),
     "eplb_placement_moves": (c_int64, [_P(PlacementT), _P(PlacementT)]),
+    "eplb_plan_scenarios": (c_int, [_P(ScenariosT), _P(PlanOptsT),
+                                    _P(PlacementT), _P(ErrorT)]),
+    "eplb_plan_scenarios_from": (c_int, [_P(ScenariosT), _P(PlacementT),
+                                         _P(PlanOptsT), _P(PlacementT),
+                                         _P(ErrorT)]),
     "eplb_gpu_loads": (c_int, [_P(c_double), c_int32, _P(c_int32), c_int32,
                                c_int32, _P(c_double), _P(ErrorT)]),
     "eplb_layer_imbalance": (c_double, [_P(c_double), c_int32, _P(c_int32),

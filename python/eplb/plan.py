@@ -10,13 +10,13 @@ inside log2phy).
 from __future__ import annotations
 
 import os
-from ctypes import byref
+from ctypes import POINTER, byref, c_double
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from . import _arrays, _lib, _views
-from .errors import NoMemError, ShapeError, UnsupportedError
+from .errors import ArgError, NoMemError, ShapeError
 
 __all__ = ["rebalance_experts", "POLICIES"]
 
@@ -60,34 +60,73 @@ def check_opts(o: "_lib.PlanOptsT", num_experts: int,
     _lib.raise_for(rc, err, names or {})
 
 
-# ---- scenarios: the one place to wire libeplb's multi-scenario planner --
+# ---- scenarios: several workloads balanced at once ---------------------
 
 def _scenario_set(scenarios: Any, L: int, E: int) -> np.ndarray:
     """scenarios (a [K, L, E] array or K arrays [L, E]) as one float64
     [K, L, E] array, checked like weight."""
+    K_range = (1, _lib.MAX_SCENARIOS)
     if _arrays.is_tensor(scenarios) or isinstance(scenarios, np.ndarray):
         s = _arrays.loads(scenarios, "scenarios", ("K", "L", "E"),
-                          [(1, 1 << 20), (L, L), (E, E)])
+                          [K_range, (L, L), (E, E)])
         return s
     if not isinstance(scenarios, (list, tuple)) or len(scenarios) == 0:
         raise ShapeError("scenarios: pass a non-empty list of [L, E] loads or "
                          "a [K, L, E] array, not %r" % type(scenarios).__name__)
+    if len(scenarios) > _lib.MAX_SCENARIOS:
+        raise ShapeError("scenarios: %d loads; at most %d" %
+                         (len(scenarios), _lib.MAX_SCENARIOS))
     parts = [_arrays.loads(x, "scenarios[%d]" % k, ("L", "E"),
                            [(L, L), (E, E)]) for k, x in enumerate(scenarios)]
     return np.stack(parts)
 
 
+def _scenario_weights(weights: Any, K: int) -> Optional[np.ndarray]:
+    """weights (K numbers, each in 1e-6..1e6) as float64, or None."""
+    if weights is None:
+        return None
+    if isinstance(weights, (str, bytes)) or not (
+            _arrays.is_tensor(weights) or hasattr(weights, "__len__")):
+        raise ArgError("weights: pass %d numbers (one per scenario), not %r" %
+                       (K, type(weights).__name__))
+    w = _arrays.as_numbers(weights, "weights")
+    if w.ndim != 1 or w.shape[0] != K:
+        raise ShapeError("weights: shape [%s], expected [%d] (one per "
+                         "scenario)" % (", ".join(map(str, w.shape)), K))
+    w = w.astype(np.float64)
+    for k in range(K):
+        _arrays.real(w[k], "weights[%d]" % k, _lib.MIN_SCENARIO_WEIGHT,
+                     _lib.MAX_SCENARIO_WEIGHT)
+    return np.ascontiguousarray(w)
+
+
 def _plan_scenarios(stats: _views.StatsView, scenarios: np.ndarray,
-                    opts: "_lib.PlanOptsT", current: Optional[_views.PlacementView]
+                    weights: Optional[np.ndarray], opts: "_lib.PlanOptsT",
+                    current: Optional[_views.PlacementView]
                     ) -> "_lib.PlacementT":
-    """Plans for every scenario at once (docs/planner.md, issue "plans that
-    balance traffic they were not computed on").  libeplb 0.1 has no entry
-    point for a scenario set yet: when it does, call it here with the
-    [K, L, E] loads (and `current` for a re-plan) and return its placement;
-    nothing else in this package needs to change."""
-    raise UnsupportedError(
-        "scenarios=: this libeplb (%s) has no multi-scenario planner yet; "
-        "plan on one load (weight) for now" % _lib.load().eplb_version().decode())
+    """Plans for every scenario at once (eplb_plan_scenarios, or
+    eplb_plan_scenarios_from from `current`; docs/planner.md
+    "Scenarios").  stats gives the layer ids."""
+    K = scenarios.shape[0]
+    views = [_views.StatsView(scenarios[k], stats.layer_ids) for k in range(K)]
+    arr = (_lib.StatsT * K)(*[v.c for v in views])
+    wptr = (weights.ctypes.data_as(POINTER(c_double))
+            if weights is not None else None)
+    sc = _lib.ScenariosT(K, arr, wptr)
+    lib = _lib.load()
+    out = _lib.PlacementT()
+    err = _lib.ErrorT()
+    if current is None:
+        rc = lib.eplb_plan_scenarios(byref(sc), byref(opts), byref(out),
+                                     byref(err))
+    else:
+        rc = lib.eplb_plan_scenarios_from(byref(sc), current.ref(), byref(opts),
+                                          byref(out), byref(err))
+    if rc:
+        lib.eplb_placement_cleanup(byref(out))
+        _lib.raise_for(rc, err, {"current-map": "current"})
+    del views, arr  # kept alive until here: libeplb read them
+    return out
 
 
 def _physical_memory() -> int:
@@ -114,7 +153,8 @@ def _check_memory(L: int, E: int, S: int) -> None:
 def rebalance_experts(weight: Any, num_replicas: int, num_groups: int,
                       num_nodes: int, num_gpus: int, *,
                       policy: str = "balanced", current: Any = None,
-                      scenarios: Any = None, threads: int = 1,
+                      scenarios: Any = None, weights: Any = None,
+                      threads: int = 1,
                       max_moves: Optional[int] = None,
                       move_cost: Optional[float] = None,
                       keep_threshold: Optional[float] = None
@@ -152,9 +192,15 @@ def rebalance_experts(weight: Any, num_replicas: int, num_groups: int,
                     move_cost (0..1) and keep_threshold (0..100) tune it;
                     see docs/planner.md.
       scenarios     several workloads to balance at once: a [K, L, E]
-                    array or a list of K [L, E] loads.  Not in this
-                    libeplb yet: raises eplb.UnsupportedError (after
-                    checking the argument).
+                    array or a list of K [L, E] loads, 1 <= K <= 1024,
+                    each checked like weight (same L and E).  The plan
+                    balances each of them at once (eplb_plan_scenarios,
+                    or eplb_plan_scenarios_from with current), each layer
+                    of each normalised to its own total; weight then only
+                    gives the shape (pass it among the scenarios to plan
+                    on it too).  One scenario is the plain plan of it.
+      weights       with scenarios: K numbers, each 1e-6..1e6 (default:
+                    equal), what each scenario weighs in the objective.
       threads       threads that plan layers in parallel, 0..64 (0: one per
                     CPU this process may use; default 1).  The map does not
                     depend on it.
@@ -169,8 +215,8 @@ def rebalance_experts(weight: Any, num_replicas: int, num_groups: int,
 
     Raises eplb.Error subclasses carrying libeplb's one-line message and
     code: ShapeError (dimensions), ArgError (an argument out of range, a
-    type that is not a number), CountError (a negative, non-finite or too
-    large load), MapError (a bad `current`), UnsupportedError.
+    type that is not a number, a weight out of range), CountError (a
+    negative, non-finite or too large load), MapError (a bad `current`).
     """
     kind = _arrays.kind_of(weight)
     w = _arrays.loads(weight, "weight")
@@ -188,8 +234,12 @@ def rebalance_experts(weight: Any, num_replicas: int, num_groups: int,
     lib = _lib.load()
     out = _lib.PlacementT()
     err = _lib.ErrorT()
+    if weights is not None and scenarios is None:
+        raise ArgError("weights= weighs the scenarios: pass scenarios= too")
     if scenarios is not None:
-        placement = _plan_scenarios(stats, _scenario_set(scenarios, L, E),
+        sc = _scenario_set(scenarios, L, E)
+        placement = _plan_scenarios(stats, sc,
+                                    _scenario_weights(weights, sc.shape[0]),
                                     opts, cur)
     else:
         if cur is None:

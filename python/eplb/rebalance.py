@@ -36,6 +36,7 @@ class Round(NamedTuple):
     rebalanced: bool         # True: the placement changed
     generation: int          # the placement's generation after the step
     imbalance_before: float  # current placement on the smoothed loads
+                             # (history > 1: mean over the windows)
     imbalance_after: float   # the placement after the step, same loads
     layers_changed: int
     moves: int               # replicas that arrived on a new GPU
@@ -167,6 +168,10 @@ class Rebalancer:
                      this, 0..100 (default 0.02).
       layers_per_round  layers changed per round at most, 0..4096 (0 = all,
                      the default), the worst first.
+      history        1..1024 (default 1: the smoothed loads): the last K
+                     steps' windows are the scenarios of the decision (the
+                     mean of each window's imbalance) and of the re-plan,
+                     which balances each of them (docs/online.md).
       generation     the current placement's generation, 0..2^64-1.
       output, output_format  rank 0 writes the map there after each
                      rebalance, atomically (formats as for write_map).
@@ -194,6 +199,7 @@ class Rebalancer:
                  threshold: Optional[float] = None,
                  min_gain: Optional[float] = None,
                  layers_per_round: Optional[int] = None,
+                 history: Optional[int] = None,
                  generation: int = 0, output: Any = None,
                  output_format: str = "auto", shards_dir: Any = None,
                  max_buffer_mb: int = 0, timeout_s: int = 0,
@@ -211,7 +217,7 @@ class Rebalancer:
                               current, layer_ids, policy, num_nodes,
                               num_groups, threads, max_moves, move_cost,
                               keep_threshold, ema_alpha, threshold, min_gain,
-                              layers_per_round, generation, output,
+                              layers_per_round, history, generation, output,
                               output_format, shards_dir, max_buffer_mb,
                               timeout_s, on_pause, on_resume, quiet)
         except Error as e:
@@ -238,7 +244,8 @@ class Rebalancer:
                  layer_ids: Any, policy: str, num_nodes: Any, num_groups: Any,
                  threads: Any, max_moves: Any, move_cost: Any,
                  keep_threshold: Any, ema_alpha: Any, threshold: Any,
-                 min_gain: Any, layers_per_round: Any, generation: Any,
+                 min_gain: Any, layers_per_round: Any, history: Any,
+                 generation: Any,
                  output: Any, output_format: str, shards_dir: Any,
                  max_buffer_mb: Any, timeout_s: Any, on_pause: Any,
                  on_resume: Any, quiet: Any) -> "_lib.RebalancerOptsT":
@@ -278,6 +285,9 @@ class Rebalancer:
             o.online.layers_per_round = _arrays.integer(
                 layers_per_round, "layers_per_round", 0, _lib.MAX_LAYERS,
                 "(0: all)")
+        if history is not None:
+            o.online.history = _arrays.integer(history, "history", 1,
+                                               _lib.MAX_SCENARIOS)
         o.generation = _arrays.integer(generation, "generation", 0, 2**64 - 1)
         if output is not None:
             o.output = path_bytes(output, "output")

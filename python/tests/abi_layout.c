@@ -39,9 +39,10 @@ int main(void) {
     F(avg_mean) F(avg_std) F(avg_ratio) F(max_ratio) F(worst_layer) END;
   BEGIN(eplb_report_t) F(num_layers) F(num_experts) F(layer_ids) F(before) F(after)
     F(has_after) F(cv) F(hot_share) F(hot_expert) F(avg_cv) F(avg_hot_share)
-    F(max_hot_share) F(max_hot_layer) F(num_steps) END;
+    F(max_hot_share) F(max_hot_layer) F(num_steps) F(scenarios) END;
   BEGIN(eplb_online_opts_t) F(plan) F(ema_alpha) F(threshold) F(min_gain)
-    F(layers_per_round) END;
+    F(layers_per_round) F(history) END;
+  BEGIN(eplb_scenarios_t) F(num_scenarios) F(stats) F(weights) END;
   BEGIN(eplb_rebalancer_opts_t) F(online) F(generation) F(output) F(output_format)
     F(shards_dir) F(max_buffer_mb) F(timeout_s) F(layer_ids) F(pause) F(resume)
     F(hook_ctx) F(quiet) END;
@@ -50,8 +51,12 @@ int main(void) {
     F(seconds) END;
   printf(",\n\"EPLB_ERROR_MSG_MAX\": %d, \"EPLB_MAX_LAYERS\": %d, \"EPLB_MAX_EXPERTS\": %d, "
          "\"EPLB_MAX_SLOTS\": %d, \"EPLB_MAX_GPUS\": %d, \"EPLB_MAX_PLAN_THREADS\": %d, "
-         "\"EPLB_MAX_ITER\": %d, \"EPLB_MAX_COUNT\": %.17g}\n",
+         "\"EPLB_MAX_ITER\": %d, \"EPLB_MAX_COUNT\": %.17g, "
+         "\"EPLB_MAX_SCENARIOS\": %d, \"EPLB_MIN_SCENARIO_WEIGHT\": %.17g, "
+         "\"EPLB_MAX_SCENARIO_WEIGHT\": %.17g}\n",
          EPLB_ERROR_MSG_MAX, EPLB_MAX_LAYERS, EPLB_MAX_EXPERTS, EPLB_MAX_SLOTS,
-         EPLB_MAX_GPUS, EPLB_MAX_PLAN_THREADS, EPLB_MAX_ITER, EPLB_MAX_COUNT);
+         EPLB_MAX_GPUS, EPLB_MAX_PLAN_THREADS, EPLB_MAX_ITER, EPLB_MAX_COUNT,
+         EPLB_MAX_SCENARIOS, EPLB_MIN_SCENARIO_WEIGHT,
+         EPLB_MAX_SCENARIO_WEIGHT);
   return 0;
 }

@@ -42,6 +42,9 @@ def test_limits_match_the_headers(layout):
     assert _lib.MAX_PLAN_THREADS == layout["EPLB_MAX_PLAN_THREADS"]
     assert _lib.MAX_ITER == layout["EPLB_MAX_ITER"]
     assert _lib.MAX_COUNT == layout["EPLB_MAX_COUNT"]
+    assert _lib.MAX_SCENARIOS == layout["EPLB_MAX_SCENARIOS"]
+    assert _lib.MIN_SCENARIO_WEIGHT == layout["EPLB_MIN_SCENARIO_WEIGHT"]
+    assert _lib.MAX_SCENARIO_WEIGHT == layout["EPLB_MAX_SCENARIO_WEIGHT"]
 
 
 def test_a_class_for_every_error_code():

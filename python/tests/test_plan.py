@@ -171,19 +171,144 @@ def test_current_replans_from_where_experts_are():
         eplb.rebalance_experts(w1, S, 4, 2, G, current=cur)
 
 
-def test_scenarios_are_checked_then_unsupported():
+# ---- scenarios= and weights= ---------------------------------------------
+
+def gpu_imbalance(w: np.ndarray, phy: np.ndarray, G: int) -> np.ndarray:
+    """Per layer, max/mean - 1 of the GPU loads of w under phy2log (an
+    expert's load split evenly over its replicas); 0 for an idle layer."""
+    L, S = phy.shape
+    out = np.zeros(L)
+    for l in range(L):
+        cnt = np.bincount(phy[l], minlength=w.shape[1])
+        per_slot = w[l][phy[l]] / cnt[phy[l]]
+        gpu = per_slot.reshape(G, S // G).sum(axis=1)
+        out[l] = gpu.max() / gpu.mean() - 1 if gpu.sum() > 0 else 0
+    return out
+
+
+def objective(sc, phy, G, weights=None):
+    """The scenario objective: per layer, the weighted mean over the
+    scenarios of each one's imbalance, averaged over layers."""
+    w = np.ones(len(sc)) if weights is None else np.asarray(weights, float)
+    per = np.array([gpu_imbalance(x, phy, G) for x in sc])  # [K, L]
+    return float((w[:, None] * per).sum(axis=0).mean() / w.sum())
+
+
+def valid(phy: np.ndarray, E: int, G: int) -> bool:
+    return all(sorted(set(row)) == list(range(E)) and
+               not has_duplicate(row, G) for row in phy)
+
+
+def workloads(L, E, K, seed):
+    """K workloads of one shape, each with its own hot experts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(K):
+        w = rng.integers(50, 150, size=(L, E)).astype(np.float64)
+        for l in range(L):
+            w[l, rng.choice(E, 3, replace=False)] *= 8
+        out.append(w)
+    return out
+
+
+def test_one_scenario_is_the_plain_plan():
+    for kind in ("uniform", "skewed", "zero_layer"):
+        w = loads(kind, 6, 16, 3)
+        plain = eplb.rebalance_experts(w, 24, 1, 1, 8)
+        one = eplb.rebalance_experts(w, 24, 1, 1, 8, scenarios=[w])
+        for a, b in zip(plain, one):
+            assert np.array_equal(a, b), kind
+        arr = eplb.rebalance_experts(w, 24, 1, 1, 8, scenarios=w[None],
+                                     weights=[5.0])
+        assert np.array_equal(plain[0], arr[0])
+        cur = plain[0]
+        re_plain = eplb.rebalance_experts(w * 1.5, 24, 1, 1, 8, current=cur)
+        re_one = eplb.rebalance_experts(w * 1.5, 24, 1, 1, 8, current=cur,
+                                        scenarios=[w * 1.5])
+        assert np.array_equal(re_plain[0], re_one[0]), kind
+
+
+def test_scenarios_balance_each_workload():
+    L, E, S, G = 5, 32, 40, 8
+    sc = workloads(L, E, 3, 11)
+    phy, log2phy, logcnt = eplb.rebalance_experts(sc[0], S, 1, 1, G,
+                                                  scenarios=sc)
+    assert phy.shape == (L, S) and logcnt.shape == (L, E)
+    assert valid(phy, E, G)
+    assert np.array_equal(logcnt.sum(axis=1), np.full(L, S))
+    # The plan of the per-layer normalised mean is where the scenario plan
+    # starts: the objective only goes down from it.
+    mean = sum(x / x.sum(axis=1, keepdims=True) for x in sc) / len(sc)
+    of_mean, _, _ = eplb.rebalance_experts(mean * 1e6, S, 1, 1, G)
+    assert objective(sc, phy, G) <= objective(sc, of_mean, G) + 1e-12
+    assert objective(sc, phy, G) < objective(sc, of_mean, G)
+    # Tensors, arrays and lists give the same plan; so do equal weights.
+    stacked = np.stack(sc)
+    assert np.array_equal(phy, eplb.rebalance_experts(
+        sc[0], S, 1, 1, G, scenarios=stacked)[0])
+    assert np.array_equal(phy, eplb.rebalance_experts(
+        sc[0], S, 1, 1, G, scenarios=[x.tolist() for x in sc],
+        weights=(2, 2, 2))[0])
+
+
+def test_weights_steer_the_plan():
+    L, E, S, G = 4, 32, 40, 8
+    sc = workloads(L, E, 2, 5)
+    heavy = [1e-6, 1e6]  # scenario 1 all but alone
+    phy, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc,
+                                       weights=heavy)
+    assert valid(phy, E, G)
+    equal, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc)
+    # Weighted toward scenario 1, it is at least as balanced on it.
+    assert gpu_imbalance(sc[1], phy, G).mean() <= \
+        gpu_imbalance(sc[1], equal, G).mean() + 1e-12
+
+
+def test_scenarios_replan_from_current():
+    L, E, S, G = 4, 32, 40, 8
+    sc = workloads(L, E, 3, 21)
+    cur, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G)
+    phy, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc,
+                                       current=cur)
+    assert valid(phy, E, G)
+    assert objective(sc, phy, G) < objective(sc, cur, G)
+    # Balanced enough on every scenario: every layer is kept.
+    kept, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc,
+                                        current=cur, keep_threshold=100)
+    assert np.array_equal(kept, cur)
+    # No replica may move: the plan is the current one.
+    still, _, _ = eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc,
+                                         current=cur, max_moves=0)
+    assert np.array_equal(still, cur)
+    with pytest.raises(eplb.MapError, match=r"current\[0, 0\]"):
+        bad = cur.copy()
+        bad[0, 0] = E
+        eplb.rebalance_experts(sc[0], S, 1, 1, G, scenarios=sc, current=bad)
+
+
+def test_scenarios_and_weights_are_checked():
     w = loads("uniform", 3, 16, 0)
-    with pytest.raises(eplb.UnsupportedError) as ei:
-        eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=[w, w * 2])
-    assert isinstance(ei.value, NotImplementedError)
-    assert ei.value.code == -1 and "scenario" in str(ei.value)
-    with pytest.raises(eplb.UnsupportedError):
-        eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=np.stack([w, w]))
     with pytest.raises(eplb.ShapeError, match=r"scenarios\[1\]"):
         eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=[w, w[:, :8]])
     with pytest.raises(eplb.ShapeError):
         eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=[])
+    with pytest.raises(eplb.ShapeError, match="at most 1024"):
+        eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=[w] * 1025)
     with pytest.raises(eplb.CountError, match=r"scenarios\[0, 1, 2\]"):
         bad = np.stack([w, w])
         bad[0, 1, 2] = -1
         eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=bad)
+    for weights, err, msg in (
+            ([1, 0], eplb.ArgError, r"weights\[1\] = 0.0 is outside"),
+            ([1, 2e6], eplb.ArgError, r"weights\[1\]"),
+            ([1, float("nan")], eplb.ArgError, r"weights\[1\]"),
+            ([1, "x"], eplb.ArgError, "not a number"),
+            ([1], eplb.ShapeError, r"expected \[2\]"),
+            ([[1, 1]], eplb.ShapeError, r"expected \[2\]"),
+            (3.0, eplb.ArgError, "pass 2 numbers")):
+        with pytest.raises(err, match=msg) as ei:
+            eplb.rebalance_experts(w, 24, 4, 1, 8, scenarios=[w, w],
+                                   weights=weights)
+        assert ei.value.code == err.code
+    with pytest.raises(eplb.ArgError, match="pass scenarios= too"):
+        eplb.rebalance_experts(w, 24, 4, 1, 8, weights=[1])

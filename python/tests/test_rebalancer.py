@@ -173,6 +173,9 @@ def test_comm_self_and_a_split_communicator(MPI):
     (dict(threshold=-1), "threshold"),
     (dict(min_gain=101), "min_gain"),
     (dict(layers_per_round=5000), "layers_per_round"),
+    (dict(history=0), "history = 0 is outside 1..1024"),
+    (dict(history=1025), "history"),
+    (dict(history=2.0), "history must be an integer"),
     (dict(generation=-1), "generation"),
     (dict(max_buffer_mb=70000), "max_buffer_mb"),
     (dict(timeout_s=-5), "timeout_s"),
@@ -189,6 +192,35 @@ def test_bad_options(MPI, kw, words):
     with pytest.raises(eplb.Error, match=words):
         eplb.Rebalancer(MPI.COMM_WORLD, args["num_layers"], args["num_experts"],
                         args["num_slots"], args["num_gpus"], quiet=True, **kw)
+
+
+def test_history_weighs_each_window(MPI):
+    # Two GPUs, four experts on the contiguous placement (0, 1 on GPU 0;
+    # 2, 3 on GPU 1).  Step 1's traffic is even; step 2's is all on experts
+    # 0 and 1, so all on GPU 0.  Smoothed slowly (ema_alpha 0.05) the load
+    # barely moves: history 1 keeps the placement.  With history 2 step 2
+    # weighs both windows (imbalance 0 and 1: mean 0.5) and pairs the
+    # experts across the GPUs, balancing both.
+    even = np.array([[5.0, 5, 5, 5]])
+    hot = np.array([[10.0, 10, 0, 0]])
+    for history in (1, 2):
+        with eplb.Rebalancer(MPI.COMM_WORLD, 1, 4, 4, 2, ema_alpha=0.05,
+                             threshold=0.1, history=history,
+                             quiet=True) as rb:
+            rb.observe(even)
+            r1 = rb.step()
+            assert r1.had_traffic and not r1.rebalanced
+            rb.observe(hot)
+            r2 = rb.step()
+            if history == 1:
+                assert not r2.rebalanced and r2.imbalance_before < 0.1, r2
+                assert np.array_equal(rb.current[0], [0, 1, 2, 3])
+            else:
+                assert r2.rebalanced, r2
+                assert abs(r2.imbalance_before - 0.5) < 1e-12, r2
+                assert abs(r2.imbalance_after) < 1e-12, r2
+                gpu0 = set(rb.current[0, :2].tolist())
+                assert len(gpu0 & {0, 1}) == 1, rb.current
 
 
 def test_not_a_communicator(MPI):

@@ -6,9 +6,11 @@
  * placement a model starts with (or, with neither --map nor --num-gpus,
  * per expert: one expert per column) and for --map; then the coefficient of
  * variation of the expert loads and the hottest expert's share.  --svg
- * draws heat maps, --json feeds scripts.  The numbers come from the pure
- * module src/report/report.c.  Exit codes: 0 ok, 1 runtime error, 2 usage
- * error. See docs/eplb-report.md. */
+ * draws heat maps, --json feeds scripts.  With several workloads
+ * (--scenario, --window) each one's imbalance under the map, and with
+ * --cross-validate the forecast: each scenario judged on plans made from
+ * the others.  The numbers come from the pure modules src/report/.  Exit codes:
+ * 0 ok, 1 runtime error, 2 usage error. See docs/eplb-report.md. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +26,15 @@
 typedef struct {
   const char **stats;
   int num_stats;
+  eplb_cli_source_t *scen; /* --scenario SPEC[@W], in order */
+  int num_scen;
+  int32_t window; /* --window N, 0: none */
   eplb_stats_format_t format;
   eplb_stats_read_opts_t ropts;
   const char *map, *svg, *json;
-  int32_t num_gpus; /* 0: not given */
-  int quiet, sum_iters;
+  int32_t num_gpus;  /* 0: not given */
+  int32_t num_slots; /* --num-slots, 0: not given */
+  int quiet, sum_iters, cross_validate;
 } args_t;
 
 /* --help: every option with its range. */
@@ -37,6 +43,10 @@ static void usage(FILE *f) {
       f,
       "usage: eplb-report --stats PATH [--stats PATH ...] [--map FILE]\n"
       "                   [--num-gpus G] [--svg FILE] [--json FILE|-] "
+      "[options]\n"
+      "       eplb-report --scenario SPEC[@W] --scenario SPEC[@W] ... "
+      "--cross-validate\n"
+      "                   (--map FILE | --num-gpus G [--num-slots S]) "
       "[options]\n"
       "\n"
       "Shows how evenly the experts' load falls on the GPUs: per layer the "
@@ -73,12 +83,40 @@ static void usage(FILE *f) {
       "load\n"
       "                       summed over iterations (default: per iteration,\n"
       "                       averaged, as TensorRT-LLM's report does)\n"
+      "scenarios (docs/eplb-report.md):\n"
+      "  --scenario SPEC[@W]  a workload: SPEC is anything --stats takes, "
+      "summed\n"
+      "                       into one scenario; W its weight, %g..%g "
+      "(default 1);\n"
+      "                       repeat; --stats, when given too, is one more.\n"
+      "                       The tables are then on the scenarios' weighted\n"
+      "                       mean (each layer of each normalised), and each\n"
+      "                       scenario's imbalance is listed (and drawn in "
+      "--svg)\n"
+      "  --window N           read every source as a [steps][L][E] series "
+      "and make\n"
+      "                       one scenario of each N steps, %d..%d\n"
+      "  --cross-validate     for each scenario (two or more), plan on the "
+      "others\n"
+      "                       and judge on it: eplb's scenario plan, and the\n"
+      "                       balanced and deepseek plans of the others' "
+      "mean;\n"
+      "                       the mean is what to expect on traffic not seen "
+      "yet.\n"
+      "                       The plans have the map's slots and GPUs, or\n"
+      "                       --num-gpus G and --num-slots S\n"
+      "  --num-slots S        with --cross-validate and no --map: slots of "
+      "the\n"
+      "                       plans, %d..%d, a multiple of G, at least the\n"
+      "                       experts (default: the experts)\n"
       "  --quiet              print no table\n"
       "  --help, --version\n"
       "\n"
       "exit status: 0 ok, 1 runtime error (file, format, counts, shapes),\n"
       "2 usage error (unknown option, missing or out-of-range value)\n",
-      EPLB_MAX_ITER, EPLB_MIN_GPUS, EPLB_MAX_GPUS);
+      EPLB_MAX_ITER, EPLB_MIN_GPUS, EPLB_MAX_GPUS, EPLB_MIN_SCENARIO_WEIGHT,
+      EPLB_MAX_SCENARIO_WEIGHT, 1, EPLB_MAX_STEPS, EPLB_MIN_SLOTS,
+      EPLB_MAX_SLOTS);
 }
 
 enum {
@@ -92,7 +130,11 @@ enum {
   OPT_QUIET,
   OPT_HELP,
   OPT_VERSION,
-  OPT_SUM_ITERS
+  OPT_SUM_ITERS,
+  OPT_SCENARIO,
+  OPT_WINDOW,
+  OPT_CROSS_VALIDATE,
+  OPT_SLOTS
 };
 
 static const struct option long_opts[] = {
@@ -105,6 +147,10 @@ static const struct option long_opts[] = {
     {"json", required_argument, 0, OPT_JSON},
     {"quiet", no_argument, 0, OPT_QUIET},
     {"sum-iterations", no_argument, 0, OPT_SUM_ITERS},
+    {"scenario", required_argument, 0, OPT_SCENARIO},
+    {"window", required_argument, 0, OPT_WINDOW},
+    {"cross-validate", no_argument, 0, OPT_CROSS_VALIDATE},
+    {"num-slots", required_argument, 0, OPT_SLOTS},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0}};
@@ -131,6 +177,19 @@ static int parse_one(args_t *a, int c, char *argv[]) {
                               EPLB_MAX_GPUS, &a->num_gpus)
                ? 2
                : 0;
+  case OPT_SLOTS:
+    return eplb_cli_parse_int(PROG, "--num-slots", optarg, EPLB_MIN_SLOTS,
+                              EPLB_MAX_SLOTS, &a->num_slots)
+               ? 2
+               : 0;
+  case OPT_SCENARIO:
+    return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
+  case OPT_WINDOW:
+    return eplb_cli_parse_int(PROG, "--window", optarg, 1, EPLB_MAX_STEPS,
+                              &a->window)
+               ? 2
+               : 0;
+  case OPT_CROSS_VALIDATE: a->cross_validate = 1; return 0;
   case OPT_MAP: a->map = optarg; return 0;
   case OPT_SVG: a->svg = optarg; return 0;
   case OPT_JSON: a->json = optarg; return 0;
@@ -146,12 +205,15 @@ static int parse_one(args_t *a, int c, char *argv[]) {
  * another name, a glob match, a link, a file of a dump), nor each other. */
 static int check_files(const args_t *a) {
   eplb_cli_file_t out[2] = {{"--json", a->json}, {"--svg", a->svg}};
-  eplb_cli_file_t *in = calloc((size_t)a->num_stats + 1, sizeof(*in));
+  eplb_cli_file_t *in =
+      calloc((size_t)a->num_stats + (size_t)a->num_scen + 1, sizeof(*in));
   if (in == NULL)
     return eplb_cli_usage_error(PROG, "out of memory");
   int n = 0;
   for (int i = 0; i < a->num_stats; i++)
     in[n++] = (eplb_cli_file_t){"--stats", a->stats[i]};
+  for (int i = 0; i < a->num_scen; i++)
+    in[n++] = (eplb_cli_file_t){"--scenario", a->scen[i].label};
   if (a->map)
     in[n++] = (eplb_cli_file_t){"--map", a->map};
   int rc = eplb_cli_check_outputs(PROG, out, 2, in, n);
@@ -170,8 +232,24 @@ static int parse_args(int argc, char *argv[], args_t *a) {
   }
   if (optind < argc)
     return eplb_cli_usage_error(PROG, "unexpected argument '%s'", argv[optind]);
-  if (a->num_stats == 0)
-    return eplb_cli_usage_error(PROG, "--stats PATH is required");
+  if (a->num_stats == 0 && a->num_scen == 0)
+    return eplb_cli_usage_error(
+        PROG, "--stats PATH is required (or --scenario SPEC)");
+  if (a->num_slots && !a->cross_validate)
+    return eplb_cli_usage_error(PROG, "--num-slots sets the shape of the "
+                                      "--cross-validate plans; add "
+                                      "--cross-validate or drop it");
+  if (a->num_slots && a->map)
+    return eplb_cli_usage_error(PROG, "--num-slots and --map: the map says "
+                                      "the slots; drop --num-slots");
+  if (a->cross_validate && a->num_scen == 0 && a->window == 0)
+    return eplb_cli_usage_error(PROG, "--cross-validate needs two scenarios "
+                                      "or more: --scenario SPEC (repeat) or "
+                                      "--window N");
+  if (a->cross_validate && !a->map && !a->num_gpus)
+    return eplb_cli_usage_error(PROG, "--cross-validate plans on a shape: "
+                                      "give --map FILE or --num-gpus G (and "
+                                      "--num-slots S)");
   if ((a->svg && a->svg[0] == '\0') || (a->json && a->json[0] == '\0'))
     return eplb_cli_usage_error(PROG, "--svg and --json need a file name");
   return check_files(a);
@@ -234,6 +312,9 @@ static void print_report(const args_t *a, const eplb_report_t *r) {
     printf("per iteration, averaged over %d iterations (as TensorRT-LLM's "
            "report)\n",
            (int)r->num_steps);
+  else if (a->num_scen > 0 || a->window > 0)
+    printf("on the scenarios' weighted mean (each layer of each normalised "
+           "to its own total)\n");
   else
     printf("on the load summed over the window\n");
   printf("%-8s %14s %14s %10s", "layer", "mean", "std", "imb-ratio");
@@ -258,14 +339,112 @@ static void print_report(const args_t *a, const eplb_report_t *r) {
          (int)r->hot_expert[r->max_hot_layer]);
 }
 
+/* A scenario's name, cut from the left to fit `width` columns. */
+static void print_name(const char *name, int width) {
+  int len = (int)strlen(name);
+  if (len > width)
+    printf("  ...%-*s", width - 3, name + len - (width - 3));
+  else
+    printf("  %-*s", width, name);
+}
+
+/* Each scenario's imbalance before and after, and their weighted mean. */
+static void print_scenarios(const eplb_report_t *r) {
+  const eplb_report_scenarios_t *s = r->scenarios;
+  printf("scenarios             %d (mean imbalance ratio before%s, each on "
+         "its own load):\n",
+         (int)s->num_scenarios, r->has_after ? " -> after" : "");
+  for (int32_t k = 0; k < s->num_scenarios; k++) {
+    const eplb_report_scenario_t *v = &s->scenario[k];
+    print_name(v->name, 40);
+    printf(" w %-6g %.4f", v->weight, v->before.avg_ratio);
+    if (r->has_after)
+      printf(" -> %.4f", v->after.avg_ratio);
+    printf("\n");
+  }
+  printf("  %-40s %-8s %.4f", "weighted mean", "", s->mean_before);
+  if (r->has_after)
+    printf(" -> %.4f", s->mean_after);
+  printf("\n");
+}
+
+/* The leave-one-out table and its mean. */
+static void print_cv(const eplb_report_t *r) {
+  const eplb_report_scenarios_t *s = r->scenarios;
+  const eplb_report_cv_t *cv = &s->cv;
+  printf("cross-validation      each scenario judged on plans made from the "
+         "others\n"
+         "                      (%d slots on %d GPUs; mean imbalance ratio "
+         "on the scenario left out)\n",
+         (int)cv->num_slots, (int)cv->num_gpus);
+  printf("  %-40s %-8s %8s %8s %8s\n", "left out", "weight", "robust",
+         "balanced", "deepseek");
+  for (int32_t k = 0; k < cv->num_scenarios; k++) {
+    print_name(s->scenario[k].name, 40);
+    printf(" %-8g %8.4f %8.4f %8.4f\n", s->scenario[k].weight, cv->robust[k],
+           cv->balanced[k], cv->deepseek[k]);
+  }
+  printf("  %-49s %8.4f %8.4f %8.4f\n",
+         "mean: what to expect on traffic not seen yet", cv->mean_robust,
+         cv->mean_balanced, cv->mean_deepseek);
+  printf("  (robust: eplb's plan balancing the others at once; balanced, "
+         "deepseek:\n   plans of the others' weighted mean)\n");
+}
+
+/* A map in which a GPU holds an expert twice: its consumers (vllm-ascend,
+ * MindSpeed-RL, MindIE) drop the copy, so the table's "after" is not what
+ * they serve. */
+static void print_duplicates(const args_t *a, const eplb_placement_t *p) {
+  int32_t l = 0, g = 0, e = 0;
+  int64_t n = eplb_placement_duplicates(p, &l, &g, &e);
+  if (n <= 0)
+    return;
+  printf("duplicates            %lld GPU%s of %s hold an expert twice (first: "
+         "layer %d, GPU %d, expert %d): vllm-ascend, MindSpeed-RL and MindIE "
+         "drop the copy\n",
+         (long long)n, n > 1 ? "s" : "", a->map, (int)p->layer_ids[l], (int)g,
+         (int)e);
+}
+
 /* ---- the run ----------------------------------------------------------- */
 
 typedef struct {
-  eplb_stats_t st;
-  eplb_series_t series; /* one TensorRT-LLM dump, per iteration */
+  eplb_stats_t st;         /* the statistics, or the scenarios' weighted mean */
+  eplb_cli_scenarios_t sc; /* with --scenario / --window: two or more */
+  eplb_series_t series;    /* one TensorRT-LLM dump, per iteration */
   eplb_placement_t before, after;
   eplb_report_t rep;
 } run_t;
+
+/* --scenario / --window: the sources read as scenarios into r->sc, their
+ * weighted mean into r->st (as eplb-plan reads them); one scenario is
+ * the statistics themselves. */
+static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
+  int n = (a->num_stats > 0) + a->num_scen, i = 0;
+  eplb_cli_source_t *src = calloc((size_t)n, sizeof(*src));
+  if (src == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (a->num_stats > 0)
+    src[i++] = (eplb_cli_source_t){.paths = (const char *const *)a->stats,
+                                   .num_paths = a->num_stats,
+                                   .weight = 1,
+                                   .label = a->num_stats == 1 ? a->stats[0]
+                                                              : "--stats"};
+  for (int j = 0; j < a->num_scen; j++)
+    src[i++] = a->scen[j];
+  int rc = eplb_cli_read_scenarios(src, n, a->window, a->format, &a->ropts,
+                                   &r->sc, err);
+  free(src);
+  if (rc)
+    return rc;
+  if (r->sc.num == 1) { /* the statistics themselves */
+    r->st = r->sc.stats[0];
+    r->st.dense_rows = 0; /* dropped already */
+    r->sc.num = 0;
+    return 0;
+  }
+  return eplb_cli_scenarios_sum(&r->sc, &r->st, err);
+}
 
 /* 1 if the report is per iteration: one --stats, a TensorRT-LLM dump. */
 static int per_iteration(const args_t *a) {
@@ -279,8 +458,11 @@ static int per_iteration(const args_t *a) {
          stat(meta, &sb) == 0;
 }
 
-/* Reads the statistics: summed, or per iteration (then st is their sum). */
+/* Reads the statistics: summed, per iteration (then st is their sum), or
+ * as scenarios. */
 static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
+  if (a->num_scen > 0 || a->window > 0)
+    return read_scenarios(a, r, err);
   if (!per_iteration(a))
     return eplb_stats_read_many(&r->st, a->stats, a->num_stats, a->format,
                                 &a->ropts, err);
@@ -297,6 +479,20 @@ static int read_stats(const args_t *a, run_t *r, eplb_error_t *err) {
   return rc;
 }
 
+/* Each scenario's tables under the placements, into the report. */
+static int add_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
+  const char **names = malloc(sizeof(*names) * (size_t)r->sc.num);
+  if (names == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t k = 0; k < r->sc.num; k++)
+    names[k] = r->sc.names[k];
+  eplb_scenarios_t sc = {r->sc.num, r->sc.stats, r->sc.weights};
+  int rc = eplb_report_add_scenarios(&r->rep, &sc, names, &r->before,
+                                     a->map ? &r->after : NULL, err);
+  free(names);
+  return rc;
+}
+
 /* Reads, drops dense rows, builds the placements and the report. */
 static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
   int rc = read_stats(a, r, err);
@@ -308,13 +504,17 @@ static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
     return rc;
   int32_t E = r->st.num_experts;
   int32_t G = a->map ? r->after.num_gpus : a->num_gpus ? a->num_gpus : E;
-  int32_t S = a->map ? r->after.num_slots : E;
-  if (!a->map && E % G != 0)
+  /* Without a map, --num-slots (a multiple of G) stands in for the map's
+   * slots when G does not divide the experts. */
+  int32_t S = a->map ? r->after.num_slots : a->num_slots ? a->num_slots : E;
+  if (!a->map && E % G != 0 && S % G != 0)
     return eplb_error_set(err, EPLB_EARG,
                           "--num-gpus %d does not divide the "
                           "%d experts; the contiguous placement needs "
-                          "experts %% G == 0",
-                          (int)G, (int)E);
+                          "experts %% G == 0%s",
+                          (int)G, (int)E,
+                          a->num_slots ? " (or --num-slots a multiple of G)"
+                                       : "");
   rc = make_before(&r->st, G, S, &r->before, err);
   if (rc == 0 && r->series.num_steps > 0)
     rc = eplb_report_compute_series(&r->rep, &r->series, &r->before,
@@ -322,7 +522,44 @@ static int compute(const args_t *a, run_t *r, eplb_error_t *err) {
   else if (rc == 0)
     rc = eplb_report_compute(&r->rep, &r->st, &r->before,
                              a->map ? &r->after : NULL, err);
+  if (rc == 0 && r->sc.num > 1)
+    rc = add_scenarios(a, r, err);
   return rc;
+}
+
+/* --cross-validate: the plans' options from the map or --num-gpus /
+ * --num-slots.  Returns 0, or 2 after a usage error (a shape that does not
+ * fit the statistics). */
+static int cv_opts(const args_t *a, const run_t *r, eplb_plan_opts_t *o) {
+  eplb_plan_opts_default(o);
+  o->threads = 0; /* one process: the machine's CPUs */
+  o->num_gpus = a->map ? r->after.num_gpus : a->num_gpus;
+  o->num_slots = a->map         ? r->after.num_slots
+                 : a->num_slots ? a->num_slots
+                                : r->st.num_experts;
+  if (r->sc.num < 2)
+    return eplb_cli_usage_error(PROG,
+                                "--cross-validate needs two scenarios or "
+                                "more, and the sources make %d; give more "
+                                "--scenario or a shorter --window",
+                                r->sc.num > 0 ? (int)r->sc.num : 1);
+  eplb_error_t err;
+  if (eplb_plan_check_opts(o, r->st.num_experts, &err) != 0)
+    return eplb_cli_usage_error(PROG, "--cross-validate: %s", err.msg);
+  return 0;
+}
+
+/* The leave-one-out table into the report's scenarios. */
+static int cross_validate(const eplb_plan_opts_t *o, run_t *r,
+                          eplb_error_t *err) {
+  eplb_scenarios_t sc = {r->sc.num, r->sc.stats, r->sc.weights};
+  eplb_report_cv_t cv = {0};
+  int rc = eplb_report_cross_validate(&sc, o, &cv, err);
+  if (rc)
+    return rc;
+  r->rep.scenarios->cv = cv;
+  r->rep.scenarios->has_cv = 1;
+  return 0;
 }
 
 /* Everything after the options; returns the exit code. */
@@ -330,27 +567,51 @@ static int run(const args_t *a, run_t *r) {
   eplb_error_t err;
   eplb_error_clear(&err);
   int rc = compute(a, r, &err);
+  if (rc == 0 && a->cross_validate) {
+    eplb_plan_opts_t o;
+    int urc = cv_opts(a, r, &o);
+    if (urc)
+      return urc;
+    rc = cross_validate(&o, r, &err);
+  }
   if (rc == 0 && a->svg)
     rc = eplb_report_write_svg(&r->rep, a->svg, &err);
   if (rc == 0 && a->json)
     rc = eplb_report_write_json(&r->rep, a->json, &err);
   if (rc)
     return eplb_cli_report(PROG, &err);
-  if (!a->quiet && !(a->json && strcmp(a->json, "-") == 0))
+  if (!a->quiet && !(a->json && strcmp(a->json, "-") == 0)) {
     print_report(a, &r->rep);
+    if (a->map)
+      print_duplicates(a, &r->after);
+    if (r->rep.scenarios)
+      print_scenarios(&r->rep);
+    if (r->rep.scenarios && r->rep.scenarios->has_cv)
+      print_cv(&r->rep);
+  }
   return 0;
+}
+
+static void free_args(args_t *a) {
+  for (int i = 0; i < a->num_scen; i++)
+    eplb_cli_source_cleanup(&a->scen[i]);
+  free(a->scen);
+  free(a->stats);
 }
 
 int main(int argc, char *argv[]) {
   args_t a = {.format = EPLB_STATS_AUTO, .ropts = {-1, -1}};
   a.stats = calloc((size_t)argc + 1, sizeof(*a.stats));
-  if (a.stats == NULL) {
+  a.scen = calloc((size_t)argc + 1, sizeof(*a.scen));
+  if (a.stats == NULL || a.scen == NULL) {
     eplb_cli_error(PROG, "out of memory");
+    free(a.stats);
+    free(a.scen);
     return 1;
   }
   int rc = parse_args(argc, argv, &a);
   if (rc != 0) {
-    free(a.stats);
+    free_args(&a);
     return rc < 0 ? 0 : rc;
   }
   run_t r;
@@ -360,7 +621,10 @@ int main(int argc, char *argv[]) {
   eplb_series_cleanup(&r.series);
   eplb_placement_cleanup(&r.before);
   eplb_placement_cleanup(&r.after);
+  /* r.st is the statistics, the scenarios' mean, or the one scenario's
+   * (then taken out of r.sc, whose num is 0): its own either way. */
   eplb_stats_cleanup(&r.st);
-  free(a.stats);
+  eplb_cli_scenarios_cleanup(&r.sc);
+  free_args(&a);
   return rc;
 }

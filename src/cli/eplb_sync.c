@@ -13,7 +13,9 @@
  * engine: rank 0 prints the one agreed message ("rank 3: stats/rank_3.json:
  * ...") and every rank exits 1, or 2 when the agreed error is a usage one
  * (an output that is a rank's input, options that do not fit the
- * statistics).  See docs/sync.md. */
+ * statistics).  With --scenario, every rank reads its files of each
+ * workload and the engine balances them all at once
+ * (eplb_sync_run_scenario_files).  See docs/sync.md. */
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -38,9 +40,11 @@
 typedef struct {
   const char **stats;
   int num_stats;
+  eplb_cli_source_t *scen; /* --scenario PATTERN[@W], in order */
+  int num_scen;
   eplb_stats_format_t format;
   eplb_sync_opts_t sync;
-  int have_slots, have_gpus;
+  int have_slots, have_gpus, have_ema, have_history;
   int watch, recover;
   eplb_watch_opts_t w; /* --watch: rounds; plan options copied from sync */
 } args_t;
@@ -105,6 +109,17 @@ static void usage(FILE *f) {
       "  --spill              hierarchical balanced plans: hot experts may "
       "spill\n"
       "  --spill-cost C       0..1 (default %g)\n"
+      "  --scenario PATTERN[@W] a workload to balance at once with the "
+      "others:\n"
+      "                       this rank's files of it (%%r = rank, globs "
+      "after\n"
+      "                       that), summed; W its weight, %g..%g (default "
+      "1);\n"
+      "                       repeat (1..%d). --stats, when given too, is one "
+      "more\n"
+      "                       scenario. One MPI_Allreduce sums them all; the "
+      "summary\n"
+      "                       gives each one's imbalance (docs/sync.md)\n"
       "  --threads T          threads rank 0 plans layers on, 0..64 (0 = one "
       "per\n"
       "                       CPU rank 0 may use; default 1: other ranks of a "
@@ -151,6 +166,14 @@ static void usage(FILE *f) {
       "                       (default 0.02)\n"
       "  --layers-per-round N layers moved per round, worst first, 0..%d\n"
       "                       (default 0 = all)\n"
+      "  --history K          the last K rounds' windows (what each round "
+      "added\n"
+      "                       to the counters) are the scenarios of the plan "
+      "and\n"
+      "                       of the decision (the mean of each window's "
+      "imbalance\n"
+      "                       against --threshold and --min-gain), 1..%d\n"
+      "                       (default 1: the smoothed load, --ema-alpha)\n"
       "\n"
       "environment: EPLB_FAULT injects faults for tests (docs/sync.md)\n"
       "exit status (the same on every rank): 0 ok, 1 runtime error on any "
@@ -160,10 +183,11 @@ static void usage(FILE *f) {
       EPLB_MAX_GPUS, (unsigned long long)(EPLB_MAX_GENERATION - 1),
       EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS, EPLB_DEFAULT_MOVE_COST,
       EPLB_DEFAULT_KEEP_THRESHOLD, EPLB_DEFAULT_SPILL_COST,
+      EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT, EPLB_MAX_SCENARIOS,
       EPLB_MIGRATE_MIN_BUFFER_MB, EPLB_MIGRATE_MAX_BUFFER_MB,
       EPLB_MIGRATE_DEFAULT_BUFFER_MB, EPLB_MIGRATE_MIN_TIMEOUT_S,
       EPLB_MIGRATE_MAX_TIMEOUT_S, EPLB_MIGRATE_DEFAULT_TIMEOUT_S,
-      EPLB_MAX_LAYERS);
+      EPLB_MAX_LAYERS, EPLB_MAX_SCENARIOS);
 }
 
 enum {
@@ -199,7 +223,9 @@ enum {
   OPT_MAX_BUFFER,
   OPT_TIMEOUT,
   OPT_RECOVER,
-  OPT_THREADS
+  OPT_THREADS,
+  OPT_SCENARIO,
+  OPT_HISTORY
 };
 
 static const struct option long_opts[] = {
@@ -236,6 +262,8 @@ static const struct option long_opts[] = {
     {"max-buffer-mb", required_argument, 0, OPT_MAX_BUFFER},
     {"timeout", required_argument, 0, OPT_TIMEOUT},
     {"recover", no_argument, 0, OPT_RECOVER},
+    {"scenario", required_argument, 0, OPT_SCENARIO},
+    {"history", required_argument, 0, OPT_HISTORY},
     {0, 0, 0, 0}};
 
 /* Every rank parses and finds the same usage error; only rank 0's
@@ -272,6 +300,12 @@ static int parse_number(args_t *a, int c, const char *v) {
   case OPT_EMA:
     bad = eplb_cli_parse_double(p, "--ema-alpha", v, 1e-9, 1,
                                 &a->w.rb.online.ema_alpha);
+    a->have_ema = 1;
+    break;
+  case OPT_HISTORY:
+    bad = eplb_cli_parse_int(p, "--history", v, 1, EPLB_MAX_SCENARIOS,
+                             &a->w.rb.online.history);
+    a->have_history = 1;
     break;
   case OPT_THRESHOLD:
     bad = eplb_cli_parse_double(p, "--threshold", v, 0, 100,
@@ -310,6 +344,11 @@ static int parse_one(args_t *a, int c, char *argv[]) {
                                   EPLB_SYNC_MAX_STATS);
     a->stats[a->num_stats++] = optarg;
     return 0;
+  case OPT_SCENARIO:
+    if (a->num_scen >= EPLB_MAX_SCENARIOS)
+      return eplb_cli_usage_error(PROG, "at most %d --scenario",
+                                  EPLB_MAX_SCENARIOS);
+    return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
   case OPT_OUTPUT: a->sync.output = optarg; return 0;
   case OPT_SUMMARY: a->sync.summary = optarg; return 0;
   case OPT_CURRENT: a->sync.current_map = optarg; return 0;
@@ -347,6 +386,24 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   return parse_number(a, c, optarg);
 }
 
+/* --scenario and --history against the modes (identical on every rank). */
+static int check_scenario_modes(const args_t *a) {
+  if (a->watch && a->num_scen)
+    return eplb_cli_usage_error(
+        PROG, "--scenario and --watch: the scenarios of --watch are its "
+              "rounds' windows (--history K); drop --scenario");
+  if (!a->watch && a->have_history)
+    return eplb_cli_usage_error(PROG,
+                                "--history needs --watch (one run: give the "
+                                "windows as --scenario)");
+  if (a->w.rb.online.history > 1 && a->have_ema)
+    return eplb_cli_usage_error(
+        PROG, "--ema-alpha smooths the rounds into one load; with --history "
+              "K the last K rounds are scenarios of their own: drop one of "
+              "them");
+  return 0;
+}
+
 /* What must hold after the options (identical on every rank). */
 static int check_required(const args_t *a, int argc, char *argv[], int size) {
   if (optind < argc)
@@ -354,13 +411,14 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
   if (a->recover) {
     if (a->sync.shards_dir == NULL)
       return eplb_cli_usage_error(PROG, "--recover needs --shards DIR");
-    if (a->watch || a->num_stats)
+    if (a->watch || a->num_stats || a->num_scen)
       return eplb_cli_usage_error(
           PROG, "--recover takes only --shards (and --quiet)");
     return 0;
   }
-  if (a->num_stats == 0)
-    return eplb_cli_usage_error(PROG, "--stats PATTERN is required");
+  if (a->num_stats == 0 && a->num_scen == 0)
+    return eplb_cli_usage_error(
+        PROG, "--stats PATTERN is required (or --scenario PATTERN)");
   /* With shards, slots and GPUs default to the shards' shape. */
   if (!a->have_slots && a->sync.shards_dir == NULL)
     return eplb_cli_usage_error(PROG,
@@ -381,16 +439,28 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
           "stats/rank_%%r.json",
           a->stats[i], size);
   }
+  for (int i = 0; i < a->num_scen; i++) {
+    if (size > 1 && strstr(a->scen[i].label, "%r") == NULL)
+      return eplb_cli_usage_error(
+          PROG,
+          "--scenario %s has no %%r but %d ranks run: every rank "
+          "would read the same file; use a pattern such as "
+          "decode/rank_%%r.json",
+          a->scen[i].label, size);
+  }
   if (!a->watch && (a->w.trigger || a->w.max_rounds))
     return eplb_cli_usage_error(PROG,
                                 "--trigger and --max-rounds need --watch");
+  int rc = check_scenario_modes(a);
+  if (rc)
+    return rc;
   /* The map and the summary: not one file, not a device; the summary not
    * the current map (the map may replace it: on purpose, atomically).
    * (Against each rank's statistics, once %r is expanded, in the engine.) */
   eplb_cli_file_t outs[2] = {{"--output", a->sync.output},
                              {"--summary", a->sync.summary}};
   eplb_cli_file_t cur = {"--current-map", a->sync.current_map};
-  int rc = eplb_cli_check_outputs(PROG, outs, 2, NULL, 0);
+  rc = eplb_cli_check_outputs(PROG, outs, 2, NULL, 0);
   return rc ? rc : eplb_cli_check_outputs(PROG, &outs[1], 1, &cur, 1);
 }
 
@@ -468,9 +538,13 @@ static uint64_t options_key(const args_t *a) {
                       w->rb.online.ema_alpha,
                       w->rb.online.threshold,
                       w->rb.online.min_gain,
-                      w->rb.online.layers_per_round};
+                      w->rb.online.layers_per_round,
+                      w->rb.online.history,
+                      a->num_scen};
   uint64_t k = eplb__plan_opts_key(&a->sync.plan, 0);
   k = eplb__checksum(f, sizeof(f), k);
+  for (int i = 0; i < a->num_scen; i++)
+    k = eplb__checksum(&a->scen[i].weight, sizeof(double), k);
   return eplb__string_key(a->sync.shards_dir, k);
 }
 
@@ -588,6 +662,26 @@ static int run_recover(const args_t *a, eplb_error_t *err) {
   return rc;
 }
 
+/* --scenario: the scenarios (--stats, when given, first: one more) read
+ * and balanced at once. */
+static int run_scenarios(const args_t *a, eplb_sync_result_t *res,
+                         eplb_error_t *err) {
+  int n = (a->num_stats > 0) + a->num_scen, i = 0;
+  eplb_sync_scenario_t *sc = calloc((size_t)n, sizeof(*sc));
+  if (sc == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (a->num_stats > 0)
+    sc[i++] = (eplb_sync_scenario_t){
+        a->stats, a->num_stats, 1, a->num_stats == 1 ? a->stats[0] : "--stats"};
+  for (int j = 0; j < a->num_scen; j++)
+    sc[i++] = (eplb_sync_scenario_t){a->scen[j].paths, 1, a->scen[j].weight,
+                                     a->scen[j].label};
+  int rc = eplb_sync_run_scenario_files(MPI_COMM_WORLD, sc, n, a->format,
+                                        &a->sync, res, err);
+  free(sc);
+  return rc;
+}
+
 /* --watch: the plan options of the one-shot run go to every round. */
 static int run_watch(args_t *a, eplb_error_t *err) {
   eplb_watch_opts_t *w = &a->w;
@@ -621,8 +715,9 @@ int main(int argc, char *argv[]) {
   args_t a;
   memset(&a, 0, sizeof(a));
   a.stats = calloc((size_t)argc + 1, sizeof(char *));
+  a.scen = calloc((size_t)argc + 1, sizeof(*a.scen));
   int exit_code = EPLB_CLI_EXIT_OK;
-  if (a.stats == NULL) {
+  if (a.stats == NULL || a.scen == NULL) {
     fprintf(stderr, "%s: error: rank %d: out of memory\n", PROG, g_rank);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
@@ -642,8 +737,10 @@ int main(int argc, char *argv[]) {
     memset(&res, 0, sizeof(res));
     rc = a.recover ? run_recover(&a, &err)
          : a.watch ? run_watch(&a, &err)
-                   : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
-                                         a.format, &a.sync, &res, &err);
+         : a.num_scen
+             ? run_scenarios(&a, &res, &err)
+             : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
+                                   a.format, &a.sync, &res, &err);
     if (rc) {
       /* The message and its code are agreed: rank 0 says it for everyone,
        * every rank exits with the code's status (2 for a usage error). */
@@ -654,6 +751,9 @@ int main(int argc, char *argv[]) {
     }
     eplb_sync_result_cleanup(&res);
   }
+  for (int i = 0; i < a.num_scen; i++)
+    eplb_cli_source_cleanup(&a.scen[i]);
+  free(a.scen);
   free(a.stats);
   MPI_Finalize();
   return exit_code;

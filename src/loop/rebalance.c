@@ -81,10 +81,15 @@ void eplb_rebalancer_destroy(eplb_rebalancer_t *r) {
  * output path may differ: only rank 0 writes). */
 static uint64_t rebalancer_opts_key(const eplb_rebalancer_opts_t *o) {
   const eplb_online_opts_t *on = &o->online;
-  const double f[] = {on->ema_alpha,         on->threshold,
-                      on->min_gain,          on->layers_per_round,
-                      (double)o->generation, o->output != NULL,
-                      o->max_buffer_mb,      o->timeout_s};
+  const double f[] = {on->ema_alpha,
+                      on->threshold,
+                      on->min_gain,
+                      on->layers_per_round,
+                      (double)o->generation,
+                      o->output != NULL,
+                      o->max_buffer_mb,
+                      o->timeout_s,
+                      on->history > 1 ? on->history : 1};
   uint64_t k = eplb__plan_opts_key(&on->plan, 0);
   k = eplb__checksum(f, sizeof(f), k);
   return eplb__string_key(o->shards_dir, k);
@@ -367,30 +372,37 @@ static int apply(eplb_rebalancer_t *r, eplb_sync_result_t *res,
   return rc;
 }
 
-/* One line on rank 0 per round. */
+/* One line on rank 0 per round (with history > 1 the imbalance is the
+ * mean over the windows the decision weighed, which the line says). */
 static void log_round(const eplb_rebalancer_t *r, const eplb_round_t *x) {
   if (r->rank != 0 || r->opts.quiet)
     return;
   const eplb_online_opts_t *o = &r->opts.online;
+  char over[64] = "";
+  if (o->history > 1 && x->had_traffic) {
+    int n = (int)eplb_online_windows(r->online).num_scenarios;
+    snprintf(over, sizeof(over), " (mean over %d window%s)", n,
+             n == 1 ? "" : "s");
+  }
   if (!x->had_traffic)
     printf("eplb: round %lld: no new traffic; generation %llu kept\n",
            (long long)x->round, (unsigned long long)x->generation);
   else if (x->rebalanced)
-    printf("eplb: round %lld: imbalance %.4f -> %.4f, rebalanced to "
+    printf("eplb: round %lld: imbalance %.4f -> %.4f%s, rebalanced to "
            "generation %llu: %d layers, %lld replicas moved, %.2f MB, "
            "%.3f s\n",
-           (long long)x->round, x->imbalance_before, x->imbalance_after,
+           (long long)x->round, x->imbalance_before, x->imbalance_after, over,
            (unsigned long long)x->generation, (int)x->layers_changed,
            (long long)x->moves, (double)x->bytes_moved / 1e6, x->seconds);
   else if (x->imbalance_before <= o->threshold)
-    printf("eplb: round %lld: imbalance %.4f <= threshold %.4f; generation "
-           "%llu kept\n",
-           (long long)x->round, x->imbalance_before, o->threshold,
+    printf("eplb: round %lld: imbalance %.4f%s <= threshold %.4f; "
+           "generation %llu kept\n",
+           (long long)x->round, x->imbalance_before, over, o->threshold,
            (unsigned long long)x->generation);
   else
-    printf("eplb: round %lld: imbalance %.4f, no plan gains %.4f; "
+    printf("eplb: round %lld: imbalance %.4f%s, no plan gains %.4f; "
            "generation %llu kept\n",
-           (long long)x->round, x->imbalance_before, o->min_gain,
+           (long long)x->round, x->imbalance_before, over, o->min_gain,
            (unsigned long long)x->generation);
   fflush(stdout);
 }

@@ -231,6 +231,9 @@ int eplb_watch_run(MPI_Comm comm, const char *const *patterns, int num_patterns,
   rc = eplb__agree(w.comm, lrc, err);
   if (rc == 0) {
     cJSON_AddStringToObject(w.sum.root, "program", "eplb-sync --watch");
+    if (opts->rb.online.history > 1) /* the decision's windows */
+      cJSON_AddNumberToObject(w.sum.root, "history_windows",
+                              opts->rb.online.history);
     cJSON_AddItemToObject(w.sum.root, "history", w.sum.history);
   } else {
     cJSON_Delete(w.sum.history);

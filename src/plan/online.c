@@ -1,5 +1,12 @@
 /* plan/online.c - when to rebalance while training or serving runs (see
- * eplb/online.h).  Pure: counts in, a decision and a proposal out. */
+ * eplb/online.h).  Pure: counts in, a decision and a proposal out.
+ *
+ * Two views of the traffic: the smoothed load (EMA over rounds), the one
+ * load a history of 1 decides on; or, with history K > 1, the last K
+ * rounds' windows kept apart as scenarios, so the decision and the
+ * re-plan see how the traffic moves between rounds instead of one blend
+ * of it (a placement balanced for each window is balanced for any mix of
+ * them; docs/planner.md "Scenarios"). */
 #include "eplb/online.h"
 
 #include <stdlib.h>
@@ -15,6 +22,9 @@ struct eplb_online_s {
   eplb_stats_t last_cum; /* previous cumulative counters; valid when have_cum */
   int have_cum;
   int64_t rounds;
+  eplb_stats_t *windows; /* [history] the last rounds with traffic, oldest
+                            first; num_windows of them hold one */
+  int32_t num_windows;
 };
 
 void eplb_online_opts_default(eplb_online_opts_t *opts) {
@@ -24,6 +34,12 @@ void eplb_online_opts_default(eplb_online_opts_t *opts) {
   opts->threshold = 0.1;
   opts->min_gain = 0.02;
   opts->layers_per_round = 0;
+  opts->history = 1;
+}
+
+/* history as the decision reads it: 0 is 1. */
+static int32_t history_of(const eplb_online_opts_t *o) {
+  return o->history > 1 ? o->history : 1;
 }
 
 static int check_opts(const eplb_online_opts_t *o, eplb_error_t *err) {
@@ -40,6 +56,9 @@ static int check_opts(const eplb_online_opts_t *o, eplb_error_t *err) {
     return eplb_error_set(err, EPLB_EARG,
                           "--layers-per-round %d is outside 0..%d (0: all)",
                           (int)o->layers_per_round, EPLB_MAX_LAYERS);
+  if (o->history < 0 || o->history > EPLB_MAX_SCENARIOS)
+    return eplb_error_set(err, EPLB_EARG, "--history %d is outside 1..%d",
+                          (int)o->history, EPLB_MAX_SCENARIOS);
   return 0;
 }
 
@@ -63,7 +82,13 @@ int eplb_online_create(eplb_online_t **out, const eplb_online_opts_t *opts,
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   o->opts = *opts;
   rc = eplb_placement_copy(&o->current, current, err);
+  if (rc == 0 && history_of(opts) > 1) {
+    o->windows = calloc((size_t)history_of(opts), sizeof(eplb_stats_t));
+    if (o->windows == NULL)
+      rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  }
   if (rc) {
+    eplb_placement_cleanup(&o->current);
     free(o);
     return rc;
   }
@@ -77,7 +102,29 @@ void eplb_online_destroy(eplb_online_t *o) {
   eplb_placement_cleanup(&o->current);
   eplb_stats_cleanup(&o->smoothed);
   eplb_stats_cleanup(&o->last_cum);
+  for (int32_t k = 0; k < o->num_windows; k++)
+    eplb_stats_cleanup(&o->windows[k]);
+  free(o->windows);
   free(o);
+}
+
+/* Keeps `round` as the newest window (the oldest goes when all
+ * `history` are held; its arrays are reused). */
+static int push_window(eplb_online_t *o, const eplb_stats_t *round,
+                       eplb_error_t *err) {
+  int32_t K = history_of(&o->opts);
+  size_t n = (size_t)round->num_layers * (size_t)round->num_experts;
+  if (o->num_windows < K) {
+    int rc = eplb_stats_copy(&o->windows[o->num_windows], round, err);
+    if (rc == 0)
+      o->num_windows++;
+    return rc;
+  }
+  eplb_stats_t oldest = o->windows[0];
+  memmove(o->windows, o->windows + 1, sizeof(eplb_stats_t) * (size_t)(K - 1));
+  memcpy(oldest.load, round->load, sizeof(double) * n);
+  o->windows[K - 1] = oldest;
+  return 0;
 }
 
 int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
@@ -93,6 +140,11 @@ int eplb_online_observe(eplb_online_t *o, const eplb_stats_t *round,
     i++;
   if (i == n)
     return 0; /* no new traffic: nothing changes */
+  if (history_of(&o->opts) > 1) {
+    rc = push_window(o, round, err);
+    if (rc)
+      return rc;
+  }
   *had_traffic = 1;
   o->rounds++;
   if (!o->have_smoothed) {
@@ -138,17 +190,52 @@ int eplb_online_observe_cumulative(eplb_online_t *o, const eplb_stats_t *cum,
   return rc;
 }
 
-/* Mean imbalance of p on the smoothed loads, and per layer into imb[L]. */
+/* Layer l's imbalance under p over the windows: the mean, over the
+ * windows with traffic in the layer, of each one's (the objective of
+ * eplb_plan_scenarios with equal weights); 0 when none has traffic. */
+static double windows_imbalance(const eplb_online_t *o,
+                                const eplb_placement_t *p, int32_t l) {
+  int32_t E = p->num_experts, S = p->num_slots, n = 0;
+  double sum = 0;
+  for (int32_t k = 0; k < o->num_windows; k++) {
+    const double *x = o->windows[k].load + (size_t)l * E;
+    int32_t e = 0;
+    while (e < E && x[e] == 0)
+      e++;
+    if (e == E)
+      continue; /* no traffic in this layer in this window */
+    sum +=
+        eplb_layer_imbalance(x, E, p->phy2log + (size_t)l * S, S, p->num_gpus);
+    n++;
+  }
+  return n ? sum / n : 0;
+}
+
+/* Mean imbalance of p on the smoothed loads (history > 1: over the
+ * windows), and per layer into imb[L]. */
 static double layer_imbalances(const eplb_online_t *o,
                                const eplb_placement_t *p, double *imb) {
   int32_t E = p->num_experts, S = p->num_slots;
+  int windows = history_of(&o->opts) > 1;
   double sum = 0;
   for (int32_t l = 0; l < p->num_layers; l++) {
-    imb[l] = eplb_layer_imbalance(o->smoothed.load + (size_t)l * E, E,
-                                  p->phy2log + (size_t)l * S, S, p->num_gpus);
+    imb[l] = windows ? windows_imbalance(o, p, l)
+                     : eplb_layer_imbalance(o->smoothed.load + (size_t)l * E, E,
+                                            p->phy2log + (size_t)l * S, S,
+                                            p->num_gpus);
     sum += imb[l];
   }
   return sum / p->num_layers;
+}
+
+/* The migration-aware re-plan the decision picks layers from: of the
+ * smoothed loads, or of every window at once. */
+static int replan(const eplb_online_t *o, eplb_placement_t *cand,
+                  eplb_error_t *err) {
+  if (history_of(&o->opts) == 1)
+    return eplb_plan_from(&o->smoothed, &o->current, &o->opts.plan, cand, err);
+  eplb_scenarios_t sc = eplb_online_windows(o);
+  return eplb_plan_scenarios_from(&sc, &o->current, &o->opts.plan, cand, err);
 }
 
 int eplb_online_decide(eplb_online_t *o, eplb_online_decision_t *dec,
@@ -168,7 +255,7 @@ int eplb_online_decide(eplb_online_t *o, eplb_online_decision_t *dec,
   }
   dec->imbalance_before = layer_imbalances(o, &o->current, cur);
   dec->imbalance_after = dec->imbalance_before;
-  rc = eplb_plan_from(&o->smoothed, &o->current, &o->opts.plan, &cand, err);
+  rc = replan(o, &cand, err);
   if (rc)
     goto done;
   layer_imbalances(o, &cand, neu);
@@ -237,3 +324,8 @@ const eplb_stats_t *eplb_online_smoothed(const eplb_online_t *o) {
   return o->have_smoothed ? &o->smoothed : NULL;
 }
 int64_t eplb_online_rounds(const eplb_online_t *o) { return o->rounds; }
+
+eplb_scenarios_t eplb_online_windows(const eplb_online_t *o) {
+  eplb_scenarios_t sc = {o->num_windows, o->windows, NULL};
+  return sc;
+}

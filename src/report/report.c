@@ -110,9 +110,27 @@ int eplb_report_table(eplb_report_table_t *t, const eplb_stats_t *s,
   return 0;
 }
 
+/* The scenarios of a report (eplb_report_add_scenarios), freed. */
+static void scenarios_free(eplb_report_scenarios_t *s) {
+  if (s == NULL)
+    return;
+  for (int32_t k = 0; k < s->num_scenarios; k++) {
+    eplb_report_table_cleanup(&s->scenario[k].before);
+    eplb_report_table_cleanup(&s->scenario[k].after);
+  }
+  free(s->scenario);
+  /* eplb_report_cv_cleanup's work, here: report_scenarios.c uses this
+   * file, not the other way round. */
+  free(s->cv.robust);
+  free(s->cv.balanced);
+  free(s->cv.deepseek);
+  free(s);
+}
+
 void eplb_report_cleanup(eplb_report_t *r) {
   if (r == NULL)
     return;
+  scenarios_free(r->scenarios);
   eplb_report_table_cleanup(&r->before);
   eplb_report_table_cleanup(&r->after);
   free(r->layer_ids);

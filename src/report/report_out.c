@@ -46,6 +46,74 @@ static void json_table(FILE *f, const eplb_report_t *r,
           (int)r->layer_ids[t->worst_layer]);
 }
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+/* The cross-validation of the scenarios, as a JSON object. */
+static void json_cv(FILE *f, const eplb_report_scenarios_t *s) {
+  const eplb_report_cv_t *cv = &s->cv;
+  fprintf(f, "{\"num_slots\": %d, \"num_gpus\": %d, \"scenarios\": [",
+          (int)cv->num_slots, (int)cv->num_gpus);
+  for (int32_t k = 0; k < cv->num_scenarios; k++) {
+    fprintf(f, "%s\n   {\"name\": ", k ? "," : "");
+    json_string(f, s->scenario[k].name);
+    fprintf(f,
+            ", \"weight\": %.10g, \"robust\": %.10g, \"balanced\": %.10g, "
+            "\"deepseek\": %.10g}",
+            s->scenario[k].weight, cv->robust[k], cv->balanced[k],
+            cv->deepseek[k]);
+  }
+  fprintf(f,
+          "],\n  \"mean\": {\"robust\": %.10g, \"balanced\": %.10g, "
+          "\"deepseek\": %.10g}}",
+          cv->mean_robust, cv->mean_balanced, cv->mean_deepseek);
+}
+
+/* The scenarios of a report: each one's average imbalance ratio before
+ * and after, per layer after, their weighted means, the cross-validation. */
+static void json_scenarios(FILE *f, const eplb_report_t *r) {
+  const eplb_report_scenarios_t *s = r->scenarios;
+  fprintf(f, ",\n \"scenarios\": [");
+  for (int32_t k = 0; k < s->num_scenarios; k++) {
+    const eplb_report_scenario_t *v = &s->scenario[k];
+    fprintf(f, "%s\n  {\"name\": ", k ? "," : "");
+    json_string(f, v->name);
+    fprintf(f, ", \"weight\": %.10g, \"imbalance_before\": %.10g, ", v->weight,
+            v->before.avg_ratio);
+    if (r->has_after) {
+      fprintf(f, "\"imbalance_after\": %.10g, ", v->after.avg_ratio);
+      json_doubles(f, "imbalance_ratio_after", v->after.ratio, r->num_layers,
+                   "}");
+    } else {
+      fprintf(f, "\"imbalance_after\": null, ");
+      json_doubles(f, "imbalance_ratio_before", v->before.ratio, r->num_layers,
+                   "}");
+    }
+  }
+  fprintf(f, "],\n \"scenario_mean\": {\"imbalance_before\": %.10g, ",
+          s->mean_before);
+  if (r->has_after)
+    fprintf(f, "\"imbalance_after\": %.10g},\n", s->mean_after);
+  else
+    fprintf(f, "\"imbalance_after\": null},\n");
+  fprintf(f, " \"cross_validation\": ");
+  if (s->has_cv)
+    json_cv(f, s);
+  else
+    fprintf(f, "null");
+}
+
 /* eplb__write_fn: the whole report. */
 static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
@@ -75,6 +143,8 @@ static int write_json(FILE *f, const void *ctx, eplb_error_t *err) {
     json_table(f, r, &r->after);
   else
     fprintf(f, "null");
+  if (r->scenarios)
+    json_scenarios(f, r);
   fprintf(f, "\n}\n");
   return 0;
 }
@@ -94,6 +164,21 @@ int eplb_report_write_json(const eplb_report_t *r, const char *path,
 }
 
 /* ---- SVG ------------------------------------------------------------- */
+
+/* Text as SVG character data: &, < and > escaped, control characters
+ * dropped (a scenario is named after a path). */
+static void svg_text(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '&')
+      fputs("&amp;", f);
+    else if (*p == '<')
+      fputs("&lt;", f);
+    else if (*p == '>')
+      fputs("&gt;", f);
+    else if (*p >= 0x20)
+      fputc(*p, f);
+  }
+}
 
 #define CELL_W 12.0
 #define CELL_H 8.0
@@ -198,6 +283,130 @@ static void svg_bars(FILE *f, const eplb_report_table_t *t, double x0,
   fprintf(f, "</g>\n");
 }
 
+/* The scenario panel: a small heat map per scenario (the first SCEN_MAX;
+ * all of them are in the JSON), as many to a row as fit. */
+#define SCEN_MAX 32
+#define SCEN_GAP 40.0
+
+typedef struct {
+  double cw, ch, w, h; /* a cell, a map */
+  double dev;          /* the colour scale: the largest |load/mean - 1| */
+  int32_t cols, shown, rows;
+} scen_layout_t;
+
+/* The table a scenario is drawn from: under the map, else before. */
+static const eplb_report_table_t *scen_table(const eplb_report_t *r,
+                                             int32_t k) {
+  const eplb_report_scenario_t *v = &r->scenarios->scenario[k];
+  return r->has_after ? &v->after : &v->before;
+}
+
+static scen_layout_t scen_layout(const eplb_report_t *r, double width) {
+  scen_layout_t lo = {0};
+  int32_t L = r->num_layers, G = scen_table(r, 0)->num_gpus;
+  lo.cw = fmax(2.0, fmin(8.0, 280.0 / G));
+  lo.ch = fmax(2.0, fmin(5.0, 200.0 / L));
+  lo.w = G * lo.cw;
+  lo.h = L * lo.ch;
+  lo.cols = (int32_t)((width + MARGIN) / (lo.w + MARGIN));
+  if (lo.cols < 1)
+    lo.cols = 1;
+  lo.shown = r->scenarios->num_scenarios;
+  if (lo.shown > SCEN_MAX)
+    lo.shown = SCEN_MAX;
+  lo.rows = (lo.shown + lo.cols - 1) / lo.cols;
+  lo.dev = 0.01; /* below this, every cell is near white anyway */
+  for (int32_t k = 0; k < lo.shown; k++) {
+    const eplb_report_table_t *t = scen_table(r, k);
+    for (int32_t l = 0; l < L; l++)
+      for (int32_t g = 0; t->mean[l] > 0 && g < G; g++)
+        lo.dev =
+            fmax(lo.dev, fabs(t->gpu_load[(size_t)l * G + g] / t->mean[l] - 1));
+  }
+  return lo;
+}
+
+/* Height of the scenario panel (0 without scenarios). */
+static double scen_height(const eplb_report_t *r, double width) {
+  if (r->scenarios == NULL)
+    return 0;
+  scen_layout_t lo = scen_layout(r, width);
+  return 30 + SCEN_GAP + lo.rows * (lo.h + SCEN_GAP) +
+         (r->scenarios->num_scenarios > lo.shown ? 20 : 0);
+}
+
+/* A diverging colour: x in -1..1, blue below the mean, white at it, red
+ * above. */
+static void diverge(double x, char out[8]) {
+  if (!(x >= -1))
+    x = -1;
+  if (x > 1)
+    x = 1;
+  int r = 255, g = 255, b = 255;
+  if (x > 0) {
+    g = b = (int)(255 - 255 * x);
+    r = (int)(255 - 75 * x);
+  } else {
+    r = g = (int)(255 + 200 * x);
+    b = (int)(255 + 75 * x);
+  }
+  snprintf(out, 8, "#%02x%02x%02x", r, g, b);
+}
+
+/* One scenario's map at (x0, y0): each cell a GPU's load in a layer over
+ * the layer's mean, on the panel's scale. */
+static void scen_map(FILE *f, const eplb_report_t *r, int32_t k,
+                     const scen_layout_t *lo, double x0, double y0) {
+  const eplb_report_scenario_t *v = &r->scenarios->scenario[k];
+  const eplb_report_table_t *t = scen_table(r, k);
+  int32_t G = t->num_gpus;
+  size_t len = strlen(v->name), fit = (size_t)fmax(24, (lo->w + MARGIN) / 7);
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">%s", x0, y0 - 20,
+          len > fit ? "..." : "");
+  svg_text(f, len > fit ? v->name + len - fit : v->name);
+  fprintf(f,
+          "</text>\n<text x=\"%.1f\" y=\"%.1f\">weight %g, imbalance "
+          "%.4f</text>\n",
+          x0, y0 - 6, v->weight, t->avg_ratio);
+  for (int32_t l = 0; l < t->num_layers; l++)
+    for (int32_t g = 0; g < G; g++) {
+      double x =
+          t->mean[l] > 0 ? t->gpu_load[(size_t)l * G + g] / t->mean[l] : 1;
+      char col[8];
+      diverge((x - 1) / lo->dev, col);
+      fprintf(f,
+              "<rect class=\"scell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
+              "height=\"%.2f\" fill=\"%s\"><title>layer %d GPU %d: %.4f x "
+              "the mean</title></rect>\n",
+              x0 + g * lo->cw, y0 + l * lo->ch, lo->cw, lo->ch, col,
+              (int)r->layer_ids[l], (int)g, x);
+    }
+}
+
+/* Per scenario, the GPU loads under the map (or the placement before,
+ * without one): a layer x GPU map of each GPU's load over its layer's
+ * mean, blue below, white even, red above, on one scale for all. */
+static void svg_scenarios(FILE *f, const eplb_report_t *r, double x0, double y0,
+                          double width) {
+  scen_layout_t lo = scen_layout(r, width);
+  fprintf(f,
+          "<g><text x=\"%.1f\" y=\"%.1f\" class=\"title\">per scenario: "
+          "GPU load under %s / the layer's mean (GPU x, layer y; blue %.3f, "
+          "white 1, dark red %.3f)</text>\n",
+          x0, y0, r->has_after ? "the map" : "the placement before",
+          fmax(0, 1 - lo.dev), 1 + lo.dev);
+  for (int32_t k = 0; k < lo.shown; k++)
+    scen_map(f, r, k, &lo, x0 + (k % lo.cols) * (lo.w + MARGIN),
+             y0 + 30 + SCEN_GAP - 6 + (k / lo.cols) * (lo.h + SCEN_GAP));
+  if (r->scenarios->num_scenarios > lo.shown)
+    fprintf(f,
+            "<text x=\"%.1f\" y=\"%.1f\">... and %d more scenarios "
+            "(all of them in --json)</text>\n",
+            x0, y0 + 30 + lo.rows * (lo.h + SCEN_GAP) + 10,
+            (int)(r->scenarios->num_scenarios - lo.shown));
+  fprintf(f, "</g>\n");
+}
+
 /* eplb__write_fn: the picture. */
 static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   (void)err;
@@ -213,7 +422,8 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   double wa = r->has_after ? r->after.num_gpus * lo.cw : 0;
   double heat_h = r->num_layers * lo.ch;
   double W = MARGIN * 3 + wb + wa, y_bars = MARGIN + heat_h + 50;
-  double H = y_bars + BAR_H + 40;
+  double y_scen = y_bars + BAR_H + 40;
+  double H = y_scen + scen_height(r, W - 2 * MARGIN);
   fprintf(f,
           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
@@ -228,6 +438,8 @@ static int write_svg(FILE *f, const void *ctx, eplb_error_t *err) {
   svg_bars(f, b, MARGIN, y_bars, wb, max_total(r), "before");
   if (maps == 2)
     svg_bars(f, &r->after, MARGIN * 2 + wb, y_bars, wa, max_total(r), "after");
+  if (r->scenarios)
+    svg_scenarios(f, r, MARGIN, y_scen + 10, W - 2 * MARGIN);
   fprintf(f, "</svg>\n");
   return 0;
 }

@@ -43,10 +43,12 @@ int eplb__sync_check_local(const eplb_stats_t *local, const char *name,
   return eplb_stats_check(local, name, err);
 }
 
-int eplb__sync_read_local(const char *const *patterns, int n, int rank,
-                          eplb_stats_format_t format, const char *output,
-                          const char *summary, eplb_stats_t *st, char *name,
-                          size_t name_size, eplb_error_t *err) {
+/* eplb__sync_read_local, with `what` naming the option of the patterns
+ * in messages ("--stats", "--scenario"). */
+static int read_local(const char *what, const char *const *patterns, int n,
+                      int rank, eplb_stats_format_t format, const char *output,
+                      const char *summary, eplb_stats_t *st, char *name,
+                      size_t name_size, eplb_error_t *err) {
   if (n < 1 || n > EPLB_SYNC_MAX_STATS)
     return eplb_error_set(err, EPLB_EARG,
                           "%d statistics patterns given; use 1..%d", n,
@@ -63,14 +65,39 @@ int eplb__sync_read_local(const char *const *patterns, int n, int rank,
   /* What rank 0 will write may not be what this rank reads (compared on
    * this rank's view of the file system, by identity). */
   if (rc == 0)
-    rc = eplb__check_output("--output", output, "--stats", p, n, err);
+    rc = eplb__check_output("--output", output, what, p, n, err);
   if (rc == 0)
-    rc = eplb__check_output("--summary", summary, "--stats", p, n, err);
+    rc = eplb__check_output("--summary", summary, what, p, n, err);
   if (rc == 0) {
     snprintf(name, name_size, "%s", paths[0]);
     rc = eplb_stats_read_many(st, p, n, format, NULL, err);
   }
   free(paths);
   free(p);
+  return rc;
+}
+
+int eplb__sync_read_local(const char *const *patterns, int n, int rank,
+                          eplb_stats_format_t format, const char *output,
+                          const char *summary, eplb_stats_t *st, char *name,
+                          size_t name_size, eplb_error_t *err) {
+  return read_local("--stats", patterns, n, rank, format, output, summary, st,
+                    name, name_size, err);
+}
+
+int eplb__sync_read_scenarios(const eplb_sync_scenario_t *sc, int32_t num,
+                              int rank, eplb_stats_format_t format,
+                              const char *output, const char *summary,
+                              eplb_stats_t *stats, char (*names)[4096],
+                              eplb_error_t *err) {
+  int rc = 0;
+  int32_t k = 0;
+  for (; k < num && rc == 0; k++)
+    rc = read_local("--scenario", sc[k].patterns, sc[k].num_patterns, rank,
+                    format, output, summary, &stats[k], names[k],
+                    sizeof(names[k]), err);
+  if (rc)
+    for (int32_t j = 0; j < k; j++)
+      eplb_stats_cleanup(&stats[j]);
   return rc;
 }

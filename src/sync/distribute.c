@@ -6,7 +6,8 @@
  * than its peers routes tokens to experts that are not where it thinks, and
  * nothing crashes - the model just gets worse.  A checksum per rank,
  * exchanged, turns that silent failure into a loud one that names the
- * ranks. */
+ * ranks.  A scenario run's per-scenario metrics ride after the slots in
+ * the same broadcast, checksummed with them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,12 +32,19 @@ typedef struct {
 
 int eplb__plan_buf_alloc(eplb__plan_buf_t *b, int32_t max_layers,
                          int32_t num_slots, eplb_error_t *err) {
+  return eplb__plan_buf_alloc_scenarios(b, max_layers, num_slots, 0, err);
+}
+
+int eplb__plan_buf_alloc_scenarios(eplb__plan_buf_t *b, int32_t max_layers,
+                                   int32_t num_slots, int32_t num_scenarios,
+                                   eplb_error_t *err) {
   memset(b, 0, sizeof(*b));
   if (max_layers < 1 || num_slots < 1)
     return eplb_error_set(err, EPLB_EARG, "empty plan (%d x %d)",
                           (int)max_layers, (int)num_slots);
   size_t ints = (size_t)max_layers * ((size_t)num_slots + 1);
-  b->size = sizeof(plan_header_t) + sizeof(int32_t) * ints;
+  b->size = sizeof(plan_header_t) + sizeof(int32_t) * ints +
+            sizeof(double) * 2 * (size_t)num_scenarios;
   if (b->size < EPLB_ERROR_MSG_MAX)
     b->size = EPLB_ERROR_MSG_MAX; /* room for rank 0's error message */
   b->bytes = malloc(b->size);
@@ -46,6 +54,7 @@ int eplb__plan_buf_alloc(eplb__plan_buf_t *b, int32_t max_layers,
                           (int)max_layers, (int)num_slots);
   b->max_layers = max_layers;
   b->num_slots = num_slots;
+  b->num_scenarios = num_scenarios;
   return 0;
 }
 
@@ -56,16 +65,24 @@ void eplb__plan_buf_free(eplb__plan_buf_t *b) {
   memset(b, 0, sizeof(*b));
 }
 
-/* Checksum of the header (without its checksum) and the plan's arrays. */
-static uint64_t plan_checksum(const plan_header_t *h,
-                              const eplb_placement_t *p) {
+/* Checksum of the header (without its checksum), the plan's arrays and
+ * the scenario metrics of res (when the buffer carries them). */
+static uint64_t plan_checksum(const plan_header_t *h, const eplb_placement_t *p,
+                              const eplb__plan_buf_t *b,
+                              const eplb_sync_result_t *res) {
   plan_header_t copy = *h;
   copy.checksum = 0;
   uint64_t c = eplb__checksum(&copy, sizeof(copy), 0x65706c62ULL);
   c = eplb__checksum(p->layer_ids, sizeof(int32_t) * (size_t)p->num_layers, c);
-  return eplb__checksum(
+  c = eplb__checksum(
       p->phy2log,
       sizeof(int32_t) * (size_t)p->num_layers * (size_t)p->num_slots, c);
+  if (b->num_scenarios == 0)
+    return c;
+  c = eplb__checksum(res->scenario_before,
+                     sizeof(double) * (size_t)b->num_scenarios, c);
+  return eplb__checksum(res->scenario_after,
+                        sizeof(double) * (size_t)b->num_scenarios, c);
 }
 
 /* "3, 5": the ranks whose checksum differs from `ref` (rank 0's, as it
@@ -96,10 +113,11 @@ static void maybe_corrupt(eplb_placement_t *p, int rank) {
   *s = (*s + 1) % (p->num_experts > 0 ? p->num_experts : 1);
 }
 
-/* Rank 0: header + layer ids + slots into the buffer (or, on failure, the
- * status and the message). */
+/* Rank 0: header + layer ids + slots (+ the scenario metrics of res) into
+ * the buffer (or, on failure, the status and the message). */
 static void pack_plan(eplb__plan_buf_t *b, plan_header_t *h, int root_rc,
-                      const eplb_placement_t *plan, const eplb_error_t *err) {
+                      const eplb_placement_t *plan,
+                      const eplb_sync_result_t *res, const eplb_error_t *err) {
   h->status = root_rc;
   if (root_rc != 0) {
     memcpy(b->bytes, h, sizeof(*h));
@@ -111,7 +129,7 @@ static void pack_plan(eplb__plan_buf_t *b, plan_header_t *h, int root_rc,
   h->num_experts = plan->num_experts;
   h->num_slots = plan->num_slots;
   h->num_gpus = plan->num_gpus;
-  h->checksum = plan_checksum(h, plan);
+  h->checksum = plan_checksum(h, plan, b, res);
   unsigned char *p = b->bytes;
   memcpy(p, h, sizeof(*h));
   p += sizeof(*h);
@@ -119,12 +137,20 @@ static void pack_plan(eplb__plan_buf_t *b, plan_header_t *h, int root_rc,
   p += sizeof(int32_t) * (size_t)plan->num_layers;
   memcpy(p, plan->phy2log,
          sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots);
+  p += sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots;
+  size_t k = sizeof(double) * (size_t)b->num_scenarios;
+  if (k > 0) {
+    memcpy(p, res->scenario_before, k);
+    memcpy(p + k, res->scenario_after, k);
+  }
 }
 
-/* Ranks > 0: the plan out of the buffer.  A header that does not fit the
- * buffer (a corrupted broadcast) is an error of this rank. */
+/* Ranks > 0: the plan (and the scenario metrics, into res) out of the
+ * buffer.  A header that does not fit the buffer (a corrupted broadcast)
+ * is an error of this rank. */
 static int unpack_plan(const eplb__plan_buf_t *b, plan_header_t *h,
-                       eplb_placement_t *plan, eplb_error_t *err) {
+                       eplb_placement_t *plan, eplb_sync_result_t *res,
+                       eplb_error_t *err) {
   memcpy(h, b->bytes, sizeof(*h));
   if (h->status != 0)
     return 0;
@@ -144,6 +170,12 @@ static int unpack_plan(const eplb__plan_buf_t *b, plan_header_t *h,
   p += sizeof(int32_t) * (size_t)plan->num_layers;
   memcpy(plan->phy2log, p,
          sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots);
+  p += sizeof(int32_t) * (size_t)plan->num_layers * (size_t)plan->num_slots;
+  size_t k = sizeof(double) * (size_t)b->num_scenarios;
+  if (k > 0) {
+    memcpy(res->scenario_before, p, k);
+    memcpy(res->scenario_after, p + k, k);
+  }
   return 0;
 }
 
@@ -153,9 +185,10 @@ static int unpack_plan(const eplb__plan_buf_t *b, plan_header_t *h,
  * through the agreement. */
 static int verify_plan(MPI_Comm comm, int size, int local_rc,
                        const plan_header_t *h, const eplb_placement_t *plan,
+                       const eplb__plan_buf_t *b, const eplb_sync_result_t *res,
                        eplb_error_t *err) {
-  uint64_t mine[3] = {local_rc ? 0 : plan_checksum(h, plan), h->checksum,
-                      (uint64_t)(local_rc != 0)};
+  uint64_t mine[3] = {local_rc ? 0 : plan_checksum(h, plan, b, res),
+                      h->checksum, (uint64_t)(local_rc != 0)};
   uint64_t *all = malloc(sizeof(uint64_t) * 3 * (size_t)size);
   if (all == NULL) {
     fprintf(stderr, "eplb: out of memory verifying the plan; aborting\n");
@@ -201,7 +234,7 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
       h.aux[0] = aux[0];
       h.aux[1] = aux[1];
     }
-    pack_plan(buf, &h, root_rc, plan, err);
+    pack_plan(buf, &h, root_rc, plan, res, err);
   }
   /* One broadcast: status, header and plan (or rank 0's error message). */
   int rc = eplb__bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0, comm,
@@ -210,7 +243,7 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
   res->seconds[EPLB_PHASE_DISTRIBUTE] += t1 - t0;
   if (rc)
     goto fail;
-  int local = rank == 0 ? 0 : unpack_plan(buf, &h, plan, err);
+  int local = rank == 0 ? 0 : unpack_plan(buf, &h, plan, res, err);
   if (h.status != 0) {
     char msg[EPLB_ERROR_MSG_MAX];
     snprintf(msg, sizeof(msg), "%s", (const char *)buf->bytes + sizeof(h));
@@ -221,7 +254,7 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
     maybe_corrupt(plan, rank);
   eplb__watch_phase("verify");
   eplb__fault_point("verify", rank, "before comparing plan checksums");
-  rc = verify_plan(comm, size, local, &h, plan, err);
+  rc = verify_plan(comm, size, local, &h, plan, buf, res, err);
   res->seconds[EPLB_PHASE_VERIFY] += MPI_Wtime() - t1;
   if (rc)
     goto fail;

@@ -48,11 +48,18 @@ typedef struct {
   unsigned char *bytes;
   size_t size;
   int32_t max_layers, num_slots;
+  int32_t num_scenarios; /* the scenario metrics it carries, 0: none */
 } eplb__plan_buf_t;
 
 /* Room for a plan of up to max_layers x num_slots.  0 or EPLB_ENOMEM. */
 int eplb__plan_buf_alloc(eplb__plan_buf_t *b, int32_t max_layers,
                          int32_t num_slots, eplb_error_t *err);
+/* The same with room for the metrics of num_scenarios scenarios: the
+ * distribute stage then carries res->scenario_before and scenario_after
+ * (allocated on every rank, num_scenarios each) from rank 0. */
+int eplb__plan_buf_alloc_scenarios(eplb__plan_buf_t *b, int32_t max_layers,
+                                   int32_t num_slots, int32_t num_scenarios,
+                                   eplb_error_t *err);
 void eplb__plan_buf_free(eplb__plan_buf_t *b);
 
 /* Broadcasts rank 0's `plan` (valid on rank 0 only; on the others it is
@@ -75,6 +82,52 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                          eplb_placement_t *plan, eplb_sync_result_t *res,
                          eplb_error_t *err);
 
+/* ---- scenario runs (scenarios.c) ------------------------------------- */
+
+/* One rank's scenarios: its K histograms (summed in place across ranks
+ * by eplb__reduce_scenarios), their weights, and the buffer of the one
+ * allreduce, all allocated before the ranks agree. */
+typedef struct {
+  int32_t num;
+  eplb_stats_t *stats; /* [num] */
+  double *weights;     /* [num] */
+  double *pack;        /* [num x layers x experts] */
+} eplb__scenarios_t;
+
+/* Checks this rank's scenarios (each valid, each of local->stats[0]'s
+ * shape: one that differs is named with both names, weights in range, at
+ * most INT_MAX counts in all), copies them into *s and allocates the
+ * per-scenario fields of res.  names[k] (NULL: "scenario k") name them in
+ * messages, labels[k] (NULL: names) in res.  Local. */
+int eplb__scenarios_prepare(eplb__scenarios_t *s, const eplb_scenarios_t *local,
+                            const char *const *names, const char *const *labels,
+                            eplb_sync_result_t *res, eplb_error_t *err);
+void eplb__scenarios_free(eplb__scenarios_t *s);
+
+/* A key of the scenario count and weights, for the options key. */
+uint64_t eplb__scenarios_key(const eplb__scenarios_t *s, uint64_t seed);
+
+/* Sums every scenario over `comm` in one MPI_Allreduce (shapes agreed),
+ * checks every sum against EPLB_MAX_COUNT (the error names the scenario)
+ * and, when `drop_dense`, drops the layers idle in every scenario (ids
+ * into *dropped, malloc'd).  Identical on every rank. */
+int eplb__reduce_scenarios(MPI_Comm comm, eplb__scenarios_t *s, int drop_dense,
+                           int32_t **dropped, int32_t *num_dropped,
+                           eplb_error_t *err);
+
+/* Rank 0 plans the scenarios (eplb_plan_scenarios, or _from opts->current
+ * or opts->current_map) and fills the metrics of res: before, after and
+ * floor on the scenarios' weighted mean, each scenario's before and after.
+ * Runs on rank 0 only. */
+int eplb__sync_plan_root_scenarios(const eplb__scenarios_t *s,
+                                   const eplb_sync_opts_t *opts,
+                                   eplb_placement_t *plan,
+                                   eplb_sync_result_t *res, eplb_error_t *err);
+
+/* The weighted means of res's scenario metrics (every rank, after the
+ * distribute stage). */
+void eplb__scenarios_means(eplb_sync_result_t *res);
+
 /* Rank 0 writes opts->output and opts->summary (with `extra`, a cJSON
  * object whose items are added to the summary, or NULL); then the ranks
  * agree.  */
@@ -90,6 +143,16 @@ int eplb__sync_read_local(const char *const *patterns, int n, int rank,
                           eplb_stats_format_t format, const char *output,
                           const char *summary, eplb_stats_t *st, char *name,
                           size_t name_size, eplb_error_t *err);
+
+/* collect.c: reads this rank's files of each scenario into stats[k]
+ * (patterns with %r, summed per scenario; `what` names the option in
+ * messages, "--scenario"); names[k] gets scenario k's first expanded path.
+ * On failure every stats[k] is empty.  Local. */
+int eplb__sync_read_scenarios(const eplb_sync_scenario_t *sc, int32_t num,
+                              int rank, eplb_stats_format_t format,
+                              const char *output, const char *summary,
+                              eplb_stats_t *stats, char (*names)[4096],
+                              eplb_error_t *err);
 
 /* collect.c: the counts this rank brings (`name` their source) are there
  * and valid.  Local. */

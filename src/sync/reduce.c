@@ -175,6 +175,33 @@ int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
   return rc;
 }
 
+int eplb__reduce_scenarios(MPI_Comm comm, eplb__scenarios_t *s, int drop_dense,
+                           int32_t **dropped, int32_t *num_dropped,
+                           eplb_error_t *err) {
+  *dropped = NULL;
+  *num_dropped = 0;
+  size_t n = (size_t)s->stats[0].num_layers * (size_t)s->stats[0].num_experts;
+  for (int32_t k = 0; k < s->num; k++)
+    memcpy(s->pack + (size_t)k * n, s->stats[k].load, sizeof(double) * n);
+  /* One collective for every scenario: K x L x E counts (prepared below
+   * INT_MAX), so K scenarios cost one latency, not K. */
+  int rc = eplb__allreduce(MPI_IN_PLACE, s->pack, (int)(n * (size_t)s->num),
+                           MPI_DOUBLE, MPI_SUM, comm,
+                           "MPI_Allreduce of the scenarios' counts", err);
+  for (int32_t k = 0; rc == 0 && k < s->num; k++) {
+    memcpy(s->stats[k].load, s->pack + (size_t)k * n, sizeof(double) * n);
+    rc = check_sums(&s->stats[k], err);
+    if (rc)
+      eplb_error_prefix(err, "scenario %d", (int)k);
+  }
+  /* A layer idle in every scenario is dropped from all (SGLang pads dense
+   * layers with zero rows); one with traffic anywhere stays. */
+  if (rc == 0 && drop_dense)
+    rc = eplb_stats_drop_idle_layers(s->stats, s->num, dropped, num_dropped,
+                                     err);
+  return rc;
+}
+
 uint64_t eplb__plan_opts_key(const eplb_plan_opts_t *o, uint64_t seed) {
   /* Field by field: the struct's padding is not guaranteed to be zero. */
   const double f[] = {o->num_slots,  o->num_gpus,       o->num_nodes,

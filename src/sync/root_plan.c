@@ -1,10 +1,12 @@
 /* sync/root_plan.c - the plan stage of the pipeline: rank 0 plans the
- * summed histogram (from the current placement when there is one) and
- * measures the plan, before the distribute stage sends it to every rank. */
+ * summed histogram, or the summed scenarios (from the current placement
+ * when there is one), and measures the plan, before the distribute stage
+ * sends it to every rank. */
 #include <string.h>
 
 #include "eplb/formats.h"
 #include "eplb/metrics.h"
+#include "eplb/report.h"
 #include "sync/internal.h"
 
 /* The metrics of res on rank 0: balance before (current or contiguous) and
@@ -43,40 +45,99 @@ static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
   return eplb_placement_check(c, 0, "the current placement", err);
 }
 
+/* The placement the plan starts from: opts->current (checked), the map
+ * opts->current_map (read into *from_file), else none; *before is it, or
+ * the contiguous placement (into *contiguous).  `sum` gives the shape. */
+static int resolve_before(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
+                          const eplb_placement_t **current,
+                          const eplb_placement_t **before,
+                          eplb_placement_t *contiguous,
+                          eplb_placement_t *from_file, eplb_error_t *err) {
+  int rc = 0;
+  *current = opts->current;
+  if (opts->current == NULL && opts->current_map) {
+    rc = eplb_placement_read_for(from_file, opts->current_map, sum,
+                                 opts->plan.num_slots, opts->plan.num_gpus,
+                                 "--current-map", err);
+    if (rc)
+      return rc;
+    *current = from_file;
+  } else if (opts->current) {
+    rc = check_current(sum, opts, err); /* the caller's, unchecked so far */
+    if (rc)
+      return rc;
+  }
+  *before = *current;
+  if (*before == NULL) {
+    rc = eplb_placement_init_contiguous(contiguous, sum->num_layers,
+                                        sum->num_experts, opts->plan.num_slots,
+                                        opts->plan.num_gpus, err);
+    *before = contiguous;
+  }
+  return rc;
+}
+
 int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                          eplb_placement_t *plan, eplb_sync_result_t *res,
                          eplb_error_t *err) {
   eplb_placement_t contiguous = {0}, from_file = {0};
-  eplb_sync_opts_t o = *opts;
-  int rc = 0;
-  if (o.current == NULL && o.current_map) {
-    rc = eplb_placement_read_for(&from_file, o.current_map, sum,
-                                 o.plan.num_slots, o.plan.num_gpus,
-                                 "--current-map", err);
-    if (rc)
-      return rc;
-    o.current = &from_file;
-  } else if (o.current) {
-    rc = check_current(sum, &o, err); /* the caller's, unchecked so far */
-    if (rc)
-      return rc;
-  }
-  opts = &o;
-  const eplb_placement_t *before = opts->current;
-  if (before == NULL) {
-    rc = eplb_placement_init_contiguous(&contiguous, sum->num_layers,
-                                        sum->num_experts, opts->plan.num_slots,
-                                        opts->plan.num_gpus, err);
-    before = &contiguous;
-  }
+  const eplb_placement_t *current = NULL, *before = NULL;
+  int rc = resolve_before(sum, opts, &current, &before, &contiguous, &from_file,
+                          err);
   if (rc == 0)
-    rc = opts->current
-             ? eplb_plan_from(sum, opts->current, &opts->plan, plan, err)
-             : eplb_plan(sum, &opts->plan, plan, err);
+    rc = current ? eplb_plan_from(sum, current, &opts->plan, plan, err)
+                 : eplb_plan(sum, &opts->plan, plan, err);
   if (rc == 0)
     rc = root_metrics(sum, before, plan, res, err);
   if (rc)
     eplb_placement_cleanup(plan);
+  eplb_placement_cleanup(&contiguous);
+  eplb_placement_cleanup(&from_file);
+  return rc;
+}
+
+/* Each scenario's imbalance before and after (on rank 0). */
+static int scenario_metrics(const eplb_scenarios_t *sc,
+                            const eplb_placement_t *before,
+                            const eplb_placement_t *plan,
+                            eplb_sync_result_t *res, eplb_error_t *err) {
+  for (int32_t k = 0; k < sc->num_scenarios; k++) {
+    eplb_balance_t b0, b1;
+    int rc = eplb_balance(&sc->stats[k], before, &b0, err);
+    if (rc == 0)
+      rc = eplb_balance(&sc->stats[k], plan, &b1, err);
+    if (rc)
+      return rc;
+    res->scenario_before[k] = b0.imbalance;
+    res->scenario_after[k] = b1.imbalance;
+  }
+  return 0;
+}
+
+int eplb__sync_plan_root_scenarios(const eplb__scenarios_t *s,
+                                   const eplb_sync_opts_t *opts,
+                                   eplb_placement_t *plan,
+                                   eplb_sync_result_t *res, eplb_error_t *err) {
+  eplb_scenarios_t sc = {s->num, s->stats, s->weights};
+  eplb_placement_t contiguous = {0}, from_file = {0};
+  const eplb_placement_t *current = NULL, *before = NULL;
+  eplb_stats_t mean = {0};
+  /* The metrics are reported on the weighted mean, as eplb-plan does. */
+  int rc = eplb_report_scenarios_mean(&sc, &mean, err);
+  if (rc == 0)
+    rc = resolve_before(&s->stats[0], opts, &current, &before, &contiguous,
+                        &from_file, err);
+  if (rc == 0)
+    rc = current
+             ? eplb_plan_scenarios_from(&sc, current, &opts->plan, plan, err)
+             : eplb_plan_scenarios(&sc, &opts->plan, plan, err);
+  if (rc == 0)
+    rc = root_metrics(&mean, before, plan, res, err);
+  if (rc == 0)
+    rc = scenario_metrics(&sc, before, plan, res, err);
+  if (rc)
+    eplb_placement_cleanup(plan);
+  eplb_stats_cleanup(&mean);
   eplb_placement_cleanup(&contiguous);
   eplb_placement_cleanup(&from_file);
   return rc;

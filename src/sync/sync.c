@@ -1,5 +1,6 @@
 /* sync/sync.c - the driver of the multi-rank engine behind `eplb-sync`
- * and eplb_sync_run: one run of the pipeline
+ * and eplb_sync_run (eplb_sync_run_scenarios: the same for several
+ * workloads at once, scenarios.c): one run of the pipeline
  *
  *   collect -> reduce -> plan (rank 0) -> distribute -> move -> commit
  *   (collect.c) (reduce.c) (root_plan.c) (distribute.c) (migrate/, --shards)
@@ -34,8 +35,23 @@ void eplb_sync_result_cleanup(eplb_sync_result_t *res) {
   eplb_placement_cleanup(&res->placement);
   eplb_migrate_result_cleanup(&res->migrate);
   free(res->dropped);
+  for (int32_t k = 0; k < res->num_scenarios && res->scenario_names; k++)
+    free(res->scenario_names[k]);
+  free(res->scenario_names);
+  free(res->scenario_weights);
+  free(res->scenario_before);
+  free(res->scenario_after);
   memset(res, 0, sizeof(*res));
 }
+
+/* What this rank brings to a run: one histogram (a plain run) or one per
+ * scenario. */
+typedef struct {
+  const eplb_stats_t *local;  /* a plain run's counts (NULL: none) */
+  const eplb_scenarios_t *sc; /* a scenario run's, or NULL: plain */
+  const char *const *names;   /* the scenarios in messages, or NULL */
+  const char *const *labels;  /* ... in the result, or NULL: names */
+} input_t;
 
 /* ---- the engine ------------------------------------------------------ */
 
@@ -75,6 +91,23 @@ static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
   if (rc == 0 && opts->shards_dir == NULL)
     rc =
         eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
+  return rc;
+}
+
+/* The same for a scenario run: every scenario checked and copied, the
+ * allreduce buffer, the result's scenario fields and a plan buffer with
+ * room for their metrics. */
+static int prepare_scenarios(const input_t *in, const eplb_sync_opts_t *opts,
+                             eplb__scenarios_t *scen, eplb__plan_buf_t *buf,
+                             eplb_sync_result_t *res, eplb_error_t *err) {
+  int rc = check_opts(opts, err);
+  if (rc == 0)
+    rc = eplb__fault_load(err);
+  if (rc == 0)
+    rc = eplb__scenarios_prepare(scen, in->sc, in->names, in->labels, res, err);
+  if (rc == 0 && opts->shards_dir == NULL)
+    rc = eplb__plan_buf_alloc_scenarios(buf, scen->stats[0].num_layers,
+                                        opts->plan.num_slots, scen->num, err);
   return rc;
 }
 
@@ -119,17 +152,19 @@ static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
 /* Opens the shards (collective, agreed inside), fits them, and allocates
  * the plan buffer now that the slots are known (agreed). */
 static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
-                       eplb_sync_opts_t *o, eplb_shard_set_t *set,
-                       eplb__plan_buf_t *buf, eplb_error_t *err) {
+                       int32_t num_scenarios, eplb_sync_opts_t *o,
+                       eplb_shard_set_t *set, eplb__plan_buf_t *buf,
+                       eplb_error_t *err) {
   int rc = eplb_shards_open(comm, o->shards_dir, sum->num_experts, set, err);
   if (rc)
     return rc;
   rc = fit_shards(set, sum, o, err); /* the same on every rank */
   if (rc == 0)
-    rc = eplb__agree(
-        comm,
-        eplb__plan_buf_alloc(buf, sum->num_layers, o->plan.num_slots, err),
-        err);
+    rc = eplb__agree(comm,
+                     eplb__plan_buf_alloc_scenarios(buf, sum->num_layers,
+                                                    o->plan.num_slots,
+                                                    num_scenarios, err),
+                     err);
   return rc;
 }
 
@@ -164,85 +199,141 @@ static int migrate_shards(eplb_shard_set_t *set, const eplb_sync_opts_t *o,
   return 0;
 }
 
-/* The engine after the local counts are in hand (local_rc says whether
- * this rank got them).  On the success path: one allgather (status and
- * shape), one allreduce, one broadcast, one allgather (checksums), one
- * agreement after writing. */
-static int run_engine(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
-                      const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
-                      double t_start, eplb_error_t *err) {
-  eplb_sync_opts_t o = *opts; /* the shards may fill in slots and map */
-  const char *name = o.stats_name ? o.stats_name : "counts in memory";
-  int rank = 0, dense = 0;
-  MPI_Comm_rank(comm, &rank);
-  eplb_stats_t sum = {0};
-  eplb_placement_t plan = {0};
-  eplb__plan_buf_t buf = {0};
+/* One run's state on this rank. */
+typedef struct {
+  MPI_Comm comm;
+  int rank;
+  eplb_sync_opts_t o; /* the shards may fill in slots and map */
+  const input_t *in;
+  eplb_stats_t sum;       /* a plain run's counts, summed */
+  eplb__scenarios_t scen; /* a scenario run's, summed */
+  eplb_placement_t plan;
+  eplb__plan_buf_t buf;
   eplb_shard_set_t set;
-  memset(&set, 0, sizeof(set));
-  set.comm = MPI_COMM_NULL;
-  double t0 = MPI_Wtime();
+} engine_t;
 
+/* The summed histogram whose shape the later stages go by. */
+static const eplb_stats_t *summed(const engine_t *e) {
+  return e->in->sc ? &e->scen.stats[0] : &e->sum;
+}
+
+/* Collect and reduce: this rank's counts prepared (local_rc says whether
+ * it got them), one allgather of status and shape, one allreduce. */
+static int gather(engine_t *e, int local_rc, eplb_sync_result_t *res,
+                  eplb_error_t *err) {
+  const input_t *in = e->in;
+  const char *name = e->o.stats_name ? e->o.stats_name : "counts in memory";
+  const eplb_stats_t *local = in->local;
+  eplb_stats_t first; /* a scenario run's shape: scenario 0's */
+  int dense = 0;
+  double t0 = MPI_Wtime();
   if (local_rc == 0)
-    local_rc = prepare(local, &o, name, &sum, &buf, err);
+    local_rc = in->sc
+                   ? prepare_scenarios(in, &e->o, &e->scen, &e->buf, res, err)
+                   : prepare(local, &e->o, name, &e->sum, &e->buf, err);
+  uint64_t key = sync_opts_key(&e->o);
+  if (in->sc && local_rc == 0) {
+    first = e->scen.stats[0];
+    for (int32_t k = 1; k < e->scen.num; k++)
+      first.dense_rows |= e->scen.stats[k].dense_rows;
+    local = &first;
+    name = in->names && in->names[0] ? in->names[0] : "scenario 0";
+    key = eplb__scenarios_key(&e->scen, key);
+  }
   eplb__watch_phase("shape");
-  eplb__fault_point("shape", rank, "before agreeing on the shapes");
-  int rc = eplb__reduce_agree_shape(comm, local_rc, local, name,
-                                    sync_opts_key(&o), &dense, err);
+  eplb__fault_point("shape", e->rank, "before agreeing on the shapes");
+  int rc = eplb__reduce_agree_shape(e->comm, local_rc, local, name, key, &dense,
+                                    err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_SHAPE] = t1 - t0;
   if (rc)
-    goto done;
-
+    return rc;
   eplb__watch_phase("reduce");
-  eplb__fault_point("reduce", rank, "before the sum");
-  rc = eplb__reduce_sum(comm, &sum, dense, &res->dropped, &res->num_dropped,
-                        err);
-  double t2 = MPI_Wtime();
-  res->seconds[EPLB_PHASE_REDUCE] = t2 - t1;
-  if (rc == 0 && o.shards_dir)
-    rc = open_shards(comm, &sum, &o, &set, &buf, err);
+  eplb__fault_point("reduce", e->rank, "before the sum");
+  rc = in->sc ? eplb__reduce_scenarios(e->comm, &e->scen, dense, &res->dropped,
+                                       &res->num_dropped, err)
+              : eplb__reduce_sum(e->comm, &e->sum, dense, &res->dropped,
+                                 &res->num_dropped, err);
+  res->seconds[EPLB_PHASE_REDUCE] = MPI_Wtime() - t1;
+  return rc;
+}
+
+/* Plan (rank 0), distribute and verify, move the shards, write. */
+static int plan_and_apply(engine_t *e, eplb_sync_result_t *res, double t_start,
+                          eplb_error_t *err) {
+  const eplb_stats_t *sum = summed(e);
+  eplb_sync_opts_t *o = &e->o;
+  int rc = 0;
+  if (o->shards_dir)
+    rc = open_shards(e->comm, sum, e->scen.num, o, &e->set, &e->buf, err);
   /* The options against the summed shape: identical on every rank. */
   if (rc == 0)
-    rc = eplb_plan_check_opts(&o.plan, sum.num_experts, err);
+    rc = eplb_plan_check_opts(&o->plan, sum->num_experts, err);
   if (rc)
-    goto done;
-  t2 = MPI_Wtime();
+    return rc;
+  double t2 = MPI_Wtime();
 
   eplb__watch_phase("plan");
-  eplb__fault_point("plan", rank, "before planning");
-  res->generation = o.generation + 1;
-  int root_rc = rank == 0 ? eplb__sync_plan_root(&sum, &o, &plan, res, err) : 0;
+  eplb__fault_point("plan", e->rank, "before planning");
+  res->generation = o->generation + 1;
+  int root_rc = 0;
+  if (e->rank == 0)
+    root_rc = e->in->sc ? eplb__sync_plan_root_scenarios(&e->scen, o, &e->plan,
+                                                         res, err)
+                        : eplb__sync_plan_root(sum, o, &e->plan, res, err);
   double t3 = MPI_Wtime();
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
 
   eplb__watch_phase("distribute");
-  eplb__fault_point("distribute", rank, "before the plan's broadcast");
-  rc = eplb__sync_distribute(comm, root_rc, &buf, &plan, res, NULL, err);
+  eplb__fault_point("distribute", e->rank, "before the plan's broadcast");
+  rc = eplb__sync_distribute(e->comm, root_rc, &e->buf, &e->plan, res, NULL,
+                             err);
+  if (rc == 0 && e->in->sc)
+    eplb__scenarios_means(res);
   /* A plan equal to where the experts are moves nothing: the shards keep
    * their generation instead of being rewritten as a new one. */
-  if (rc == 0 && o.shards_dir && same_slots(&set.current, &res->placement))
-    res->generation = o.generation;
-  else if (rc == 0 && o.shards_dir)
-    rc = migrate_shards(&set, &o, res, err);
+  if (rc == 0 && o->shards_dir && same_slots(&e->set.current, &res->placement))
+    res->generation = o->generation;
+  else if (rc == 0 && o->shards_dir)
+    rc = migrate_shards(&e->set, o, res, err);
   if (rc == 0) {
     double t4 = MPI_Wtime();
     /* The summary's total is up to the write; the printed one includes it. */
     res->seconds[EPLB_PHASE_TOTAL] = t4 - t_start;
-    rc = eplb__sync_write(comm, &o, res, NULL, err);
+    rc = eplb__sync_write(e->comm, o, res, NULL, err);
     res->seconds[EPLB_PHASE_WRITE] = MPI_Wtime() - t4;
   }
-done:
-  eplb_shards_close(&set);
-  eplb_stats_cleanup(&sum);
-  eplb_placement_cleanup(&plan);
-  eplb__plan_buf_free(&buf);
   return rc;
 }
 
-/* Shared tail of both entry points: dup, run, free, print.  t_read is the
- * time the file wrapper spent reading (0 for counts in memory). */
-static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
+/* The engine after the local counts are in hand (local_rc says whether
+ * this rank got them).  On the success path: one allgather (status and
+ * shape), one allreduce, one broadcast, one allgather (checksums), one
+ * agreement after writing. */
+static int run_engine(MPI_Comm comm, int local_rc, const input_t *in,
+                      const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
+                      double t_start, eplb_error_t *err) {
+  engine_t e;
+  memset(&e, 0, sizeof(e));
+  e.comm = comm;
+  e.o = *opts;
+  e.in = in;
+  e.set.comm = MPI_COMM_NULL;
+  MPI_Comm_rank(comm, &e.rank);
+  int rc = gather(&e, local_rc, res, err);
+  if (rc == 0)
+    rc = plan_and_apply(&e, res, t_start, err);
+  eplb_shards_close(&e.set);
+  eplb_stats_cleanup(&e.sum);
+  eplb__scenarios_free(&e.scen);
+  eplb_placement_cleanup(&e.plan);
+  eplb__plan_buf_free(&e.buf);
+  return rc;
+}
+
+/* Shared tail of the entry points: dup, run, free, print.  t_read is the
+ * time the file wrappers spent reading (0 for counts in memory). */
+static int run_with(MPI_Comm comm, int local_rc, const input_t *in,
                     const eplb_sync_opts_t *opts, eplb_sync_result_t *res,
                     double t_start, double t_read, eplb_error_t *err) {
   MPI_Comm c = MPI_COMM_NULL;
@@ -251,7 +342,7 @@ static int run_with(MPI_Comm comm, int local_rc, const eplb_stats_t *local,
   int old_timeout = eplb__watch_timeout(opts->timeout_s);
   int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
-    rc = run_engine(c, local_rc, local, opts, res, t_start, err);
+    rc = run_engine(c, local_rc, in, opts, res, t_start, err);
   eplb__watch_timeout(old_timeout);
   if (c != MPI_COMM_NULL)
     MPI_Comm_free(&c);
@@ -280,7 +371,8 @@ int eplb_sync_run(MPI_Comm comm, const eplb_stats_t *local,
   /* A NULL opts on one rank is that rank's error, agreed like any other. */
   int local_rc =
       opts ? 0 : eplb_error_set(err, EPLB_EARG, "eplb_sync_run: opts is NULL");
-  return run_with(comm, local_rc, local, &o, res, t, 0, err);
+  input_t in = {.local = local};
+  return run_with(comm, local_rc, &in, &o, res, t, 0, err);
 }
 
 int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
@@ -307,8 +399,99 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
     strncat(name, " (+ more files)", sizeof(name) - strlen(name) - 1);
   o.stats_name = name;
   double t_read = MPI_Wtime() - t;
-  int rc = run_with(comm, local_rc, local_rc ? NULL : &local, &o, res, t,
-                    t_read, err);
+  input_t in = {.local = local_rc ? NULL : &local};
+  int rc = run_with(comm, local_rc, &in, &o, res, t, t_read, err);
   eplb_stats_cleanup(&local);
+  return rc;
+}
+
+int eplb_sync_run_scenarios(MPI_Comm comm, const eplb_scenarios_t *local,
+                            const char *const *names,
+                            const eplb_sync_opts_t *opts,
+                            eplb_sync_result_t *res, eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  int local_rc = opts ? 0
+                      : eplb_error_set(err, EPLB_EARG,
+                                       "eplb_sync_run_scenarios: opts is NULL");
+  /* NULL scenarios are this rank's error, found when they are prepared. */
+  eplb_scenarios_t none = {0, NULL, NULL};
+  input_t in = {.sc = local ? local : &none, .names = names};
+  return run_with(comm, local_rc, &in, &o, res, t, 0, err);
+}
+
+/* The files' side of eplb_sync_run_scenario_files: this rank's scenarios
+ * read into stats[K] (names: their first files, for messages). */
+static int read_scenario_files(const eplb_sync_scenario_t *sc, int32_t K,
+                               int rank, eplb_stats_format_t format,
+                               const eplb_sync_opts_t *o, eplb_stats_t *stats,
+                               char (*names)[4096], eplb_error_t *err) {
+  if (sc == NULL || K < 1 || K > EPLB_MAX_SCENARIOS)
+    return eplb_error_set(err, EPLB_EARG, "%d scenarios: give 1..%d",
+                          sc ? (int)K : 0, EPLB_MAX_SCENARIOS);
+  for (int32_t k = 0; k < K; k++)
+    if (sc[k].patterns == NULL || sc[k].num_patterns < 1)
+      return eplb_error_set(err, EPLB_EARG, "scenario %d names no files",
+                            (int)k);
+  int rc = eplb__sync_read_scenarios(sc, K, rank, format, o->output, o->summary,
+                                     stats, names, err);
+  for (int32_t k = 0; rc == 0 && k < K; k++)
+    if (sc[k].num_patterns > 1)
+      strncat(names[k], " (+ more files)",
+              sizeof(names[k]) - strlen(names[k]) - 1);
+  return rc;
+}
+
+int eplb_sync_run_scenario_files(MPI_Comm comm,
+                                 const eplb_sync_scenario_t *scenarios,
+                                 int32_t num_scenarios,
+                                 eplb_stats_format_t format,
+                                 const eplb_sync_opts_t *opts,
+                                 eplb_sync_result_t *res, eplb_error_t *err) {
+  double t = MPI_Wtime();
+  memset(res, 0, sizeof(*res));
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  eplb__watch_phase("read");
+  eplb__fault_point("read", rank, "before reading the statistics");
+  eplb_sync_opts_t o;
+  if (opts)
+    o = *opts;
+  else
+    eplb_sync_opts_default(&o);
+  int32_t K = num_scenarios > 0 && num_scenarios <= EPLB_MAX_SCENARIOS
+                  ? num_scenarios
+                  : 1;
+  eplb_stats_t *stats = calloc((size_t)K, sizeof(*stats));
+  double *w = calloc((size_t)K, sizeof(*w));
+  char(*names)[4096] = calloc((size_t)K, sizeof(*names));
+  const char **np = calloc((size_t)K, sizeof(*np));
+  const char **labels = calloc((size_t)K, sizeof(*labels));
+  int local_rc = stats && w && names && np && labels
+                     ? read_scenario_files(scenarios, num_scenarios, rank,
+                                           format, &o, stats, names, err)
+                     : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t k = 0; local_rc == 0 && k < K; k++) {
+    w[k] = scenarios[k].weight == 0 ? 1.0 : scenarios[k].weight;
+    np[k] = names[k];
+    labels[k] =
+        scenarios[k].name ? scenarios[k].name : scenarios[k].patterns[0];
+  }
+  eplb_scenarios_t sc = {K, stats, w};
+  input_t in = {.sc = &sc, .names = np, .labels = labels};
+  double t_read = MPI_Wtime() - t;
+  int rc = run_with(comm, local_rc, &in, &o, res, t, t_read, err);
+  for (int32_t k = 0; stats && local_rc == 0 && k < K; k++)
+    eplb_stats_cleanup(&stats[k]);
+  free(stats);
+  free(w);
+  free(names);
+  free(np);
+  free(labels);
   return rc;
 }

@@ -51,6 +51,29 @@ static void add_migration(cJSON *j, const eplb_migrate_result_t *m) {
   }
 }
 
+/* A scenario run's scenarios, into the summary: each one's name, weight
+ * and imbalance before and after, and their weighted means. */
+static void add_scenarios(cJSON *j, const eplb_sync_result_t *res) {
+  cJSON *list = cJSON_CreateArray(), *mean = cJSON_CreateObject();
+  for (int32_t k = 0; k < res->num_scenarios && list; k++) {
+    cJSON *x = cJSON_CreateObject();
+    if (x == NULL)
+      break;
+    cJSON_AddStringToObject(x, "name", res->scenario_names[k]);
+    cJSON_AddNumberToObject(x, "weight", res->scenario_weights[k]);
+    cJSON_AddNumberToObject(x, "imbalance_before", res->scenario_before[k]);
+    cJSON_AddNumberToObject(x, "imbalance_after", res->scenario_after[k]);
+    cJSON_AddItemToArray(list, x);
+  }
+  if (mean) {
+    cJSON_AddNumberToObject(mean, "imbalance_before",
+                            res->scenario_mean_before);
+    cJSON_AddNumberToObject(mean, "imbalance_after", res->scenario_mean_after);
+  }
+  cJSON_AddItemToObject(j, "scenarios", list);
+  cJSON_AddItemToObject(j, "scenario_mean", mean);
+}
+
 /* The summary as JSON (see docs/sync.md for the fields). */
 static cJSON *summary_json(const eplb_sync_opts_t *opts,
                            const eplb_sync_result_t *res, const cJSON *extra) {
@@ -88,6 +111,8 @@ static cJSON *summary_json(const eplb_sync_opts_t *opts,
   cJSON_AddItemToObject(j, "seconds", sec);
   if (res->migrated)
     add_migration(j, &res->migrate);
+  if (res->num_scenarios > 0)
+    add_scenarios(j, res);
   for (const cJSON *it = extra ? extra->child : NULL; it; it = it->next)
     cJSON_AddItemToObject(j, it->string, cJSON_Duplicate(it, 1));
   return j;
@@ -125,6 +150,22 @@ int eplb__sync_write(MPI_Comm comm, const eplb_sync_opts_t *opts,
   return eplb__agree(comm, rc, err);
 }
 
+/* A scenario run's scenarios, as eplb-plan prints them. */
+static void print_scenarios(const eplb_sync_result_t *res) {
+  printf("  scenarios %d, balanced at once (imbalance before -> after; above: "
+         "on their weighted mean):\n",
+         (int)res->num_scenarios);
+  for (int32_t k = 0; k < res->num_scenarios; k++) {
+    const char *name = res->scenario_names[k];
+    size_t len = strlen(name);
+    printf("    %s%-40s w %-6g %.4f -> %.4f\n", len > 40 ? "..." : "",
+           len > 40 ? name + len - 37 : name, res->scenario_weights[k],
+           res->scenario_before[k], res->scenario_after[k]);
+  }
+  printf("    %-40s %-8s %.4f -> %.4f\n", "weighted mean", "",
+         res->scenario_mean_before, res->scenario_mean_after);
+}
+
 /* Prints rank 0's human summary. */
 void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
                               const eplb_sync_result_t *res) {
@@ -140,6 +181,8 @@ void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
   printf("  imbalance %.4f -> %.4f (floor %.4f), %lld replicas moved\n",
          res->imbalance_before, res->imbalance_after, res->floor,
          (long long)res->moves);
+  if (res->num_scenarios > 0)
+    print_scenarios(res);
   printf("  seconds:");
   for (int ph = 0; ph < EPLB_NUM_PHASES; ph++)
     if (res->seconds[ph] > 0 || ph == EPLB_PHASE_TOTAL)
