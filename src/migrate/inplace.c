@@ -49,6 +49,9 @@ static int mostly_changes(const mig_t *m) {
   return 2 * changed > all;
 }
 
+static int capture_generation(mig_t *m, uint64_t gen, int *ok,
+                              eplb_error_t *err);
+
 int eplb__inplace_setup(mig_t *m, const char *path, uint64_t gen,
                         eplb_error_t *err) {
   char why[512];
@@ -60,6 +63,13 @@ int eplb__inplace_setup(mig_t *m, const char *path, uint64_t gen,
   if (rc) {
     eplb__layout_free(&m->lay);
     return rc < 0 ? rc : 0; /* 1: not in place (why), the rewrite instead */
+  }
+  int ok = 0;
+  rc = capture_generation(m, gen, &ok, err);
+  if (rc || !ok) {
+    eplb__layout_free(&m->lay);
+    eplb__recs_free(&m->gen_recs);
+    return rc;
   }
   const char *shard = eplb_shard_file(m->set->shard);
   m->need = calloc((size_t)m->P, 1);
@@ -190,26 +200,36 @@ static int journal_maps(mig_t *m, const eplb_placement_t *next,
   return rc;
 }
 
-/* The bytes HDF5 writes to set the generation: captured with the shard
- * closed (HDF5 will not open one file twice), which is then reopened. */
-static int journal_generation(mig_t *m, uint64_t gen, eplb_error_t *err) {
+/* The bytes HDF5 writes to set the generation, captured before the
+ * transfer (so that a shard HDF5 would have to grow for it is rewritten
+ * instead: *ok 0) with the shard closed (HDF5 will not open one file
+ * twice), which is then reopened. */
+static int capture_generation(mig_t *m, uint64_t gen, int *ok,
+                              eplb_error_t *err) {
   eplb_shard_set_t *set = m->set;
   char path[4096];
-  eplb__recs_t recs;
+  eplb_error_t why;
   snprintf(path, sizeof(path), "%s", eplb_shard_file(set->shard));
   eplb_shard_close(set->shard);
   set->shard = NULL;
-  m->oldsums = NULL; /* they were the closed shard's */
-  int rc = eplb__shard_generation_recs(path, gen, &recs, err);
-  int rc2 = eplb_shard_open(path, &set->shard, rc ? NULL : err);
-  for (size_t i = 0; rc == 0 && i < recs.n; i++)
-    rc = eplb__redo_add(&m->redo, recs.v[i].off, recs.v[i].data,
-                        (size_t)recs.v[i].len,
-                        eplb__checksum(recs.v[i].data, (size_t)recs.v[i].len,
-                                       0),
-                        err);
-  eplb__recs_free(&recs);
-  return rc ? rc : rc2;
+  int rc = eplb__shard_generation_recs(path, gen, &m->gen_recs, &why);
+  *ok = rc == 0;
+  if (rc != 0 && rc != EPLB_ESTATE)
+    *err = why;
+  int rc2 = eplb_shard_open(path, &set->shard, err);
+  m->oldsums = eplb_shard_checksums(set->shard); /* the reopened shard's */
+  return rc2 ? rc2 : rc == EPLB_ESTATE ? 0 : rc;
+}
+
+/* The generation's bytes, last: applied after everything else. */
+static int journal_generation(mig_t *m, eplb_error_t *err) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < m->gen_recs.n; i++) {
+    const eplb__rec_t *r = &m->gen_recs.v[i];
+    rc = eplb__redo_add(&m->redo, r->off, r->data, (size_t)r->len,
+                        eplb__checksum(r->data, (size_t)r->len, 0), err);
+  }
+  return rc;
 }
 
 int eplb__inplace_finish(mig_t *m, const eplb_placement_t *next,
@@ -217,7 +237,7 @@ int eplb__inplace_finish(mig_t *m, const eplb_placement_t *next,
   int fault = eplb__fault_write(m->set->rank);
   int rc = journal_maps(m, next, err);
   if (rc == 0)
-    rc = journal_generation(m, gen, err);
+    rc = journal_generation(m, err);
   if (rc == 0 && fault == 1) /* tests: the disk is full at the last write */
     rc = eplb_error_set(err, EPLB_EIO,
                         "%s: writing the redo journal failed: %s (disk full?)",
@@ -240,5 +260,6 @@ void eplb__inplace_free(mig_t *m) {
   free(m->need);
   m->need = NULL;
   eplb__layout_free(&m->lay);
+  eplb__recs_free(&m->gen_recs);
   eplb__redo_free(&m->redo);
 }

@@ -40,6 +40,7 @@ typedef struct {
   unsigned char *need;          /* in place: [P] old slots read in a layer */
   eplb__layout_t lay;           /* in place: where its rows lie */
   eplb__redo_t redo;            /* in place: the redo journal */
+  eplb__recs_t gen_recs;        /* in place: the generation's bytes */
   const uint64_t *oldsums;      /* [L * P * D] the old shard's, or NULL */
   uint64_t *newsums;            /* [L * P * D] the new shard's at-rest
                                    checksums (what the read-back expects) */
