@@ -21,7 +21,12 @@
  *      the same bytes in 1 MiB blocks + fsync (what `dd bs=1M
  *      conv=fsync` does), both by rank 0 alone and by all ranks at once,
  *      in the shard directory;
- *   4. memcpy of row sets through 256 MiB (rank 0 alone).
+ *   4. memcpy of row sets through 256 MiB (rank 0 alone);
+ *   5. the disk bytes of each migration (eplb's count and the ranks'
+ *      /proc/self/io write_bytes, printed per run) against the bytes of
+ *      the rows it must write, for that full shuffle and for a 5% change
+ *      (pairs of slots swapped: committed in place), and the full
+ *      shuffle's end-to-end rate for the bytes it must write.
  * Before each write and migration sample the page cache is flushed
  * (sync), so no sample pays for the previous one's writeback.
  * Prints a table on rank 0; asserts nothing, hard-codes nothing.  Idle
@@ -370,9 +375,52 @@ static void replan(const eplb_placement_t *cur, eplb_placement_t *next, int32_t 
 
 typedef struct {
   samples_t xfer, write, read, xfer_s, verify, total, extra_mib;
-  int64_t received, moved, local;
+  samples_t disk_w, proc_w, must_w, e2e; /* bytes written; end to end */
+  int64_t received, moved, local, in_place;
   int peak_known;
 } mig_figs_t;
+
+/* This process's bytes written to storage (/proc/self/io write_bytes), or
+ * -1 where the kernel does not count them. */
+static long long proc_write_bytes(void) {
+  FILE *f = fopen("/proc/self/io", "r");
+  char line[128];
+  long long v = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "write_bytes: %lld", &v) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return v;
+}
+
+/* The row bytes a migration from a to b must write: the slots whose
+ * expert changes (all ranks). */
+static double must_write(const eplb_placement_t *a, const eplb_placement_t *b,
+                         size_t row) {
+  size_t n = 0, all = (size_t)a->num_layers * (size_t)a->num_slots;
+  for (size_t i = 0; i < all; i++)
+    n += a->phy2log[i] != b->phy2log[i];
+  return (double)n * (double)row;
+}
+
+/* A re-plan that changes about 5% of every layer's slots: pairs of slots
+ * half the job apart swap their experts (both stay placed). */
+static void replan_5pct(const eplb_placement_t *cur, eplb_placement_t *next) {
+  eplb_error_t err;
+  if (eplb_placement_copy(next, cur, &err))
+    die("placement", &err);
+  int32_t S = cur->num_slots, pairs = S / 40 > 0 ? S / 40 : 1;
+  for (int32_t l = 0; l < cur->num_layers; l++) {
+    int32_t *row = next->phy2log + (size_t)l * (size_t)S;
+    for (int32_t k = 0; k < pairs; k++) {
+      int32_t s = (l * 7 + k * 13) % (S / 2), t = s + S / 2;
+      int32_t x = row[s];
+      row[s] = row[t];
+      row[t] = x;
+    }
+  }
+}
 
 /* REPS migrations, there (cur -> next) and back; the figures of each. */
 static void bench_migrations(const args_t *a, const eplb_placement_t *cur,
@@ -396,10 +444,28 @@ static void bench_migrations(const args_t *a, const eplb_placement_t *cur,
     eplb_migrate_result_t res;
     quiesce();
     f->peak_known &= reset_peak() == 0;
+    long long wb0 = proc_write_bytes();
     if (eplb_migrate(&set, rep % 2 ? cur : next, &o, &res, &err))
       die("migrate", &err);
+    long long wb = proc_write_bytes() - wb0, wball = 0;
+    MPI_Reduce(&wb, &wball, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     long extra = status_kib("VmHWM") - base, mx = 0;
     MPI_Reduce(&extra, &mx, 1, MPI_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    double must = must_write(rep % 2 ? next : cur, rep % 2 ? cur : next,
+                             (size_t)eplb_shards_info(&set)->row_bytes);
+    add(&f->disk_w, (double)res.disk_bytes_written / 1e6);
+    add(&f->proc_w, wb0 < 0 ? -1 : (double)wball / 1e6);
+    add(&f->must_w, must / 1e6);
+    add(&f->e2e, must / res.seconds_total / 1e6);
+    f->in_place = res.ranks_in_place;
+    if (rank == 0)
+      printf("# run %d: %.1f MB of rows to write, disk %.1f MB written (eplb's "
+             "count), /proc/self/io write_bytes %.1f MB (all ranks), %.1f MB "
+             "read, %d of %d ranks in place, %.3f s end to end\n",
+             rep + 1, must / 1e6, (double)res.disk_bytes_written / 1e6,
+             wb0 < 0 ? -1.0 : (double)wball / 1e6,
+             (double)res.disk_bytes_read / 1e6, (int)res.ranks_in_place, size,
+             res.seconds_total);
     add(&f->xfer, res.bandwidth_mbs);
     add(&f->write, (double)shard * size / res.seconds_write / 1e6);
     add(&f->read, res.seconds_read);
@@ -412,6 +478,23 @@ static void bench_migrations(const args_t *a, const eplb_placement_t *cur,
     f->local = res.local_copies;
     eplb_migrate_result_cleanup(&res);
   }
+  eplb_shards_close(&set);
+}
+
+/* One untimed migration to `p` (so that the next measurement starts from
+ * it). */
+static void back_to(const args_t *a, const eplb_placement_t *p, int32_t E) {
+  eplb_shard_set_t set;
+  eplb_error_t err;
+  eplb_migrate_opts_t o;
+  eplb_migrate_result_t res;
+  eplb_migrate_opts_default(&o);
+  o.max_buffer_mb = a->buffer_mb;
+  o.quiet = 1;
+  if (eplb_shards_open(MPI_COMM_WORLD, a->dir, E, &set, &err) ||
+      eplb_migrate(&set, p, &o, &res, &err))
+    die("migrate back", &err);
+  eplb_migrate_result_cleanup(&res);
   eplb_shards_close(&set);
 }
 
@@ -474,9 +557,21 @@ int main(int argc, char **argv) {
   free(buf);
 
   /* 1. the migrations first: nothing else has raised the memory yet */
-  mig_figs_t mf;
+  mig_figs_t mf, m5;
   memset(&mf, 0, sizeof(mf));
+  memset(&m5, 0, sizeof(m5));
+  if (rank == 0)
+    printf("# full shuffle (every layer rotated by 3 ranks, hot experts "
+           "replicated):\n");
   bench_migrations(&a, &cur, &next, E, &mf);
+  eplb_placement_t next5;
+  replan_5pct(&cur, &next5);
+  if (a.reps % 2) /* an odd count left the shards at `next`: back to cur */
+    back_to(&a, &cur, E);
+  if (rank == 0)
+    printf("# 5%% change (pairs of slots half the job apart swap experts):\n");
+  bench_migrations(&a, &cur, &next5, E, &m5);
+  eplb_placement_cleanup(&next5);
   /* 3, 4, 2 */
   samples_t h5_alone = {0}, h5_all = {0}, px_alone = {0}, px_all = {0};
   bench_write(&a, &info, &cur, &h5_alone, &h5_all, &px_alone, &px_all);
@@ -514,6 +609,14 @@ int main(int argc, char **argv) {
     row_fig("migration network phase (slowest rank)", &mf.xfer_s, "s");
     row_fig("  of which checksum verification (slowest rank)", &mf.verify, "s");
     row_fig("migration total (slowest rank)", &mf.total, "s");
+    row_fig("full shuffle: row bytes it must write (all ranks)", &mf.must_w, "MB");
+    row_fig("full shuffle: disk bytes written (eplb's count)", &mf.disk_w, "MB");
+    row_fig("full shuffle: /proc/self/io write_bytes (all ranks)", &mf.proc_w, "MB");
+    row_fig("full shuffle: end to end, bytes it must write / total s", &mf.e2e, "MB/s");
+    row_fig("5% change: row bytes it must write (all ranks)", &m5.must_w, "MB");
+    row_fig("5% change: disk bytes written (eplb's count)", &m5.disk_w, "MB");
+    row_fig("5% change: /proc/self/io write_bytes (all ranks)", &m5.proc_w, "MB");
+    row_fig("5% change: migration total (slowest rank)", &m5.total, "s");
     if (mf.peak_known)
       row_fig("peak extra memory of a rank in migrate (VmHWM - RSS before)", &mf.extra_mib, "MiB");
     else
@@ -526,6 +629,14 @@ int main(int argc, char **argv) {
            pct(x, median(&alone)), pct(x, median(&paired)), pct(x, median(&both)),
            pct(median(&h5_alone), median(&px_alone)), pct(median(&h5_all), median(&px_all)),
            pct(median(&mf.write), median(&px_all)));
+    printf("# targets: network phase / all pairs both ways = %.0f%% (>= 80%%); "
+           "5%% change writes %.2fx (eplb's count) / %.2fx (/proc/self/io) the "
+           "bytes of its rows (<= 3x), %d of %d ranks in place; full shuffle "
+           "end to end = %.0f%% of POSIX write + fsync, all ranks (>= 70%% of "
+           "dd: see the dd lines below), %d of %d ranks in place\n",
+           pct(x, median(&both)), median(&m5.disk_w) / median(&m5.must_w),
+           median(&m5.proc_w) / median(&m5.must_w), (int)m5.in_place, size,
+           pct(median(&mf.e2e), median(&px_all)), (int)mf.in_place, size);
     printf("# memory bound: max_buffer_mb %d MiB (or one %d MiB row set if larger) + one "
            "layer %.0f MiB = %.0f MiB; measured peak extra %.0f MiB (max of runs)\n",
            a.buffer_mb, a.row_mib, layer_mib,

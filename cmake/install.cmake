@@ -42,7 +42,7 @@ eplb_install_library_(eplb_shared SHARED)
 set_target_properties(eplb_shared PROPERTIES EXPORT_NAME eplb
   VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
 # eplb_build_flags brings the sanitizer link flags when EPLB_SANITIZE is on.
-target_link_libraries(eplb_shared PRIVATE PkgConfig::CJSON Threads::Threads eplb_build_flags)
+target_link_libraries(eplb_shared PRIVATE PkgConfig::CJSON PkgConfig::XXHASH Threads::Threads eplb_build_flags)
 # Only the public eplb_* names are exported (cmake/eplb.map), not eplb__*.
 target_link_options(eplb_shared PRIVATE
   LINKER:--version-script=${PROJECT_SOURCE_DIR}/cmake/eplb.map)
@@ -51,12 +51,14 @@ if(EPLB_LIBM)
   target_link_libraries(eplb_shared PRIVATE ${EPLB_LIBM})
 endif()
 
-# The static library's consumers link cJSON, libm and threads themselves: the
-# installed package defines PkgConfig::eplb_cjson (eplbConfig.cmake).
+# The static library's consumers link cJSON, xxHash, libm and threads
+# themselves: the installed package defines PkgConfig::eplb_cjson and
+# PkgConfig::eplb_xxhash (eplbConfig.cmake).
 eplb_install_library_(eplb_static STATIC)
 set_target_properties(eplb_static PROPERTIES EXPORT_NAME eplb_static)
 target_link_libraries(eplb_static INTERFACE
   $<BUILD_INTERFACE:PkgConfig::CJSON> $<INSTALL_INTERFACE:PkgConfig::eplb_cjson>
+  $<BUILD_INTERFACE:PkgConfig::XXHASH> $<INSTALL_INTERFACE:PkgConfig::eplb_xxhash>
   Threads::Threads)
 if(EPLB_LIBM)
   target_link_libraries(eplb_static INTERFACE $<BUILD_INTERFACE:${EPLB_LIBM}> $<INSTALL_INTERFACE:m>)

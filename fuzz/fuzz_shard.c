@@ -84,9 +84,12 @@ static void int_attr(hid_t obj, const char *name, int64_t valid, src_t *s) {
   if (kind == 15)
     return; /* missing */
   int64_t v[3];
-  v[0] = kind == 14 ? word(s) : valid + delta(s);
-  v[1] = v[0] + 1;
-  v[2] = v[0] - 1;
+  /* Wrapping arithmetic (unsigned): the harness must not overflow. */
+  uint64_t v0 = kind == 14 ? (uint64_t)word(s)
+                           : (uint64_t)valid + (uint64_t)delta(s);
+  v[0] = (int64_t)v0;
+  v[1] = (int64_t)(v0 + 1);
+  v[2] = (int64_t)(v0 - 1);
   hid_t sp = space(s), t, a;
   if (kind == 13) { /* a string where a number belongs */
     t = H5Tcopy(H5T_C_S1);

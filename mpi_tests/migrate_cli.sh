@@ -14,6 +14,11 @@
 #              the recovery gives one generation everywhere whose content
 #              matches that generation's map byte for byte (transfer,
 #              commit: the old one; rename: the new one)
+#   crash-ip-transfer|crash-ip-commit|crash-ip-apply|crash-ip-rename
+#              the same for an in-place commit (--commit in-place: redo
+#              journals): apply = halfway through applying its journal;
+#              apply and rename roll forward (the journal replayed), with
+#              the at-rest checksums matching
 #   hang-transfer
 #              EPLB_FAULT=hang:transfer:<bad>: that rank sleeps (until
 #              killed) before posting a batch it sends in; with --timeout 2
@@ -23,6 +28,39 @@
 #              layer, the timeout and the hung rank, says what to run, and
 #              every shard is byte for byte as before; the recovery then
 #              removes the temporary files and leaves generation 0
+#   lost-write EPLB_FAULT=lose-write:<bad> (the first write of that rank's
+#              final flush is dropped while HDF5 is told it succeeded: a
+#              lost write; in place, a byte of its redo journal changes
+#              after the fsync) and enospc:<bad> (it fails with ENOSPC
+#              once), for a rewrite and for an in-place commit:
+#              every rank fails, the error names the rank and the read-back
+#              (or the failed flush), every shard is byte for byte as
+#              before, no debris
+#   disk-full  a real write failure (ulimit -f, SIGXFSZ ignored): eplb-shard
+#              create exits 1 (no crash) and leaves no shard file; a
+#              migration whose temporary shard outgrows the limit on every
+#              rank fails with exit 1 on every rank (no SIGSEGV in
+#              MPI_Finalize), the shards are untouched, no debris
+#   h5py       shards written by h5py exactly as docs/shards.md shows
+#              (attrs.update with str: variable-length UTF-8 strings;
+#              tests/h5py_shards.py, Debian's /usr/bin/python3): inspected,
+#              migrated twice, and h5py finds every slot holding its
+#              expert's original bytes and the ids of the saved map
+#   at-rest    shards made by create carry at-rest checksums (inspect says
+#              so); a weight byte flipped behind eplb's back: verify
+#              --checksums and a migration fail on every rank naming the
+#              rank, layer, slot and dataset, nothing changes; `eplb-shard
+#              checksum` refuses the corrupted directory (nothing written);
+#              h5py shards without checksums verify --checksums as "carry
+#              no", get them from `checksum` (no temporary file left, the
+#              weights' bytes unchanged), then migrate with them
+#   one-row    4 layers x 4 slots of 1 MiB rows per rank, one slot of one
+#              rank changed (driver map "one-row"): committed in place on
+#              every rank, eplb's count of bytes written to the shard
+#              directory (journal + apply + metadata) and the ranks' own
+#              /proc/self/io write_bytes are each at most 3 x the row's 1
+#              MiB (+ 64 / 256 KiB), where a rewrite of the same change
+#              (--commit rewrite) writes every shard whole; both verify
 #   bad-ranks  shards of NP ranks opened (and recovered) by NP/2 ranks: every
 #              rank fails, the message says to run with NP ranks
 #   rollforward
@@ -101,14 +139,16 @@ move)
   [[ $(generation) == 2 ]] || die "generation $(generation), want 2"
   no_debris
   ;;
-crash-transfer | crash-commit | crash-rename)
+crash-transfer | crash-commit | crash-rename | crash-ip-transfer | crash-ip-commit | crash-ip-apply | crash-ip-rename)
   phase=${group#crash-}
+  commit=auto
+  if [[ $phase == ip-* ]]; then phase=${phase#ip-} commit=in-place; fi
   create
   "$bin/eplb-shard" verify --dir sh --quiet || die "fresh shards do not verify"
   cp -r sh before
   # rank 0 saves the target map before migrating
   EPLB_FAULT=crash:$phase:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
-    -x EPLB_FAULT "$driver" migrate sh random:21 --save-map new.json > out.txt 2> err.txt
+    -x EPLB_FAULT "$driver" migrate sh random:21 --save-map new.json --commit $commit > out.txt 2> err.txt
   rc=$?
   ((rc != 0)) || die "the crashed job exited 0"
   ((rc != 124 && rc != 137)) || die "the crashed job hung (timeout)"
@@ -116,9 +156,14 @@ crash-transfer | crash-commit | crash-rename)
   drive recover sh
   [[ $(cat rc.mpiexec) == 0 ]] || die "recover failed: $(cat err.txt)"
   no_debris
-  if [[ $phase == rename ]]; then
+  if [[ $commit == in-place && ($phase == rename || $phase == apply) ]]; then
+    grep -q "recovered generation 1 forward 1 .* replayed [1-9]" out.txt ||
+      die "the recovery replayed no redo journal: $(cat out.txt)"
+  fi
+  if [[ $phase == rename || $phase == apply ]]; then
     [[ $(generation) == 1 ]] || die "generation $(generation) after roll forward, want 1"
     verify new.json
+    "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "at-rest checksums after roll forward"
   else
     [[ $(generation) == 0 ]] || die "generation $(generation) after roll back, want 0"
     "$bin/eplb-shard" verify --dir sh --quiet || die "rolled back shards do not verify"
@@ -161,6 +206,142 @@ hang-transfer)
   (cd sh && md5sum shard_?????.h5 > ../after.md5)
   cmp -s before.md5 after.md5 || die "a shard changed after the recovery"
   "$bin/eplb-shard" verify --dir sh --quiet || die "the shards do not verify"
+  ;;
+lost-write)
+  create
+  (cd sh && md5sum shard_* > ../before.md5)
+  for fault in lose-write enospc ip-lose-write ip-enospc; do
+    commit=rewrite
+    [[ $fault == ip-* ]] && commit=in-place
+    rm -f st/*.rc
+    EPLB_FAULT=${fault#ip-}:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+      -x EPLB_FAULT "$driver" migrate sh random:21 --commit $commit --status-dir st \
+      > out.txt 2> err.txt
+    echo $? > rc.mpiexec
+    all_failed
+    case $fault in
+    lose-write) want="rank $bad: .*layer [0-9]* slot [0-9]* (expert [0-9]*): the row read back after the fsync is not the row written" ;;
+    enospc) want="rank $bad: .*writing the shard failed when HDF5 flushed its buffers" ;;
+    ip-lose-write) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: record 0 .* read back after the fsync is not the record written" ;;
+    ip-enospc) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: writing the redo journal failed: No space left on device" ;;
+    esac
+    grep -q "$want" err.txt || die "$fault: no error naming rank $bad: $(cat err.txt)"
+    (cd sh && md5sum shard_* > ../after.md5)
+    cmp -s before.md5 after.md5 || die "$fault: a shard changed"
+    no_debris
+  done
+  ;;
+disk-full)
+  es="$bin/eplb-shard"
+  for kb in 8 64 100; do
+    rm -rf full
+    (trap '' XFSZ; ulimit -f $kb
+     exec "$es" create --dir full --ranks 2 --layers 4 --experts 4 --slots-per-rank 2 \
+       --dataset w:float32:64x64 --quiet) > out.txt 2> err.txt
+    rc=$?
+    ((rc == 1)) || die "create under ulimit -f $kb exited $rc, want 1: $(cat err.txt)"
+    grep -q "^eplb-shard: error: full/shard_0000[01].h5: " err.txt || die "create under ulimit -f $kb: $(cat err.txt)"
+    [[ -z $(ls full) ]] || die "create under ulimit -f $kb left $(ls full)"
+  done
+  rm -rf full
+  EPLB_FAULT=enospc:1 "$es" create --dir full --ranks 2 --layers 4 --experts 4 --slots-per-rank 2 \
+    --dataset w:float32:4 --quiet > out.txt 2> err.txt
+  rc=$?
+  ((rc == 1)) || die "create with enospc:1 exited $rc, want 1"
+  grep -q "full/shard_00001.h5: writing the shard failed" err.txt || die "create with enospc:1: $(cat err.txt)"
+  [[ -e full/shard_00001.h5 ]] && die "create with enospc:1 left shard 1"
+  "$es" create --dir sh --ranks "$np" --layers 4 --experts $((np * 2)) --slots-per-rank 2 \
+    --dataset w:float32:64x64 --quiet || die "create"
+  (cd sh && md5sum shard_* > ../before.md5)
+  kb=$(($(stat -c %s sh/shard_00000.h5) / 1024 / 2))
+  rm -f st/*.rc st/*.fin
+  drive migrate sh random:3 --fsize-limit $kb
+  all_failed
+  for ((r = 0; r < np; r++)); do
+    [[ $(cat st/rank$r.rc 2>/dev/null) == 1 ]] || die "rank $r did not exit 1"
+  done
+  # mpiexec may end the other ranks once one exits 1, but none may die of
+  # a signal (HDF5 closing a file whose close failed, in MPI_Finalize)
+  grep -qi "segmentation\|signal\|core dumped" err.txt && die "a rank crashed: $(cat err.txt)"
+  grep -q "^test_migrate_driver: error: rank [0-9].*shard_0000[0-9].h5.gen1.tmp: .*disk full" err.txt ||
+    die "no write error naming the rank and file: $(cat err.txt)"
+  (cd sh && md5sum shard_* > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
+  ;;
+h5py)
+  py=/usr/bin/python3 tool=$(dirname "$0")/../tests/h5py_shards.py
+  mkdir -p sh
+  "$py" "$tool" write sh "$np" 3 $((np * 3 - 1)) 4 || die "h5py writer"
+  "$bin/eplb-shard" inspect --dir sh > inspect.txt 2>&1 || die "inspect: $(cat inspect.txt)"
+  grep -q "^format            eplb-shard version 1" inspect.txt || die "inspect: $(cat inspect.txt)"
+  for g in 1 2; do
+    drive migrate sh random:$((50 + g)) --save-map map$g.json
+    [[ $(cat rc.mpiexec) == 0 ]] || die "migration $g failed: $(cat err.txt)"
+    "$py" "$tool" check sh $g map$g.json > check.txt 2>&1 || die "after migration $g: $(cat check.txt)"
+  done
+  no_debris
+  ;;
+at-rest)
+  create
+  "$bin/eplb-shard" inspect --dir sh | grep -q "^checksums         xxh3-64 per row and dataset ($np of $np shards)" ||
+    die "inspect: $("$bin/eplb-shard" inspect --dir sh | grep checksums)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "fresh shards: verify --checksums failed"
+  f=$(printf 'sh/shard_%05d.h5' "$bad")
+  "$driver" tamper "$f" byte || die "tamper"
+  (cd sh && md5sum shard_* > ../before.md5)
+  "$bin/eplb-shard" verify --dir sh --checksums > v.txt 2>&1 && die "verify --checksums passed a flipped byte"
+  grep -q "rank $bad: .*layer 0 slot 1 dataset '[a-z_]*': the bytes do not match the shard's at-rest checksum" v.txt ||
+    die "verify --checksums: $(cat v.txt)"
+  drive migrate sh random:61
+  all_failed
+  grep -q "rank $bad: .*layer 0 slot 1 dataset '[a-z_]*': the bytes do not match the shard's at-rest checksum (xxh3-64)" err.txt ||
+    die "the migration of a flipped byte: $(cat err.txt)"
+  "$bin/eplb-shard" checksum --dir sh > c.txt 2>&1 && die "checksum passed a corrupted shard"
+  (cd sh && md5sum shard_* > ../after.md5)
+  cmp -s before.md5 after.md5 || die "a shard changed"
+  no_debris
+  rm -rf sh && mkdir sh
+  py=/usr/bin/python3 tool=$(dirname "$0")/../tests/h5py_shards.py
+  "$py" "$tool" write sh "$np" 3 $((np * 3 - 1)) 4 || die "h5py writer"
+  "$bin/eplb-shard" verify --dir sh --checksums > v.txt 2>&1 && die "verify --checksums passed shards without"
+  grep -q "$np of the $np shards in sh carry no at-rest checksums" v.txt || die "$(cat v.txt)"
+  "$bin/eplb-shard" checksum --dir sh > c.txt 2>&1 || die "checksum: $(cat c.txt)"
+  grep -q "added to $np, 0 had them" c.txt || die "checksum: $(cat c.txt)"
+  no_debris
+  "$py" "$tool" check sh 0 > check.txt 2>&1 || die "checksum changed the weights: $(cat check.txt)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "verify --checksums after checksum"
+  drive migrate sh random:62 --save-map m.json
+  [[ $(cat rc.mpiexec) == 0 ]] || die "migration after checksum: $(cat err.txt)"
+  "$py" "$tool" check sh 1 m.json > check.txt 2>&1 || die "after the migration: $(cat check.txt)"
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "verify --checksums after the migration"
+  ;;
+one-row)
+  row=1048576
+  for commit in auto rewrite; do
+    rm -rf sh
+    "$bin/eplb-shard" create --dir sh --ranks "$np" --layers 4 --experts $((np * 3)) \
+      --slots-per-rank 4 --dataset w:float32:512x512 --quiet || die "create"
+    drive migrate sh one-row --save-map m.json --commit $commit
+    [[ $(cat rc.mpiexec) == 0 ]] || die "$commit: $(cat err.txt)"
+    verify m.json
+    "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "$commit: at-rest checksums"
+    no_debris
+    line=$(grep "^generation 1 " out.txt)
+    written=$(sed -n 's/.* disk_written \([0-9]*\).*/\1/p' <<< "$line")
+    inplace=$(sed -n 's/.* in_place \([0-9]*\) .*/\1/p' <<< "$line")
+    proc=$(sed -n 's/^proc_write_bytes \(-\?[0-9]*\)/\1/p' out.txt)
+    [[ -n $written && -n $proc ]] || die "$commit: no byte counts: $(cat out.txt)"
+    echo "one-row, --commit $commit: disk_written $written, /proc write_bytes $proc (row $row)"
+    if [[ $commit == auto ]]; then
+      [[ $inplace == "$np" ]] || die "auto: $inplace of $np ranks in place"
+      ((written <= 3 * row + 65536)) || die "auto: $written bytes written for one $row-byte row"
+      ((proc < 0 || proc <= 3 * row + 262144)) || die "auto: /proc/self/io says $proc bytes for one $row-byte row"
+    else
+      [[ $inplace == 0 ]] || die "rewrite: $inplace ranks in place"
+      ((written >= np * 16 * row)) || die "rewrite: only $written bytes written"
+    fi
+  done
   ;;
 rollforward)
   create

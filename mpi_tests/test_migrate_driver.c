@@ -4,9 +4,13 @@
  * tests can feed the library bad files.
  *
  *   test_migrate_driver migrate DIR MAP [options]   (under mpiexec)
- *       MAP: an expert map file, or random:SEED (the same on every rank)
+ *       MAP: an expert map file, random:SEED (the same on every rank) or
+ *       one-row (the current map with one slot changed)
  *       --buffer-mb N  --nodes N  --timeout S  --save-map FILE  --status-dir D
  *       --diverge-rank R (that rank passes another placement)
+ *       --commit auto|in-place|rewrite (eplb_migrate_opts_t.commit)
+ *       --fsize-limit KB (RLIMIT_FSIZE after MPI_Init, SIGXFSZ ignored: a
+ *       disk that fills up; Open MPI's own files are made before)
  *     checks after the migration that experts_received and bytes_moved
  *     equal the minimum the plan needs (computed here independently).
  *   test_migrate_driver recover DIR [--status-dir D]  (under mpiexec)
@@ -16,11 +20,14 @@
  *
  * Exit 0 on success, 1 on an error (rank 0 prints it), 2 on bad usage.
  * With --status-dir every rank writes its exit code to D/rank<r>.rc, so
- * the test can check that every rank failed, not just one. */
+ * the test can check that every rank failed, not just one, and to
+ * D/rank<r>.fin after MPI_Finalize (it did not crash there). */
 #include <hdf5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "eplb/formats.h"
 #include "eplb/migrate.h"
@@ -30,6 +37,8 @@
 typedef struct {
   const char *cmd, *dir, *map, *save_map, *status_dir;
   int buffer_mb, nodes, timeout_s, diverge_rank;
+  long fsize_kb; /* --fsize-limit: RLIMIT_FSIZE after MPI_Init (0: none) */
+  int commit;    /* --commit auto|in-place|rewrite */
 } args_t;
 
 static uint64_t rng;
@@ -74,12 +83,48 @@ static int64_t min_receives(const eplb_placement_t *o, const eplb_placement_t *n
   return sum;
 }
 
-/* The target placement: a map file or random:SEED. */
+/* The current placement with ONE slot changed: the last slot (of the last
+ * rank, last layer) whose expert has another copy in its layer gets
+ * another expert of that layer; every expert stays placed. */
+static int one_row_map(const eplb_placement_t *cur, eplb_placement_t *p) {
+  int rc = eplb_placement_copy(p, cur, NULL);
+  int32_t S = cur->num_slots;
+  for (int32_t l = cur->num_layers - 1; rc == 0 && l >= 0; l--) {
+    int32_t *row = p->phy2log + (size_t)l * (size_t)S;
+    for (int32_t s = S - 1; s >= 0; s--)
+      for (int32_t t = 0; t < S; t++)
+        if (t != s && row[t] == row[s]) {
+          row[s] = row[(s + 1) % S] != row[s] ? row[(s + 1) % S] : row[(s + 2) % S];
+          return 0;
+        }
+  }
+  return rc ? rc : -1;
+}
+
+/* This process's bytes written to storage so far (/proc/self/io
+ * write_bytes), or -1. */
+static long long proc_write_bytes(void) {
+  FILE *f = fopen("/proc/self/io", "r");
+  char line[128];
+  long long v = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "write_bytes: %lld", &v) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return v;
+}
+
+/* The target placement: a map file, random:SEED or one-row. */
 static int target_map(const args_t *a, const eplb_shard_set_t *set,
                       eplb_placement_t *next, eplb_error_t *err) {
   int rc;
   if (strncmp(a->map, "random:", 7) == 0) {
     rc = random_map(&set->current, strtoull(a->map + 7, NULL, 10), next);
+  } else if (strcmp(a->map, "one-row") == 0) {
+    rc = one_row_map(&set->current, next) ? eplb_error_set(err, EPLB_EARG,
+                                                           "one-row: no expert has two copies")
+                                          : 0;
   } else {
     rc = eplb_placement_read(next, a->map, EPLB_MAP_AUTO, err);
     if (rc == 0)
@@ -99,11 +144,13 @@ static int target_map(const args_t *a, const eplb_shard_set_t *set,
 /* Prints what a migration did (rank 0). */
 static void print_result(const eplb_migrate_result_t *r) {
   printf("generation %llu experts_received %lld bytes_moved %lld local_copies %lld "
-         "kept %lld transfer %.3f s commit %.3f s bandwidth %.1f MB/s\n",
+         "kept %lld transfer %.3f s commit %.3f s bandwidth %.1f MB/s "
+         "in_place %d disk_read %lld disk_written %lld\n",
          (unsigned long long)r->generation, (long long)r->experts_received,
          (long long)r->bytes_moved, (long long)r->local_copies,
          (long long)r->slots_kept, r->seconds_transfer, r->seconds_commit,
-         r->bandwidth_mbs);
+         r->bandwidth_mbs, (int)r->ranks_in_place, (long long)r->disk_bytes_read,
+         (long long)r->disk_bytes_written);
 }
 
 static int cmd_migrate(const args_t *a, eplb_error_t *err) {
@@ -127,16 +174,22 @@ static int cmd_migrate(const args_t *a, eplb_error_t *err) {
   o.max_buffer_mb = a->buffer_mb;
   o.num_nodes = a->nodes;
   o.timeout_s = a->timeout_s;
+  o.commit = a->commit;
   o.quiet = 1;
+  long long wb0 = proc_write_bytes();
   if (rc == 0)
     rc = eplb_migrate(&set, &next, &o, &res, err);
+  long long wb = proc_write_bytes() - wb0, wball = 0;
+  MPI_Reduce(&wb, &wball, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
   int64_t want = rc ? 0 : min_receives(&old, &next);
   if (rc == 0 && (res.experts_received != want ||
                   res.bytes_moved != want * eplb_shards_info(&set)->row_bytes))
     rc = eplb_error_set(err, EPLB_EINTERNAL, "experts_received %lld but the minimum "
                         "is %lld", (long long)res.experts_received, (long long)want);
-  if (rc == 0 && set.rank == 0)
+  if (rc == 0 && set.rank == 0) {
     print_result(&res);
+    printf("proc_write_bytes %lld\n", wb0 < 0 ? -1LL : wball);
+  }
   eplb_migrate_result_cleanup(&res);
   eplb_placement_cleanup(&next);
   eplb_placement_cleanup(&old);
@@ -150,9 +203,10 @@ static int cmd_recover(const args_t *a, eplb_error_t *err) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   int rc = eplb_shards_recover(MPI_COMM_WORLD, a->dir, &res, err);
   if (rc == 0 && rank == 0)
-    printf("recovered generation %llu forward %d back %d renamed %lld removed %lld\n",
+    printf("recovered generation %llu forward %d back %d renamed %lld removed %lld "
+           "replayed %lld\n",
            (unsigned long long)res.generation, res.rolled_forward, res.rolled_back,
-           (long long)res.renamed, (long long)res.removed);
+           (long long)res.renamed, (long long)res.removed, (long long)res.replayed);
   return rc;
 }
 
@@ -285,15 +339,20 @@ static int parse(int argc, char **argv, args_t *a) {
     else if (strcmp(argv[i], "--save-map") == 0) a->save_map = argv[i + 1];
     else if (strcmp(argv[i], "--status-dir") == 0) a->status_dir = argv[i + 1];
     else if (strcmp(argv[i], "--diverge-rank") == 0) a->diverge_rank = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--fsize-limit") == 0) a->fsize_kb = atol(argv[i + 1]);
+    else if (strcmp(argv[i], "--commit") == 0)
+      a->commit = strcmp(argv[i + 1], "in-place") == 0  ? EPLB_COMMIT_IN_PLACE
+                  : strcmp(argv[i + 1], "rewrite") == 0 ? EPLB_COMMIT_REWRITE
+                                                        : EPLB_COMMIT_AUTO;
     else return 2;
   }
   return i == argc ? 0 : 2;
 }
 
-/* Writes this rank's exit code to <dir>/rank<r>.rc. */
-static void write_status(const char *dir, int rank, int code) {
+/* Writes this rank's exit code to <dir>/rank<r>.<ext>. */
+static void write_status(const char *dir, int rank, const char *ext, int code) {
   char path[4096];
-  snprintf(path, sizeof(path), "%s/rank%d.rc", dir, rank);
+  snprintf(path, sizeof(path), "%s/rank%d.%s", dir, rank, ext);
   FILE *f = fopen(path, "w");
   if (f) {
     fprintf(f, "%d\n", code);
@@ -315,6 +374,13 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (a.fsize_kb > 0) { /* a disk that fills up: writes past it fail */
+    struct rlimit rl;
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = (rlim_t)a.fsize_kb * 1024;
+    signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &rl);
+  }
   eplb_error_t err;
   eplb_error_clear(&err);
   int rc = strcmp(a.cmd, "migrate") == 0   ? cmd_migrate(&a, &err)
@@ -323,7 +389,14 @@ int main(int argc, char **argv) {
   if (rc && rank == 0)
     fprintf(stderr, PROG ": error: %s\n", eplb_error_message(&err));
   if (a.status_dir)
-    write_status(a.status_dir, rank, rc ? 1 : 0);
+    write_status(a.status_dir, rank, "rc", rc ? 1 : 0);
   MPI_Finalize();
+  if (a.status_dir) { /* the rank got through MPI_Finalize */
+    struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+    getrlimit(RLIMIT_FSIZE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_FSIZE, &rl);
+    write_status(a.status_dir, rank, "fin", rc ? 1 : 0);
+  }
   return rc ? 1 : 0;
 }

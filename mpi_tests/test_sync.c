@@ -38,8 +38,10 @@
 #define GPUS_STEP G /* another valid slot count */
 #define K 3         /* scenarios */
 
-/* Every MPI_Allreduce of this program and of libeplb (linked in
- * statically) goes through here: how many, and the last one's count. */
+/* Every allreduce of this program and of libeplb (linked in statically)
+ * goes through here: how many, and the last one's count.  libeplb starts
+ * its collectives non-blocking (the watchdog bounds their wait:
+ * src/mpi/watchdog.c), so MPI_Iallreduce counts too. */
 static int g_allreduces, g_allreduce_count;
 
 int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count,
@@ -47,6 +49,14 @@ int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count,
   g_allreduces++;
   g_allreduce_count = count;
   return PMPI_Allreduce(sendbuf, recvbuf, count, type, op, comm);
+}
+
+int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count,
+                   MPI_Datatype type, MPI_Op op, MPI_Comm comm,
+                   MPI_Request *req) {
+  g_allreduces++;
+  g_allreduce_count = count;
+  return PMPI_Iallreduce(sendbuf, recvbuf, count, type, op, comm, req);
 }
 
 /* Rank r's count for (l, e): skewed, different on every rank. */

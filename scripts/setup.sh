@@ -10,6 +10,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev
       libhdf5-openmpi-dev hdf5-tools libcjson-dev libcmocka-dev
+      libxxhash-dev               # XXH3: row, plan and at-rest checksums
       python3-numpy python3-h5py
       clang libclang-rt-14-dev)   # clang + libFuzzer: the fuzz targets (fuzz/)
 if [ "${EPLB_WITH_SLURM:-1}" = 1 ]; then

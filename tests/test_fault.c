@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,12 +68,36 @@ static void test_hang(void **state) {
   assert_int_equal(eplb__fault_hang_here("transfer", 3), 0);
 }
 
+/* Every phase of the pipeline has a hang and a crash point; write faults
+ * name a rank. */
+static void test_every_phase(void **state) {
+  (void)state;
+  const char *ph[] = {"read", "shape", "reduce", "plan", "distribute",
+                      "verify", "transfer", "commit", "rename"};
+  for (size_t i = 0; i < sizeof(ph) / sizeof(ph[0]); i++) {
+    char spec[64];
+    snprintf(spec, sizeof(spec), "hang:%s:2;crash:%s:1", ph[i], ph[i]);
+    set_fault(spec);
+    assert_int_equal(eplb__fault_load(NULL), 0);
+    assert_int_equal(eplb__fault_hang_here(ph[i], 2), 1);
+    assert_int_equal(eplb__fault_hang_here(ph[i], 1), 0);
+    assert_int_equal(eplb__fault_crash_here(ph[i], 1), 1);
+    assert_int_equal(eplb__fault_crash_here(ph[(i + 1) % 9], 1), 0);
+  }
+  set_fault("enospc:3;lose-write:0");
+  assert_int_equal(eplb__fault_write(3), 1);
+  assert_int_equal(eplb__fault_write(0), 2);
+  assert_int_equal(eplb__fault_write(1), 0);
+  set_fault(NULL);
+}
+
 static void test_malformed(void **state) {
   (void)state;
   const char *bad[] = {"corrupt-plan:", "corrupt-plan:3,,5", "corrupt-plan:x",
                        "crash:transfer", "crash:explode:1", "crash:commit:-1",
                        "crash", "boom:1", "corrupt-plan:1;", ";", "hang:transfer",
-                       "hang:transfer:", "hang:commit:1", "hang:1", "hang:transfer:x"};
+                       "hang:transfer:", "hang:explode:1", "hang:1", "hang:transfer:x",
+                       "enospc:", "enospc:x", "lose-write:-1", "crash:journal:"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     eplb_error_t err = {0};
     set_fault(bad[i]);
@@ -90,6 +115,7 @@ int main(void) {
       cmocka_unit_test(test_corrupt_list),
       cmocka_unit_test(test_several_faults),
       cmocka_unit_test(test_hang),
+      cmocka_unit_test(test_every_phase),
       cmocka_unit_test(test_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

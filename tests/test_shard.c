@@ -192,8 +192,11 @@ static void test_float16_is_ieee_half(void **state) {
                                         (const int64_t(*)[EPLB_SHARD_MAX_DIMS])dims, &err), 0);
   assert_int_equal(info->datasets[0].type_size, 2);
   write_shard(path, info);
-  /* HDF5 converts it to float: 1.0 in half precision is 0x3c00. */
+  /* HDF5 converts it to float: 1.0 in half precision is 0x3c00.  (Written
+   * behind eplb's back: the at-rest checksums go, as another writer's
+   * shard has none.) */
   hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  assert_true(H5Ldelete(f, "eplb_checksums", H5P_DEFAULT) >= 0);
   hid_t d = H5Dopen2(f, "/layers/0/h", H5P_DEFAULT);
   float ones[8] = {1, 1, 1, 1, -2, -2, -2, -2};
   assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, ones) >= 0);
@@ -398,11 +401,61 @@ static void test_info_make_ranges(void **state) {
   free(info);
 }
 
+/* The at-rest checksum is XXH3-64 with seed 0 (its reference value for
+ * no bytes), and a shard eplb writes carries one per row and dataset. */
+static void test_at_rest_checksums(void **state) {
+  (void)state;
+  assert_true(eplb_shard_row_checksum("", 0) == 0x2D06800538D394C2ULL);
+  char path[512];
+  tmp_path(path, sizeof(path), "sums.h5");
+  eplb_shard_info_t *info = calloc(1, sizeof(*info));
+  const char *names[] = {"a", "b"};
+  eplb_dtype_t types[] = {EPLB_DTYPE_FLOAT32, EPLB_DTYPE_UINT8};
+  int32_t nd[] = {1, 1};
+  int64_t dims[2][EPLB_SHARD_MAX_DIMS] = {{4}, {3}};
+  eplb_error_t err;
+  assert_int_equal(eplb_shard_info_make(info, 2, 2, 3, 0, 2, names, types, nd,
+                                        (const int64_t(*)[EPLB_SHARD_MAX_DIMS])dims, &err), 0);
+  write_shard(path, info);
+  eplb_shard_t *sh = NULL;
+  assert_int_equal(eplb_shard_open(path, &sh, &err), 0);
+  const uint64_t *sums = eplb_shard_checksums(sh);
+  assert_non_null(sums);
+  unsigned char row[64];
+  for (int32_t l = 0; l < 2; l++)
+    for (int32_t s = 0; s < 3; s++)
+      for (int32_t d = 0; d < 2; d++) {
+        assert_int_equal(eplb_shard_read_row(sh, l, d, s, row, &err), 0);
+        assert_true(sums[((size_t)l * 3 + (size_t)s) * 2 + (size_t)d] ==
+                    eplb_shard_row_checksum(row, (size_t)info->datasets[d].row_bytes));
+      }
+  eplb_shard_close(sh);
+  /* one byte changed behind eplb's back: every read of that row says so */
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t d = H5Dopen2(f, "/layers/1/b", H5P_DEFAULT);
+  uint8_t b[9];
+  assert_true(H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0);
+  b[4] ^= 1; /* slot 1 */
+  assert_true(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0);
+  H5Dclose(d);
+  H5Fclose(f);
+  assert_int_equal(eplb_shard_open(path, &sh, &err), 0);
+  assert_int_equal(eplb_shard_read_row(sh, 1, 1, 1, row, &err), EPLB_ECHECKSUM);
+  assert_non_null(strstr(err.msg, "layer 1 slot 1 dataset 'b'"));
+  assert_int_equal(eplb_shard_read_row(sh, 1, 1, 0, row, &err), 0);
+  assert_int_equal(eplb_shard_read_dataset(sh, 1, 1, b, &err), EPLB_ECHECKSUM);
+  eplb_shard_set_check(sh, 0);
+  assert_int_equal(eplb_shard_read_dataset(sh, 1, 1, b, &err), 0);
+  eplb_shard_close(sh);
+  free(info);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_every_type),
       cmocka_unit_test(test_row_writer),
       cmocka_unit_test(test_float16_is_ieee_half),
+      cmocka_unit_test(test_at_rest_checksums),
       cmocka_unit_test(test_foreign_writer),
       cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_info_diff_names_the_field),

@@ -10,9 +10,10 @@
  *                         traffic, identical on every rank;
  *   eplb_migrate          collective: non-blocking transfer in bounded
  *                         batches with per-row checksums, then a two-phase
- *                         commit (temporary shards, fsync, agreement,
- *                         journal, rename): all shards move to generation
- *                         G + 1 or none does;
+ *                         commit (redo journals of the rows that change,
+ *                         or whole temporary shards; fsync, read back,
+ *                         agreement, journal, apply or rename): all
+ *                         shards move to generation G + 1 or none does;
  *   eplb_shards_recover   collective: after a crash, one generation again
  *                         (roll forward when the journal says so, else back).
  *
@@ -128,7 +129,16 @@ typedef struct eplb_migrate_opts_s {
   int quiet;             /* 1: rank 0 prints no progress to stderr */
   eplb_migrate_progress_fn progress; /* or NULL */
   void *progress_ctx;
+  int32_t commit; /* EPLB_COMMIT_AUTO (default): in place when the rows
+                     that change are at most half the shard's and the
+                     shard allows it, else a rewrite; _IN_PLACE: in place
+                     whenever the shard allows it; _REWRITE: always a new
+                     shard (docs/shards.md, "Commit") */
 } eplb_migrate_opts_t;
+
+#define EPLB_COMMIT_AUTO 0
+#define EPLB_COMMIT_IN_PLACE 1
+#define EPLB_COMMIT_REWRITE 2
 
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts);
 
@@ -149,6 +159,14 @@ typedef struct eplb_migrate_result_s {
   double seconds_verify; /* slowest rank's checksum verification of the
                             rows it received (part of seconds_transfer) */
   double bandwidth_mbs;  /* bytes_moved / seconds_transfer, MB/s */
+  int64_t disk_bytes_read;    /* bytes read from the shard files, all
+                                 ranks (what the file system was asked for:
+                                 the page cache may serve some) */
+  int64_t disk_bytes_written; /* bytes written to the shard directory, all
+                                 ranks: redo journals and what applying
+                                 them rewrote in place, or whole new shards */
+  int32_t ranks_in_place;     /* ranks that committed in place (a redo
+                                 journal); the others rewrote their shard */
 } eplb_migrate_result_t;
 
 /* NULL-safe, idempotent. */
@@ -158,14 +176,18 @@ void eplb_migrate_result_cleanup(eplb_migrate_result_t *res);
  * (same shape; every expert of next held now) and commits generation G + 1:
  *   1. the ranks agree on `next` (checksums compared: a divergent copy
  *      names its ranks) and build the schedule;
- *   2. layer by layer: read the rank's old rows, local copies, network
- *      transfer in batches of at most max_buffer_mb per rank (receives
- *      posted before sends, one message per row set with its checksum,
- *      verified on receipt), write the layer to
- *      shard_<rank>.h5.gen<G+1>.tmp;
- *   3. fsync, agree; rank 0 writes eplb_journal.json ("commit G+1"); every
- *      rank renames its temporary file over its shard; the journal is
- *      removed.
+ *   2. layer by layer: read the old rows the rank needs (at-rest checksums
+ *      checked), local copies, network transfer in batches of at most
+ *      max_buffer_mb per rank (receives posted before sends, one message
+ *      per row set with its rows' checksums, verified on receipt), and
+ *      write what changes: in place, a redo journal of the changed rows,
+ *      ids, checksums and generation (shard_<rank>.h5.gen<G+1>.redo);
+ *      else the whole new shard (shard_<rank>.h5.gen<G+1>.tmp) - see
+ *      opts->commit;
+ *   3. fsync, read the output back from the disk and check it, agree;
+ *      rank 0 writes eplb_journal.json ("commit G+1"); every rank applies
+ *      its redo journal to its shard or renames its temporary file over
+ *      it; the journal is removed, then the redo journals.
  * A failure before step 3's agreement removes every temporary file and
  * leaves the shards as they were (same code on every rank, failing rank
  * named).  A failure or crash after it leaves the journal: run
@@ -188,6 +210,8 @@ typedef struct eplb_recover_result_s {
                           removed */
   int64_t renamed;     /* temporary shards renamed (all ranks) */
   int64_t removed;     /* temporary files removed (all ranks) */
+  int64_t replayed;    /* redo journals of an in-place commit applied
+                          again (all ranks) */
 } eplb_recover_result_t;
 
 /* Collective over comm, whose size must be the shards' world_size.  With

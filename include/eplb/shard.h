@@ -137,6 +137,31 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
 int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
                         int32_t slot, void *buf, eplb_error_t *err);
 
+/* ---- at-rest checksums ---------------------------------------------- */
+
+/* The at-rest checksum of a row: XXH3-64 (seed 0) of its bytes. */
+uint64_t eplb_shard_row_checksum(const void *row, size_t len);
+
+/* The shard's at-rest checksums, [num_layers][slots_per_rank]
+ * [num_datasets] (datasets in info order), or NULL if it carries none (an
+ * older eplb's or another writer's shard: docs/shards.md).  Borrowed.
+ * When present, every read above compares each row it returns with its
+ * checksum and fails with EPLB_ECHECKSUM naming the file, rank, layer,
+ * slot and dataset. */
+const uint64_t *eplb_shard_checksums(const eplb_shard_t *sh);
+
+/* on = 0: the reads above return rows without comparing them with the
+ * at-rest checksums (a verifier that compares the content first, and the
+ * checksums itself after); on = 1 (the default): they compare. */
+void eplb_shard_set_check(eplb_shard_t *sh, int on);
+
+/* Reads every row of the shard at `path` (checking the checksums it has);
+ * if it has none and out != NULL, writes a copy of it with them to `out`
+ * (fsynced; removed on failure), for the caller to rename over `path`.
+ * *had: 1 if the shard had checksums already (nothing written). */
+int eplb_shard_checksum_file(const char *path, const char *out, int *had,
+                             eplb_error_t *err);
+
 /* ---- writing ------------------------------------------------------ */
 
 typedef struct eplb_shard_writer_s eplb_shard_writer_t;
@@ -172,7 +197,10 @@ int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
  * it, so metadata travels with the weights. */
 int eplb_shard_writer_copy_extras(eplb_shard_writer_t *w,
                                   const eplb_shard_t *from, eplb_error_t *err);
-/* Closes the file and, with do_fsync, fsyncs it.  Frees w either way. */
+/* Writes what HDF5 buffered, closes the file and, with do_fsync, fsyncs
+ * it.  On any failure (a write at the flush, the close, the fsync) the
+ * file is removed: a shard that was not fully written never stays.  Frees
+ * w either way. */
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err);
 /* Closes and removes the file (a failed write leaves nothing).  NULL-safe. */

@@ -20,11 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "eplb/checkpoint.h"
 #include "eplb/eplb.h"
 #include "eplb/shard.h"
+#include "h5/shard_writer.h"
+#include "mpi/fault.h"
+#include "util/fileio.h"
 
 #define PROG "eplb-shard"
 #define MAX_RANKS 4096
@@ -42,6 +46,7 @@ typedef struct {
   int32_t nd[EPLB_SHARD_MAX_DATASETS];
   int64_t dims[EPLB_SHARD_MAX_DATASETS][EPLB_SHARD_MAX_DIMS];
   int quiet;
+  int checksums; /* verify --checksums */
 } args_t;
 
 /* --help: every option with its range. */
@@ -54,7 +59,8 @@ static void usage(FILE *f) {
       "                         [--map FILE] [--generation G]\n"
       "       eplb-shard inspect --dir D\n"
       "       eplb-shard verify --dir D [--experts E] [--expect-map FILE]\n"
-      "                         [--checkpoint CKPT]\n"
+      "                         [--checkpoint CKPT | --checksums]\n"
+      "       eplb-shard checksum --dir D\n"
       "       eplb-shard import --checkpoint CKPT --dir D --ranks R\n"
       "                         (--slots-per-rank P | --map FILE)\n"
       "                         [--pattern PAT] [--layers A-B]\n"
@@ -71,7 +77,9 @@ static void usage(FILE *f) {
       "shards of a Hugging Face safetensors checkpoint (DeepSeek-V3/R1, "
       "Qwen2/3-MoE,\n"
       "Mixtral, or --pattern), export writes them back as safetensors, verify\n"
-      "--checkpoint compares every slot with the checkpoint.\n"
+      "--checkpoint compares every slot with the checkpoint.  Every row's\n"
+      "at-rest checksum (xxh3-64) is checked by every read; verify --checksums\n"
+      "checks them alone (any shard), checksum adds them to shards without.\n"
       "\n"
       "  --dir D              the shard directory (create and import make it "
       "if\n"
@@ -135,6 +143,7 @@ enum {
   OPT_GEN,
   OPT_EXPECT,
   OPT_QUIET,
+  OPT_CHECKSUMS,
   OPT_CKPT,
   OPT_PATTERN,
   OPT_OUT,
@@ -156,6 +165,7 @@ static const struct option long_opts[] = {
     {"generation", required_argument, 0, OPT_GEN},
     {"expect-map", required_argument, 0, OPT_EXPECT},
     {"quiet", no_argument, 0, OPT_QUIET},
+    {"checksums", no_argument, 0, OPT_CHECKSUMS},
     {"checkpoint", required_argument, 0, OPT_CKPT},
     {"pattern", required_argument, 0, OPT_PATTERN},
     {"out", required_argument, 0, OPT_OUT},
@@ -266,6 +276,7 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_MAP: a->map = optarg; return 0;
   case OPT_EXPECT: a->expect_map = optarg; return 0;
   case OPT_QUIET: a->quiet = 1; return 0;
+  case OPT_CHECKSUMS: a->checksums = 1; return 0;
   case OPT_DATASET: return parse_dataset(a, optarg);
   case OPT_CKPT: a->checkpoint = optarg; return 0;
   case OPT_PATTERN: a->pattern = optarg; return 0;
@@ -317,6 +328,9 @@ static int check_only(const args_t *a) {
     return eplb_cli_usage_error(PROG, "--out and --logical are for export");
   if (a->file_mb && !a->logical)
     return eplb_cli_usage_error(PROG, "--file-size-mb is for export --logical");
+  if (a->checksums && (strcmp(a->cmd, "verify") != 0 || a->checkpoint))
+    return eplb_cli_usage_error(PROG, "--checksums is for verify, without "
+                                      "--checkpoint");
   if (a->checkpoint && a->experts)
     return eplb_cli_usage_error(PROG, "verify --checkpoint takes the experts "
                                       "from the checkpoint: no --experts");
@@ -366,8 +380,8 @@ static int check_args(args_t *a) {
 static int parse_args(int argc, char *argv[], args_t *a) {
   if (argc < 2)
     return eplb_cli_usage_error(
-        PROG, "a command is required: create, inspect, verify, import or "
-              "export");
+        PROG, "a command is required: create, inspect, verify, checksum, "
+              "import or export");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
     return usage(stdout), -1;
   if (strcmp(argv[1], "--version") == 0)
@@ -376,10 +390,10 @@ static int parse_args(int argc, char *argv[], args_t *a) {
   a->layer_min = a->layer_max = -1;
   if (strcmp(a->cmd, "create") && strcmp(a->cmd, "inspect") &&
       strcmp(a->cmd, "verify") && strcmp(a->cmd, "import") &&
-      strcmp(a->cmd, "export"))
+      strcmp(a->cmd, "export") && strcmp(a->cmd, "checksum"))
     return eplb_cli_usage_error(PROG,
                                 "unknown command '%s'; use create, inspect, "
-                                "verify, import or export",
+                                "verify, checksum, import or export",
                                 a->cmd);
   opterr = 0;
   optind = 2;
@@ -455,6 +469,8 @@ static int create_one(const args_t *a, eplb_shard_info_t *info,
       eplb_shard_fill_row(info, l, ids[s], buf + (size_t)s * stride);
     rc = eplb_shard_writer_put_layer(w, l, ids, buf, stride, err);
   }
+  if (rc == 0 && eplb__fault_write(r)) /* tests: EPLB_FAULT=enospc:<r> */
+    eplb__shard_writer_inject(w, eplb__fault_write(r));
   if (rc == 0)
     rc = eplb_shard_writer_finish(w, 1, err);
   else
@@ -468,10 +484,13 @@ static int cmd_create(const args_t *a, eplb_error_t *err) {
   eplb_placement_t p = {0};
   if (info == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  int rc = eplb_shard_info_make(
-      info, a->ranks, a->layers, a->slots, (uint64_t)a->generation,
-      a->num_datasets, a->names, a->types, a->nd,
-      (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims, err);
+  int rc = eplb__fault_load(err); /* a malformed EPLB_FAULT is an error */
+  if (rc == 0)
+    rc = eplb_shard_info_make(info, a->ranks, a->layers, a->slots,
+                              (uint64_t)a->generation, a->num_datasets,
+                              a->names, a->types, a->nd,
+                              (const int64_t(*)[EPLB_SHARD_MAX_DIMS])a->dims,
+                              err);
   if (rc == 0)
     rc = create_map(a, &p, err);
   if (rc == 0)
@@ -596,6 +615,14 @@ static void print_info(const dirset_t *d, const char *dir) {
   for (int32_t l = 0; l < in->num_layers; l++)
     printf(" %d", eplb_shard_layer_ids(d->sh[0])[l]);
   printf("\n");
+  int32_t with = 0;
+  for (int32_t r = 0; r < d->n; r++)
+    with += eplb_shard_checksums(d->sh[r]) != NULL;
+  if (with)
+    printf("checksums         xxh3-64 per row and dataset (%d of %d shards)\n",
+           with, d->n);
+  else
+    printf("checksums         none (eplb-shard checksum adds them)\n");
   for (int32_t k = 0; k < in->num_datasets; k++) {
     const eplb_shard_dataset_t *ds = &in->datasets[k];
     printf("dataset           %s %s [", ds->name, ds->type_name);
@@ -615,16 +642,48 @@ static void print_info(const dirset_t *d, const char *dir) {
     }
 }
 
-/* Checks every row of shard r against the content of its expert. */
+/* Checks row set s of layer l of shard r (at buf) against its at-rest
+ * checksums, if the shard has them. */
+static int verify_sums(const dirset_t *d, int32_t r, int32_t l, int32_t s,
+                       const unsigned char *buf, eplb_error_t *err) {
+  const eplb_shard_info_t *in = eplb_shard_info(d->sh[r]);
+  const uint64_t *sums = eplb_shard_checksums(d->sh[r]);
+  size_t off = 0, D = (size_t)in->num_datasets;
+  for (size_t k = 0; sums && k < D; k++) {
+    size_t rb = (size_t)in->datasets[k].row_bytes;
+    uint64_t want = sums[((size_t)l * (size_t)in->slots_per_rank + (size_t)s) *
+                             D + k];
+    if (eplb_shard_row_checksum(buf + off, rb) != want)
+      return eplb_error_set(
+          err, EPLB_ECHECKSUM,
+          "rank %d: %s: layer %d slot %d dataset '%s': the bytes do not match "
+          "the shard's at-rest checksum (xxh3-64): the file is corrupted (a "
+          "flipped bit, a torn write); restore the shard from a copy",
+          (int)r, eplb_shard_file(d->sh[r]), (int)l, (int)s,
+          in->datasets[k].name);
+    off += rb;
+  }
+  return 0;
+}
+
+/* Checks every row of shard r against the content of its expert, then
+ * against its at-rest checksums (want NULL: against the checksums
+ * only). */
 static int verify_rows(const dirset_t *d, int32_t r, unsigned char *buf,
                        unsigned char *want, eplb_error_t *err) {
   const eplb_shard_info_t *in = eplb_shard_info(d->sh[r]);
   size_t stride = (size_t)in->row_bytes;
+  eplb_shard_set_check(d->sh[r], 0); /* the content first: more precise */
   for (int32_t l = 0; l < in->num_layers; l++) {
     int rc = eplb_shard_read_rows(d->sh[r], l, buf, stride, err);
     if (rc)
       return eplb_error_prefix(err, "rank %d", (int)r);
-    for (int32_t s = 0; s < in->slots_per_rank; s++) {
+    for (int32_t s = 0; s < in->slots_per_rank && want == NULL; s++) {
+      rc = verify_sums(d, r, l, s, buf + (size_t)s * stride, err);
+      if (rc)
+        return rc;
+    }
+    for (int32_t s = 0; s < in->slots_per_rank && want; s++) {
       int32_t e =
           d->map.phy2log[(size_t)l * (size_t)d->map.num_slots +
                          (size_t)r * (size_t)in->slots_per_rank + (size_t)s];
@@ -636,6 +695,9 @@ static int verify_rows(const dirset_t *d, int32_t r, unsigned char *buf,
             "expert %d's (expert_ids says %d; shards made by import hold "
             "a checkpoint's weights: verify them with --checkpoint)",
             (int)r, eplb_shard_file(d->sh[r]), (int)l, (int)s, (int)e, (int)e);
+      rc = verify_sums(d, r, l, s, buf + (size_t)s * stride, err);
+      if (rc)
+        return rc;
     }
   }
   return 0;
@@ -663,11 +725,25 @@ static int cmd_verify(const args_t *a, const dirset_t *d, eplb_error_t *err) {
   unsigned char *buf = malloc(stride * (size_t)in->slots_per_rank + 1);
   unsigned char *want = malloc(stride + 1);
   int rc = buf && want ? 0 : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  for (int32_t r = 0; rc == 0 && r < d->n; r++)
-    rc = verify_rows(d, r, buf, want, err);
+  int32_t with = 0;
+  for (int32_t r = 0; rc == 0 && r < d->n; r++) {
+    rc = verify_rows(d, r, buf, a->checksums ? NULL : want, err);
+    with += eplb_shard_checksums(d->sh[r]) != NULL;
+  }
   if (rc == 0 && a->expect_map)
     rc = verify_expect(d, a->expect_map, err);
-  if (rc == 0 && !a->quiet)
+  if (rc == 0 && a->checksums && with < d->n)
+    rc = eplb_error_set(err, EPLB_ESTATE,
+                        "%d of the %d shards in %s carry no at-rest "
+                        "checksums: add them with `eplb-shard checksum --dir "
+                        "%s`",
+                        d->n - with, d->n, a->dir, a->dir);
+  if (rc == 0 && !a->quiet && a->checksums)
+    printf("verified %d shards in %s: generation %" PRIu64
+           ", %d layers x %d slots, every row matches its at-rest checksum "
+           "(xxh3-64)\n",
+           d->n, a->dir, in->generation, in->num_layers, d->map.num_slots);
+  else if (rc == 0 && !a->quiet)
     printf("verified %d shards in %s: generation %" PRIu64
            ", %d layers x %d slots, "
            "%d experts, every byte matches\n",
@@ -675,6 +751,70 @@ static int cmd_verify(const args_t *a, const dirset_t *d, eplb_error_t *err) {
            d->map.num_experts);
   free(buf);
   free(want);
+  return rc;
+}
+
+/* ---- checksum -------------------------------------------------------- */
+
+/* "<path>.checksum.tmp" of rank r into buf. */
+static int sums_tmp(const char *dir, int32_t r, char *path, char *tmp,
+                    size_t cap, eplb_error_t *err) {
+  int rc = eplb_shard_path(dir, r, path, cap, err);
+  if (rc == 0 && snprintf(tmp, cap, "%s.checksum.tmp", path) >= (int)cap)
+    rc = eplb_error_set(err, EPLB_EARG, "--dir %s is too long", dir);
+  return rc;
+}
+
+/* Adds at-rest checksums to every shard of the directory that has none:
+ * each gets a checked copy with them (fsynced); when all are written they
+ * are renamed over the shards, so a failure leaves the directory as it
+ * was, and a crash between renames leaves shards that read the same with
+ * or without checksums. */
+static int cmd_checksum(const args_t *a, eplb_error_t *err) {
+  dirset_t d;
+  char path[4096], tmp[4200], journal[4200];
+  snprintf(journal, sizeof(journal), "%s/eplb_journal.json", a->dir);
+  int rc = access(journal, F_OK) == 0
+               ? eplb_error_set(err, EPLB_ESTATE,
+                                "%s: a migration was interrupted; recover "
+                                "first (eplb-sync --recover --shards %s)",
+                                journal, a->dir)
+               : dirset_open(a->dir, 0, &d, err);
+  if (rc)
+    return rc;
+  int32_t n = d.n, added = 0, had = 0;
+  dirset_cleanup(&d);
+  char *wrote = calloc((size_t)n, 1);
+  if (wrote == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (int32_t r = 0; rc == 0 && r < n; r++) {
+    int h = 0;
+    rc = sums_tmp(a->dir, r, path, tmp, sizeof(path), err);
+    if (rc == 0)
+      rc = eplb_shard_checksum_file(path, tmp, &h, err);
+    if (rc)
+      eplb_error_prefix(err, "rank %d", (int)r);
+    wrote[r] = rc == 0 && !h;
+    had += rc == 0 && h;
+  }
+  for (int32_t r = 0; r < n; r++) {
+    if (!wrote[r] || sums_tmp(a->dir, r, path, tmp, sizeof(path), NULL))
+      continue;
+    if (rc == 0 && rename(tmp, path) != 0)
+      rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s",
+                          tmp, path, strerror(errno));
+    else if (rc == 0)
+      added++;
+    else
+      unlink(tmp);
+  }
+  if (rc == 0 && added > 0)
+    rc = eplb__fsync_dir_of(path, err);
+  free(wrote);
+  if (rc == 0 && !a->quiet)
+    printf("checksummed %d shards in %s: at-rest checksums (xxh3-64) added to "
+           "%d, %d had them already (every row checked)\n",
+           n, a->dir, added, had);
   return rc;
 }
 
@@ -815,6 +955,8 @@ int main(int argc, char *argv[]) {
     rc = cmd_import(&a, &err);
   } else if (strcmp(a.cmd, "export") == 0) {
     rc = cmd_export(&a, &err);
+  } else if (strcmp(a.cmd, "checksum") == 0) {
+    rc = cmd_checksum(&a, &err);
   } else if (a.checkpoint) {
     rc = cmd_verify_ckpt(&a, &err);
   } else {

@@ -31,6 +31,7 @@
 #include "eplb/migrate.h"
 #include "eplb/rebalance.h"
 #include "eplb/sync.h"
+#include "mpi/watchdog.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -137,9 +138,10 @@ static void usage(FILE *f) {
       "                       shape the default --num-slots and --num-gpus\n"
       "  --max-buffer-mb M    bytes in flight per rank per batch, %d..%d MiB\n"
       "                       (default %d)\n"
-      "  --timeout SEC        give up on a transfer batch after SEC, %d..%d\n"
-      "                       (default %d): the job is aborted, shards "
-      "untouched\n"
+      "  --timeout SEC        a rank that waits for the others longer than SEC\n"
+      "                       in any phase aborts the job, %d..%d (default %d)\n"
+      "                       naming the phase and the ranks; shards untouched\n"
+      "                       or recoverable\n"
       "  --recover            bring DIR back to one generation after a crash "
       "(roll\n"
       "                       forward if the journal says so, else back); "
@@ -725,6 +727,8 @@ int main(int argc, char *argv[]) {
     exit_code = agreed;
     rc = 1;
   }
+  if (rc == 0) /* every phase, --watch and --recover too (watchdog.h) */
+    eplb__watch_timeout(a.sync.timeout_s);
   if (rc == 0 && g_rank == 0) /* no-op for --threads 1, the default */
     eplb_plan_warm_up(a.sync.plan.threads, NULL); /* while the files load */
   if (rc == 0) {

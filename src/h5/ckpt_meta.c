@@ -77,38 +77,10 @@ int eplb__ckpt_meta_write(eplb_shard_writer_t *w, const eplb__ckpt_t *c,
 }
 
 /* Reads string attribute `name` of object o (fixed or variable length,
- * ASCII or UTF-8, read in its own character set) into buf.  -1 if it is
- * missing or not a string. */
+ * ASCII or UTF-8, one value) into buf.  -1 if it is missing or not one
+ * string. */
 static int get_str(hid_t o, const char *name, char *buf, size_t cap) {
-  buf[0] = '\0';
-  if (H5Aexists(o, name) <= 0)
-    return -1;
-  hid_t a = H5Aopen(o, name, H5P_DEFAULT);
-  hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-  int ok = t >= 0 && H5Tget_class(t) == H5T_STRING;
-  if (ok && H5Tis_variable_str(t) > 0) {
-    char *s = NULL;
-    hid_t m = H5Tcopy(t);
-    ok = m >= 0 && H5Aread(a, m, &s) >= 0 && s != NULL;
-    if (ok)
-      snprintf(buf, cap, "%s", s);
-    if (s)
-      H5free_memory(s);
-    if (m >= 0)
-      H5Tclose(m);
-  } else if (ok) {
-    size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    ok = s != NULL && H5Aread(a, t, s) >= 0;
-    if (ok)
-      snprintf(buf, cap, "%s", s);
-    free(s);
-  }
-  if (t >= 0)
-    H5Tclose(t);
-  if (a >= 0)
-    H5Aclose(a);
-  return ok ? 0 : -1;
+  return eplb__h5_attr_str(o, name, buf, cap) ? -1 : 0;
 }
 
 /* The defaults of a shard without /checkpoint. */

@@ -28,7 +28,9 @@
 #include "eplb/stats.h"
 #include "formats/safetensors.h"
 #include "h5/h5types.h"
+#include "h5/shard_writer.h"
 #include "h5/shard_internal.h"
+#include "h5/vfd.h"
 #include "util/checksum.h"
 #include "util/fileio.h"
 
@@ -37,6 +39,8 @@ struct eplb_shard_s {
   char *path;
   eplb_shard_info_t info;
   int32_t *layer_ids; /* [num_layers]: /layer_ids, or 0..L-1 */
+  uint64_t *sums;     /* [L][P][D] at-rest checksums, or NULL */
+  int nocheck;        /* eplb_shard_set_check(sh, 0) */
 };
 
 struct eplb_shard_writer_s {
@@ -46,6 +50,10 @@ struct eplb_shard_writer_s {
   unsigned char *tmp; /* one dataset of one layer (put_layer only) */
   hid_t group;        /* the layer begun by begin_layer, or -1 */
   hid_t dsets[EPLB_SHARD_MAX_DATASETS];
+  int32_t layer;      /* the layer begun by begin_layer */
+  uint64_t *sums;     /* [L][P][D] at-rest checksums of the rows written */
+  int64_t rows_left;  /* L * P rows not written yet */
+  unsigned char *done; /* [L * P] 1 once a row is written */
 };
 
 static const char *const dtype_names[] = {
@@ -233,50 +241,23 @@ static int single_value(hid_t a) {
   return one;
 }
 
-/* Reads string attribute `name` (fixed or variable length) into buf. */
+/* Reads root string attribute `name` into buf; the errors name it. */
 static int attr_str(hid_t f, const char *path, const char *name, char *buf,
                     size_t cap, eplb_error_t *err) {
-  buf[0] = '\0';
-  if (H5Aexists(f, name) <= 0)
+  int rc = eplb__h5_attr_str(f, name, buf, cap);
+  if (rc == -1)
     return eplb_error_set(err, EPLB_EPARSE,
                           "%s: root attribute '%s' is missing; is this an eplb "
                           "shard (docs/shards.md)?",
                           path, name);
-  hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-  hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-  int rc = 0;
-  /* One string: H5Aread writes every element of an array attribute. */
-  if (t < 0 || H5Tget_class(t) != H5T_STRING || !single_value(a)) {
-    rc = eplb_error_set(err, EPLB_EPARSE,
-                        "%s: root attribute '%s' is not a single string", path,
-                        name);
-  } else if (H5Tis_variable_str(t) > 0) {
-    char *s = NULL;
-    hid_t m = H5Tcopy(H5T_C_S1);
-    H5Tset_size(m, H5T_VARIABLE);
-    if (H5Aread(a, m, &s) < 0 || s == NULL)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
+  if (rc == -2)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: root attribute '%s' is not a single string",
                           path, name);
-    else
-      snprintf(buf, cap, "%s", s);
-    if (s)
-      H5free_memory(s);
-    H5Tclose(m);
-  } else {
-    size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    if (s == NULL || H5Aread(a, t, s) < 0)
-      rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
+  if (rc)
+    return eplb_error_set(err, EPLB_EHDF5, "%s: cannot read attribute '%s'",
                           path, name);
-    else
-      snprintf(buf, cap, "%s", s);
-    free(s);
-  }
-  if (t >= 0)
-    H5Tclose(t);
-  if (a >= 0)
-    H5Aclose(a);
-  return rc;
+  return 0;
 }
 
 /* Reads and range-checks the root attributes into info. */
@@ -557,6 +538,8 @@ static int read_info(eplb_shard_t *sh, eplb_error_t *err) {
     rc = sum_rows(sh->path, &sh->info, err);
   if (rc == 0)
     rc = read_layer_ids(sh, err);
+  if (rc == 0)
+    rc = eplb__sums_read(sh->file, sh->path, &sh->info, &sh->sums, err);
   return rc;
 }
 
@@ -574,7 +557,10 @@ int eplb_shard_open(const char *path, eplb_shard_t **out, eplb_error_t *err) {
     free(sh);
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
-  sh->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t fapl = eplb__vfd_fapl(0);
+  sh->file = fapl >= 0 ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : -1;
+  if (fapl >= 0)
+    H5Pclose(fapl);
   int rc = 0;
   if (sh->file < 0)
     rc = eplb_error_set(
@@ -598,6 +584,7 @@ void eplb_shard_close(eplb_shard_t *sh) {
   if (sh->file >= 0)
     H5Fclose(sh->file);
   free(sh->layer_ids);
+  free(sh->sums);
   free(sh->path);
   free(sh);
 }
@@ -608,6 +595,25 @@ const eplb_shard_info_t *eplb_shard_info(const eplb_shard_t *sh) {
 const char *eplb_shard_file(const eplb_shard_t *sh) { return sh->path; }
 const int32_t *eplb_shard_layer_ids(const eplb_shard_t *sh) {
   return sh->layer_ids;
+}
+const uint64_t *eplb_shard_checksums(const eplb_shard_t *sh) {
+  return sh->sums;
+}
+void eplb_shard_set_check(eplb_shard_t *sh, int on) { sh->nocheck = !on; }
+
+/* Checks the P rows of dataset d of layer l, row s at buf + s * stride,
+ * against the at-rest checksums (if the shard has them). */
+static int check_rows(const eplb_shard_t *sh, int32_t l, int32_t d,
+                      const unsigned char *buf, size_t stride,
+                      eplb_error_t *err) {
+  for (int32_t s = 0; sh->sums && !sh->nocheck && s < sh->info.slots_per_rank;
+       s++) {
+    int rc = eplb__sums_check(sh->path, &sh->info, sh->sums, l, s, d,
+                              buf + (size_t)s * stride, err);
+    if (rc)
+      return rc;
+  }
+  return 0;
 }
 hid_t eplb__shard_hid(const eplb_shard_t *sh) { return sh->file; }
 
@@ -692,6 +698,9 @@ int eplb_shard_read_layer(eplb_shard_t *sh, int32_t layer, void *buf,
     char name[128];
     snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer, ds->name);
     int rc = read_strided(sh, ds, name, buf, stride, offsets[d], err);
+    if (rc == 0)
+      rc = check_rows(sh, layer, d, (unsigned char *)buf + offsets[d], stride,
+                      err);
     if (rc)
       return rc;
   }
@@ -707,7 +716,10 @@ int eplb_shard_read_dataset(eplb_shard_t *sh, int32_t layer, int32_t d,
                           (int)d);
   snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
            sh->info.datasets[d].name);
-  return read_raw(sh->file, sh->path, name, buf, err);
+  int rc = read_raw(sh->file, sh->path, name, buf, err);
+  return rc ? rc
+            : check_rows(sh, layer, d, buf,
+                         (size_t)sh->info.datasets[d].row_bytes, err);
 }
 
 int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
@@ -749,7 +761,8 @@ int eplb_shard_read_row(eplb_shard_t *sh, int32_t layer, int32_t d,
                           "%s: cannot read slot %d of %s (truncated or "
                           "corrupted file?)",
                           sh->path, (int)slot, name);
-  return 0;
+  return eplb__sums_check(sh->path, in, sh->nocheck ? NULL : sh->sums, layer,
+                          slot, d, buf, err);
 }
 
 /* The largest dataset of a layer, in bytes. */
@@ -780,6 +793,8 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
     snprintf(name, sizeof(name), "/layers/%d/%s", (int)layer,
              in->datasets[d].name);
     rc = read_raw(sh->file, sh->path, name, tmp, err);
+    if (rc == 0)
+      rc = check_rows(sh, layer, d, tmp, rb, err);
     for (int32_t s = 0; rc == 0 && s < in->slots_per_rank; s++)
       memcpy((unsigned char *)buf + (size_t)s * stride + off,
              tmp + (size_t)s * rb, rb);
@@ -797,8 +812,8 @@ static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt,
   hid_t s = H5Screate(H5S_SCALAR);
   hid_t a = s >= 0 ? H5Acreate2(f, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
   int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
-  if (a >= 0)
-    H5Aclose(a);
+  if (a >= 0 && H5Aclose(a) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   return ok ? 0 : -1;
@@ -829,9 +844,7 @@ static int put_root(hid_t f, const eplb_shard_info_t *in) {
     H5Tclose(str);
   if (rc == 0) {
     hid_t g = H5Gcreate2(f, "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    rc = g < 0 ? -1 : 0;
-    if (g >= 0)
-      H5Gclose(g);
+    rc = g < 0 || H5Gclose(g) < 0 ? -1 : 0;
   }
   return rc;
 }
@@ -847,18 +860,25 @@ int eplb_shard_writer_create(const char *path, const eplb_shard_info_t *info,
   }
   w->info = *info;
   w->group = -1;
+  size_t rows = (size_t)info->num_layers * (size_t)info->slots_per_rank;
+  w->rows_left = (int64_t)rows;
+  w->sums = calloc(rows * (size_t)(info->num_datasets ? info->num_datasets : 1),
+                   sizeof(uint64_t));
+  w->done = calloc(rows, 1);
+  if (w->sums == NULL || w->done == NULL) {
+    free(w->sums);
+    free(w->done);
+    free(w->path);
+    free(w);
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory creating %s", path);
+  }
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
-  /* Objects of 64 KiB and more (weight datasets) start on 4 KiB pages: the
-   * rows of a new shard are then written page-aligned, which the write
-   * path needs to come near plain POSIX writes (docs/shards.md).  Best
-   * effort: without it the file is the same shard, only laid out more
-   * tightly. */
-  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-  if (fapl >= 0)
-    H5Pset_alignment(fapl, 65536, 4096);
-  w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT,
-                      fapl >= 0 ? fapl : H5P_DEFAULT);
+  /* Through eplb's driver (h5/vfd.h: a lost file can still be closed);
+   * objects of 64 KiB and more (weight datasets) start on 4 KiB pages, so
+   * that rows are written page-aligned (docs/shards.md). */
+  hid_t fapl = eplb__vfd_fapl(1);
+  w->file = fapl >= 0 ? H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
   if (fapl >= 0)
     H5Pclose(fapl);
   if (w->file < 0 || put_root(w->file, info) < 0) {
@@ -886,8 +906,10 @@ static int put_dataset(eplb_shard_writer_t *w, hid_t g, int32_t d) {
                               : -1;
   int ok =
       id >= 0 && H5Dwrite(id, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->tmp) >= 0;
-  if (id >= 0)
-    H5Dclose(id);
+  /* HDF5 keeps small raw data in its sieve buffer and writes it here: a
+   * failed close is a lost write. */
+  if (id >= 0 && H5Dclose(id) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   if (t >= 0)
@@ -904,11 +926,29 @@ static int put_ids(hid_t g, int32_t P, const int32_t *ids) {
                    : -1;
   int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL,
                               H5P_DEFAULT, ids) >= 0;
-  if (d >= 0)
-    H5Dclose(d);
+  if (d >= 0 && H5Dclose(d) < 0)
+    ok = 0;
   if (s >= 0)
     H5Sclose(s);
   return ok ? 0 : -1;
+}
+
+/* Records the at-rest checksum of row (layer, slot, dataset d) of the
+ * new shard; the last dataset of a row counts the row as written. */
+static void note_row(eplb_shard_writer_t *w, int32_t layer, int32_t slot,
+                     int32_t d, const void *row, const uint64_t *known) {
+  const eplb_shard_info_t *in = &w->info;
+  size_t r = (size_t)layer * (size_t)in->slots_per_rank + (size_t)slot;
+  if (layer < 0 || layer >= in->num_layers || slot < 0 ||
+      slot >= in->slots_per_rank)
+    return;
+  w->sums[r * (size_t)in->num_datasets + (size_t)d] =
+      known ? *known
+            : eplb_shard_row_checksum(row, (size_t)in->datasets[d].row_bytes);
+  if (d == in->num_datasets - 1 && !w->done[r]) {
+    w->done[r] = 1;
+    w->rows_left--;
+  }
 }
 
 int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
@@ -927,14 +967,17 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   size_t off = 0;
   for (int32_t d = 0; rc == 0 && d < in->num_datasets; d++) {
     size_t rb = (size_t)in->datasets[d].row_bytes;
-    for (int32_t s = 0; s < in->slots_per_rank; s++)
-      memcpy(w->tmp + (size_t)s * rb,
-             (const unsigned char *)buf + (size_t)s * stride + off, rb);
+    for (int32_t s = 0; s < in->slots_per_rank; s++) {
+      const unsigned char *row =
+          (const unsigned char *)buf + (size_t)s * stride + off;
+      memcpy(w->tmp + (size_t)s * rb, row, rb);
+      note_row(w, layer, s, d, row, NULL);
+    }
     rc = put_dataset(w, g, d);
     off += rb;
   }
-  if (g >= 0)
-    H5Gclose(g);
+  if (g >= 0 && H5Gclose(g) < 0)
+    rc = -1;
   if (rc)
     return eplb_error_set(err, EPLB_EIO,
                           "%s: cannot write layer %d (disk full or read-only?)",
@@ -942,16 +985,20 @@ int eplb_shard_writer_put_layer(eplb_shard_writer_t *w, int32_t layer,
   return 0;
 }
 
-/* Closes the layer begun by eplb_shard_writer_begin_layer, if any. */
-static void end_layer(eplb_shard_writer_t *w) {
+/* Closes the layer begun by eplb_shard_writer_begin_layer, if any.
+ * Returns -1 if a close failed: HDF5 writes what it buffered there, so a
+ * failed close is a lost write. */
+static int end_layer(eplb_shard_writer_t *w) {
+  int rc = 0;
   for (int32_t d = 0; d < w->info.num_datasets; d++)
-    if (w->dsets[d] >= 0)
-      H5Dclose(w->dsets[d]);
+    if (w->dsets[d] >= 0 && H5Dclose(w->dsets[d]) < 0)
+      rc = -1;
   for (int32_t d = 0; d < EPLB_SHARD_MAX_DATASETS; d++)
     w->dsets[d] = -1;
-  if (w->group >= 0)
-    H5Gclose(w->group);
+  if (w->group >= 0 && H5Gclose(w->group) < 0)
+    rc = -1;
   w->group = -1;
+  return rc;
 }
 
 /* Creates dataset d of the current layer, storage left unfilled (every
@@ -982,9 +1029,11 @@ int eplb_shard_writer_begin_layer(eplb_shard_writer_t *w, int32_t layer,
   char name[64];
   snprintf(name, sizeof(name), "/layers/%d", (int)layer);
   h5_quiet();
-  end_layer(w);
-  w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  int rc = w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
+  int rc = end_layer(w) < 0;
+  w->layer = layer;
+  if (rc == 0)
+    w->group = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  rc = rc || w->group < 0 || put_ids(w->group, w->info.slots_per_rank, ids) < 0;
   for (int32_t d = 0; rc == 0 && d < w->info.num_datasets; d++)
     rc = (w->dsets[d] = create_empty(w, d)) < 0;
   if (rc)
@@ -1023,13 +1072,22 @@ static int put_one_row(eplb_shard_writer_t *w, int32_t d, int32_t slot,
 int eplb_shard_writer_put_row(eplb_shard_writer_t *w, int32_t slot,
                               const unsigned char *const *pieces,
                               eplb_error_t *err) {
+  return eplb__shard_writer_put_row_hashed(w, slot, pieces, NULL, err);
+}
+
+int eplb__shard_writer_put_row_hashed(eplb_shard_writer_t *w, int32_t slot,
+                                      const unsigned char *const *pieces,
+                                      const uint64_t *hashes,
+                                      eplb_error_t *err) {
   h5_quiet();
-  for (int32_t d = 0; d < w->info.num_datasets; d++)
+  for (int32_t d = 0; d < w->info.num_datasets; d++) {
     if (w->group < 0 || put_one_row(w, d, slot, pieces[d]) < 0)
       return eplb_error_set(err, EPLB_EIO,
                             "%s: cannot write slot %d of dataset '%s' (disk "
                             "full or read-only?)",
                             w->path, (int)slot, w->info.datasets[d].name);
+    note_row(w, w->layer, slot, d, pieces[d], hashes ? &hashes[d] : NULL);
+  }
   return 0;
 }
 
@@ -1047,18 +1105,47 @@ static int fsync_path(const char *path, eplb_error_t *err) {
   return 0;
 }
 
+/* A write that failed leaves HDF5 holding dirty data it cannot write, and
+ * a file close that fails leaves HDF5 (1.10) with a half-destroyed file
+ * that its exit handler (or MPI_Finalize, for parallel HDF5) closes again
+ * and crashes on.  The file is lost anyway, so eplb's driver is told to
+ * discard every later write: the close then succeeds, and the file is
+ * removed by name. */
+static void neutralise(hid_t file) { eplb__vfd_discard(file); }
+
 int eplb_shard_writer_finish(eplb_shard_writer_t *w, int do_fsync,
                              eplb_error_t *err) {
   h5_quiet();
-  int rc = 0;
-  end_layer(w);
+  /* The at-rest checksums, when every row was written (a shard with rows
+   * left unwritten has nothing to vouch for); then everything HDF5
+   * buffered is written, before the close, so that a failure is seen
+   * while the file can still be closed safely. */
+  int bad = end_layer(w) < 0;
+  if (!bad && w->rows_left == 0 && w->info.num_datasets > 0)
+    bad = eplb__sums_write(w->file, &w->info, w->sums) < 0;
+  if (!bad)
+    bad = H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0;
+  if (bad)
+    neutralise(w->file);
   if (H5Fclose(w->file) < 0)
-    rc = eplb_error_set(err, EPLB_EIO,
-                        "%s: closing the shard failed (disk full?)", w->path);
+    bad = 1;
   w->file = -1;
-  if (rc == 0 && do_fsync)
+  int rc = 0;
+  if (bad) {
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: writing the shard failed when HDF5 flushed its "
+                        "buffers (disk full or read-only?); the file was "
+                        "removed",
+                        w->path);
+    unlink(w->path);
+  } else if (do_fsync) {
     rc = fsync_path(w->path, err);
+    if (rc)
+      unlink(w->path);
+  }
   free(w->tmp);
+  free(w->sums);
+  free(w->done);
   free(w->path);
   free(w);
   return rc;
@@ -1068,16 +1155,23 @@ void eplb_shard_writer_abort(eplb_shard_writer_t *w) {
   if (w == NULL)
     return;
   h5_quiet();
+  neutralise(w->file);
   end_layer(w);
   if (w->file >= 0)
     H5Fclose(w->file);
   unlink(w->path);
   free(w->tmp);
+  free(w->sums);
+  free(w->done);
   free(w->path);
   free(w);
 }
 
 hid_t eplb__shard_writer_hid(const eplb_shard_writer_t *w) { return w->file; }
+
+void eplb__shard_writer_inject(eplb_shard_writer_t *w, int fault) {
+  eplb__vfd_inject(w->file, fault);
+}
 
 int eplb_shard_writer_put_layer_ids(eplb_shard_writer_t *w, const int32_t *ids,
                                     eplb_error_t *err) {
@@ -1163,7 +1257,9 @@ static herr_t copy_root_attr(hid_t loc, const char *name, const H5A_info_t *ai,
  * (hard links only) into the file op points to. */
 static herr_t copy_root_obj(hid_t loc, const char *name, const H5L_info_t *li,
                             void *op) {
-  if (li->type != H5L_TYPE_HARD || strcmp(name, "layers") == 0)
+  /* /layers and /eplb_checksums are the new shard's own */
+  if (li->type != H5L_TYPE_HARD || strcmp(name, "layers") == 0 ||
+      strcmp(name, "eplb_checksums") == 0)
     return 0;
   return H5Ocopy(loc, name, *(hid_t *)op, name, H5P_DEFAULT, H5P_DEFAULT) < 0
              ? -1

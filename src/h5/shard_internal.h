@@ -14,6 +14,26 @@
 hid_t eplb__shard_hid(const eplb_shard_t *sh);
 hid_t eplb__shard_writer_hid(const eplb_shard_writer_t *w);
 
+/* shard_sums.c: the at-rest checksums.  Reads /eplb_checksums of file
+ * into *sums ([L][P][D], malloc'd; NULL and 0 when the shard has none;
+ * an unknown hash or shape is EPLB_EPARSE). */
+int eplb__sums_read(hid_t file, const char *path, const eplb_shard_info_t *in,
+                    uint64_t **sums, eplb_error_t *err);
+/* Writes /eplb_checksums (0, or -1 on an HDF5 failure). */
+int eplb__sums_write(hid_t file, const eplb_shard_info_t *in,
+                     const uint64_t *sums);
+/* Compares row (layer l, slot s, dataset d) with its checksum (sums NULL:
+ * nothing to compare); EPLB_ECHECKSUM naming file, rank, layer, slot and
+ * dataset. */
+int eplb__sums_check(const char *path, const eplb_shard_info_t *in,
+                     const uint64_t *sums, int32_t l, int32_t s, int32_t d,
+                     const void *row, eplb_error_t *err);
+
+/* Reads string attribute `name` of object obj - fixed or variable
+ * length, ASCII or UTF-8, exactly one value - into buf (truncated to cap).
+ * 0, or -1 missing, -2 not a single string, -3 unreadable. */
+int eplb__h5_attr_str(hid_t obj, const char *name, char *buf, size_t cap);
+
 /* eplb_shard_info_make with the datasets' HDF5 types given (not closed):
  * any type eplb_shard_open accepts. */
 int eplb__shard_info_from_types(eplb_shard_info_t *info, int32_t world_size,

@@ -27,6 +27,7 @@
 #include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "util/fileio.h"
 
 /* ---- the two-phase commit --------------------------------------------- */
@@ -40,27 +41,54 @@ static int rename_own(const eplb_shard_set_t *set, const char *tmp,
     rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp,
                         path, strerror(errno));
   if (rc == 0)
-    eplb__fault_crash_point("rename", set->rank);
+    eplb__fault_point("rename", set->rank, "after renaming its own shard");
   return rc ? rc : eplb__fsync_dir_of(path, err);
 }
 
-int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
-                 int local_rc, eplb_error_t *err) {
+/* Applies this rank's redo journal to its shard, durably. */
+static int apply_own(const eplb_shard_set_t *set, const char *redo,
+                     uint64_t gen, int64_t records, int64_t *written,
+                     eplb_error_t *err) {
+  char path[4096];
+  int rc = eplb_shard_path(set->dir, set->rank, path, sizeof(path), err);
+  if (rc == 0)
+    rc = eplb__redo_apply(redo, path, set->rank, gen, records, written, err);
+  if (rc == 0)
+    eplb__fault_point("rename", set->rank, "after applying its own journal");
+  return rc;
+}
+
+/* Both commits: `path` is this rank's temporary shard (redo 0) or its redo
+ * journal (redo 1). */
+static int commit_any(eplb_shard_set_t *set, const char *path, int redo,
+                      uint64_t gen, int64_t records, int local_rc,
+                      int64_t *written, eplb_error_t *err) {
+  eplb__watch_phase("commit");
   if (local_rc == 0)
-    eplb__fault_crash_point("commit", set->rank);
+    eplb__fault_point("commit", set->rank, "before the commit vote");
   int rc = eplb__agree(set->comm, local_rc, err);
   if (rc) {
-    unlink(tmp); /* phase one failed somewhere: nobody renames */
+    unlink(path); /* phase one failed somewhere: nobody renames */
     return rc;
   }
   if (set->rank == 0)
     rc = eplb__journal_write(set->dir, gen, set->size, err);
+  /* From now on a journal may exist: a timeout must leave the temporary
+   * shard or the redo journal in place for the roll forward. */
+  char hint[4400];
+  snprintf(hint, sizeof(hint),
+           "a commit may be in progress: run `eplb-sync --recover --shards "
+           "%s`, which completes or undoes it",
+           set->dir);
+  eplb__watch_on_abort(NULL, hint);
   rc = eplb__agree(set->comm, rc, err);
   if (rc) {
-    unlink(tmp);
+    unlink(path);
     return rc;
   }
-  rc = rename_own(set, tmp, err);
+  eplb__watch_phase(redo ? "apply" : "rename");
+  rc = redo ? apply_own(set, path, gen, records, written, err)
+            : rename_own(set, path, err);
   rc = eplb__agree(set->comm, rc, err);
   if (rc)
     return eplb_error_prefix(
@@ -71,18 +99,38 @@ int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
         gen, set->dir, EPLB_JOURNAL_NAME, set->dir);
   if (set->rank == 0)
     rc = eplb__journal_remove(set->dir, err);
-  return eplb__agree(set->comm, rc, err);
+  rc = eplb__agree(set->comm, rc, err);
+  if (rc == 0) { /* committed: a redo journal is debris now (every rank
+                    agrees here: ranks in place and ranks that rewrote) */
+    if (redo)
+      unlink(path);
+    rc = eplb__agree(set->comm, redo ? eplb__fsync_dir_of(path, err) : 0,
+                     err);
+  }
+  return rc;
+}
+
+int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
+                 int local_rc, eplb_error_t *err) {
+  return commit_any(set, tmp, 0, gen, 0, local_rc, NULL, err);
+}
+
+int eplb__commit_redo(eplb_shard_set_t *set, const char *redo, uint64_t gen,
+                      int64_t records, int local_rc, int64_t *written,
+                      eplb_error_t *err) {
+  return commit_any(set, redo, 1, gen, records, local_rc, written, err);
 }
 
 /* ---- recovery ---------------------------------------------------------- */
 
-/* 1 if `name` is one of rank's temporary shards. */
+/* 1 if `name` is one of rank's temporary shards or redo journals. */
 static int is_own_tmp(const char *name, int rank) {
   char prefix[64];
   int n = snprintf(prefix, sizeof(prefix), "shard_%05d.h5.gen", rank);
   size_t len = strlen(name);
-  return strncmp(name, prefix, (size_t)n) == 0 && len > (size_t)n + 4 &&
-         strcmp(name + len - 4, ".tmp") == 0;
+  return strncmp(name, prefix, (size_t)n) == 0 &&
+         ((len > (size_t)n + 4 && strcmp(name + len - 4, ".tmp") == 0) ||
+          (len > (size_t)n + 5 && strcmp(name + len - 5, ".redo") == 0));
 }
 
 /* Removes rank's temporary shards except `keep` (a file name or NULL);
@@ -139,11 +187,23 @@ static int own_world_size(const char *dir, int rank, const char *tmp, int size,
 /* Roll forward for one rank: tmp (generation gen) over the shard, or the
  * shard already at gen. */
 static int roll_forward(const char *dir, int rank, uint64_t gen,
-                        const char *tmp, int64_t *renamed, eplb_error_t *err) {
-  char path[4096];
+                        const char *tmp, eplb_recover_result_t *res,
+                        eplb_error_t *err) {
+  char path[4096], redo[4096];
   eplb_shard_t *sh = NULL;
   int rc = eplb_shard_path(dir, rank, path, sizeof(path), err);
-  int have_tmp = access(tmp, F_OK) == 0;
+  if (rc == 0)
+    rc = eplb__shard_redo_path(dir, rank, gen, redo, sizeof(redo), err);
+  /* An in-place commit: the redo journal (checked whole first) is applied
+   * again, whatever part of it reached the shard before the crash. */
+  if (rc == 0 && access(redo, F_OK) == 0) {
+    rc = eplb__redo_check(redo, rank, gen, NULL, NULL, NULL, err);
+    if (rc == 0)
+      rc = eplb__redo_apply(redo, path, rank, gen, 0, NULL, err);
+    if (rc == 0)
+      res->replayed++;
+  }
+  int have_tmp = rc == 0 && access(tmp, F_OK) == 0;
   if (rc == 0)
     rc = eplb_shard_open(have_tmp ? tmp : path, &sh, err);
   if (rc == 0 && (eplb_shard_info(sh)->generation != gen ||
@@ -162,7 +222,7 @@ static int roll_forward(const char *dir, int rank, uint64_t gen,
       rc = eplb_error_set(err, EPLB_EIO, "renaming %s over %s failed: %s", tmp,
                           path, strerror(errno));
     else
-      (*renamed)++;
+      res->renamed++;
   }
   return rc ? rc : eplb__fsync_dir_of(path, err);
 }
@@ -176,7 +236,7 @@ static int recover_own(const char *dir, int rank, int size,
   int rc = eplb__shard_tmp_path(dir, rank, j->gen, tmp, sizeof(tmp), err);
   if (rc == 0 && have_journal) {
     keep = strrchr(tmp, '/') + 1;
-    rc = roll_forward(dir, rank, j->gen, tmp, &res->renamed, err);
+    rc = roll_forward(dir, rank, j->gen, tmp, res, err);
   }
   if (rc == 0)
     rc = remove_tmps(dir, rank, keep, &res->removed, err);
@@ -191,8 +251,7 @@ static int share_journal(MPI_Comm c, int rank, const char *dir,
   rc = eplb__agree(c, rc, err);
   uint64_t v[3] = {(uint64_t)*exists, j->gen, (uint64_t)j->world_size};
   if (rc == 0)
-    rc = eplb__mpi_check(MPI_Bcast(v, 3, MPI_UINT64_T, 0, c),
-                         "MPI_Bcast of the journal", err);
+    rc = eplb__bcast(v, 3, MPI_UINT64_T, 0, c, "MPI_Bcast of the journal", err);
   *exists = (int)v[0];
   j->gen = v[1];
   j->world_size = (int32_t)v[2];
@@ -226,12 +285,14 @@ static int recover_comm(MPI_Comm c, const char *dir, eplb_recover_result_t *res,
     rc = eplb__journal_remove(dir, err);
   if (exists)
     rc = eplb__agree(c, rc, err);
-  int64_t mine[2] = {res->renamed, res->removed}, sum[2] = {0, 0};
+  int64_t mine[3] = {res->renamed, res->removed, res->replayed};
+  int64_t sum[3] = {0, 0, 0};
   if (rc == 0)
-    rc = eplb__mpi_check(MPI_Allreduce(mine, sum, 2, MPI_INT64_T, MPI_SUM, c),
+    rc = eplb__allreduce(mine, sum, 3, MPI_INT64_T, MPI_SUM, c,
                          "MPI_Allreduce of the recovery counts", err);
   res->renamed = sum[0];
   res->removed = sum[1];
+  res->replayed = sum[2];
   res->rolled_forward = exists;
   res->rolled_back = !exists && sum[1] > 0;
   return rc;
@@ -241,10 +302,7 @@ int eplb_shards_recover(MPI_Comm comm, const char *dir,
                         eplb_recover_result_t *res, eplb_error_t *err) {
   memset(res, 0, sizeof(*res));
   MPI_Comm c = MPI_COMM_NULL;
-  int rc = eplb__mpi_check(MPI_Comm_dup(comm, &c), "MPI_Comm_dup", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN),
-                         "MPI_Comm_set_errhandler", err);
+  int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
     rc = recover_comm(c, dir, res, err);
   if (rc == 0) { /* one generation everywhere, or an error */

@@ -15,6 +15,55 @@
 int eplb__shard_tmp_path(const char *dir, int rank, uint64_t gen, char *buf,
                          size_t size, eplb_error_t *err);
 
+/* journal.c: "<dir>/shard_%05d.h5.gen<gen>.redo", a rank's redo journal
+ * of an in-place commit. */
+int eplb__shard_redo_path(const char *dir, int rank, uint64_t gen, char *buf,
+                          size_t size, eplb_error_t *err);
+
+/* redo.c: a rank's redo journal (the bytes an in-place commit writes into
+ * its shard).  open, add records, finish (footer, fsync, fsync of the
+ * directory); abort removes the file, free only forgets it. */
+typedef struct {
+  int fd;
+  char *path;
+  unsigned char *buf; /* records gathered into large writes */
+  size_t used;
+  uint64_t records, chain;
+  int64_t bytes; /* record bytes */
+  int64_t disk;  /* bytes written to the file */
+} eplb__redo_t;
+
+int eplb__redo_open(eplb__redo_t *r, const char *path, int rank, uint64_t gen,
+                    eplb_error_t *err);
+/* hash: XXH3-64 of data (for a row, its new at-rest checksum). */
+int eplb__redo_add(eplb__redo_t *r, int64_t off, const void *data, size_t len,
+                   uint64_t hash, eplb_error_t *err);
+int eplb__redo_finish(eplb__redo_t *r, eplb_error_t *err);
+void eplb__redo_abort(eplb__redo_t *r);
+void eplb__redo_free(eplb__redo_t *r);
+
+/* Tests (EPLB_FAULT=lose-write): flips a byte of the first record's bytes
+ * in the finished journal at path, as a write the disk lost would. */
+void eplb__redo_lose(const char *path);
+
+/* Called for every record of a check, once its bytes proved right. */
+typedef int (*eplb__redo_visit_fn)(void *ctx, int64_t off, int64_t len,
+                                   uint64_t hash, eplb_error_t *err);
+
+/* Reads the journal at path back from the disk and proves it whole: the
+ * header names rank and gen, every record's bytes hash to its header, the
+ * footer closes them.  Adds the bytes read to *bytes_read (or NULL). */
+int eplb__redo_check(const char *path, int rank, uint64_t gen,
+                     eplb__redo_visit_fn visit, void *ctx, int64_t *bytes_read,
+                     eplb_error_t *err);
+
+/* Writes every record of the journal at path into `shard` (pwrite), then
+ * fsyncs it; `records` places the "apply" fault point (half of them).
+ * Check first: apply trusts the journal. */
+int eplb__redo_apply(const char *path, const char *shard, int rank,
+                     uint64_t gen, int64_t records, int64_t *bytes_written,
+                     eplb_error_t *err);
+
 /* journal.c: the commit journal, <dir>/eplb_journal.json. */
 typedef struct {
   uint64_t gen;       /* the generation being committed */
@@ -42,6 +91,17 @@ int eplb__journal_remove(const char *dir, eplb_error_t *err);
  * agreement), "rename" (after this rank's rename). */
 int eplb__commit(eplb_shard_set_t *set, const char *tmp, uint64_t gen,
                  int local_rc, eplb_error_t *err);
+
+/* commit.c: the same for an in-place commit: `redo` is this rank's redo
+ * journal (written, fsynced and checked when local_rc is 0), with
+ * `records` records.  After the journal, each rank applies its redo
+ * journal to its shard (crash points "apply", halfway, and "rename",
+ * after its own apply) instead of renaming; when all applied, the
+ * journal goes, then the redo journals.  *written: the shard bytes the
+ * apply wrote. */
+int eplb__commit_redo(eplb_shard_set_t *set, const char *redo, uint64_t gen,
+                      int64_t records, int local_rc, int64_t *written,
+                      eplb_error_t *err);
 
 /* shardset.c: for failures where the peers cannot be told in an orderly way (an
  * MPI failure or a timeout in the middle of a transfer batch: the peers'

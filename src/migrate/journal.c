@@ -24,6 +24,16 @@ int eplb__shard_tmp_path(const char *dir, int rank, uint64_t gen, char *buf,
   return 0;
 }
 
+int eplb__shard_redo_path(const char *dir, int rank, uint64_t gen, char *buf,
+                          size_t size, eplb_error_t *err) {
+  int n = snprintf(buf, size, "%s/shard_%05d.h5.gen%" PRIu64 ".redo", dir,
+                   rank, gen);
+  if (n < 0 || (size_t)n >= size)
+    return eplb_error_set(err, EPLB_EARG,
+                          "shard directory '%.200s' is too long", dir);
+  return 0;
+}
+
 static int journal_path(const char *dir, char *buf, size_t size,
                         eplb_error_t *err) {
   int n = snprintf(buf, size, "%s/%s", dir, EPLB_JOURNAL_NAME);

@@ -31,9 +31,12 @@
 #include <unistd.h>
 
 #include "eplb/migrate.h"
+#include "h5/shard_writer.h"
 #include "migrate/internal.h"
+#include "migrate/mig.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "util/checksum.h"
 
 void eplb_migrate_opts_default(eplb_migrate_opts_t *opts) {
@@ -50,36 +53,6 @@ void eplb_migrate_result_cleanup(eplb_migrate_result_t *res) {
   free(res->bytes_received);
   memset(res, 0, sizeof(*res));
 }
-
-/* What one migration carries from layer to layer.  A row set is the slot's
- * row of every dataset; in memory and in a message it takes `stride`
- * bytes: dataset d's row at off[d] (16-byte aligned, so HDF5 can read
- * straight into place), the 8-byte checksum at toff. */
-typedef struct {
-  eplb_shard_set_t *set;
-  const eplb_schedule_t *sched;
-  const eplb_migrate_opts_t *opts;
-  eplb_shard_writer_t *w;
-  int32_t P, D, tag_layers; /* tag = (layer % tag_layers) * P + dst_slot */
-  size_t row, msg, stride;  /* row set bytes; message = stride bytes */
-  size_t off[EPLB_SHARD_MAX_DATASETS], rb[EPLB_SHARD_MAX_DATASETS], toff;
-  unsigned char *old;     /* [P * stride] this rank's old layer */
-  unsigned char *staging; /* [staging_rows * stride] received row sets */
-  size_t staging_rows;
-  int32_t *batch;       /* [num_xfers] batch of each transfer */
-  int32_t *num_batches; /* [L] */
-  MPI_Request *req;
-  int *req_peer;                /* [max requests] the peer of each request */
-  const char *tmp;              /* this rank's temporary shard */
-  int64_t *recv_xfer;           /* [staging_rows] transfer of each receive */
-  int32_t *dup_head, *dup_next; /* [P] DUP slots listed by their source */
-  int carry;                    /* a local failure in this layer (rows are
-                                   then no longer written, MPI goes on) */
-  double t_read, t_xfer, t_write, t_commit;
-  double t_verify; /* checksums of received rows (in t_xfer) */
-  int64_t bytes_done;
-  double last_progress, t0;
-} mig_t;
 
 /* Cuts each layer's transfers into batches so that no rank sends or
  * receives more than `cap` bytes in one batch (at least one row set).  The
@@ -140,43 +113,57 @@ static void staged_pieces(const mig_t *m, size_t k,
     pieces[d] = m->staging + k * m->stride + m->off[d];
 }
 
-/* The checksum of a row set given as pieces (the same cuts everywhere). */
-static uint64_t row_checksum(const mig_t *m,
-                             const unsigned char *const *pieces) {
-  uint64_t c = 0;
+/* The checksums (XXH3-64, one per dataset) of a row set given as pieces,
+ * into h[D]. */
+static void piece_sums(const mig_t *m, const unsigned char *const *pieces,
+                       uint64_t *h) {
   for (int32_t d = 0; d < m->D; d++)
-    c = eplb__checksum(pieces[d], m->rb[d], c);
-  return c;
+    h[d] = eplb__checksum(pieces[d], m->rb[d], 0);
 }
 
-/* Reads this rank's old layer l and checksums the rows it sends (into
- * their trailers). */
+/* The trailer of old slot s: its rows' checksums. */
+static uint64_t *old_sums(const mig_t *m, int32_t s) {
+  return (uint64_t *)(m->old + (size_t)s * m->stride + m->toff);
+}
+
+/* Rewriting: reads this rank's whole old layer l (every read checks the
+ * at-rest checksums the shard has) and puts every row's checksums in its
+ * trailer: the shard's own, else computed. */
 static int read_old(mig_t *m, int32_t l, eplb_error_t *err) {
+  if (m->inplace)
+    return eplb__inplace_read(m, l, err);
   int rc =
       eplb_shard_read_layer(m->set->shard, l, m->old, m->stride, m->off, err);
-  if (rc)
-    return rc;
-  const eplb_schedule_t *s = m->sched;
   const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
-  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
-    if (s->xfers[i].src_rank == m->set->rank) {
-      int32_t slot = s->xfers[i].src_slot;
-      uint64_t c;
-      old_pieces(m, slot, pieces);
-      c = row_checksum(m, pieces);
-      memcpy(m->old + (size_t)slot * m->stride + m->toff, &c, sizeof(c));
-    }
-  return 0;
+  size_t D = (size_t)m->D;
+  for (int32_t s = 0; rc == 0 && s < m->P; s++) {
+    old_pieces(m, s, pieces);
+    if (m->oldsums)
+      memcpy(old_sums(m, s),
+             m->oldsums + ((size_t)l * (size_t)m->P + (size_t)s) * D,
+             8 * D);
+    else
+      piece_sums(m, pieces, old_sums(m, s));
+  }
+  return rc;
 }
 
-/* Writes slot `slot` of the new shard from pieces, unless this layer
- * already failed here (the failure is carried, the transfer goes on). */
+/* Writes slot `slot` of the new shard from pieces (whose checksums are
+ * h[D]: the new at-rest checksums, and what the read-back before the
+ * commit compares the file with), unless this layer already failed here
+ * (the failure is carried, the transfer goes on). */
 static void write_row(mig_t *m, int32_t slot,
-                      const unsigned char *const *pieces, eplb_error_t *err) {
+                      const unsigned char *const *pieces, const uint64_t *h,
+                      eplb_error_t *err) {
   if (m->carry)
     return;
   double t = MPI_Wtime();
-  m->carry = eplb_shard_writer_put_row(m->w, slot, pieces, err);
+  memcpy(m->newsums +
+             ((size_t)m->layer * (size_t)m->P + (size_t)slot) * (size_t)m->D,
+         h, 8 * (size_t)m->D);
+  m->carry = m->inplace ? eplb__inplace_row(m, slot, pieces, h, err)
+                        : eplb__shard_writer_put_row_hashed(m->w, slot, pieces,
+                                                            h, err);
   m->t_write += MPI_Wtime() - t;
 }
 
@@ -195,9 +182,11 @@ static void local_rows(mig_t *m, int32_t l, eplb_error_t *err) {
     if (a == EPLB_SLOT_DUP) {
       m->dup_next[j] = m->dup_head[src];
       m->dup_head[src] = j;
-    } else if (a == EPLB_SLOT_KEEP || a == EPLB_SLOT_LOCAL) {
-      old_pieces(m, a == EPLB_SLOT_KEEP ? j : src, pieces);
-      write_row(m, j, pieces, err);
+    } else if (a == EPLB_SLOT_LOCAL || (a == EPLB_SLOT_KEEP && !m->inplace)) {
+      /* in place, a kept row is neither read nor written */
+      int32_t from = a == EPLB_SLOT_KEEP ? j : src;
+      old_pieces(m, from, pieces);
+      write_row(m, j, pieces, old_sums(m, from), err);
     }
   }
 }
@@ -247,13 +236,13 @@ static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
   if (m->carry)
     return;
   const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
-  uint64_t sent;
-  memcpy(&sent, m->staging + k * m->stride + m->toff, sizeof(sent));
+  uint64_t sent[EPLB_SHARD_MAX_DATASETS], got[EPLB_SHARD_MAX_DATASETS];
+  memcpy(sent, m->staging + k * m->stride + m->toff, 8 * (size_t)m->D);
   staged_pieces(m, k, pieces);
   double t = MPI_Wtime();
-  uint64_t got = row_checksum(m, pieces);
+  piece_sums(m, pieces, got);
   m->t_verify += MPI_Wtime() - t;
-  if (got != sent) {
+  if (memcmp(got, sent, 8 * (size_t)m->D) != 0) {
     m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
                               "layer %d: expert %d received from rank %d into "
                               "slot %d fails its checksum (corrupted in "
@@ -262,9 +251,9 @@ static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
                               (int)x->dst_slot);
     return;
   }
-  write_row(m, x->dst_slot, pieces, err);
+  write_row(m, x->dst_slot, pieces, got, err);
   for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
-    write_row(m, j, pieces, err);
+    write_row(m, j, pieces, got, err);
 }
 
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
@@ -310,6 +299,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
   *left = n;
   while (*left > 0) {
     int out = 0;
+    eplb__watch_poll(m->set->comm, "a transfer batch");
     int rc = eplb__mpi_check(
         MPI_Testsome(n, m->req, &out, done_idx, MPI_STATUSES_IGNORE),
         "MPI_Testsome of a transfer batch", err);
@@ -354,29 +344,6 @@ static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
   return rc;
 }
 
-/* A barrier that gives up after timeout_s, so that a rank that stopped
- * taking part ends the job even for the ranks that exchange nothing with
- * it (they would otherwise wait in the next agreement forever). */
-static void timed_barrier(mig_t *m, int32_t l, const char *what) {
-  eplb_error_t err;
-  eplb_error_clear(&err);
-  int left = 0;
-  m->req_peer[0] = -1;
-  int rc = eplb__mpi_check(MPI_Ibarrier(m->set->comm, &m->req[0]),
-                           "MPI_Ibarrier", &err);
-  if (rc == 0)
-    rc = poll_requests(m, 1, l, 0, &left, &err);
-  if (rc == 0 && left > 0)
-    rc = eplb_error_set(&err, EPLB_EMPI,
-                        "layer %d: not every rank reached %s "
-                        "within %d s (a rank crashed, hangs or is far slower)",
-                        (int)l, what, (int)m->opts->timeout_s);
-  else if (rc)
-    eplb_error_prefix(&err, "layer %d", (int)l);
-  if (rc)
-    eplb__migrate_abort(m->set, m->tmp, &err);
-}
-
 /* 1 when this rank sends a row set in batch b of layer l. */
 static int sends_in(const mig_t *m, int32_t l, int32_t b) {
   const eplb_schedule_t *s = m->sched;
@@ -394,7 +361,8 @@ static int transfer_layer(mig_t *m, int32_t l, const int32_t *ids,
                           eplb_error_t *err) {
   double t = MPI_Wtime(); /* creating the layer (and starting the previous
                             one's writeback) is writing */
-  m->carry = eplb_shard_writer_begin_layer(m->w, l, ids, err);
+  m->layer = l;
+  m->carry = m->inplace ? 0 : eplb_shard_writer_begin_layer(m->w, l, ids, err);
   m->t_write += MPI_Wtime() - t;
   int32_t crash_layer = m->sched->num_layers / 2;
   if (m->num_batches[l] == 0) {
@@ -445,6 +413,11 @@ static int check_opts(const eplb_migrate_opts_t *o, int size,
     return eplb_error_set(err, EPLB_EARG, "timeout_s %d is outside %d..%d",
                           (int)o->timeout_s, EPLB_MIGRATE_MIN_TIMEOUT_S,
                           EPLB_MIGRATE_MAX_TIMEOUT_S);
+  if (o->commit < EPLB_COMMIT_AUTO || o->commit > EPLB_COMMIT_REWRITE)
+    return eplb_error_set(err, EPLB_EARG,
+                          "commit %d is not EPLB_COMMIT_AUTO (0), _IN_PLACE "
+                          "(1) or _REWRITE (2)",
+                          (int)o->commit);
   if (o->num_nodes < 1 || o->num_nodes > size || size % o->num_nodes != 0)
     return eplb_error_set(err, EPLB_EARG,
                           "num_nodes %d must divide the %d ranks",
@@ -478,9 +451,8 @@ static int agree_next(eplb_shard_set_t *set, const eplb_placement_t *next,
     eplb__migrate_abort(set, NULL,
                         &(eplb_error_t){EPLB_ENOMEM, "out of memory "
                                                      "for the plan checksums"});
-  int rc = eplb__mpi_check(
-      MPI_Allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, set->comm),
-      "MPI_Allgather of plan checksums", err);
+  int rc = eplb__allgather(&c, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T,
+                           set->comm, "MPI_Allgather of plan checksums", err);
   char list[256] = "";
   size_t u = 0;
   int bad = 0;
@@ -526,20 +498,17 @@ static int mig_geometry(mig_t *m, eplb_error_t *err) {
     end = m->off[d] + m->rb[d];
   }
   m->toff = (end + 15) / 16 * 16;
-  m->stride = (m->toff + 8 + 15) / 16 * 16;
+  m->stride = (m->toff + 8 * (size_t)(m->D ? m->D : 1) + 15) / 16 * 16;
   m->msg = m->stride;
   if (m->stride > (size_t)2147483647)
     return eplb_error_set(err, EPLB_EARG,
                           "a slot's rows take %zu bytes; rows over "
                           "2 GiB are not supported",
                           m->row);
-  void *v = NULL;
-  int flag = 0;
-  int rc =
-      eplb__mpi_check(MPI_Comm_get_attr(m->set->comm, MPI_TAG_UB, &v, &flag),
-                      "MPI_Comm_get_attr(MPI_TAG_UB)", err);
-  int ub = rc == 0 && flag ? *(int *)v : 32767;
-  if (rc == 0 && m->P - 1 > ub)
+  int rc = 0;
+  /* the watchdog's census uses the two largest tags */
+  int ub = eplb__watch_tag_limit(m->set->comm) - 1;
+  if (m->P - 1 > ub)
     return eplb_error_set(err, EPLB_EARG,
                           "%d slots per rank exceed MPI_TAG_UB %d", (int)m->P,
                           ub);
@@ -566,8 +535,13 @@ static int mig_setup(mig_t *m, eplb_error_t *err) {
   m->recv_xfer = malloc(sizeof(int64_t) * m->staging_rows);
   m->dup_head = malloc(sizeof(int32_t) * P);
   m->dup_next = malloc(sizeof(int32_t) * P);
+  size_t nsums = (size_t)m->sched->num_layers * P * (size_t)(m->D ? m->D : 1);
+  m->newsums = calloc(nsums, sizeof(uint64_t));
+  m->oldsums = eplb_shard_checksums(m->set->shard);
+  if (m->newsums && m->oldsums) /* what stays keeps its checksums */
+    memcpy(m->newsums, m->oldsums, nsums * sizeof(uint64_t));
   if (!m->old || !m->staging || !m->req || !m->req_peer || !m->recv_xfer ||
-      !m->dup_head || !m->dup_next)
+      !m->dup_head || !m->dup_next || !m->newsums)
     return eplb_error_set(err, EPLB_ENOMEM,
                           "out of memory for one layer (%zu "
                           "bytes) and the staging (%zu bytes)",
@@ -586,7 +560,9 @@ static void mig_free(mig_t *m) {
   free(m->recv_xfer);
   free(m->dup_head);
   free(m->dup_next);
+  free(m->newsums);
   free(m->batch);
+  eplb__inplace_free(m);
   free(m->num_batches);
 }
 
@@ -598,10 +574,17 @@ static void progress(mig_t *m, int32_t done, int32_t L) {
   m->last_progress = now;
   if (m->opts->progress)
     m->opts->progress(m->opts->progress_ctx, done, L, m->bytes_done, t);
+  int64_t r = 0, w = 0; /* this rank's disk bytes so far (rank 0's) */
+  eplb__shard_io_totals(&r, &w);
+  r += m->disk_read - m->io_read0;
+  w += m->disk_written + m->redo.disk + (int64_t)m->redo.used - m->io_written0;
   if (!m->opts->quiet)
-    fprintf(stderr, "eplb: migrate layer %d/%d, %.1f MiB moved, %.1f MB/s\n",
+    fprintf(stderr,
+            "eplb: migrate layer %d/%d, %.1f MiB moved, %.1f MB/s; rank 0's "
+            "disk: %.1f MiB read, %.1f MiB written\n",
             (int)done, (int)L, (double)m->bytes_done / 1048576.0,
-            t > 0 ? (double)m->bytes_done / t / 1e6 : 0.0);
+            t > 0 ? (double)m->bytes_done / t / 1e6 : 0.0,
+            (double)r / 1048576.0, (double)w / 1048576.0);
 }
 
 /* Network bytes of layer l (all ranks). */
@@ -618,13 +601,13 @@ static int run_layers(mig_t *m, const eplb_placement_t *next, int *agreed,
                       eplb_error_t *err) {
   int carry = 0;
   int32_t L = m->sched->num_layers;
+  eplb__watch_phase("transfer");
   for (int32_t l = 0; l < L; l++) {
     double t = MPI_Wtime();
     if (carry == 0)
       carry = read_old(m, l, err);
     m->t_read += MPI_Wtime() - t;
-    timed_barrier(m, l, "the start of this layer");
-    int rc = eplb__agree(m->set->comm, carry, err);
+    int rc = eplb__agree(m->set->comm, carry, err); /* time-bounded */
     if (rc)
       return *agreed = 1, rc;
     const int32_t *ids = next->phy2log + (size_t)l * (size_t)next->num_slots +
@@ -660,9 +643,8 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   double mine[6] = {m->t_read,   m->t_xfer,           m->t_write,
                     m->t_commit, MPI_Wtime() - m->t0, m->t_verify};
   double mx[6];
-  int rc = eplb__mpi_check(
-      MPI_Allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm),
-      "MPI_Allreduce of the timings", err);
+  int rc = eplb__allreduce(mine, mx, 6, MPI_DOUBLE, MPI_MAX, m->set->comm,
+                           "MPI_Allreduce of the timings", err);
   res->seconds_read = mx[0];
   res->seconds_transfer = mx[1];
   res->seconds_write = mx[2];
@@ -670,6 +652,67 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   res->seconds_total = mx[4];
   res->seconds_verify = mx[5];
   res->bandwidth_mbs = mx[1] > 0 ? (double)res->bytes_moved / mx[1] / 1e6 : 0;
+  int64_t r = 0, w = 0;
+  eplb__shard_io_totals(&r, &w);
+  int64_t io[3] = {m->disk_read + r - m->io_read0,
+                   m->disk_written + w - m->io_written0, m->inplace};
+  int64_t sum[3] = {0, 0, 0};
+  if (rc == 0)
+    rc = eplb__allreduce(io, sum, 3, MPI_INT64_T, MPI_SUM, m->set->comm,
+                         "MPI_Allreduce of the disk bytes", err);
+  res->disk_bytes_read = sum[0];
+  res->disk_bytes_written = sum[1];
+  res->ranks_in_place = (int32_t)sum[2];
+  return rc;
+}
+
+/* The new shard as the file holds it, not as memory does: reopened after
+ * the fsync, its generation, every layer's expert ids and every row's
+ * checksum must be what this rank wrote.  A write HDF5 lost (a disk full
+ * for a moment at a close) would otherwise be committed as weights. */
+static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
+                       const eplb_placement_t *next, eplb_error_t *err) {
+  eplb_shard_t *sh = NULL;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)m->P);
+  int rc = ids ? eplb_shard_open(tmp, &sh, err)
+               : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc == 0) /* compared with what was written, just below */
+    eplb_shard_set_check(sh, 0);
+  if (rc == 0 && eplb_shard_info(sh)->generation != gen)
+    rc = eplb_error_set(err, EPLB_EIO,
+                        "%s: reads back generation %llu, not %llu", tmp,
+                        (unsigned long long)eplb_shard_info(sh)->generation,
+                        (unsigned long long)gen);
+  const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
+  for (int32_t l = 0; rc == 0 && l < m->sched->num_layers; l++) {
+    const int32_t *want = next->phy2log + (size_t)l * (size_t)next->num_slots +
+                          (size_t)m->set->rank * (size_t)m->P;
+    uint64_t h[EPLB_SHARD_MAX_DATASETS];
+    rc = eplb_shard_read_ids(sh, l, ids, err);
+    if (rc == 0 && memcmp(ids, want, sizeof(int32_t) * (size_t)m->P) != 0)
+      rc = eplb_error_set(err, EPLB_EIO,
+                          "%s: layer %d: the expert ids read back differ from "
+                          "the ones written (a lost write: disk full?)",
+                          tmp, (int)l);
+    if (rc == 0)
+      rc = eplb_shard_read_layer(sh, l, m->old, m->stride, m->off, err);
+    for (int32_t s = 0; rc == 0 && s < m->P; s++) {
+      old_pieces(m, s, pieces);
+      piece_sums(m, pieces, h);
+      if (memcmp(h,
+                 m->newsums + ((size_t)l * (size_t)m->P + (size_t)s) *
+                                  (size_t)m->D,
+                 8 * (size_t)m->D) != 0)
+        rc = eplb_error_set(err, EPLB_ECHECKSUM,
+                            "%s: layer %d slot %d (expert %d): the row read "
+                            "back after the fsync is not the row written (a "
+                            "lost write: disk full for a moment?); nothing "
+                            "was committed, retry",
+                            tmp, (int)l, (int)s, (int)want[s]);
+    }
+  }
+  eplb_shard_close(sh);
+  free(ids);
   return rc;
 }
 
@@ -693,6 +736,56 @@ static int adopt(eplb_shard_set_t *set, const eplb_placement_t *next,
   return rc;
 }
 
+/* This rank's output: its redo journal when it commits in place
+ * (inplace.c), else its new shard, written whole to a temporary file;
+ * `path` gets the file's name. */
+static int open_output(mig_t *m, uint64_t gen, char *path, size_t cap,
+                       eplb_error_t *err) {
+  eplb_shard_set_t *set = m->set;
+  int rc = eplb__shard_redo_path(set->dir, set->rank, gen, path, cap, err);
+  if (rc == 0)
+    rc = eplb__inplace_setup(m, path, gen, err);
+  if (rc || m->inplace)
+    return rc;
+  eplb_shard_info_t *info = malloc(sizeof(*info));
+  rc = info ? eplb__shard_tmp_path(set->dir, set->rank, gen, path, cap, err)
+            : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (rc == 0) {
+    *info = *eplb_shard_info(set->shard);
+    info->generation = gen;
+    rc = eplb_shard_writer_create(path, info, &m->w, err);
+    if (rc == 0) /* layer ids, checkpoint names: they follow the weights */
+      rc = eplb_shard_writer_copy_extras(m->w, set->shard, err);
+  }
+  free(info);
+  return rc;
+}
+
+/* Finishes this rank's output and proves it from the disk, before its
+ * vote (rc: this rank's result so far). */
+static int finish_output(mig_t *m, const char *path, uint64_t gen,
+                         const eplb_placement_t *next, int rc,
+                         eplb_error_t *err) {
+  double tw = MPI_Wtime();
+  int fault = eplb__fault_write(m->set->rank);
+  if (m->inplace) {
+    if (rc == 0)
+      rc = eplb__inplace_finish(m, next, gen, err); /* fault: inside */
+  } else {
+    if (rc == 0 && fault)
+      eplb__shard_writer_inject(m->w, fault);
+    if (rc == 0) /* closing and the fsync are part of writing the shard */
+      rc = eplb_shard_writer_finish(m->w, 1, err);
+    else
+      eplb_shard_writer_abort(m->w);
+    m->w = NULL;
+    if (rc == 0) /* proving it is part of writing it */
+      rc = prove_shard(m, path, gen, next, err);
+  }
+  m->t_write += MPI_Wtime() - tw;
+  return rc;
+}
+
 /* The migration proper, after the agreed checks: schedule, layers, commit. */
 static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
                           const eplb_migrate_opts_t *o,
@@ -703,57 +796,55 @@ static int migrate_agreed(eplb_shard_set_t *set, const eplb_placement_t *next,
   m.set = set;
   m.sched = &sched;
   m.opts = o;
+  m.fd = -1;
+  m.redo.fd = -1;
   m.t0 = MPI_Wtime();
-  eplb_shard_info_t *info = malloc(sizeof(*info));
-  eplb_shard_writer_t *w = NULL;
-  char tmp[4096];
+  eplb__shard_io_totals(&m.io_read0, &m.io_written0);
+  char path[4096] = "";
   uint64_t gen = eplb_shard_info(set->shard)->generation + 1;
   int rc = eplb_schedule_build(&set->current, next, o->num_nodes, &sched, err);
   if (rc == 0)
-    rc = info ? mig_setup(&m, err)
-              : eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    rc = mig_setup(&m, err);
   if (rc == 0 && gen >= (1ULL << 53))
     rc = eplb_error_set(err, EPLB_ESTATE,
                         "generation %llu cannot be bumped further",
                         (unsigned long long)gen - 1);
   if (rc == 0)
-    rc = eplb__shard_tmp_path(set->dir, set->rank, gen, tmp, sizeof(tmp), err);
-  if (rc == 0) {
-    *info = *eplb_shard_info(set->shard);
-    info->generation = gen;
-    rc = eplb_shard_writer_create(tmp, info, &w, err);
-    if (rc == 0) /* layer ids, checkpoint names: they follow the weights */
-      rc = eplb_shard_writer_copy_extras(w, set->shard, err);
-  }
-  int agreed = 0;
+    rc = open_output(&m, gen, path, sizeof(path), err);
+  int agreed = 0, handed = 0;
   rc = eplb__agree(set->comm, rc, err);
   if (rc)
-    goto done; /* agreed: every rank removes its temporary shard */
-  m.w = w;
-  m.tmp = tmp;
+    goto done; /* agreed: every rank removes its output */
+  m.tmp = path;
+  char hint[4400]; /* what a timeout says (mpi/watchdog.h) */
+  snprintf(hint, sizeof(hint),
+           "nothing was committed and the shards in %s are untouched: run "
+           "`eplb-sync --recover --shards %s` to remove the temporary "
+           "files, then retry",
+           set->dir, set->dir);
+  eplb__watch_on_abort(path, hint);
   rc = run_layers(&m, next, &agreed, err);
   if (agreed)
     goto done;
-  double tw = MPI_Wtime();
-  if (rc == 0) /* closing and the fsync are part of writing the shard */
-    rc = eplb_shard_writer_finish(w, 1, err);
-  else
-    eplb_shard_writer_abort(w);
-  m.t_write += MPI_Wtime() - tw;
-  w = NULL;
-  timed_barrier(&m, sched.num_layers - 1, "the commit after it");
+  rc = finish_output(&m, path, gen, next, rc, err);
   double t = MPI_Wtime();
-  rc = eplb__commit(set, tmp, gen, rc, err); /* agrees first */
+  int64_t applied = 0;
+  handed = 1; /* the commit removes the output or keeps it for recovery */
+  rc = m.inplace ? eplb__commit_redo(set, path, gen, (int64_t)m.redo.records,
+                                     rc, &applied, err)
+                 : eplb__commit(set, path, gen, rc, err); /* agrees first */
+  m.disk_written += applied;
   m.t_commit = MPI_Wtime() - t;
   if (rc == 0)
     rc = adopt(set, next, err);
   if (rc == 0)
     rc = fill_result(&m, gen, res, err);
 done:
-  eplb_shard_writer_abort(w);
+  eplb_shard_writer_abort(m.w); /* NULL once finished */
+  if (m.inplace && !handed)
+    eplb__redo_abort(&m.redo); /* closes and removes it */
   mig_free(&m);
   eplb_schedule_cleanup(&sched);
-  free(info);
   return rc;
 }
 
@@ -769,6 +860,8 @@ int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
   int rc = eplb__fault_load(err);
   if (rc == 0)
     rc = check_opts(&o, set->size, err);
+  /* Every wait of the migration is bounded by timeout_s (watchdog.h). */
+  int old_timeout = eplb__watch_timeout(rc == 0 ? o.timeout_s : 0);
   if (rc == 0)
     rc = check_next(set, next, err);
   rc = eplb__agree(set->comm, rc, err);
@@ -776,6 +869,8 @@ int eplb_migrate(eplb_shard_set_t *set, const eplb_placement_t *next,
     rc = agree_next(set, next, err);
   if (rc == 0)
     rc = migrate_agreed(set, next, &o, res, err);
+  eplb__watch_on_abort(NULL, NULL);
+  eplb__watch_timeout(old_timeout);
   if (rc)
     eplb_migrate_result_cleanup(res);
   return rc;

@@ -13,6 +13,7 @@
 #include "migrate/internal.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 
 _Noreturn void eplb__migrate_abort(const eplb_shard_set_t *set, const char *tmp,
                                    const eplb_error_t *err) {
@@ -112,9 +113,8 @@ static int compare_with_root(eplb_shard_set_t *set, eplb_error_t *err) {
                                         "for the shard description"});
   if (set->rank == 0)
     *ref = *eplb_shard_info(set->shard);
-  int rc =
-      eplb__mpi_check(MPI_Bcast(ref, (int)sizeof(*ref), MPI_BYTE, 0, set->comm),
-                      "MPI_Bcast of rank 0's shard description", err);
+  int rc = eplb__bcast(ref, (int)sizeof(*ref), MPI_BYTE, 0, set->comm,
+                       "MPI_Bcast of rank 0's shard description", err);
   char why[600];
   if (rc == 0 &&
       eplb_shard_info_diff(ref, eplb_shard_info(set->shard), why, sizeof(why)))
@@ -160,9 +160,8 @@ static int gather_map(eplb_shard_set_t *set, int32_t num_experts,
     eplb__migrate_abort(set, NULL,
                         &(eplb_error_t){EPLB_ENOMEM, "out of memory "
                                                      "for the map"});
-  int rc = eplb__mpi_check(MPI_Allgather(mine, (int)n, MPI_INT32_T, all, (int)n,
-                                         MPI_INT32_T, set->comm),
-                           "MPI_Allgather of the expert ids", err);
+  int rc = eplb__allgather(mine, (int)n, MPI_INT32_T, all, (int)n, MPI_INT32_T,
+                           set->comm, "MPI_Allgather of the expert ids", err);
   int32_t mx = -1;
   for (size_t i = 0; rc == 0 && i < n * (size_t)R; i++)
     mx = all[i] > mx ? all[i] : mx;
@@ -212,10 +211,7 @@ int eplb_shards_open(MPI_Comm comm, const char *dir, int32_t num_experts,
                      eplb_shard_set_t *set, eplb_error_t *err) {
   memset(set, 0, sizeof(*set));
   set->comm = MPI_COMM_NULL;
-  int rc = eplb__mpi_check(MPI_Comm_dup(comm, &set->comm), "MPI_Comm_dup", err);
-  if (rc == 0)
-    rc = eplb__mpi_check(MPI_Comm_set_errhandler(set->comm, MPI_ERRORS_RETURN),
-                         "MPI_Comm_set_errhandler", err);
+  int rc = eplb__dup_comm(comm, &set->comm, err);
   if (rc == 0)
     rc = eplb__mpi_check(MPI_Comm_rank(set->comm, &set->rank), "MPI_Comm_rank",
                          err);

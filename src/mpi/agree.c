@@ -2,22 +2,16 @@
  *
  * Two collectives: an allgather of every rank's code, and - only when some
  * rank failed - an allgatherv of the failing ranks' messages, so that rank 0
- * (and every other rank) can say who failed and why. */
+ * (and every other rank) can say who failed and why.  Both are bounded in
+ * time (watchdog.h): a rank that never arrives ends the job. */
 #include "mpi/agree.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err) {
-  if (mpi_rc == MPI_SUCCESS)
-    return 0;
-  char msg[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  if (MPI_Error_string(mpi_rc, msg, &len) != MPI_SUCCESS)
-    snprintf(msg, sizeof(msg), "MPI error %d", mpi_rc);
-  return eplb_error_set(err, EPLB_EMPI, "%s: %s", what, msg);
-}
+#include "mpi/watchdog.h"
+
 
 /* Ranks that failed with the same message as rank r (from r on) into
  * buf as "3" or "ranks 3, 5, 9" or "all 4 ranks"; marks them done. */
@@ -103,9 +97,9 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
     MPI_Abort(comm, 1);
     return EPLB_ENOMEM;
   }
-  rc = eplb__mpi_check(
-      MPI_Allgather(&local_rc, 1, MPI_INT, codes, 1, MPI_INT, comm),
-      "MPI_Allgather of rank status", err);
+  rc = eplb__allgather(&local_rc, 1, MPI_INT, codes, 1, MPI_INT, comm,
+                       "the agreement (MPI_Allgather of every rank's status)",
+                       err);
   if (rc)
     goto done;
   int first = -1;
@@ -116,9 +110,8 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
     goto done; /* everyone succeeded */
 
   int mylen = local_rc != 0 ? (int)strlen(mine) : 0;
-  rc =
-      eplb__mpi_check(MPI_Allgather(&mylen, 1, MPI_INT, lens, 1, MPI_INT, comm),
-                      "MPI_Allgather of error lengths", err);
+  rc = eplb__allgather(&mylen, 1, MPI_INT, lens, 1, MPI_INT, comm,
+                       "MPI_Allgather of error lengths", err);
   if (rc)
     goto done;
   long total = 0;
@@ -134,9 +127,8 @@ int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err) {
     rc = EPLB_ENOMEM;
     goto done;
   }
-  rc = eplb__mpi_check(
-      MPI_Allgatherv(mine, mylen, MPI_CHAR, all, lens, displs, MPI_CHAR, comm),
-      "MPI_Allgatherv of error messages", err);
+  rc = eplb__allgatherv(mine, mylen, MPI_CHAR, all, lens, displs, MPI_CHAR,
+                        comm, "MPI_Allgatherv of error messages", err);
   if (rc)
     goto done;
 
@@ -154,7 +146,11 @@ done:
 /* Dup the communicator with MPI_ERRORS_RETURN so every MPI failure comes
  * back as a code the engine can agree on or report. */
 int eplb__dup_comm(MPI_Comm comm, MPI_Comm *out, eplb_error_t *err) {
-  int rc = eplb__mpi_check(MPI_Comm_dup(comm, out), "MPI_Comm_dup", err);
+  MPI_Request r; /* non-blocking, so that the watchdog bounds it too */
+  int rc = eplb__mpi_check(MPI_Comm_idup(comm, out, &r), "MPI_Comm_idup", err);
+  if (rc == 0)
+    rc = eplb__wait(comm, &r, "MPI_Comm_idup (the engine's communicator)",
+                    err);
   if (rc == 0)
     rc = eplb__mpi_check(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN),
                          "MPI_Comm_set_errhandler", err);

@@ -13,7 +13,9 @@
 
 #include "eplb/error.h"
 
-/* Collective over `comm`.  Each rank passes its own result (0 or an EPLB_E*
+/* Collective over `comm`, bounded by the watchdog's timeout (a rank that
+ * does not arrive in time ends the job: mpi/watchdog.h).  Each rank
+ * passes its own result (0 or an EPLB_E*
  * code) with its err (its message says why).  Returns 0 on every rank when
  * every rank passed 0.  Otherwise returns, on every rank, the code of the
  * lowest failing rank, and sets err->msg on every rank to
@@ -22,7 +24,8 @@
 int eplb__agree(MPI_Comm comm, int local_rc, eplb_error_t *err);
 
 /* Turns an MPI return code into 0 or EPLB_EMPI with MPI's own message:
- * "<what>: <MPI_Error_string>". */
+ * "<what>: <MPI_Error_string>" (defined in watchdog.c, whose collectives
+ * agree.c uses). */
 int eplb__mpi_check(int mpi_rc, const char *what, eplb_error_t *err);
 
 /* Duplicates comm and sets MPI_ERRORS_RETURN on the copy, so every MPI

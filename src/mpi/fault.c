@@ -14,9 +14,9 @@
 
 #define FAULT_MAX 64
 
-static const char *const phases[] = {"read",       "reduce",   "plan",
-                                     "distribute", "transfer", "commit",
-                                     "rename",     NULL};
+static const char *const phases[] = {
+    "read",     "shape",  "reduce", "plan",   "distribute", "verify",
+    "transfer", "commit", "apply",  "rename", NULL};
 
 typedef struct {
   int loaded, rc;
@@ -24,7 +24,9 @@ typedef struct {
   int n_corrupt, corrupt[FAULT_MAX];
   int n_crash, crash_rank[FAULT_MAX];
   const char *crash_phase[FAULT_MAX];
-  int n_hang, hang_rank[FAULT_MAX]; /* hang:transfer:<rank> */
+  int n_hang, hang_rank[FAULT_MAX]; /* hang:<phase>:<rank> */
+  const char *hang_phase[FAULT_MAX];
+  int n_write, write_rank[FAULT_MAX], write_kind[FAULT_MAX];
 } fault_table_t;
 
 static fault_table_t table;
@@ -61,59 +63,72 @@ static int parse_corrupt(const char *list, const char *end, eplb_error_t *err) {
   return 0;
 }
 
-/* "transfer:2" -> table.crash_*. */
-static int parse_crash(const char *s, const char *end, eplb_error_t *err) {
+/* "transfer:2" -> *phase (one of phases[]) and *rank; -1 if not. */
+static int parse_phase_rank(const char *s, const char *end, const char **phase,
+                            int *rank) {
   const char *colon = memchr(s, ':', (size_t)(end - s));
   int which = -1;
   for (int i = 0; colon && phases[i]; i++)
     if ((size_t)(colon - s) == strlen(phases[i]) &&
         strncmp(s, phases[i], strlen(phases[i])) == 0)
       which = i;
-  int r = colon ? parse_rank(colon + 1, end) : -1;
-  if (which < 0 || r < 0 || table.n_crash >= FAULT_MAX)
+  *rank = colon ? parse_rank(colon + 1, end) : -1;
+  *phase = which >= 0 ? phases[which] : NULL;
+  return which < 0 || *rank < 0 ? -1 : 0;
+}
+
+/* "transfer:2" after crash: or hang: -> the table. */
+static int parse_crash_hang(int hang, const char *s, const char *end,
+                            eplb_error_t *err) {
+  const char *ph = NULL;
+  int r = -1;
+  int *n = hang ? &table.n_hang : &table.n_crash;
+  if (parse_phase_rank(s, end, &ph, &r) || *n >= FAULT_MAX)
     return eplb_error_set(err, EPLB_EARG,
-                          "EPLB_FAULT: crash wants crash:<phase>:<rank> with "
-                          "phase read, reduce, plan, distribute, transfer, "
-                          "commit or rename, got 'crash:%.*s'",
-                          (int)(end - s), s);
-  table.crash_phase[table.n_crash] = phases[which];
-  table.crash_rank[table.n_crash++] = r;
+                          "EPLB_FAULT: %s wants %s:<phase>:<rank> with phase "
+                          "read, shape, reduce, plan, distribute, verify, "
+                          "transfer, commit, apply or rename, got '%s:%.*s'",
+                          hang ? "hang" : "crash", hang ? "hang" : "crash",
+                          hang ? "hang" : "crash", (int)(end - s), s);
+  (hang ? table.hang_phase : table.crash_phase)[*n] = ph;
+  (hang ? table.hang_rank : table.crash_rank)[(*n)++] = r;
   return 0;
 }
 
-/* "transfer:2" -> table.hang_rank.  Only the transfer has a hang point
- * (the one place with a timeout); another phase is an error rather than a
- * fault that silently never fires. */
-static int parse_hang(const char *s, const char *end, eplb_error_t *err) {
-  static const char transfer[] = "transfer:";
-  size_t n = strlen(transfer);
-  int r = (size_t)(end - s) > n && strncmp(s, transfer, n) == 0
-              ? parse_rank(s + n, end)
-              : -1;
-  if (r < 0 || table.n_hang >= FAULT_MAX)
+/* "2" after enospc: or lose-write: -> table.write_*. */
+static int parse_write(int kind, const char *what, const char *s,
+                       const char *end, eplb_error_t *err) {
+  int r = parse_rank(s, end);
+  if (r < 0 || table.n_write >= FAULT_MAX)
     return eplb_error_set(err, EPLB_EARG,
-                          "EPLB_FAULT: hang wants hang:transfer:<rank>, got "
-                          "'hang:%.*s'",
-                          (int)(end - s), s);
-  table.hang_rank[table.n_hang++] = r;
+                          "EPLB_FAULT: %s wants %s:<rank>, got '%s:%.*s'",
+                          what, what, what, (int)(end - s), s);
+  table.write_kind[table.n_write] = kind;
+  table.write_rank[table.n_write++] = r;
   return 0;
 }
 
 /* One ';'-separated part. */
 static int parse_part(const char *s, const char *end, eplb_error_t *err) {
   static const char corrupt[] = "corrupt-plan:", crash[] = "crash:",
-                    hang[] = "hang:";
+                    hang[] = "hang:", nospc[] = "enospc:",
+                    lose[] = "lose-write:";
   size_t n = (size_t)(end - s);
+  if (n > strlen(nospc) && strncmp(s, nospc, strlen(nospc)) == 0)
+    return parse_write(1, "enospc", s + strlen(nospc), end, err);
+  if (n > strlen(lose) && strncmp(s, lose, strlen(lose)) == 0)
+    return parse_write(2, "lose-write", s + strlen(lose), end, err);
   if (n > strlen(corrupt) && strncmp(s, corrupt, strlen(corrupt)) == 0)
     return parse_corrupt(s + strlen(corrupt), end, err);
   if (n > strlen(crash) && strncmp(s, crash, strlen(crash)) == 0)
-    return parse_crash(s + strlen(crash), end, err);
+    return parse_crash_hang(0, s + strlen(crash), end, err);
   if (n > strlen(hang) && strncmp(s, hang, strlen(hang)) == 0)
-    return parse_hang(s + strlen(hang), end, err);
+    return parse_crash_hang(1, s + strlen(hang), end, err);
   return eplb_error_set(err, EPLB_EARG,
                         "EPLB_FAULT: unknown fault '%.*s'; use "
-                        "corrupt-plan:<ranks>, crash:<phase>:<rank> or "
-                        "hang:transfer:<rank>, separated by ';' (or unset "
+                        "corrupt-plan:<ranks>, crash:<phase>:<rank>, "
+                        "hang:<phase>:<rank>, enospc:<rank> or "
+                        "lose-write:<rank>, separated by ';' (or unset "
                         "EPLB_FAULT)",
                         (int)n, s);
 }
@@ -164,10 +179,10 @@ void eplb__fault_crash_point(const char *phase, int rank) {
 }
 
 int eplb__fault_hang_here(const char *phase, int rank) {
-  if (eplb__fault_load(NULL) || strcmp(phase, "transfer") != 0)
+  if (eplb__fault_load(NULL))
     return 0;
   for (int i = 0; i < table.n_hang; i++)
-    if (table.hang_rank[i] == rank)
+    if (table.hang_rank[i] == rank && strcmp(table.hang_phase[i], phase) == 0)
       return 1;
   return 0;
 }
@@ -183,6 +198,20 @@ void eplb__fault_hang_point(const char *phase, int rank, const char *where) {
    * test) nor return: only the peers' timeout may end this job. */
   for (;;)
     nanosleep(&(struct timespec){3600, 0}, NULL);
+}
+
+int eplb__fault_write(int rank) {
+  if (eplb__fault_load(NULL))
+    return 0;
+  for (int i = 0; i < table.n_write; i++)
+    if (table.write_rank[i] == rank)
+      return table.write_kind[i];
+  return 0;
+}
+
+void eplb__fault_point(const char *phase, int rank, const char *where) {
+  eplb__fault_crash_point(phase, rank);
+  eplb__fault_hang_point(phase, rank, where);
 }
 
 void eplb__fault_reset(void) { memset(&table, 0, sizeof(table)); }

@@ -8,13 +8,22 @@
  *   corrupt-plan:3,5          ranks 3 and 5 flip a slot of the plan they
  *                             received, before verifying it
  *   crash:<phase>:<rank>      that rank calls _exit(1) at <phase>
- *                             (read, reduce, plan, distribute, transfer,
- *                             commit, rename)
- *   hang:transfer:<rank>      that rank stops taking part in the transfer
- *                             without dying: before posting the first
- *                             batch it sends in (from layer L/2 on) it
- *                             sleeps until killed, so the peers' timeout
- *                             (timeout_s, --timeout) must end the job
+ *                             (read, shape, reduce, plan, distribute,
+ *                             verify, transfer, commit, apply - halfway
+ *                             through applying a redo journal in place -,
+ *                             rename - after its own rename or apply)
+ *   hang:<phase>:<rank>       that rank stops taking part without dying:
+ *                             at <phase> it sleeps until killed, so the
+ *                             peers' watchdog (timeout_s, --timeout) must
+ *                             end the job; in the transfer, before posting
+ *                             the first batch it sends in (from layer L/2
+ *                             on)
+ *   enospc:<rank>             the last write of that rank's new shard (the
+ *                             first of the flush before its close) fails
+ *                             with ENOSPC, once: a disk full for a moment
+ *   lose-write:<rank>         the same write is silently lost (success
+ *                             reported), as an unchecked close loses one:
+ *                             the read-back before the commit must see it
  *
  * Compiled in always, inert unless EPLB_FAULT is set: a production run pays
  * one getenv per query.  A malformed EPLB_FAULT is an error, not ignored,
@@ -40,13 +49,20 @@ int eplb__fault_crash_here(const char *phase, int rank);
  * the crash was injected. */
 void eplb__fault_crash_point(const char *phase, int rank);
 
-/* 1 when EPLB_FAULT says `hang:<phase>:<rank>` (phase "transfer" only). */
+/* 1 when EPLB_FAULT says `hang:<phase>:<rank>`. */
 int eplb__fault_hang_here(const char *phase, int rank);
 
 /* When EPLB_FAULT says so for (phase, rank): prints one line to stderr
  * ("hanging at <phase> (<where>)") and sleeps until the process is killed;
  * never returns then.  Else returns at once. */
 void eplb__fault_hang_point(const char *phase, int rank, const char *where);
+
+/* 1 (enospc) or 2 (lose-write) when EPLB_FAULT says so for `rank`, else
+ * 0; the values are h5/shard_writer.h's EPLB__WRITE_ENOSPC / _LOSE. */
+int eplb__fault_write(int rank);
+
+/* Both: crash, or hang, when EPLB_FAULT says so for (phase, rank). */
+void eplb__fault_point(const char *phase, int rank, const char *where);
 
 /* Forgets the parsed table so the next query reads EPLB_FAULT again (for
  * unit tests that change the environment). */

@@ -14,6 +14,7 @@
 
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -194,9 +195,8 @@ static int verify_plan(MPI_Comm comm, int size, int local_rc,
     MPI_Abort(comm, 1);
     return EPLB_ENOMEM;
   }
-  int rc = eplb__mpi_check(
-      MPI_Allgather(mine, 3, MPI_UINT64_T, all, 3, MPI_UINT64_T, comm),
-      "MPI_Allgather of the plan checksums", err);
+  int rc = eplb__allgather(mine, 3, MPI_UINT64_T, all, 3, MPI_UINT64_T, comm,
+                           "MPI_Allgather of the plan checksums", err);
   int failed = 0;
   for (int r = 0; rc == 0 && r < size; r++)
     failed |= all[3 * r + 2] != 0;
@@ -237,9 +237,8 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
     pack_plan(buf, &h, root_rc, plan, res, err);
   }
   /* One broadcast: status, header and plan (or rank 0's error message). */
-  int rc =
-      eplb__mpi_check(MPI_Bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0, comm),
-                      "MPI_Bcast of the plan", err);
+  int rc = eplb__bcast(buf->bytes, (int)buf->size, MPI_BYTE, 0, comm,
+                       "MPI_Bcast of the plan", err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_DISTRIBUTE] += t1 - t0;
   if (rc)
@@ -253,6 +252,8 @@ int eplb__sync_distribute(MPI_Comm comm, int root_rc, eplb__plan_buf_t *buf,
   }
   if (local == 0)
     maybe_corrupt(plan, rank);
+  eplb__watch_phase("verify");
+  eplb__fault_point("verify", rank, "before comparing plan checksums");
   rc = verify_plan(comm, size, local, &h, plan, buf, res, err);
   res->seconds[EPLB_PHASE_VERIFY] += MPI_Wtime() - t1;
   if (rc)

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "mpi/agree.h"
+#include "mpi/watchdog.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -82,9 +83,8 @@ static int shape_mismatch(MPI_Comm comm, const shape_t *all, int rank,
                           const char *name, eplb_error_t *err) {
   char root_name[512];
   snprintf(root_name, sizeof(root_name), "%s", name);
-  int rc = eplb__mpi_check(
-      MPI_Bcast(root_name, (int)sizeof(root_name), MPI_CHAR, 0, comm),
-      "MPI_Bcast of rank 0's statistics name", err);
+  int rc = eplb__bcast(root_name, (int)sizeof(root_name), MPI_CHAR, 0, comm,
+                       "MPI_Bcast of rank 0's statistics name", err);
   if (rc)
     return rc;
   root_name[sizeof(root_name) - 1] = '\0';
@@ -113,10 +113,9 @@ int eplb__reduce_agree_shape(MPI_Comm comm, int local_rc,
     return EPLB_ENOMEM;
   }
   /* One collective on the success path: status and shape together. */
-  int rc =
-      eplb__mpi_check(MPI_Allgather(&mine, (int)sizeof(mine), MPI_BYTE, all,
-                                    (int)sizeof(mine), MPI_BYTE, comm),
-                      "MPI_Allgather of statistics shapes", err);
+  int rc = eplb__allgather(&mine, (int)sizeof(mine), MPI_BYTE, all,
+                           (int)sizeof(mine), MPI_BYTE, comm,
+                           "MPI_Allgather of statistics shapes", err);
   int failed = 0, differs = 0, dense = 0;
   for (int r = 0; rc == 0 && r < size; r++) {
     failed |= all[r].rc != 0;
@@ -159,9 +158,8 @@ int eplb__reduce_sum(MPI_Comm comm, eplb_stats_t *sum, int drop_dense,
   *dropped = NULL;
   *num_dropped = 0;
   size_t n = (size_t)sum->num_layers * (size_t)sum->num_experts;
-  int rc = eplb__mpi_check(
-      MPI_Allreduce(MPI_IN_PLACE, sum->load, (int)n, MPI_DOUBLE, MPI_SUM, comm),
-      "MPI_Allreduce of the counts", err);
+  int rc = eplb__allreduce(MPI_IN_PLACE, sum->load, (int)n, MPI_DOUBLE,
+                           MPI_SUM, comm, "MPI_Allreduce of the counts", err);
   if (rc == 0)
     rc = check_sums(sum, err);
   if (rc == 0 && drop_dense) {
@@ -187,9 +185,8 @@ int eplb__reduce_scenarios(MPI_Comm comm, eplb__scenarios_t *s, int drop_dense,
     memcpy(s->pack + (size_t)k * n, s->stats[k].load, sizeof(double) * n);
   /* One collective for every scenario: K x L x E counts (prepared below
    * INT_MAX), so K scenarios cost one latency, not K. */
-  int rc = eplb__mpi_check(MPI_Allreduce(MPI_IN_PLACE, s->pack,
-                                         (int)(n * (size_t)s->num), MPI_DOUBLE,
-                                         MPI_SUM, comm),
+  int rc = eplb__allreduce(MPI_IN_PLACE, s->pack, (int)(n * (size_t)s->num),
+                           MPI_DOUBLE, MPI_SUM, comm,
                            "MPI_Allreduce of the scenarios' counts", err);
   for (int32_t k = 0; rc == 0 && k < s->num; k++) {
     memcpy(s->stats[k].load, s->pack + (size_t)k * n, sizeof(double) * n);

@@ -19,6 +19,7 @@
 #include "eplb/migrate.h"
 #include "mpi/agree.h"
 #include "mpi/fault.h"
+#include "mpi/watchdog.h"
 #include "sync/internal.h"
 #include "util/checksum.h"
 
@@ -239,13 +240,16 @@ static int gather(engine_t *e, int local_rc, eplb_sync_result_t *res,
     name = in->names && in->names[0] ? in->names[0] : "scenario 0";
     key = eplb__scenarios_key(&e->scen, key);
   }
+  eplb__watch_phase("shape");
+  eplb__fault_point("shape", e->rank, "before agreeing on the shapes");
   int rc = eplb__reduce_agree_shape(e->comm, local_rc, local, name, key, &dense,
                                     err);
   double t1 = MPI_Wtime();
   res->seconds[EPLB_PHASE_SHAPE] = t1 - t0;
   if (rc)
     return rc;
-  eplb__fault_crash_point("reduce", e->rank);
+  eplb__watch_phase("reduce");
+  eplb__fault_point("reduce", e->rank, "before the sum");
   rc = in->sc ? eplb__reduce_scenarios(e->comm, &e->scen, dense, &res->dropped,
                                        &res->num_dropped, err)
               : eplb__reduce_sum(e->comm, &e->sum, dense, &res->dropped,
@@ -269,7 +273,8 @@ static int plan_and_apply(engine_t *e, eplb_sync_result_t *res, double t_start,
     return rc;
   double t2 = MPI_Wtime();
 
-  eplb__fault_crash_point("plan", e->rank);
+  eplb__watch_phase("plan");
+  eplb__fault_point("plan", e->rank, "before planning");
   res->generation = o->generation + 1;
   int root_rc = 0;
   if (e->rank == 0)
@@ -279,7 +284,8 @@ static int plan_and_apply(engine_t *e, eplb_sync_result_t *res, double t_start,
   double t3 = MPI_Wtime();
   res->seconds[EPLB_PHASE_PLAN] = t3 - t2;
 
-  eplb__fault_crash_point("distribute", e->rank);
+  eplb__watch_phase("distribute");
+  eplb__fault_point("distribute", e->rank, "before the plan's broadcast");
   rc = eplb__sync_distribute(e->comm, root_rc, &e->buf, &e->plan, res, NULL,
                              err);
   if (rc == 0 && e->in->sc)
@@ -332,9 +338,12 @@ static int run_with(MPI_Comm comm, int local_rc, const input_t *in,
                     double t_start, double t_read, eplb_error_t *err) {
   MPI_Comm c = MPI_COMM_NULL;
   res->seconds[EPLB_PHASE_READ] = t_read;
+  /* Every collective of the run waits at most timeout_s (watchdog.h). */
+  int old_timeout = eplb__watch_timeout(opts->timeout_s);
   int rc = eplb__dup_comm(comm, &c, err);
   if (rc == 0)
     rc = run_engine(c, local_rc, in, opts, res, t_start, err);
+  eplb__watch_timeout(old_timeout);
   if (c != MPI_COMM_NULL)
     MPI_Comm_free(&c);
   if (rc) {
@@ -374,7 +383,8 @@ int eplb_sync_run_files(MPI_Comm comm, const char *const *patterns,
   memset(res, 0, sizeof(*res));
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  eplb__fault_crash_point("read", rank);
+  eplb__watch_phase("read");
+  eplb__fault_point("read", rank, "before reading the statistics");
   char name[4096] = "";
   eplb_stats_t local = {0};
   eplb_sync_opts_t o;
@@ -447,7 +457,8 @@ int eplb_sync_run_scenario_files(MPI_Comm comm,
   memset(res, 0, sizeof(*res));
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  eplb__fault_crash_point("read", rank);
+  eplb__watch_phase("read");
+  eplb__fault_point("read", rank, "before reading the statistics");
   eplb_sync_opts_t o;
   if (opts)
     o = *opts;

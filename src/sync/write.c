@@ -36,6 +36,10 @@ static void add_migration(cJSON *j, const eplb_migrate_result_t *m) {
   cJSON_AddItemToObject(j, "bytes_sent_per_rank", sent);
   cJSON_AddItemToObject(j, "bytes_received_per_rank", recv);
   cJSON_AddNumberToObject(j, "bandwidth_mbs", m->bandwidth_mbs);
+  cJSON_AddNumberToObject(j, "disk_bytes_read", (double)m->disk_bytes_read);
+  cJSON_AddNumberToObject(j, "disk_bytes_written",
+                          (double)m->disk_bytes_written);
+  cJSON_AddNumberToObject(j, "ranks_in_place", m->ranks_in_place);
   cJSON *ms = cJSON_CreateObject();
   if (ms) {
     cJSON_AddNumberToObject(ms, "read", m->seconds_read);
@@ -190,12 +194,16 @@ void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
            (unsigned long long)res->generation);
   if (res->migrated)
     printf("  shards moved to generation %llu: %lld experts received, %.2f MB "
-           "at %.1f MB/s, %lld local copies, %lld slots kept\n",
+           "at %.1f MB/s, %lld local copies, %lld slots kept; disk %.2f MB "
+           "read, %.2f MB written (%d of %d ranks in place)\n",
            (unsigned long long)res->generation,
            (long long)res->migrate.experts_received,
            (double)res->migrate.bytes_moved / 1e6, res->migrate.bandwidth_mbs,
            (long long)res->migrate.local_copies,
-           (long long)res->migrate.slots_kept);
+           (long long)res->migrate.slots_kept,
+           (double)res->migrate.disk_bytes_read / 1e6,
+           (double)res->migrate.disk_bytes_written / 1e6,
+           (int)res->migrate.ranks_in_place, (int)res->migrate.num_ranks);
   if (opts->output)
     printf("  map written to %s\n", opts->output);
   fflush(stdout);
