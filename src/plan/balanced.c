@@ -37,6 +37,11 @@
  * allowed too. */
 #define GENERAL_ABOVE 0.002
 
+/* GPUs beyond which the searches find their swaps through the index of
+ * experts by weight (swap_index.c) instead of scanning the GPUs: below,
+ * the scan is cheaper. */
+#define INDEX_ABOVE 256
+
 /* Upper bound on local-search swaps for a problem of S slots: far above
  * what real loads need (tens), there only to bound the worst case. */
 static int32_t ls_budget(int32_t S) { return 64 + 8 * S; }
@@ -83,15 +88,23 @@ static int improve(const double *load, int32_t E, int32_t *phy2log, int32_t S,
   }
   /* Tier-preserving swaps first; general swaps only where they are needed
    * to come near the bound (a hot expert whose GPU must take the lightest
-   * slots: no tier-preserving swap gives it those). */
-  eplb__local_search_a(&lay, ls_budget(S), 1, ar);
+   * slots: no tier-preserving swap gives it those).  Beyond one block of
+   * GPUs the same searches find each swap through the index of experts by
+   * weight (swap_index.c) instead of a scan of the GPUs. */
+  int big = G > INDEX_ABOVE;
+  if (big) {
+    eplb__local_search_index_a(&lay, ls_budget(S), 1, ar);
+    eplb__local_search_index_a(&lay, ls_budget(S), 0, ar);
+  } else {
+    eplb__local_search_a(&lay, ls_budget(S), 1, ar);
+  }
   double worst = lay.load[eplb__argmax(lay.load, G)], total = 0;
   for (int32_t g = 0; g < G; g++)
     total += lay.load[g];
   /* The bound is at least the mean: within GENERAL_ABOVE of the mean
    * needs no bound computed. */
   if (worst > (1.0 + GENERAL_ABOVE) * (total / G) &&
-      worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay))
+      worst > (1.0 + GENERAL_ABOVE) * eplb__layout_bound(&lay) && !big)
     eplb__local_search_a(&lay, ls_budget(S), 0, ar);
   memcpy(phy2log, lay.expert, sizeof(int32_t) * (size_t)S);
   if (max_out) {
@@ -125,7 +138,9 @@ static size_t flat_arena_bytes(int32_t E, int32_t S, int32_t G) {
     nb *= 2;
   size_t chain = 20 * szE + 68 * szE + 4 * nb;
   size_t pack = 88 * szG + 8 * szE + 8 * szS;
-  size_t imp = 8 * szE + 12 * szS + 8 * szG + eplb__order_bytes(G);
+  size_t imp = 8 * szE + 12 * szS + 8 * szG +
+               (G > INDEX_ABOVE ? eplb__swap_index_bytes(S, G, E)
+                                : eplb__order_bytes(G));
   chain = chain > pack ? chain : pack;
   chain = chain > imp ? chain : imp;
   return 4 * szE + 28 * szS + chain + 64 * 16;
@@ -240,7 +255,8 @@ static int refine_if_unbalanced(const double *load, int32_t E, int32_t S,
     total += load[e];
   if (S > E && total > 0 && mine > (1.0 + REFINE_ABOVE) * total / G &&
       mine > eplb__noise_stop(total, G))
-    return eplb__refine(load, E, S, G, phy2log, err);
+    return G > INDEX_ABOVE ? eplb__refine_index(load, E, S, G, phy2log, err)
+                           : eplb__refine(load, E, S, G, phy2log, err);
   return 0;
 }
 

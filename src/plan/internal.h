@@ -169,6 +169,10 @@ int eplb__order_init_sorted(eplb__order_t *o, int32_t n, const double *key,
 /* Bytes eplb__order_init takes from an arena for n items. */
 size_t eplb__order_bytes(int32_t n);
 
+/* Every item's key changes to key[n]: the order is sorted again (O(n log
+ * n), for when many keys changed at once). */
+void eplb__order_reload(eplb__order_t *o, const double *key);
+
 /* Item i's key becomes k; it moves to its place. */
 void eplb__order_set(eplb__order_t *o, int32_t i, double k);
 
@@ -264,6 +268,25 @@ int32_t eplb__repair_duplicates_a(eplb__layout_t *lay, eplb__arena_t *ar);
  * Scratch from ar (given back). */
 void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
                           eplb__arena_t *ar);
+
+/* eplb__local_search_a (the same stopping rule, the same swap for the most
+ * loaded GPU up to ties) with each swap's partner found through an index
+ * of the experts by weight, each one's GPUs in a heap by load (per rank
+ * when tiered) and a segment tree over the experts (swap_index.c):
+ * O(per log E) a swap instead of O(G per).  Every slot of an expert must
+ * weigh the same.  Scratch from ar (given back; eplb__swap_index_bytes of
+ * it at most for S slots, G GPUs and experts below ne). */
+void eplb__local_search_index_a(eplb__layout_t *lay, int32_t max_iters,
+                                int tiered, eplb__arena_t *ar);
+size_t eplb__swap_index_bytes(int32_t S, int32_t G, int32_t ne);
+
+/* eplb__refine for many GPUs (swap_index.c): at each step the move that
+ * removes the most load above the mean for the most loaded GPU that has
+ * one, among the swaps (found through the index) and refine.c's
+ * replica-count moves.  Keeps the result only if the largest GPU load went
+ * down. */
+int eplb__refine_index(const double *load, int32_t E, int32_t S, int32_t G,
+                       int32_t *phy2log, eplb_error_t *err);
 
 /* A lower bound on the most loaded GPU of any arrangement of lay's slots:
  * the mean GPU load, and the heaviest slot plus the per - 1 lightest ones
