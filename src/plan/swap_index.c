@@ -662,7 +662,7 @@ static double holders_change(sx_t *x, int32_t e, double d) {
  * and a GPU holding both by df + dt, which differs from the two counted
  * apart only when its excess lies in (-df, -dt) (found on the shorter
  * list). */
-static double judge(sx_t *x, int32_t sb, int32_t to) {
+static double judge(sx_t *x, int32_t sb, int32_t to, int exact) {
   const eplb__layout_t *lay = x->lay;
   int32_t f = lay->expert[sb], h = sb / x->per;
   double mean = x->mean, lh = lay->load[h];
@@ -671,6 +671,8 @@ static double judge(sx_t *x, int32_t sb, int32_t to) {
   double df = f_new - f_old, dt = t_new - t_old;
   double gain = holders_change(x, to, dt) + holders_change(x, f, df);
   gain += pos(lh + df - mean) - pos(lh + t_new - f_old - mean);
+  if (!exact)
+    return gain;
   int32_t e = x->hn[f] <= x->hn[to] ? f : to, o = e == f ? to : f;
   for (int32_t i = x->hoff[e]; i < x->hoff[e] + x->hn[e]; i++) {
     double a = x->hkey[i] - mean;
@@ -698,7 +700,7 @@ static void judge_gpu(sx_t *x, int32_t h, int32_t to, cmove_t *m) {
     int32_t sb = h * x->per + j, f = x->lay->expert[sb];
     if (f == to || x->hn[f] < 2)
       continue;
-    double gain = judge(x, sb, to);
+    double gain = judge(x, sb, to, 0);
     if (gain > m->gain) {
       m->gain = gain;
       m->sa = -1;
@@ -709,7 +711,8 @@ static void judge_gpu(sx_t *x, int32_t h, int32_t to, cmove_t *m) {
 }
 
 /* The best count move relieving GPU g (refine.c's candidates): g's two
- * heaviest experts onto the 4 lightest GPUs that lack them, in a slot
+ * heaviest experts that some GPU lacks onto the 4 lightest GPUs that lack
+ * them, in a slot
  * whose expert can spare a replica; a slot of g turned into one of the 3
  * heaviest experts (per replica) g lacks. */
 static void count_move_for(sx_t *x, int32_t g, cmove_t *m) {
@@ -717,8 +720,10 @@ static void count_move_for(sx_t *x, int32_t g, cmove_t *m) {
   int32_t per = x->per, G = lay->G;
   const int32_t *row = lay->expert + (size_t)g * per;
   int32_t hot[2] = {-1, -1};
-  for (int32_t j = 0; j < per; j++) { /* the two heaviest, first on ties */
+  for (int32_t j = 0; j < per; j++) { /* the two heaviest, first on ties, */
     double w = lay->w[g * per + j];
+    if (x->hn[row[j]] >= G)
+      continue; /* of those not on every GPU already */
     if (hot[0] < 0 || w > lay->w[g * per + hot[0]]) {
       hot[1] = hot[0];
       hot[0] = j;
@@ -728,8 +733,6 @@ static void count_move_for(sx_t *x, int32_t g, cmove_t *m) {
   }
   for (int k = 0; k < 2 && hot[k] >= 0; k++) {
     int32_t z = row[hot[k]], tried = 0;
-    if (x->hn[z] >= G)
-      continue;
     for (int32_t blk = 0; blk < x->ord.nb && tried < 4; blk++) {
       const int32_t *hs;
       const double *ls;
@@ -987,8 +990,10 @@ int eplb__refine_index(const double *load, int32_t E, int32_t S, int32_t G,
       break;
     if (m.to < 0)
       do_swap(&x, m.sa, m.sb);
-    else
+    else if (judge(&x, m.sb, m.to, 1) > 1e-9 * x.mean)
       apply_count(&x, &m);
+    else
+      break;
   }
   /* Kept only when the most loaded GPU, summed afresh, went down. */
   double after = 0;
