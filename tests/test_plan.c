@@ -1122,10 +1122,6 @@ static void test_order_reference(void **state) {
       key[i] = k;
       order_check(&o, key, n);
     }
-    for (int32_t i = 0; i < n; i++) /* many keys at once: sorted again */
-      key[i] = (double)(rng_next() % 50);
-    eplb__order_reload(&o, key);
-    order_check(&o, key, n);
     eplb__arena_done(&ar);
     free(key);
   }

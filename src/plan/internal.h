@@ -169,10 +169,6 @@ int eplb__order_init_sorted(eplb__order_t *o, int32_t n, const double *key,
 /* Bytes eplb__order_init takes from an arena for n items. */
 size_t eplb__order_bytes(int32_t n);
 
-/* Every item's key changes to key[n]: the order is sorted again (O(n log
- * n), for when many keys changed at once). */
-void eplb__order_reload(eplb__order_t *o, const double *key);
-
 /* Item i's key becomes k; it moves to its place. */
 void eplb__order_set(eplb__order_t *o, int32_t i, double k);
 

@@ -287,18 +287,3 @@ void eplb__order_set(eplb__order_t *o, int32_t i, double k) {
   int32_t sb = o->blk[i]; /* its block, kept: no search over the blocks */
   eplb__order_move(o, o->border[sb], find_pos(o, sb, o->key[i], i), k);
 }
-
-void eplb__order_reload(eplb__order_t *o, const double *key) {
-  int32_t n = o->n;
-  if (n <= EPLB__ORDER_CAP) { /* one block: every item set again */
-    for (int32_t i = 0; i < n; i++)
-      eplb__order_set(o, i, key[i]);
-    return;
-  }
-  memcpy(o->key, key, sizeof(double) * (size_t)n);
-  for (int32_t i = 0; i < n; i++)
-    o->spare[i] = i;
-  /* The block storage is dealt again below: the sort's scratch. */
-  sort_ids(key, o->spare, o->items, n);
-  deal(o);
-}

@@ -73,9 +73,10 @@ typedef struct {
   int32_t tick;
   int32_t *above;      /* [ne] GPUs above the mean holding each expert */
   int defer;           /* leaves left to one tree_build (a count move) */
-  int32_t step;        /* the refinement's step, for the cache: */
-  int32_t *cstamp[2];  /* [ne] step of cval (d < 0, d > 0) */
-  double *cval[2];     /* [ne] holders_change of each expert */
+  double *dch[2];      /* [ne] each expert's weight change if it gained
+                          (0) or lost (1) a replica */
+  double *gsum[2];     /* [ne] load above the mean its GPUs would lose by
+                          that change (lose < 0: gain), kept up to date */
 } sx_t;
 
 static double pos(double v) { return v > 0 ? v : 0; }
@@ -209,15 +210,43 @@ static void relayout(sx_t *x) {
   }
 }
 
+/* Load above the mean a GPU of load l loses when it changes by d. */
+static inline double excess_drop(double mean, double l, double d) {
+  return pos(l - mean) - pos(l + d - mean);
+}
+
+/* Expert e's part of the GPU of load l in gsum, added (sign 1) or taken
+ * out (-1). */
+static inline void gsum_add(sx_t *x, int32_t e, double l, double sign) {
+  x->gsum[0][e] += sign * excess_drop(x->mean, l, x->dch[0][e]);
+  x->gsum[1][e] += sign * excess_drop(x->mean, l, x->dch[1][e]);
+}
+
+/* Expert e's weight changes and gsum, from its heap (after its count
+ * changed, or to start). */
+static void gsum_of(sx_t *x, int32_t e) {
+  double w = x->yw[x->ypos[e]], l = x->eload[e];
+  x->dch[0][e] = l / (x->hn[e] + 1) - w;
+  x->dch[1][e] = x->hn[e] > 1 ? l / (x->hn[e] - 1) - w : 0;
+  x->gsum[0][e] = x->gsum[1][e] = 0;
+  for (int32_t i = x->hoff[e]; i < x->hoff[e] + x->hn[e]; i++)
+    gsum_add(x, e, x->hkey[i], 1);
+}
+
 /* GPU g's load becomes l: its slots' heap entries, their leaves (unless
  * deferred) and the above-mean counts follow. */
 static void gpu_set(sx_t *x, int32_t g, double l) {
   eplb__layout_t *lay = x->lay;
   int cross = x->above != NULL && (lay->load[g] > x->mean) != (l > x->mean);
   int32_t sign = l > x->mean ? 1 : -1;
+  double old = lay->load[g];
   lay->load[g] = l;
   for (int32_t j = 0; j < x->per; j++) {
     int32_t s = g * x->per + j, c = cls_of(x, s), i = x->hpos[s];
+    if (x->gsum[0] != NULL) {
+      gsum_add(x, lay->expert[s], old, -1);
+      gsum_add(x, lay->expert[s], l, 1);
+    }
     x->hkey[i] = l;
     hfix(x, x->hoff[c], x->hn[c], i);
     if (!x->defer)
@@ -232,9 +261,14 @@ static void gpu_set(sx_t *x, int32_t g, double l) {
  * above-mean counts follow. */
 static void slot_expert(sx_t *x, int32_t s, int32_t e) {
   eplb__layout_t *lay = x->lay;
-  if (x->above != NULL && lay->load[s / x->per] > x->mean) {
+  double l = lay->load[s / x->per];
+  if (x->above != NULL && l > x->mean) {
     x->above[lay->expert[s]]--;
     x->above[e]++;
+  }
+  if (x->gsum[0] != NULL) {
+    gsum_add(x, lay->expert[s], l, -1);
+    gsum_add(x, e, l, 1);
   }
   lay->expert[s] = e;
 }
@@ -563,10 +597,12 @@ static void do_swap(sx_t *x, int32_t sa, int32_t sb) {
   int32_t ea = lay->expert[sa], eb = lay->expert[sb];
   double wa = lay->w[sa], wb = lay->w[sb], d = wa - wb;
   if (x->tiered) {
-    int32_t gh[2] = {g, h};
+    int32_t gh[2] = {g, h}, was[2 * 64], nw = 0;
     for (int k = 0; k < 2; k++)
-      for (int32_t j = 0; j < per; j++)
-        heap_del(x, cls_of(x, gh[k] * per + j), gh[k] * per + j);
+      for (int32_t j = 0; j < per; j++) {
+        was[nw] = cls_of(x, gh[k] * per + j);
+        heap_del(x, was[nw++], gh[k] * per + j);
+      }
     lay->expert[sa] = eb;
     lay->expert[sb] = ea;
     lay->w[sa] = wb;
@@ -583,10 +619,11 @@ static void do_swap(sx_t *x, int32_t sa, int32_t sb) {
       eplb__order_set(&x->ord, q, lay->load[q]);
     }
     /* the leaves of every class that lost or gained an entry */
+    for (int32_t k = 0; k < nw; k++)
+      leaf_of(x, was[k]);
     for (int k = 0; k < 2; k++)
       for (int32_t j = 0; j < per; j++)
-        for (int32_t t = 0; t < per; t++)
-          leaf_of(x, t * x->ne + lay->expert[gh[k] * per + j]);
+        leaf_of(x, cls_of(x, gh[k] * per + j));
     return;
   }
   /* The two slots trade experts: each heap entry now names the other
@@ -631,7 +668,9 @@ void eplb__local_search_index_a(eplb__layout_t *lay, int32_t max_iters,
     emax = lay->expert[s] > emax ? lay->expert[s] : emax;
   size_t mark = ar->used;
   sx_t x;
-  if (sx_init(&x, lay, emax + 1, tiered, NULL, ar) == 0)
+  /* Tiers for up to 64 slots a GPU (the swap's bookkeeping holds two
+   * GPUs' classes); wider GPUs take free swaps only. */
+  if (sx_init(&x, lay, emax + 1, tiered && lay->per <= 64, NULL, ar) == 0)
     swaps(&x, &max_iters);
   /* else: the search only improves a valid layout, skipping is safe */
   ar->used = mark;
@@ -639,29 +678,24 @@ void eplb__local_search_index_a(eplb__layout_t *lay, int32_t max_iters,
 
 /* ---- The refinement: replica-count moves (eplb__refine_index) ---- */
 
-/* Load above the mean that expert e's GPUs lose when each changes by d
- * (d > 0: minus what they gain), over its heap; cached for the step,
- * whose candidates all see the same loads. */
-static double holders_change(sx_t *x, int32_t e, double d) {
-  int k = d > 0;
-  if (x->cstamp[k][e] == x->step)
-    return x->cval[k][e];
+/* Load above the mean that expert e's GPUs lose when each changes by d,
+ * summed afresh over its heap. */
+static double holders_change(const sx_t *x, int32_t e, double d) {
   const double *key = x->hkey + x->hoff[e];
-  double mean = x->mean, sum = 0;
+  double sum = 0;
   for (int32_t i = 0; i < x->hn[e]; i++)
-    sum += pos(key[i] - mean) - pos(key[i] + d - mean);
-  x->cstamp[k][e] = x->step;
-  x->cval[k][e] = sum;
+    sum += excess_drop(x->mean, key[i], d);
   return sum;
 }
 
 /* The load above the mean removed by turning slot sb (expert f, with
  * replicas to spare) into a replica of `to` (not on sb's GPU h): f's GPUs
  * change by df = f_new - f_old and to's by dt = t_new - t_old (each
- * expert's share cached for the step), h by t_new - f_old instead of df,
- * and a GPU holding both by df + dt, which differs from the two counted
- * apart only when its excess lies in (-df, -dt) (found on the shorter
- * list). */
+ * expert's share kept up to date in gsum; summed afresh when exact), h by
+ * t_new - f_old instead of df, and - exact only - a GPU holding both by df
+ * + dt, which differs from the two counted apart only when its excess
+ * lies in (-df, -dt) (found on the shorter list), and then removes more:
+ * pos is convex, so without it the gain is a lower bound. */
 static double judge(sx_t *x, int32_t sb, int32_t to, int exact) {
   const eplb__layout_t *lay = x->lay;
   int32_t f = lay->expert[sb], h = sb / x->per;
@@ -669,7 +703,8 @@ static double judge(sx_t *x, int32_t sb, int32_t to, int exact) {
   double f_old = x->yw[x->ypos[f]], f_new = x->eload[f] / (x->hn[f] - 1);
   double t_old = x->yw[x->ypos[to]], t_new = x->eload[to] / (x->hn[to] + 1);
   double df = f_new - f_old, dt = t_new - t_old;
-  double gain = holders_change(x, to, dt) + holders_change(x, f, df);
+  double gain = exact ? holders_change(x, to, dt) + holders_change(x, f, df)
+                      : x->gsum[0][to] + x->gsum[1][f];
   gain += pos(lh + df - mean) - pos(lh + t_new - f_old - mean);
   if (!exact)
     return gain;
@@ -868,8 +903,9 @@ static void reweight(sx_t *x, int32_t e, double w) {
 
 /* Applies count move m: the slot leaves its expert's heap for the new
  * one's, both experts' weights change, every GPU holding either is summed
- * afresh and moved (when they are many, the heaps and the order are built
- * again instead). */
+ * afresh and moved (its loads change by little, so its heap entries and
+ * its place in the order move little: cheaper than building them again
+ * when even half the GPUs change). */
 static void apply_count(sx_t *x, const cmove_t *m) {
   eplb__layout_t *lay = x->lay;
   int32_t sb = m->sb, to = m->to, f = lay->expert[sb], h = sb / x->per;
@@ -892,27 +928,17 @@ static void apply_count(sx_t *x, const cmove_t *m) {
       }
     }
   }
-  int many = (int64_t)nt * 8 >= lay->G;
-  x->defer = 1;
+  x->defer = 1; /* each summed afresh and moved */
   for (int32_t k = 0; k < nt; k++) {
     int32_t g = x->touched[k];
-    double sum = 0, old = lay->load[g];
+    double sum = 0;
     for (int32_t q = 0; q < x->per; q++)
       sum += lay->w[g * x->per + q];
-    if (!many) {
-      gpu_set(x, g, sum);
-      continue;
-    }
-    lay->load[g] = sum;
-    if ((old > x->mean) != (sum > x->mean))
-      for (int32_t q = 0; q < x->per; q++)
-        x->above[lay->expert[g * x->per + q]] += sum > x->mean ? 1 : -1;
+    gpu_set(x, g, sum);
   }
   x->defer = 0;
-  if (many) {
-    relayout(x);
-    eplb__order_reload(&x->ord, lay->load);
-  }
+  gsum_of(x, f); /* their weight changes changed */
+  gsum_of(x, to);
   tree_build(x);
 }
 
@@ -927,12 +953,10 @@ int eplb__refine_index(const double *load, int32_t E, int32_t S, int32_t G,
   lay.w = eplb__arena_take(&ar, sizeof(double) * (size_t)S);
   lay.load = eplb__arena_take(&ar, sizeof(double) * (size_t)G);
   int32_t *stamp = eplb__arena_take(&ar, sizeof(int32_t) * 2 * (size_t)G);
-  int32_t *cst = eplb__arena_take(&ar, sizeof(int32_t) * 2 * (size_t)E);
-  double *cval = eplb__arena_take(&ar, sizeof(double) * 2 * (size_t)E);
+  double *sums = eplb__arena_take(&ar, sizeof(double) * 4 * (size_t)E);
   sx_t x;
   int rc = 0;
-  if (!cnt || !lay.expert || !lay.w || !lay.load || !stamp || !cst ||
-      !cval) {
+  if (!cnt || !lay.expert || !lay.w || !lay.load || !stamp || !sums) {
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
     goto done;
   }
@@ -961,11 +985,13 @@ int eplb__refine_index(const double *load, int32_t E, int32_t S, int32_t G,
   x.stamp = stamp;
   x.touched = stamp + G;
   memset(stamp, 0, sizeof(int32_t) * (size_t)G);
-  x.cstamp[0] = cst;
-  x.cstamp[1] = cst + E;
-  x.cval[0] = cval;
-  x.cval[1] = cval + E;
-  memset(cst, 0, sizeof(int32_t) * 2 * (size_t)E);
+  x.dch[0] = sums;
+  x.dch[1] = sums + E;
+  x.gsum[0] = sums + 2 * (size_t)E;
+  x.gsum[1] = sums + 3 * (size_t)E;
+  for (int32_t e = 0; e < E; e++)
+    if (x.ypos[e] >= 0)
+      gsum_of(&x, e);
   x.above = cnt; /* cnt is done with: the above-mean counts */
   memset(x.above, 0, sizeof(int32_t) * (size_t)E);
   for (int32_t s = 0; s < S; s++)
@@ -976,7 +1002,6 @@ int eplb__refine_index(const double *load, int32_t E, int32_t S, int32_t G,
     if (lay.load[eplb__order_last(&x.ord)] <= lay.stop_at)
       break; /* as good as the statistics can tell */
     cmove_t m = {.gain = 1e-9 * x.mean, .sa = -1, .sb = -1, .to = -1};
-    x.step = it + 1;
     int32_t n = 0;
     for (int32_t blk = x.ord.nb - 1; blk >= 0 && n < 4 && m.sb < 0; blk--) {
       const int32_t *hs;
