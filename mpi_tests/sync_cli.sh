@@ -15,6 +15,12 @@
 #             --current-map), with --shards the weights move to it, the
 #             summary lists every scenario; a bad
 #             scenario file on one rank fails every rank naming it
+#   mtp       --mtp-layers/--mtp-from: the map equals eplb-plan's (expert-map
+#             JSON and TensorRT-LLM YAML, read back by Python), a current map
+#             with the MTP layer re-plans, shards with the MTP layer migrate
+#             to the map (verified), shards without it are refused on every
+#             rank; a plan with a duplicate for the expert-map JSON fails
+#             every rank before any weight moves, --allow-duplicates writes it
 # Every rank's exit status is recorded (each rank runs through a small
 # wrapper that writes it), so "every rank exits non-zero" is checked, not
 # assumed from mpiexec's own status.
@@ -229,6 +235,98 @@ PY
     all_ranks_exit 2
     grep -q "has no %r" err.txt || die "pattern: $(cat err.txt)"
   fi
+  ;;
+mtp)
+  data=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/data" && pwd)
+  gen mindspeed json
+  shape=(--num-slots 80 --num-gpus 8)
+  run_sync --stats "st/rank_%r.json" "${shape[@]}" --mtp-layers 1 --output map.json
+  all_ranks_exit 0
+  grep -q "MTP layers      1, the map's last after the MoE layers (ids 6..6)" out.txt ||
+    die "no MTP settings line: $(cat out.txt)"
+  grep -q "MindIE          expert-parallel size 8" out.txt || die "no MindIE settings: $(cat out.txt)"
+  # shellcheck disable=SC2046
+  "$bin/eplb-plan" $(files json) "${shape[@]}" --mtp-layers 1 --output plan.json --quiet ||
+    die "eplb-plan --mtp-layers"
+  cmp -s map.json plan.json || die "eplb-sync --mtp-layers map differs from eplb-plan's"
+  /usr/bin/python3 - <<'PY' || die "the MTP layer in the expert map"
+import json
+m = json.load(open("map.json"))
+assert m["moe_layer_count"] == 7, m["moe_layer_count"]
+ls = m["layer_list"]
+assert [l["layer_id"] for l in ls] == list(range(7))
+# --mtp-from last: the MTP layer is placed as the last MoE layer
+assert ls[6]["device_list"] == ls[5]["device_list"]
+for l in ls:
+    assert l["device_count"] == 8 and len(l["device_list"]) == 8
+    for d in l["device_list"]:
+        assert len(set(d["device_expert"])) == len(d["device_expert"]) == 10
+PY
+  run_sync --stats "st/rank_%r.json" "${shape[@]}" --mtp-layers 2 --mtp-from trivial \
+           --output map.yaml --quiet
+  all_ranks_exit 0
+  /usr/bin/python3 - <<'PY' || die "the MTP layers in the YAML map"
+import re
+text = open("map.yaml").read()
+keys = [int(k) for k in re.findall(r"^\s+(\d+):", text, re.M)]
+assert keys == list(range(8)), keys
+PY
+  # A re-plan from a current map that holds the MTP layer.
+  run_sync --stats "st/rank_%r.json" "${shape[@]}" --mtp-layers 1 --current-map map.json \
+           --output re.json --quiet
+  all_ranks_exit 0
+  # shellcheck disable=SC2046
+  "$bin/eplb-plan" $(files json) "${shape[@]}" --mtp-layers 1 --current-map map.json \
+      --output re_plan.json --quiet || die "eplb-plan --current-map --mtp-layers"
+  cmp -s re.json re_plan.json || die "re-plan with the MTP layer differs from eplb-plan's"
+  # Shards that hold the MTP layer: the weights move to the map.
+  "$bin/eplb-shard" create --dir shards --ranks "$np" --layers 7 --experts 64 \
+      --slots-per-rank $((80 / np)) --dataset w:float16:4x8 --quiet || die "eplb-shard create"
+  run_sync --stats "st/rank_%r.json" --shards shards --mtp-layers 1 --num-gpus "$np" \
+           --output moved.json --quiet
+  all_ranks_exit 0
+  "$bin/eplb-shard" verify --dir shards --expect-map moved.json --quiet ||
+    die "shards with the MTP layer after the migration"
+  # Shards without it: every rank fails, saying what is missing.
+  "$bin/eplb-shard" create --dir shards6 --ranks "$np" --layers 6 --experts 64 \
+      --slots-per-rank $((80 / np)) --dataset w:float16:4x8 --quiet || die "eplb-shard create"
+  run_sync --stats "st/rank_%r.json" --shards shards6 --mtp-layers 1 --num-gpus "$np" --output no.json
+  all_ranks_exit 1
+  grep -q "hold 6 layers but the summed statistics have 6 MoE layers and --mtp-layers asks for 1 more" err.txt ||
+    die "shards without the MTP layer: $(cat err.txt)"
+  [[ -e no.json ]] && die "a map was written"
+  # DeepSeek's plan of these counts puts an expert twice on a GPU: refused
+  # for the expert-map JSON before the shards change, allowed on request.
+  for ((r = 0; r < np; r++)); do cp "$data/ms_part_a.json" "st/dup_$r.json"; done
+  run_sync --stats "st/dup_%r.json" --num-slots 12 --num-gpus 4 --policy deepseek --output dup.json
+  all_ranks_exit 1
+  grep -q "GPU 0 holds expert 0 twice" err.txt || die "duplicate: $(cat err.txt)"
+  [[ -e dup.json ]] && die "a map with a duplicate was written"
+  if ((np == 4)); then # shards of 4 GPUs: one rank each
+    "$bin/eplb-shard" create --dir dshards --ranks 4 --layers 4 --experts 8 \
+        --slots-per-rank 3 --dataset w:float16:4 --quiet || die "eplb-shard create"
+    sum0=$(cat dshards/* | md5sum)
+    run_sync --stats "st/dup_%r.json" --shards dshards --policy deepseek --output dup.json
+    all_ranks_exit 1
+    grep -q "GPU 0 holds expert 0 twice" err.txt || die "duplicate with shards: $(cat err.txt)"
+    [[ -e dup.json ]] && die "a map with a duplicate was written"
+    [[ "$(ls dshards | wc -l)" == 4 ]] || die "files left beside the shards: $(ls dshards)"
+    [[ "$(cat dshards/* | md5sum)" == "$sum0" ]] || die "the shards changed for a map that was refused"
+    run_sync --stats "st/dup_%r.json" --shards dshards --policy deepseek \
+             --allow-duplicates --output dup.json --quiet
+    all_ranks_exit 0
+    "$bin/eplb-shard" verify --dir dshards --expect-map dup.json --quiet || die "shards with duplicates"
+  fi
+  # Usage: out of range, unknown rule, with --watch.
+  run_sync --stats "st/rank_%r.json" "${shape[@]}" --mtp-layers 5 --output x.json
+  all_ranks_exit 2
+  grep -q -- "--mtp-layers" err.txt || die "--mtp-layers 5: $(cat err.txt)"
+  run_sync --stats "st/rank_%r.json" "${shape[@]}" --mtp-from first --output x.json
+  all_ranks_exit 2
+  grep -q "use last, trivial or stats" err.txt || die "--mtp-from first: $(cat err.txt)"
+  run_sync --watch --stats "st/rank_%r.json" "${shape[@]}" --mtp-layers 1 --output x.json
+  all_ranks_exit 2
+  grep -q "apply to one sync" err.txt || die "--watch --mtp-layers: $(cat err.txt)"
   ;;
 *) die "unknown group $group" ;;
 esac

@@ -7,6 +7,7 @@
  *   - the reduced sum equals the serial sum, exactly;
  *   - the agreed plan equals eplb_plan on the serial sum, on every rank;
  *   - re-planning from a current placement equals eplb_plan_from;
+ *   - with an MTP layer, from a current placement that holds it too;
  *   - a rank that brings no counts, or counts of another shape, fails every
  *     rank with that rank named;
  *   - EPLB_FAULT=corrupt-plan names exactly the corrupted ranks;
@@ -131,6 +132,51 @@ static void test_plan(const eplb_stats_t *local, const eplb_stats_t *serial,
   eplb_sync_result_cleanup(&res);
   eplb_placement_cleanup(&expect);
   eplb_placement_cleanup(&current);
+}
+
+/* MTP layers: a current placement that holds one (as a consumer's map
+ * does) is re-planned from its MoE layers, and the agreed plan carries
+ * the appended layer on every rank, placed by the rule. */
+static void test_mtp(const eplb_stats_t *local, const eplb_stats_t *serial) {
+  eplb_sync_opts_t o;
+  eplb_placement_t expect = {0}, current = {0}, moe = {0};
+  eplb_error_t err = {0};
+  default_opts(&o);
+  o.mtp_layers = 1;
+  o.mtp_from = EPLB_MTP_TRIVIAL;
+  eplb_placement_init_contiguous(&moe, L, E, S, G, NULL);
+  eplb_placement_copy(&current, &moe, NULL);
+  int rc = eplb_placement_append_layers(&current, 1, EPLB_MTP_LAST, &err);
+  CHECK(rc == 0 && current.num_layers == L + 1, "append: %s", err.msg);
+  o.current = &current;
+  rc = eplb_plan_from(serial, &moe, &o.plan, &expect, &err);
+  CHECK(rc == 0, "serial plan: %s", err.msg);
+  eplb_sync_result_t res;
+  rc = eplb_sync_run(MPI_COMM_WORLD, local, &o, &res, &err);
+  CHECK(rc == 0, "eplb_sync_run with an MTP layer: %s", err.msg);
+  if (rc == 0) {
+    CHECK(res.placement.num_layers == L + 1, "%d layers, want %d",
+          (int)res.placement.num_layers, L + 1);
+    CHECK(res.placement.layer_ids[L] == res.placement.layer_ids[L - 1] + 1,
+          "MTP layer id %d", (int)res.placement.layer_ids[L]);
+    CHECK(memcmp(res.placement.phy2log, expect.phy2log,
+                 sizeof(int32_t) * L * S) == 0,
+          "the MoE layers differ from eplb_plan_from's");
+    /* trivial: the contiguous placement */
+    CHECK(memcmp(res.placement.phy2log + (size_t)L * S, moe.phy2log,
+                 sizeof(int32_t) * S) == 0,
+          "the MTP layer is not the contiguous placement");
+  }
+  eplb_sync_result_cleanup(&res);
+  /* Out of range: every rank fails the same way. */
+  o.mtp_layers = EPLB_MAX_MTP_LAYERS + 1;
+  rc = eplb_sync_run(MPI_COMM_WORLD, local, &o, &res, &err);
+  CHECK(rc == EPLB_EARG && strstr(err.msg, "mtp_layers") != NULL,
+        "mtp_layers out of range: rc %d, %s", rc, err.msg);
+  eplb_sync_result_cleanup(&res);
+  eplb_placement_cleanup(&expect);
+  eplb_placement_cleanup(&current);
+  eplb_placement_cleanup(&moe);
 }
 
 /* The last rank brings nothing (or another shape): every rank fails with
@@ -376,6 +422,7 @@ int main(int argc, char *argv[]) {
   test_reduce(&local, &serial);
   test_plan(&local, &serial, 0);
   test_plan(&local, &serial, 1);
+  test_mtp(&local, &serial);
   test_bad_rank(&local, 0);
   test_bad_rank(&local, 1);
   test_other_options(&local, 0);

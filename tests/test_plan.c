@@ -560,6 +560,59 @@ static void test_plan_from_keeps_balanced_layers(void **state) {
   eplb_stats_cleanup(&st);
 }
 
+/* A current placement in which GPUs hold an expert twice (DeepSeek's
+ * algorithm makes them; consumers of the expert-map JSON drop the second
+ * copy): the re-plan never keeps one, even on traffic it finds balanced
+ * enough to keep, unless the move budget is 0. */
+static void test_plan_from_repairs_duplicates(void **state) {
+  (void)state;
+  eplb_stats_t st;
+  make_stats(&st, 4, 64, 0.6);
+  eplb_plan_opts_t o;
+  eplb_plan_opts_default(&o);
+  o.num_slots = 80;
+  o.num_gpus = 16;
+  eplb_placement_t cur, p;
+  assert_int_equal(eplb_plan(&st, &o, &cur, NULL), 0);
+  /* Make duplicates: slot 1 of GPU 0 and slot 0 of GPU 3 copy their GPU's
+   * slot 0 / slot 1, in every layer, where the copied expert stays placed
+   * elsewhere. */
+  int64_t made = 0;
+  for (int l = 0; l < 4; l++) {
+    int32_t *row = cur.phy2log + l * 80;
+    int32_t pairs[2][2] = {{1, 0}, {15, 16}};
+    for (int k = 0; k < 2; k++) {
+      int32_t dst = pairs[k][0], src = pairs[k][1], lost = row[dst], left = 0;
+      for (int s = 0; s < 80; s++)
+        left += row[s] == lost;
+      if (left < 2)
+        continue; /* the only copy of its expert: keep it */
+      row[dst] = row[src];
+      made++;
+    }
+  }
+  assert_true(made > 0);
+  assert_int_equal(eplb_placement_duplicates(&cur, NULL, NULL, NULL), made);
+  o.keep_threshold = 100; /* "balanced enough": still repaired */
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_placement_duplicates(&p, NULL, NULL, NULL), 0);
+  assert_int_equal(eplb_placement_check(&p, 1, "plan", NULL), 0);
+  /* Only the duplicated slots changed. */
+  assert_int_equal(eplb_placement_moves(&cur, &p), made);
+  eplb_placement_cleanup(&p);
+  o.keep_threshold = 0;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, NULL), 0);
+  assert_int_equal(eplb_placement_duplicates(&p, NULL, NULL, NULL), 0);
+  eplb_placement_cleanup(&p);
+  /* No budget: nothing moves, the duplicates stay. */
+  o.max_moves = 0;
+  assert_int_equal(eplb_plan_from(&st, &cur, &o, &p, NULL), 0);
+  assert_memory_equal(cur.phy2log, p.phy2log, sizeof(int32_t) * 4 * 80);
+  eplb_placement_cleanup(&p);
+  eplb_placement_cleanup(&cur);
+  eplb_stats_cleanup(&st);
+}
+
 static void test_plan_from_drift(void **state) {
   (void)state;
   eplb_stats_t a, b;
@@ -1234,6 +1287,7 @@ int main(void) {
       cmocka_unit_test(test_plan_pool),
       cmocka_unit_test(test_plan_from_keeps_balanced_layers),
       cmocka_unit_test(test_plan_from_drift),
+      cmocka_unit_test(test_plan_from_repairs_duplicates),
       cmocka_unit_test(test_plan_from_errors),
       cmocka_unit_test(test_spill),
       cmocka_unit_test(test_sort_desc_reference),

@@ -124,6 +124,15 @@ int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
                               const eplb_map_write_opts_t *opts,
                               eplb_error_t *err);
 
+/* Everything eplb_placement_write_opts checks, without writing: 0 when
+ * the map can be written to `path` in `format` (eplb-sync checks its plan
+ * on rank 0 before any weight moves, so a map that cannot be written never
+ * gets as far as a migration). */
+int eplb_placement_check_writable(const eplb_placement_t *p, const char *path,
+                                  eplb_map_format_t format,
+                                  const eplb_map_write_opts_t *opts,
+                                  eplb_error_t *err);
+
 /* Reads an expert map (format detected with EPLB_MAP_AUTO: JSON if the file
  * starts with '{').  E = largest expert id + 1; the result passes
  * eplb_placement_check (duplicates on a GPU allowed).  Expert map JSON: G =
@@ -153,6 +162,16 @@ int eplb_placement_read_for(eplb_placement_t *out, const char *path,
                             const eplb_stats_t *stats, int32_t num_slots,
                             int32_t num_gpus, const char *what,
                             eplb_error_t *err);
+
+/* The same for a map that also holds `mtp_layers` (0..EPLB_MAX_MTP_LAYERS)
+ * multi-token-prediction layers after the statistics' last layer (as
+ * eplb_placement_append_layers writes them: ids last + 1, ...): they must
+ * be there, and are left out of *out, which holds the statistics' layers.
+ * mtp_layers 0 is eplb_placement_read_for. */
+int eplb_placement_read_for_mtp(eplb_placement_t *out, const char *path,
+                                const eplb_stats_t *stats, int32_t num_slots,
+                                int32_t num_gpus, int32_t mtp_layers,
+                                const char *what, eplb_error_t *err);
 
 /* The format eplb_placement_write picks for EPLB_MAP_AUTO: TensorRT-LLM
  * YAML for a .yaml/.yml path, else the expert map JSON. */

@@ -93,6 +93,17 @@ typedef struct eplb_sync_opts_s {
   const char *shards_dir; /* or NULL: plan and write the map only */
   int32_t max_buffer_mb;  /* 0 = default, else as eplb/migrate.h */
   int32_t timeout_s;      /* 0 = default, else as eplb/migrate.h */
+  /* Maps every consumer loads (docs/eplb-plan.md): */
+  int32_t mtp_layers;       /* 0..EPLB_MAX_MTP_LAYERS multi-token-prediction
+                               layers appended after the statistics' last
+                               layer (rank 0, before the distribute stage,
+                               so res->placement and the shards carry them;
+                               a current map or shards hold them too) */
+  eplb_mtp_rule_t mtp_from; /* how they are placed (default
+                               EPLB_MTP_LAST) */
+  int allow_duplicates;     /* 1: write an expert-map JSON in which a GPU
+                               holds an expert twice; default 0: such a plan
+                               fails every rank before anything moves */
 } eplb_sync_opts_t;
 
 /* Defaults: eplb_plan_opts_default, no output, generation 0, not quiet. */

@@ -329,3 +329,51 @@ void eplb_cli_print_settings(FILE *f, const eplb_placement_t *p,
                "(ids %d..%d)\n",
             (int)mtp_layers, (int)(last - mtp_layers + 1), (int)last);
 }
+
+int eplb_cli_map_option(const char *prog, const char *name, const char *value,
+                        eplb_cli_map_opts_t *o) {
+  if (strcmp(name, "mtp-layers") == 0)
+    return eplb_cli_parse_int(prog, "--mtp-layers", value, 0,
+                              EPLB_MAX_MTP_LAYERS, &o->mtp_layers)
+               ? EPLB_CLI_EXIT_USAGE
+               : 0;
+  if (strcmp(name, "allow-duplicates") == 0) {
+    o->allow_dups = 1;
+    return 0;
+  }
+  if (strcmp(name, "mtp-from") != 0)
+    return -1;
+  if (strcmp(value, "last") == 0)
+    o->mtp_from = EPLB_MTP_LAST;
+  else if (strcmp(value, "trivial") == 0)
+    o->mtp_from = EPLB_MTP_TRIVIAL;
+  else if (strcmp(value, "stats") == 0)
+    o->mtp_from = EPLB_CLI_MTP_FROM_STATS;
+  else
+    return eplb_cli_usage_error(prog,
+                                "--mtp-from '%s' is unknown; use last, "
+                                "trivial or stats",
+                                value);
+  return 0;
+}
+
+int32_t eplb_cli_mtp_appended(const eplb_cli_map_opts_t *o) {
+  return o->mtp_from == EPLB_CLI_MTP_FROM_STATS ? 0 : o->mtp_layers;
+}
+
+int eplb_cli_check_map_name(const char *prog, const char *path,
+                            eplb_map_format_t format) {
+  if (path == NULL || format != EPLB_MAP_SGLANG)
+    return 0;
+  /* SGLang parses a value that does not end in .json or .pt as inline
+   * JSON. */
+  size_t n = strlen(path);
+  if ((n >= 5 && strcmp(path + n - 5, ".json") == 0) ||
+      (n >= 3 && strcmp(path + n - 3, ".pt") == 0))
+    return 0;
+  return eplb_cli_usage_error(prog,
+                              "--output %s: SGLang reads "
+                              "--init-expert-location as a file only when "
+                              "its name ends in .json or .pt; name it so",
+                              path);
+}

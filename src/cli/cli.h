@@ -63,6 +63,32 @@ int eplb_cli_parse_name(const char *prog, const char *opt, const char *text,
 int eplb_cli_plan_option(const char *prog, const char *name, const char *value,
                          eplb_plan_opts_t *o);
 
+/* What the maps' consumers need beyond the placement (eplb-plan and
+ * eplb-sync): --mtp-layers, --mtp-from, --allow-duplicates. */
+#define EPLB_CLI_MTP_FROM_STATS 2 /* the statistics' last N layers are the
+                                     MTP layers, planned as any other */
+typedef struct {
+  int32_t mtp_layers; /* --mtp-layers N (0..EPLB_MAX_MTP_LAYERS) */
+  int mtp_from;       /* EPLB_MTP_LAST, EPLB_MTP_TRIVIAL or
+                         EPLB_CLI_MTP_FROM_STATS */
+  int allow_dups;     /* --allow-duplicates */
+} eplb_cli_map_opts_t;
+
+/* Parses `name` (without the dashes) into *o when it is one of the
+ * options above: 0 done, 2 usage error (printed), -1 not one of them. */
+int eplb_cli_map_option(const char *prog, const char *name, const char *value,
+                        eplb_cli_map_opts_t *o);
+
+/* The MTP layers a program appends to its plan (0 with --mtp-from stats,
+ * whose layers the statistics hold). */
+int32_t eplb_cli_mtp_appended(const eplb_cli_map_opts_t *o);
+
+/* Usage checks of an output map name against its consumer (SGLang reads
+ * --init-expert-location as a file only when it ends in .json or .pt).
+ * 0 or 2 (printed). */
+int eplb_cli_check_map_name(const char *prog, const char *path,
+                            eplb_map_format_t format);
+
 /* Prints "<prog>: error: <message>\n" to stderr. */
 void eplb_cli_error(const char *prog, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -21,20 +21,13 @@
 
 #define PROG "eplb-plan"
 
-/* --mtp-from stats: the statistics' last layers are the MTP layers,
- * planned as any other. */
-#define MTP_FROM_STATS 2
-
 typedef struct {
   const char **stats; /* --stats files, in order */
   int num_stats;
   eplb_cli_source_t *scen; /* --scenario SPEC[@W], in order */
   int num_scen;
   int32_t window; /* --window N, 0: none */
-  int32_t mtp_layers; /* --mtp-layers N */
-  int mtp_from;       /* --mtp-from: EPLB_MTP_LAST, EPLB_MTP_TRIVIAL or
-                         MTP_FROM_STATS */
-  int allow_dups;     /* --allow-duplicates */
+  eplb_cli_map_opts_t map; /* --mtp-layers, --mtp-from, --allow-duplicates */
   eplb_stats_format_t format;
   eplb_stats_read_opts_t ropts; /* --iter-range */
   eplb_map_format_t out_format; /* AUTO: from the --output extension */
@@ -287,24 +280,10 @@ static int parse_one(args_t *a, int c, char *argv[]) {
   case OPT_SCENARIO:
     return eplb_cli_parse_scenario(PROG, optarg, &a->scen[a->num_scen++]);
   case OPT_MTP_LAYERS:
-    return eplb_cli_parse_int(PROG, "--mtp-layers", optarg, 0,
-                              EPLB_MAX_MTP_LAYERS, &a->mtp_layers)
-               ? 2
-               : 0;
   case OPT_MTP_FROM:
-    if (strcmp(optarg, "last") == 0)
-      a->mtp_from = EPLB_MTP_LAST;
-    else if (strcmp(optarg, "trivial") == 0)
-      a->mtp_from = EPLB_MTP_TRIVIAL;
-    else if (strcmp(optarg, "stats") == 0)
-      a->mtp_from = MTP_FROM_STATS;
-    else
-      return eplb_cli_usage_error(PROG,
-                                  "--mtp-from '%s' is unknown; use last, "
-                                  "trivial or stats",
-                                  optarg);
-    return 0;
-  case OPT_ALLOW_DUPS: a->allow_dups = 1; return 0;
+  case OPT_ALLOW_DUPS:
+    return eplb_cli_map_option(PROG, eplb_cli_option_name(long_opts, c),
+                               optarg, &a->map);
   case OPT_WINDOW:
     return eplb_cli_parse_int(PROG, "--window", optarg, 1, EPLB_MAX_STEPS,
                               &a->window)
@@ -372,18 +351,8 @@ static int check_required(const args_t *a, int argc, char *argv[]) {
     return eplb_cli_usage_error(PROG, "--num-gpus G is required");
   if (a->output == NULL || a->output[0] == '\0')
     return eplb_cli_usage_error(PROG, "--output FILE is required");
-  if (a->out_format == EPLB_MAP_SGLANG) {
-    /* SGLang parses a value that does not end in .json or .pt as inline
-     * JSON. */
-    size_t n = strlen(a->output);
-    if (!(n >= 5 && strcmp(a->output + n - 5, ".json") == 0) &&
-        !(n >= 3 && strcmp(a->output + n - 3, ".pt") == 0))
-      return eplb_cli_usage_error(PROG,
-                                  "--output %s: SGLang reads "
-                                  "--init-expert-location as a file only when "
-                                  "its name ends in .json or .pt; name it so",
-                                  a->output);
-  }
+  if (eplb_cli_check_map_name(PROG, a->output, a->out_format))
+    return EPLB_CLI_EXIT_USAGE;
   return check_files(a);
 }
 
@@ -630,40 +599,16 @@ static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
 
 /* MTP layers eplb-plan appends (not --mtp-from stats). */
 static int32_t appended(const args_t *a) {
-  return a->mtp_from == MTP_FROM_STATS ? 0 : a->mtp_layers;
-}
-
-/* The current map of a plan that appends MTP layers holds them too: read
- * it as the placement of the statistics' layers and n more (the next ids),
- * then set those aside. */
-static int read_current_mtp(const args_t *a, run_t *r, int32_t n,
-                            eplb_error_t *err) {
-  eplb_stats_t ext;
-  int32_t L = r->st.num_layers, E = r->st.num_experts;
-  int rc = eplb_stats_init(&ext, L + n, E, err);
-  if (rc)
-    return rc;
-  memcpy(ext.layer_ids, r->st.layer_ids, sizeof(int32_t) * (size_t)L);
-  for (int32_t i = 0; i < n; i++)
-    ext.layer_ids[L + i] = r->st.layer_ids[L - 1] + 1 + i;
-  rc = eplb_placement_read_for(&r->before, a->current_map, &ext,
-                               a->plan.num_slots, a->plan.num_gpus,
-                               "--current-map", err);
-  eplb_stats_cleanup(&ext);
-  if (rc)
-    return eplb_error_prefix(err, "with %d MTP layer%s after layer %d", (int)n,
-                             n > 1 ? "s" : "", (int)r->st.layer_ids[L - 1]);
-  return eplb_placement_drop_last_layers(&r->before, n, err);
+  return eplb_cli_mtp_appended(&a->map);
 }
 
 /* The placement the imbalance "before" is measured on. */
 static int make_before(const args_t *a, run_t *r, eplb_error_t *err) {
-  if (a->current_map != NULL && appended(a) > 0)
-    return read_current_mtp(a, r, appended(a), err);
+  /* The current map of a plan that appends MTP layers holds them too. */
   if (a->current_map != NULL)
-    return eplb_placement_read_for(&r->before, a->current_map, &r->st,
-                                   a->plan.num_slots, a->plan.num_gpus,
-                                   "--current-map", err);
+    return eplb_placement_read_for_mtp(&r->before, a->current_map, &r->st,
+                                       a->plan.num_slots, a->plan.num_gpus,
+                                       appended(a), "--current-map", err);
   int rc = eplb_placement_init_contiguous(&r->before, r->st.num_layers,
                                           r->st.num_experts, a->plan.num_slots,
                                           a->plan.num_gpus, err);
@@ -713,13 +658,13 @@ static int run(const args_t *a, run_t *r, double t_start) {
    * errors: exit 2. */
   if (eplb_plan_check_opts(&a->plan, r->st.num_experts, &err) != 0)
     return eplb_cli_usage_error(PROG, "%s", err.msg);
-  if (a->mtp_from == MTP_FROM_STATS && r->st.num_layers <= a->mtp_layers)
+  if (a->map.mtp_from == EPLB_CLI_MTP_FROM_STATS && r->st.num_layers <= a->map.mtp_layers)
     return eplb_cli_usage_error(PROG,
                                 "--mtp-from stats: the statistics hold %d "
                                 "layers, so their last %d cannot be MTP "
                                 "layers after MoE layers; use --mtp-from "
                                 "last or trivial",
-                                (int)r->st.num_layers, (int)a->mtp_layers);
+                                (int)r->st.num_layers, (int)a->map.mtp_layers);
   rc = make_before(a, r, &err);
   if (rc == 0)
     rc = plan(a, r, &s, &err);
@@ -733,8 +678,8 @@ static int run(const args_t *a, run_t *r, double t_start) {
    * the statistics counted. */
   if (rc == 0)
     rc = eplb_placement_append_layers(&r->after, appended(a),
-                                      (eplb_mtp_rule_t)a->mtp_from, &err);
-  eplb_map_write_opts_t wo = {.allow_duplicates = a->allow_dups};
+                                      (eplb_mtp_rule_t)a->map.mtp_from, &err);
+  eplb_map_write_opts_t wo = {.allow_duplicates = a->map.allow_dups};
   if (rc == 0)
     rc = eplb_placement_write_opts(&r->after, a->output, a->out_format, &wo,
                                    &err);
@@ -749,7 +694,7 @@ static int run(const args_t *a, run_t *r, double t_start) {
     if (a->per_layer)
       print_per_layer(&s);
     eplb_cli_print_settings(stdout, &r->after, a->out_format, a->output,
-                            a->mtp_layers);
+                            a->map.mtp_layers);
   }
   return 0;
 }

@@ -46,6 +46,7 @@ typedef struct {
   eplb_sync_opts_t sync;
   int have_slots, have_gpus, have_ema, have_history;
   int watch, recover;
+  eplb_cli_map_opts_t map; /* --mtp-layers, --mtp-from, --allow-duplicates */
   eplb_watch_opts_t w; /* --watch: rounds; plan options copied from sync */
 } args_t;
 
@@ -120,6 +121,22 @@ static void usage(FILE *f) {
       "                       scenario. One MPI_Allreduce sums them all; the "
       "summary\n"
       "                       gives each one's imbalance (docs/sync.md)\n"
+      "  --mtp-layers N       multi-token-prediction layers after the last "
+      "MoE\n"
+      "                       layer (DeepSeek-V3/R1: 1), 0..%d (default 0): "
+      "in the\n"
+      "                       map and the shards, after the statistics' "
+      "layers\n"
+      "  --mtp-from R         last (the last MoE layer's plan, default), "
+      "trivial\n"
+      "                       (expert e on GPU e / slots per GPU) or stats "
+      "(the\n"
+      "                       statistics' last N layers are the MTP layers)\n"
+      "  --allow-duplicates   write an expert-map JSON in which a GPU holds an "
+      "expert\n"
+      "                       twice (--policy deepseek); without it such a "
+      "plan\n"
+      "                       fails every rank before any weight moves\n"
       "  --threads T          threads rank 0 plans layers on, 0..64 (0 = one "
       "per\n"
       "                       CPU rank 0 may use; default 1: other ranks of a "
@@ -184,7 +201,7 @@ static void usage(FILE *f) {
       EPLB_MIN_NODES, EPLB_MIN_GROUPS, EPLB_MAX_SLOTS, EPLB_DEFAULT_MOVE_COST,
       EPLB_DEFAULT_KEEP_THRESHOLD, EPLB_DEFAULT_SPILL_COST,
       EPLB_MIN_SCENARIO_WEIGHT, EPLB_MAX_SCENARIO_WEIGHT, EPLB_MAX_SCENARIOS,
-      EPLB_MIGRATE_MIN_BUFFER_MB, EPLB_MIGRATE_MAX_BUFFER_MB,
+      EPLB_MAX_MTP_LAYERS, EPLB_MIGRATE_MIN_BUFFER_MB, EPLB_MIGRATE_MAX_BUFFER_MB,
       EPLB_MIGRATE_DEFAULT_BUFFER_MB, EPLB_MIGRATE_MIN_TIMEOUT_S,
       EPLB_MIGRATE_MAX_TIMEOUT_S, EPLB_MIGRATE_DEFAULT_TIMEOUT_S,
       EPLB_MAX_LAYERS, EPLB_MAX_SCENARIOS);
@@ -225,7 +242,10 @@ enum {
   OPT_RECOVER,
   OPT_THREADS,
   OPT_SCENARIO,
-  OPT_HISTORY
+  OPT_HISTORY,
+  OPT_MTP_LAYERS,
+  OPT_MTP_FROM,
+  OPT_ALLOW_DUPS
 };
 
 static const struct option long_opts[] = {
@@ -264,6 +284,9 @@ static const struct option long_opts[] = {
     {"recover", no_argument, 0, OPT_RECOVER},
     {"scenario", required_argument, 0, OPT_SCENARIO},
     {"history", required_argument, 0, OPT_HISTORY},
+    {"mtp-layers", required_argument, 0, OPT_MTP_LAYERS},
+    {"mtp-from", required_argument, 0, OPT_MTP_FROM},
+    {"allow-duplicates", no_argument, 0, OPT_ALLOW_DUPS},
     {0, 0, 0, 0}};
 
 /* Every rank parses and finds the same usage error; only rank 0's
@@ -370,6 +393,11 @@ static int parse_one(args_t *a, int c, char *argv[]) {
                              "expert-map, trtllm-yaml, sglang or deepseek", &x);
     a->sync.output_format = (eplb_map_format_t)x;
     return rc;
+  case OPT_MTP_LAYERS:
+  case OPT_MTP_FROM:
+  case OPT_ALLOW_DUPS:
+    return eplb_cli_map_option(PROG, eplb_cli_option_name(long_opts, c),
+                               optarg, &a->map);
   case OPT_HELP:
     if (g_rank == 0)
       usage(stdout);
@@ -454,6 +482,13 @@ static int check_required(const args_t *a, int argc, char *argv[], int size) {
   int rc = check_scenario_modes(a);
   if (rc)
     return rc;
+  if (a->watch && (a->map.mtp_layers || a->map.allow_dups))
+    return eplb_cli_usage_error(
+        PROG, "--mtp-layers and --allow-duplicates apply to one sync; "
+              "--watch writes the map of its MoE layers (run eplb-plan "
+              "--current-map on it to add MTP layers)");
+  if (eplb_cli_check_map_name(PROG, a->sync.output, a->sync.output_format))
+    return EPLB_CLI_EXIT_USAGE;
   /* The map and the summary: not one file, not a device; the summary not
    * the current map (the map may replace it: on purpose, atomically).
    * (Against each rank's statistics, once %r is expanded, in the engine.) */
@@ -475,6 +510,10 @@ static int parse_args_all(int argc, char *argv[], int size, args_t *a) {
     if (rc)
       return rc;
   }
+  a->sync.mtp_layers = eplb_cli_mtp_appended(&a->map);
+  a->sync.mtp_from = a->map.mtp_from == EPLB_MTP_TRIVIAL ? EPLB_MTP_TRIVIAL
+                                                         : EPLB_MTP_LAST;
+  a->sync.allow_duplicates = a->map.allow_dups;
   return check_required(a, argc, argv, size);
 }
 
@@ -741,6 +780,13 @@ int main(int argc, char *argv[]) {
              ? run_scenarios(&a, &res, &err)
              : eplb_sync_run_files(MPI_COMM_WORLD, a.stats, a.num_stats,
                                    a.format, &a.sync, &res, &err);
+    if (rc == 0 && g_rank == 0 && !a.recover && !a.watch && !a.sync.quiet &&
+        a.sync.output != NULL)
+      eplb_cli_print_settings(stdout, &res.placement,
+                              a.sync.output_format == EPLB_MAP_AUTO
+                                  ? eplb_map_format_for_path(a.sync.output)
+                                  : a.sync.output_format,
+                              a.sync.output, a.map.mtp_layers);
     if (rc) {
       /* The message and its code are agreed: rank 0 says it for everyone,
        * every rank exits with the code's status (2 for a usage error). */

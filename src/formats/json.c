@@ -213,19 +213,40 @@ static const char *duplicate_key(const cJSON *obj, int *oom) {
   return dup;
 }
 
-/* Walks v (at JSON path at[*n]); 0 or the error. */
-static int unique_walk(const char *file, const cJSON *v, char *at, size_t size,
-                       size_t n, eplb_error_t *err) {
+/* One step of the path from the root to the value being walked: a key,
+ * or an index when key is NULL.  The path is spelled out only for an
+ * error (formatting it at every step cost more than the walk). */
+typedef struct frame_s {
+  const struct frame_s *up;
+  const char *key;
+  int index;
+} frame_t;
+
+/* Spells the path of f into at[size]. */
+static void path_of(const frame_t *f, char *at, size_t size, size_t *n) {
+  if (f == NULL)
+    return;
+  path_of(f->up, at, size, n);
+  path_push(at, size, n, f->key, f->index);
+}
+
+/* Walks v (reached by `f`, NULL for the root); 0 or the error. */
+static int unique_walk(const char *file, const cJSON *v, const frame_t *f,
+                       eplb_error_t *err) {
   if (cJSON_IsObject(v)) {
     int oom = 0;
     const char *dup = duplicate_key(v, &oom);
     if (oom)
       return eplb_error_set(err, EPLB_ENOMEM, "%s: out of memory", file);
-    if (dup != NULL)
+    if (dup != NULL) {
+      char at[256] = "";
+      size_t n = 0;
+      path_of(f, at, sizeof(at), &n);
       return eplb_error_set(err, EPLB_EPARSE,
                             "%s: key \"%.60s\" appears twice in %s; each key "
                             "may appear once (which one is meant?)",
                             file, dup, n ? at : "the top-level object");
+    }
   }
   if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
     return 0;
@@ -233,10 +254,8 @@ static int unique_walk(const char *file, const cJSON *v, char *at, size_t size,
   for (const cJSON *c = v->child; c != NULL; c = c->next, i++) {
     if (!cJSON_IsObject(c) && !cJSON_IsArray(c))
       continue;
-    size_t m = n;
-    path_push(at, size, &m, cJSON_IsObject(v) ? c->string : NULL, i);
-    int rc = unique_walk(file, c, at, size, m, err);
-    at[n] = '\0';
+    frame_t step = {f, cJSON_IsObject(v) ? c->string : NULL, i};
+    int rc = unique_walk(file, c, &step, err);
     if (rc)
       return rc;
   }
@@ -245,8 +264,7 @@ static int unique_walk(const char *file, const cJSON *v, char *at, size_t size,
 
 int eplb__json_unique_keys(const char *path, const cJSON *root,
                            eplb_error_t *err) {
-  char at[256] = "";
-  return unique_walk(path, root, at, sizeof(at), 0, err);
+  return unique_walk(path, root, NULL, err);
 }
 
 const char *eplb__json_kind(const cJSON *v) {

@@ -357,3 +357,31 @@ int eplb_placement_read_for(eplb_placement_t *out, const char *path,
     eplb_placement_cleanup(out);
   return rc;
 }
+
+int eplb_placement_read_for_mtp(eplb_placement_t *out, const char *path,
+                                const eplb_stats_t *stats, int32_t num_slots,
+                                int32_t num_gpus, int32_t mtp_layers,
+                                const char *what, eplb_error_t *err) {
+  if (mtp_layers <= 0)
+    return eplb_placement_read_for(out, path, stats, num_slots, num_gpus, what,
+                                   err);
+  /* The statistics' layers and the MTP layers' ids after them, as
+   * eplb_placement_append_layers numbers them. */
+  eplb_stats_t ext;
+  int32_t L = stats->num_layers, n = mtp_layers;
+  int rc = eplb_stats_init(&ext, L + n, stats->num_experts, err);
+  if (rc)
+    return rc;
+  memcpy(ext.layer_ids, stats->layer_ids, sizeof(int32_t) * (size_t)L);
+  for (int32_t i = 0; i < n; i++)
+    ext.layer_ids[L + i] = stats->layer_ids[L - 1] + 1 + i;
+  rc = eplb_placement_read_for(out, path, &ext, num_slots, num_gpus, what, err);
+  eplb_stats_cleanup(&ext);
+  if (rc)
+    return eplb_error_prefix(err, "with %d MTP layer%s after layer %d", (int)n,
+                             n > 1 ? "s" : "", (int)stats->layer_ids[L - 1]);
+  rc = eplb_placement_drop_last_layers(out, n, err);
+  if (rc)
+    eplb_placement_cleanup(out);
+  return rc;
+}

@@ -182,10 +182,10 @@ int eplb_placement_write(const eplb_placement_t *p, const char *path,
   return eplb_placement_write_opts(p, path, format, NULL, err);
 }
 
-int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
-                              eplb_map_format_t format,
-                              const eplb_map_write_opts_t *opts,
-                              eplb_error_t *err) {
+int eplb_placement_check_writable(const eplb_placement_t *p, const char *path,
+                                  eplb_map_format_t format,
+                                  const eplb_map_write_opts_t *opts,
+                                  eplb_error_t *err) {
   if (path == NULL || path[0] == '\0')
     return eplb_error_set(err, EPLB_EARG, "no output path for the map");
   int rc = check_for_write(p, path, err);
@@ -193,19 +193,29 @@ int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
     return rc;
   if (format == EPLB_MAP_AUTO)
     format = eplb_map_format_for_path(path);
-  if (format == EPLB_MAP_EXPERT_MAP && !(opts && opts->allow_duplicates) &&
-      (rc = check_no_duplicates(p, path, err)) != 0)
+  if (format == EPLB_MAP_EXPERT_MAP && !(opts && opts->allow_duplicates))
+    return check_no_duplicates(p, path, err);
+  if (format == EPLB_MAP_EXPERT_MAP || format == EPLB_MAP_DEEPSEEK)
+    return 0;
+  if (format != EPLB_MAP_TRTLLM_YAML && format != EPLB_MAP_SGLANG)
+    return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
+                          (int)format);
+  return check_layer_ids(p, path, err);
+}
+
+int eplb_placement_write_opts(const eplb_placement_t *p, const char *path,
+                              eplb_map_format_t format,
+                              const eplb_map_write_opts_t *opts,
+                              eplb_error_t *err) {
+  int rc = eplb_placement_check_writable(p, path, format, opts, err);
+  if (rc)
     return rc;
+  if (format == EPLB_MAP_AUTO)
+    format = eplb_map_format_for_path(path);
   if (format == EPLB_MAP_EXPERT_MAP)
     return eplb__write_atomic(path, write_expert_map, p, err);
   if (format == EPLB_MAP_DEEPSEEK)
     return eplb__write_atomic(path, eplb__write_deepseek, p, err);
-  if (format != EPLB_MAP_TRTLLM_YAML && format != EPLB_MAP_SGLANG)
-    return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
-                          (int)format);
-  rc = check_layer_ids(p, path, err);
-  if (rc)
-    return rc;
   if (format == EPLB_MAP_SGLANG)
     return eplb__write_atomic(path, eplb__write_sglang, p, err);
   return eplb__write_atomic(path, write_trtllm_yaml, p, err);

@@ -13,6 +13,7 @@
  * keep_threshold are left untouched.  The spill of hierarchical plans
  * (eplb__plan_spill) is the same search, a replica away from its group's
  * node priced instead. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -270,11 +271,18 @@ int eplb__plan_incremental(const double *load, int32_t E,
   }
   double mean = total / G, cur_max = eplb__search_max(&c);
   memcpy(phy2log, current, sizeof(int32_t) * (size_t)S);
+  /* A copy of an expert its GPU already holds serves nothing (consumers
+   * drop it): first, as the budget allows, it becomes a useful replica, so
+   * a re-plan never keeps a duplicate of its current map. */
+  int32_t moves = 0;
+  if (eplb__search_repair_duplicates(&c, opts->max_moves, &moves) > 0) {
+    memcpy(phy2log, c.slot, sizeof(int32_t) * (size_t)S);
+    cur_max = INFINITY; /* not balanced as served: search on */
+  }
   if (total <= 0 || cur_max <= mean * (1.0 + opts->keep_threshold))
     goto done; /* balanced enough (or idle): keep it as it is */
 
   double lambda = opts->move_cost * mean;
-  int32_t moves = 0;
   rc = eplb__search_fix_counts(&c, opts->max_moves, &moves, err);
   if (rc)
     goto done;

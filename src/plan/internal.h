@@ -370,6 +370,14 @@ double eplb__search_max(const eplb__search_t *c);
 int eplb__search_fix_counts(eplb__search_t *c, int32_t max_moves,
                             int32_t *moves, eplb_error_t *err);
 
+/* Replaces every later copy of an expert a GPU already holds (a slot the
+ * expert-map JSON's consumers drop: a current placement made by DeepSeek's
+ * algorithm has them) by a replica of the expert with the most load per
+ * replica that the GPU lacks, as far as max_moves (-1: no limit) allows;
+ * *moves is the running count.  Returns how many were replaced. */
+int32_t eplb__search_repair_duplicates(eplb__search_t *c, int32_t max_moves,
+                                       int32_t *moves);
+
 /* The greedy search: relieves the most loaded GPU that some move relieves
  * at a net gain (load above `mean` removed, less lambda per moved
  * replica), until none gains or max_moves (-1: no limit) is spent. */

@@ -744,3 +744,48 @@ done:
   eplb__search_free(&c);
   return rc;
 }
+
+/* 1 when GPU g holds expert e in a slot other than `skip`. */
+static int gpu_holds(const eplb__search_t *c, int32_t g, int32_t e,
+                     int32_t skip) {
+  for (int32_t j = 0; j < c->per; j++) {
+    int32_t s = g * c->per + j;
+    if (s != skip && c->slot[s] == e)
+      return 1;
+  }
+  return 0;
+}
+
+/* 1 when GPU g holds expert e in one of its slots before slot s. */
+static int gpu_holds_before(const eplb__search_t *c, int32_t g, int32_t e,
+                            int32_t s) {
+  for (int32_t t = g * c->per; t < s; t++)
+    if (c->slot[t] == e)
+      return 1;
+  return 0;
+}
+
+int32_t eplb__search_repair_duplicates(eplb__search_t *c, int32_t max_moves,
+                                       int32_t *moves) {
+  int32_t fixed = 0;
+  for (int32_t s = 0; s < c->S; s++) {
+    int32_t g = s / c->per, x = c->slot[s];
+    /* The second (and later) copy of x on g: a slot its consumers drop. */
+    if (!gpu_holds_before(c, g, x, s))
+      continue;
+    if (max_moves >= 0 && *moves >= max_moves)
+      break;
+    /* Its replacement: the expert g lacks with the most load per replica
+     * (ties: the lower id), the one a replica relieves most. */
+    int32_t to = -1;
+    for (int32_t e = 0; e < c->E; e++)
+      if ((to < 0 || c->ew[e] > c->ew[to]) && !gpu_holds(c, g, e, -1))
+        to = e;
+    if (to < 0)
+      break; /* g holds every expert: nothing can replace the copy */
+    *moves += move_delta(c, g, x, to);
+    apply_replace(c, s, to);
+    fixed++;
+  }
+  return fixed;
+}

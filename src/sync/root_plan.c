@@ -27,10 +27,10 @@ static int root_metrics(const eplb_stats_t *sum, const eplb_placement_t *before,
   return 0;
 }
 
-/* opts->current, checked against the statistics and the options. */
-static int check_current(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
-                         eplb_error_t *err) {
-  const eplb_placement_t *c = opts->current;
+/* opts->current, checked against the statistics and the options (its
+ * MTP layers, if any, already set aside). */
+static int check_current(const eplb_stats_t *sum, const eplb_placement_t *c,
+                         const eplb_sync_opts_t *opts, eplb_error_t *err) {
   if (c->num_layers != sum->num_layers ||
       c->num_slots != opts->plan.num_slots ||
       c->num_gpus != opts->plan.num_gpus || c->num_experts != sum->num_experts)
@@ -56,14 +56,24 @@ static int resolve_before(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
   int rc = 0;
   *current = opts->current;
   if (opts->current == NULL && opts->current_map) {
-    rc = eplb_placement_read_for(from_file, opts->current_map, sum,
-                                 opts->plan.num_slots, opts->plan.num_gpus,
-                                 "--current-map", err);
+    rc = eplb_placement_read_for_mtp(from_file, opts->current_map, sum,
+                                     opts->plan.num_slots, opts->plan.num_gpus,
+                                     opts->mtp_layers, "--current-map", err);
     if (rc)
       return rc;
     *current = from_file;
   } else if (opts->current) {
-    rc = check_current(sum, opts, err); /* the caller's, unchecked so far */
+    /* The caller's placement may hold the MTP layers it was given. */
+    if (opts->mtp_layers > 0 &&
+        opts->current->num_layers == sum->num_layers + opts->mtp_layers) {
+      rc = eplb_placement_copy(from_file, opts->current, err);
+      if (rc == 0)
+        rc = eplb_placement_drop_last_layers(from_file, opts->mtp_layers, err);
+      if (rc)
+        return rc;
+      *current = from_file;
+    }
+    rc = check_current(sum, *current, opts, err); /* unchecked so far */
     if (rc)
       return rc;
   }
@@ -74,6 +84,21 @@ static int resolve_before(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                                         opts->plan.num_gpus, err);
     *before = contiguous;
   }
+  return rc;
+}
+
+/* The plan as consumers load it: the MTP layers appended, and the map
+ * checked against its output format (a duplicate the expert-map JSON
+ * refuses), so that a map that cannot be written fails every rank at the
+ * distribute stage, before any weight moves. */
+static int finish_plan(const eplb_sync_opts_t *opts, eplb_placement_t *plan,
+                       eplb_error_t *err) {
+  int rc = eplb_placement_append_layers(plan, opts->mtp_layers, opts->mtp_from,
+                                        err);
+  eplb_map_write_opts_t wo = {.allow_duplicates = opts->allow_duplicates};
+  if (rc == 0 && opts->output)
+    rc = eplb_placement_check_writable(plan, opts->output, opts->output_format,
+                                       &wo, err);
   return rc;
 }
 
@@ -89,6 +114,8 @@ int eplb__sync_plan_root(const eplb_stats_t *sum, const eplb_sync_opts_t *opts,
                  : eplb_plan(sum, &opts->plan, plan, err);
   if (rc == 0)
     rc = root_metrics(sum, before, plan, res, err);
+  if (rc == 0)
+    rc = finish_plan(opts, plan, err);
   if (rc)
     eplb_placement_cleanup(plan);
   eplb_placement_cleanup(&contiguous);
@@ -135,6 +162,8 @@ int eplb__sync_plan_root_scenarios(const eplb__scenarios_t *s,
     rc = root_metrics(&mean, before, plan, res, err);
   if (rc == 0)
     rc = scenario_metrics(&sc, before, plan, res, err);
+  if (rc == 0)
+    rc = finish_plan(opts, plan, err);
   if (rc)
     eplb_placement_cleanup(plan);
   eplb_stats_cleanup(&mean);

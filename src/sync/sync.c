@@ -63,13 +63,24 @@ static int check_opts(const eplb_sync_opts_t *opts, eplb_error_t *err) {
                           "generation %llu is out of range 0..%llu",
                           (unsigned long long)opts->generation,
                           (unsigned long long)(EPLB_MAX_GENERATION - 1));
+  if (opts->mtp_layers < 0 || opts->mtp_layers > EPLB_MAX_MTP_LAYERS)
+    return eplb_error_set(err, EPLB_EARG,
+                          "mtp_layers %d is out of range 0..%d",
+                          (int)opts->mtp_layers, EPLB_MAX_MTP_LAYERS);
+  if (opts->mtp_from != EPLB_MTP_LAST && opts->mtp_from != EPLB_MTP_TRIVIAL)
+    return eplb_error_set(err, EPLB_EARG,
+                          "mtp_from %d is not EPLB_MTP_LAST or "
+                          "EPLB_MTP_TRIVIAL",
+                          (int)opts->mtp_from);
   return 0;
 }
 
 /* The options of a run that steer its collectives, as one key. */
 static uint64_t sync_opts_key(const eplb_sync_opts_t *o) {
   const double f[] = {(double)o->generation, o->output != NULL,
-                      o->summary != NULL, o->max_buffer_mb, o->timeout_s};
+                      o->summary != NULL,   o->max_buffer_mb,
+                      o->timeout_s,         o->mtp_layers,
+                      o->mtp_from,          o->allow_duplicates};
   uint64_t k = eplb__plan_opts_key(&o->plan, 0);
   k = eplb__checksum(f, sizeof(f), k);
   return eplb__string_key(o->shards_dir, k);
@@ -90,7 +101,8 @@ static int prepare(const eplb_stats_t *local, const eplb_sync_opts_t *opts,
   /* With shards the slots are known once the shards are open. */
   if (rc == 0 && opts->shards_dir == NULL)
     rc =
-        eplb__plan_buf_alloc(buf, local->num_layers, opts->plan.num_slots, err);
+        eplb__plan_buf_alloc(buf, local->num_layers + opts->mtp_layers,
+                             opts->plan.num_slots, err);
   return rc;
 }
 
@@ -106,25 +118,32 @@ static int prepare_scenarios(const input_t *in, const eplb_sync_opts_t *opts,
   if (rc == 0)
     rc = eplb__scenarios_prepare(scen, in->sc, in->names, in->labels, res, err);
   if (rc == 0 && opts->shards_dir == NULL)
-    rc = eplb__plan_buf_alloc_scenarios(buf, scen->stats[0].num_layers,
-                                        opts->plan.num_slots, scen->num, err);
+    rc = eplb__plan_buf_alloc_scenarios(
+        buf, scen->stats[0].num_layers + opts->mtp_layers, opts->plan.num_slots,
+        scen->num, err);
   return rc;
 }
 
 /* Fits the open shards to the summed statistics and the options: the
  * shards' map becomes the current placement (row l = the statistics'
- * layer l), their generation the current one, and their shape the slots
- * and GPUs unless the options name them.  Identical on every rank. */
+ * layer l; with MTP layers, the shards hold them after the statistics'
+ * layers and `trim` is the current placement without them), their
+ * generation the current one, and their shape the slots and GPUs unless
+ * the options name them.  Identical on every rank. */
 static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
-                      eplb_sync_opts_t *o, eplb_error_t *err) {
+                      eplb_sync_opts_t *o, eplb_placement_t *trim,
+                      eplb_error_t *err) {
   eplb_placement_t *c = &set->current;
-  if (c->num_layers != sum->num_layers)
+  int32_t L = sum->num_layers, n = o->mtp_layers;
+  if (c->num_layers != L + n)
     return eplb_error_set(err, EPLB_ESHAPE,
                           "the shards in %s hold %d layers but the summed "
-                          "statistics have %d MoE layers; give the statistics "
-                          "of the model these shards belong to",
-                          o->shards_dir, (int)c->num_layers,
-                          (int)sum->num_layers);
+                          "statistics have %d MoE layers%s%.0d%s; give the "
+                          "statistics of the model these shards belong to%s",
+                          o->shards_dir, (int)c->num_layers, (int)L,
+                          n ? " and --mtp-layers asks for " : "", (int)n,
+                          n ? " more" : "",
+                          n ? " (or shards made with the MTP layers)" : "");
   if (o->plan.num_slots == 0)
     o->plan.num_slots = c->num_slots;
   if (o->plan.num_gpus == 0)
@@ -136,9 +155,20 @@ static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
                           "--shards or run one rank per shard",
                           (int)o->plan.num_slots, (int)o->plan.num_gpus,
                           o->shards_dir, (int)c->num_slots, (int)c->num_gpus);
-  memcpy(c->layer_ids, sum->layer_ids,
-         sizeof(int32_t) * (size_t)sum->num_layers);
+  /* Named as the plan will name them: the statistics' ids, then the MTP
+   * layers' as eplb_placement_append_layers numbers them. */
+  memcpy(c->layer_ids, sum->layer_ids, sizeof(int32_t) * (size_t)L);
+  for (int32_t i = 0; i < n; i++)
+    c->layer_ids[L + i] = sum->layer_ids[L - 1] + 1 + i;
   o->current = c;
+  if (n > 0) {
+    int rc = eplb_placement_copy(trim, c, err);
+    if (rc == 0)
+      rc = eplb_placement_drop_last_layers(trim, n, err);
+    if (rc)
+      return rc;
+    o->current = trim;
+  }
   o->current_map = NULL;
   o->generation = eplb_shards_info(set)->generation;
   if (o->generation >= EPLB_MAX_GENERATION)
@@ -153,15 +183,17 @@ static int fit_shards(eplb_shard_set_t *set, const eplb_stats_t *sum,
  * the plan buffer now that the slots are known (agreed). */
 static int open_shards(MPI_Comm comm, const eplb_stats_t *sum,
                        int32_t num_scenarios, eplb_sync_opts_t *o,
-                       eplb_shard_set_t *set, eplb__plan_buf_t *buf,
-                       eplb_error_t *err) {
+                       eplb_shard_set_t *set, eplb_placement_t *trim,
+                       eplb__plan_buf_t *buf, eplb_error_t *err) {
   int rc = eplb_shards_open(comm, o->shards_dir, sum->num_experts, set, err);
   if (rc)
     return rc;
-  rc = fit_shards(set, sum, o, err); /* the same on every rank */
+  rc = fit_shards(set, sum, o, trim, err); /* the same on every rank */
   if (rc == 0)
     rc = eplb__agree(comm,
-                     eplb__plan_buf_alloc_scenarios(buf, sum->num_layers,
+                     eplb__plan_buf_alloc_scenarios(buf,
+                                                    sum->num_layers +
+                                                        o->mtp_layers,
                                                     o->plan.num_slots,
                                                     num_scenarios, err),
                      err);
@@ -210,6 +242,7 @@ typedef struct {
   eplb_placement_t plan;
   eplb__plan_buf_t buf;
   eplb_shard_set_t set;
+  eplb_placement_t trim; /* the shards' map without its MTP layers */
 } engine_t;
 
 /* The summed histogram whose shape the later stages go by. */
@@ -265,7 +298,8 @@ static int plan_and_apply(engine_t *e, eplb_sync_result_t *res, double t_start,
   eplb_sync_opts_t *o = &e->o;
   int rc = 0;
   if (o->shards_dir)
-    rc = open_shards(e->comm, sum, e->scen.num, o, &e->set, &e->buf, err);
+    rc = open_shards(e->comm, sum, e->scen.num, o, &e->set, &e->trim, &e->buf,
+                     err);
   /* The options against the summed shape: identical on every rank. */
   if (rc == 0)
     rc = eplb_plan_check_opts(&o->plan, sum->num_experts, err);
@@ -327,6 +361,7 @@ static int run_engine(MPI_Comm comm, int local_rc, const input_t *in,
   eplb_stats_cleanup(&e.sum);
   eplb__scenarios_free(&e.scen);
   eplb_placement_cleanup(&e.plan);
+  eplb_placement_cleanup(&e.trim);
   eplb__plan_buf_free(&e.buf);
   return rc;
 }

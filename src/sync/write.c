@@ -123,9 +123,10 @@ static int write_root(const eplb_sync_opts_t *opts,
                       const eplb_sync_result_t *res, const cJSON *extra,
                       eplb_error_t *err) {
   int rc = 0;
+  eplb_map_write_opts_t wo = {.allow_duplicates = opts->allow_duplicates};
   if (opts->output) /* EPLB_MAP_AUTO: the format of the extension */
-    rc = eplb_placement_write(&res->placement, opts->output,
-                              opts->output_format, err);
+    rc = eplb_placement_write_opts(&res->placement, opts->output,
+                                   opts->output_format, &wo, err);
   if (rc == 0 && opts->summary) {
     cJSON *j = summary_json(opts, res, extra);
     char *text = j ? cJSON_Print(j) : NULL;
