@@ -219,6 +219,22 @@ static int deepseek_greedy(flat_t *f, double mine, double *theirs,
   return 0;
 }
 
+/* 1 when a GPU of f->alt holds an expert twice (or out of memory). */
+static int holds_twice(const flat_t *f, eplb__arena_t *ar) {
+  size_t mark = ar->used;
+  int32_t *last = eplb__arena_take(ar, sizeof(int32_t) * (size_t)f->E);
+  int twice = last == NULL;
+  for (int32_t e = 0; !twice && e < f->E; e++)
+    last[e] = -1;
+  for (int32_t s = 0; !twice && s < f->S; s++) {
+    int32_t g = s / f->per, x = f->alt[s];
+    twice = last[x] == g;
+    last[x] = g;
+  }
+  ar->used = mark;
+  return twice;
+}
+
 /* Never worse than DeepSeek: DeepSeek's plan, improved the same way,
  * replaces phy2log when its most loaded GPU is lighter than *mine.  When
  * DeepSeek's greedy plan is the one improved already (same replicas, same
@@ -234,6 +250,21 @@ static int keep_better_deepseek(flat_t *f, int32_t *phy2log, double *mine,
     return rc < 0 ? rc : 0;
   if (!(theirs_greedy < *mine))
     return 0;
+  double total = 0;
+  for (int32_t e = 0; e < f->E; e++)
+    total += f->load[e];
+  if (*mine <= eplb__noise_stop(total, f->G)) {
+    /* Ours is as good as the statistics can tell (the searches stopped
+     * there): DeepSeek's plan can only win by less, so it replaces ours
+     * only as it is, when no GPU holds an expert twice - not after a
+     * repair and a search of its own (at the top of the range, thousands
+     * of duplicates). */
+    if (!holds_twice(f, ar)) {
+      memcpy(phy2log, f->alt, sizeof(int32_t) * (size_t)f->S);
+      *mine = theirs_greedy;
+    }
+    return 0;
+  }
   rc = improve(f->load, f->E, f->alt, f->S, f->G, 0, &theirs, ar, err);
   if (rc < 0)
     return rc;
