@@ -827,7 +827,9 @@ static void test_replicate_reference(void **state) {
       tied_loads(load, E, 6);
     else
       skewed_loads(load, E, 0.9);
-    int32_t S = E + (int32_t)(rng_next() % 90);
+    /* from trial 30 on, mostly more than 8 redundant slots an expert:
+     * replicate.c's prefill takes most of them at once */
+    int32_t S = E + (int32_t)(rng_next() % (trial < 30 ? 90 : 2000));
     int32_t cap = trial % 3 == 0 ? 0 : (S + E - 1) / E + (int32_t)(trial % 4);
     assert_int_equal(eplb__replicate(load, E, S, cap, got, NULL), 0);
     for (int32_t e = 0; e < E; e++)

@@ -4,6 +4,7 @@
  * each redundant slot goes to the winner, whose key then drops and whose
  * path is replayed.  O(E + R log E) for R = S - E redundant slots, with
  * branch-free matches. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,74 @@ static int check_slots(int32_t E, int32_t S, int32_t max_replicas,
   return 0;
 }
 
+/* Redundant replicas the greedy gives before its key (load per replica)
+ * falls to tau, for an expert of load l under the cap (0: none): the c
+ * with l / c > tau, c >= 1. */
+static int64_t above_tau(double l, double tau, int32_t cap) {
+  if (!(l > tau))
+    return 0;
+  double m = ceil(l / tau) - 1;
+  if (m < 1)
+    m = 1; /* l > tau: c = 1 at least */
+  if (cap > 0 && m > cap - 1)
+    m = cap - 1;
+  return m > 2e9 ? (int64_t)2e9 : (int64_t)m;
+}
+
+/* When many redundant slots are to be given (extra > 8 n): most of them
+ * at once.  The greedy gives replicas in falling order of load per
+ * replica, so every replica whose key is above a threshold tau comes
+ * before every one below it: tau is searched so that those number at
+ * most extra - n, count[] takes them, and the tree gives the rest.  That
+ * the set taken is a prefix of the greedy's own order is checked with its
+ * own comparison (the last replica taken against the next candidate of
+ * every expert); when it is not (ties, rounding), nothing is taken.
+ * Returns how many were given. */
+static int32_t prefill(const double *load, const int32_t *cand, int32_t n,
+                       int32_t extra, int32_t cap, int32_t *count) {
+  double lo = 0, hi = 0;
+  for (int32_t i = 0; i < n; i++)
+    hi = load[cand[i]] > hi ? load[cand[i]] : hi;
+  if (!(hi > 0))
+    return 0;
+  for (int it = 0; it < 100 && hi - lo > 1e-12 * hi; it++) {
+    double tau = (lo + hi) / 2;
+    int64_t got = 0;
+    for (int32_t i = 0; i < n; i++)
+      got += above_tau(load[cand[i]], tau, cap);
+    if (got > extra - n)
+      lo = tau; /* too many: a higher threshold */
+    else
+      hi = tau;
+  }
+  /* hi: at most extra - n replicas above it */
+  int64_t got = 0;
+  int32_t wi = -1, bo = -1; /* the weakest taken, the best not taken */
+  for (int32_t i = 0; i < n; i++) {
+    int32_t e = cand[i];
+    int32_t m = (int32_t)above_tau(load[e], hi, cap);
+    got += m;
+    if (m > 0 && (wi < 0 || rep_before(load[cand[wi]], count[cand[wi]] - 1,
+                                       cand[wi], load[e], m, e)))
+      wi = i;
+    count[e] = 1 + m;
+    if (!(cap > 0 && count[e] >= cap) &&
+        (bo < 0 || rep_before(load[e], count[e], e, load[cand[bo]],
+                              count[cand[bo]], cand[bo])))
+      bo = i;
+  }
+  /* count[cand[wi]] - 1 replicas had been given to wi when it won its
+   * last: that match against bo's next must go to wi. */
+  if (got > extra || wi < 0 ||
+      (bo >= 0 && !rep_before(load[cand[wi]], count[cand[wi]] - 1, cand[wi],
+                              load[cand[bo]], count[cand[bo]], cand[bo]))) {
+    for (int32_t i = 0; i < n; i++)
+      count[cand[i]] = 1;
+    return 0;
+  }
+  return (int32_t)got;
+}
+
 /* The replication of eplb__replicate, given its candidates: cand[0..n),
  * n = min(S - E, E), the n heaviest experts (eplb__before()), in any order -
  * rep_before is a total order, so where a candidate sits in the tree does
@@ -123,9 +192,12 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
     ar->used = mark;
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
+  if (extra > 8 * (int64_t)n) /* most of it at once */
+    extra -= prefill(load, cand, n, extra, max_replicas, count);
   for (int32_t i = 0; i < P; i++) {
-    if (i < n)
-      rep_leaf(&t, P + i, load[cand[i]], 1, cand[i]);
+    int32_t e = i < n ? cand[i] : E;
+    if (i < n && !(max_replicas > 0 && count[e] >= max_replicas))
+      rep_leaf(&t, P + i, load[e], count[e], e);
     else
       rep_leaf(&t, P + i, -1.0, 1, E);
   }
