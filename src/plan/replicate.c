@@ -120,9 +120,11 @@ static int64_t above_tau(double l, double tau, int32_t cap) {
  * the set taken is a prefix of the greedy's own order is checked with its
  * own comparison (the last replica taken against the next candidate of
  * every expert); when it is not (ties, rounding), nothing is taken.
- * Returns how many were given. */
-static int32_t prefill(const double *load, const int32_t *cand, int32_t n,
-                       int32_t extra, int32_t cap, int32_t *count) {
+ * Returns how many were given; t's leaves (built with one replica each)
+ * take the counts.  Not inlined: the common path keeps its code. */
+__attribute__((noinline)) static int32_t
+prefill(const double *load, int32_t E, const int32_t *cand, int32_t n,
+        int32_t extra, int32_t cap, int32_t *count, rep_tree_t *t) {
   double lo = 0, hi = 0;
   for (int32_t i = 0; i < n; i++)
     hi = load[cand[i]] > hi ? load[cand[i]] : hi;
@@ -163,6 +165,12 @@ static int32_t prefill(const double *load, const int32_t *cand, int32_t n,
       count[cand[i]] = 1;
     return 0;
   }
+  for (int32_t i = 0; i < n; i++) { /* the leaves take the counts given */
+    if (cap > 0 && count[cand[i]] >= cap)
+      rep_leaf(t, t->P + i, -1.0, 1, E);
+    else
+      t->c[t->P + i] = count[cand[i]];
+  }
   return (int32_t)got;
 }
 
@@ -192,15 +200,14 @@ static int replicate_among(const double *load, int32_t E, int32_t S,
     ar->used = mark;
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   }
-  if (extra > 8 * (int64_t)n) /* most of it at once */
-    extra -= prefill(load, cand, n, extra, max_replicas, count);
   for (int32_t i = 0; i < P; i++) {
-    int32_t e = i < n ? cand[i] : E;
-    if (i < n && !(max_replicas > 0 && count[e] >= max_replicas))
-      rep_leaf(&t, P + i, load[e], count[e], e);
+    if (i < n)
+      rep_leaf(&t, P + i, load[cand[i]], 1, cand[i]);
     else
       rep_leaf(&t, P + i, -1.0, 1, E);
   }
+  if (extra > 8 * (int64_t)n) /* most of it at once */
+    extra -= prefill(load, E, cand, n, extra, max_replicas, count, &t);
   for (int32_t i = P - 1; i >= 1; i--) {
     int32_t l = 2 * i, r = 2 * i + 1;
     int32_t w =
