@@ -130,7 +130,8 @@ prefill(const double *load, int32_t E, const int32_t *cand, int32_t n,
     hi = load[cand[i]] > hi ? load[cand[i]] : hi;
   if (!(hi > 0))
     return 0;
-  for (int it = 0; it < 100 && hi - lo > 1e-12 * hi; it++) {
+  /* to a millionth: the rest, a few more replicas, is the tree's */
+  for (int it = 0; it < 100 && hi - lo > 1e-6 * hi; it++) {
     double tau = (lo + hi) / 2;
     int64_t got = 0;
     for (int32_t i = 0; i < n; i++)

@@ -65,6 +65,8 @@ typedef struct {
                         (rank t when tiered, else 0) from tk + 2P t */
   int32_t *ta;       /* [trees x 2P] where it is (a place in ys) */
   eplb__order_t ord; /* the GPUs by load */
+  int32_t visits;    /* heap entries a slot's search may still visit for a
+                        partner without its expert */
   /* the refinement (count moves; not tiered) */
   const double *eload; /* [ne] each expert's load */
   double mean;         /* mean GPU load */
@@ -282,6 +284,13 @@ static inline int row_holds(const eplb__layout_t *lay, int32_t h, int32_t e) {
   return 0;
 }
 
+/* Heap entries one slot's search visits, at most, looking past GPUs that
+ * hold the slot's expert for a partner: an expert on most GPUs would
+ * otherwise send it through most of every candidate's heap.  What is not
+ * found within counts as no partner (that slot's best swap may be
+ * missed, never an invalid one made). */
+#define VISITS 64
+
 /* Best swap for g so far. */
 typedef struct {
   double nmax;
@@ -292,9 +301,9 @@ typedef struct {
  * not hold expert xa and is lighter than lim: its slot, or -1.  The top
  * nearly always qualifies; otherwise the subtrees are searched, cut where
  * the keys reach lim. */
-static int32_t lightest_without(const sx_t *x, int32_t base, int32_t n,
+static int32_t lightest_without(sx_t *x, int32_t base, int32_t n,
                                 int32_t j, int32_t xa, double lim) {
-  if (j >= n || !(x->hkey[base + j] < lim))
+  if (j >= n || !(x->hkey[base + j] < lim) || x->visits-- <= 0)
     return -1;
   int32_t s = x->hslot[base + j];
   if (!row_holds(x->lay, s / x->per, xa))
@@ -322,7 +331,7 @@ static inline void offer(int32_t sa, double wa, double lg, int32_t sb,
 
 /* The partner in class c (expert y, weight wy) for slot sa (expert xa,
  * weight wa) of the GPU of load lg being relieved. */
-static inline void try_class(const sx_t *x, int32_t c, double wy, int32_t sa,
+static inline void try_class(sx_t *x, int32_t c, double wy, int32_t sa,
                              int32_t xa, double wa, double lg, best_t *b) {
   if (x->on[c % x->ne])
     return; /* y would be on g twice (or is a's expert) */
@@ -349,7 +358,7 @@ static int32_t first_at_least(const sx_t *x, double t) {
  * (lg), l0 the lightest GPU's load: the experts outward from the weight
  * that splits the gap with the lightest GPU evenly, each direction until
  * even the lightest GPU cannot beat the best swap found. */
-static void walk(const sx_t *x, int32_t t, int32_t sa, int32_t xa, double wa,
+static void walk(sx_t *x, int32_t t, int32_t sa, int32_t xa, double wa,
                  double lg, double l0, best_t *b) {
   int32_t p0 = first_at_least(x, wa - (lg - l0) / 2);
   for (int32_t p = p0 - 1; p >= 0; p--) { /* lighter: h's side grows */
@@ -479,6 +488,7 @@ static void best_swap(sx_t *x, int32_t g, double lg, double l0, best_t *b) {
     x->on[row[j]] = 1;
   for (int32_t j = 0; j < x->per; j++) {
     int32_t s = g * x->per + j;
+    x->visits = VISITS;
     if (x->tiered || x->hn[row[j]] < lay->G)
       descend(x, s, row[j], lay->w[s], lg, l0, b);
   }
@@ -830,7 +840,11 @@ static void bnb(sx_t *x, const bnb_t *q, int32_t node, int32_t lo,
   if (x->on[y])
     return;
   if (row_holds(x->lay, sb / x->per, q->xa)) {
-    sb = lightest_without(x, base, x->hn[y], 0, q->xa, HUGE_VAL);
+    /* Only a GPU lighter than lim can remove more than the best: h's
+     * excess after the swap, v, must stay below X - pos(u) - best. */
+    double wy = x->yw[lo], u = lg - wa + wy - mean;
+    double lim = mean - wa + wy + pos(lg - mean) - pos(u) - m->gain;
+    sb = lightest_without(x, base, x->hn[y], 0, q->xa, lim);
     if (sb < 0)
       return;
   }
@@ -876,6 +890,7 @@ static void move_for(sx_t *x, int32_t g, cmove_t *m) {
       continue;
     bnb_t q = {.sa = sa, .xa = e, .wa = lay->w[sa], .lg = lg};
     q.lim = first_at_least(x, q.wa);
+    x->visits = VISITS;
     bnb(x, &q, 1, 0, x->P, m);
   }
   for (int32_t j = 0; j < x->per; j++)
