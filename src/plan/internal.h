@@ -266,9 +266,10 @@ void eplb__local_search_a(eplb__layout_t *lay, int32_t max_iters, int tiered,
                           eplb__arena_t *ar);
 
 /* eplb__local_search_a (the same stopping rule, the same swap for the most
- * loaded GPU up to ties) with each swap's partner found through an index
- * of the experts by weight, each one's GPUs in a heap by load (per rank
- * when tiered) and a segment tree over the experts (swap_index.c):
+ * loaded GPU up to ties, but for a bound on how far a slot's search looks
+ * past GPUs that hold its expert) with each swap's partner found through
+ * an index of the experts by weight, each one's GPUs in a heap by load
+ * (per rank when tiered) and a segment tree over the experts (swap_index.c):
  * O(per log E) a swap instead of O(G per).  Every slot of an expert must
  * weigh the same.  Scratch from ar (given back; eplb__swap_index_bytes of
  * it at most for S slots, G GPUs and experts below ne). */

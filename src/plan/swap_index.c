@@ -1,6 +1,6 @@
-/* plan/swap_index.c - the local search beyond one block of GPUs, and the
- * refinement with replica-count moves, their partners found through an
- * index of the experts by weight.
+/* plan/swap_index.c - the local search and the refinement beyond 256
+ * GPUs, their swap partners found through an index of the experts by
+ * weight instead of a scan of the GPUs.
  *
  * DESIGN.  The local search (local_search.c) takes the most loaded GPU g
  * and looks for the swap (a on g, b on h) that makes max(load_g', load_h')
@@ -11,31 +11,31 @@
  * of expert y (weight w_y) on GPU h leaves
  *     max(lg - w_a + w_y, lh + w_a - w_y),
  * which for a given y only grows with lh: the best partner holding y is
- * the lightest GPU that holds it (and not a's expert).  So each expert's
- * GPUs are kept in a heap by load, whose top m_y gives k_y = w_y - m_y,
- * and the experts sorted by weight carry k_y in a max segment tree.  Over
- * the experts lighter than w_a, the first term grows with w_y and the
- * second, minimised over a prefix of them, is w_a minus the prefix's
- * largest k, which falls: the best partner is at their crossing, found by
- * one descent of the tree (O(log E)), the prefix's best before it or the
- * expert there.  Experts on g are masked for the step (they would be on g
- * twice); a candidate whose lightest GPU holds a's expert has its leaf
- * lowered to its lightest GPU without it, and the descent is repeated (the
- * tree's k only overstate, so valid candidates are the best).  A swap
- * changes two GPUs' loads: 2 x per heap entries and tree leaves move.  The
- * swap made is the best one for g (ties may go to another GPU than the
- * scan's), so the search stops where the scan would: when no swap lowers
- * the most loaded GPU.
+ * the lightest GPU that holds it (and not a's expert).  So each class -
+ * an expert, or with tiers an (expert, rank on its GPU) - keeps its GPUs
+ * in a heap by load, whose top m gives k = w_y - m, and the experts
+ * sorted by weight carry k in a max segment tree (one per rank with
+ * tiers).  Over the experts lighter than w_a, the first term grows with
+ * w_y and the second, minimised over a prefix of them, is w_a minus the
+ * prefix's largest k, which falls: the best partner is at their crossing,
+ * found by one descent of the tree (O(log E)), the prefix's best before
+ * it or the expert there.  A candidate on g (it would be there twice) or
+ * whose lightest GPU holds a's expert has its leaf lowered to what it
+ * really gives and the descent is repeated (the tree's k only overstate,
+ * so valid candidates are the best).  A swap changes two GPUs' loads: 2 x
+ * per heap entries and leaves move.  The swap made is the best one for g
+ * (ties may go to another GPU than the scan's), so the search stops where
+ * the scan would - but for one bound (VISITS) on how far a slot's search
+ * looks past GPUs holding its own expert.
  *
- * The refinement (eplb__refine_index) alternates that search with the
- * replica-count moves of refine.c's search (give one of the most loaded
- * GPU's heaviest experts a replica on a light GPU; turn a slot of it into
- * a replica of a hot expert it lacks), judged as there by the load above
- * the mean they remove: a count move is looked for only once no swap
- * lowers the most loaded GPU, and the swaps follow it.  Each count move
- * removes load above the mean and no swap adds any, so it ends.  Each
- * expert's heap has room to grow; when one is full they are laid out
- * again. */
+ * The refinement (eplb__refine_index) is refine.c's search without move
+ * costs: each step, for the most loaded GPU that has one (of the top
+ * four), the move that removes the most load above the mean - the swap
+ * found by branch and bound over the same tree, or one of refine.c's
+ * replica-count moves, judged from sums kept per expert.  A count move
+ * changes the replicas of two experts, so their heaps have room to grow
+ * (laid out again when one is full), and every GPU holding either is
+ * moved. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
