@@ -58,7 +58,8 @@ typedef struct {
   double *hkey;      /* [cap] their GPUs' loads */
   int32_t *hpos;     /* [S] where slot s sits in hslot */
   int32_t *fill;     /* [ncls] scratch of relayout */
-  int room;          /* heaps have room to grow (count moves) */
+  int room;          /* heaps have room to grow (count moves; tiered: a
+                        swap moves slots between ranks) */
   unsigned char *on; /* [ne] experts of the GPU being relieved */
   int32_t P;         /* leaves of a tree: a power of two >= ne */
   double *tk;        /* [trees x 2P] largest k below each node; tree t
@@ -99,6 +100,8 @@ static void leaf_set(sx_t *x, int32_t t, int32_t p, double k) {
   ta[i] = p;
   for (i /= 2; i >= 1; i /= 2) {
     int32_t l = 2 * i, r = l + 1, w = tk[r] > tk[l] ? r : l;
+    if (tk[i] == tk[w] && ta[i] == ta[w])
+      break; /* the rest of the path holds already */
     tk[i] = tk[w];
     ta[i] = ta[w];
   }
@@ -533,7 +536,7 @@ static int sx_init(sx_t *x, eplb__layout_t *lay, int32_t ne, int tiered,
                    const double *eload, eplb__arena_t *ar) {
   int32_t S = lay->G * lay->per, G = lay->G;
   *x = (sx_t){.lay = lay, .per = lay->per, .ne = ne, .tiered = tiered,
-              .eload = eload, .room = eload != NULL};
+              .eload = eload, .room = eload != NULL || tiered};
   x->ncls = tiered ? lay->per * ne : ne;
   size_t szE = (size_t)ne, szC = (size_t)x->ncls, trees = tiered ? lay->per : 1;
   size_t cap = (size_t)S + (x->room ? (size_t)S / 4 + 8 * szC : 0);
@@ -607,33 +610,49 @@ static void do_swap(sx_t *x, int32_t sa, int32_t sb) {
   int32_t ea = lay->expert[sa], eb = lay->expert[sb];
   double wa = lay->w[sa], wb = lay->w[sb], d = wa - wb;
   if (x->tiered) {
-    int32_t gh[2] = {g, h}, was[2 * 64], nw = 0;
+    /* A slot whose class (rank, expert) stays keeps its heap entry, at
+     * its GPU's new load; the others (the two swapped, and those the
+     * sort shifts) leave their class's heap for their new one - or, when
+     * a heap is full, all of them are laid out again. */
+    int32_t gh[2] = {g, h}, was[2 * 64], full = 0;
     for (int k = 0; k < 2; k++)
-      for (int32_t j = 0; j < per; j++) {
-        was[nw] = cls_of(x, gh[k] * per + j);
-        heap_del(x, was[nw++], gh[k] * per + j);
-      }
+      for (int32_t j = 0; j < per; j++)
+        was[k * per + j] = cls_of(x, gh[k] * per + j);
     lay->expert[sa] = eb;
     lay->expert[sb] = ea;
     lay->w[sa] = wb;
     lay->w[sb] = wa;
     lay->load[g] -= d;
     lay->load[h] += d;
-    for (int k = 0; k < 2; k++) {
-      int32_t q = gh[k];
-      row_sort(lay, q);
-      for (int32_t j = 0; j < per; j++) {
-        int32_t s = q * per + j;
-        heap_add(x, cls_of(x, s), s, lay->load[q]);
+    row_sort(lay, g);
+    row_sort(lay, h);
+    for (int32_t k = 0; k < 2 * per; k++) {
+      int32_t q = gh[k / per], s = q * per + k % per, c = cls_of(x, s);
+      if (c != was[k]) {
+        heap_del(x, was[k], s);
+        leaf_of(x, was[k]);
       }
-      eplb__order_set(&x->ord, q, lay->load[q]);
     }
-    /* the leaves of every class that lost or gained an entry */
-    for (int32_t k = 0; k < nw; k++)
-      leaf_of(x, was[k]);
-    for (int k = 0; k < 2; k++)
-      for (int32_t j = 0; j < per; j++)
-        leaf_of(x, cls_of(x, gh[k] * per + j));
+    for (int32_t k = 0; k < 2 * per && !full; k++) {
+      int32_t q = gh[k / per], s = q * per + k % per, c = cls_of(x, s);
+      if (c == was[k]) {
+        x->hkey[x->hpos[s]] = lay->load[q];
+        hfix(x, x->hoff[c], x->hn[c], x->hpos[s]);
+      } else if (x->hoff[c] + x->hn[c] < x->hoff[c + 1]) {
+        int32_t i = x->hoff[c] + x->hn[c]++;
+        hput(x, i, s, lay->load[q]);
+        hfix(x, x->hoff[c], x->hn[c], i);
+      } else {
+        full = 1;
+      }
+      leaf_of(x, c);
+    }
+    if (full) {
+      relayout(x);
+      tree_build(x);
+    }
+    eplb__order_set(&x->ord, g, lay->load[g]);
+    eplb__order_set(&x->ord, h, lay->load[h]);
     return;
   }
   /* The two slots trade experts: each heap entry now names the other
