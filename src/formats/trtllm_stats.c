@@ -358,11 +358,15 @@ static int by_key(const void *a, const void *b) {
 }
 
 /* Series, after the first pass: the same check on the keys it kept, before
- * the T x L x E series is allocated (iteration ids that span a million
- * steps fit in a few kilobytes).  Stops at the first gap, so it walks no
- * more (iteration, layer)s than there are keys. */
+ * the T x L x E series is allocated (iteration ids a million apart fit in a
+ * few kilobytes: the series would be gigabytes).  Stops at the first gap,
+ * so it walks no more (iteration, layer)s than there are keys.  A span
+ * longer than any series is left to eplb_series_init to refuse as such
+ * (fewer steps are needed, whatever the dump holds). */
 static int check_keys(trt_t *t, const eplb_stats_t *sums, int64_t lo,
                       int64_t hi, eplb_error_t *err) {
+  if (hi - lo + 1 > EPLB_MAX_STEPS)
+    return 0;
   if (t->num_keys > 0)
     qsort(t->keys, t->num_keys, sizeof(*t->keys), by_key);
   size_t j = 0;
