@@ -9,8 +9,8 @@
  *    name twice;
  *  - read as a TensorRT-LLM statistics dump (meta_info.json + the bytes as
  *    rank0 and rank1.safetensors), as sums and as a series: a dump read as
- *    a series also reads as sums, its steps add up to them exactly, and the
- *    sums are twice each layer's counts in the file (decoded here);
+ *    a series also reads as sums, its steps add up to them exactly, and
+ *    every count is twice its layer's counts in the file (decoded here);
  *  - read as a checkpoint by the import's catalogue stage (eplb__ckpt_scan:
  *    headers, names, roles, where every expert tensor is; no HDF5), once as
  *    the directory's only *.safetensors file and once with a fixed
@@ -164,40 +164,45 @@ static int32_t experts_of(int rc, const eplb__st_header_t *h) {
   return 3;
 }
 
-/* The counts of tensor t in the file, added to *total (a dump was accepted,
- * so t is I32 or I64 [E] of counts >= 0). */
+/* The counts of tensor t in the file, added to row[0..E) (a dump was
+ * accepted, so t is I32 or I64 [E] of counts in 0..2^53). */
 static void add_counts(const eplb__st_tensor_t *t, const uint8_t *data,
-                       unsigned __int128 *total) {
+                       uint64_t *row) {
   int w = eplb__st_dtype_size(t->dtype);
   for (int64_t x = 0; x < t->shape[0]; x++) {
     const uint8_t *p = data + t->offset + (uint64_t)x * (uint64_t)w;
     uint64_t v = 0;
     for (int b = w - 1; b >= 0; b--)
       v = (v << 8) | p[b];
-    *total += v;
+    row[x] += v;
   }
 }
 
-/* Accepted sums: each layer holds twice (two ranks) the counts of its
- * tensors in the file; every tensor's layer is one of the histogram's. */
+/* Accepted sums: each count is twice (two ranks) the sum of its layer's
+ * tensors' counts in the file; every tensor's layer is one of the
+ * histogram's. */
 static void check_dump_sums(const eplb_stats_t *st, const eplb__st_header_t *h,
                             const uint8_t *data) {
+  uint64_t *row = malloc(sizeof(*row) * (size_t)st->num_experts);
+  if (row == NULL)
+    fuzz_fail("out of memory");
   for (int32_t l = 0; l < st->num_layers; l++) {
     if (l > 0 && st->layer_ids[l] <= st->layer_ids[l - 1])
       fuzz_fail("dump: layer ids not increasing at %d", (int)l);
-    unsigned __int128 want = 0, got = 0;
-    for (int32_t i = 0; i < h->num_tensors; i++) {
-      const char *us = strchr(h->tensors[i].name, '_');
-      if (us != NULL && atoi(us + 1) == st->layer_ids[l])
-        add_counts(&h->tensors[i], data, &want);
+    memset(row, 0, sizeof(*row) * (size_t)st->num_experts);
+    for (int32_t i = 0; i < h->num_tensors; i++)
+      if (atoi(strchr(h->tensors[i].name, '_') + 1) == st->layer_ids[l])
+        add_counts(&h->tensors[i], data, row);
+    for (int32_t x = 0; x < st->num_experts; x++) {
+      double got = st->load[(size_t)l * (size_t)st->num_experts + x];
+      if (got != (double)(2 * row[x]) || 2 * row[x] > (1ULL << 53))
+        fuzz_fail("dump: layer %d, expert %d: %.17g, the tensors hold 2 x "
+                  "%llu",
+                  (int)st->layer_ids[l], (int)x, got,
+                  (unsigned long long)row[x]);
     }
-    for (int32_t x = 0; x < st->num_experts; x++)
-      got += (uint64_t)st->load[(size_t)l * (size_t)st->num_experts + x];
-    if (got != 2 * want)
-      fuzz_fail("dump: layer %d sums to %llu, its tensors hold 2 x %llu",
-                (int)st->layer_ids[l], (unsigned long long)got,
-                (unsigned long long)want);
   }
+  free(row);
   for (int32_t i = 0; i < h->num_tensors; i++) {
     int32_t id = atoi(strchr(h->tensors[i].name, '_') + 1), l = 0;
     while (l < st->num_layers && st->layer_ids[l] != id)
