@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     eplb_error_t err;
     eplb_error_clear(&err);
     int rc =
-        eplb__placement_read_text(&p, "fuzz.map", text, size, formats[f], &err);
+        eplb__placement_read_text(&p, "fuzz.map", text, size, formats[f], 1, &err);
     if (rc != 0) {
       if (p.phy2log != NULL || err.msg[0] == '\0' || strchr(err.msg, '\n'))
         fuzz_fail("a failed read left a map or gave no one-line message");
