@@ -154,8 +154,7 @@ int eplb__placement_read_text(eplb_placement_t *out, const char *path,
  * (map_read.c, map_phy2log.c) would fill it, when `text` (len bytes) is a
  * file of the plain kind it scans; otherwise 0 with *out empty, and the
  * caller runs the full reader, which says what is wrong. */
-int eplb__expert_map_fast(eplb_placement_t *out, const char *text,
-                          size_t len);
+int eplb__expert_map_fast(eplb_placement_t *out, const char *text, size_t len);
 int eplb__phy2log_fast(eplb_placement_t *out, const char *text, size_t len);
 /* An HDF5 [steps][L][E] series (series_read.c, through series_h5.h). */
 int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,

@@ -176,8 +176,8 @@ static int em_device(em_t *m) {
   if (seen != 3u || !eat(&m->s, '}') || n > EPLB_MAX_SLOTS)
     return 0;
   size_t off = m->ids.n - n; /* read_ids appended them last */
-  return ivec_push(&m->devs, (int32_t)g) &&
-         ivec_push(&m->devs, (int32_t)off) && ivec_push(&m->devs, (int32_t)n);
+  return ivec_push(&m->devs, (int32_t)g) && ivec_push(&m->devs, (int32_t)off) &&
+         ivec_push(&m->devs, (int32_t)n);
 }
 
 /* [device, ...] (at most EPLB_MAX_GPUS); *n = how many. */
@@ -320,13 +320,12 @@ static int em_build(const em_t *m, int32_t G, int32_t per,
   return ok;
 }
 
-int eplb__expert_map_fast(eplb_placement_t *out, const char *text,
-                          size_t len) {
+int eplb__expert_map_fast(eplb_placement_t *out, const char *text, size_t len) {
   memset(out, 0, sizeof(*out));
   em_t m = {.s = {text, text + len}};
   int32_t G = 0, per = 0;
-  int ok = em_scan(&m) && em_shape_ok(&m, &G, &per) &&
-           em_build(&m, G, per, out);
+  int ok =
+      em_scan(&m) && em_shape_ok(&m, &G, &per) && em_build(&m, G, per, out);
   free(m.ids.v);
   free(m.devs.v);
   free(m.lays.v);
@@ -391,10 +390,10 @@ static int skip_ints(scan_t *s, int depth) {
 
 typedef struct {
   scan_t s;
-  ivec_t ids;               /* the phy2log rows, L x S */
-  ivec_t cnt, cnt_len;      /* logcnt rows and their lengths */
-  int32_t L, S, cnt_rows;   /* shape of phy2log, rows of logcnt */
-  unsigned seen;            /* keys read (1 << PH_*) */
+  ivec_t ids;             /* the phy2log rows, L x S */
+  ivec_t cnt, cnt_len;    /* logcnt rows and their lengths */
+  int32_t L, S, cnt_rows; /* shape of phy2log, rows of logcnt */
+  unsigned seen;          /* keys read (1 << PH_*) */
 } ph_t;
 
 static int ph_scan(ph_t *f) {
@@ -405,13 +404,12 @@ static int ph_scan(ph_t *f) {
     int32_t w = 0;
     if (!first_time(&f->seen, k))
       return 0;
-    int ok = k == PH_LOG2PHY  ? skip_ints(&f->s, 3)
-             : k == PH_LOGCNT ? read_rows(&f->s, EPLB_MAX_SLOTS, INT32_MAX - 1,
-                                          &f->cnt, &f->cnt_len, &f->cnt_rows,
-                                          &w)
-                              : read_rows(&f->s, EPLB_MAX_EXPERTS - 1,
-                                          EPLB_MAX_LAYERS, &f->ids, NULL,
-                                          &f->L, &f->S);
+    int ok = k == PH_LOG2PHY ? skip_ints(&f->s, 3)
+             : k == PH_LOGCNT
+                 ? read_rows(&f->s, EPLB_MAX_SLOTS, INT32_MAX - 1, &f->cnt,
+                             &f->cnt_len, &f->cnt_rows, &w)
+                 : read_rows(&f->s, EPLB_MAX_EXPERTS - 1, EPLB_MAX_LAYERS,
+                             &f->ids, NULL, &f->L, &f->S);
     if (!ok)
       return 0;
   } while (eat(&f->s, ','));
