@@ -30,9 +30,12 @@ typedef struct {
 } scan_t;
 
 /* Skips JSON white space (a subset of what cJSON skips). */
+static int is_ws(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
 static void skip_ws(scan_t *s) {
-  while (s->p < s->end &&
-         (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+  while (s->p < s->end && is_ws(*s->p))
     s->p++;
 }
 
@@ -48,42 +51,50 @@ static int eat(scan_t *s, char c) {
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* Reads a plain decimal integer 0..max: no sign, no leading zero, no
- * fraction or exponent after it (cJSON would read "3.0" or "3e0" as 3 too:
- * those are left to it). */
+/* Reads a plain decimal integer 0..max (max < 2^62): no sign, no leading
+ * zero, no fraction or exponent after it (cJSON would read "3.0", "3e0"
+ * or "03" as 3 too: those are left to it). */
 static int read_uint(scan_t *s, int64_t max, int64_t *out) {
   skip_ws(s);
-  const char *q = s->p;
-  int64_t v = 0;
-  while (q < s->end && is_digit(*q) && v <= max)
-    v = v * 10 + (*q++ - '0');
-  size_t n = (size_t)(q - s->p);
-  if (n == 0 || v > max || (n > 1 && *s->p == '0'))
+  const char *q = s->p, *end = s->end;
+  if (q == end || !is_digit(*q))
     return 0;
-  if (q < s->end && (*q == '.' || *q == 'e' || *q == 'E'))
+  int64_t v = *q++ - '0';
+  if (v == 0 && q < end && is_digit(*q))
+    return 0;
+  while (q < end && is_digit(*q) && v <= max)
+    v = v * 10 + (*q++ - '0');
+  if (v > max || (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
     return 0;
   s->p = q;
   *out = v;
   return 1;
 }
 
+/* A key eplb knows, with its length. */
+typedef struct {
+  const char *name;
+  size_t len;
+} known_key_t;
+#define KEY(k)                                                                 \
+  { k, sizeof(k) - 1 }
+
 /* Reads a key without escapes or control characters and the ':' after
- * it; returns its index in names[n] (-1 if unknown: give up). */
-static int read_key(scan_t *s, const char *const *names, int n) {
+ * it; returns its index in keys[n] (-1 if unknown: give up). */
+static int read_key(scan_t *s, const known_key_t *keys, int n) {
   if (!eat(s, '"'))
     return -1;
-  const char *k = s->p;
-  while (s->p < s->end && *s->p != '"' && *s->p != '\\' &&
-         (unsigned char)*s->p >= 0x20)
-    s->p++;
-  if (s->p >= s->end || *s->p != '"')
+  const char *k = s->p, *q = memchr(k, '"', (size_t)(s->end - k));
+  if (q == NULL)
     return -1;
-  size_t len = (size_t)(s->p - k);
-  s->p++;
+  size_t len = (size_t)(q - k);
+  s->p = q + 1;
   if (!eat(s, ':'))
     return -1;
+  /* A known key has no escape or control character: matching one is
+   * enough (an unknown key, whatever it holds, gives up). */
   for (int i = 0; i < n; i++)
-    if (strlen(names[i]) == len && memcmp(names[i], k, len) == 0)
+    if (keys[i].len == len && memcmp(keys[i].name, k, len) == 0)
       return i;
   return -1;
 }
@@ -115,22 +126,65 @@ static int ivec_push(ivec_t *a, int32_t x) {
   return 1;
 }
 
-/* Reads [i, i, ...] of integers 0..max, appended to a; *n = how many. */
+/* Reads [i, i, ...] of integers 0..max (< 2^31), appended to a; *n = how
+ * many.  The loop every id goes through: read_uint's rules (a digit
+ * first, no leading zero) with the byte after each id required to be
+ * white space, ',' or ']', so "3.0", "3e0" or "-3" give up. */
 static int read_ids(scan_t *s, int64_t max, ivec_t *a, size_t *n) {
   if (!eat(s, '['))
     return 0;
   size_t start = a->n;
-  if (!eat(s, ']')) {
-    do {
-      int64_t x = 0;
-      if (!read_uint(s, max, &x) || !ivec_push(a, (int32_t)x))
-        return 0;
-    } while (eat(s, ','));
-    if (!eat(s, ']'))
-      return 0;
+  if (eat(s, ']')) {
+    *n = 0;
+    return 1;
   }
+  const char *q = s->p, *end = s->end;
+  for (;;) {
+    while (q < end && is_ws(*q))
+      q++;
+    if (q == end || !is_digit(*q))
+      return 0;
+    int64_t v = *q++ - '0';
+    if (v == 0 && q < end && is_digit(*q))
+      return 0;
+    while (q < end && is_digit(*q) && v <= max)
+      v = v * 10 + (*q++ - '0');
+    if (v > max || !ivec_push(a, (int32_t)v))
+      return 0;
+    while (q < end && is_ws(*q))
+      q++;
+    if (q == end || (*q != ',' && *q != ']'))
+      return 0;
+    if (*q++ == ']')
+      break;
+  }
+  s->p = q;
   *n = a->n - start;
   return 1;
+}
+
+/* 1 if every row of p holds every expert 0..E-1 (its ids are 0..E-1
+ * already): all that eplb_placement_check(p, 0, ...) checks of a map just
+ * read, in one pass without a division per slot.  (When the check grows,
+ * fuzz/fuzz_map.c says so: the full readers call it.) */
+static int covers(const eplb_placement_t *p) {
+  int32_t E = p->num_experts, S = p->num_slots;
+  int32_t *last = malloc(sizeof(int32_t) * (size_t)E);
+  int ok = last != NULL;
+  for (int32_t e = 0; ok && e < E; e++)
+    last[e] = -1;
+  for (int32_t l = 0; ok && l < p->num_layers; l++) {
+    const int32_t *row = p->phy2log + (size_t)l * (size_t)S;
+    int32_t n = 0;
+    for (int32_t s = 0; s < S; s++)
+      if (last[row[s]] != l) {
+        last[row[s]] = l;
+        n++;
+      }
+    ok = n == E;
+  }
+  free(last);
+  return ok;
 }
 
 /* 1 if only white space is left. */
@@ -143,12 +197,13 @@ static int at_end(scan_t *s) {
 
 /* Records of what was read, in file order; every field is filled once. */
 enum { DEV_ID, DEV_EXPERT };
-static const char *const dev_keys[] = {"device_id", "device_expert"};
+static const known_key_t dev_keys[] = {KEY("device_id"), KEY("device_expert")};
 enum { LAY_ID, LAY_COUNT, LAY_LIST };
-static const char *const lay_keys[] = {"layer_id", "device_count",
-                                       "device_list"};
+static const known_key_t lay_keys[] = {KEY("layer_id"), KEY("device_count"),
+                                       KEY("device_list")};
 enum { TOP_COUNT, TOP_LIST };
-static const char *const top_keys[] = {"moe_layer_count", "layer_list"};
+static const known_key_t top_keys[] = {KEY("moe_layer_count"),
+                                       KEY("layer_list")};
 
 typedef struct {
   scan_t s;
@@ -286,7 +341,7 @@ static int distinct(const int32_t *ids, int32_t L) {
 }
 
 /* Fills out (L x G*per) from the records; 0 on a device twice in a layer,
- * a layer id twice, or a placement eplb_placement_check refuses. */
+ * a layer id twice, or an expert without a slot in some layer. */
 static int em_build(const em_t *m, int32_t G, int32_t per,
                     eplb_placement_t *out) {
   eplb_error_t err;
@@ -312,8 +367,7 @@ static int em_build(const em_t *m, int32_t G, int32_t per,
   free(seen);
   if (ok) {
     out->num_experts = max + 1;
-    ok = distinct(out->layer_ids, L) &&
-         eplb_placement_check(out, 0, "", &err) == 0;
+    ok = distinct(out->layer_ids, L) && covers(out);
   }
   if (!ok)
     eplb_placement_cleanup(out);
@@ -335,8 +389,9 @@ int eplb__expert_map_fast(eplb_placement_t *out, const char *text, size_t len) {
 /* ---- SGLang's and DeepSeek's phy2log ----------------------------------- */
 
 enum { PH_SGLANG, PH_PHY2LOG, PH_LOG2PHY, PH_LOGCNT };
-static const char *const ph_keys[] = {"physical_to_logical_map", "phy2log",
-                                      "log2phy", "logcnt"};
+static const known_key_t ph_keys[] = {KEY("physical_to_logical_map"),
+                                      KEY("phy2log"), KEY("log2phy"),
+                                      KEY("logcnt")};
 
 /* Reads [[i, ...], ...]: rows of integers 0..max, appended to a; *rows
  * and *width (every row's length, at least 1) out.  At most max_rows rows;
@@ -455,7 +510,7 @@ int eplb__phy2log_fast(eplb_placement_t *out, const char *text, size_t len) {
       max = f.ids.v[i] > max ? f.ids.v[i] : max;
     memcpy(out->phy2log, f.ids.v, sizeof(int32_t) * f.ids.n);
     out->num_experts = max + 1;
-    ok = eplb_placement_check(out, 0, "", &err) == 0 && ph_logcnt_ok(&f, out);
+    ok = covers(out) && ph_logcnt_ok(&f, out);
     if (!ok)
       eplb_placement_cleanup(out);
   }
