@@ -51,7 +51,7 @@ static int eat(scan_t *s, char c) {
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* Reads a plain decimal integer 0..max (max < 2^62): no sign, no leading
+/* Reads a plain decimal integer 0..max (max < 2^31): no sign, no leading
  * zero, no fraction or exponent after it (cJSON would read "3.0", "3e0"
  * or "03" as 3 too: those are left to it). */
 static int read_uint(scan_t *s, int64_t max, int64_t *out) {
@@ -394,8 +394,9 @@ static const known_key_t ph_keys[] = {KEY("physical_to_logical_map"),
                                       KEY("logcnt")};
 
 /* Reads [[i, ...], ...]: rows of integers 0..max, appended to a; *rows
- * and *width (every row's length, at least 1) out.  At most max_rows rows;
- * with ragged set, rows may differ in length (their lengths go to lens). */
+ * and *width (row 0's length) out.  At most max_rows rows, each of 1 ..
+ * EPLB_MAX_SLOTS ids: as long as row 0, or, when lens is given, of any
+ * length (appended to lens). */
 static int read_rows(scan_t *s, int64_t max, int32_t max_rows, ivec_t *a,
                      ivec_t *lens, int32_t *rows, int32_t *width) {
   int32_t n = 0;
