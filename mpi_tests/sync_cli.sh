@@ -245,6 +245,8 @@ mtp)
   grep -q "MTP layers      1, the map's last after the MoE layers (ids 6..6)" out.txt ||
     die "no MTP settings line: $(cat out.txt)"
   grep -q "MindIE          expert-parallel size 8" out.txt || die "no MindIE settings: $(cat out.txt)"
+  grep -q "6 layers x 64 experts" out.txt && grep -q "1 MTP layer appended (last)" out.txt ||
+    die "summary with the MTP layer: $(cat out.txt)"
   # shellcheck disable=SC2046
   "$bin/eplb-plan" $(files json) "${shape[@]}" --mtp-layers 1 --output plan.json --quiet ||
     die "eplb-plan --mtp-layers"

@@ -20,7 +20,8 @@
 #   malformed  truncated file, offsets out of range, a missing tensor, a
 #              tensor the index names but its file lacks, another shape for
 #              one expert, a name twice in a header, twice in the index, no
-#              family: exit 1, one line naming the file and the tensor, no
+#              family, expert ids far beyond the tensors (in bounded
+#              memory): exit 1, one line naming the file and the tensor, no
 #              shard written and earlier shards untouched; a journal or a
 #              larger job's shard in the directory refuses the import
 #   usage      option errors exit 2 and name the option and its range
@@ -166,6 +167,24 @@ shape|bad_shape/model-00002-of-00003.safetensors: expert tensor "model.layers.1.
 duplicate|tensor "model.layers.2.mlp.experts.0.down_proj.weight" appears twice in the header
 index-duplicate|bad_index-duplicate/model.safetensors.index.json: weight_map names tensor "model.embed_tokens.weight" twice
 EOF
+  # Expert ids up to 65535 in 32 layers and 32 roles, one tensor each (3 KB
+  # of header): refused by naming a missing tensor, in a few megabytes (a
+  # table of every (layer, expert, role) took 1.5 GB to say so).
+  mkdir -p sparse
+  "$py" - sparse/model.safetensors <<'PY' || die "sparse writer"
+import json, struct, sys
+h = {f"model.layers.{i}.mlp.experts.65535.r{i}.weight":
+     {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]} for i in range(32)}
+t = json.dumps(h).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(t)) + t + bytes(32))
+PY
+  peak='import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(rc)'
+  expect_fail 1 'tensor "model.layers.0.mlp.experts.0.r0.weight" is missing' \
+    "$py" -c "$peak" rss.txt "$bin/eplb-shard" import --checkpoint sparse --dir x --ranks 2 --slots-per-rank 32768
+  (( $(cat rss.txt) < 300000 )) || die "sparse: the refusal took $(cat rss.txt) KB"
   grep -q "truncated" <(shard import --checkpoint bad_truncate --dir x --ranks 2 --slots-per-rank 4 2>&1) \
     || die "truncation not called so"
   printf 'not json' > bad_index.json && mkdir -p bad_idx && mv bad_index.json bad_idx/model.safetensors.index.json

@@ -232,6 +232,13 @@ static void test_trtllm_bad(void **state) {
   put_safetensors(dir, 0, ok, 1, 0, 0);
   expect_dir(dir, EPLB_EPARSE, "meta_info.json: \"num_experts\"");
 
+  /* Rank files holding no tensor: the message says so (not "iterations
+   * -1..-1" of a range nobody gave). */
+  mkdir_tmp("trt_notensor", dir, sizeof(dir));
+  put_text(dir, "meta_info.json", meta);
+  put_safetensors(dir, 0, ok, 0, 0, 0);
+  expect_dir(dir, EPLB_EPARSE, "holds no tensor");
+
   mkdir_tmp("trt_norank", dir, sizeof(dir));
   put_text(dir, "meta_info.json", meta);
   expect_dir(dir, EPLB_EIO, "no rank{r}.safetensors");

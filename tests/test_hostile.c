@@ -3,8 +3,9 @@
  * waited on), an output that is an input (refused by identity), MindIE
  * CSVs that disagree (columns per NPU, NUL bytes, names eplb would skip),
  * duplicate JSON keys, counts with more digits than a 64-bit integer, sums
- * that pass 2^53 by one, JSON nested a thousand deep, and a malformed file
- * too large for the full reader's tree.
+ * that pass 2^53 by one, JSON nested a thousand deep, a malformed file too
+ * large for the full reader's tree, and a dump whose iteration ids span a
+ * series of gigabytes in a few kilobytes.
  *
  * Every case is a file made here, byte by byte, in $EPLB_TEST_TMPDIR.  An
  * alarm ends the run if a reader ever blocks (a FIFO read that waits would
@@ -21,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -574,28 +576,33 @@ static void test_too_many_values(void **state) {
 
 /* ---- messages ------------------------------------------------------------ */
 
-/* A TensorRT-LLM dump whose iterations span more steps than a series
- * holds: the message names the directory. */
-static void put_tensor_file(const char *path, const char *keys[], int k) {
+/* A rank file of a TensorRT-LLM dump: tensors keys[0..k) of E I64 counts,
+ * the first count 1, the others 0. */
+static void put_tensor_file(const char *path, const char *keys[], int k,
+                            int E) {
   char head[512];
-  size_t hl = 0;
+  size_t hl = 0, data = (size_t)8 * (size_t)E * (size_t)k;
   hl += (size_t)snprintf(head, sizeof(head), "{");
   for (int i = 0; i < k; i++)
     hl += (size_t)snprintf(head + hl, sizeof(head) - hl,
-                           "%s\"%s\": {\"dtype\": \"I64\", \"shape\": [1], "
+                           "%s\"%s\": {\"dtype\": \"I64\", \"shape\": [%d], "
                            "\"data_offsets\": [%d, %d]}",
-                           i ? ", " : "", keys[i], 8 * i, 8 * i + 8);
+                           i ? ", " : "", keys[i], E, 8 * E * i,
+                           8 * E * (i + 1));
   hl += (size_t)snprintf(head + hl, sizeof(head) - hl, "}");
-  unsigned char buf[1024];
+  unsigned char *buf = calloc(8 + hl + data, 1);
+  assert_non_null(buf);
   uint64_t n = hl;
   for (int b = 0; b < 8; b++)
     buf[b] = (unsigned char)(n >> (8 * b));
   memcpy(buf + 8, head, hl);
-  memset(buf + 8 + hl, 0, (size_t)(8 * k));
   buf[8 + hl] = 1;
-  put(path, buf, 8 + hl + (size_t)(8 * k));
+  put(path, buf, 8 + hl + data);
+  free(buf);
 }
 
+/* A TensorRT-LLM dump whose iterations span more steps than a series
+ * holds: the message names the directory. */
 static void test_series_too_large_names_dir(void **state) {
   (void)state;
   char dir[600];
@@ -603,11 +610,59 @@ static void test_series_too_large_names_dir(void **state) {
   put_text(in(dir, "meta_info.json"),
            "{\"num_experts\": 1, \"num_experts_per_token\": 1}");
   const char *keys[2] = {"0_3", "2000000_3"};
-  put_tensor_file(in(dir, "rank0.safetensors"), keys, 2);
+  put_tensor_file(in(dir, "rank0.safetensors"), keys, 2, 1);
   eplb_series_t se;
   eplb_error_t err;
   expect(eplb_series_read(&se, dir, &err), EPLB_EARG, &err, dir, "steps",
          NULL);
+}
+
+/* This process's address space in bytes (VmSize), 0 if unknown. */
+static unsigned long long vm_size(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  unsigned long long kb = 0;
+  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+      break;
+  if (f != NULL)
+    fclose(f);
+  return kb * 1024;
+}
+
+/* A TensorRT-LLM dump of iterations 0 and 999999 alone, 512 experts: read
+ * as a series, iteration 1 is named missing without the 10^6 x 1 x 512
+ * series (4 GB) being allocated first: in a child with 1 GB of address
+ * space to spare (the allocation fails there, or aborts under ASan). */
+static void test_series_gap_bounded(void **state) {
+  (void)state;
+  char dir[600];
+  fresh_dir("trt_sparse", dir, sizeof(dir));
+  put_text(in(dir, "meta_info.json"), "{\"num_experts\": 512}");
+  const char *keys[2] = {"0_3", "999999_3"};
+  put_tensor_file(in(dir, "rank0.safetensors"), keys, 2, 512);
+  unsigned long long vm = vm_size();
+  assert_true(vm > 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_AS, &rl);
+    rl.rlim_cur = (rlim_t)(vm + (1ULL << 30));
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+      _exit(2);
+    eplb_series_t se;
+    eplb_error_t err;
+    int rc = eplb_series_read(&se, dir, &err);
+    int ok = rc == EPLB_ESHAPE && strstr(err.msg, "no rank has key \"1_3\"");
+    if (!ok)
+      fprintf(stderr, "rc %d: %s\n", rc, err.msg);
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 int main(void) {
@@ -631,6 +686,7 @@ int main(void) {
       cmocka_unit_test(test_deep_nesting),
       cmocka_unit_test(test_too_many_values),
       cmocka_unit_test(test_series_too_large_names_dir),
+      cmocka_unit_test(test_series_gap_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

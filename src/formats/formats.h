@@ -141,10 +141,21 @@ int eplb__series_read_json(struct eplb_series_s *out, const char *path,
                            eplb_error_t *err);
 /* A placement from `len` bytes of `text` (NUL-terminated, the content of
  * `path`) in `format` (AUTO: from the content, as eplb_placement_read
- * decides) (map_read.c). */
+ * decides) (map_read.c): through the fast scanners first when use_fast,
+ * else with the full readers alone (the fuzz targets compare both). */
 int eplb__placement_read_text(eplb_placement_t *out, const char *path,
                               const char *text, size_t len,
-                              eplb_map_format_t format, eplb_error_t *err);
+                              eplb_map_format_t format, int use_fast,
+                              eplb_error_t *err);
+
+/* Fast paths for well-formed maps (map_fast.c): the expert map JSON, and
+ * SGLang's physical_to_logical_map or DeepSeek's phy2log (with log2phy
+ * and logcnt).  Each returns 1 with *out filled exactly as the full reader
+ * (map_read.c, map_phy2log.c) would fill it, when `text` (len bytes) is a
+ * file of the plain kind it scans; otherwise 0 with *out empty, and the
+ * caller runs the full reader, which says what is wrong. */
+int eplb__expert_map_fast(eplb_placement_t *out, const char *text, size_t len);
+int eplb__phy2log_fast(eplb_placement_t *out, const char *text, size_t len);
 /* An HDF5 [steps][L][E] series (series_read.c, through series_h5.h). */
 int eplb__series_read_hdf5(struct eplb_series_s *out, const char *path,
                            eplb_error_t *err);

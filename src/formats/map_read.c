@@ -251,7 +251,8 @@ done:
 
 int eplb__placement_read_text(eplb_placement_t *out, const char *path,
                               const char *text, size_t len,
-                              eplb_map_format_t format, eplb_error_t *err) {
+                              eplb_map_format_t format, int use_fast,
+                              eplb_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (format == EPLB_MAP_AUTO) {
     /* JSON starts with '{' (or '[', which the JSON reader rejects with a
@@ -266,8 +267,12 @@ int eplb__placement_read_text(eplb_placement_t *out, const char *path,
          strstr(p, "\"phy2log\"") != NULL))
       format = EPLB_MAP_SGLANG;
   }
+  /* Well-formed JSON maps take the fast scanners (map_fast.c); anything
+   * they do not accept goes to the full readers, which give every error. */
   if (format == EPLB_MAP_EXPERT_MAP)
-    return map_read_json(out, path, text, len, err);
+    return use_fast && eplb__expert_map_fast(out, text, len)
+               ? 0
+               : map_read_json(out, path, text, len, err);
   /* The YAML reader stops at a NUL: a file cut short there must not
    * read as a shorter map. */
   if (format == EPLB_MAP_TRTLLM_YAML && strlen(text) != len)
@@ -278,7 +283,9 @@ int eplb__placement_read_text(eplb_placement_t *out, const char *path,
   if (format == EPLB_MAP_TRTLLM_YAML)
     return eplb__map_read_yaml(out, path, text, err);
   if (format == EPLB_MAP_SGLANG || format == EPLB_MAP_DEEPSEEK)
-    return eplb__map_read_phy2log(out, path, text, len, err);
+    return use_fast && eplb__phy2log_fast(out, text, len)
+               ? 0
+               : eplb__map_read_phy2log(out, path, text, len, err);
   return eplb_error_set(err, EPLB_EARG, "%s: unknown map format %d", path,
                         (int)format);
 }
@@ -290,7 +297,7 @@ int eplb_placement_read(eplb_placement_t *out, const char *path,
   size_t len = 0;
   int rc = eplb__read_file(path, &text, &len, err);
   if (rc == 0)
-    rc = eplb__placement_read_text(out, path, text, len, format, err);
+    rc = eplb__placement_read_text(out, path, text, len, format, 1, err);
   free(text);
   return rc;
 }

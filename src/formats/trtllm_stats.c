@@ -27,7 +27,9 @@ typedef struct {
   int64_t it_min, it_max;          /* selected iterations, inclusive */
   double *rows[EPLB_MAX_LAYERS];   /* [layer id] -> [E] sums, lazily */
   int64_t seen_min, seen_max;      /* iterations present (any) */
-  int64_t used;                    /* tensors summed */
+  int keep_keys;                   /* series, first pass: */
+  int64_t *keys;                   /* summed tensors' it x MAX_LAYERS + layer */
+  size_t num_keys, cap_keys;
   eplb_series_t *series;           /* second pass of a series read, or NULL */
   int32_t row_of[EPLB_MAX_LAYERS]; /* series: layer id -> row */
   unsigned char *present;          /* series: [T * L] keys seen */
@@ -153,7 +155,20 @@ static int add_tensor(trt_t *t, const tensor_t *tn, int32_t it, int32_t layer,
                                   : "too large (the sum passes 2^53)");
     row[x] += (double)v;
   }
-  t->used++;
+  return 0;
+}
+
+/* Series, first pass: keeps the key (it, layer) of a summed tensor. */
+static int keep_key(trt_t *t, int32_t it, int32_t layer, eplb_error_t *err) {
+  if (t->num_keys == t->cap_keys) {
+    size_t cap = t->cap_keys ? 2 * t->cap_keys : 256;
+    int64_t *more = realloc(t->keys, sizeof(*more) * cap);
+    if (more == NULL)
+      return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+    t->keys = more;
+    t->cap_keys = cap;
+  }
+  t->keys[t->num_keys++] = (int64_t)it * EPLB_MAX_LAYERS + layer;
   return 0;
 }
 
@@ -175,7 +190,10 @@ static int read_entry(trt_t *t, const char *path, const eplb__st_tensor_t *v,
   int rc = check_tensor(t, v, &tn, file, err);
   if (rc || it < t->it_min || it > t->it_max)
     return rc;
-  return add_tensor(t, &tn, it, layer, err);
+  rc = add_tensor(t, &tn, it, layer, err);
+  if (rc == 0 && t->keep_keys)
+    rc = keep_key(t, it, layer, err);
+  return rc;
 }
 
 /* One rank{r}.safetensors. */
@@ -240,6 +258,12 @@ static int collect(trt_t *t, eplb_stats_t *out, eplb_error_t *err) {
   int32_t L = 0;
   for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
     L += t->rows[i] != NULL;
+  if (L == 0 && t->seen_min < 0)
+    return eplb_error_set(err, EPLB_EPARSE,
+                          "%s: the dump holds no tensor (its "
+                          "rank{r}.safetensors files have no "
+                          "\"{iteration}_{layer}\" key)",
+                          t->dir);
   if (L == 0)
     return eplb_error_set(err, EPLB_EARG,
                           "%s: no iteration in %lld..%lld; "
@@ -290,6 +314,7 @@ static void trt_free(trt_t *t) {
   for (int32_t i = 0; i < EPLB_MAX_LAYERS; i++)
     free(t->rows[i]);
   free(t->present);
+  free(t->keys);
   free(t);
 }
 
@@ -308,19 +333,51 @@ int eplb__trtllm_read(eplb_stats_t *out, const char *dir,
   return rc;
 }
 
+/* Series: iteration `it` lacks layer id `layer` in every rank. */
+static int gap(const trt_t *t, int64_t it, int32_t layer, eplb_error_t *err) {
+  return eplb_error_set(err, EPLB_ESHAPE,
+                        "%s: no rank has key \"%lld_%d\": iteration %lld "
+                        "lacks layer %d that other iterations have",
+                        t->dir, (long long)it, (int)layer, (long long)it,
+                        (int)layer);
+}
+
 /* Series: every (iteration, layer) of the range must be in some rank. */
 static int check_present(const trt_t *t, eplb_error_t *err) {
   const eplb_series_t *s = t->series;
   for (int32_t i = 0; i < s->num_steps; i++)
     for (int32_t l = 0; l < s->num_layers; l++)
       if (!t->present[(size_t)i * (size_t)s->num_layers + (size_t)l])
-        return eplb_error_set(err, EPLB_ESHAPE,
-                              "%s: no rank has key "
-                              "\"%lld_%d\": iteration %lld lacks layer %d "
-                              "that other iterations have",
-                              t->dir, (long long)(t->it_min + i),
-                              (int)s->layer_ids[l], (long long)(t->it_min + i),
-                              (int)s->layer_ids[l]);
+        return gap(t, t->it_min + i, s->layer_ids[l], err);
+  return 0;
+}
+
+static int by_key(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Series, after the first pass: the same check on the keys it kept, before
+ * the T x L x E series is allocated (iteration ids a million apart fit in a
+ * few kilobytes: the series would be gigabytes).  Stops at the first gap,
+ * so it walks no more (iteration, layer)s than there are keys.  A span
+ * longer than any series is left to eplb_series_init to refuse as such
+ * (fewer steps are needed, whatever the dump holds). */
+static int check_keys(trt_t *t, const eplb_stats_t *sums, int64_t lo,
+                      int64_t hi, eplb_error_t *err) {
+  if (hi - lo + 1 > EPLB_MAX_STEPS)
+    return 0;
+  if (t->num_keys > 0)
+    qsort(t->keys, t->num_keys, sizeof(*t->keys), by_key);
+  size_t j = 0;
+  for (int64_t it = lo; it <= hi; it++)
+    for (int32_t l = 0; l < sums->num_layers; l++) {
+      int64_t want = it * EPLB_MAX_LAYERS + sums->layer_ids[l];
+      while (j < t->num_keys && t->keys[j] < want)
+        j++;
+      if (j == t->num_keys || t->keys[j] != want)
+        return gap(t, it, sums->layer_ids[l], err);
+    }
   return 0;
 }
 
@@ -360,11 +417,14 @@ int eplb_stats_read_trtllm_series(struct eplb_series_s *out, const char *dir,
   trt_t *t = trt_new(dir, opts, err);
   if (t == NULL)
     return EPLB_ENOMEM;
+  t->keep_keys = 1;
   int rc = trt_run(t, err);
   int64_t lo = t->it_min > t->seen_min ? t->it_min : t->seen_min;
   int64_t hi = t->it_max < t->seen_max ? t->it_max : t->seen_max;
   if (rc == 0)
     rc = collect(t, &sums, err); /* the layers, and "no iteration in" */
+  if (rc == 0 && (rc = check_keys(t, &sums, lo, hi, err)) != 0)
+    eplb_stats_cleanup(&sums);
   trt_free(t);
   if (rc)
     return rc;

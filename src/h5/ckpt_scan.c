@@ -347,48 +347,74 @@ static int make_layers(scan_t *s, eplb_error_t *err) {
   return 0;
 }
 
+/* The index of match m's (layer, expert, role) in c->refs. */
+static size_t ref_index(const scan_t *s, const match_t *m) {
+  const eplb__ckpt_t *c = s->c;
+  return ((size_t)s->row_of[m->layer] * (size_t)c->num_experts +
+          (size_t)m->expert) *
+             (size_t)c->num_roles +
+         (size_t)m->role;
+}
+
+/* Names the tensor of refs index i, which the checkpoint lacks. */
+static int missing(const scan_t *s, size_t i, eplb_error_t *err) {
+  const eplb__ckpt_t *c = s->c;
+  int32_t r = (int32_t)(i % (size_t)c->num_roles);
+  int32_t e = (int32_t)(i / (size_t)c->num_roles % (size_t)c->num_experts);
+  int32_t l = c->layer_ids[i / (size_t)c->num_roles / (size_t)c->num_experts];
+  char name[512];
+  eplb__pattern_name(&s->pt, l, e, c->roles[r].suffix, name, sizeof(name));
+  return eplb_error_set(err, EPLB_ESHAPE,
+                        "--checkpoint %s: tensor \"%.200s\" is missing: the "
+                        "MoE layers have experts 0..%d, each with a %s (a "
+                        "missing file, or a cut checkpoint?)",
+                        s->dir, name, (int)c->num_experts - 1,
+                        c->roles[r].suffix);
+}
+
+static int by_index(const void *a, const void *b) {
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Fewer matches than (layer, expert, role)s: the first one missing, found
+ * from the matches' sorted indices (each names a different one) rather
+ * than from a table as large as the ids: a few kilobytes of names with
+ * ids up to 65535 in 32 layers would make that table gigabytes. */
+static int first_missing(const scan_t *s, eplb_error_t *err) {
+  size_t *k = malloc(sizeof(*k) * (s->nm + 1));
+  if (k == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  for (size_t j = 0; j < s->nm; j++)
+    k[j] = ref_index(s, &s->m[j]);
+  qsort(k, s->nm, sizeof(*k), by_index);
+  size_t i = 0;
+  while (i < s->nm && k[i] == i)
+    i++;
+  free(k);
+  return missing(s, i, err);
+}
+
 /* Where every (layer, expert, role) is; a missing one is named. */
 static int fill_refs(scan_t *s, eplb_error_t *err) {
   eplb__ckpt_t *c = s->c;
   size_t n =
       (size_t)c->num_layers * (size_t)c->num_experts * (size_t)c->num_roles;
-  if (n > s->nm && n > ((size_t)1 << 26))
-    return eplb_error_set(err, EPLB_ESHAPE,
-                          "--checkpoint %s: expert ids go up to %d in %d MoE "
-                          "layers, but there are only %zu expert tensors: "
-                          "most are missing",
-                          s->dir, (int)c->num_experts - 1, (int)c->num_layers,
-                          s->nm);
+  if (n > s->nm)
+    return first_missing(s, err);
   if ((c->refs = malloc(sizeof(*c->refs) * n)) == NULL)
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++)
     c->refs[i].file = -1;
   for (size_t j = 0; j < s->nm; j++) {
-    const match_t *m = &s->m[j];
-    eplb__ckpt_ref_t *r =
-        &c->refs[((size_t)s->row_of[m->layer] * (size_t)c->num_experts +
-                  (size_t)m->expert) *
-                     (size_t)c->num_roles +
-                 (size_t)m->role];
-    r->file = m->file;
-    r->offset = m->t->offset;
-    r->nbytes = m->t->nbytes;
+    eplb__ckpt_ref_t *r = &c->refs[ref_index(s, &s->m[j])];
+    r->file = s->m[j].file;
+    r->offset = s->m[j].t->offset;
+    r->nbytes = s->m[j].t->nbytes;
   }
   for (size_t i = 0; i < n; i++)
-    if (c->refs[i].file < 0) {
-      int32_t r = (int32_t)(i % (size_t)c->num_roles);
-      int32_t e = (int32_t)(i / (size_t)c->num_roles % (size_t)c->num_experts);
-      int32_t l =
-          c->layer_ids[i / (size_t)c->num_roles / (size_t)c->num_experts];
-      char name[512];
-      eplb__pattern_name(&s->pt, l, e, c->roles[r].suffix, name, sizeof(name));
-      return eplb_error_set(err, EPLB_ESHAPE,
-                            "--checkpoint %s: tensor \"%.200s\" is missing: "
-                            "the MoE layers have experts 0..%d, each with a "
-                            "%s (a missing file, or a cut checkpoint?)",
-                            s->dir, name, (int)c->num_experts - 1,
-                            c->roles[r].suffix);
-    }
+    if (c->refs[i].file < 0)
+      return missing(s, i, err);
   return 0;
 }
 

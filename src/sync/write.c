@@ -175,8 +175,13 @@ void eplb__sync_print_summary(const eplb_sync_opts_t *opts,
          (unsigned long long)res->generation, (int)res->num_ranks,
          (unsigned long long)res->checksum);
   printf("  %d layers x %d experts -> %d slots on %d GPUs, policy %s\n",
-         (int)p->num_layers, (int)p->num_experts, (int)p->num_slots,
-         (int)p->num_gpus, eplb_policy_name(opts->plan.policy));
+         (int)(p->num_layers - opts->mtp_layers), (int)p->num_experts,
+         (int)p->num_slots, (int)p->num_gpus,
+         eplb_policy_name(opts->plan.policy));
+  if (opts->mtp_layers > 0) /* the metrics below are the MoE layers' */
+    printf("  %d MTP layer%s appended (%s)\n", (int)opts->mtp_layers,
+           opts->mtp_layers > 1 ? "s" : "",
+           opts->mtp_from == EPLB_MTP_TRIVIAL ? "trivial" : "last");
   if (res->num_dropped > 0)
     printf("  %d all-zero dense layers skipped\n", (int)res->num_dropped);
   printf("  imbalance %.4f -> %.4f (floor %.4f), %lld replicas moved\n",
