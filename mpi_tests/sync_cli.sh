@@ -43,7 +43,9 @@ run_sync() {
     timeout -k 5 120 "$mpiexec" -n "$np" "${preflags[@]}" "$bin/eplb-sync" "$@" \
       > out.txt 2> err.txt
   else
-    timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" bash -c \
+    # A guard against a hang, not a timing target: a loaded machine running
+    # the ASan build has taken more than a minute to start four ranks.
+    timeout -k 5 120 "$mpiexec" -n "$np" "${preflags[@]}" bash -c \
       '"$0" "$@"; echo $? > rc.${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-0}}' \
       "$bin/eplb-sync" "$@" > out.txt 2> err.txt
   fi
@@ -59,7 +61,10 @@ all_ranks_exit() {
     return
   fi
   for ((r = 0; r < np; r++)); do
-    [[ -f rc.$r ]] || { die "rank $r left no exit code (killed?)"; continue; }
+    [[ -f rc.$r ]] || {
+      die "rank $r left no exit code (killed? mpiexec exited $(cat rc.mpiexec); its stderr: $(tail -c 600 err.txt))"
+      continue
+    }
     [[ $(cat rc.$r) == "$want" ]] || die "rank $r exited $(cat rc.$r), want $want"
   done
 }
