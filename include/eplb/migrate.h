@@ -155,9 +155,12 @@ typedef struct eplb_migrate_result_s {
   double seconds_total;  /* slowest rank's, for each; write = the rows,
                             closing and fsyncing the temporary shard;
                             transfer = the network phase without the
-                            writes (checksums verified included) */
-  double seconds_verify; /* slowest rank's checksum verification of the
-                            rows it received (part of seconds_transfer) */
+                            writes (received rows are not hashed there) */
+  double seconds_verify; /* slowest rank's proof of its output from the
+                            disk before the vote (part of seconds_write):
+                            every byte it wrote read back and hashed
+                            against the checksums it expects, a received
+                            row's being its sender's */
   double bandwidth_mbs;  /* bytes_moved / seconds_transfer, MB/s */
   int64_t disk_bytes_read;    /* bytes read from the shard files, all
                                  ranks (what the file system was asked for:

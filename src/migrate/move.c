@@ -226,34 +226,44 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
   return rc;
 }
 
-/* Verifies the k-th row set received in this batch of layer l and writes
- * it, and the slots that copy it (DUP).  Called as soon as its receive
- * completes, while the other messages of the batch are still in flight:
- * the row is then still in the cache for the checksum and the write,
- * instead of being read back cold after the whole batch. */
-static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
+/* Writes the k-th row set received in this batch of layer l, and the
+ * slots that copy it (DUP), as soon as its receive completes, while the
+ * other messages of the batch are still in flight (the row is then still
+ * in the cache for the write).  Not hashed here: it is written with the
+ * checksums its sender computed as the new at-rest checksums, and the
+ * proof from the disk before the vote (prove_shard, or the redo journal's
+ * check in place), which hashes every byte written, is what finds a row
+ * corrupted in transit - once, where a check here would hash it twice. */
+static void store_one(mig_t *m, size_t k, eplb_error_t *err) {
   const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
   if (m->carry)
     return;
   const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
-  uint64_t sent[EPLB_SHARD_MAX_DATASETS], got[EPLB_SHARD_MAX_DATASETS];
+  uint64_t sent[EPLB_SHARD_MAX_DATASETS];
   memcpy(sent, m->staging + k * m->stride + m->toff, 8 * (size_t)m->D);
-  staged_pieces(m, k, pieces);
-  double t = MPI_Wtime();
-  piece_sums(m, pieces, got);
-  m->t_verify += MPI_Wtime() - t;
-  if (memcmp(got, sent, 8 * (size_t)m->D) != 0) {
-    m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
-                              "layer %d: expert %d received from rank %d into "
-                              "slot %d fails its checksum (corrupted in "
-                              "transit); nothing was committed, retry",
-                              (int)l, (int)x->expert, (int)x->src_rank,
-                              (int)x->dst_slot);
-    return;
+  if (!m->corrupted && eplb__fault_corrupt_row(m->set->rank)) {
+    m->corrupted = 1; /* tests: a byte flipped in transit, once */
+    m->staging[k * m->stride + m->off[0] + m->rb[0] / 2] ^= 0x5a;
   }
-  write_row(m, x->dst_slot, pieces, got, err);
+  staged_pieces(m, k, pieces);
+  write_row(m, x->dst_slot, pieces, sent, err);
   for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
-    write_row(m, j, pieces, got, err);
+    write_row(m, j, pieces, sent, err);
+}
+
+int32_t eplb__row_sender(const mig_t *m, int32_t l, int32_t slot) {
+  const eplb_schedule_t *s = m->sched;
+  size_t at = ((size_t)l * (size_t)s->num_ranks + (size_t)m->set->rank) *
+                  (size_t)m->P +
+              (size_t)slot;
+  if (s->action[at] == EPLB_SLOT_DUP) /* a copy of the slot that received */
+    slot = s->source[at];
+  else if (s->action[at] != EPLB_SLOT_RECV)
+    return -1;
+  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
+    if (s->xfers[i].dst_rank == m->set->rank && s->xfers[i].dst_slot == slot)
+      return s->xfers[i].src_rank;
+  return -1;
 }
 
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
@@ -284,14 +294,14 @@ static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
 
 /* Tests the n requests in m->req until all are done (0) or timeout_s
  * passes without all of them finishing (0 with *left > 0); an MPI failure
- * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch of layer l:
- * each is verified and written as soon as it completes (store_one).  With more
+ * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch:
+ * each is written as soon as it completes (store_one).  With more
  * ranks than cores (8 ranks on 2 cores here) a rank spinning in MPI_Testsome
  * takes the core from the peer whose data it waits for, so after a few idle
  * polls it yields, then sleeps briefly; any progress resets that.  Completed
  * requests become MPI_REQUEST_NULL, so the ones left name the peers still
  * missing. */
-static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
+static int poll_requests(mig_t *m, int n, size_t nr, int *left,
                          eplb_error_t *err) {
   double start = MPI_Wtime();
   int idle = 0;
@@ -314,7 +324,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
       idle = 0;
       for (int i = 0; i < out; i++)
         if ((size_t)done_idx[i] < nr)
-          store_one(m, l, (size_t)done_idx[i], err);
+          store_one(m, (size_t)done_idx[i], err);
       continue;
     }
     if (MPI_Wtime() - start > m->opts->timeout_s)
@@ -331,7 +341,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
 static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
                       eplb_error_t *err) {
   int left = 0;
-  int rc = poll_requests(m, n, l, nr, &left, err);
+  int rc = poll_requests(m, n, nr, &left, err);
   if (rc == 0 && left > 0) {
     char who[160];
     unfinished_peers(m, n, who, sizeof(who));
@@ -666,10 +676,33 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   return rc;
 }
 
+int eplb__row_mismatch(const mig_t *m, const char *file, int32_t l,
+                       int32_t slot, int32_t d, int32_t expert,
+                       eplb_error_t *err) {
+  const char *ds = eplb_shard_info(m->set->shard)->datasets[d].name;
+  int32_t from = eplb__row_sender(m, l, slot);
+  if (from >= 0)
+    return eplb_error_set(
+        err, EPLB_ECHECKSUM,
+        "%s: layer %d slot %d (expert %d) dataset '%s', received from rank "
+        "%d: the bytes read back after the fsync do not match the checksum "
+        "rank %d computed as it sent them (corrupted in transit, or a lost "
+        "write); nothing was committed, retry",
+        file, (int)l, (int)slot, (int)expert, ds, (int)from, (int)from);
+  return eplb_error_set(err, EPLB_ECHECKSUM,
+                        "%s: layer %d slot %d (expert %d) dataset '%s': the "
+                        "row read back after the fsync is not the row written "
+                        "(a lost write: disk full for a moment?); nothing was "
+                        "committed, retry",
+                        file, (int)l, (int)slot, (int)expert, ds);
+}
+
 /* The new shard as the file holds it, not as memory does: reopened after
  * the fsync, its generation, every layer's expert ids and every row's
  * checksum must be what this rank wrote.  A write HDF5 lost (a disk full
- * for a moment at a close) would otherwise be committed as weights. */
+ * for a moment at a close) would otherwise be committed as weights; and
+ * since a received row is written with its sender's checksums, unhashed,
+ * this is also where a row corrupted in transit is found. */
 static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
                        const eplb_placement_t *next, eplb_error_t *err) {
   eplb_shard_t *sh = NULL;
@@ -699,16 +732,11 @@ static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
     for (int32_t s = 0; rc == 0 && s < m->P; s++) {
       old_pieces(m, s, pieces);
       piece_sums(m, pieces, h);
-      if (memcmp(h,
-                 m->newsums + ((size_t)l * (size_t)m->P + (size_t)s) *
-                                  (size_t)m->D,
-                 8 * (size_t)m->D) != 0)
-        rc = eplb_error_set(err, EPLB_ECHECKSUM,
-                            "%s: layer %d slot %d (expert %d): the row read "
-                            "back after the fsync is not the row written (a "
-                            "lost write: disk full for a moment?); nothing "
-                            "was committed, retry",
-                            tmp, (int)l, (int)s, (int)want[s]);
+      const uint64_t *want_h =
+          m->newsums + ((size_t)l * (size_t)m->P + (size_t)s) * (size_t)m->D;
+      for (int32_t d = 0; rc == 0 && d < m->D; d++)
+        if (h[d] != want_h[d])
+          rc = eplb__row_mismatch(m, tmp, l, s, d, want[s], err);
     }
   }
   eplb_shard_close(sh);
@@ -779,8 +807,10 @@ static int finish_output(mig_t *m, const char *path, uint64_t gen,
     else
       eplb_shard_writer_abort(m->w);
     m->w = NULL;
+    double t = MPI_Wtime();
     if (rc == 0) /* proving it is part of writing it */
       rc = prove_shard(m, path, gen, next, err);
+    m->t_verify += MPI_Wtime() - t;
   }
   m->t_write += MPI_Wtime() - tw;
   return rc;
