@@ -10,9 +10,10 @@
  * rows from the staging, row by row.  The old layer is laid out slot by
  * slot (HDF5 reads each dataset straight into place through a strided
  * memory selection), so each row set travels as one contiguous message -
- * the slot's rows of every dataset and an 8-byte checksum that the sender
- * computes as it reads the row and the receiver verifies before the row is
- * written - which MPI can move with a single copy.  Within a layer the
+ * the slot's rows of every dataset and an 8-byte checksum per dataset
+ * that the sender has from reading the row, and the receiver writes as
+ * the row's new at-rest checksum, to be checked by the proof from disk
+ * before the vote - which MPI can move with a single copy.  Within a layer the
  * messages are cut into batches of at most max_buffer_mb per rank, sending
  * and receiving (deterministically, the same cut on every rank); a rank
  * posts every receive of a batch, then its sends, then tests them all
