@@ -56,11 +56,11 @@ typedef struct {
 } mig_t;
 
 
-/* move.c: the rank that sent row (layer l, new slot) of this rank (the
+/* proof.c: the rank that sent row (layer l, new slot) of this rank (the
  * sender of the slot a DUP copies), or -1 for a kept or local row. */
 int32_t eplb__row_sender(const mig_t *m, int32_t l, int32_t slot);
 
-/* move.c: EPLB_ECHECKSUM for row (l, slot, dataset d) of `file` (holding
+/* proof.c: EPLB_ECHECKSUM for row (l, slot, dataset d) of `file` (holding
  * `expert`) read back not matching its expected checksum: for a received
  * row, the checksum its sender computed (corrupted in transit, or a lost
  * write), else a lost write. */

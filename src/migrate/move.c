@@ -252,21 +252,6 @@ static void store_one(mig_t *m, size_t k, eplb_error_t *err) {
     write_row(m, j, pieces, sent, err);
 }
 
-int32_t eplb__row_sender(const mig_t *m, int32_t l, int32_t slot) {
-  const eplb_schedule_t *s = m->sched;
-  size_t at = ((size_t)l * (size_t)s->num_ranks + (size_t)m->set->rank) *
-                  (size_t)m->P +
-              (size_t)slot;
-  if (s->action[at] == EPLB_SLOT_DUP) /* a copy of the slot that received */
-    slot = s->source[at];
-  else if (s->action[at] != EPLB_SLOT_RECV)
-    return -1;
-  for (int64_t i = s->layer_start[l]; i < s->layer_start[l + 1]; i++)
-    if (s->xfers[i].dst_rank == m->set->rank && s->xfers[i].dst_slot == slot)
-      return s->xfers[i].src_rank;
-  return -1;
-}
-
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
  * requests req[0..n), into buf. */
 static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
@@ -675,27 +660,6 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
   res->disk_bytes_written = sum[1];
   res->ranks_in_place = (int32_t)sum[2];
   return rc;
-}
-
-int eplb__row_mismatch(const mig_t *m, const char *file, int32_t l,
-                       int32_t slot, int32_t d, int32_t expert,
-                       eplb_error_t *err) {
-  const char *ds = eplb_shard_info(m->set->shard)->datasets[d].name;
-  int32_t from = eplb__row_sender(m, l, slot);
-  if (from >= 0)
-    return eplb_error_set(
-        err, EPLB_ECHECKSUM,
-        "%s: layer %d slot %d (expert %d) dataset '%s', received from rank "
-        "%d: the bytes read back after the fsync do not match the checksum "
-        "rank %d computed as it sent them (corrupted in transit, or a lost "
-        "write); nothing was committed, retry",
-        file, (int)l, (int)slot, (int)expert, ds, (int)from, (int)from);
-  return eplb_error_set(err, EPLB_ECHECKSUM,
-                        "%s: layer %d slot %d (expert %d) dataset '%s': the "
-                        "row read back after the fsync is not the row written "
-                        "(a lost write: disk full for a moment?); nothing was "
-                        "committed, retry",
-                        file, (int)l, (int)slot, (int)expert, ds);
 }
 
 /* The new shard as the file holds it, not as memory does: reopened after
