@@ -607,8 +607,8 @@ int main(int argc, char **argv) {
     row_fig("migration write phase (rows+close+fsync), all (aggr.)", &mf.write, "MB/s");
     row_fig("migration read phase (slowest rank)", &mf.read, "s");
     row_fig("migration network phase (slowest rank)", &mf.xfer_s, "s");
-    row_fig("  of which checksum verification (slowest rank)", &mf.verify, "s");
     row_fig("migration total (slowest rank)", &mf.total, "s");
+    row_fig("  of which proof from disk before the vote (slowest)", &mf.verify, "s");
     row_fig("full shuffle: row bytes it must write (all ranks)", &mf.must_w, "MB");
     row_fig("full shuffle: disk bytes written (eplb's count)", &mf.disk_w, "MB");
     row_fig("full shuffle: /proc/self/io write_bytes (all ranks)", &mf.proc_w, "MB");

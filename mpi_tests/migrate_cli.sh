@@ -36,6 +36,13 @@
 #              every rank fails, the error names the rank and the read-back
 #              (or the failed flush), every shard is byte for byte as
 #              before, no debris
+#   corrupt-row
+#              EPLB_FAULT=corrupt-row:<bad> (that rank flips a byte of the
+#              first row set it receives, as a fault in transit would), for
+#              a rewrite and for an in-place commit: every rank fails, the
+#              error names rank <bad>'s file, the layer, slot, expert and
+#              dataset, and the sender whose checksum the bytes miss; every
+#              shard is byte for byte as before, no debris
 #   disk-full  a real write failure (ulimit -f, SIGXFSZ ignored): eplb-shard
 #              create exits 1 (no crash) and leaves no shard file; a
 #              migration whose temporary shard outgrows the limit on every
@@ -220,9 +227,11 @@ lost-write)
     echo $? > rc.mpiexec
     all_failed
     case $fault in
-    lose-write) want="rank $bad: .*layer [0-9]* slot [0-9]* (expert [0-9]*): the row read back after the fsync is not the row written" ;;
+    # the lost write hits the first record or row, received or local: a
+    # received row names its sender's checksum (the only one it carries)
+    lose-write) want="rank $bad: .*shard_0000$bad.h5.gen1.tmp: layer [0-9]* slot [0-9]* (expert [0-9]*) dataset '[a-z_]*'\(, received from rank [0-9]*\)\?: the \(row\|bytes\) read back after the fsync" ;;
     enospc) want="rank $bad: .*writing the shard failed when HDF5 flushed its buffers" ;;
-    ip-lose-write) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: record 0 .* read back after the fsync is not the record written" ;;
+    ip-lose-write) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: layer [0-9]* slot [0-9]* (expert [0-9]*) dataset '[a-z_]*'\(, received from rank [0-9]*\)\?: the \(row\|bytes\) read back after the fsync" ;;
     ip-enospc) want="rank $bad: .*shard_0000$bad.h5.gen1.redo: writing the redo journal failed: No space left on device" ;;
     esac
     grep -q "$want" err.txt || die "$fault: no error naming rank $bad: $(cat err.txt)"
@@ -230,6 +239,27 @@ lost-write)
     cmp -s before.md5 after.md5 || die "$fault: a shard changed"
     no_debris
   done
+  ;;
+corrupt-row)
+  create
+  (cd sh && md5sum shard_* > ../before.md5)
+  for commit in rewrite in-place; do
+    rm -f st/*.rc
+    EPLB_FAULT=corrupt-row:$bad timeout -k 5 60 "$mpiexec" -n "$np" "${preflags[@]}" \
+      -x EPLB_FAULT "$driver" migrate sh random:21 --commit $commit --status-dir st \
+      > out.txt 2> err.txt
+    echo $? > rc.mpiexec
+    all_failed
+    file=shard_0000$bad.h5.gen1.tmp
+    [[ $commit == in-place ]] && file=shard_0000$bad.h5.gen1.redo
+    want="rank $bad: .*$file: layer [0-9]* slot [0-9]* (expert [0-9]*) dataset '[a-z_]*', received from rank \([0-9]*\): the bytes read back after the fsync do not match the checksum rank \1 computed as it sent them (corrupted in transit"
+    grep -q "$want" err.txt || die "$commit: no error naming rank $bad's corrupted row and its sender: $(cat err.txt)"
+    grep -q "nothing was committed" err.txt || die "$commit: the error does not say nothing was committed"
+    (cd sh && md5sum shard_* > ../after.md5)
+    cmp -s before.md5 after.md5 || die "$commit: a shard changed"
+    no_debris
+  done
+  "$bin/eplb-shard" verify --dir sh --checksums --quiet || die "the shards do not verify"
   ;;
 disk-full)
   es="$bin/eplb-shard"

@@ -88,6 +88,11 @@ static void test_every_phase(void **state) {
   assert_int_equal(eplb__fault_write(3), 1);
   assert_int_equal(eplb__fault_write(0), 2);
   assert_int_equal(eplb__fault_write(1), 0);
+  set_fault("corrupt-row:2;lose-write:1");
+  assert_int_equal(eplb__fault_corrupt_row(2), 1);
+  assert_int_equal(eplb__fault_corrupt_row(1), 0);
+  assert_int_equal(eplb__fault_write(2), 0); /* not a write fault */
+  assert_int_equal(eplb__fault_write(1), 2);
   set_fault(NULL);
 }
 
@@ -97,7 +102,8 @@ static void test_malformed(void **state) {
                        "crash:transfer", "crash:explode:1", "crash:commit:-1",
                        "crash", "boom:1", "corrupt-plan:1;", ";", "hang:transfer",
                        "hang:transfer:", "hang:explode:1", "hang:1", "hang:transfer:x",
-                       "enospc:", "enospc:x", "lose-write:-1", "crash:journal:"};
+                       "enospc:", "enospc:x", "lose-write:-1", "crash:journal:",
+                       "corrupt-row:", "corrupt-row:1,2", "corrupt-row:x"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     eplb_error_t err = {0};
     set_fault(bad[i]);
@@ -105,6 +111,7 @@ static void test_malformed(void **state) {
     assert_non_null(strstr(err.msg, "EPLB_FAULT"));
     /* A malformed table injects nothing. */
     assert_int_equal(eplb__fault_corrupt_plan(1), 0);
+    assert_int_equal(eplb__fault_corrupt_row(1), 0);
   }
   set_fault(NULL);
 }

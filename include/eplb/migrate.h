@@ -155,9 +155,12 @@ typedef struct eplb_migrate_result_s {
   double seconds_total;  /* slowest rank's, for each; write = the rows,
                             closing and fsyncing the temporary shard;
                             transfer = the network phase without the
-                            writes (checksums verified included) */
-  double seconds_verify; /* slowest rank's checksum verification of the
-                            rows it received (part of seconds_transfer) */
+                            writes (received rows are not hashed there) */
+  double seconds_verify; /* slowest rank's proof of its output from the
+                            disk before the vote (part of seconds_write):
+                            every byte it wrote read back and hashed
+                            against the checksums it expects, a received
+                            row's being its sender's */
   double bandwidth_mbs;  /* bytes_moved / seconds_transfer, MB/s */
   int64_t disk_bytes_read;    /* bytes read from the shard files, all
                                  ranks (what the file system was asked for:
@@ -179,12 +182,15 @@ void eplb_migrate_result_cleanup(eplb_migrate_result_t *res);
  *   2. layer by layer: read the old rows the rank needs (at-rest checksums
  *      checked), local copies, network transfer in batches of at most
  *      max_buffer_mb per rank (receives posted before sends, one message
- *      per row set with its rows' checksums, verified on receipt), and
+ *      per row set with its rows' checksums, written as the received
+ *      rows' new at-rest checksums without hashing them again), and
  *      write what changes: in place, a redo journal of the changed rows,
  *      ids, checksums and generation (shard_<rank>.h5.gen<G+1>.redo);
  *      else the whole new shard (shard_<rank>.h5.gen<G+1>.tmp) - see
  *      opts->commit;
- *   3. fsync, read the output back from the disk and check it, agree;
+ *   3. fsync, read the output back from the disk and check it (every
+ *      byte written hashed once: a received row against its sender's
+ *      checksums, so a row corrupted in transit fails here), agree;
  *      rank 0 writes eplb_journal.json ("commit G+1"); every rank applies
  *      its redo journal to its shard or renames its temporary file over
  *      it; the journal is removed, then the redo journals.

@@ -197,7 +197,7 @@ static int roll_forward(const char *dir, int rank, uint64_t gen,
   /* An in-place commit: the redo journal (checked whole first) is applied
    * again, whatever part of it reached the shard before the crash. */
   if (rc == 0 && access(redo, F_OK) == 0) {
-    rc = eplb__redo_check(redo, rank, gen, NULL, NULL, NULL, err);
+    rc = eplb__redo_check(redo, rank, gen, NULL, NULL, NULL, NULL, err);
     if (rc == 0)
       rc = eplb__redo_apply(redo, path, rank, gen, 0, NULL, err);
     if (rc == 0)

@@ -232,6 +232,26 @@ static int journal_generation(mig_t *m, eplb_error_t *err) {
   return rc;
 }
 
+/* The journal's record at shard offset `off` failed its check: when it
+ * is a row, the error names it (layer, slot, expert, dataset and, for a
+ * received row, the sender whose checksum it carries); else err stays. */
+static int explain_record(const mig_t *m, const eplb_placement_t *next,
+                          int64_t off, int rc, eplb_error_t *err) {
+  for (int32_t l = 0; off >= 0 && l < m->sched->num_layers; l++)
+    for (int32_t d = 0; d < m->D; d++) {
+      int64_t at = off - row_at(m, l, d, 0);
+      if (at < 0 || at >= (int64_t)m->P * (int64_t)m->rb[d] ||
+          at % (int64_t)m->rb[d] != 0)
+        continue;
+      int32_t slot = (int32_t)(at / (int64_t)m->rb[d]);
+      int32_t expert = next->phy2log[(size_t)l * (size_t)next->num_slots +
+                                     (size_t)m->set->rank * (size_t)m->P +
+                                     (size_t)slot];
+      return eplb__row_mismatch(m, m->redo.path, l, slot, d, expert, err);
+    }
+  return rc;
+}
+
 int eplb__inplace_finish(mig_t *m, const eplb_placement_t *next,
                          uint64_t gen, eplb_error_t *err) {
   int fault = eplb__fault_write(m->set->rank);
@@ -247,9 +267,17 @@ int eplb__inplace_finish(mig_t *m, const eplb_placement_t *next,
   m->disk_written += m->redo.disk;
   if (rc == 0 && fault == 2) /* tests: a write the disk lost */
     eplb__redo_lose(m->redo.path);
-  if (rc == 0) /* before this rank votes: the journal as the disk has it */
+  /* Before this rank votes: the journal as the disk has it, every byte
+   * hashed against its record's header - for a received row, the checksum
+   * its sender computed, so this also finds a row corrupted in transit. */
+  double t = MPI_Wtime();
+  int64_t bad = -1;
+  if (rc == 0)
     rc = eplb__redo_check(m->redo.path, m->set->rank, gen, NULL, NULL,
-                          &m->disk_read, err);
+                          &m->disk_read, &bad, err);
+  if (rc == EPLB_ECHECKSUM)
+    rc = explain_record(m, next, bad, rc, err);
+  m->t_verify += MPI_Wtime() - t;
   return rc;
 }
 

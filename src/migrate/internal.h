@@ -52,10 +52,12 @@ typedef int (*eplb__redo_visit_fn)(void *ctx, int64_t off, int64_t len,
 
 /* Reads the journal at path back from the disk and proves it whole: the
  * header names rank and gen, every record's bytes hash to its header, the
- * footer closes them.  Adds the bytes read to *bytes_read (or NULL). */
+ * footer closes them.  Adds the bytes read to *bytes_read (or NULL).
+ * *bad_off (or NULL): the shard offset of the record whose bytes do not
+ * hash to its header (EPLB_ECHECKSUM), else -1. */
 int eplb__redo_check(const char *path, int rank, uint64_t gen,
                      eplb__redo_visit_fn visit, void *ctx, int64_t *bytes_read,
-                     eplb_error_t *err);
+                     int64_t *bad_off, eplb_error_t *err);
 
 /* Writes every record of the journal at path into `shard` (pwrite), then
  * fsyncs it; `records` places the "apply" fault point (half of them).

@@ -15,7 +15,8 @@
  * row of every dataset; in memory and in a message it takes `stride`
  * bytes: dataset d's row at off[d] (16-byte aligned, so HDF5 can read
  * straight into place), then at toff the XXH3-64 of each dataset's row
- * (8 bytes each: the row's at-rest checksum, checked by the receiver). */
+ * (8 bytes each: the row's at-rest checksum, which the receiver writes
+ * as the new one and the proof from disk before the vote checks). */
 typedef struct {
   eplb_shard_set_t *set;
   const eplb_schedule_t *sched;
@@ -48,11 +49,24 @@ typedef struct {
   int carry;                    /* a local failure in this layer (rows are
                                    then no longer written, MPI goes on) */
   double t_read, t_xfer, t_write, t_commit;
-  double t_verify; /* checksums of received rows (in t_xfer) */
+  double t_verify; /* proving the output from the disk (in t_write) */
+  int corrupted;   /* tests: EPLB_FAULT=corrupt-row flipped a byte */
   int64_t bytes_done;
   double last_progress, t0;
 } mig_t;
 
+
+/* proof.c: the rank that sent row (layer l, new slot) of this rank (the
+ * sender of the slot a DUP copies), or -1 for a kept or local row. */
+int32_t eplb__row_sender(const mig_t *m, int32_t l, int32_t slot);
+
+/* proof.c: EPLB_ECHECKSUM for row (l, slot, dataset d) of `file` (holding
+ * `expert`) read back not matching its expected checksum: for a received
+ * row, the checksum its sender computed (corrupted in transit, or a lost
+ * write), else a lost write. */
+int eplb__row_mismatch(const mig_t *m, const char *file, int32_t l,
+                       int32_t slot, int32_t d, int32_t expert,
+                       eplb_error_t *err);
 
 /* inplace.c.  Decides whether this rank commits in place (its shard's
  * rows, ids and checksums are contiguous and it has checksums), and if so

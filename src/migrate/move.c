@@ -10,9 +10,10 @@
  * rows from the staging, row by row.  The old layer is laid out slot by
  * slot (HDF5 reads each dataset straight into place through a strided
  * memory selection), so each row set travels as one contiguous message -
- * the slot's rows of every dataset and an 8-byte checksum that the sender
- * computes as it reads the row and the receiver verifies before the row is
- * written - which MPI can move with a single copy.  Within a layer the
+ * the slot's rows of every dataset and an 8-byte checksum per dataset
+ * that the sender has from reading the row, and the receiver writes as
+ * the row's new at-rest checksum, to be checked by the proof from disk
+ * before the vote - which MPI can move with a single copy.  Within a layer the
  * messages are cut into batches of at most max_buffer_mb per rank, sending
  * and receiving (deterministically, the same cut on every rank); a rank
  * posts every receive of a batch, then its sends, then tests them all
@@ -226,34 +227,29 @@ static int post_batch(mig_t *m, int32_t l, int32_t b, int *n, size_t *nr,
   return rc;
 }
 
-/* Verifies the k-th row set received in this batch of layer l and writes
- * it, and the slots that copy it (DUP).  Called as soon as its receive
- * completes, while the other messages of the batch are still in flight:
- * the row is then still in the cache for the checksum and the write,
- * instead of being read back cold after the whole batch. */
-static void store_one(mig_t *m, int32_t l, size_t k, eplb_error_t *err) {
+/* Writes the k-th row set received in this batch of layer l, and the
+ * slots that copy it (DUP), as soon as its receive completes, while the
+ * other messages of the batch are still in flight (the row is then still
+ * in the cache for the write).  Not hashed here: it is written with the
+ * checksums its sender computed as the new at-rest checksums, and the
+ * proof from the disk before the vote (prove_shard, or the redo journal's
+ * check in place), which hashes every byte written, is what finds a row
+ * corrupted in transit - once, where a check here would hash it twice. */
+static void store_one(mig_t *m, size_t k, eplb_error_t *err) {
   const unsigned char *pieces[EPLB_SHARD_MAX_DATASETS];
   if (m->carry)
     return;
   const eplb_xfer_t *x = &m->sched->xfers[m->recv_xfer[k]];
-  uint64_t sent[EPLB_SHARD_MAX_DATASETS], got[EPLB_SHARD_MAX_DATASETS];
+  uint64_t sent[EPLB_SHARD_MAX_DATASETS];
   memcpy(sent, m->staging + k * m->stride + m->toff, 8 * (size_t)m->D);
-  staged_pieces(m, k, pieces);
-  double t = MPI_Wtime();
-  piece_sums(m, pieces, got);
-  m->t_verify += MPI_Wtime() - t;
-  if (memcmp(got, sent, 8 * (size_t)m->D) != 0) {
-    m->carry = eplb_error_set(err, EPLB_ECHECKSUM,
-                              "layer %d: expert %d received from rank %d into "
-                              "slot %d fails its checksum (corrupted in "
-                              "transit); nothing was committed, retry",
-                              (int)l, (int)x->expert, (int)x->src_rank,
-                              (int)x->dst_slot);
-    return;
+  if (!m->corrupted && eplb__fault_corrupt_row(m->set->rank)) {
+    m->corrupted = 1; /* tests: a byte flipped in transit, once */
+    m->staging[k * m->stride + m->off[0] + m->rb[0] / 2] ^= 0x5a;
   }
-  write_row(m, x->dst_slot, pieces, got, err);
+  staged_pieces(m, k, pieces);
+  write_row(m, x->dst_slot, pieces, sent, err);
   for (int32_t j = m->dup_head[x->dst_slot]; j >= 0; j = m->dup_next[j])
-    write_row(m, j, pieces, got, err);
+    write_row(m, j, pieces, sent, err);
 }
 
 /* "rank 2" or "ranks 2, 5" (up to 8) from the peers of the unfinished
@@ -284,14 +280,14 @@ static void unfinished_peers(const mig_t *m, int n, char *buf, size_t cap) {
 
 /* Tests the n requests in m->req until all are done (0) or timeout_s
  * passes without all of them finishing (0 with *left > 0); an MPI failure
- * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch of layer l:
- * each is verified and written as soon as it completes (store_one).  With more
+ * is EPLB_EMPI.  Requests 0..nr-1 are the receives of a batch:
+ * each is written as soon as it completes (store_one).  With more
  * ranks than cores (8 ranks on 2 cores here) a rank spinning in MPI_Testsome
  * takes the core from the peer whose data it waits for, so after a few idle
  * polls it yields, then sleeps briefly; any progress resets that.  Completed
  * requests become MPI_REQUEST_NULL, so the ones left name the peers still
  * missing. */
-static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
+static int poll_requests(mig_t *m, int n, size_t nr, int *left,
                          eplb_error_t *err) {
   double start = MPI_Wtime();
   int idle = 0;
@@ -314,7 +310,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
       idle = 0;
       for (int i = 0; i < out; i++)
         if ((size_t)done_idx[i] < nr)
-          store_one(m, l, (size_t)done_idx[i], err);
+          store_one(m, (size_t)done_idx[i], err);
       continue;
     }
     if (MPI_Wtime() - start > m->opts->timeout_s)
@@ -331,7 +327,7 @@ static int poll_requests(mig_t *m, int n, int32_t l, size_t nr, int *left,
 static int wait_batch(mig_t *m, int n, size_t nr, int32_t l, int32_t b,
                       eplb_error_t *err) {
   int left = 0;
-  int rc = poll_requests(m, n, l, nr, &left, err);
+  int rc = poll_requests(m, n, nr, &left, err);
   if (rc == 0 && left > 0) {
     char who[160];
     unfinished_peers(m, n, who, sizeof(who));
@@ -669,7 +665,9 @@ static int fill_result(mig_t *m, uint64_t gen, eplb_migrate_result_t *res,
 /* The new shard as the file holds it, not as memory does: reopened after
  * the fsync, its generation, every layer's expert ids and every row's
  * checksum must be what this rank wrote.  A write HDF5 lost (a disk full
- * for a moment at a close) would otherwise be committed as weights. */
+ * for a moment at a close) would otherwise be committed as weights; and
+ * since a received row is written with its sender's checksums, unhashed,
+ * this is also where a row corrupted in transit is found. */
 static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
                        const eplb_placement_t *next, eplb_error_t *err) {
   eplb_shard_t *sh = NULL;
@@ -699,16 +697,11 @@ static int prove_shard(mig_t *m, const char *tmp, uint64_t gen,
     for (int32_t s = 0; rc == 0 && s < m->P; s++) {
       old_pieces(m, s, pieces);
       piece_sums(m, pieces, h);
-      if (memcmp(h,
-                 m->newsums + ((size_t)l * (size_t)m->P + (size_t)s) *
-                                  (size_t)m->D,
-                 8 * (size_t)m->D) != 0)
-        rc = eplb_error_set(err, EPLB_ECHECKSUM,
-                            "%s: layer %d slot %d (expert %d): the row read "
-                            "back after the fsync is not the row written (a "
-                            "lost write: disk full for a moment?); nothing "
-                            "was committed, retry",
-                            tmp, (int)l, (int)s, (int)want[s]);
+      const uint64_t *want_h =
+          m->newsums + ((size_t)l * (size_t)m->P + (size_t)s) * (size_t)m->D;
+      for (int32_t d = 0; rc == 0 && d < m->D; d++)
+        if (h[d] != want_h[d])
+          rc = eplb__row_mismatch(m, tmp, l, s, d, want[s], err);
     }
   }
   eplb_shard_close(sh);
@@ -779,8 +772,10 @@ static int finish_output(mig_t *m, const char *path, uint64_t gen,
     else
       eplb_shard_writer_abort(m->w);
     m->w = NULL;
+    double t = MPI_Wtime();
     if (rc == 0) /* proving it is part of writing it */
       rc = prove_shard(m, path, gen, next, err);
+    m->t_verify += MPI_Wtime() - t;
   }
   m->t_write += MPI_Wtime() - tw;
   return rc;

@@ -236,7 +236,7 @@ static int sink_write(sink_t *s, int64_t dst, const unsigned char *p,
  * point after half the records. */
 static int pass(const char *path, int rank, uint64_t gen, sink_t *sink,
                 int crash_half, eplb__redo_visit_fn visit, void *ctx,
-                int64_t *io, eplb_error_t *err) {
+                int64_t *io, int64_t *bad_off, eplb_error_t *err) {
   int apply_fd = sink ? sink->fd : -1;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -302,6 +302,9 @@ static int pass(const char *path, int rank, uint64_t gen, sink_t *sink,
       dst += (int64_t)k;
       left -= k;
     }
+    if (rc == 0 && apply_fd < 0 && eplb__hasher_digest(hs) != r.hash &&
+        bad_off)
+      *bad_off = (int64_t)r.off;
     if (rc == 0 && apply_fd < 0 && eplb__hasher_digest(hs) != r.hash)
       rc = eplb_error_set(err, EPLB_ECHECKSUM,
                           "%s: record %llu (%llu bytes for offset %llu of the "
@@ -326,9 +329,11 @@ static int pass(const char *path, int rank, uint64_t gen, sink_t *sink,
 
 int eplb__redo_check(const char *path, int rank, uint64_t gen,
                      eplb__redo_visit_fn visit, void *ctx, int64_t *bytes_read,
-                     eplb_error_t *err) {
+                     int64_t *bad_off, eplb_error_t *err) {
   int64_t io[2] = {0, 0};
-  int rc = pass(path, rank, gen, NULL, 0, visit, ctx, io, err);
+  if (bad_off)
+    *bad_off = -1;
+  int rc = pass(path, rank, gen, NULL, 0, visit, ctx, io, bad_off, err);
   if (bytes_read)
     *bytes_read += io[0];
   return rc;
@@ -349,7 +354,7 @@ int eplb__redo_apply(const char *path, const char *shard, int rank,
   int64_t io[2] = {0, 0};
   /* the "apply" crash point, halfway; none in a recovery (records 0) */
   int half = records > 1 ? (int)(records / 2) : records > 0 ? 1 : 0;
-  int rc = pass(path, rank, gen, &s, half, NULL, NULL, io, err);
+  int rc = pass(path, rank, gen, &s, half, NULL, NULL, io, NULL, err);
   if (rc == 0 && (fsync(s.fd) != 0 || (s.dfd >= 0 && fsync(s.dfd) != 0)))
     rc = eplb_error_set(err, EPLB_EIO, "%s: fsync failed: %s", shard,
                         strerror(errno));

@@ -27,6 +27,7 @@ typedef struct {
   int n_hang, hang_rank[FAULT_MAX]; /* hang:<phase>:<rank> */
   const char *hang_phase[FAULT_MAX];
   int n_write, write_rank[FAULT_MAX], write_kind[FAULT_MAX];
+  int n_row, row_rank[FAULT_MAX]; /* corrupt-row:<rank> */
 } fault_table_t;
 
 static fault_table_t table;
@@ -95,14 +96,19 @@ static int parse_crash_hang(int hang, const char *s, const char *end,
   return 0;
 }
 
-/* "2" after enospc: or lose-write: -> table.write_*. */
+/* "2" after enospc:, lose-write: (kind 1, 2) or corrupt-row: (kind 0)
+ * -> table.write_* or table.row_rank. */
 static int parse_write(int kind, const char *what, const char *s,
                        const char *end, eplb_error_t *err) {
   int r = parse_rank(s, end);
-  if (r < 0 || table.n_write >= FAULT_MAX)
+  if (r < 0 || (kind ? table.n_write : table.n_row) >= FAULT_MAX)
     return eplb_error_set(err, EPLB_EARG,
                           "EPLB_FAULT: %s wants %s:<rank>, got '%s:%.*s'",
                           what, what, what, (int)(end - s), s);
+  if (kind == 0) {
+    table.row_rank[table.n_row++] = r;
+    return 0;
+  }
   table.write_kind[table.n_write] = kind;
   table.write_rank[table.n_write++] = r;
   return 0;
@@ -112,8 +118,10 @@ static int parse_write(int kind, const char *what, const char *s,
 static int parse_part(const char *s, const char *end, eplb_error_t *err) {
   static const char corrupt[] = "corrupt-plan:", crash[] = "crash:",
                     hang[] = "hang:", nospc[] = "enospc:",
-                    lose[] = "lose-write:";
+                    lose[] = "lose-write:", row[] = "corrupt-row:";
   size_t n = (size_t)(end - s);
+  if (n > strlen(row) && strncmp(s, row, strlen(row)) == 0)
+    return parse_write(0, "corrupt-row", s + strlen(row), end, err);
   if (n > strlen(nospc) && strncmp(s, nospc, strlen(nospc)) == 0)
     return parse_write(1, "enospc", s + strlen(nospc), end, err);
   if (n > strlen(lose) && strncmp(s, lose, strlen(lose)) == 0)
@@ -127,9 +135,9 @@ static int parse_part(const char *s, const char *end, eplb_error_t *err) {
   return eplb_error_set(err, EPLB_EARG,
                         "EPLB_FAULT: unknown fault '%.*s'; use "
                         "corrupt-plan:<ranks>, crash:<phase>:<rank>, "
-                        "hang:<phase>:<rank>, enospc:<rank> or "
-                        "lose-write:<rank>, separated by ';' (or unset "
-                        "EPLB_FAULT)",
+                        "hang:<phase>:<rank>, enospc:<rank>, "
+                        "lose-write:<rank> or corrupt-row:<rank>, separated "
+                        "by ';' (or unset EPLB_FAULT)",
                         (int)n, s);
 }
 
@@ -206,6 +214,15 @@ int eplb__fault_write(int rank) {
   for (int i = 0; i < table.n_write; i++)
     if (table.write_rank[i] == rank)
       return table.write_kind[i];
+  return 0;
+}
+
+int eplb__fault_corrupt_row(int rank) {
+  if (eplb__fault_load(NULL))
+    return 0;
+  for (int i = 0; i < table.n_row; i++)
+    if (table.row_rank[i] == rank)
+      return 1;
   return 0;
 }
 

@@ -24,6 +24,10 @@
  *   lose-write:<rank>         the same write is silently lost (success
  *                             reported), as an unchecked close loses one:
  *                             the read-back before the commit must see it
+ *   corrupt-row:<rank>        that rank flips a byte of the first row set
+ *                             it receives in a migration, once its receive
+ *                             completes: a row corrupted in transit, which
+ *                             the proof from disk before the vote must see
  *
  * Compiled in always, inert unless EPLB_FAULT is set: a production run pays
  * one getenv per query.  A malformed EPLB_FAULT is an error, not ignored,
@@ -60,6 +64,9 @@ void eplb__fault_hang_point(const char *phase, int rank, const char *where);
 /* 1 (enospc) or 2 (lose-write) when EPLB_FAULT says so for `rank`, else
  * 0; the values are h5/shard_writer.h's EPLB__WRITE_ENOSPC / _LOSE. */
 int eplb__fault_write(int rank);
+
+/* 1 when EPLB_FAULT says `corrupt-row:<rank>`. */
+int eplb__fault_corrupt_row(int rank);
 
 /* Both: crash, or hang, when EPLB_FAULT says so for (phase, rank). */
 void eplb__fault_point(const char *phase, int rank, const char *where);
