@@ -569,24 +569,42 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
 }
 
 /* try_replace on every slot of GPU h, which lacks `to` (any: gift_any of
- * it).  Skipped whole when no slot's bound in try_replace can beat the
- * best: that bound is at most relief + own, own grows with the weight of
- * the slot given up (so the heaviest slot of h bounds it), and the moves
- * are at least to_away - 1 (the same operations, so the same rounding). */
+ * it).  Only the slots whose expert can spare a replica are tried (the
+ * others try_replace turns down), and none when no slot's bound in
+ * try_replace can beat the best: that bound is at most relief + own, own
+ * grows with the weight of the slot given up (so the heaviest of those
+ * slots bounds it), and the moves are at least to_away - 1 (the same
+ * operations, so the same rounding). */
 static void try_replace_gpu(eplb__search_t *c, int32_t h, const gift_t *any,
                             double mean, double lambda, int32_t budget,
                             op_t *best) {
   gift_t x = gift_on(c, any, h);
-  const double *w = c->sw + (size_t)h * c->per;
-  double wmax = w[0], lh = c->gl[h];
-  for (int32_t b = 1; b < c->per; b++)
-    wmax = w[b] > wmax ? w[b] : wmax;
-  int32_t mv_min = (c->home != NULL ? away(c, h, x.to) : x.to_away) - 1;
+  int32_t per = c->per, to = x.to, spare[64], ns = 0;
+  const int32_t *rh = c->slot + (size_t)h * per;
+  const double *w = c->sw + (size_t)h * per;
+  double wmax = 0, lh = c->gl[h];
+  for (int32_t b = 0; b < per; b++) {
+    if (rh[b] == to || c->cnt[rh[b]] < 2)
+      continue;
+    if (ns == 0 || w[b] > wmax)
+      wmax = w[b];
+    if (ns < 64)
+      spare[ns] = b;
+    ns++;
+  }
+  if (ns == 0)
+    return;
+  int32_t mv_min = (c->home != NULL ? away(c, h, to) : x.to_away) - 1;
   double own = pos(lh - mean) - pos(lh + x.t_new - wmax - mean);
   if (x.relief + own - lambda * mv_min + 1e-9 * mean <= best->score)
     return;
-  for (int32_t b = 0; b < c->per; b++)
-    try_replace(c, h, b, &x, mean, lambda, budget, best);
+  if (ns > 64) { /* more than the list holds: every slot */
+    for (int32_t b = 0; b < per; b++)
+      try_replace(c, h, b, &x, mean, lambda, budget, best);
+    return;
+  }
+  for (int32_t i = 0; i < ns; i++)
+    try_replace(c, h, spare[i], &x, mean, lambda, budget, best);
 }
 
 /* Indices of the `k` heaviest slots of GPU g (by weight) into out. */
