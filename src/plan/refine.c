@@ -374,8 +374,27 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
   const __m256d vmean = _mm256_set1_pd(mean), vlam = _mm256_set1_pd(lambda);
   const __m256d before = _mm256_set1_pd(pos(lg - mean) + pos(lh - mean));
   const __m256d vbudget = _mm256_set1_pd((double)budget);
-  __m256d cb0 = zero, cb1 = zero; /* the part of b, once a lane needs it */
-  int have_cb = 0, lanes = (1 << per) - 1;
+  /* The moves' parts of b (and of a, per slot) once a lane needs them.
+   * With less than two moves left (a swap makes two at most), both first:
+   * a pair none of whose swaps fits the budget is skipped. */
+  double ca[8], cb[8] = {0};
+  int have = 0;
+  if (budget < 2) {
+    int32_t amin = 2, bmin = 2;
+    for (int32_t k = 0; k < per; k++) {
+      int32_t pa = away(c, h, rg[k]) - away(c, g, rg[k]);
+      int32_t pb = away(c, g, rh[k]) - away(c, h, rh[k]);
+      ca[k] = (double)pa;
+      cb[k] = (double)pb;
+      amin = pa < amin ? pa : amin;
+      bmin = pb < bmin ? pb : bmin;
+    }
+    if (amin + bmin > budget)
+      return;
+    have = 2;
+  }
+  __m256d cb0 = _mm256_loadu_pd(cb), cb1 = _mm256_loadu_pd(cb + 4);
+  int lanes = (1 << per) - 1;
   for (int32_t a = 0; a < per; a++) {
     __m256d wa = _mm256_set1_pd(wg[a]);
     __m256d d0 = _mm256_sub_pd(wa, h0), d1 = _mm256_sub_pd(wa, h1);
@@ -386,15 +405,15 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
     if (((_mm256_movemask_pd(in0) | _mm256_movemask_pd(in1) << 4) & lanes) ==
         0)
       continue;
-    if (!have_cb) {
-      double cb[8] = {0};
+    if (have == 0) {
       for (int32_t b = 0; b < per; b++)
         cb[b] = (double)(away(c, g, rh[b]) - away(c, h, rh[b]));
       cb0 = _mm256_loadu_pd(cb);
       cb1 = _mm256_loadu_pd(cb + 4);
-      have_cb = 1;
+      have = 1;
     }
-    __m256d ca = _mm256_set1_pd((double)(away(c, h, rg[a]) - away(c, g, rg[a])));
+    __m256d va = _mm256_set1_pd(
+        have == 2 ? ca[a] : (double)(away(c, h, rg[a]) - away(c, g, rg[a])));
     __m256d bs = _mm256_set1_pd(best->score);
     __m256d g0 = _mm256_sub_pd(
         _mm256_sub_pd(before,
@@ -406,7 +425,7 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
                       _mm256_max_pd(_mm256_sub_pd(_mm256_sub_pd(vlg, d1), vmean),
                                     zero)),
         _mm256_max_pd(_mm256_sub_pd(_mm256_add_pd(vlh, d1), vmean), zero));
-    __m256d m0 = _mm256_add_pd(ca, cb0), m1 = _mm256_add_pd(ca, cb1);
+    __m256d m0 = _mm256_add_pd(va, cb0), m1 = _mm256_add_pd(va, cb1);
     __m256d n0 = _mm256_sub_pd(g0, _mm256_mul_pd(vlam, m0));
     __m256d n1 = _mm256_sub_pd(g1, _mm256_mul_pd(vlam, m1));
     in0 = _mm256_and_pd(in0, _mm256_and_pd(_mm256_cmp_pd(g0, bs, _CMP_GT_OQ),
