@@ -449,7 +449,7 @@ typedef void (*swap_pair_fn)(const eplb__search_t *, int32_t, int32_t, double,
  * AVX2 up to 8 slots a GPU. */
 static swap_pair_fn swap_pair_for(const eplb__search_t *c) {
 #ifdef EPLB_SWAP_SIMD
-  if (c->per <= 8 && __builtin_cpu_supports("avx2"))
+  if (c->per <= 8 && !c->scalar && __builtin_cpu_supports("avx2"))
     return swap_pair_avx2;
 #endif
   (void)c;
