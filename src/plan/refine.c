@@ -29,7 +29,8 @@
  * slots), after an upper bound on its gain from counts kept up to date
  * (try_replace) has not ruled it out; the experts are kept in order of
  * load per replica for the replace candidates; where the original
- * placement had each expert is an index, not a row scan. */
+ * placement had each expert is an index, not a row scan (a bit per GPU up
+ * to 64 GPUs). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,7 +379,7 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
    * With less than two moves left (a swap makes two at most), both first:
    * a pair none of whose swaps fits the budget is skipped. */
   double ca[8], cb[8] = {0};
-  int have = 0;
+  int have = 0, moves_cheap = c->omask != NULL || c->home != NULL;
   if (budget < 2) {
     int32_t amin = 2, bmin = 2;
     for (int32_t k = 0; k < per; k++) {
@@ -405,15 +406,20 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
     if (((_mm256_movemask_pd(in0) | _mm256_movemask_pd(in1) << 4) & lanes) ==
         0)
       continue;
-    if (have == 0) {
+    if (have == 0 && moves_cheap) {
       for (int32_t b = 0; b < per; b++)
         cb[b] = (double)(away(c, g, rh[b]) - away(c, h, rh[b]));
       cb0 = _mm256_loadu_pd(cb);
       cb1 = _mm256_loadu_pd(cb + 4);
       have = 1;
     }
-    __m256d va = _mm256_set1_pd(
-        have == 2 ? ca[a] : (double)(away(c, h, rg[a]) - away(c, g, rg[a])));
+    /* Without the bits (and a budget of two moves or more), the moves are
+     * left to swap_one: the lanes are tested as if they made none, which
+     * keeps every lane the full test keeps. */
+    __m256d va = have == 2   ? _mm256_set1_pd(ca[a])
+                 : have == 1 ? _mm256_set1_pd((double)(away(c, h, rg[a]) -
+                                                       away(c, g, rg[a])))
+                             : zero;
     __m256d bs = _mm256_set1_pd(best->score);
     __m256d g0 = _mm256_sub_pd(
         _mm256_sub_pd(before,
