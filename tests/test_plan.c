@@ -1280,6 +1280,82 @@ static void test_swap_index_reference(void **state) {
   rng_state = saved;
 }
 
+/* The move search (refine.c) gives the same placement and moves whichever
+ * way it runs: the AVX2 swap scan (where the CPU has it) and the scalar
+ * one, the original placement as a bit per GPU (up to 64 GPUs) and as
+ * lists; with and without a move price and budget, and in spill mode.
+ * The start is a plan of other loads than the original's, so swaps that
+ * take moves back (negative moves) occur. */
+static void search_case(const double *load, int32_t E, int32_t S, int32_t G,
+                        const int32_t *orig, const int32_t *start,
+                        const int32_t *home, int variant, double move_cost,
+                        int32_t budget, int32_t *slot, int32_t *moves) {
+  eplb__search_t c = {.E = E, .S = S, .G = G, .per = S / G, .load = load,
+                      .orig = orig, .home = home, .gpn = home ? G / 2 : 0,
+                      .scalar = variant > 0};
+  assert_int_equal(eplb__search_alloc(&c, NULL), 0);
+  if (variant == 2) { /* the lists, not the bits */
+    free(c.omask);
+    c.omask = NULL;
+  }
+  double total = eplb__search_set(&c, start);
+  assert_true(total > 0);
+  *moves = 0;
+  eplb__search_run(&c, total / G, move_cost * total / G, budget, moves);
+  memcpy(slot, c.slot, sizeof(int32_t) * (size_t)S);
+  eplb__search_free(&c);
+}
+
+static void test_search_variants(void **state) {
+  (void)state;
+  const int32_t Gs[] = {8, 36, 64, 80}, pers[] = {2, 5, 8};
+  const double costs[] = {0, 0.002, 0.02};
+  const int32_t budgets[] = {-1, 0, 1, 3};
+  uint64_t saved = rng_state;
+  for (int z = 0; z < 48; z++) {
+    int32_t G = Gs[z % 4], per = pers[(z / 4) % 3], S = G * per;
+    int32_t E = S - (int32_t)(rng_next() % (uint64_t)(G + 1));
+    E = E < per ? per : E;
+    double *l1 = malloc(sizeof(double) * (size_t)E);
+    double *l2 = malloc(sizeof(double) * (size_t)E);
+    int32_t *orig = malloc(sizeof(int32_t) * (size_t)S);
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)S);
+    int32_t *home = malloc(sizeof(int32_t) * (size_t)E);
+    int32_t *ref = malloc(sizeof(int32_t) * (size_t)S);
+    int32_t *got = malloc(sizeof(int32_t) * (size_t)S);
+    skewed_loads(l1, E, 1.0);
+    skewed_loads(l2, E, 1.2);
+    for (int32_t e = 0; e < E; e++)
+      home[e] = (int32_t)(rng_next() % 2);
+    eplb_plan_opts_t o;
+    eplb_plan_opts_default(&o);
+    o.num_slots = S;
+    o.num_gpus = G;
+    assert_int_equal(eplb_plan_layer(l1, E, &o, orig, NULL), 0);
+    o.policy = z % 2 ? EPLB_POLICY_DEEPSEEK : EPLB_POLICY_BALANCED;
+    assert_int_equal(eplb_plan_layer(l2, E, &o, start, NULL), 0);
+    const int32_t *hm = z % 8 == 7 ? home : NULL;
+    double mc = costs[(z / 12) % 3];
+    int32_t bud = budgets[(z / 3) % 4], m_ref, m_got;
+    search_case(l2, E, S, G, orig, start, hm, 2, mc, bud, ref, &m_ref);
+    for (int variant = 0; variant < 2; variant++) {
+      search_case(l2, E, S, G, orig, start, hm, variant, mc, bud, got, &m_got);
+      assert_int_equal(m_got, m_ref);
+      assert_memory_equal(got, ref, sizeof(int32_t) * (size_t)S);
+    }
+    if (bud >= 0)
+      assert_true(m_ref <= bud);
+    free(l1);
+    free(l2);
+    free(orig);
+    free(start);
+    free(home);
+    free(ref);
+    free(got);
+  }
+  rng_state = saved;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_invariants_random),
@@ -1297,6 +1373,7 @@ int main(void) {
       cmocka_unit_test(test_plan_from_drift),
       cmocka_unit_test(test_plan_from_repairs_duplicates),
       cmocka_unit_test(test_plan_from_errors),
+      cmocka_unit_test(test_search_variants),
       cmocka_unit_test(test_spill),
       cmocka_unit_test(test_sort_desc_reference),
       cmocka_unit_test(test_replicate_reference),

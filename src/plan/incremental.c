@@ -222,7 +222,7 @@ static int align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
    * cnew, ord, seen [E]; by [maxp]; bucket [per + 2] */
   size_t n32 = 5 * (size_t)G + 2 * (size_t)S + 5 * (size_t)E + maxp +
                (size_t)per + 2;
-  int32_t *map = calloc(n32, sizeof(int32_t));
+  int32_t *map = malloc(sizeof(int32_t) * n32); /* only ovc starts at 0 */
   pair_t *pairs = malloc(sizeof(pair_t) * maxp);
   unsigned char *use = malloc((size_t)E);
   if (map == NULL || pairs == NULL || use == NULL) {
@@ -236,6 +236,7 @@ static int align(const int32_t *current, int32_t *plan, int32_t S, int32_t G,
   int32_t *head = next_slot + S, *cold = head + E, *cnew = cold + E;
   int32_t *ord = cnew + E, *seen = ord + E, *by = seen + E;
   int32_t *bucket = by + maxp;
+  memset(ovc, 0, sizeof(int32_t) * (size_t)G);
   counted_experts(current, plan, S, E, cold, cnew, ord, use);
   int32_t np = gpu_overlap(current, plan, S, G, E, use, head, next_slot, ovc,
                            olist, tmp, pairs);

@@ -348,6 +348,10 @@ typedef struct eplb__search_s {
   int with_above;      /* above[] is kept (during eplb__search_run) */
   int32_t *ofirst;     /* [E + 1] GPUs that held e in orig: */
   int32_t *ogpu;       /*   ogpu[ofirst[e]..ofirst[e+1]), ascending */
+  uint64_t *omask;     /* [E] up to 64 GPUs: bit g when orig had e on g
+                          (NULL beyond: the lists above) */
+  int scalar;          /* 1: the scalar swap scan even where the CPU has
+                          AVX2 (tests compare the two) */
   eplb__order_t gpus;  /* GPUs by load, lightest first */
   eplb__order_t hot;   /* experts by load per replica, heaviest first */
   eplb__arena_t ar;    /* memory of the orders */

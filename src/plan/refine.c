@@ -29,7 +29,8 @@
  * slots), after an upper bound on its gain from counts kept up to date
  * (try_replace) has not ruled it out; the experts are kept in order of
  * load per replica for the replace candidates; where the original
- * placement had each expert is an index, not a row scan. */
+ * placement had each expert is an index, not a row scan (a bit per GPU up
+ * to 64 GPUs). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,7 @@ int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
   c->above = malloc(sizeof(int32_t) * E);
   c->with_above = 0;
   c->ogpu = malloc(sizeof(int32_t) * S);
+  c->omask = G <= 64 ? malloc(sizeof(uint64_t) * E) : NULL;
   /* the orders; the experts' keys, ids and their sort (2E keys, E + 4E
    * indices at most) */
   size_t need = eplb__order_bytes(c->G) + eplb__order_bytes(c->E) + 48 * E +
@@ -140,7 +142,7 @@ int eplb__search_alloc(eplb__search_t *c, eplb_error_t *err) {
   eplb__arena_init(&c->ar, malloc(need), need);
   if (!c->slot || !c->cnt || !c->gl || !c->head || !c->nxt || !c->ew ||
       !c->sw || !c->ng || !c->stamp || !c->mark || !c->ofirst || !c->ogpu ||
-      !c->above)
+      !c->above || (G <= 64 && !c->omask))
     return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   return 0;
 }
@@ -158,6 +160,7 @@ void eplb__search_free(eplb__search_t *c) {
   free(c->mark);
   free(c->ofirst);
   free(c->ogpu);
+  free(c->omask);
   free(c->above);
   eplb__arena_done(&c->ar);
   free(c->ar.buf);
@@ -194,6 +197,11 @@ double eplb__search_set(eplb__search_t *c, const int32_t *placement) {
     for (int32_t e = c->E; e > 0; e--)
       c->ofirst[e] = c->ofirst[e - 1];
     c->ofirst[0] = 0;
+    if (c->omask != NULL) {
+      memset(c->omask, 0, sizeof(uint64_t) * (size_t)c->E);
+      for (int32_t s = 0; s < c->S; s++)
+        c->omask[c->orig[s]] |= (uint64_t)1 << (s / c->per);
+    }
   }
   /* The experts' order is keyed by minus the weight: heaviest first. */
   c->ar.used = 0;
@@ -223,9 +231,11 @@ static int row_has(const int32_t *row, int32_t per, int32_t e, int32_t skip) {
   return 0;
 }
 
-/* 1 when orig had expert e on GPU g: its few GPUs scanned, or searched
- * when many. */
+/* 1 when orig had expert e on GPU g: one bit up to 64 GPUs, else its few
+ * GPUs scanned, or searched when many. */
 static int orig_has(const eplb__search_t *c, int32_t g, int32_t e) {
+  if (c->omask != NULL)
+    return (int)((c->omask[e] >> g) & 1);
   const int32_t *o = c->ogpu + c->ofirst[e];
   int32_t lo = 0, hi = c->ofirst[e + 1] - c->ofirst[e];
   while (hi - lo > 8) { /* the first o >= g stays in [lo, hi) */
@@ -254,15 +264,21 @@ static int holds(const eplb__search_t *c, int32_t g, int32_t e, int32_t skip) {
                  skip < 0 ? -1 : skip - g * c->per);
 }
 
+/* 1 when expert e on GPU g counts as a moved replica: orig did not have
+ * it there (spill mode: g is not on e's home node). */
+static inline int32_t away(const eplb__search_t *c, int32_t g, int32_t e) {
+  if (c->home != NULL)
+    return (int32_t)(c->home[e] != g / c->gpn);
+  if (c->omask != NULL)
+    return (int32_t)!((c->omask[e] >> g) & 1);
+  return (int32_t)!orig_has(c, g, e);
+}
+
 /* Change in moved replicas when GPU g's slot turns from expert `from` into
  * expert `to`. */
 static int32_t move_delta(const eplb__search_t *c, int32_t g, int32_t from,
                           int32_t to) {
-  if (c->home != NULL) { /* spill mode: a replica away from home costs */
-    int32_t node = g / c->gpn;
-    return (int32_t)(c->home[to] != node) - (int32_t)(c->home[from] != node);
-  }
-  return (int32_t)!orig_has(c, g, to) - (int32_t)!orig_has(c, g, from);
+  return away(c, g, to) - away(c, g, from);
 }
 
 typedef struct {
@@ -289,7 +305,8 @@ static void offer(op_t *best, double score, int kind, int32_t g, int32_t a,
 /* The swaps of slot a of g with the slots of h (loads lg, lh, gap = lg -
  * lh, before = excess of the pair): offered in slot order.  The same
  * replica's slots weigh the same (d = 0), so an expert never swaps with
- * itself. */
+ * itself.  The tests only reject, so their order is free: the cheap ones
+ * (the moves come from bits, up to 64 GPUs) before the duplicate checks. */
 static inline void swap_one(const eplb__search_t *c, int32_t g, int32_t a,
                             int32_t h, int32_t b, double lg, double lh,
                             double mean, double lambda, int32_t budget,
@@ -303,10 +320,10 @@ static inline void swap_one(const eplb__search_t *c, int32_t g, int32_t a,
   double gain = before - pos(lg - d - mean) - pos(lh + d - mean);
   if (gain <= best->score) /* cannot win even with no moves */
     return;
-  if (holds(c, h, rg[a], h * per + b) || holds(c, g, rh[b], g * per + a))
-    return;
   int32_t mv = move_delta(c, g, rg[a], rh[b]) + move_delta(c, h, rh[b], rg[a]);
-  if (mv > budget)
+  if (mv > budget || gain - lambda * mv <= best->score)
+    return;
+  if (holds(c, h, rg[a], h * per + b) || holds(c, g, rh[b], g * per + a))
     return;
   offer(best, gain - lambda * mv, 1, g, a, h, b, -1, mv);
 }
@@ -329,16 +346,23 @@ static void swap_pair_scalar(const eplb__search_t *c, int32_t g, int32_t h,
 #if defined(__x86_64__) && defined(__GNUC__)
 #define EPLB_SWAP_SIMD 1
 /* The same with AVX2 for GPUs of up to 8 slots: for each slot a of g the
- * moves d to h's slots, eight at a time in two registers, and which of
- * them pass swap_one's first test (0 < d < lg - lh, the same compares);
- * only those are tried, in slot order, so the same swap wins.  Nearly
- * every pair fails that test. */
+ * swaps with h's slots, eight at a time in two registers, are put through
+ * swap_one's tests but the duplicate checks, computed as swap_one computes
+ * them (the same operations in the same order, so the same doubles): 0 <
+ * d < lg - lh, a gain above the best score, moves within the budget and a
+ * net gain above the best score.  The moves of swapping slot a (expert x)
+ * with slot b (expert y) split into a part of a and a part of b:
+ *     away(g, y) - away(g, x) + away(h, x) - away(h, y).
+ * The best score is read once per slot of g (it only rises, so the test
+ * keeps every swap that could win); the lanes left are tried, in slot
+ * order, with swap_one, so the same swap wins.  Nearly every lane fails. */
 __attribute__((target("avx2"))) static void
 swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
                double lh, double mean, double lambda, int32_t budget,
                op_t *best) {
   int32_t per = c->per;
   const double *wg = c->sw + (size_t)g * per, *wh = c->sw + (size_t)h * per;
+  const int32_t *rg = c->slot + (size_t)g * per, *rh = c->slot + (size_t)h * per;
   __m256i l0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(per),
                                   _mm256_setr_epi64x(0, 1, 2, 3));
   __m256i l1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(per),
@@ -347,17 +371,76 @@ swap_pair_avx2(const eplb__search_t *c, int32_t g, int32_t h, double lg,
   if (per > 4)
     h1 = _mm256_maskload_pd(wh + 4, l1);
   const __m256d zero = _mm256_setzero_pd(), gap = _mm256_set1_pd(lg - lh);
+  const __m256d vlg = _mm256_set1_pd(lg), vlh = _mm256_set1_pd(lh);
+  const __m256d vmean = _mm256_set1_pd(mean), vlam = _mm256_set1_pd(lambda);
+  const __m256d before = _mm256_set1_pd(pos(lg - mean) + pos(lh - mean));
+  const __m256d vbudget = _mm256_set1_pd((double)budget);
+  /* The moves' parts of b (and of a, per slot) once a lane needs them.
+   * With less than two moves left (a swap makes two at most), both first:
+   * a pair none of whose swaps fits the budget is skipped. */
+  double ca[8], cb[8] = {0};
+  int have = 0, moves_cheap = c->omask != NULL || c->home != NULL;
+  if (budget < 2) {
+    int32_t amin = 2, bmin = 2;
+    for (int32_t k = 0; k < per; k++) {
+      int32_t pa = away(c, h, rg[k]) - away(c, g, rg[k]);
+      int32_t pb = away(c, g, rh[k]) - away(c, h, rh[k]);
+      ca[k] = (double)pa;
+      cb[k] = (double)pb;
+      amin = pa < amin ? pa : amin;
+      bmin = pb < bmin ? pb : bmin;
+    }
+    if (amin + bmin > budget)
+      return;
+    have = 2;
+  }
+  __m256d cb0 = _mm256_loadu_pd(cb), cb1 = _mm256_loadu_pd(cb + 4);
   int lanes = (1 << per) - 1;
   for (int32_t a = 0; a < per; a++) {
     __m256d wa = _mm256_set1_pd(wg[a]);
     __m256d d0 = _mm256_sub_pd(wa, h0), d1 = _mm256_sub_pd(wa, h1);
-    int m = _mm256_movemask_pd(
-                _mm256_and_pd(_mm256_cmp_pd(d0, zero, _CMP_GT_OQ),
-                              _mm256_cmp_pd(d0, gap, _CMP_LT_OQ))) |
-            _mm256_movemask_pd(
-                _mm256_and_pd(_mm256_cmp_pd(d1, zero, _CMP_GT_OQ),
-                              _mm256_cmp_pd(d1, gap, _CMP_LT_OQ)))
-                << 4;
+    __m256d in0 = _mm256_and_pd(_mm256_cmp_pd(d0, zero, _CMP_GT_OQ),
+                                _mm256_cmp_pd(d0, gap, _CMP_LT_OQ));
+    __m256d in1 = _mm256_and_pd(_mm256_cmp_pd(d1, zero, _CMP_GT_OQ),
+                                _mm256_cmp_pd(d1, gap, _CMP_LT_OQ));
+    if (((_mm256_movemask_pd(in0) | _mm256_movemask_pd(in1) << 4) & lanes) ==
+        0)
+      continue;
+    if (have == 0 && moves_cheap) {
+      for (int32_t b = 0; b < per; b++)
+        cb[b] = (double)(away(c, g, rh[b]) - away(c, h, rh[b]));
+      cb0 = _mm256_loadu_pd(cb);
+      cb1 = _mm256_loadu_pd(cb + 4);
+      have = 1;
+    }
+    /* Without the bits (and a budget of two moves or more), the moves are
+     * left to swap_one: the lanes are tested as if they made none, which
+     * keeps every lane the full test keeps. */
+    __m256d va = have == 2   ? _mm256_set1_pd(ca[a])
+                 : have == 1 ? _mm256_set1_pd((double)(away(c, h, rg[a]) -
+                                                       away(c, g, rg[a])))
+                             : zero;
+    __m256d bs = _mm256_set1_pd(best->score);
+    __m256d g0 = _mm256_sub_pd(
+        _mm256_sub_pd(before,
+                      _mm256_max_pd(_mm256_sub_pd(_mm256_sub_pd(vlg, d0), vmean),
+                                    zero)),
+        _mm256_max_pd(_mm256_sub_pd(_mm256_add_pd(vlh, d0), vmean), zero));
+    __m256d g1 = _mm256_sub_pd(
+        _mm256_sub_pd(before,
+                      _mm256_max_pd(_mm256_sub_pd(_mm256_sub_pd(vlg, d1), vmean),
+                                    zero)),
+        _mm256_max_pd(_mm256_sub_pd(_mm256_add_pd(vlh, d1), vmean), zero));
+    __m256d m0 = _mm256_add_pd(va, cb0), m1 = _mm256_add_pd(va, cb1);
+    __m256d n0 = _mm256_sub_pd(g0, _mm256_mul_pd(vlam, m0));
+    __m256d n1 = _mm256_sub_pd(g1, _mm256_mul_pd(vlam, m1));
+    in0 = _mm256_and_pd(in0, _mm256_and_pd(_mm256_cmp_pd(g0, bs, _CMP_GT_OQ),
+                                           _mm256_cmp_pd(n0, bs, _CMP_GT_OQ)));
+    in1 = _mm256_and_pd(in1, _mm256_and_pd(_mm256_cmp_pd(g1, bs, _CMP_GT_OQ),
+                                           _mm256_cmp_pd(n1, bs, _CMP_GT_OQ)));
+    in0 = _mm256_and_pd(in0, _mm256_cmp_pd(m0, vbudget, _CMP_LE_OQ));
+    in1 = _mm256_and_pd(in1, _mm256_cmp_pd(m1, vbudget, _CMP_LE_OQ));
+    int m = _mm256_movemask_pd(in0) | _mm256_movemask_pd(in1) << 4;
     for (m &= lanes; m != 0; m &= m - 1)
       swap_one(c, g, a, h, __builtin_ctz((unsigned)m), lg, lh, mean, lambda,
                budget, best);
@@ -372,7 +455,7 @@ typedef void (*swap_pair_fn)(const eplb__search_t *, int32_t, int32_t, double,
  * AVX2 up to 8 slots a GPU. */
 static swap_pair_fn swap_pair_for(const eplb__search_t *c) {
 #ifdef EPLB_SWAP_SIMD
-  if (c->per <= 8 && __builtin_cpu_supports("avx2"))
+  if (c->per <= 8 && !c->scalar && __builtin_cpu_supports("avx2"))
     return swap_pair_avx2;
 #endif
   (void)c;
@@ -431,10 +514,10 @@ typedef struct {
  * bounded from the above-mean count (O(1)) instead of summed over them. */
 #define RELIEF_WALK 64
 
-static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
-                   double mean) {
+/* The part of gift() that does not depend on the target GPU (to_away is
+ * left 0): computed once for every GPU a replica of `to` is tried on. */
+static gift_t gift_any(const eplb__search_t *c, int32_t to, double mean) {
   gift_t x = {.to = to};
-  x.to_away = c->home != NULL ? 0 : (int32_t)!orig_has(c, h, to);
   x.t_old = c->cnt[to] > 0 ? c->ew[to] : 0;
   x.t_new = c->load[to] / (c->cnt[to] + 1);
   double dt = x.t_old - x.t_new;
@@ -446,6 +529,13 @@ static gift_t gift(const eplb__search_t *c, int32_t h, int32_t to,
     double ex = c->gl[s / c->per] - mean;
     x.relief += ex < dt ? pos(ex) : dt;
   }
+  return x;
+}
+
+/* gift_any's x for target GPU h. */
+static gift_t gift_on(const eplb__search_t *c, const gift_t *any, int32_t h) {
+  gift_t x = *any;
+  x.to_away = c->home != NULL ? 0 : away(c, h, x.to);
   return x;
 }
 
@@ -470,7 +560,7 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
   if (from == to || c->cnt[from] < 2)
     return;
   int32_t mv = c->home != NULL ? move_delta(c, h, from, to)
-                               : x->to_away - (int32_t)!orig_has(c, h, from);
+                               : x->to_away - away(c, h, from);
   if (mv > budget)
     return;
   double f_old = c->ew[from], t_new = x->t_new, lh = c->gl[h];
@@ -479,8 +569,9 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
   double ub = x->relief + own;
   if (c->with_above) { /* the linear bound, when it is lower */
     int32_t kf = 0; /* h's slots of `from` (more than one: a duplicate of
-                       the current map), all left to `own` */
-    for (int32_t j = 0; j < per; j++)
+                       the current map), all left to `own`; it only counts
+                       when h is above the mean */
+    for (int32_t j = 0; lh > mean && j < per; j++)
       kf += rh[j] == from;
     double lin = (x->t_old - t_new) * c->above[to] -
                  (f_new - f_old) * (c->above[from] - (lh > mean) * kf) + own;
@@ -502,13 +593,43 @@ static void try_replace(eplb__search_t *c, int32_t h, int32_t b,
   offer(best, gain - lambda * mv, 2, -1, -1, h, b, to, mv);
 }
 
-/* try_replace on every slot of GPU h, which lacks `to`. */
-static void try_replace_gpu(eplb__search_t *c, int32_t h, int32_t to,
+/* try_replace on every slot of GPU h, which lacks `to` (any: gift_any of
+ * it).  Only the slots whose expert can spare a replica are tried (the
+ * others try_replace turns down), and none when no slot's bound in
+ * try_replace can beat the best: that bound is at most relief + own, own
+ * grows with the weight of the slot given up (so the heaviest of those
+ * slots bounds it), and the moves are at least to_away - 1 (the same
+ * operations, so the same rounding). */
+static void try_replace_gpu(eplb__search_t *c, int32_t h, const gift_t *any,
                             double mean, double lambda, int32_t budget,
                             op_t *best) {
-  gift_t x = gift(c, h, to, mean);
-  for (int32_t b = 0; b < c->per; b++)
-    try_replace(c, h, b, &x, mean, lambda, budget, best);
+  gift_t x = gift_on(c, any, h);
+  int32_t per = c->per, to = x.to, spare[64], ns = 0;
+  const int32_t *rh = c->slot + (size_t)h * per;
+  const double *w = c->sw + (size_t)h * per;
+  double wmax = 0, lh = c->gl[h];
+  for (int32_t b = 0; b < per; b++) {
+    if (rh[b] == to || c->cnt[rh[b]] < 2)
+      continue;
+    if (ns == 0 || w[b] > wmax)
+      wmax = w[b];
+    if (ns < 64)
+      spare[ns] = b;
+    ns++;
+  }
+  if (ns == 0)
+    return;
+  int32_t mv_min = (c->home != NULL ? away(c, h, to) : x.to_away) - 1;
+  double own = pos(lh - mean) - pos(lh + x.t_new - wmax - mean);
+  if (x.relief + own - lambda * mv_min + 1e-9 * mean <= best->score)
+    return;
+  if (ns > 64) { /* more than the list holds: every slot */
+    for (int32_t b = 0; b < per; b++)
+      try_replace(c, h, b, &x, mean, lambda, budget, best);
+    return;
+  }
+  for (int32_t i = 0; i < ns; i++)
+    try_replace(c, h, spare[i], &x, mean, lambda, budget, best);
 }
 
 /* Indices of the `k` heaviest slots of GPU g (by weight) into out. */
@@ -633,6 +754,7 @@ static void best_for(eplb__search_t *c, swap_pair_fn swap_pair, int32_t g,
   int32_t nh = heaviest_slots(c, g, 2, hot);
   for (int32_t k = 0; k < nh; k++) {
     int32_t z = c->slot[g * per + hot[k]], tried = 0;
+    gift_t any = gift_any(c, z, mean);
     for (int32_t blk = 0; blk < c->gpus.nb && tried < 4; blk++) {
       const int32_t *hs;
       const double *ls;
@@ -642,7 +764,7 @@ static void best_for(eplb__search_t *c, swap_pair_fn swap_pair, int32_t g,
         if (h == g || holds(c, h, z, -1))
           continue;
         tried++;
-        try_replace_gpu(c, h, z, mean, lambda, budget, best);
+        try_replace_gpu(c, h, &any, mean, lambda, budget, best);
       }
     }
   }
@@ -662,8 +784,10 @@ static void best_for(eplb__search_t *c, swap_pair_fn swap_pair, int32_t g,
   }
   for (int32_t j = 0; j < per; j++)
     c->mark[rg[j]] = 0;
-  for (int32_t k = 0; k < nc; k++)
-    try_replace_gpu(c, g, cand[k], mean, lambda, budget, best);
+  for (int32_t k = 0; k < nc; k++) {
+    gift_t any = gift_any(c, cand[k], mean);
+    try_replace_gpu(c, g, &any, mean, lambda, budget, best);
+  }
 }
 
 /* The (up to) 4 most loaded GPUs, heaviest first, into top[]: how many. */
