@@ -198,6 +198,16 @@ int eplb_cli_read_scenarios(const eplb_cli_source_t *src, int num_sources,
                             int32_t window, eplb_stats_format_t format,
                             const eplb_stats_read_opts_t *ropts,
                             eplb_cli_scenarios_t *out, eplb_error_t *err);
+
+/* The same for a program's options: the --stats files (when any) are one
+ * more scenario, the first, then each --scenario source. */
+int eplb_cli_read_options_scenarios(const char **stats, int num_stats,
+                                    const eplb_cli_source_t *scen,
+                                    int num_scen, int32_t window,
+                                    eplb_stats_format_t format,
+                                    const eplb_stats_read_opts_t *ropts,
+                                    eplb_cli_scenarios_t *out,
+                                    eplb_error_t *err);
 void eplb_cli_scenarios_cleanup(eplb_cli_scenarios_t *s);
 
 /* The weighted mean of the scenarios, each layer of each normalised to its

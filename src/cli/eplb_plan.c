@@ -569,21 +569,9 @@ typedef struct {
  * normalised weighted mean into r->st.  One scenario is read as it is
  * (its plan is the plain plan of it). */
 static int read_scenarios(const args_t *a, run_t *r, eplb_error_t *err) {
-  int n = (a->num_stats > 0) + a->num_scen, i = 0;
-  eplb_cli_source_t *src = calloc((size_t)n, sizeof(*src));
-  if (src == NULL)
-    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
-  if (a->num_stats > 0)
-    src[i++] = (eplb_cli_source_t){.paths = (const char *const *)a->stats,
-                                   .num_paths = a->num_stats,
-                                   .weight = 1,
-                                   .label = a->num_stats == 1 ? a->stats[0]
-                                                              : "--stats"};
-  for (int j = 0; j < a->num_scen; j++)
-    src[i++] = a->scen[j];
-  int rc = eplb_cli_read_scenarios(src, n, a->window, a->format, &a->ropts,
-                                   &r->sc, err);
-  free(src);
+  int rc = eplb_cli_read_options_scenarios(
+      (const char **)a->stats, a->num_stats, a->scen, a->num_scen, a->window,
+      a->format, &a->ropts, &r->sc, err);
   if (rc)
     return rc;
   r->dropped = r->sc.dropped;

@@ -214,3 +214,27 @@ int eplb_cli_scenarios_sum(const eplb_cli_scenarios_t *s, eplb_stats_t *out,
   }
   return 0;
 }
+
+int eplb_cli_read_options_scenarios(const char **stats, int num_stats,
+                                    const eplb_cli_source_t *scen,
+                                    int num_scen, int32_t window,
+                                    eplb_stats_format_t format,
+                                    const eplb_stats_read_opts_t *ropts,
+                                    eplb_cli_scenarios_t *out,
+                                    eplb_error_t *err) {
+  int n = (num_stats > 0) + num_scen, i = 0;
+  eplb_cli_source_t *src = calloc((size_t)n, sizeof(*src));
+  if (src == NULL)
+    return eplb_error_set(err, EPLB_ENOMEM, "out of memory");
+  if (num_stats > 0)
+    src[i++] = (eplb_cli_source_t){.paths = (const char *const *)stats,
+                                   .num_paths = num_stats,
+                                   .weight = 1,
+                                   .label = num_stats == 1 ? stats[0]
+                                                           : "--stats"};
+  for (int j = 0; j < num_scen; j++)
+    src[i++] = scen[j];
+  int rc = eplb_cli_read_scenarios(src, n, window, format, ropts, out, err);
+  free(src);
+  return rc;
+}
