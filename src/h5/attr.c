@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "h5/shard_internal.h"
 
@@ -62,3 +63,25 @@ int eplb__h5_attr_str(hid_t obj, const char *name, char *buf, size_t cap) {
   return rc;
 }
 
+int eplb__h5_put_attr(hid_t obj, const char *name, hid_t ft, hid_t mt,
+                      const void *v) {
+  hid_t s = H5Screate(H5S_SCALAR);
+  hid_t a =
+      s >= 0 ? H5Acreate2(obj, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
+  int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
+  if (a >= 0 && H5Aclose(a) < 0)
+    ok = 0;
+  if (s >= 0)
+    H5Sclose(s);
+  return ok ? 0 : -1;
+}
+
+int eplb__h5_put_str(hid_t obj, const char *name, const char *v) {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  int rc = t < 0 || H5Tset_size(t, strlen(v) + 1) < 0
+               ? -1
+               : eplb__h5_put_attr(obj, name, t, t, v);
+  if (t >= 0)
+    H5Tclose(t);
+  return rc;
+}

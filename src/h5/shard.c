@@ -50,9 +50,9 @@ struct eplb_shard_writer_s {
   unsigned char *tmp; /* one dataset of one layer (put_layer only) */
   hid_t group;        /* the layer begun by begin_layer, or -1 */
   hid_t dsets[EPLB_SHARD_MAX_DATASETS];
-  int32_t layer;      /* the layer begun by begin_layer */
-  uint64_t *sums;     /* [L][P][D] at-rest checksums of the rows written */
-  int64_t rows_left;  /* L * P rows not written yet */
+  int32_t layer;       /* the layer begun by begin_layer */
+  uint64_t *sums;      /* [L][P][D] at-rest checksums of the rows written */
+  int64_t rows_left;   /* L * P rows not written yet */
   unsigned char *done; /* [L * P] 1 once a row is written */
 };
 
@@ -806,42 +806,25 @@ int eplb_shard_read_rows(eplb_shard_t *sh, int32_t layer, void *buf,
 
 /* ---- writing ------------------------------------------------------ */
 
-/* Writes a scalar root attribute of HDF5 type ft from memory type mt. */
-static int put_attr(hid_t f, const char *name, hid_t ft, hid_t mt,
-                    const void *v) {
-  hid_t s = H5Screate(H5S_SCALAR);
-  hid_t a = s >= 0 ? H5Acreate2(f, name, ft, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  int ok = a >= 0 && H5Awrite(a, mt, v) >= 0;
-  if (a >= 0 && H5Aclose(a) < 0)
-    ok = 0;
-  if (s >= 0)
-    H5Sclose(s);
-  return ok ? 0 : -1;
-}
-
 /* The root attributes of a new shard. */
 static int put_root(hid_t f, const eplb_shard_info_t *in) {
-  hid_t str = H5Tcopy(H5T_C_S1);
   int32_t ver = EPLB_SHARD_VERSION;
-  int rc =
-      str < 0 || H5Tset_size(str, strlen(EPLB_SHARD_FORMAT) + 1) < 0 ? -1 : 0;
+  int rc = eplb__h5_put_str(f, "eplb_format", EPLB_SHARD_FORMAT);
   if (rc == 0)
-    rc = put_attr(f, "eplb_format", str, str, EPLB_SHARD_FORMAT);
+    rc = eplb__h5_put_attr(f, "eplb_version", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                           &ver);
   if (rc == 0)
-    rc = put_attr(f, "eplb_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &ver);
+    rc = eplb__h5_put_attr(f, "generation", H5T_STD_U64LE, H5T_NATIVE_UINT64,
+                           &in->generation);
   if (rc == 0)
-    rc = put_attr(f, "generation", H5T_STD_U64LE, H5T_NATIVE_UINT64,
-                  &in->generation);
+    rc = eplb__h5_put_attr(f, "rank", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                           &in->rank);
   if (rc == 0)
-    rc = put_attr(f, "rank", H5T_STD_I32LE, H5T_NATIVE_INT32, &in->rank);
+    rc = eplb__h5_put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                           &in->world_size);
   if (rc == 0)
-    rc = put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32,
-                  &in->world_size);
-  if (rc == 0)
-    rc = put_attr(f, "num_layers", H5T_STD_I32LE, H5T_NATIVE_INT32,
-                  &in->num_layers);
-  if (str >= 0)
-    H5Tclose(str);
+    rc = eplb__h5_put_attr(f, "num_layers", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                           &in->num_layers);
   if (rc == 0) {
     hid_t g = H5Gcreate2(f, "/layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     rc = g < 0 || H5Gclose(g) < 0 ? -1 : 0;

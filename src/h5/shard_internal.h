@@ -34,6 +34,15 @@ int eplb__sums_check(const char *path, const eplb_shard_info_t *in,
  * 0, or -1 missing, -2 not a single string, -3 unreadable. */
 int eplb__h5_attr_str(hid_t obj, const char *name, char *buf, size_t cap);
 
+/* Writes scalar attribute `name` on obj, of HDF5 type ft from memory type
+ * mt; every call checked (a failed close is a lost write).  0 or -1. */
+int eplb__h5_put_attr(hid_t obj, const char *name, hid_t ft, hid_t mt,
+                      const void *v);
+
+/* Writes string attribute `name` = v on obj (fixed length, ASCII, as
+ * eplb_format is).  0 or -1. */
+int eplb__h5_put_str(hid_t obj, const char *name, const char *v);
+
 /* eplb_shard_info_make with the datasets' HDF5 types given (not closed):
  * any type eplb_shard_open accepts. */
 int eplb__shard_info_from_types(eplb_shard_info_t *info, int32_t world_size,

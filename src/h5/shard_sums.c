@@ -28,8 +28,8 @@ static int names_of(const eplb_shard_info_t *in, char *buf, size_t cap) {
   size_t u = 0;
   buf[0] = '\0';
   for (int32_t d = 0; d < in->num_datasets; d++) {
-    int n = snprintf(buf + u, cap - u, "%s%s", d ? "/" : "",
-                     in->datasets[d].name);
+    int n =
+        snprintf(buf + u, cap - u, "%s%s", d ? "/" : "", in->datasets[d].name);
     if (n < 0 || (size_t)n >= cap - u)
       return -1;
     u += (size_t)n;
@@ -83,8 +83,8 @@ int eplb__sums_read(hid_t file, const char *path, const eplb_shard_info_t *in,
     rc = eplb_error_set(err, EPLB_ENOMEM, "out of memory");
   if (rc == 0 && in->num_datasets > 0 &&
       H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *sums) < 0)
-    rc = eplb_error_set(err, EPLB_EHDF5, "%s: cannot read /%s", path,
-                        SUMS_NAME);
+    rc =
+        eplb_error_set(err, EPLB_EHDF5, "%s: cannot read /%s", path, SUMS_NAME);
   if (rc) {
     free(*sums);
     *sums = NULL;
@@ -96,21 +96,6 @@ int eplb__sums_read(hid_t file, const char *path, const eplb_shard_info_t *in,
   if (d >= 0)
     H5Dclose(d);
   return rc;
-}
-
-/* A scalar string attribute of object o. */
-static int put_str(hid_t o, const char *name, const char *v) {
-  hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
-  int ok = t >= 0 && s >= 0 && H5Tset_size(t, strlen(v) + 1) >= 0;
-  hid_t a = ok ? H5Acreate2(o, name, t, s, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  ok = a >= 0 && H5Awrite(a, t, v) >= 0;
-  if (a >= 0 && H5Aclose(a) < 0)
-    ok = 0;
-  if (s >= 0)
-    H5Sclose(s);
-  if (t >= 0)
-    H5Tclose(t);
-  return ok ? 0 : -1;
 }
 
 int eplb__sums_write(hid_t file, const eplb_shard_info_t *in,
@@ -127,8 +112,8 @@ int eplb__sums_write(hid_t file, const eplb_shard_info_t *in,
   int ok = d >= 0 &&
            H5Dwrite(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                     sums) >= 0 &&
-           put_str(d, "hash", "xxh3-64") == 0 &&
-           put_str(d, "datasets", names) == 0;
+           eplb__h5_put_str(d, "hash", "xxh3-64") == 0 &&
+           eplb__h5_put_str(d, "datasets", names) == 0;
   if (d >= 0 && H5Dclose(d) < 0)
     ok = 0;
   if (s >= 0)
@@ -154,4 +139,3 @@ int eplb__sums_check(const char *path, const eplb_shard_info_t *in,
                         path, (int)in->rank, (int)l, (int)s,
                         in->datasets[d].name);
 }
-
