@@ -51,20 +51,34 @@ static int eat(scan_t *s, char c) {
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
+/* The digits at *q (before end) as 0..max: a digit first, no leading
+ * zero; *q moves past them.  0 when they break those rules. */
+static inline int digits(const char **q, const char *end, int64_t max,
+                         int64_t *out) {
+  const char *p = *q;
+  if (p == end || !is_digit(*p))
+    return 0;
+  int64_t v = *p++ - '0';
+  if (v == 0 && p < end && is_digit(*p))
+    return 0;
+  while (p < end && is_digit(*p) && v <= max)
+    v = v * 10 + (*p++ - '0');
+  if (v > max)
+    return 0;
+  *q = p;
+  *out = v;
+  return 1;
+}
+
 /* Reads a plain decimal integer 0..max (max < 2^31): no sign, no leading
  * zero, no fraction or exponent after it (cJSON would read "3.0", "3e0"
  * or "03" as 3 too: those are left to it). */
 static int read_uint(scan_t *s, int64_t max, int64_t *out) {
   skip_ws(s);
   const char *q = s->p, *end = s->end;
-  if (q == end || !is_digit(*q))
-    return 0;
-  int64_t v = *q++ - '0';
-  if (v == 0 && q < end && is_digit(*q))
-    return 0;
-  while (q < end && is_digit(*q) && v <= max)
-    v = v * 10 + (*q++ - '0');
-  if (v > max || (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
+  int64_t v;
+  if (!digits(&q, end, max, &v) ||
+      (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
     return 0;
   s->p = q;
   *out = v;
@@ -128,7 +142,7 @@ static int ivec_push(ivec_t *a, int32_t x) {
 
 /* Reads [i, i, ...] of integers 0..max (< 2^31), appended to a; *n = how
  * many.  The loop every id goes through: read_uint's rules (a digit
- * first, no leading zero) with the byte after each id required to be
+ * first, no leading zero: digits()) with the byte after each id required to be
  * white space, ',' or ']', so "3.0", "3e0" or "-3" give up. */
 static int read_ids(scan_t *s, int64_t max, ivec_t *a, size_t *n) {
   if (!eat(s, '['))
@@ -142,14 +156,8 @@ static int read_ids(scan_t *s, int64_t max, ivec_t *a, size_t *n) {
   for (;;) {
     while (q < end && is_ws(*q))
       q++;
-    if (q == end || !is_digit(*q))
-      return 0;
-    int64_t v = *q++ - '0';
-    if (v == 0 && q < end && is_digit(*q))
-      return 0;
-    while (q < end && is_digit(*q) && v <= max)
-      v = v * 10 + (*q++ - '0');
-    if (v > max || !ivec_push(a, (int32_t)v))
+    int64_t v;
+    if (!digits(&q, end, max, &v) || !ivec_push(a, (int32_t)v))
       return 0;
     while (q < end && is_ws(*q))
       q++;
